@@ -1,0 +1,337 @@
+//! Configuration of `lookout-collector`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, HumanDuration};
+use crate::Validate;
+
+/// Configuration of `lookout-collector`. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Directory owned by the collector: WAL, log and span indexes.
+    pub data_dir: PathBuf,
+    /// How long logs and spans are kept; whole time partitions older than this are removed.
+    pub retention: HumanDuration,
+    /// OTLP receivers.
+    pub otlp: OtlpConfig,
+    /// Query API, `/metrics`, `/healthz`, `/readyz`.
+    pub api: ApiConfig,
+    /// Limits on what one request may contain.
+    pub limits: LimitsConfig,
+    /// Write-ahead log.
+    pub wal: WalConfig,
+    /// Log and span indexes.
+    pub index: IndexConfig,
+    /// Back-pressure between the WAL and the indexes.
+    pub ingest: IngestConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./lookout-data"),
+            retention: HumanDuration::from_secs(7 * 86_400),
+            otlp: OtlpConfig::default(),
+            api: ApiConfig::default(),
+            limits: LimitsConfig::default(),
+            wal: WalConfig::default(),
+            index: IndexConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+/// OTLP listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc: SocketAddr,
+    /// OTLP/HTTP listen address (`/v1/traces`, `/v1/logs`, `/v1/metrics`).
+    pub http: SocketAddr,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+        }
+    }
+}
+
+/// Query API listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address of the query API, `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+        }
+    }
+}
+
+/// Limits applied to every OTLP request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted on the wire (compressed size), like gRPC's 4 MiB.
+    pub max_request_size: ByteSize,
+    /// Largest body after gzip inflation; protects against gzip bombs.
+    pub max_decompressed_size: ByteSize,
+    /// Most attributes kept per resource, scope, span, event, link or log record; the
+    /// rest are dropped and counted in `dropped_attributes_count`.
+    pub max_attributes: u32,
+    /// Longest string attribute value or log body kept, in bytes; longer ones are
+    /// truncated on a UTF-8 boundary.
+    pub max_attribute_length: ByteSize,
+    /// Timestamps further than this in the future are refused.
+    pub max_future_skew: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_size: ByteSize::mib(4),
+            max_decompressed_size: ByteSize::mib(32),
+            max_attributes: 128,
+            max_attribute_length: ByteSize::kib(16),
+            max_future_skew: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+/// Write-ahead log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// A new segment file is started when the current one reaches this size.
+    pub segment_size: ByteSize,
+    /// `fsync` before acknowledging. Turning this off trades durability for speed.
+    pub fsync: bool,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            segment_size: ByteSize::mib(64),
+            fsync: true,
+        }
+    }
+}
+
+/// Log and span indexes (tantivy).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Width of a time partition; retention removes whole partitions.
+    pub partition: HumanDuration,
+    /// Commit at least this often, so new data is searchable within about this delay.
+    pub commit_interval: HumanDuration,
+    /// Commit after this many new documents.
+    pub commit_docs: u64,
+    /// Commit after this many bytes of new documents.
+    pub commit_bytes: ByteSize,
+    /// Memory budget of each index writer (tantivy's heap), split across its threads.
+    pub writer_memory: ByteSize,
+    /// Indexing threads per writer.
+    pub writer_threads: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            partition: HumanDuration::from_secs(3600),
+            commit_interval: HumanDuration::from_secs(1),
+            commit_docs: 200_000,
+            commit_bytes: ByteSize::mib(64),
+            writer_memory: ByteSize::mib(64),
+            writer_threads: 1,
+        }
+    }
+}
+
+/// Back-pressure between the write-ahead log and the indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most request bytes in flight (being written or waiting to be indexed). Past it the
+    /// collector answers 503 / UNAVAILABLE with a retry hint instead of growing memory.
+    pub max_pending_bytes: ByteSize,
+    /// Retry hint sent with overload responses.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_pending_bytes: ByteSize::mib(128),
+            retry_after: HumanDuration::from_secs(1),
+        }
+    }
+}
+
+impl Validate for CollectorConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        if self.retention.get().as_secs() < 60 {
+            return err(
+                "retention",
+                format!("must be at least 1m, got {}", self.retention),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return err("data_dir", "must not be empty".into());
+        }
+        let l = &self.limits;
+        if l.max_request_size.get() < 1024 {
+            return err(
+                "limits.max_request_size",
+                format!("must be at least 1KiB, got {}", l.max_request_size),
+            );
+        }
+        if l.max_decompressed_size < l.max_request_size {
+            return err(
+                "limits.max_decompressed_size",
+                format!(
+                    "must be at least limits.max_request_size ({}), got {}",
+                    l.max_request_size, l.max_decompressed_size
+                ),
+            );
+        }
+        if l.max_attributes == 0 {
+            return err("limits.max_attributes", "must be at least 1".into());
+        }
+        if l.max_attribute_length.get() < 16 {
+            return err(
+                "limits.max_attribute_length",
+                format!("must be at least 16B, got {}", l.max_attribute_length),
+            );
+        }
+        if self.wal.segment_size.get() < (1 << 20) {
+            return err(
+                "wal.segment_size",
+                format!("must be at least 1MiB, got {}", self.wal.segment_size),
+            );
+        }
+        let i = &self.index;
+        if i.partition.get().as_secs() < 60 {
+            return err(
+                "index.partition",
+                format!("must be at least 1m, got {}", i.partition),
+            );
+        }
+        if i.commit_interval.get().is_zero() {
+            return err("index.commit_interval", "must be greater than 0".into());
+        }
+        if i.commit_docs == 0 {
+            return err("index.commit_docs", "must be at least 1".into());
+        }
+        if i.writer_threads == 0 || i.writer_threads > 16 {
+            return err(
+                "index.writer_threads",
+                format!("must be between 1 and 16, got {}", i.writer_threads),
+            );
+        }
+        // tantivy needs at least 15 MB of heap per indexing thread.
+        let per_thread = i.writer_memory.get() / i.writer_threads as u64;
+        if per_thread < 15_000_000 {
+            return err(
+                "index.writer_memory",
+                format!(
+                    "must be at least 15MB per writer thread ({} threads), got {}",
+                    i.writer_threads, i.writer_memory
+                ),
+            );
+        }
+        if self.ingest.max_pending_bytes < l.max_decompressed_size {
+            return err(
+                "ingest.max_pending_bytes",
+                format!(
+                    "must be at least limits.max_decompressed_size ({}), got {}",
+                    l.max_decompressed_size, self.ingest.max_pending_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::parse;
+
+    #[test]
+    fn empty_config_equals_defaults() {
+        let c: CollectorConfig = parse("", Path::new("c.toml")).expect("parse");
+        assert_eq!(c, CollectorConfig::default());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse::<CollectorConfig>("[otlp]\ngrcp = \"127.0.0.1:1\"\n", Path::new("c.toml"))
+            .expect_err("must fail");
+        assert_eq!(e.key(), Some("otlp.grcp"));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("c.toml: key `otlp.grcp`: unknown field"),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e =
+            parse::<CollectorConfig>("[limits]\nmax_attributes = \"many\"\n", Path::new("c.toml"))
+                .expect_err("must fail");
+        assert_eq!(e.key(), Some("limits.max_attributes"));
+    }
+
+    #[test]
+    fn bad_units_name_key() {
+        let e = parse::<CollectorConfig>("retention = \"a week\"\n", Path::new("c.toml"))
+            .expect_err("must fail");
+        assert_eq!(e.key(), Some("retention"));
+        let e = parse::<CollectorConfig>(
+            "[limits]\nmax_request_size = \"4 parsecs\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("must fail");
+        assert_eq!(e.key(), Some("limits.max_request_size"));
+        assert!(e.to_string().contains("unknown size unit"), "{e}");
+    }
+
+    #[test]
+    fn semantic_checks_name_key() {
+        let e = parse::<CollectorConfig>(
+            "[limits]\nmax_request_size = \"8MiB\"\nmax_decompressed_size = \"4MiB\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("must fail");
+        assert_eq!(e.key(), Some("limits.max_decompressed_size"));
+        let e =
+            parse::<CollectorConfig>("[index]\nwriter_memory = \"1MiB\"\n", Path::new("c.toml"))
+                .expect_err("must fail");
+        assert_eq!(e.key(), Some("index.writer_memory"));
+    }
+
+    #[test]
+    fn malformed_toml_is_refused() {
+        let e = parse::<CollectorConfig>("[otlp\n", Path::new("c.toml")).expect_err("must fail");
+        assert!(e.to_string().starts_with("c.toml:"), "{e}");
+    }
+}

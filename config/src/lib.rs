@@ -1,0 +1,190 @@
+//! Typed, validated configuration of every Lookout binary.
+//!
+//! Each binary reads an optional TOML file (`--config FILE`); every key has a default
+//! defined once here, unknown keys are refused, and every error names the file, the key
+//! and the reason. Command-line flags are applied on top by the binaries.
+
+mod agent;
+mod collector;
+mod units;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use agent::AgentConfig;
+pub use collector::{
+    ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, OtlpConfig, WalConfig,
+};
+pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
+
+/// Configuration of `lookout-tui`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Base URL of the collector's query API.
+    pub collector: String,
+    /// How often the open view refreshes.
+    pub refresh: HumanDuration,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            collector: "http://127.0.0.1:7070".to_string(),
+            refresh: HumanDuration::from_secs(2),
+        }
+    }
+}
+
+impl Validate for TuiConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
+            return Err((
+                "collector".into(),
+                format!(
+                    "expected an http:// or https:// URL, got {:?}",
+                    self.collector
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a key is unknown or has the wrong type.
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file (or `<flags>` / `<inline>` when not from a file).
+        file: PathBuf,
+        /// Dotted path of the key at fault (empty when the document itself is malformed).
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key named by the error, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// Semantic checks beyond types: returns `(key, reason)` of the first violation.
+pub trait Validate {
+    /// Check the values; `Err((dotted_key, reason))` on the first problem.
+    fn validate(&self) -> Result<(), (String, String)>;
+}
+
+/// Load a configuration from `path`, or the defaults when `path` is `None`.
+pub fn load<T>(path: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Default + Validate,
+{
+    match path {
+        None => Ok(T::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                file: p.to_path_buf(),
+                source,
+            })?;
+            parse(&text, p)
+        }
+    }
+}
+
+/// Parse and validate a configuration from TOML text; `origin` names it in errors.
+pub fn parse<T>(text: &str, origin: &Path) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
+    let de = toml::Deserializer::new(text);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut key = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        // serde reports an unknown key at its parent; name the key itself.
+        if let Some(unknown) = unknown_field_name(&message) {
+            let already = key == unknown || key.ends_with(&format!(".{unknown}"));
+            key = if already {
+                key
+            } else if key == "." || key.is_empty() {
+                unknown.to_string()
+            } else {
+                format!("{key}.{unknown}")
+            };
+        }
+        if key == "." {
+            key.clear();
+        }
+        let reason = match inner.span() {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                format!("{message} (line {line}, column {col})")
+            }
+            None => message,
+        };
+        ConfigError::Invalid {
+            file: origin.to_path_buf(),
+            key,
+            reason,
+        }
+    })?;
+    value
+        .validate()
+        .map_err(|(key, reason)| ConfigError::Invalid {
+            file: origin.to_path_buf(),
+            key,
+            reason,
+        })?;
+    Ok(value)
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_tui_config_equals_defaults() {
+        let c: TuiConfig = parse("", Path::new("t.toml")).expect("parse");
+        assert_eq!(c, TuiConfig::default());
+    }
+
+    #[test]
+    fn tui_refuses_non_http_collector() {
+        let e = parse::<TuiConfig>("collector = \"localhost:7070\"", Path::new("t.toml"))
+            .expect_err("must fail");
+        assert_eq!(e.key(), Some("collector"));
+        assert!(e.to_string().starts_with("t.toml: key `collector`:"), "{e}");
+    }
+}
