@@ -1,0 +1,330 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or JSON
+//! bodies, optionally gzip-compressed, over the shared [`Ingest`] path.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use futures::StreamExt;
+use lookout_proto::otlp::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use lookout_proto::otlp::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use lookout_proto::otlp::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::{Accepted, Encoding, Ingest, IngestError};
+use crate::signal::{Signal, Transport};
+
+/// Shared state of the OTLP/HTTP routes.
+#[derive(Clone)]
+pub struct HttpState {
+    ingest: Arc<Ingest>,
+    max_request_size: usize,
+    max_decompressed_size: usize,
+}
+
+/// The OTLP/HTTP router.
+pub fn router(
+    ingest: Arc<Ingest>,
+    max_request_size: usize,
+    max_decompressed_size: usize,
+) -> Router {
+    let state = HttpState {
+        ingest,
+        max_request_size,
+        max_decompressed_size,
+    };
+    Router::new()
+        .route("/v1/traces", post(traces).fallback(method_not_allowed))
+        .route("/v1/logs", post(logs).fallback(method_not_allowed))
+        .route("/v1/metrics", post(metrics).fallback(method_not_allowed))
+        .fallback(not_found)
+        // Our own limit below gives OTLP-shaped errors.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Traces, headers, body).await
+}
+async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Logs, headers, body).await
+}
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Metrics, headers, body).await
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    let mut r = status_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Encoding::Json,
+        &format!("method {method} not allowed; OTLP/HTTP export uses POST"),
+        None,
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+async fn not_found() -> Response {
+    status_response(
+        StatusCode::NOT_FOUND,
+        Encoding::Json,
+        "not found; OTLP/HTTP paths are /v1/traces, /v1/logs and /v1/metrics",
+        None,
+    )
+}
+
+async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) -> Response {
+    let (encoding, result) = match read_request(&s, &headers, body).await {
+        Ok((encoding, bytes)) => (
+            encoding,
+            s.ingest
+                .export_bytes(signal, Transport::Http, bytes, encoding)
+                .await,
+        ),
+        Err((encoding, e)) => {
+            s.ingest.count_refused(signal, Transport::Http, &e, None);
+            (encoding, Err(e))
+        }
+    };
+    match result {
+        Ok(a) => success(signal, encoding, &a),
+        Err(e) => {
+            tracing::debug!(%signal, error = %e, "refused OTLP/HTTP request");
+            status_response(e.http_status(), encoding, &e.to_string(), e.retry_after())
+        }
+    }
+}
+
+/// Content type, size and compression checks; returns the inflated body.
+async fn read_request(
+    s: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Encoding, Bytes), (Encoding, IngestError)> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let encoding = match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        _ => {
+            return Err((
+                Encoding::Json,
+                IngestError::UnsupportedMedia(format!(
+                "unsupported content-type {ct:?}; use application/x-protobuf or application/json"
+            )),
+            ))
+        }
+    };
+    let fail = |e| (encoding, e);
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return Err(fail(IngestError::UnsupportedMedia(format!(
+                "unsupported content-encoding {other:?}; use gzip or none"
+            ))))
+        }
+    };
+    let too_large = |n: String| {
+        IngestError::TooLarge(format!(
+            "request body of {n} bytes exceeds the limit of {} bytes",
+            s.max_request_size
+        ))
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > s.max_request_size as u64 {
+            // Read what the client sends so it sees the 413 rather than a reset connection.
+            drain(body, DRAIN_LIMIT).await;
+            return Err(fail(too_large(len.to_string())));
+        }
+    }
+    let mut body = body.into_data_stream();
+    let mut raw = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            fail(IngestError::Invalid(format!(
+                "cannot read request body: {e}"
+            )))
+        })?;
+        if raw.len() + chunk.len() > s.max_request_size {
+            let seen = raw.len() + chunk.len();
+            drop(raw);
+            let rest = drain_stream(body, DRAIN_LIMIT).await;
+            return Err(fail(too_large((seen as u64 + rest).to_string())));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    let raw = raw.freeze();
+    if !gzip {
+        return Ok((encoding, raw));
+    }
+    let limit = s.max_decompressed_size;
+    let inflate = move || -> Result<Bytes, IngestError> {
+        let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
+        let mut dec = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+        dec.read_to_end(&mut out)
+            .map_err(|e| IngestError::Invalid(format!("invalid gzip body: {e}")))?;
+        if out.len() > limit {
+            return Err(IngestError::TooLarge(format!(
+                "gzip body inflates past the limit of {limit} bytes"
+            )));
+        }
+        Ok(Bytes::from(out))
+    };
+    let inflated = tokio::task::spawn_blocking(inflate)
+        .await
+        .map_err(|e| fail(IngestError::Invalid(format!("gzip task failed: {e}"))))?
+        .map_err(fail)?;
+    Ok((encoding, inflated))
+}
+
+/// Most bytes of an oversize body read and discarded before answering 413.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+async fn drain(body: Body, limit: u64) -> u64 {
+    drain_stream(body.into_data_stream(), limit).await
+}
+
+async fn drain_stream(mut body: axum::body::BodyDataStream, limit: u64) -> u64 {
+    let mut n = 0u64;
+    while let Some(Ok(chunk)) = body.next().await {
+        n += chunk.len() as u64;
+        if n > limit {
+            break;
+        }
+    }
+    n
+}
+
+fn success(signal: Signal, encoding: Encoding, a: &Accepted) -> Response {
+    use lookout_proto::json;
+    let rejected = i64::try_from(a.rejected).unwrap_or(i64::MAX);
+    let msg = a.message.clone();
+    let partial = a.rejected > 0;
+    let body = match (signal, encoding) {
+        (Signal::Traces, enc) => {
+            let r = ExportTraceServiceResponse {
+                partial_success: partial.then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_trace_response(&r),
+            }
+        }
+        (Signal::Logs, enc) => {
+            let r = ExportLogsServiceResponse {
+                partial_success: partial.then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_logs_response(&r),
+            }
+        }
+        (Signal::Metrics, enc) => {
+            let r = ExportMetricsServiceResponse {
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_metrics_response(&r),
+            }
+        }
+    };
+    with_content_type(StatusCode::OK, encoding, body)
+}
+
+fn with_content_type(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
+    let ct = match encoding {
+        Encoding::Protobuf => "application/x-protobuf",
+        Encoding::Json => "application/json",
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ct))],
+        body,
+    )
+        .into_response()
+}
+
+/// An OTLP/HTTP error: a `google.rpc.Status` body in the request's encoding, and
+/// `Retry-After` when the client should retry.
+fn status_response(
+    status: StatusCode,
+    encoding: Encoding,
+    message: &str,
+    retry_after: Option<std::time::Duration>,
+) -> Response {
+    let code = grpc_code_for_http(status) as i32;
+    let body = match encoding {
+        Encoding::Protobuf => tonic_types::Status {
+            code,
+            message: message.to_string(),
+            details: Vec::new(),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({
+            "code": code,
+            "message": message,
+        }))
+        .unwrap_or_default(),
+    };
+    let mut r = with_content_type(status, encoding, body);
+    if let Some(d) = retry_after {
+        let secs = d.as_secs().max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            tonic::Code::InvalidArgument
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::NOT_FOUND => tonic::Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+        _ => tonic::Code::Unknown,
+    }
+}

@@ -1,0 +1,438 @@
+//! OTLP ingest: one path for the three signals and both transports.
+//!
+//! `decode → check and limit → admit (bounded budget) → WAL append (durable) → respond`.
+//! The transports ([`grpc`], [`http`]) only unwrap their framing and map [`IngestError`]
+//! to their status codes through one table.
+
+pub mod grpc;
+pub mod http;
+pub mod validate;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lookout_config::CollectorConfig;
+
+use crate::batch::Batch;
+use crate::metrics::Metrics;
+use crate::signal::{Signal, Transport};
+use crate::wal::Wal;
+use validate::{sanitize, Limits};
+
+/// Bodies larger than this are decoded on the blocking pool, off the reactor.
+const INLINE_DECODE_LIMIT: usize = 64 << 10;
+
+/// Encoding of an OTLP/HTTP body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json` (OTLP/JSON).
+    Json,
+}
+
+/// A request that was durably accepted, maybe in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Items stored.
+    pub accepted: u64,
+    /// Items removed by the checks, reported in `partial_success`.
+    pub rejected: u64,
+    /// Why they were removed; empty when none were.
+    pub message: String,
+}
+
+/// Why a whole request was refused. [`IngestError::http_status`] and
+/// [`IngestError::grpc_code`] are the one mapping table both transports use.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    /// Malformed or invalid data: never retried.
+    #[error("{0}")]
+    Invalid(String),
+    /// Over a size limit: never retried.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Wrong `Content-Type` or `Content-Encoding` (HTTP only).
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    /// The collector cannot take more now; retry after the hint.
+    #[error("{message}")]
+    Overloaded {
+        /// What is full.
+        message: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The collector cannot store data now (disk error, shutting down); retry later.
+    #[error("{message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+}
+
+impl IngestError {
+    /// HTTP status of this error.
+    pub fn http_status(&self) -> ::http::StatusCode {
+        use ::http::StatusCode as S;
+        match self {
+            IngestError::Invalid(_) => S::BAD_REQUEST,
+            IngestError::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
+            IngestError::UnsupportedMedia(_) => S::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
+                S::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// gRPC code of this error. Oversize is RESOURCE_EXHAUSTED *without* RetryInfo, which
+    /// OTLP clients treat as permanent; overload is UNAVAILABLE with RetryInfo.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            IngestError::Invalid(_) | IngestError::UnsupportedMedia(_) => {
+                tonic::Code::InvalidArgument
+            }
+            IngestError::TooLarge(_) => tonic::Code::ResourceExhausted,
+            IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
+                tonic::Code::Unavailable
+            }
+        }
+    }
+
+    /// The retry hint, for the retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Overloaded { retry_after, .. }
+            | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Label used for the refused-items counter and the request outcome.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Invalid(_) => "invalid",
+            IngestError::TooLarge(_) => "too_large",
+            IngestError::UnsupportedMedia(_) => "unsupported_media",
+            IngestError::Overloaded { .. } => "overloaded",
+            IngestError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// Budget of bytes admitted and not yet applied by the stores; bounds memory.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// Take `n` bytes if they fit.
+    pub fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                let next = u.checked_add(n)?;
+                (next <= self.max).then_some(next)
+            })
+            .is_ok()
+    }
+
+    /// Give back `n` bytes.
+    pub fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// The ingest path shared by every receiver.
+pub struct Ingest {
+    wal: Wal,
+    limits: Limits,
+    max_future_skew: Duration,
+    /// Shared with the stores, which release what they applied.
+    pub budget: Arc<Budget>,
+    retry_after: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Wall clock in Unix nanoseconds.
+pub fn now_unix_nano() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Ingest {
+    /// Build the ingest path over `wal`.
+    pub fn new(
+        cfg: &CollectorConfig,
+        wal: Wal,
+        budget: Arc<Budget>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            wal,
+            limits: Limits {
+                max_attributes: cfg.limits.max_attributes as usize,
+                max_attribute_length: cfg.limits.max_attribute_length.as_usize(),
+                max_time_unix_nano: 0,
+            },
+            max_future_skew: cfg.limits.max_future_skew.get(),
+            budget,
+            retry_after: cfg.ingest.retry_after.get(),
+            metrics,
+        }
+    }
+
+    /// Accept an encoded body (OTLP/HTTP).
+    pub async fn export_bytes(
+        self: &Arc<Self>,
+        signal: Signal,
+        transport: Transport,
+        body: bytes::Bytes,
+        encoding: Encoding,
+    ) -> Result<Accepted, IngestError> {
+        let charge = body.len() as u64;
+        self.admit(signal, transport, charge)?;
+        let this = self.clone();
+        let work = move || this.prepare_bytes(signal, &body, encoding);
+        let prepared = if charge as usize > INLINE_DECODE_LIMIT {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| IngestError::Unavailable {
+                    message: format!("decoder task failed: {e}"),
+                    retry_after: self.retry_after,
+                })?
+        } else {
+            work()
+        };
+        self.finish(signal, transport, prepared, charge).await
+    }
+
+    /// Accept an already decoded batch (OTLP/gRPC, demo traffic).
+    pub async fn export_batch(
+        self: &Arc<Self>,
+        batch: Batch,
+        transport: Transport,
+        wire_size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let signal = batch.signal();
+        let charge = wire_size as u64;
+        self.admit(signal, transport, charge)?;
+        let prepared = if wire_size > INLINE_DECODE_LIMIT {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.prepare(batch, None))
+                .await
+                .map_err(|e| IngestError::Unavailable {
+                    message: format!("encoder task failed: {e}"),
+                    retry_after: self.retry_after,
+                })?
+        } else {
+            self.prepare(batch, None)
+        };
+        self.finish(signal, transport, prepared, charge).await
+    }
+
+    fn admit(&self, signal: Signal, transport: Transport, charge: u64) -> Result<(), IngestError> {
+        if self.budget.try_take(charge) {
+            self.metrics.pending_bytes.set(self.budget.used() as i64);
+            return Ok(());
+        }
+        let e = IngestError::Overloaded {
+            message: format!(
+                "collector is overloaded: {} bytes are waiting to be indexed (limit {}); retry later",
+                self.budget.used(),
+                self.budget.max
+            ),
+            retry_after: self.retry_after,
+        };
+        self.count_refused(signal, transport, &e, None);
+        Err(e)
+    }
+
+    fn prepare_bytes(
+        &self,
+        signal: Signal,
+        body: &[u8],
+        encoding: Encoding,
+    ) -> Result<Prepared, IngestError> {
+        let batch = match encoding {
+            Encoding::Protobuf => Batch::decode_protobuf(signal, body).map_err(|e| {
+                IngestError::Invalid(format!("invalid protobuf {}: {e}", request_name(signal)))
+            })?,
+            Encoding::Json => Batch::decode_json(signal, body).map_err(|e| {
+                IngestError::Invalid(format!("invalid OTLP/JSON {}: {e}", request_name(signal)))
+            })?,
+        };
+        let raw = (encoding == Encoding::Protobuf).then_some(body);
+        self.prepare(batch, raw)
+    }
+
+    /// Check and limit; encode for the WAL unless the raw protobuf can be kept as is.
+    fn prepare(&self, mut batch: Batch, raw: Option<&[u8]>) -> Result<Prepared, IngestError> {
+        let limits = Limits {
+            max_time_unix_nano: now_unix_nano()
+                .saturating_add(u64::try_from(self.max_future_skew.as_nanos()).unwrap_or(u64::MAX)),
+            ..self.limits.clone()
+        };
+        let report = sanitize(&mut batch, &limits, now_unix_nano());
+        let accepted = batch.item_count();
+        if report.limited > 0 {
+            self.metrics
+                .limited_attributes
+                .with_label_values(&[batch.signal().as_str()])
+                .inc_by(report.limited);
+        }
+        if accepted == 0 && report.rejected > 0 {
+            return Err(IngestError::Invalid(format!(
+                "every item was invalid ({} {}): {}",
+                report.rejected,
+                batch.signal().item_name(),
+                report.message
+            )));
+        }
+        let payload = match raw {
+            Some(raw) if !report.modified => raw.to_vec(),
+            _ => batch.encode_protobuf(),
+        };
+        Ok(Prepared {
+            batch,
+            payload,
+            accepted,
+            rejected: report.rejected,
+            message: report.message,
+        })
+    }
+
+    async fn finish(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        prepared: Result<Prepared, IngestError>,
+        charge: u64,
+    ) -> Result<Accepted, IngestError> {
+        let p = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.release(charge);
+                self.count_refused(signal, transport, &e, None);
+                return Err(e);
+            }
+        };
+        if p.accepted == 0 {
+            // Nothing to store (an empty request is valid OTLP).
+            self.release(charge);
+            self.count_ok(signal, transport, 0, 0);
+            return Ok(Accepted {
+                accepted: 0,
+                rejected: 0,
+                message: String::new(),
+            });
+        }
+        match self
+            .wal
+            .append(signal, p.payload, Some(p.batch), charge)
+            .await
+        {
+            Ok(_lsn) => {
+                self.count_ok(signal, transport, p.accepted, p.rejected);
+                Ok(Accepted {
+                    accepted: p.accepted,
+                    rejected: p.rejected,
+                    message: p.message,
+                })
+            }
+            Err(e) => {
+                // The record never reached the stores; give its budget back here.
+                self.release(charge);
+                let e = IngestError::Unavailable {
+                    message: format!("cannot store the batch: {e}"),
+                    retry_after: self.retry_after,
+                };
+                self.count_refused(signal, transport, &e, Some(p.accepted + p.rejected));
+                Err(e)
+            }
+        }
+    }
+
+    fn release(&self, charge: u64) {
+        self.budget.release(charge);
+        self.metrics.pending_bytes.set(self.budget.used() as i64);
+    }
+
+    fn count_ok(&self, signal: Signal, transport: Transport, accepted: u64, rejected: u64) {
+        let (s, t) = (signal.as_str(), transport.as_str());
+        self.metrics
+            .accepted_items
+            .with_label_values(&[s, t])
+            .inc_by(accepted);
+        if rejected > 0 {
+            self.metrics
+                .dropped_items
+                .with_label_values(&[s, t, "invalid"])
+                .inc_by(rejected);
+        }
+        let outcome = if rejected > 0 { "partial" } else { "ok" };
+        self.metrics
+            .requests
+            .with_label_values(&[s, t, outcome])
+            .inc();
+    }
+
+    /// Count a refused request; `items` when known (unknown for undecodable bodies).
+    pub fn count_refused(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        e: &IngestError,
+        items: Option<u64>,
+    ) {
+        let (s, t) = (signal.as_str(), transport.as_str());
+        if let Some(n) = items {
+            self.metrics
+                .refused_items
+                .with_label_values(&[s, t, e.reason()])
+                .inc_by(n);
+        }
+        self.metrics
+            .requests
+            .with_label_values(&[s, t, e.reason()])
+            .inc();
+    }
+}
+
+struct Prepared {
+    batch: Batch,
+    payload: Vec<u8>,
+    accepted: u64,
+    rejected: u64,
+    message: String,
+}
+
+fn request_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "ExportTraceServiceRequest",
+        Signal::Logs => "ExportLogsServiceRequest",
+        Signal::Metrics => "ExportMetricsServiceRequest",
+    }
+}

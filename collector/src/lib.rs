@@ -1,0 +1,12 @@
+//! Lookout collector: OTLP ingest of traces, logs and metrics; a write-ahead log; tantivy
+//! indexes of logs and spans; and the query API.
+
+pub mod api;
+pub mod batch;
+pub mod demo;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod signal;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,123 @@
+//! `lookout-collector`: receives OTLP, stores and indexes it, answers queries.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lookout_collector::server::{self, Listeners};
+use lookout_config::{CollectorConfig, HumanDuration};
+use tokio_util::sync::CancellationToken;
+
+/// Lookout collector: OTLP ingest of traces, logs and metrics, durable storage, log and
+/// trace search, and the query API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lookout-collector",
+    version,
+    after_help = "Examples:\n  lookout-collector --demo\n  lookout-collector --config collector.toml --data-dir /var/lib/lookout\n  lookout-collector --otlp-grpc 0.0.0.0:4317 --otlp-http 0.0.0.0:4318\n\nLogging: RUST_LOG=debug (default info). Every flag overrides the config file."
+)]
+struct Args {
+    /// TOML config file (see config/examples/collector.toml); defaults apply without it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long, value_name = "ADDR")]
+    otlp_http: Option<SocketAddr>,
+    /// Query API, /metrics, /healthz, /readyz listen address [default: 127.0.0.1:7070].
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+    /// Data directory [default: ./lookout-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// How long data is kept, e.g. 7d [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retention: Option<HumanDuration>,
+    /// Also generate the traffic of a small demo shop (frontend, checkout, payment,
+    /// inventory) so there is something to look at.
+    #[arg(long)]
+    demo: bool,
+    /// Validate the configuration, print it and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    lookout_config::parse_duration(s).map(HumanDuration)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging();
+    let mut cfg: CollectorConfig = lookout_config::load(args.config.as_deref())?;
+    if let Some(a) = args.otlp_grpc {
+        cfg.otlp.grpc = a;
+    }
+    if let Some(a) = args.otlp_http {
+        cfg.otlp.http = a;
+    }
+    if let Some(a) = args.api {
+        cfg.api.listen = a;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(r) = args.retention {
+        cfg.retention = r;
+    }
+    if args.check_config {
+        println!("{cfg:#?}");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lookout-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listeners = Listeners::bind(&cfg).await?;
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            on_signal.cancel();
+        });
+        server::run(cfg, listeners, args.demo, shutdown).await
+    })
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,191 @@
+//! The collector's own metrics, exposed on `GET /metrics`.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Self-metrics of the collector. Cheap to clone handles out of; registered once.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Items accepted into the WAL, by signal and transport.
+    pub accepted_items: IntCounterVec,
+    /// Items refused with the whole request (bad data, oversize, overload), by signal,
+    /// transport and reason. The client was told; these were never acknowledged.
+    pub refused_items: IntCounterVec,
+    /// Items dropped from an accepted request and reported in `partial_success`, by
+    /// signal, transport and reason.
+    pub dropped_items: IntCounterVec,
+    /// Requests by signal, transport and outcome (`ok`, `partial`, `invalid`, `too_large`,
+    /// `overloaded`, `unavailable`).
+    pub requests: IntCounterVec,
+    /// Attributes dropped or values truncated by the limits, by signal.
+    pub limited_attributes: IntCounterVec,
+    /// Bytes of requests admitted and not yet indexed (the ingest queue).
+    pub pending_bytes: IntGauge,
+    /// Bytes of WAL segments on disk.
+    pub wal_bytes: IntGauge,
+    /// WAL segment files on disk.
+    pub wal_segments: IntGauge,
+    /// Records appended to the WAL.
+    pub wal_records: IntCounter,
+    /// Group commits (one write + fsync each).
+    pub wal_commits: IntCounter,
+    /// Duration of WAL fsyncs.
+    pub wal_fsync_seconds: Histogram,
+    /// Records replayed from the WAL at start-up.
+    pub wal_replayed_records: IntCounter,
+    /// Corrupt or torn WAL records skipped at start-up.
+    pub wal_corrupt_records: IntCounter,
+    /// Committed documents in the index, by signal.
+    pub index_docs: IntGaugeVec,
+    /// Bytes of index files on disk, by signal.
+    pub index_bytes: IntGaugeVec,
+    /// Time partitions on disk, by signal.
+    pub index_partitions: IntGaugeVec,
+    /// Index commits, by signal.
+    pub index_commits: IntCounterVec,
+    /// Documents added and not yet committed, by signal.
+    pub index_uncommitted_docs: IntGaugeVec,
+    /// Time partitions removed by retention, by signal.
+    pub retention_removed_partitions: IntCounterVec,
+    /// Duration of query API requests, by endpoint.
+    pub query_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Self {
+            accepted_items: reg!(counter_vec(
+                "lookout_receiver_accepted_items_total",
+                "Items durably accepted, by signal and transport.",
+                &["signal", "transport"]
+            )?),
+            refused_items: reg!(counter_vec(
+                "lookout_receiver_refused_items_total",
+                "Items refused together with their whole request, by signal, transport and reason.",
+                &["signal", "transport", "reason"]
+            )?),
+            dropped_items: reg!(counter_vec(
+                "lookout_receiver_dropped_items_total",
+                "Items dropped from accepted requests and reported in partial_success.",
+                &["signal", "transport", "reason"]
+            )?),
+            requests: reg!(counter_vec(
+                "lookout_receiver_requests_total",
+                "Export requests by signal, transport and outcome.",
+                &["signal", "transport", "outcome"]
+            )?),
+            limited_attributes: reg!(counter_vec(
+                "lookout_receiver_limited_attributes_total",
+                "Attributes dropped or values truncated by the configured limits.",
+                &["signal"]
+            )?),
+            pending_bytes: reg!(IntGauge::new(
+                "lookout_ingest_pending_bytes",
+                "Bytes of admitted requests not yet indexed (ingest queue depth)."
+            )?),
+            wal_bytes: reg!(IntGauge::new(
+                "lookout_wal_bytes",
+                "Bytes of write-ahead log segments on disk."
+            )?),
+            wal_segments: reg!(IntGauge::new(
+                "lookout_wal_segments",
+                "Write-ahead log segment files on disk."
+            )?),
+            wal_records: reg!(IntCounter::new(
+                "lookout_wal_records_total",
+                "Records appended to the write-ahead log."
+            )?),
+            wal_commits: reg!(IntCounter::new(
+                "lookout_wal_group_commits_total",
+                "Group commits of the write-ahead log (one write and fsync each)."
+            )?),
+            wal_fsync_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "lookout_wal_fsync_duration_seconds",
+                    "Duration of write-ahead log fsyncs."
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0
+                ])
+            )?),
+            wal_replayed_records: reg!(IntCounter::new(
+                "lookout_wal_replayed_records_total",
+                "Records replayed from the write-ahead log at start-up."
+            )?),
+            wal_corrupt_records: reg!(IntCounter::new(
+                "lookout_wal_corrupt_records_total",
+                "Torn or corrupt write-ahead log records skipped at start-up."
+            )?),
+            index_docs: reg!(gauge_vec(
+                "lookout_index_docs",
+                "Committed documents in the index, by signal.",
+                &["signal"]
+            )?),
+            index_bytes: reg!(gauge_vec(
+                "lookout_index_bytes",
+                "Bytes of index files on disk, by signal.",
+                &["signal"]
+            )?),
+            index_partitions: reg!(gauge_vec(
+                "lookout_index_partitions",
+                "Time partitions on disk, by signal.",
+                &["signal"]
+            )?),
+            index_commits: reg!(counter_vec(
+                "lookout_index_commits_total",
+                "Index commits, by signal.",
+                &["signal"]
+            )?),
+            index_uncommitted_docs: reg!(gauge_vec(
+                "lookout_index_uncommitted_docs",
+                "Documents added to the index and not yet committed, by signal.",
+                &["signal"]
+            )?),
+            retention_removed_partitions: reg!(counter_vec(
+                "lookout_retention_removed_partitions_total",
+                "Time partitions removed by retention, by signal.",
+                &["signal"]
+            )?),
+            query_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "lookout_query_duration_seconds",
+                    "Duration of query API requests, by endpoint."
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+                ]),
+                &["endpoint"]
+            )?),
+            registry,
+        })
+    }
+
+    /// Render the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot render metrics");
+        }
+        out
+    }
+}

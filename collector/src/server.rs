@@ -1,0 +1,202 @@
+//! Start-up, wiring and shutdown of the collector.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use lookout_config::CollectorConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::ingest::{self, Budget, Ingest};
+use crate::metrics::Metrics;
+use crate::signal::Signal;
+use crate::store::logs::{LogFields, LogMapper};
+use crate::store::partition::PartitionedIndex;
+use crate::store::spans::{SpanFields, SpanMapper};
+use crate::store::{spawn_indexer, spawn_metrics_window, IndexerContext};
+use crate::wal::{Checkpoints, Record, Wal, WalOptions};
+
+/// How long metric records stay in the WAL (the staleness window of OTLP metrics).
+const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The three listeners, bound before start-up so tests can use port 0.
+pub struct Listeners {
+    /// OTLP/gRPC.
+    pub grpc: TcpListener,
+    /// OTLP/HTTP.
+    pub http: TcpListener,
+    /// Query API.
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Bind the addresses of `cfg`.
+    pub async fn bind(cfg: &CollectorConfig) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for {what} on {addr}"))
+        };
+        Ok(Self {
+            grpc: bind(cfg.otlp.grpc, "OTLP/gRPC").await?,
+            http: bind(cfg.otlp.http, "OTLP/HTTP").await?,
+            api: bind(cfg.api.listen, "the query API").await?,
+        })
+    }
+}
+
+/// Run the collector until `shutdown` is cancelled, then stop cleanly: stop accepting,
+/// finish in-flight requests, flush the WAL and commit the indexes.
+pub async fn run(
+    cfg: CollectorConfig,
+    listeners: Listeners,
+    demo: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (grpc_addr, http_addr, api_addr) = (
+        listeners.grpc.local_addr()?,
+        listeners.http.local_addr()?,
+        listeners.api.local_addr()?,
+    );
+    tracing::info!(
+        otlp_grpc = %grpc_addr,
+        otlp_http = %http_addr,
+        api = %api_addr,
+        data_dir = %cfg.data_dir.display(),
+        "listening"
+    );
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let data = &cfg.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data directory {}", data.display()))?;
+    let width = i64::try_from(cfg.index.partition.get().as_secs()).unwrap_or(i64::MAX);
+    let log_fields = LogFields::new();
+    let span_fields = SpanFields::new();
+    let logs = Arc::new(
+        PartitionedIndex::open(
+            &data.join("logs"),
+            Signal::Logs,
+            log_fields.schema.clone(),
+            width,
+        )
+        .context("cannot open the log index")?,
+    );
+    let spans = Arc::new(
+        PartitionedIndex::open(
+            &data.join("spans"),
+            Signal::Traces,
+            span_fields.schema.clone(),
+            width,
+        )
+        .context("cannot open the span index")?,
+    );
+    let checkpoints = Arc::new(Checkpoints::default());
+    checkpoints.advance(Signal::Logs, logs.checkpoint());
+    checkpoints.advance(Signal::Traces, spans.checkpoint());
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let api_state = ApiState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        logs: logs.clone(),
+        log_fields: log_fields.clone(),
+        spans: spans.clone(),
+        span_fields: span_fields.clone(),
+    };
+    let api_shutdown = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(listeners.api, api::router(api_state))
+            .with_graceful_shutdown(api_shutdown.cancelled_owned())
+            .await
+    });
+
+    let budget = Arc::new(Budget::new(cfg.ingest.max_pending_bytes.get()));
+    let ctx = IndexerContext {
+        checkpoints: checkpoints.clone(),
+        budget: budget.clone(),
+        metrics: metrics.clone(),
+        cfg: cfg.index.clone(),
+        retention: cfg.retention.get(),
+    };
+    let (log_tx, log_thread) =
+        spawn_indexer(logs.clone(), LogMapper::new(log_fields), ctx.clone())?;
+    let (span_tx, span_thread) =
+        spawn_indexer(spans.clone(), SpanMapper::new(span_fields), ctx.clone())?;
+    let (metric_tx, metric_thread) = spawn_metrics_window(METRICS_WINDOW, ctx)?;
+    let dispatch = Box::new(move |rec: Record| {
+        let tx = match rec.signal {
+            Signal::Logs => &log_tx,
+            Signal::Traces => &span_tx,
+            Signal::Metrics => &metric_tx,
+        };
+        if tx.send(rec).is_err() {
+            tracing::error!("a store thread is gone; the record stays in the WAL only");
+        }
+    });
+
+    let wal_dir = data.join("wal");
+    let wal_opts = WalOptions {
+        segment_size: cfg.wal.segment_size.get(),
+        fsync: cfg.wal.fsync,
+    };
+    let (wal, wal_thread) = {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            Wal::open(&wal_dir, wal_opts, checkpoints, metrics, dispatch)
+        })
+        .await?
+        .context("cannot open the write-ahead log")?
+    };
+    ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+
+    let ingest = Arc::new(Ingest::new(&cfg, wal, budget, metrics));
+    let grpc_task = tokio::spawn(ingest::grpc::serve(
+        listeners.grpc,
+        ingest.clone(),
+        cfg.limits.max_request_size.as_usize(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let http_router = ingest::http::router(
+        ingest.clone(),
+        cfg.limits.max_request_size.as_usize(),
+        cfg.limits.max_decompressed_size.as_usize(),
+    );
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listeners.http, http_router)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+    });
+    let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingest.clone(), shutdown.clone())));
+    drop(ingest);
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    if let Some(t) = demo_task {
+        let _ = t.await;
+    }
+    grpc_task.await?.context("OTLP/gRPC server failed")?;
+    http_task.await?.context("OTLP/HTTP server failed")?;
+    api_task.await?.context("query API server failed")?;
+    // Every Ingest (and so every WAL handle) is gone: the WAL thread drains and exits,
+    // which closes the store channels; the indexers commit and exit.
+    tokio::task::spawn_blocking(move || {
+        for (name, t) in [
+            ("wal", wal_thread),
+            ("log indexer", log_thread),
+            ("span indexer", span_thread),
+            ("metrics", metric_thread),
+        ] {
+            if t.join().is_err() {
+                tracing::error!(thread = name, "thread panicked");
+            }
+        }
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

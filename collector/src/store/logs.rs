@@ -1,0 +1,346 @@
+//! The log index: one document per log record; full-text body, attributes queryable as
+//! `attributes.KEY`, resource attributes as `resource.KEY`.
+
+use std::collections::BTreeMap;
+
+use lookout_proto::api::{LogEntry, LogsResponse};
+use lookout_proto::otlp::logs::v1::LogRecord;
+use serde_json::{Map, Value};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing,
+    TextOptions, Value as _, FAST, INDEXED, STORED, STRING,
+};
+use tantivy::tokenizer::TokenizerManager;
+use tantivy::{IndexWriter, Order, TantivyDocument, Term};
+
+use super::partition::{PartitionMeta, PartitionedIndex};
+use super::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
+use super::DocMapper;
+use crate::batch::Batch;
+
+/// Fields of the log schema.
+#[derive(Clone)]
+pub struct LogFields {
+    /// The schema.
+    pub schema: Schema,
+    timestamp: Field,
+    service: Field,
+    severity: Field,
+    severity_number: Field,
+    severity_text: Field,
+    body: Field,
+    attributes: Field,
+    resource: Field,
+    trace_id: Field,
+    span_id: Field,
+}
+
+impl LogFields {
+    /// Build the schema.
+    pub fn new() -> Self {
+        let mut b = Schema::builder();
+        let raw_json = JsonObjectOptions::default()
+            .set_stored()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("raw")
+                    .set_index_option(IndexRecordOption::Basic),
+            )
+            .set_expand_dots_enabled();
+        let body_opts = TextOptions::default().set_stored().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        let timestamp = b.add_u64_field("timestamp", INDEXED | FAST | STORED);
+        let service = b.add_text_field("service", STRING | STORED | FAST);
+        let severity = b.add_text_field("severity", STRING | STORED);
+        let severity_number = b.add_u64_field("severity_number", INDEXED | FAST | STORED);
+        let severity_text = b.add_text_field("severity_text", STORED);
+        let body = b.add_text_field("body", body_opts);
+        let attributes = b.add_json_field("attributes", raw_json.clone());
+        let resource = b.add_json_field("resource", raw_json);
+        let trace_id = b.add_text_field("trace_id", STRING | STORED);
+        let span_id = b.add_text_field("span_id", STRING | STORED);
+        Self {
+            schema: b.build(),
+            timestamp,
+            service,
+            severity,
+            severity_number,
+            severity_text,
+            body,
+            attributes,
+            resource,
+            trace_id,
+            span_id,
+        }
+    }
+}
+
+impl Default for LogFields {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Normalised severity name of an OTLP severity number.
+pub fn severity_name(n: u32) -> &'static str {
+    match n {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => "unspecified",
+    }
+}
+
+/// Lowest severity number of a level name (`info` → 9); accepts common aliases.
+pub fn severity_floor(name: &str) -> Option<u32> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => 1,
+        "debug" => 5,
+        "info" | "information" | "notice" => 9,
+        "warn" | "warning" => 13,
+        "error" | "err" => 17,
+        "fatal" | "critical" | "crit" | "emergency" | "alert" => 21,
+        _ => return None,
+    })
+}
+
+/// Adds log records to the index.
+pub struct LogMapper {
+    f: LogFields,
+}
+
+impl LogMapper {
+    /// A mapper for `fields`.
+    pub fn new(f: LogFields) -> Self {
+        Self { f }
+    }
+}
+
+fn json_object(map: Map<String, Value>) -> OwnedValue {
+    let obj: BTreeMap<String, OwnedValue> = map
+        .into_iter()
+        .map(|(k, v)| (k, OwnedValue::from(v)))
+        .collect();
+    OwnedValue::Object(obj.into_iter().collect())
+}
+
+impl DocMapper for LogMapper {
+    fn add(
+        &mut self,
+        batch: &Batch,
+        writer: &IndexWriter<TantivyDocument>,
+        meta: &mut PartitionMeta,
+    ) -> tantivy::Result<(u64, u64)> {
+        let Batch::Logs(req) = batch else {
+            return Ok((0, 0));
+        };
+        let f = &self.f;
+        let (mut docs, mut bytes) = (0u64, 0u64);
+        for rl in &req.resource_logs {
+            let res_attrs = rl
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            let service = service_name(res_attrs);
+            let resource = attrs_to_map(res_attrs);
+            for sl in &rl.scope_logs {
+                for log in &sl.log_records {
+                    let mut doc = TantivyDocument::default();
+                    let ts = log.time_unix_nano;
+                    meta.min_ts = meta.min_ts.min(ts);
+                    meta.max_ts = meta.max_ts.max(ts);
+                    let number = effective_severity(log);
+                    let body = log.body.as_ref().map(to_text).unwrap_or_default();
+                    bytes += body.len() as u64 + 64;
+                    doc.add_u64(f.timestamp, ts);
+                    doc.add_text(f.service, &service);
+                    doc.add_text(f.severity, severity_name(number));
+                    doc.add_u64(f.severity_number, u64::from(number));
+                    if !log.severity_text.is_empty() {
+                        doc.add_text(f.severity_text, &log.severity_text);
+                    }
+                    doc.add_text(f.body, &body);
+                    if !log.attributes.is_empty() {
+                        bytes += log.attributes.len() as u64 * 24;
+                        doc.add_field_value(
+                            f.attributes,
+                            &json_object(attrs_to_map(&log.attributes)),
+                        );
+                    }
+                    if !resource.is_empty() {
+                        doc.add_field_value(f.resource, &json_object(resource.clone()));
+                    }
+                    if let Some(t) = hex_id(&log.trace_id) {
+                        doc.add_text(f.trace_id, &t);
+                    }
+                    if let Some(s) = hex_id(&log.span_id) {
+                        doc.add_text(f.span_id, &s);
+                    }
+                    writer.add_document(doc)?;
+                    docs += 1;
+                }
+            }
+        }
+        Ok((docs, bytes))
+    }
+}
+
+fn effective_severity(log: &LogRecord) -> u32 {
+    match u32::try_from(log.severity_number) {
+        Ok(n @ 1..=24) => n,
+        _ => severity_floor(&log.severity_text).unwrap_or(0),
+    }
+}
+
+/// A log search.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// tantivy query syntax over `body` and the named fields.
+    pub q: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this severity number and above.
+    pub min_severity: Option<u32>,
+    /// Event time range, Unix nanoseconds, inclusive.
+    pub from_ns: u64,
+    /// Event time range end.
+    pub to_ns: u64,
+    /// Most records returned.
+    pub limit: usize,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query text is invalid (400).
+    #[error("invalid query: {0}")]
+    BadQuery(String),
+    /// The index failed (500).
+    #[error("search failed: {0}")]
+    Index(#[from] tantivy::TantivyError),
+}
+
+/// Search the log index.
+pub fn search(
+    index: &PartitionedIndex,
+    f: &LogFields,
+    q: &LogQuery,
+) -> Result<LogsResponse, SearchError> {
+    let started = std::time::Instant::now();
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    if let Some(text) =
+        q.q.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "*")
+    {
+        let mut parser =
+            QueryParser::new(f.schema.clone(), vec![f.body], TokenizerManager::default());
+        parser.set_conjunction_by_default();
+        let parsed = parser
+            .parse_query(text)
+            .map_err(|e| SearchError::BadQuery(format!("{e} in {text:?}")))?;
+        clauses.push((Occur::Must, parsed));
+    }
+    if let Some(s) = &q.service {
+        clauses.push((
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(f.service, s),
+                IndexRecordOption::Basic,
+            )),
+        ));
+    }
+    if let Some(min) = q.min_severity {
+        clauses.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                std::ops::Bound::Included(Term::from_field_u64(f.severity_number, u64::from(min))),
+                std::ops::Bound::Unbounded,
+            )),
+        ));
+    }
+    clauses.push((
+        Occur::Must,
+        Box::new(RangeQuery::new(
+            std::ops::Bound::Included(Term::from_field_u64(f.timestamp, q.from_ns)),
+            std::ops::Bound::Included(Term::from_field_u64(f.timestamp, q.to_ns)),
+        )),
+    ));
+    let query = BooleanQuery::new(clauses);
+    let limit = q.limit.max(1);
+    let mut total = 0u64;
+    let mut hits: Vec<(u64, usize, tantivy::DocAddress)> = Vec::new();
+    let parts = index.snapshot(q.from_ns, q.to_ns);
+    let searchers: Vec<_> = parts.iter().map(|p| p.reader.searcher()).collect();
+    for (i, searcher) in searchers.iter().enumerate() {
+        let top = TopDocs::with_limit(limit).order_by_fast_field::<u64>("timestamp", Order::Desc);
+        let (count, docs) = searcher.search(&query, &(Count, top))?;
+        total += count as u64;
+        hits.extend(
+            docs.into_iter()
+                .map(|(ts, addr)| (ts.unwrap_or(0), i, addr)),
+        );
+    }
+    hits.sort_by_key(|h| std::cmp::Reverse(h.0));
+    hits.truncate(limit);
+    let mut logs = Vec::with_capacity(hits.len());
+    for (_, i, addr) in hits {
+        let doc: TantivyDocument = searchers[i].doc(addr)?;
+        logs.push(to_entry(f, &doc));
+    }
+    Ok(LogsResponse {
+        total,
+        logs,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+fn to_entry(f: &LogFields, doc: &TantivyDocument) -> LogEntry {
+    let text = |field| {
+        doc.get_first(field)
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let object = |field| -> Map<String, Value> {
+        doc.get_first(field)
+            .map(OwnedValue::from)
+            .and_then(|v| serde_json::to_value(&v).ok())
+            .and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let ts = doc
+        .get_first(f.timestamp)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let n = doc
+        .get_first(f.severity_number)
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    LogEntry {
+        timestamp: rfc3339(ts),
+        timestamp_unix_nano: ts,
+        service: text(f.service),
+        severity: text(f.severity),
+        severity_number: n,
+        severity_text: text(f.severity_text),
+        body: text(f.body),
+        attributes: object(f.attributes),
+        resource: object(f.resource),
+        trace_id: opt(text(f.trace_id)),
+        span_id: opt(text(f.span_id)),
+    }
+}

@@ -1,0 +1,317 @@
+//! Time-partitioned tantivy indexes: one index per partition of ingest time, so retention
+//! removes whole directories and never rewrites anything.
+//!
+//! Each commit records, in tantivy's commit payload, the highest WAL sequence number it
+//! covers and the event-time range of the partition; start-up reads them back to know where
+//! WAL replay starts and which partitions a time range can skip.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tantivy::schema::Schema;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+
+use crate::signal::Signal;
+
+/// Errors of the partitioned index.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// tantivy failed.
+    #[error("index error in {path}: {source}")]
+    Tantivy {
+        /// Partition directory.
+        path: PathBuf,
+        /// The error.
+        source: tantivy::TantivyError,
+    },
+    /// A filesystem error.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What a commit records about its partition.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionMeta {
+    /// Highest WAL sequence number committed into this partition.
+    pub lsn: u64,
+    /// Earliest event time in the partition (Unix ns); `u64::MAX` when empty.
+    pub min_ts: u64,
+    /// Latest event time in the partition (Unix ns).
+    pub max_ts: u64,
+}
+
+impl PartitionMeta {
+    fn empty() -> Self {
+        Self {
+            lsn: 0,
+            min_ts: u64::MAX,
+            max_ts: 0,
+        }
+    }
+}
+
+/// One partition: an index and its reader.
+pub struct Partition {
+    /// Start of the partition, Unix seconds of ingest time.
+    pub start: i64,
+    /// The index.
+    pub index: Index,
+    /// Its reader, reloaded after each commit.
+    pub reader: IndexReader,
+    meta: RwLock<PartitionMeta>,
+}
+
+impl Partition {
+    /// Committed metadata.
+    pub fn meta(&self) -> PartitionMeta {
+        *self.meta.read()
+    }
+}
+
+/// A signal's partitions.
+pub struct PartitionedIndex {
+    /// Which signal this stores.
+    pub signal: Signal,
+    dir: PathBuf,
+    schema: Schema,
+    width_secs: i64,
+    partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+}
+
+impl PartitionedIndex {
+    /// Open every partition under `dir`, creating `dir` if needed.
+    pub fn open(
+        dir: &Path,
+        signal: Signal,
+        schema: Schema,
+        width_secs: i64,
+    ) -> Result<Self, PartitionError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PartitionError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut partitions = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let Some(start) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            if !path.join("meta.json").exists() {
+                // Created but never committed: nothing in it.
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            }
+            let p = open_partition(&path, start, schema.clone())?;
+            partitions.insert(start, Arc::new(p));
+        }
+        Ok(Self {
+            signal,
+            dir: dir.to_path_buf(),
+            schema,
+            width_secs: width_secs.max(1),
+            partitions: RwLock::new(partitions),
+        })
+    }
+
+    /// The schema of every partition.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Highest WAL sequence number committed in any partition.
+    pub fn checkpoint(&self) -> u64 {
+        self.partitions
+            .read()
+            .values()
+            .map(|p| p.meta().lsn)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Partition start for an ingest time in Unix seconds.
+    pub fn key_for(&self, unix_secs: i64) -> i64 {
+        unix_secs.div_euclid(self.width_secs) * self.width_secs
+    }
+
+    /// Partitions that may hold events in `[from_ns, to_ns]`, newest first.
+    pub fn snapshot(&self, from_ns: u64, to_ns: u64) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .values()
+            .rev()
+            .filter(|p| {
+                let m = p.meta();
+                m.min_ts <= to_ns && m.max_ts >= from_ns
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every partition, newest first.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().rev().cloned().collect()
+    }
+
+    /// Open (or create) the partition starting at `start` for writing.
+    pub fn writer(
+        &self,
+        start: i64,
+        memory: usize,
+        threads: usize,
+    ) -> Result<(Arc<Partition>, IndexWriter<TantivyDocument>), PartitionError> {
+        let existing = self.partitions.read().get(&start).cloned();
+        let part = match existing {
+            Some(p) => p,
+            None => {
+                let path = self.dir.join(start.to_string());
+                fs::create_dir_all(&path).map_err(|source| PartitionError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let p = Arc::new(open_partition(&path, start, self.schema.clone())?);
+                self.partitions.write().insert(start, p.clone());
+                p
+            }
+        };
+        let writer = part
+            .index
+            .writer_with_num_threads(threads, memory)
+            .map_err(|source| PartitionError::Tantivy {
+                path: self.dir.join(start.to_string()),
+                source,
+            })?;
+        Ok((part, writer))
+    }
+
+    /// Commit `writer` with `meta` and make the new documents searchable.
+    pub fn commit(
+        &self,
+        part: &Partition,
+        writer: &mut IndexWriter<TantivyDocument>,
+        meta: PartitionMeta,
+    ) -> Result<(), PartitionError> {
+        let path = self.dir.join(part.start.to_string());
+        let tv = |source| PartitionError::Tantivy {
+            path: path.clone(),
+            source,
+        };
+        let mut prepared = writer.prepare_commit().map_err(tv)?;
+        prepared.set_payload(&serde_json::to_string(&meta).unwrap_or_default());
+        prepared.commit().map_err(tv)?;
+        *part.meta.write() = meta;
+        part.reader.reload().map_err(tv)?;
+        Ok(())
+    }
+
+    /// Remove partitions that ended before `cutoff_secs`, except `keep`.
+    pub fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
+        let doomed: Vec<i64> = self
+            .partitions
+            .read()
+            .keys()
+            .copied()
+            .filter(|s| s.saturating_add(self.width_secs) <= cutoff_secs && Some(*s) != keep)
+            .collect();
+        for start in &doomed {
+            self.partitions.write().remove(start);
+            let path = self.dir.join(start.to_string());
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(signal = %self.signal, partition = %path.display(), "removed partition past retention")
+                }
+                Err(e) => {
+                    tracing::warn!(signal = %self.signal, partition = %path.display(), error = %e, "cannot remove partition")
+                }
+            }
+        }
+        doomed.len()
+    }
+
+    /// Committed documents and bytes on disk, over all partitions.
+    pub fn stats(&self) -> (u64, u64) {
+        let parts = self.all();
+        let docs = parts.iter().map(|p| p.reader.searcher().num_docs()).sum();
+        let bytes = parts
+            .iter()
+            .map(|p| dir_size(&self.dir.join(p.start.to_string())))
+            .sum();
+        (docs, bytes)
+    }
+
+    /// Number of partitions.
+    pub fn len(&self) -> usize {
+        self.partitions.read().len()
+    }
+
+    /// Whether there is no partition.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Start `meta` tracking for a writer that continues `part`.
+pub fn meta_for_writing(part: &Partition) -> PartitionMeta {
+    let m = part.meta();
+    if m.lsn == 0 && m.max_ts == 0 {
+        PartitionMeta::empty()
+    } else {
+        m
+    }
+}
+
+fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, PartitionError> {
+    let tv = |source| PartitionError::Tantivy {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir =
+        tantivy::directory::MmapDirectory::open(path).map_err(|e| PartitionError::Tantivy {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+    let index = Index::open_or_create(dir, schema).map_err(tv)?;
+    let meta = index
+        .load_metas()
+        .ok()
+        .and_then(|m| m.payload)
+        .and_then(|p| serde_json::from_str::<PartitionMeta>(&p).ok())
+        .unwrap_or_else(PartitionMeta::empty);
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(tv)?;
+    Ok(Partition {
+        start,
+        index,
+        reader,
+        meta: RwLock::new(meta),
+    })
+}
+
+fn dir_size(path: &Path) -> u64 {
+    fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
