@@ -1,0 +1,2 @@
+//! Lookout agent library and the load generator.
+pub mod loadgen;
