@@ -604,6 +604,8 @@ mod tests {
         wal.append(Signal::Metrics, vec![0; 1 << 20], None, 0)
             .await
             .unwrap();
+        // The writer rotates after answering; the next append is served after that.
+        wal.append(Signal::Metrics, vec![0], None, 0).await.unwrap();
         let left = list_segments(dir.path()).unwrap().len();
         assert!(left <= 2, "{left} segments left");
         drop(wal);

@@ -436,3 +436,80 @@ fn request_name(signal: Signal) -> &'static str {
         Signal::Metrics => "ExportMetricsServiceRequest",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::wal::{Checkpoints, WalOptions};
+
+    fn ingest(dir: &std::path::Path, budget: Arc<Budget>) -> Arc<Ingest> {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (wal, _h) = Wal::open(
+            dir,
+            WalOptions {
+                segment_size: 1 << 20,
+                fsync: false,
+            },
+            Arc::new(Checkpoints::default()),
+            metrics.clone(),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        Arc::new(Ingest::new(
+            &CollectorConfig::default(),
+            wal,
+            budget,
+            metrics,
+        ))
+    }
+
+    #[tokio::test]
+    async fn full_budget_means_overloaded_with_a_retry_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(Budget::new(1000));
+        let ingest = ingest(dir.path(), budget.clone());
+        assert!(budget.try_take(990));
+        let e = ingest
+            .export_bytes(
+                Signal::Logs,
+                Transport::Http,
+                bytes::Bytes::from(vec![0u8; 20]),
+                Encoding::Protobuf,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, IngestError::Overloaded { .. }), "{e}");
+        assert_eq!(e.http_status(), ::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.grpc_code(), tonic::Code::Unavailable);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        let status = grpc::to_status(&e);
+        use tonic_types::StatusExt;
+        assert!(
+            status.get_details_retry_info().is_some(),
+            "RetryInfo is attached"
+        );
+        // Once the stores catch up, the same request is admitted.
+        budget.release(990);
+        let a = ingest
+            .export_bytes(
+                Signal::Logs,
+                Transport::Http,
+                bytes::Bytes::new(),
+                Encoding::Protobuf,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.accepted, 0);
+        assert_eq!(budget.used(), 0, "an empty request gives its budget back");
+    }
+
+    #[test]
+    fn oversize_is_permanent_not_retryable() {
+        let e = IngestError::TooLarge("x".into());
+        assert_eq!(e.grpc_code(), tonic::Code::ResourceExhausted);
+        assert_eq!(e.retry_after(), None);
+        use tonic_types::StatusExt;
+        assert!(grpc::to_status(&e).get_details_retry_info().is_none());
+    }
+}

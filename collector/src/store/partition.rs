@@ -315,3 +315,74 @@ fn dir_size(path: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tantivy::schema::{FAST, INDEXED, STORED};
+
+    use super::*;
+
+    fn schema() -> Schema {
+        let mut b = Schema::builder();
+        b.add_u64_field("ts", INDEXED | FAST | STORED);
+        b.build()
+    }
+
+    fn write(idx: &PartitionedIndex, start: i64, ts: u64, lsn: u64) {
+        let (part, mut w) = idx.writer(start, 15_000_000, 1).unwrap();
+        let f = idx.schema().get_field("ts").unwrap();
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(f, ts);
+        w.add_document(doc).unwrap();
+        idx.commit(
+            &part,
+            &mut w,
+            PartitionMeta {
+                lsn,
+                min_ts: ts,
+                max_ts: ts,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn retention_removes_whole_old_partitions_and_checkpoint_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        for (i, start) in [0i64, 3600, 7200].into_iter().enumerate() {
+            write(&idx, start, 1_000 * (i as u64 + 1), 10 * (i as u64 + 1));
+        }
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.checkpoint(), 30);
+        // Only partitions that ended before the cutoff go; the one being written stays.
+        assert_eq!(idx.remove_older_than(7200, None), 2);
+        assert!(!dir.path().join("0").exists());
+        assert!(!dir.path().join("3600").exists());
+        assert!(dir.path().join("7200").exists());
+        assert_eq!(idx.remove_older_than(1_000_000, Some(7200)), 0);
+        drop(idx);
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        assert_eq!(idx.len(), 1);
+        assert_eq!(idx.checkpoint(), 30);
+        assert_eq!(idx.stats().0, 1);
+    }
+
+    #[test]
+    fn snapshot_skips_partitions_outside_the_time_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        write(&idx, 0, 100, 1);
+        write(&idx, 3600, 200, 2);
+        let starts = |from, to| {
+            idx.snapshot(from, to)
+                .iter()
+                .map(|p| p.start)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(0, u64::MAX), vec![3600, 0], "newest first");
+        assert_eq!(starts(150, 250), vec![3600]);
+        assert_eq!(starts(300, 400), Vec::<i64>::new());
+    }
+}
