@@ -1,0 +1,312 @@
+//! Search latency over a large index: log search over `LOOKOUT_BENCH_LOGS` (default 1M)
+//! logs, and trace lookup by id over `LOOKOUT_BENCH_SPANS` (default 1M) spans.
+//!
+//! `cargo bench -p lookout-collector --bench search`. Building the indexes is set-up and
+//! is reported on stderr, not measured.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use lookout_collector::batch::Batch;
+use lookout_collector::signal::Signal;
+use lookout_collector::store::logs::{search, LogFields, LogMapper, LogQuery};
+use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
+use lookout_collector::store::spans::{get_trace, SpanFields, SpanMapper};
+use lookout_collector::store::DocMapper;
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::resource::v1::Resource;
+use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+const WORDS: [&str; 24] = [
+    "request",
+    "completed",
+    "user",
+    "cart",
+    "payment",
+    "declined",
+    "timeout",
+    "retry",
+    "cache",
+    "miss",
+    "database",
+    "query",
+    "slow",
+    "order",
+    "shipped",
+    "inventory",
+    "stock",
+    "reserved",
+    "token",
+    "expired",
+    "session",
+    "created",
+    "upstream",
+    "error",
+];
+const SERVICES: [&str; 8] = [
+    "frontend",
+    "checkout",
+    "payment",
+    "inventory",
+    "shipping",
+    "email",
+    "cart",
+    "ads",
+];
+
+fn env_count(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn kv(k: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cheap deterministic generator (xorshift) so runs are comparable.
+struct Gen(u64);
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
+    let records = (0..n)
+        .map(|i| {
+            let body: Vec<&str> = (0..24).map(|_| g.pick(&WORDS)).collect();
+            let sev = [9, 9, 9, 9, 9, 9, 5, 13, 17][(g.next() % 9) as usize];
+            LogRecord {
+                time_unix_nano: t0 + i as u64,
+                severity_number: sev,
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!(
+                        "{} id={}",
+                        body.join(" "),
+                        g.next() % 100_000
+                    ))),
+                }),
+                attributes: vec![
+                    kv("http.route", format!("/api/{}", g.pick(&WORDS))),
+                    kv("enduser.id", format!("user-{}", g.next() % 10_000)),
+                    kv("http.request.method", "GET".into()),
+                ],
+                trace_id: g.next().to_le_bytes().repeat(2),
+                span_id: g.next().to_le_bytes().to_vec(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Batch::Logs(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", service.into()),
+                    kv("host.name", "bench".into()),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<String>) {
+    let mut spans = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..traces {
+        let trace = [g.next().to_le_bytes(), g.next().to_le_bytes()].concat();
+        ids.push(hex::encode(&trace));
+        for s in 0..10u64 {
+            spans.push(Span {
+                trace_id: trace.clone(),
+                span_id: g.next().to_le_bytes().to_vec(),
+                name: format!("GET /api/{}", g.pick(&WORDS)),
+                kind: 2,
+                start_time_unix_nano: t0 + s,
+                end_time_unix_nano: t0 + s + g.next() % 1_000_000_000,
+                attributes: vec![
+                    kv("http.route", "/api".into()),
+                    kv("http.request.method", "GET".into()),
+                ],
+                ..Default::default()
+            });
+        }
+    }
+    let batch = Batch::Traces(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", g.pick(&SERVICES).into())],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    });
+    (batch, ids)
+}
+
+fn build<M: DocMapper>(
+    idx: &PartitionedIndex,
+    mut mapper: M,
+    mut next: impl FnMut(u64) -> Option<Batch>,
+) {
+    let started = Instant::now();
+    let (part, mut writer) = idx.writer(0, 512 << 20, 2).expect("writer");
+    let mut meta = PartitionMeta {
+        lsn: 0,
+        min_ts: u64::MAX,
+        max_ts: 0,
+    };
+    let mut docs = 0u64;
+    let mut i = 0u64;
+    while let Some(b) = next(i) {
+        docs += mapper.add(&b, &writer, &mut meta).expect("add").0;
+        i += 1;
+        if i % 200 == 0 {
+            eprintln!(
+                "indexed {docs} docs ({:.0}/s)",
+                docs as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    meta.lsn = 1;
+    idx.commit(&part, &mut writer, meta).expect("commit");
+    writer.wait_merging_threads().expect("merge");
+    part.reader.reload().expect("reload");
+    eprintln!(
+        "built {docs} docs in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn bench_logs(c: &mut Criterion) {
+    let n = env_count("LOOKOUT_BENCH_LOGS");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = LogFields::new();
+    let idx = Arc::new(
+        PartitionedIndex::open(dir.path(), Signal::Logs, f.schema.clone(), 3600).expect("open"),
+    );
+    let mut g = Gen(0x9e3779b97f4a7c15);
+    let per = 1000u64;
+    build(&idx, LogMapper::new(f.clone()), |i| {
+        (i * per < n).then(|| {
+            let svc = SERVICES[(i % SERVICES.len() as u64) as usize];
+            log_batch(
+                &mut g,
+                svc,
+                per as usize,
+                1_700_000_000_000_000_000 + i * per,
+            )
+        })
+    });
+    let mut group = c.benchmark_group(format!("log_search_{n}"));
+    for (name, q) in [
+        (
+            "term",
+            LogQuery {
+                q: Some("declined".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "two_terms_and_service",
+            LogQuery {
+                q: Some("payment timeout".into()),
+                service: Some("checkout".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "attribute",
+            LogQuery {
+                q: Some("attributes.enduser.id:user-42".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "severity_error",
+            LogQuery {
+                min_severity: Some(17),
+                ..Default::default()
+            },
+        ),
+        (
+            "phrase",
+            LogQuery {
+                q: Some("\"cache miss\"".into()),
+                ..Default::default()
+            },
+        ),
+        ("all_newest", LogQuery::default()),
+    ] {
+        let q = LogQuery {
+            to_ns: u64::MAX,
+            limit: 100,
+            ..q
+        };
+        let hits = search(&idx, &f, &q).expect("search").total;
+        eprintln!("{name}: {hits} hits");
+        group.bench_function(name, |b| b.iter(|| search(&idx, &f, &q).expect("search")));
+    }
+    group.finish();
+}
+
+fn bench_trace_lookup(c: &mut Criterion) {
+    let n = env_count("LOOKOUT_BENCH_SPANS");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = SpanFields::new();
+    let idx =
+        PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600).expect("open");
+    let mut g = Gen(0x2545f4914f6cdd1d);
+    let mut ids = Vec::new();
+    build(&idx, SpanMapper::new(f.clone()), |i| {
+        (i * 1000 < n).then(|| {
+            let (b, t) = span_batch(&mut g, 100, 1_700_000_000_000_000_000 + i * 1000);
+            ids.extend(t);
+            b
+        })
+    });
+    let mut k = 0usize;
+    c.bench_function(&format!("trace_by_id_{n}_spans"), |b| {
+        b.iter(|| {
+            k = (k + 7919) % ids.len();
+            let t = get_trace(&idx, &f, &ids[k])
+                .expect("lookup")
+                .expect("found");
+            assert_eq!(t.spans.len(), 10);
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = bench_logs, bench_trace_lookup
+}
+criterion_main!(benches);
