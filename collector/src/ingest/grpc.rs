@@ -1,39 +1,22 @@
-//! OTLP/gRPC receiver: the three OTLP services over the shared [`Ingest`] path.
+//! OTLP/gRPC receiver: the three OTLP `Export` methods over the shared [`Ingest`] path.
+//!
+//! Requests are taken as raw protobuf bytes (a pass-through codec) and decoded once by the
+//! ingest path, which writes those same bytes to the WAL when the checks changed nothing;
+//! typed tonic services would decode, and the WAL would then need a re-encode.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use lookout_proto::otlp::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use lookout_proto::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use lookout_proto::otlp::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use lookout_proto::otlp::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use lookout_proto::otlp::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use lookout_proto::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
-use tonic::codec::CompressionEncoding;
+use bytes::{Buf, BufMut, Bytes};
+use futures::future::BoxFuture;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Accepted, Ingest, IngestError};
-use crate::batch::Batch;
-use crate::signal::Transport;
-
-/// The OTLP/gRPC services.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    ingest: Arc<Ingest>,
-}
+use super::{encode_response, Encoding, Ingest, IngestError};
+use crate::signal::{Signal, Transport};
 
 /// Map an ingest error to a gRPC status; retryable errors carry RetryInfo.
 pub fn to_status(e: &IngestError) -> Status {
@@ -47,81 +30,138 @@ pub fn to_status(e: &IngestError) -> Status {
     }
 }
 
-impl OtlpGrpc {
-    async fn export(&self, batch: Batch, wire_size: usize) -> Result<Accepted, Status> {
-        self.ingest
-            .export_batch(batch, Transport::Grpc, wire_size)
-            .await
-            .map_err(|e| to_status(&e))
+/// A codec that passes message bytes through untouched, both ways.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
     }
 }
 
-fn rejected(a: &Accepted) -> Option<(i64, String)> {
-    (a.rejected > 0).then(|| {
-        (
-            i64::try_from(a.rejected).unwrap_or(i64::MAX),
-            a.message.clone(),
-        )
-    })
-}
-
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = OtlpGrpc::export(self, Batch::Traces(req), size).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: rejected(&a).map(|(n, m)| ExportTracePartialSuccess {
-                rejected_spans: n,
-                error_message: m,
-            }),
-        }))
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = OtlpGrpc::export(self, Batch::Logs(req), size).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: rejected(&a).map(|(n, m)| ExportLogsPartialSuccess {
-                rejected_log_records: n,
-                error_message: m,
-            }),
-        }))
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = OtlpGrpc::export(self, Batch::Metrics(req), size).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: rejected(&a).map(|(n, m)| ExportMetricsPartialSuccess {
-                rejected_data_points: n,
-                error_message: m,
-            }),
-        }))
+/// One OTLP gRPC service (`TraceService`, `LogsService` or `MetricsService`), chosen by
+/// the const parameter (the signal's WAL tag).
+#[derive(Clone)]
+pub struct OtlpService<const TAG: u8> {
+    ingest: Arc<Ingest>,
+    max_message_size: usize,
+}
+
+const fn signal_of(tag: u8) -> Signal {
+    match tag {
+        1 => Signal::Traces,
+        2 => Signal::Logs,
+        _ => Signal::Metrics,
+    }
+}
+
+const fn service_name(tag: u8) -> &'static str {
+    match signal_of(tag) {
+        Signal::Traces => "opentelemetry.proto.collector.trace.v1.TraceService",
+        Signal::Logs => "opentelemetry.proto.collector.logs.v1.LogsService",
+        Signal::Metrics => "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    }
+}
+
+impl<const TAG: u8> NamedService for OtlpService<TAG> {
+    const NAME: &'static str = service_name(TAG);
+}
+
+struct Export {
+    ingest: Arc<Ingest>,
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for Export {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (ingest, signal) = (self.ingest.clone(), self.signal);
+        Box::pin(async move {
+            let body = request.into_inner();
+            match ingest
+                .export_bytes(signal, Transport::Grpc, body, Encoding::Protobuf)
+                .await
+            {
+                Ok(a) => Ok(Response::new(Bytes::from(encode_response(
+                    signal,
+                    Encoding::Protobuf,
+                    &a,
+                )))),
+                Err(e) => Err(to_status(&e)),
+            }
+        })
+    }
+}
+
+impl<const TAG: u8, B> tower::Service<http::Request<B>> for OtlpService<TAG>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let export_path =
+            req.uri().path().strip_suffix("/Export") == Some(&format!("/{}", service_name(TAG)));
+        if !export_path {
+            return Box::pin(async move {
+                Ok(
+                    Status::unimplemented("unknown method; OTLP services have only Export")
+                        .into_http(),
+                )
+            });
+        }
+        let export = Export {
+            ingest: self.ingest.clone(),
+            signal: signal_of(TAG),
+        };
+        let max = self.max_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            Ok(grpc.unary(export, req).await)
+        })
     }
 }
 
 /// tonic answers OUT_OF_RANGE for a message over the size limit, which OTLP clients retry
 /// forever; OTLP wants RESOURCE_EXHAUSTED without RetryInfo (permanent). It answers
-/// INTERNAL for undecodable protobuf or gzip, which OTLP clients also retry; that is bad
+/// INTERNAL for an undecodable gzip frame, which OTLP clients also retry; that is bad
 /// data, INVALID_ARGUMENT. Our handlers never answer either code themselves, and tonic
 /// sends these errors as trailers-only responses, so the headers carry the status.
 fn remap_status<B>(mut res: http::Response<B>) -> http::Response<B> {
@@ -142,33 +182,28 @@ pub async fn serve(
     max_message_size: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = OtlpGrpc { ingest };
-    let incoming = tokio_stream_from(listener);
+    let traces = OtlpService::<1> {
+        ingest: ingest.clone(),
+        max_message_size,
+    };
+    let logs = OtlpService::<2> {
+        ingest: ingest.clone(),
+        max_message_size,
+    };
+    let metrics = OtlpService::<3> {
+        ingest,
+        max_message_size,
+    };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_status))
-        .add_service(
-            TraceServiceServer::new(svc.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_size),
-        )
-        .add_service(
-            LogsServiceServer::new(svc.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_size),
-        )
-        .add_service(
-            MetricsServiceServer::new(svc)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message_size),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .add_service(traces)
+        .add_service(logs)
+        .add_service(metrics)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
 
-fn tokio_stream_from(
+fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::stream::unfold(listener, |l| async move {

@@ -12,18 +12,9 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
-use lookout_proto::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use lookout_proto::otlp::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use lookout_proto::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use prost::Message;
 
-use super::{Accepted, Encoding, Ingest, IngestError};
+use super::{encode_response, Accepted, Encoding, Ingest, IngestError};
 use crate::signal::{Signal, Transport};
 
 /// Shared state of the OTLP/HTTP routes.
@@ -226,49 +217,11 @@ async fn drain_stream(mut body: axum::body::BodyDataStream, limit: u64) -> u64 {
 }
 
 fn success(signal: Signal, encoding: Encoding, a: &Accepted) -> Response {
-    use lookout_proto::json;
-    let rejected = i64::try_from(a.rejected).unwrap_or(i64::MAX);
-    let msg = a.message.clone();
-    let partial = a.rejected > 0;
-    let body = match (signal, encoding) {
-        (Signal::Traces, enc) => {
-            let r = ExportTraceServiceResponse {
-                partial_success: partial.then_some(ExportTracePartialSuccess {
-                    rejected_spans: rejected,
-                    error_message: msg,
-                }),
-            };
-            match enc {
-                Encoding::Protobuf => r.encode_to_vec(),
-                Encoding::Json => json::encode_trace_response(&r),
-            }
-        }
-        (Signal::Logs, enc) => {
-            let r = ExportLogsServiceResponse {
-                partial_success: partial.then_some(ExportLogsPartialSuccess {
-                    rejected_log_records: rejected,
-                    error_message: msg,
-                }),
-            };
-            match enc {
-                Encoding::Protobuf => r.encode_to_vec(),
-                Encoding::Json => json::encode_logs_response(&r),
-            }
-        }
-        (Signal::Metrics, enc) => {
-            let r = ExportMetricsServiceResponse {
-                partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: rejected,
-                    error_message: msg,
-                }),
-            };
-            match enc {
-                Encoding::Protobuf => r.encode_to_vec(),
-                Encoding::Json => json::encode_metrics_response(&r),
-            }
-        }
-    };
-    with_content_type(StatusCode::OK, encoding, body)
+    with_content_type(
+        StatusCode::OK,
+        encoding,
+        encode_response(signal, encoding, a),
+    )
 }
 
 fn with_content_type(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {

@@ -429,6 +429,64 @@ struct Prepared {
     message: String,
 }
 
+/// The export response of `signal` in `encoding`, with `partial_success` when items were
+/// rejected.
+pub fn encode_response(signal: Signal, encoding: Encoding, a: &Accepted) -> Vec<u8> {
+    use lookout_proto::otlp::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceResponse,
+    };
+    use lookout_proto::otlp::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
+    use lookout_proto::otlp::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+
+    use lookout_proto::json;
+    let rejected = i64::try_from(a.rejected).unwrap_or(i64::MAX);
+    let msg = a.message.clone();
+    let partial = a.rejected > 0;
+    match (signal, encoding) {
+        (Signal::Traces, enc) => {
+            let r = ExportTraceServiceResponse {
+                partial_success: partial.then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_trace_response(&r),
+            }
+        }
+        (Signal::Logs, enc) => {
+            let r = ExportLogsServiceResponse {
+                partial_success: partial.then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_logs_response(&r),
+            }
+        }
+        (Signal::Metrics, enc) => {
+            let r = ExportMetricsServiceResponse {
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: msg,
+                }),
+            };
+            match enc {
+                Encoding::Protobuf => r.encode_to_vec(),
+                Encoding::Json => json::encode_metrics_response(&r),
+            }
+        }
+    }
+}
+
 fn request_name(signal: Signal) -> &'static str {
     match signal {
         Signal::Traces => "ExportTraceServiceRequest",
