@@ -188,7 +188,7 @@ fn build<M: DocMapper>(
     while let Some(b) = next(i) {
         docs += mapper.add(&b, &writer, &mut meta).expect("add").0;
         i += 1;
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             eprintln!(
                 "indexed {docs} docs ({:.0}/s)",
                 docs as f64 / started.elapsed().as_secs_f64()
