@@ -9,6 +9,11 @@ use lookout_collector::server::{self, Listeners};
 use lookout_config::{CollectorConfig, HumanDuration};
 use tokio_util::sync::CancellationToken;
 
+// glibc malloc spent a quarter of the ingest CPU in profiles; mimalloc is much cheaper for
+// the many short-lived allocations of decoding and indexing.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lookout collector: OTLP ingest of traces, logs and metrics, durable storage, log and
 /// trace search, and the query API.
 #[derive(Debug, Parser)]

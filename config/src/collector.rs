@@ -164,8 +164,9 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Most request bytes in flight (being written or waiting to be indexed). Past it the
-    /// collector answers 503 / UNAVAILABLE with a retry hint instead of growing memory.
+    /// Most memory held by requests in flight (being written or waiting to be indexed),
+    /// counted as 3 times their protobuf size. Past it the collector answers
+    /// 503 / UNAVAILABLE with a retry hint instead of growing memory.
     pub max_pending_bytes: ByteSize,
     /// Retry hint sent with overload responses.
     pub retry_after: HumanDuration,
@@ -253,11 +254,11 @@ impl Validate for CollectorConfig {
                 ),
             );
         }
-        if self.ingest.max_pending_bytes < l.max_decompressed_size {
+        if self.ingest.max_pending_bytes.get() < l.max_decompressed_size.get().saturating_mul(3) {
             return err(
                 "ingest.max_pending_bytes",
                 format!(
-                    "must be at least limits.max_decompressed_size ({}), got {}",
+                    "must be at least 3 times limits.max_decompressed_size ({}), got {}",
                     l.max_decompressed_size, self.ingest.max_pending_bytes
                 ),
             );

@@ -20,6 +20,10 @@ use crate::signal::{Signal, Transport};
 use crate::wal::Wal;
 use validate::{sanitize, Limits};
 
+/// Decoded requests take about this many times their protobuf size in memory; the budget
+/// counts memory, not wire bytes.
+const DECODED_EXPANSION: u64 = 3;
+
 /// Bodies larger than this are decoded on the blocking pool, off the reactor.
 const INLINE_DECODE_LIMIT: usize = 64 << 10;
 
@@ -212,11 +216,12 @@ impl Ingest {
         body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        let charge = body.len() as u64;
+        let charge = body.len() as u64 * DECODED_EXPANSION;
         self.admit(signal, transport, charge)?;
+        let body_len = body.len();
         let this = self.clone();
         let work = move || this.prepare_bytes(signal, &body, encoding);
-        let prepared = if charge as usize > INLINE_DECODE_LIMIT {
+        let prepared = if body_len > INLINE_DECODE_LIMIT {
             tokio::task::spawn_blocking(work)
                 .await
                 .map_err(|e| IngestError::Unavailable {
@@ -237,7 +242,7 @@ impl Ingest {
         wire_size: usize,
     ) -> Result<Accepted, IngestError> {
         let signal = batch.signal();
-        let charge = wire_size as u64;
+        let charge = wire_size as u64 * DECODED_EXPANSION;
         self.admit(signal, transport, charge)?;
         let prepared = if wire_size > INLINE_DECODE_LIMIT {
             let this = self.clone();

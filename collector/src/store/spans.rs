@@ -9,7 +9,7 @@ use lookout_proto::api::{
 };
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+use lookout_proto::otlp::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
@@ -33,6 +33,8 @@ pub struct SpanFields {
     /// The schema.
     pub schema: Schema,
     trace_id: Field,
+    trace_hi: Field,
+    trace_lo: Field,
     service: Field,
     operation: Field,
     kind: Field,
@@ -47,9 +49,12 @@ impl SpanFields {
     /// Build the schema.
     pub fn new() -> Self {
         let mut b = Schema::builder();
-        let trace_id = b.add_text_field("trace_id", STRING | FAST);
-        let service = b.add_text_field("service", STRING | FAST);
-        let operation = b.add_text_field("operation", STRING | FAST);
+        let trace_id = b.add_text_field("trace_id", STRING);
+        // The id again as two integers: a cheap column to group search hits by trace.
+        let trace_hi = b.add_u64_field("trace_hi", FAST);
+        let trace_lo = b.add_u64_field("trace_lo", FAST);
+        let service = b.add_text_field("service", STRING);
+        let operation = b.add_text_field("operation", STRING);
         let kind = b.add_u64_field("kind", INDEXED | FAST);
         let status = b.add_u64_field("status", INDEXED | FAST);
         let start = b.add_u64_field("start", INDEXED | FAST);
@@ -59,6 +64,8 @@ impl SpanFields {
         Self {
             schema: b.build(),
             trace_id,
+            trace_hi,
+            trace_lo,
             service,
             operation,
             kind,
@@ -118,7 +125,22 @@ impl DocMapper for SpanMapper {
                 .iter()
                 .map(|kv| attr_term(&kv.key, &kv.value.as_ref().map(to_text).unwrap_or_default()))
                 .collect();
+            // The resource (and below, the scope) is encoded once and reused for each span.
+            let mut res_head = Vec::new();
+            if let Some(r) = &rs.resource {
+                prost::encoding::message::encode(1, r, &mut res_head);
+            }
+            if !rs.schema_url.is_empty() {
+                prost::encoding::string::encode(3, &rs.schema_url, &mut res_head);
+            }
             for ss in &rs.scope_spans {
+                let mut scope_head = Vec::new();
+                if let Some(sc) = &ss.scope {
+                    prost::encoding::message::encode(1, sc, &mut scope_head);
+                }
+                if !ss.schema_url.is_empty() {
+                    prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
+                }
                 for span in &ss.spans {
                     let mut doc = TantivyDocument::default();
                     let start = span.start_time_unix_nano;
@@ -126,6 +148,9 @@ impl DocMapper for SpanMapper {
                     meta.min_ts = meta.min_ts.min(start);
                     meta.max_ts = meta.max_ts.max(start);
                     doc.add_text(f.trace_id, hex::encode(&span.trace_id));
+                    let (hi, lo) = id_halves(&span.trace_id);
+                    doc.add_u64(f.trace_hi, hi);
+                    doc.add_u64(f.trace_lo, lo);
                     doc.add_text(f.service, &service);
                     doc.add_text(f.operation, &span.name);
                     doc.add_u64(f.kind, u64::try_from(span.kind).unwrap_or(0));
@@ -144,18 +169,7 @@ impl DocMapper for SpanMapper {
                     for t in &res_terms {
                         doc.add_text(f.attr, t);
                     }
-                    let one = ResourceSpans {
-                        resource: rs.resource.clone(),
-                        scope_spans: vec![ScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans: vec![span.clone()],
-                            schema_url: ss.schema_url.clone(),
-                        }],
-                        schema_url: rs.schema_url.clone(),
-                    };
-                    self.buf.clear();
-                    one.encode(&mut self.buf)
-                        .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
+                    encode_single_span(&mut self.buf, &res_head, &scope_head, span);
                     bytes += self.buf.len() as u64;
                     doc.add_bytes(f.payload, self.buf.as_slice());
                     writer.add_document(doc)?;
@@ -165,6 +179,34 @@ impl DocMapper for SpanMapper {
         }
         Ok((docs, bytes))
     }
+}
+
+/// A 16-byte trace id as two big-endian halves (hex of `hi` then `lo` is the id's hex).
+fn id_halves(id: &[u8]) -> (u64, u64) {
+    let half = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        let n = b.len().min(8);
+        w[..n].copy_from_slice(&b[..n]);
+        u64::from_be_bytes(w)
+    };
+    (
+        half(id.get(..8).unwrap_or(&[])),
+        half(id.get(8..).unwrap_or(&[])),
+    )
+}
+
+/// Encode `ResourceSpans { resource, scope_spans: [ScopeSpans { scope, spans: [span] }] }`
+/// from the pre-encoded resource and scope fields, without cloning anything.
+fn encode_single_span(buf: &mut Vec<u8>, res_head: &[u8], scope_head: &[u8], span: &Span) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    buf.clear();
+    buf.extend_from_slice(res_head);
+    let span_len = span.encoded_len();
+    let inner = scope_head.len() + key_len(2) + encoded_len_varint(span_len as u64) + span_len;
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(inner as u64, buf);
+    buf.extend_from_slice(scope_head);
+    prost::encoding::message::encode(2, span, buf);
 }
 
 /// Every stored span of `trace_id` (hex), by start time; `None` when there is none.
@@ -362,27 +404,26 @@ pub fn search_traces(
     let query = BooleanQuery::new(clauses);
     let limit = q.limit.max(1);
     // Newest matching spans first; keep the first `limit` distinct traces.
-    let mut newest: HashMap<String, u64> = HashMap::new();
+    let mut newest: HashMap<(u64, u64), u64> = HashMap::new();
     for part in index.snapshot(q.from_ns, q.to_ns) {
         let searcher = part.reader.searcher();
         let top = TopDocs::with_limit(limit * 20).order_by_fast_field::<u64>("start", Order::Desc);
         for (start, addr) in searcher.search(&query, &top)? {
-            let seg = searcher.segment_reader(addr.segment_ord);
-            let ids = seg.fast_fields().str("trace_id")?;
-            let Some(col) = ids else { continue };
-            let mut id = String::new();
-            if let Some(ord) = col.term_ords(addr.doc_id).next() {
-                col.ord_to_str(ord, &mut id)
-                    .map_err(|e| SearchError::BadQuery(e.to_string()))?;
-            }
-            if id.is_empty() {
+            let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
+            let (Some(hi), Some(lo)) = (
+                ff.u64("trace_hi")?.first(addr.doc_id),
+                ff.u64("trace_lo")?.first(addr.doc_id),
+            ) else {
                 continue;
-            }
-            let e = newest.entry(id).or_insert(0);
+            };
+            let e = newest.entry((hi, lo)).or_insert(0);
             *e = (*e).max(start.unwrap_or(0));
         }
     }
-    let mut ids: Vec<(String, u64)> = newest.into_iter().collect();
+    let mut ids: Vec<(String, u64)> = newest
+        .into_iter()
+        .map(|((hi, lo), start)| (format!("{hi:016x}{lo:016x}"), start))
+        .collect();
     ids.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ids.truncate(limit);
     let mut traces = Vec::with_capacity(ids.len());
@@ -429,5 +470,55 @@ pub fn summarise(t: &TraceResponse) -> TraceSummary {
         span_count: t.spans.len() as u64,
         error_count: t.spans.iter().filter(|s| s.status == "error").count() as u64,
         services: t.services.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+    use lookout_proto::otlp::resource::v1::Resource;
+    use lookout_proto::otlp::trace::v1::ScopeSpans;
+
+    use super::*;
+
+    #[test]
+    fn single_span_encoding_equals_prost() {
+        let rs = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("svc".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    ..Default::default()
+                }),
+                spans: vec![Span {
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    name: "x".repeat(300),
+                    ..Default::default()
+                }],
+                schema_url: "https://scope".into(),
+            }],
+            schema_url: "https://res".into(),
+        };
+        let mut res_head = Vec::new();
+        prost::encoding::message::encode(1, rs.resource.as_ref().unwrap(), &mut res_head);
+        prost::encoding::string::encode(3, &rs.schema_url, &mut res_head);
+        let ss = &rs.scope_spans[0];
+        let mut scope_head = Vec::new();
+        prost::encoding::message::encode(1, ss.scope.as_ref().unwrap(), &mut scope_head);
+        prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
+        let mut buf = Vec::new();
+        encode_single_span(&mut buf, &res_head, &scope_head, &ss.spans[0]);
+        assert_eq!(ResourceSpans::decode(buf.as_slice()).unwrap(), rs);
     }
 }
