@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::batch::Batch;
@@ -79,7 +80,7 @@ pub struct Record {
     /// Signal of the payload.
     pub signal: Signal,
     /// Protobuf export request; empty when `batch` is given.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     /// The decoded request, when the writer had it (not during replay).
     pub batch: Option<Batch>,
     /// Bytes of ingest budget to release once the record is applied.
@@ -91,7 +92,7 @@ pub type Dispatch = Box<dyn FnMut(Record) + Send>;
 
 struct Append {
     signal: Signal,
-    payload: Vec<u8>,
+    payload: Bytes,
     batch: Option<Batch>,
     charge: u64,
     done: oneshot::Sender<Result<u64, Arc<WalError>>>,
@@ -153,7 +154,7 @@ impl Wal {
                             dispatch(Record {
                                 lsn,
                                 signal,
-                                payload: payload.to_vec(),
+                                payload: Bytes::copy_from_slice(payload),
                                 batch: None,
                                 charge: 0,
                             });
@@ -217,10 +218,22 @@ impl Wal {
     pub async fn append(
         &self,
         signal: Signal,
-        payload: Vec<u8>,
+        payload: Bytes,
         batch: Option<Batch>,
         charge: u64,
     ) -> Result<u64, Arc<WalError>> {
+        self.submit(signal, payload, batch, charge)?.await
+    }
+
+    /// Queue one batch for the writer now (synchronously), and return a future of its LSN.
+    /// Once this returns `Ok`, the record reaches the stores even if the future is dropped.
+    pub fn submit(
+        &self,
+        signal: Signal,
+        payload: Bytes,
+        batch: Option<Batch>,
+        charge: u64,
+    ) -> Result<impl std::future::Future<Output = Result<u64, Arc<WalError>>>, Arc<WalError>> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Append {
@@ -231,7 +244,7 @@ impl Wal {
                 done,
             })
             .map_err(|_| Arc::new(WalError::Closed))?;
-        rx.await.map_err(|_| Arc::new(WalError::Closed))?
+        Ok(async move { rx.await.map_err(|_| Arc::new(WalError::Closed))? })
     }
 }
 
@@ -286,7 +299,7 @@ impl Writer {
                         let idx = a.signal.index();
                         self.current.0.max_lsn[idx] = self.current.0.max_lsn[idx].max(lsn);
                         let payload = if a.batch.is_some() {
-                            Vec::new()
+                            Bytes::new()
                         } else {
                             a.payload
                         };
@@ -505,7 +518,11 @@ mod tests {
             },
             cps,
             Arc::new(Metrics::new().unwrap()),
-            Box::new(move |r: Record| s.lock().unwrap().push((r.lsn, r.signal, r.payload))),
+            Box::new(move |r: Record| {
+                s.lock()
+                    .unwrap()
+                    .push((r.lsn, r.signal, r.payload.to_vec()))
+            }),
         )
         .unwrap();
         (wal, h, seen)
@@ -518,7 +535,7 @@ mod tests {
         let (wal, h, seen) = open(dir.path(), cps.clone());
         for i in 0..100u32 {
             let lsn = wal
-                .append(Signal::Logs, i.to_le_bytes().to_vec(), None, 0)
+                .append(Signal::Logs, Bytes::from(i.to_le_bytes().to_vec()), None, 0)
                 .await
                 .unwrap();
             assert_eq!(lsn, u64::from(i) + 1);
@@ -533,7 +550,9 @@ mod tests {
         assert_eq!(replayed[0].0, 41);
         assert_eq!(replayed[0].2, 40u32.to_le_bytes().to_vec());
         assert_eq!(
-            wal.append(Signal::Traces, vec![1], None, 0).await.unwrap(),
+            wal.append(Signal::Traces, Bytes::from(vec![1]), None, 0)
+                .await
+                .unwrap(),
             101
         );
         drop(wal);
@@ -546,7 +565,7 @@ mod tests {
         let cps = Arc::new(Checkpoints::default());
         let (wal, h, _) = open(dir.path(), cps.clone());
         for _ in 0..3 {
-            wal.append(Signal::Traces, vec![7; 100], None, 0)
+            wal.append(Signal::Traces, Bytes::from(vec![7; 100]), None, 0)
                 .await
                 .unwrap();
         }
@@ -560,7 +579,9 @@ mod tests {
         let (wal, h, seen) = open(dir.path(), cps.clone());
         assert_eq!(seen.lock().unwrap().len(), 2);
         assert_eq!(
-            wal.append(Signal::Traces, vec![1], None, 0).await.unwrap(),
+            wal.append(Signal::Traces, Bytes::from(vec![1]), None, 0)
+                .await
+                .unwrap(),
             3
         );
         drop(wal);
@@ -588,7 +609,7 @@ mod tests {
         let mut last = 0;
         for _ in 0..48 {
             last = wal
-                .append(Signal::Logs, vec![0; 64 << 10], None, 0)
+                .append(Signal::Logs, Bytes::from(vec![0; 64 << 10]), None, 0)
                 .await
                 .unwrap();
         }
@@ -596,16 +617,18 @@ mod tests {
         cps.advance(Signal::Logs, last);
         // A rotation triggers truncation.
         for _ in 0..17 {
-            wal.append(Signal::Metrics, vec![0; 64 << 10], None, 0)
+            wal.append(Signal::Metrics, Bytes::from(vec![0; 64 << 10]), None, 0)
                 .await
                 .unwrap();
         }
         cps.advance(Signal::Metrics, u64::MAX);
-        wal.append(Signal::Metrics, vec![0; 1 << 20], None, 0)
+        wal.append(Signal::Metrics, Bytes::from(vec![0; 1 << 20]), None, 0)
             .await
             .unwrap();
         // The writer rotates after answering; the next append is served after that.
-        wal.append(Signal::Metrics, vec![0], None, 0).await.unwrap();
+        wal.append(Signal::Metrics, Bytes::from(vec![0]), None, 0)
+            .await
+            .unwrap();
         let left = list_segments(dir.path()).unwrap().len();
         assert!(left <= 2, "{left} segments left");
         drop(wal);

@@ -147,11 +147,11 @@ async fn read_request(
             s.max_request_size
         ))
     };
-    if let Some(len) = headers
+    let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = content_length {
         if len > s.max_request_size as u64 {
             // Read what the client sends so it sees the 413 rather than a reset connection.
             drain(body, DRAIN_LIMIT).await;
@@ -159,7 +159,7 @@ async fn read_request(
         }
     }
     let mut body = body.into_data_stream();
-    let mut raw = bytes::BytesMut::new();
+    let mut raw = bytes::BytesMut::with_capacity(content_length.map_or(0, |l| l as usize));
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             fail(IngestError::Invalid(format!(

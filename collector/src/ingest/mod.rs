@@ -216,11 +216,10 @@ impl Ingest {
         body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        let charge = body.len() as u64 * DECODED_EXPANSION;
-        self.admit(signal, transport, charge)?;
+        let charge = self.admit(signal, transport, body.len() as u64 * DECODED_EXPANSION)?;
         let body_len = body.len();
         let this = self.clone();
-        let work = move || this.prepare_bytes(signal, &body, encoding);
+        let work = move || this.prepare_bytes(signal, body, encoding);
         let prepared = if body_len > INLINE_DECODE_LIMIT {
             tokio::task::spawn_blocking(work)
                 .await
@@ -242,8 +241,7 @@ impl Ingest {
         wire_size: usize,
     ) -> Result<Accepted, IngestError> {
         let signal = batch.signal();
-        let charge = wire_size as u64 * DECODED_EXPANSION;
-        self.admit(signal, transport, charge)?;
+        let charge = self.admit(signal, transport, wire_size as u64 * DECODED_EXPANSION)?;
         let prepared = if wire_size > INLINE_DECODE_LIMIT {
             let this = self.clone();
             tokio::task::spawn_blocking(move || this.prepare(batch, None))
@@ -258,10 +256,18 @@ impl Ingest {
         self.finish(signal, transport, prepared, charge).await
     }
 
-    fn admit(&self, signal: Signal, transport: Transport, charge: u64) -> Result<(), IngestError> {
+    fn admit(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        charge: u64,
+    ) -> Result<Charge<'_>, IngestError> {
         if self.budget.try_take(charge) {
             self.metrics.pending_bytes.set(self.budget.used() as i64);
-            return Ok(());
+            return Ok(Charge {
+                ingest: self,
+                n: charge,
+            });
         }
         let e = IngestError::Overloaded {
             message: format!(
@@ -278,14 +284,14 @@ impl Ingest {
     fn prepare_bytes(
         &self,
         signal: Signal,
-        body: &[u8],
+        body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Prepared, IngestError> {
         let batch = match encoding {
-            Encoding::Protobuf => Batch::decode_protobuf(signal, body).map_err(|e| {
+            Encoding::Protobuf => Batch::decode_protobuf(signal, &body).map_err(|e| {
                 IngestError::Invalid(format!("invalid protobuf {}: {e}", request_name(signal)))
             })?,
-            Encoding::Json => Batch::decode_json(signal, body).map_err(|e| {
+            Encoding::Json => Batch::decode_json(signal, &body).map_err(|e| {
                 IngestError::Invalid(format!("invalid OTLP/JSON {}: {e}", request_name(signal)))
             })?,
         };
@@ -294,7 +300,11 @@ impl Ingest {
     }
 
     /// Check and limit; encode for the WAL unless the raw protobuf can be kept as is.
-    fn prepare(&self, mut batch: Batch, raw: Option<&[u8]>) -> Result<Prepared, IngestError> {
+    fn prepare(
+        &self,
+        mut batch: Batch,
+        raw: Option<bytes::Bytes>,
+    ) -> Result<Prepared, IngestError> {
         let limits = Limits {
             max_time_unix_nano: now_unix_nano()
                 .saturating_add(u64::try_from(self.max_future_skew.as_nanos()).unwrap_or(u64::MAX)),
@@ -317,8 +327,8 @@ impl Ingest {
             )));
         }
         let payload = match raw {
-            Some(raw) if !report.modified => raw.to_vec(),
-            _ => batch.encode_protobuf(),
+            Some(raw) if !report.modified => raw,
+            _ => bytes::Bytes::from(batch.encode_protobuf()),
         };
         Ok(Prepared {
             batch,
@@ -334,19 +344,19 @@ impl Ingest {
         signal: Signal,
         transport: Transport,
         prepared: Result<Prepared, IngestError>,
-        charge: u64,
+        charge: Charge<'_>,
     ) -> Result<Accepted, IngestError> {
         let p = match prepared {
             Ok(p) => p,
             Err(e) => {
-                self.release(charge);
+                drop(charge);
                 self.count_refused(signal, transport, &e, None);
                 return Err(e);
             }
         };
         if p.accepted == 0 {
             // Nothing to store (an empty request is valid OTLP).
-            self.release(charge);
+            drop(charge);
             self.count_ok(signal, transport, 0, 0);
             return Ok(Accepted {
                 accepted: 0,
@@ -354,11 +364,16 @@ impl Ingest {
                 message: String::new(),
             });
         }
-        match self
-            .wal
-            .append(signal, p.payload, Some(p.batch), charge)
-            .await
-        {
+        // From here the stores release the budget, even if this request is abandoned.
+        let n = charge.hand_over();
+        let appended = match self.wal.submit(signal, p.payload, Some(p.batch), n) {
+            Ok(fut) => fut.await,
+            Err(e) => {
+                self.release(n);
+                Err(e)
+            }
+        };
+        match appended {
             Ok(_lsn) => {
                 self.count_ok(signal, transport, p.accepted, p.rejected);
                 Ok(Accepted {
@@ -368,8 +383,10 @@ impl Ingest {
                 })
             }
             Err(e) => {
-                // The record never reached the stores; give its budget back here.
-                self.release(charge);
+                if !matches!(*e, crate::wal::WalError::Closed) {
+                    // A failed write is never dispatched to the stores.
+                    self.release(n);
+                }
                 let e = IngestError::Unavailable {
                     message: format!("cannot store the batch: {e}"),
                     retry_after: self.retry_after,
@@ -426,9 +443,31 @@ impl Ingest {
     }
 }
 
+/// Budget taken by one request; given back when dropped, unless handed to the WAL (whose
+/// stores give it back once the record is applied). Dropping covers every early return
+/// and a request abandoned by its client mid-way.
+struct Charge<'a> {
+    ingest: &'a Ingest,
+    n: u64,
+}
+
+impl Charge<'_> {
+    fn hand_over(mut self) -> u64 {
+        std::mem::take(&mut self.n)
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.ingest.release(self.n);
+        }
+    }
+}
+
 struct Prepared {
     batch: Batch,
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     accepted: u64,
     rejected: u64,
     message: String,
