@@ -175,7 +175,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_pending_bytes: ByteSize::mib(128),
+            max_pending_bytes: ByteSize::mib(96),
             retry_after: HumanDuration::from_secs(1),
         }
     }
