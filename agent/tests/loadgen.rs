@@ -20,8 +20,10 @@ struct Running {
 
 async fn collector() -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = CollectorConfig::default();
-    cfg.data_dir = dir.path().to_path_buf();
+    let mut cfg = CollectorConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     cfg.otlp.grpc = "127.0.0.1:0".parse().expect("addr");
     cfg.otlp.http = "127.0.0.1:0".parse().expect("addr");
     cfg.api.listen = "127.0.0.1:0".parse().expect("addr");
