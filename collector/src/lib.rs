@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod server;
 pub mod signal;
 pub mod store;
+pub mod traces;
 pub mod wal;

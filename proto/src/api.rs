@@ -53,15 +53,63 @@ pub struct LogEntry {
     pub span_id: Option<String>,
 }
 
-/// Answer of `GET /api/v1/traces/{trace_id}`.
+/// Answer of `GET /api/v1/traces/{trace_id}`: the assembled trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceResponse {
     /// Trace id (hex).
     pub trace_id: String,
-    /// Every stored span of the trace, by start time.
-    pub spans: Vec<SpanView>,
+    /// Completeness: `open` (spans still arriving), `complete` (idle for the completion
+    /// window) or `updated_late` (spans arrived after completion and were re-assembled).
+    pub state: String,
+    /// Span id of the root, absent when no span qualifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_span_id: Option<String>,
+    /// Start of the trace (RFC 3339), after clock-skew adjustment.
+    pub start: String,
+    /// Start in Unix nanoseconds.
+    pub start_unix_nano: u64,
+    /// From the earliest start to the latest end, in nanoseconds.
+    pub duration_ns: u64,
+    /// Stored spans.
+    pub span_count: u64,
+    /// Spans with status error.
+    pub error_count: u64,
+    /// Spans whose parent is not in the trace.
+    pub orphan_count: u64,
     /// Services taking part, sorted.
     pub services: Vec<String>,
+    /// Every span in depth-first tree order (children by start time), ready for a
+    /// waterfall; orphans follow as extra subtrees.
+    pub spans: Vec<SpanView>,
+    /// The critical path: the segments, in time order, that determine the trace's
+    /// end-to-end latency.
+    pub critical_path: Vec<CriticalSegment>,
+    /// What was wrong or adjusted.
+    pub warnings: Vec<TraceWarning>,
+}
+
+/// One segment of the critical path: while it lasts, this span is what the trace waits on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriticalSegment {
+    /// Span id (hex).
+    pub span_id: String,
+    /// Segment start, nanoseconds from trace start.
+    pub start_offset_ns: u64,
+    /// Segment end, nanoseconds from trace start.
+    pub end_offset_ns: u64,
+}
+
+/// A problem found while assembling a trace, or an adjustment made to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceWarning {
+    /// `missing_parent`, `clock_skew`, `duplicate_span_id`, `parent_cycle`, `self_parent`,
+    /// `end_before_start`, `multiple_roots`, `no_root`, `truncated`.
+    pub kind: String,
+    /// The span concerned, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// Human-readable detail.
+    pub message: String,
 }
 
 /// One span as the query API shows it.
@@ -74,6 +122,19 @@ pub struct SpanView {
     /// Parent span id (hex), absent for a root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<String>,
+    /// Depth in the tree: 0 for the root and for the top of each orphan subtree.
+    #[serde(default)]
+    pub depth: u32,
+    /// Start, nanoseconds from the trace start (after clock-skew adjustment).
+    #[serde(default)]
+    pub offset_ns: u64,
+    /// Shift applied to this span's timestamps to correct clock skew, nanoseconds
+    /// (`start_unix_nano` already includes it); 0 when none.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub skew_adjustment_ns: i64,
+    /// Whether part of this span is on the critical path.
+    #[serde(default)]
+    pub critical: bool,
     /// `service.name` of the resource.
     pub service: String,
     /// Span name.
@@ -155,4 +216,91 @@ pub struct TraceSummary {
     pub error_count: u64,
     /// Services taking part, sorted.
     pub services: Vec<String>,
+    /// `open`, `complete` or `updated_late` (see [`TraceResponse::state`]).
+    pub state: String,
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Answer of `GET /api/v1/services`: RED figures derived from server and consumer spans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicesResponse {
+    /// Length of the window the figures cover, seconds.
+    pub window_s: u64,
+    /// Every service seen, sorted by name.
+    pub services: Vec<ServiceStats>,
+}
+
+/// RED figures of one service (all its operations together) or one operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedStats {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Requests with status error in the window.
+    pub errors: u64,
+    /// Requests per second over the window.
+    pub request_rate: f64,
+    /// `errors / requests` (0 without requests).
+    pub error_rate: f64,
+    /// Latency percentiles in milliseconds, from the duration histogram (bucket-precise).
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Requests per second in each slice of the window, oldest first (for sparklines).
+    pub rate_history: Vec<f64>,
+    /// Example trace ids of recent slow or failed requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+/// One service in [`ServicesResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// `service.name`.
+    pub service: String,
+    /// Figures over all operations.
+    #[serde(flatten)]
+    pub stats: RedStats,
+    /// Per operation (normalised names), by request count, highest first.
+    pub operations: Vec<OperationStats>,
+}
+
+/// One operation of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationStats {
+    /// Normalised operation name (`__overflow__` collects operations past the cap).
+    pub operation: String,
+    /// Figures of the operation.
+    #[serde(flatten)]
+    pub stats: RedStats,
+}
+
+/// Answer of `GET /api/v1/dependencies`: the service graph over a time range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DependenciesResponse {
+    /// Edges caller → callee, by calls, highest first.
+    pub edges: Vec<DependencyEdge>,
+}
+
+/// One edge of the service graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DependencyEdge {
+    /// Calling service (client or producer side).
+    pub caller: String,
+    /// Called service (server or consumer side).
+    pub callee: String,
+    /// Calls seen in the range.
+    pub calls: u64,
+    /// Calls where either side had status error.
+    pub errors: u64,
+    /// Mean latency seen by the server side, ms.
+    pub avg_ms: f64,
+    /// 95th percentile latency (server side), ms.
+    pub p95_ms: f64,
 }

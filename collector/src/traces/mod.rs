@@ -1,0 +1,6 @@
+//! Distributed traces: assembly of stored spans into a tree, completeness tracking,
+//! RED metrics and the service graph derived from spans at ingest.
+
+pub mod assemble;
+pub mod graph;
+pub mod red;
