@@ -247,10 +247,21 @@ pub fn get_trace(
             .then_with(|| a.span_id.cmp(&b.span_id))
     });
     let services: BTreeSet<String> = spans.iter().map(|s| s.service.clone()).collect();
+    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
     Ok(Some(TraceResponse {
         trace_id: trace_id.to_string(),
+        state: "open".into(),
+        root_span_id: None,
+        start: rfc3339(start),
+        start_unix_nano: start,
+        duration_ns: 0,
+        span_count: spans.len() as u64,
+        error_count: 0,
+        orphan_count: 0,
         spans,
         services: services.into_iter().collect(),
+        critical_path: Vec::new(),
+        warnings: Vec::new(),
     }))
 }
 
@@ -285,6 +296,10 @@ fn span_view(rs: &ResourceSpans) -> Option<SpanView> {
         trace_id: hex::encode(&span.trace_id),
         span_id: hex::encode(&span.span_id),
         parent_span_id: hex_id(&span.parent_span_id),
+        depth: 0,
+        offset_ns: 0,
+        skew_adjustment_ns: 0,
+        critical: false,
         service: service_name(res_attrs),
         operation: span.name.clone(),
         kind: kind_name(span.kind).to_string(),
@@ -470,6 +485,7 @@ pub fn summarise(t: &TraceResponse) -> TraceSummary {
         span_count: t.spans.len() as u64,
         error_count: t.spans.iter().filter(|s| s.status == "error").count() as u64,
         services: t.services.clone(),
+        state: t.state.clone(),
     }
 }
 
