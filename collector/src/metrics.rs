@@ -52,6 +52,18 @@ pub struct Metrics {
     pub retention_removed_partitions: IntCounterVec,
     /// Duration of query API requests, by endpoint.
     pub query_seconds: HistogramVec,
+    /// Traces being assembled (not yet idle for the completion window).
+    pub traces_open: IntGauge,
+    /// Trace versions written, by state (`complete`, `updated_late`).
+    pub traces_completed: IntCounterVec,
+    /// Open traces completed early because the open-trace memory budget was reached.
+    pub traces_evicted: IntCounter,
+    /// Spans that arrived after their trace had completed.
+    pub traces_late_spans: IntCounter,
+    /// Spans the tracker could not attribute, by reason.
+    pub traces_invalid_spans: IntCounterVec,
+    /// Problems found while assembling traces for the API, by kind.
+    pub traces_warnings: IntCounterVec,
 }
 
 impl Metrics {
@@ -174,6 +186,33 @@ impl Metrics {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
                 ]),
                 &["endpoint"]
+            )?),
+            traces_open: reg!(IntGauge::new(
+                "lookout_traces_open",
+                "Traces being assembled, waiting for the completion window."
+            )?),
+            traces_completed: reg!(counter_vec(
+                "lookout_traces_completed_total",
+                "Trace versions written, by state (complete, updated_late).",
+                &["state"]
+            )?),
+            traces_evicted: reg!(IntCounter::new(
+                "lookout_traces_evicted_total",
+                "Open traces completed early because the open-trace memory budget was full."
+            )?),
+            traces_late_spans: reg!(IntCounter::new(
+                "lookout_traces_late_spans_total",
+                "Spans that arrived after their trace had completed."
+            )?),
+            traces_invalid_spans: reg!(counter_vec(
+                "lookout_traces_invalid_spans_total",
+                "Spans the trace tracker skipped, by reason.",
+                &["reason"]
+            )?),
+            traces_warnings: reg!(counter_vec(
+                "lookout_traces_assembly_warnings_total",
+                "Problems found while assembling traces (missing parents, clock skew, cycles, ...), by kind.",
+                &["kind"]
             )?),
             registry,
         })

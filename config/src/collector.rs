@@ -28,6 +28,8 @@ pub struct CollectorConfig {
     pub index: IndexConfig,
     /// Back-pressure between the WAL and the indexes.
     pub ingest: IngestConfig,
+    /// Trace assembly, RED metrics and the service graph.
+    pub traces: TracesConfig,
 }
 
 impl Default for CollectorConfig {
@@ -41,6 +43,7 @@ impl Default for CollectorConfig {
             wal: WalConfig::default(),
             index: IndexConfig::default(),
             ingest: IngestConfig::default(),
+            traces: TracesConfig::default(),
         }
     }
 }
@@ -181,6 +184,47 @@ impl Default for IngestConfig {
     }
 }
 
+/// Trace assembly, RED metrics and the service graph.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// A trace is complete once no span of it arrived for this long; spans arriving later
+    /// update it (state `updated_late`).
+    pub completion_window: HumanDuration,
+    /// Memory for traces being assembled (estimated); past it the oldest open traces are
+    /// completed early (counted in `lookout_traces_evicted_total`).
+    pub max_open_bytes: ByteSize,
+    /// Window of the RED figures kept per service and operation (the longest `window=`
+    /// `/api/v1/services` and alert rules can ask for).
+    pub red_window: HumanDuration,
+    /// Most operations tracked per service; others are counted under `__overflow__`.
+    pub max_operations_per_service: usize,
+    /// Most services tracked; others are counted under `__overflow__`.
+    pub max_services: usize,
+    /// RED series without a span for this long are dropped.
+    pub series_idle_expiry: HumanDuration,
+    /// How long a client (or producer) span waits for its server (or consumer) side
+    /// before the service-graph edge is given up.
+    pub graph_pair_wait: HumanDuration,
+    /// How far back `/api/v1/dependencies` can look.
+    pub graph_history: HumanDuration,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            completion_window: HumanDuration::from_secs(10),
+            max_open_bytes: ByteSize::mib(128),
+            red_window: HumanDuration::from_secs(3600),
+            max_operations_per_service: 200,
+            max_services: 1000,
+            series_idle_expiry: HumanDuration::from_secs(900),
+            graph_pair_wait: HumanDuration::from_secs(10),
+            graph_history: HumanDuration::from_secs(86_400),
+        }
+    }
+}
+
 impl Validate for CollectorConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
@@ -222,6 +266,35 @@ impl Validate for CollectorConfig {
             return err(
                 "wal.segment_size",
                 format!("must be at least 1MiB, got {}", self.wal.segment_size),
+            );
+        }
+        let t = &self.traces;
+        if t.completion_window.get() < std::time::Duration::from_secs(1) {
+            return err(
+                "traces.completion_window",
+                format!("must be at least 1s, got {}", t.completion_window),
+            );
+        }
+        if t.max_open_bytes.get() < (1 << 20) {
+            return err(
+                "traces.max_open_bytes",
+                format!("must be at least 1MiB, got {}", t.max_open_bytes),
+            );
+        }
+        if t.red_window.get() < std::time::Duration::from_secs(60) {
+            return err(
+                "traces.red_window",
+                format!("must be at least 1m, got {}", t.red_window),
+            );
+        }
+        if t.max_operations_per_service == 0 || t.max_services == 0 {
+            return err(
+                if t.max_services == 0 {
+                    "traces.max_services"
+                } else {
+                    "traces.max_operations_per_service"
+                },
+                "must be at least 1".into(),
             );
         }
         let i = &self.index;

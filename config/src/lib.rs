@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 
 pub use agent::AgentConfig;
 pub use collector::{
-    ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, OtlpConfig, WalConfig,
+    ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, OtlpConfig, TracesConfig,
+    WalConfig,
 };
 pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
 

@@ -4,6 +4,7 @@
 pub mod logs;
 pub mod partition;
 pub mod spans;
+pub mod traces;
 pub mod values;
 
 use std::sync::mpsc;
