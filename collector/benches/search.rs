@@ -12,8 +12,9 @@ use lookout_collector::batch::Batch;
 use lookout_collector::signal::Signal;
 use lookout_collector::store::logs::{search, LogFields, LogMapper, LogQuery};
 use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
-use lookout_collector::store::spans::{get_trace, SpanFields, SpanMapper};
+use lookout_collector::store::spans::{get_spans, SpanFields, SpanMapper};
 use lookout_collector::store::DocMapper;
+use lookout_collector::traces::assemble::assemble;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -133,12 +134,14 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
     })
 }
 
-fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<String>) {
+fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<[u8; 16]>) {
     let mut spans = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..traces {
         let trace = [g.next().to_le_bytes(), g.next().to_le_bytes()].concat();
-        ids.push(hex::encode(&trace));
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&trace);
+        ids.push(id);
         for s in 0..10u64 {
             spans.push(Span {
                 trace_id: trace.clone(),
@@ -285,7 +288,7 @@ fn bench_trace_lookup(c: &mut Criterion) {
         PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600).expect("open");
     let mut g = Gen(0x2545f4914f6cdd1d);
     let mut ids = Vec::new();
-    build(&idx, SpanMapper::new(f.clone()), |i| {
+    build(&idx, SpanMapper::new(f.clone(), None), |i| {
         (i * 1000 < n).then(|| {
             let (b, t) = span_batch(&mut g, 100, 1_700_000_000_000_000_000 + i * 1000);
             ids.extend(t);
@@ -296,9 +299,8 @@ fn bench_trace_lookup(c: &mut Criterion) {
     c.bench_function(&format!("trace_by_id_{n}_spans"), |b| {
         b.iter(|| {
             k = (k + 7919) % ids.len();
-            let t = get_trace(&idx, &f, &ids[k])
-                .expect("lookup")
-                .expect("found");
+            let spans = get_spans(&idx, &f, &ids[k]).expect("lookup");
+            let t = assemble(&hex::encode(ids[k]), "complete", spans);
             assert_eq!(t.spans.len(), 10);
         })
     });

@@ -14,7 +14,10 @@ use crate::ingest::now_unix_nano;
 use crate::metrics::Metrics;
 use crate::store::logs::{self, severity_floor, LogFields, LogQuery, SearchError};
 use crate::store::partition::PartitionedIndex;
-use crate::store::spans::{self, SpanFields, SpanQuery};
+use crate::store::spans::{self, SpanFields};
+use crate::store::traces::{self as trace_store, TraceFields, TraceQuery};
+use crate::traces::assemble::assemble;
+use crate::traces::tracker::TracesShared;
 
 /// Default and largest `limit`.
 const DEFAULT_LIMIT: usize = 100;
@@ -35,17 +38,32 @@ pub struct ApiState {
     pub spans: Arc<PartitionedIndex>,
     /// Span schema.
     pub span_fields: SpanFields,
+    /// Trace summary partitions.
+    pub traces: Arc<PartitionedIndex>,
+    /// Trace summary schema.
+    pub trace_fields: TraceFields,
+    /// Open traces, RED metrics and the service graph.
+    pub shared: Arc<TracesShared>,
+    /// Longest RED window that can be asked for.
+    pub red_window: std::time::Duration,
 }
 
 /// An API error: `{"error": "..."}` with a status.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -86,13 +104,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/logs", get(get_logs))
         .route("/api/v1/traces", get(get_traces))
         .route("/api/v1/traces/{trace_id}", get(get_trace))
+        .route("/api/v1/services", get(get_services))
+        .route("/api/v1/dependencies", get(get_dependencies))
+        .merge(crate::jaeger::router())
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
-                message: "no such endpoint; see /api/v1/logs, /api/v1/traces, /api/v1/traces/{trace_id}, /metrics, /healthz, /readyz".into(),
+                message: "no such endpoint; see /api/v1/logs, /api/v1/traces, /api/v1/traces/{trace_id}, /api/v1/services, /api/v1/dependencies, /jaeger/api/..., /metrics, /healthz, /readyz".into(),
             }
         })
         .with_state(state)
@@ -116,7 +137,12 @@ async fn get_metrics(State(s): State<ApiState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        {
+            let mut out = s.metrics.render();
+            s.shared.red.lock().render_prometheus(&mut out);
+            s.shared.graph.lock().render_prometheus(&mut out);
+            out
+        },
     )
         .into_response()
 }
@@ -124,10 +150,10 @@ async fn get_metrics(State(s): State<ApiState>) -> Response {
 type Params = Query<Vec<(String, String)>>;
 
 /// Query parameters, each read at most once; leftovers are refused by name.
-struct ParamReader(Vec<(String, String)>);
+pub(crate) struct ParamReader(pub(crate) Vec<(String, String)>);
 
 impl ParamReader {
-    fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         let mut found: Option<String> = None;
         let mut dup = false;
         self.0.retain(|(k, v)| {
@@ -147,7 +173,7 @@ impl ParamReader {
         Ok(found.filter(|v| !v.is_empty()))
     }
 
-    fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+    pub(crate) fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.0.retain(|(k, v)| match k.strip_prefix(prefix) {
             Some(rest) => {
@@ -159,14 +185,14 @@ impl ParamReader {
         out
     }
 
-    fn finish(self) -> Result<(), ApiError> {
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
         match self.0.first() {
             None => Ok(()),
             Some((k, _)) => Err(ApiError::bad_request(format!("unknown parameter `{k}`"))),
         }
     }
 
-    fn limit(&mut self) -> Result<usize, ApiError> {
+    pub(crate) fn limit(&mut self) -> Result<usize, ApiError> {
         match self.take("limit")? {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {
@@ -178,7 +204,7 @@ impl ParamReader {
         }
     }
 
-    fn time_range(&mut self) -> Result<(u64, u64), ApiError> {
+    pub(crate) fn time_range(&mut self) -> Result<(u64, u64), ApiError> {
         let now = now_unix_nano();
         let from = match self.take("from")? {
             Some(v) => parse_time(&v, now)
@@ -196,7 +222,7 @@ impl ParamReader {
         Ok((from, to))
     }
 
-    fn duration(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn duration(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
         self.take(name)?
             .map(|v| {
                 lookout_config::parse_duration(&v)
@@ -227,7 +253,7 @@ pub fn parse_time(v: &str, now_ns: u64) -> Result<u64, String> {
     ))
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
@@ -299,7 +325,7 @@ async fn get_traces(
     let (from_ns, to_ns) = p.time_range()?;
     let limit = p.limit()?.min(1000);
     p.finish()?;
-    let query = SpanQuery {
+    let query = TraceQuery {
         service,
         operation,
         min_duration_ns,
@@ -315,35 +341,111 @@ async fn get_traces(
         .query_seconds
         .with_label_values(&["traces"])
         .start_timer();
-    let res = blocking(move || Ok(spans::search_traces(&s.spans, &s.span_fields, &query)?)).await?;
+    let started = std::time::Instant::now();
+    let docs =
+        blocking(move || Ok(trace_store::search(&s.traces, &s.trace_fields, &query)?)).await?;
     timer.observe_duration();
-    Ok(Json(res).into_response())
+    Ok(Json(lookout_proto::api::TracesResponse {
+        traces: docs.iter().map(|d| d.summary()).collect(),
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+    .into_response())
+}
+
+/// Parse a 32-hex-digit trace id.
+pub(crate) fn parse_trace_id(v: &str) -> Result<[u8; 16], ApiError> {
+    let mut id = [0u8; 16];
+    match hex::decode_to_slice(v, &mut id) {
+        Ok(()) if v.len() == 32 => Ok(id),
+        _ => Err(ApiError::bad_request(format!(
+            "trace id must be 32 hex characters, got {v:?}"
+        ))),
+    }
+}
+
+/// Assemble the stored spans of `id`, with its completeness state; `None` when unknown.
+pub(crate) fn load_trace(
+    s: &ApiState,
+    id: &[u8; 16],
+) -> Result<Option<lookout_proto::api::TraceResponse>, ApiError> {
+    let spans = spans::get_spans(&s.spans, &s.span_fields, id)?;
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let state = if s.shared.open.lock().contains(id) {
+        "open"
+    } else {
+        match trace_store::latest(&s.traces, &s.trace_fields, id)? {
+            Some(d) => d.state.as_str(),
+            // Indexed spans the tracker has not summarised yet.
+            None => "open",
+        }
+    };
+    let t = assemble(&hex::encode(id), state, spans);
+    for w in &t.warnings {
+        s.metrics
+            .traces_warnings
+            .with_label_values(&[w.kind.as_str()])
+            .inc();
+    }
+    Ok(Some(t))
 }
 
 async fn get_trace(
     State(s): State<ApiState>,
     Path(trace_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = trace_id.to_ascii_lowercase();
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(format!(
-            "trace id must be 32 hex characters, got {trace_id:?}"
-        )));
-    }
+    let id = parse_trace_id(&trace_id.to_ascii_lowercase())?;
     let timer = s
         .metrics
         .query_seconds
         .with_label_values(&["trace"])
         .start_timer();
-    let found = blocking(move || Ok(spans::get_trace(&s.spans, &s.span_fields, &id)?)).await?;
+    let found = blocking(move || load_trace(&s, &id)).await?;
     timer.observe_duration();
     match found {
         Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("trace {trace_id} not found"),
-        }),
+        None => Err(ApiError::not_found(format!("trace {trace_id} not found"))),
     }
+}
+
+async fn get_services(
+    State(s): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let window = p.duration("window")?.map_or(
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_nanos,
+    );
+    p.finish()?;
+    if window.is_zero() || window > s.red_window {
+        return Err(ApiError::bad_request(format!(
+            "parameter `window`: must be more than 0 and at most traces.red_window ({}s)",
+            s.red_window.as_secs()
+        )));
+    }
+    let now_s = now_unix_nano() / 1_000_000_000;
+    let res = s.shared.red.lock().services(now_s, window);
+    Ok(Json(res).into_response())
+}
+
+async fn get_dependencies(
+    State(s): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let (from_ns, to_ns) = p.time_range()?;
+    p.finish()?;
+    let now = now_unix_nano();
+    let from_s = if from_ns == 0 {
+        now.saturating_sub(3_600_000_000_000)
+    } else {
+        from_ns
+    } / 1_000_000_000;
+    let to_s = to_ns.min(now) / 1_000_000_000;
+    let res = s.shared.graph.lock().dependencies(from_s, to_s);
+    Ok(Json(res).into_response())
 }
 
 #[cfg(test)]

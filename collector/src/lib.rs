@@ -5,6 +5,7 @@ pub mod api;
 pub mod batch;
 pub mod demo;
 pub mod ingest;
+pub mod jaeger;
 pub mod metrics;
 pub mod server;
 pub mod signal;

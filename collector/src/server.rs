@@ -16,7 +16,9 @@ use crate::signal::Signal;
 use crate::store::logs::{LogFields, LogMapper};
 use crate::store::partition::PartitionedIndex;
 use crate::store::spans::{SpanFields, SpanMapper};
+use crate::store::traces::TraceFields;
 use crate::store::{spawn_indexer, spawn_metrics_window, IndexerContext};
+use crate::traces::tracker::{self, CheckpointGate, TracesShared};
 use crate::wal::{Checkpoints, Record, Wal, WalOptions};
 
 /// How long metric records stay in the WAL (the staleness window of OTLP metrics).
@@ -93,9 +95,22 @@ pub async fn run(
         )
         .context("cannot open the span index")?,
     );
+    let trace_fields = TraceFields::new();
+    let traces = Arc::new(
+        PartitionedIndex::open(
+            &data.join("traces"),
+            Signal::Traces,
+            trace_fields.schema.clone(),
+            width,
+        )
+        .context("cannot open the trace index")?,
+    );
     let checkpoints = Arc::new(Checkpoints::default());
     checkpoints.advance(Signal::Logs, logs.checkpoint());
-    checkpoints.advance(Signal::Traces, spans.checkpoint());
+    // Replay of spans starts where both the span index and the trace tracker are done.
+    let gate = Arc::new(CheckpointGate::new(spans.checkpoint(), traces.checkpoint()));
+    checkpoints.advance(Signal::Traces, gate.get());
+    let shared = Arc::new(TracesShared::new(&cfg.traces));
 
     let ready = Arc::new(AtomicBool::new(false));
     let api_state = ApiState {
@@ -105,6 +120,10 @@ pub async fn run(
         log_fields: log_fields.clone(),
         spans: spans.clone(),
         span_fields: span_fields.clone(),
+        traces: traces.clone(),
+        trace_fields: trace_fields.clone(),
+        shared: shared.clone(),
+        red_window: cfg.traces.red_window.get(),
     };
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
@@ -120,11 +139,29 @@ pub async fn run(
         metrics: metrics.clone(),
         cfg: cfg.index.clone(),
         retention: cfg.retention.get(),
+        gate: None,
     };
+    let (trace_tx, trace_thread) = tracker::spawn(tracker::TrackerSetup {
+        index: traces.clone(),
+        fields: trace_fields,
+        shared,
+        gate: gate.clone(),
+        checkpoints: checkpoints.clone(),
+        metrics: metrics.clone(),
+        cfg: cfg.traces.clone(),
+        index_cfg: cfg.index.clone(),
+        retention: cfg.retention.get(),
+    })?;
     let (log_tx, log_thread) =
         spawn_indexer(logs.clone(), LogMapper::new(log_fields), ctx.clone())?;
-    let (span_tx, span_thread) =
-        spawn_indexer(spans.clone(), SpanMapper::new(span_fields), ctx.clone())?;
+    let (span_tx, span_thread) = spawn_indexer(
+        spans.clone(),
+        SpanMapper::new(span_fields, Some(trace_tx)),
+        IndexerContext {
+            gate: Some(gate),
+            ..ctx.clone()
+        },
+    )?;
     let (metric_tx, metric_thread) = spawn_metrics_window(METRICS_WINDOW, ctx)?;
     let dispatch = Box::new(move |rec: Record| {
         let tx = match rec.signal {
@@ -189,6 +226,7 @@ pub async fn run(
             ("wal", wal_thread),
             ("log indexer", log_thread),
             ("span indexer", span_thread),
+            ("trace tracker", trace_thread),
             ("metrics", metric_thread),
         ] {
             if t.join().is_err() {

@@ -44,6 +44,16 @@ fn field(line: &str, name: &str) -> Option<SocketAddr> {
     line[start..].split_whitespace().next()?.parse().ok()
 }
 
+/// Trace settings for tests: traces complete after 1 s idle instead of 10 s.
+pub const FAST_TRACES: &str = "[traces]\ncompletion_window = \"1s\"\n";
+
+/// Write `toml` as a collector config file in `dir`; returns its path for `--config`.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("test-collector.toml");
+    std::fs::write(&path, toml).expect("write test config");
+    path
+}
+
 impl Collector {
     /// Start a collector on port 0 with `data_dir` and extra flags; returns once `/readyz`
     /// answers 200.

@@ -18,6 +18,7 @@ use tantivy::{IndexWriter, TantivyDocument};
 use crate::batch::Batch;
 use crate::ingest::Budget;
 use crate::metrics::Metrics;
+use crate::traces::tracker::CheckpointGate;
 use crate::wal::{Checkpoints, Record};
 use partition::{meta_for_writing, Partition, PartitionMeta, PartitionedIndex};
 
@@ -31,6 +32,10 @@ pub trait DocMapper: Send + 'static {
         writer: &IndexWriter<TantivyDocument>,
         meta: &mut PartitionMeta,
     ) -> tantivy::Result<(u64, u64)>;
+
+    /// Hand the record on once applied (the span mapper feeds the trace tracker); `replay`
+    /// is set for records replayed from the WAL at start-up.
+    fn forward(&mut self, _lsn: u64, _replay: bool, _batch: Batch) {}
 }
 
 /// Shared pieces every indexer needs.
@@ -46,6 +51,9 @@ pub struct IndexerContext {
     pub cfg: IndexConfig,
     /// Partitions older than this are removed.
     pub retention: Duration,
+    /// When set, commits are published through it (the traces signal's checkpoint is
+    /// shared with the trace tracker).
+    pub gate: Option<Arc<CheckpointGate>>,
 }
 
 fn unix_secs() -> i64 {
@@ -74,6 +82,7 @@ pub fn spawn_indexer<M: DocMapper>(
     let name = format!("lookout-index-{}", index.signal);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         Indexer {
+            skip_through: index.checkpoint(),
             index,
             mapper,
             ctx,
@@ -86,6 +95,9 @@ pub fn spawn_indexer<M: DocMapper>(
 }
 
 struct Indexer<M> {
+    /// Records through this WAL position are already committed in the index (replay
+    /// still forwards them).
+    skip_through: u64,
     index: Arc<PartitionedIndex>,
     mapper: M,
     ctx: IndexerContext,
@@ -154,6 +166,8 @@ impl<M: DocMapper> Indexer<M> {
 
     fn apply(&mut self, rec: Record) {
         let signal = self.index.signal;
+        let replay = rec.batch.is_none();
+        let lsn = rec.lsn;
         let batch = match rec.batch {
             Some(b) => b,
             None => match Batch::decode_protobuf(signal, &rec.payload) {
@@ -164,6 +178,16 @@ impl<M: DocMapper> Indexer<M> {
                 }
             },
         };
+        if lsn <= self.skip_through {
+            self.mapper.forward(lsn, replay, batch);
+            return;
+        }
+        self.add(lsn, &batch);
+        self.mapper.forward(lsn, replay, batch);
+    }
+
+    fn add(&mut self, lsn: u64, batch: &Batch) {
+        let signal = self.index.signal;
         let key = self.index.key_for(unix_secs());
         if self.active.as_ref().is_some_and(|a| a.part.start != key) {
             // A new time partition: seal the old one.
@@ -196,11 +220,11 @@ impl<M: DocMapper> Indexer<M> {
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        match self.mapper.add(&batch, &a.writer, &mut a.meta) {
+        match self.mapper.add(batch, &a.writer, &mut a.meta) {
             Ok((docs, bytes)) => {
                 a.docs += docs;
                 a.bytes += bytes;
-                a.meta.lsn = a.meta.lsn.max(rec.lsn);
+                a.meta.lsn = a.meta.lsn.max(lsn);
                 a.since.get_or_insert_with(Instant::now);
                 self.ctx
                     .metrics
@@ -209,7 +233,7 @@ impl<M: DocMapper> Indexer<M> {
                     .set(i64::try_from(a.docs).unwrap_or(i64::MAX));
             }
             Err(e) => {
-                tracing::error!(%signal, lsn = rec.lsn, error = %e, "indexing failed; the record stays in the WAL");
+                tracing::error!(%signal, lsn, error = %e, "indexing failed; the record stays in the WAL");
             }
         }
     }
@@ -225,7 +249,10 @@ impl<M: DocMapper> Indexer<M> {
         let started = Instant::now();
         match self.index.commit(&a.part, &mut a.writer, a.meta) {
             Ok(()) => {
-                self.ctx.checkpoints.advance(signal, a.meta.lsn);
+                match &self.ctx.gate {
+                    Some(g) => g.spans_committed(a.meta.lsn, &self.ctx.checkpoints),
+                    None => self.ctx.checkpoints.advance(signal, a.meta.lsn),
+                }
                 let m = &self.ctx.metrics;
                 m.index_commits.with_label_values(&[signal.as_str()]).inc();
                 m.index_uncommitted_docs

@@ -1,28 +1,26 @@
-//! The span index: one document per span, searchable by service, operation, kind, status,
-//! start, duration and attributes (`KEY=VALUE` terms), retrievable whole by trace id. The
-//! span itself is stored as protobuf (`ResourceSpans` holding just that span).
+//! The span index: one document per span holding the span as protobuf (`ResourceSpans`
+//! with just that span), found by trace id. Searching traces by what they contain is the
+//! trace index's job (`store::traces`); this index only answers "every span of trace X",
+//! at any age within retention.
 
-use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc::SyncSender;
 
-use lookout_proto::api::{
-    SpanEvent, SpanLink, SpanView, TraceResponse, TraceSummary, TracesResponse,
-};
+use lookout_proto::api::{SpanEvent, SpanLink, SpanView};
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, Span};
 use prost::Message;
-use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING,
-};
-use tantivy::{IndexWriter, Order, TantivyDocument, Term};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::TermQuery;
+use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STORED};
+use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::logs::SearchError;
 use super::partition::{PartitionMeta, PartitionedIndex};
-use super::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
+use super::values::{attrs_to_map, hex_id, rfc3339, service_name};
 use super::DocMapper;
 use crate::batch::Batch;
+use crate::traces::tracker::TraceMsg;
 
 /// Most spans returned for one trace.
 pub const MAX_TRACE_SPANS: usize = 100_000;
@@ -33,15 +31,6 @@ pub struct SpanFields {
     /// The schema.
     pub schema: Schema,
     trace_id: Field,
-    trace_hi: Field,
-    trace_lo: Field,
-    service: Field,
-    operation: Field,
-    kind: Field,
-    status: Field,
-    start: Field,
-    duration: Field,
-    attr: Field,
     payload: Field,
 }
 
@@ -49,30 +38,11 @@ impl SpanFields {
     /// Build the schema.
     pub fn new() -> Self {
         let mut b = Schema::builder();
-        let trace_id = b.add_text_field("trace_id", STRING);
-        // The id again as two integers: a cheap column to group search hits by trace.
-        let trace_hi = b.add_u64_field("trace_hi", FAST);
-        let trace_lo = b.add_u64_field("trace_lo", FAST);
-        let service = b.add_text_field("service", STRING);
-        let operation = b.add_text_field("operation", STRING);
-        let kind = b.add_u64_field("kind", INDEXED | FAST);
-        let status = b.add_u64_field("status", INDEXED | FAST);
-        let start = b.add_u64_field("start", INDEXED | FAST);
-        let duration = b.add_u64_field("duration", INDEXED | FAST);
-        let attr = b.add_text_field("attr", STRING);
+        let trace_id = b.add_bytes_field("trace_id", INDEXED);
         let payload = b.add_bytes_field("payload", STORED);
         Self {
             schema: b.build(),
             trace_id,
-            trace_hi,
-            trace_lo,
-            service,
-            operation,
-            kind,
-            status,
-            start,
-            duration,
-            attr,
             payload,
         }
     }
@@ -84,22 +54,22 @@ impl Default for SpanFields {
     }
 }
 
-/// Adds spans to the index.
+/// Adds spans to the index and hands each record on to the trace tracker.
 pub struct SpanMapper {
     f: SpanFields,
     buf: Vec<u8>,
+    tracker: Option<SyncSender<TraceMsg>>,
 }
 
 impl SpanMapper {
-    /// A mapper for `fields`.
-    pub fn new(f: SpanFields) -> Self {
-        Self { f, buf: Vec::new() }
+    /// A mapper for `fields`, forwarding records to `tracker` when given.
+    pub fn new(f: SpanFields, tracker: Option<SyncSender<TraceMsg>>) -> Self {
+        Self {
+            f,
+            buf: Vec::new(),
+            tracker,
+        }
     }
-}
-
-/// The `KEY=VALUE` term of an attribute, as indexed and as searched.
-pub fn attr_term(key: &str, value: &str) -> String {
-    format!("{key}={value}")
 }
 
 impl DocMapper for SpanMapper {
@@ -115,16 +85,6 @@ impl DocMapper for SpanMapper {
         let f = &self.f;
         let (mut docs, mut bytes) = (0u64, 0u64);
         for rs in &req.resource_spans {
-            let res_attrs = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
-            let service = service_name(res_attrs);
-            let res_terms: Vec<String> = res_attrs
-                .iter()
-                .map(|kv| attr_term(&kv.key, &kv.value.as_ref().map(to_text).unwrap_or_default()))
-                .collect();
             // The resource (and below, the scope) is encoded once and reused for each span.
             let mut res_head = Vec::new();
             if let Some(r) = &rs.resource {
@@ -144,31 +104,9 @@ impl DocMapper for SpanMapper {
                 for span in &ss.spans {
                     let mut doc = TantivyDocument::default();
                     let start = span.start_time_unix_nano;
-                    let duration = span.end_time_unix_nano.saturating_sub(start);
                     meta.min_ts = meta.min_ts.min(start);
                     meta.max_ts = meta.max_ts.max(start);
-                    doc.add_text(f.trace_id, hex::encode(&span.trace_id));
-                    let (hi, lo) = id_halves(&span.trace_id);
-                    doc.add_u64(f.trace_hi, hi);
-                    doc.add_u64(f.trace_lo, lo);
-                    doc.add_text(f.service, &service);
-                    doc.add_text(f.operation, &span.name);
-                    doc.add_u64(f.kind, u64::try_from(span.kind).unwrap_or(0));
-                    doc.add_u64(
-                        f.status,
-                        span.status
-                            .as_ref()
-                            .map_or(0, |s| u64::try_from(s.code).unwrap_or(0)),
-                    );
-                    doc.add_u64(f.start, start);
-                    doc.add_u64(f.duration, duration);
-                    for kv in &span.attributes {
-                        let v = kv.value.as_ref().map(to_text).unwrap_or_default();
-                        doc.add_text(f.attr, attr_term(&kv.key, &v));
-                    }
-                    for t in &res_terms {
-                        doc.add_text(f.attr, t);
-                    }
+                    doc.add_bytes(f.trace_id, span.trace_id.as_slice());
                     encode_single_span(&mut self.buf, &res_head, &scope_head, span);
                     bytes += self.buf.len() as u64;
                     doc.add_bytes(f.payload, self.buf.as_slice());
@@ -179,20 +117,16 @@ impl DocMapper for SpanMapper {
         }
         Ok((docs, bytes))
     }
-}
 
-/// A 16-byte trace id as two big-endian halves (hex of `hi` then `lo` is the id's hex).
-fn id_halves(id: &[u8]) -> (u64, u64) {
-    let half = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        let n = b.len().min(8);
-        w[..n].copy_from_slice(&b[..n]);
-        u64::from_be_bytes(w)
-    };
-    (
-        half(id.get(..8).unwrap_or(&[])),
-        half(id.get(8..).unwrap_or(&[])),
-    )
+    fn forward(&mut self, lsn: u64, replay: bool, batch: Batch) {
+        let (Some(tx), Batch::Traces(req)) = (&self.tracker, batch) else {
+            return;
+        };
+        if tx.send(TraceMsg { lsn, replay, req }).is_err() {
+            tracing::error!("the trace tracker is gone; trace summaries stop updating");
+            self.tracker = None;
+        }
+    }
 }
 
 /// Encode `ResourceSpans { resource, scope_spans: [ScopeSpans { scope, spans: [span] }] }`
@@ -209,14 +143,14 @@ fn encode_single_span(buf: &mut Vec<u8>, res_head: &[u8], scope_head: &[u8], spa
     prost::encoding::message::encode(2, span, buf);
 }
 
-/// Every stored span of `trace_id` (hex), by start time; `None` when there is none.
-pub fn get_trace(
+/// Every stored span of `trace_id`, as stored (unordered); empty when there is none.
+pub fn get_spans(
     index: &PartitionedIndex,
     f: &SpanFields,
-    trace_id: &str,
-) -> Result<Option<TraceResponse>, SearchError> {
+    trace_id: &[u8; 16],
+) -> Result<Vec<SpanView>, SearchError> {
     let query = TermQuery::new(
-        Term::from_field_text(f.trace_id, trace_id),
+        Term::from_field_bytes(f.trace_id, &trace_id[..]),
         IndexRecordOption::Basic,
     );
     let mut spans = Vec::new();
@@ -238,31 +172,7 @@ pub fn get_trace(
             }
         }
     }
-    if spans.is_empty() {
-        return Ok(None);
-    }
-    spans.sort_by(|a, b| {
-        a.start_unix_nano
-            .cmp(&b.start_unix_nano)
-            .then_with(|| a.span_id.cmp(&b.span_id))
-    });
-    let services: BTreeSet<String> = spans.iter().map(|s| s.service.clone()).collect();
-    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    Ok(Some(TraceResponse {
-        trace_id: trace_id.to_string(),
-        state: "open".into(),
-        root_span_id: None,
-        start: rfc3339(start),
-        start_unix_nano: start,
-        duration_ns: 0,
-        span_count: spans.len() as u64,
-        error_count: 0,
-        orphan_count: 0,
-        spans,
-        services: services.into_iter().collect(),
-        critical_path: Vec::new(),
-        warnings: Vec::new(),
-    }))
+    Ok(spans)
 }
 
 fn kind_name(k: i32) -> &'static str {
@@ -339,154 +249,6 @@ fn span_view(rs: &ResourceSpans) -> Option<SpanView> {
             })
             .collect(),
     })
-}
-
-/// A span search; every set filter must hold on the same span.
-#[derive(Debug, Clone, Default)]
-pub struct SpanQuery {
-    /// Service name.
-    pub service: Option<String>,
-    /// Span name.
-    pub operation: Option<String>,
-    /// Minimum span duration, ns.
-    pub min_duration_ns: Option<u64>,
-    /// Maximum span duration, ns.
-    pub max_duration_ns: Option<u64>,
-    /// Only spans with status error.
-    pub errors_only: bool,
-    /// `(key, value)` attribute equalities (span or resource attributes).
-    pub attributes: Vec<(String, String)>,
-    /// Start time range, Unix ns, inclusive.
-    pub from_ns: u64,
-    /// End of the start time range.
-    pub to_ns: u64,
-    /// Most traces returned.
-    pub limit: usize,
-}
-
-fn u64_range(field: Field, lo: Option<u64>, hi: Option<u64>) -> Box<dyn Query> {
-    use std::ops::Bound;
-    let b = |v: Option<u64>| {
-        v.map_or(Bound::Unbounded, |v| {
-            Bound::Included(Term::from_field_u64(field, v))
-        })
-    };
-    Box::new(RangeQuery::new(b(lo), b(hi)))
-}
-
-/// Find traces having a span that matches `q`, newest first, summarised.
-pub fn search_traces(
-    index: &PartitionedIndex,
-    f: &SpanFields,
-    q: &SpanQuery,
-) -> Result<TracesResponse, SearchError> {
-    let started = std::time::Instant::now();
-    let term = |field, v: &str| -> Box<dyn Query> {
-        Box::new(TermQuery::new(
-            Term::from_field_text(field, v),
-            IndexRecordOption::Basic,
-        ))
-    };
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    if let Some(s) = &q.service {
-        clauses.push((Occur::Must, term(f.service, s)));
-    }
-    if let Some(o) = &q.operation {
-        clauses.push((Occur::Must, term(f.operation, o)));
-    }
-    if q.min_duration_ns.is_some() || q.max_duration_ns.is_some() {
-        clauses.push((
-            Occur::Must,
-            u64_range(f.duration, q.min_duration_ns, q.max_duration_ns),
-        ));
-    }
-    if q.errors_only {
-        clauses.push((
-            Occur::Must,
-            Box::new(TermQuery::new(
-                Term::from_field_u64(f.status, StatusCode::Error as u64),
-                IndexRecordOption::Basic,
-            )),
-        ));
-    }
-    for (k, v) in &q.attributes {
-        clauses.push((Occur::Must, term(f.attr, &attr_term(k, v))));
-    }
-    clauses.push((
-        Occur::Must,
-        u64_range(f.start, Some(q.from_ns), Some(q.to_ns)),
-    ));
-    let query = BooleanQuery::new(clauses);
-    let limit = q.limit.max(1);
-    // Newest matching spans first; keep the first `limit` distinct traces.
-    let mut newest: HashMap<(u64, u64), u64> = HashMap::new();
-    for part in index.snapshot(q.from_ns, q.to_ns) {
-        let searcher = part.reader.searcher();
-        let top = TopDocs::with_limit(limit * 20).order_by_fast_field::<u64>("start", Order::Desc);
-        for (start, addr) in searcher.search(&query, &top)? {
-            let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
-            let (Some(hi), Some(lo)) = (
-                ff.u64("trace_hi")?.first(addr.doc_id),
-                ff.u64("trace_lo")?.first(addr.doc_id),
-            ) else {
-                continue;
-            };
-            let e = newest.entry((hi, lo)).or_insert(0);
-            *e = (*e).max(start.unwrap_or(0));
-        }
-    }
-    let mut ids: Vec<(String, u64)> = newest
-        .into_iter()
-        .map(|((hi, lo), start)| (format!("{hi:016x}{lo:016x}"), start))
-        .collect();
-    ids.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ids.truncate(limit);
-    let mut traces = Vec::with_capacity(ids.len());
-    for (id, _) in ids {
-        if let Some(t) = get_trace(index, f, &id)? {
-            traces.push(summarise(&t));
-        }
-    }
-    Ok(TracesResponse {
-        traces,
-        took_ms: started.elapsed().as_secs_f64() * 1000.0,
-    })
-}
-
-/// Summary of an assembled trace.
-pub fn summarise(t: &TraceResponse) -> TraceSummary {
-    let ids: BTreeSet<&str> = t.spans.iter().map(|s| s.span_id.as_str()).collect();
-    let root = t
-        .spans
-        .iter()
-        .find(|s| s.parent_span_id.is_none())
-        .or_else(|| {
-            t.spans.iter().find(|s| {
-                s.parent_span_id
-                    .as_deref()
-                    .is_some_and(|p| !ids.contains(p))
-            })
-        })
-        .or_else(|| t.spans.first());
-    let start = t.spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let end = t
-        .spans
-        .iter()
-        .map(|s| s.start_unix_nano.saturating_add(s.duration_ns))
-        .max()
-        .unwrap_or(start);
-    TraceSummary {
-        trace_id: t.trace_id.clone(),
-        root_service: root.map(|r| r.service.clone()).unwrap_or_default(),
-        root_operation: root.map(|r| r.operation.clone()).unwrap_or_default(),
-        start: rfc3339(start),
-        start_unix_nano: start,
-        duration_ns: end.saturating_sub(start),
-        span_count: t.spans.len() as u64,
-        error_count: t.spans.iter().filter(|s| s.status == "error").count() as u64,
-        services: t.services.clone(),
-        state: t.state.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -269,10 +269,7 @@ impl TraceFields {
                 .filter_map(|v| v.split_once(SEP))
                 .map(|(s, o)| (s.to_string(), o.to_string()))
                 .collect(),
-            attrs: doc
-                .get_all(self.attr)
-                .filter_map(|v| v.as_u64())
-                .collect(),
+            attrs: doc.get_all(self.attr).filter_map(|v| v.as_u64()).collect(),
             max_lsn: u(self.max_lsn),
         })
     }
@@ -524,8 +521,8 @@ mod tests {
     fn newest_version_wins_and_filters_apply_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let f = TraceFields::new();
-        let idx = PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600)
-            .unwrap();
+        let idx =
+            PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600).unwrap();
         let (part, mut w) = idx.writer(0, 15_000_000, 1).unwrap();
         let mut meta = PartitionMeta::default();
         f.add(&w, &doc(1, 1, 50, 0), &mut meta).unwrap();

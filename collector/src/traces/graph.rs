@@ -1,1 +1,378 @@
-//! (being written)
+//! The service graph (the idea of the OpenTelemetry Collector's servicegraph connector
+//! and Tempo's service graphs): a client (or producer) span and the server (or consumer)
+//! span whose parent it is form one call from the caller's service to the callee's. Halves
+//! wait for their partner a bounded time in a bounded table; paired calls are counted per
+//! edge in time buckets (for `/api/v1/dependencies` over a range) and cumulatively (for
+//! Prometheus).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use lookout_proto::api::{DependenciesResponse, DependencyEdge};
+use lookout_proto::otlp::trace::v1::span::SpanKind;
+use lookout_proto::otlp::trace::v1::status::StatusCode;
+use lookout_proto::otlp::trace::v1::Span;
+
+use super::red::{escape, Hist, PromHist};
+
+/// Settings of [`Graph`].
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    /// How long a half waits for its partner.
+    pub pair_ttl: Duration,
+    /// Most halves waiting.
+    pub max_pending: usize,
+    /// Width of a time bucket of edge counts.
+    pub bucket: Duration,
+    /// How long buckets are kept.
+    pub history: Duration,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            pair_ttl: Duration::from_secs(10),
+            max_pending: 100_000,
+            bucket: Duration::from_secs(60),
+            history: Duration::from_secs(86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug)]
+struct Half {
+    side: Side,
+    service: String,
+    duration_ns: u64,
+    error: bool,
+    at_s: u64,
+}
+
+type Key = ([u8; 16], [u8; 8]);
+
+#[derive(Debug, Default, Clone)]
+struct EdgeStats {
+    calls: u64,
+    errors: u64,
+    sum_ns: u128,
+    hist: Hist,
+}
+
+#[derive(Debug, Default)]
+struct EdgeTotal {
+    calls: u64,
+    errors: u64,
+    prom: PromHist,
+}
+
+/// Service graph state.
+pub struct Graph {
+    cfg: GraphConfig,
+    pending: HashMap<Key, Half>,
+    order: VecDeque<(Key, u64)>,
+    buckets: BTreeMap<u64, HashMap<(String, String), EdgeStats>>,
+    totals: HashMap<(String, String), EdgeTotal>,
+    expired_unpaired: u64,
+    dropped_pending: u64,
+}
+
+fn id8(b: &[u8]) -> Option<[u8; 8]> {
+    let id: [u8; 8] = b.try_into().ok()?;
+    (id != [0; 8]).then_some(id)
+}
+
+impl Graph {
+    /// Empty graph.
+    pub fn new(cfg: GraphConfig) -> Self {
+        Self {
+            cfg,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            buckets: BTreeMap::new(),
+            totals: HashMap::new(),
+            expired_unpaired: 0,
+            dropped_pending: 0,
+        }
+    }
+
+    /// Halves whose partner never came.
+    pub fn expired_unpaired(&self) -> u64 {
+        self.expired_unpaired
+    }
+
+    /// Halves dropped because the table was full.
+    pub fn dropped_pending(&self) -> u64 {
+        self.dropped_pending
+    }
+
+    /// Feed one span arriving at `now_s` (Unix seconds).
+    pub fn observe(&mut self, now_s: u64, service: &str, span: &Span) {
+        let Ok(trace) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
+            return;
+        };
+        let kind = span.kind;
+        let (side, key_id) = if kind == SpanKind::Client as i32 || kind == SpanKind::Producer as i32
+        {
+            (Side::Caller, id8(&span.span_id))
+        } else if kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32 {
+            (Side::Callee, id8(&span.parent_span_id))
+        } else {
+            return;
+        };
+        let Some(key_id) = key_id else {
+            return;
+        };
+        let key = (trace, key_id);
+        let half = Half {
+            side,
+            service: service.to_string(),
+            duration_ns: span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano),
+            error: span
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == StatusCode::Error as i32),
+            at_s: now_s,
+        };
+        match self.pending.remove(&key) {
+            Some(other) if other.side != side => {
+                let (caller, callee) = if side == Side::Caller {
+                    (half, other)
+                } else {
+                    (other, half)
+                };
+                self.record(now_s, caller, callee);
+            }
+            Some(other) => {
+                // Same side twice (a duplicate span): keep the first.
+                self.pending.insert(key, other);
+            }
+            None => {
+                while self.pending.len() >= self.cfg.max_pending {
+                    let Some((k, _)) = self.order.pop_front() else {
+                        break;
+                    };
+                    if self.pending.remove(&k).is_some() {
+                        self.dropped_pending += 1;
+                    }
+                }
+                self.order.push_back((key, now_s));
+                self.pending.insert(key, half);
+            }
+        }
+    }
+
+    fn record(&mut self, now_s: u64, caller: Half, callee: Half) {
+        let error = caller.error || callee.error;
+        let edge = (caller.service, callee.service);
+        let w = self.cfg.bucket.as_secs().max(1);
+        let b = self
+            .buckets
+            .entry(now_s - now_s % w)
+            .or_default()
+            .entry(edge.clone())
+            .or_default();
+        b.calls += 1;
+        b.errors += u64::from(error);
+        b.sum_ns += u128::from(callee.duration_ns);
+        b.hist.record(callee.duration_ns);
+        let t = self.totals.entry(edge).or_default();
+        t.calls += 1;
+        t.errors += u64::from(error);
+        t.prom.record(callee.duration_ns);
+    }
+
+    /// Give up on halves older than the pair wait, and drop buckets past the history.
+    pub fn expire(&mut self, now_s: u64) {
+        let ttl = self.cfg.pair_ttl.as_secs();
+        while let Some((k, at)) = self.order.front().copied() {
+            if at + ttl > now_s {
+                break;
+            }
+            self.order.pop_front();
+            if self.pending.get(&k).is_some_and(|h| h.at_s == at) {
+                self.pending.remove(&k);
+                self.expired_unpaired += 1;
+            }
+        }
+        let cutoff = now_s.saturating_sub(self.cfg.history.as_secs());
+        while self
+            .buckets
+            .first_key_value()
+            .is_some_and(|(start, _)| *start < cutoff)
+        {
+            self.buckets.pop_first();
+        }
+    }
+
+    /// Edges seen in `[from_s, to_s]` (bucket-granular), by calls, highest first.
+    pub fn dependencies(&self, from_s: u64, to_s: u64) -> DependenciesResponse {
+        let w = self.cfg.bucket.as_secs().max(1);
+        let mut agg: HashMap<&(String, String), EdgeStats> = HashMap::new();
+        for (_, edges) in self.buckets.range(from_s - from_s % w..=to_s) {
+            for (edge, s) in edges {
+                let a = agg.entry(edge).or_default();
+                a.calls += s.calls;
+                a.errors += s.errors;
+                a.sum_ns += s.sum_ns;
+                a.hist.merge(&s.hist);
+            }
+        }
+        let mut edges: Vec<DependencyEdge> = agg
+            .into_iter()
+            .map(|((caller, callee), s)| DependencyEdge {
+                caller: caller.clone(),
+                callee: callee.clone(),
+                calls: s.calls,
+                errors: s.errors,
+                avg_ms: if s.calls == 0 {
+                    0.0
+                } else {
+                    s.sum_ns as f64 / s.calls as f64 / 1e6
+                },
+                p95_ms: s.hist.quantile_ms(0.95),
+            })
+            .collect();
+        edges.sort_by(|a, b| {
+            b.calls
+                .cmp(&a.calls)
+                .then_with(|| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)))
+        });
+        DependenciesResponse { edges }
+    }
+
+    /// Prometheus text exposition of the cumulative edge series.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let mut rows: Vec<(&(String, String), &EdgeTotal)> = self.totals.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let label = |e: &(String, String)| {
+            format!("client=\"{}\",server=\"{}\"", escape(&e.0), escape(&e.1))
+        };
+        out.push_str("# HELP lookout_service_graph_request_total Calls between services (client or producer to server or consumer).\n");
+        out.push_str("# TYPE lookout_service_graph_request_total counter\n");
+        for (e, t) in &rows {
+            let _ = writeln!(
+                out,
+                "lookout_service_graph_request_total{{{}}} {}",
+                label(e),
+                t.calls
+            );
+        }
+        out.push_str("# HELP lookout_service_graph_request_failed_total Calls between services where either side failed.\n");
+        out.push_str("# TYPE lookout_service_graph_request_failed_total counter\n");
+        for (e, t) in &rows {
+            let _ = writeln!(
+                out,
+                "lookout_service_graph_request_failed_total{{{}}} {}",
+                label(e),
+                t.errors
+            );
+        }
+        out.push_str("# HELP lookout_service_graph_request_server_seconds Duration of calls between services, as the server saw it.\n");
+        out.push_str("# TYPE lookout_service_graph_request_server_seconds histogram\n");
+        for (e, t) in &rows {
+            t.prom.render(
+                out,
+                "lookout_service_graph_request_server_seconds",
+                &label(e),
+            );
+        }
+        out.push_str("# HELP lookout_service_graph_unpaired_spans_total Client or server halves whose partner never arrived (expired) or were dropped (table full).\n");
+        out.push_str("# TYPE lookout_service_graph_unpaired_spans_total counter\n");
+        let _ = writeln!(
+            out,
+            "lookout_service_graph_unpaired_spans_total{{reason=\"expired\"}} {}",
+            self.expired_unpaired
+        );
+        let _ = writeln!(
+            out,
+            "lookout_service_graph_unpaired_spans_total{{reason=\"dropped\"}} {}",
+            self.dropped_pending
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use lookout_proto::otlp::trace::v1::Status;
+
+    use super::*;
+
+    fn sp(kind: SpanKind, id: u8, parent: u8, dur_ms: u64, error: bool) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            parent_span_id: if parent == 0 { vec![] } else { vec![parent; 8] },
+            kind: kind as i32,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: dur_ms * 1_000_000,
+            status: error.then(|| Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pairs_in_either_order() {
+        let mut g = Graph::new(GraphConfig::default());
+        g.observe(100, "web", &sp(SpanKind::Client, 2, 1, 50, false));
+        g.observe(100, "api", &sp(SpanKind::Server, 3, 2, 40, true));
+        g.observe(100, "api", &sp(SpanKind::Consumer, 5, 4, 10, false));
+        g.observe(101, "api", &sp(SpanKind::Producer, 4, 3, 1, false));
+        let d = g.dependencies(0, 200);
+        assert_eq!(d.edges.len(), 2);
+        let wa = d.edges.iter().find(|e| e.caller == "web").unwrap();
+        assert_eq!((wa.calls, wa.errors), (1, 1));
+        assert!((wa.avg_ms - 40.0).abs() < 1e-9);
+        let aa = d.edges.iter().find(|e| e.caller == "api").unwrap();
+        assert_eq!(aa.callee, "api");
+        assert!(g.pending.is_empty());
+    }
+
+    #[test]
+    fn expiry_drop_and_ranges() {
+        let mut g = Graph::new(GraphConfig {
+            max_pending: 2,
+            ..GraphConfig::default()
+        });
+        g.observe(100, "a", &sp(SpanKind::Client, 1, 0, 1, false));
+        g.observe(100, "a", &sp(SpanKind::Client, 2, 0, 1, false));
+        g.observe(100, "a", &sp(SpanKind::Client, 3, 0, 1, false));
+        assert_eq!(g.dropped_pending(), 1);
+        g.expire(111);
+        assert_eq!(g.expired_unpaired(), 2);
+        g.observe(1000, "a", &sp(SpanKind::Client, 7, 0, 1, false));
+        g.observe(1000, "b", &sp(SpanKind::Server, 8, 7, 1, false));
+        assert_eq!(g.dependencies(0, 900).edges.len(), 0);
+        assert_eq!(g.dependencies(990, 1010).edges[0].calls, 1);
+        g.expire(1000 + 86_400 + 61);
+        assert!(g.dependencies(0, u64::MAX / 2).edges.is_empty());
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let mut g = Graph::new(GraphConfig::default());
+        g.observe(100, "web", &sp(SpanKind::Client, 2, 1, 50, false));
+        g.observe(100, "api", &sp(SpanKind::Server, 3, 2, 40, true));
+        let mut out = String::new();
+        g.render_prometheus(&mut out);
+        assert!(
+            out.contains("lookout_service_graph_request_total{client=\"web\",server=\"api\"} 1\n")
+        );
+        assert!(out.contains(
+            "lookout_service_graph_request_failed_total{client=\"web\",server=\"api\"} 1\n"
+        ));
+        assert!(out.contains("lookout_service_graph_request_server_seconds_bucket{client=\"web\",server=\"api\",le=\"0.05\"} 1\n"), "{out}");
+    }
+}

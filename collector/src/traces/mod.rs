@@ -4,3 +4,4 @@
 pub mod assemble;
 pub mod graph;
 pub mod red;
+pub mod tracker;

@@ -15,7 +15,7 @@ use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, poll, Collector};
+use lookout_tests::{get_json, poll, write_config, Collector, FAST_TRACES};
 use prost::Message;
 use serde_json::json;
 
@@ -123,7 +123,11 @@ async fn log_total(c: &Collector, query: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_json_logs_and_traces_are_searchable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(dir.path(), &[]);
+    let cfg = write_config(dir.path(), FAST_TRACES);
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8 path")],
+    );
     let t = now_ns().to_string();
     let body = json!({"resourceLogs": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
@@ -213,10 +217,15 @@ async fn otlp_json_logs_and_traces_are_searchable() {
     assert_eq!(root["status"], "error");
     assert_eq!(root["kind"], "server");
     assert_eq!(root["service"], "json-svc");
-    let (s, b) =
-        get_json(&c.api_url("/api/v1/traces?service=json-svc&status=error&attr.http.route=/pay"))
-            .await;
-    assert_eq!(s, 200, "{b}");
+    let b = poll(Duration::from_secs(15), "completed json trace", || async {
+        let (s, b) = get_json(
+            &c.api_url("/api/v1/traces?service=json-svc&status=error&attr.http.route=/pay"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        (b["traces"].as_array().map(Vec::len) == Some(1)).then_some(b)
+    })
+    .await;
     assert_eq!(
         b["traces"][0]["trace_id"], "5b8efff798038103d269b633813fc60c",
         "{b}"

@@ -3,3 +3,4 @@
 mod durability;
 mod ingest;
 mod sdk;
+mod traces;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lookout_tests::{get_json, metric_value, poll, Collector};
+use lookout_tests::{get_json, metric_value, poll, write_config, Collector, FAST_TRACES};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer as _, TracerProvider as _};
@@ -84,7 +84,11 @@ fn exporters(c: &Collector, case: &Case) -> (SpanExporter, LogExporter, MetricEx
 /// Send one trace of 4 spans, 5 logs and 2 metric points; check all arrive.
 async fn roundtrip(case: Case) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(dir.path(), &[]);
+    let cfg = write_config(dir.path(), FAST_TRACES);
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8 path")],
+    );
     let service = format!("sdk-{}", case.name);
     let marker = format!("sdkmark{}", case.name.replace('-', ""));
     let resource = Resource::builder()
@@ -189,8 +193,14 @@ async fn roundtrip(case: Case) {
         }
     }
     assert_eq!(spans.iter().filter(|s| s["status"] == "error").count(), 1);
-    let (_, found) =
-        get_json(&c.api_url(&format!("/api/v1/traces?service={service}&status=error"))).await;
+    // Searchable once complete (idle for the 1 s completion window).
+    let found = poll(Duration::from_secs(15), "completed trace", || async {
+        let (_, b) =
+            get_json(&c.api_url(&format!("/api/v1/traces?service={service}&status=error"))).await;
+        (b["traces"].as_array().map(Vec::len) == Some(1)).then_some(b)
+    })
+    .await;
+    assert_eq!(found["traces"][0]["state"], "complete", "{found}");
     assert_eq!(found["traces"][0]["trace_id"], trace_id.as_str(), "{found}");
     assert_eq!(
         found["traces"][0]["root_operation"], "GET /checkout",
