@@ -616,3 +616,91 @@ async fn bad_traces_are_reported_not_fatal() {
     let (st, _) = get_json(&c.api_url(&format!("/api/v1/traces/{}", "0".repeat(31) + "1"))).await;
     assert_eq!(st, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_traces_survive_kill_9_and_completed_ones_are_not_counted_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), FAST_TRACES);
+    let data = dir.path().join("data");
+    let args = ["--config", cfg.to_str().expect("utf-8 path")];
+    let c = Collector::start(&data, &args);
+    let t = now_ns() - 500 * MS;
+    let done = [0x11u8; 16];
+    let open = [0x22u8; 16];
+    use SpanKind::*;
+    // The open trace starts first, so the replay after the crash starts before the
+    // completed trace's spans and must not count them twice.
+    send_http(
+        &c,
+        &request(vec![s(
+            "b",
+            "h",
+            open,
+            1,
+            None,
+            "root",
+            Server,
+            t,
+            t + 10 * MS,
+        )]),
+    )
+    .await;
+    send_grpc(
+        &c,
+        request(vec![
+            s("a", "h", done, 1, None, "root", Server, t, t + 10 * MS),
+            s("a", "h", done, 2, Some(1), "child", Internal, t, t + 5 * MS),
+            s("a", "h", done, 3, Some(1), "child", Internal, t, t + 5 * MS),
+        ]),
+    )
+    .await;
+    let q = format!("/api/v1/traces/{}", hex::encode(done));
+    // Keep the other trace open (a span every 300 ms) until the first is searchable.
+    let mut next_id = 2u8;
+    for _ in 0..60 {
+        send_http(
+            &c,
+            &request(vec![s(
+                "b",
+                "h",
+                open,
+                next_id,
+                Some(1),
+                "child",
+                Internal,
+                t,
+                t + 5 * MS,
+            )]),
+        )
+        .await;
+        next_id += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, b) = get_json(&c.api_url(&q)).await;
+        if b["state"] == "complete" && search(&c, "service=a").await.len() == 1 {
+            break;
+        }
+    }
+    let (_, b) = get_json(&c.api_url(&format!("/api/v1/traces/{}", hex::encode(open)))).await;
+    assert_eq!(b["state"], "open", "{b}");
+    let open_spans = u64::from(next_id - 1);
+    // Acknowledged, still open: crash now.
+    c.kill9();
+
+    let c = Collector::start(&data, &args);
+    let found = poll(
+        Duration::from_secs(20),
+        "open trace completed after restart",
+        || async {
+            let (_, b) = get_json(&c.api_url("/api/v1/traces?service=b")).await;
+            (b["traces"].as_array().map(Vec::len) == Some(1)).then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(found["traces"][0]["span_count"], open_spans, "{found}");
+    assert_eq!(found["traces"][0]["state"], "complete", "{found}");
+    let (_, a) = get_json(&c.api_url("/api/v1/traces?service=a")).await;
+    assert_eq!(a["traces"].as_array().map(Vec::len), Some(1), "{a}");
+    assert_eq!(a["traces"][0]["span_count"], 3, "{a}");
+    let (_, t1) = get_json(&c.api_url(&q)).await;
+    assert_eq!(t1["span_count"], 3, "{t1}");
+}
