@@ -134,17 +134,15 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
     })
 }
 
-fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<[u8; 16]>) {
+/// One service's part of `ids.len()` traces: 2 spans of each, as that service exports
+/// them. A trace's 5 services arrive in 5 different batches, so a trace is 5 documents
+/// spread over the index, as in production.
+fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
     let mut spans = Vec::new();
-    let mut ids = Vec::new();
-    for _ in 0..traces {
-        let trace = [g.next().to_le_bytes(), g.next().to_le_bytes()].concat();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&trace);
-        ids.push(id);
-        for s in 0..10u64 {
+    for id in ids {
+        for s in 0..2u64 {
             spans.push(Span {
-                trace_id: trace.clone(),
+                trace_id: id.to_vec(),
                 span_id: g.next().to_le_bytes().to_vec(),
                 name: format!("GET /api/{}", g.pick(&WORDS)),
                 kind: 2,
@@ -158,10 +156,10 @@ fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<[u8; 16]>) {
             });
         }
     }
-    let batch = Batch::Traces(ExportTraceServiceRequest {
+    Batch::Traces(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", g.pick(&SERVICES).into())],
+                attributes: vec![kv("service.name", service.into())],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -170,8 +168,7 @@ fn span_batch(g: &mut Gen, traces: usize, t0: u64) -> (Batch, Vec<[u8; 16]>) {
             }],
             ..Default::default()
         }],
-    });
-    (batch, ids)
+    })
 }
 
 fn build<M: DocMapper>(
@@ -288,11 +285,29 @@ fn bench_trace_lookup(c: &mut Criterion) {
         PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600).expect("open");
     let mut g = Gen(0x2545f4914f6cdd1d);
     let mut ids = Vec::new();
+    // Batches of 100 traces x 2 spans; each group of 100 traces spans 5 batches (n is
+    // rounded up to whole groups).
+    let mut group: Vec<[u8; 16]> = Vec::new();
     build(&idx, SpanMapper::new(f.clone(), None), |i| {
-        (i * 1000 < n).then(|| {
-            let (b, t) = span_batch(&mut g, 100, 1_700_000_000_000_000_000 + i * 1000);
-            ids.extend(t);
-            b
+        (i / 5 * 1000 < n).then(|| {
+            if i % 5 == 0 {
+                group = (0..100)
+                    .map(|_| {
+                        let mut id = [0u8; 16];
+                        id[..8].copy_from_slice(&g.next().to_le_bytes());
+                        id[8..].copy_from_slice(&g.next().to_le_bytes());
+                        id
+                    })
+                    .collect();
+                ids.extend_from_slice(&group);
+            }
+            let service = SERVICES[(i % 5) as usize];
+            span_batch(
+                &mut g,
+                &group,
+                service,
+                1_700_000_000_000_000_000 + i * 1000,
+            )
         })
     });
     let mut k = 0usize;

@@ -1,5 +1,8 @@
-//! The span index: one document per span holding the span as protobuf (`ResourceSpans`
-//! with just that span), found by trace id. Searching traces by what they contain is the
+//! The span index: one document per trace fragment (the spans of one trace that arrived
+//! in one batch under one resource and scope), held as protobuf (`ResourceSpans` with just
+//! those spans) and found by trace id. SDKs export a service's spans of a trace together,
+//! so a fragment usually holds several spans: fewer documents, terms and merges than one
+//! document per span. Searching traces by what they contain is the
 //! trace index's job (`store::traces`); this index only answers "every span of trace X",
 //! at any age within retention.
 
@@ -58,6 +61,7 @@ impl Default for SpanFields {
 pub struct SpanMapper {
     f: SpanFields,
     buf: Vec<u8>,
+    order: Vec<usize>,
     tracker: Option<SyncSender<TraceMsg>>,
 }
 
@@ -67,6 +71,7 @@ impl SpanMapper {
         Self {
             f,
             buf: Vec::new(),
+            order: Vec::new(),
             tracker,
         }
     }
@@ -101,13 +106,29 @@ impl DocMapper for SpanMapper {
                 if !ss.schema_url.is_empty() {
                     prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
                 }
-                for span in &ss.spans {
+                // Spans of one trace become one document; sorting indices keeps it
+                // allocation-light and leaves span order within a trace as sent.
+                self.order.clear();
+                self.order.extend(0..ss.spans.len());
+                self.order
+                    .sort_by(|&a, &b| ss.spans[a].trace_id.cmp(&ss.spans[b].trace_id));
+                for run in self
+                    .order
+                    .chunk_by(|&a, &b| ss.spans[a].trace_id == ss.spans[b].trace_id)
+                {
                     let mut doc = TantivyDocument::default();
-                    let start = span.start_time_unix_nano;
-                    meta.min_ts = meta.min_ts.min(start);
-                    meta.max_ts = meta.max_ts.max(start);
-                    doc.add_bytes(f.trace_id, span.trace_id.as_slice());
-                    encode_single_span(&mut self.buf, &res_head, &scope_head, span);
+                    for &i in run {
+                        let start = ss.spans[i].start_time_unix_nano;
+                        meta.min_ts = meta.min_ts.min(start);
+                        meta.max_ts = meta.max_ts.max(start);
+                    }
+                    doc.add_bytes(f.trace_id, ss.spans[run[0]].trace_id.as_slice());
+                    encode_fragment(
+                        &mut self.buf,
+                        &res_head,
+                        &scope_head,
+                        run.iter().map(|&i| &ss.spans[i]),
+                    );
                     bytes += self.buf.len() as u64;
                     doc.add_bytes(f.payload, self.buf.as_slice());
                     writer.add_document(doc)?;
@@ -129,18 +150,30 @@ impl DocMapper for SpanMapper {
     }
 }
 
-/// Encode `ResourceSpans { resource, scope_spans: [ScopeSpans { scope, spans: [span] }] }`
-/// from the pre-encoded resource and scope fields, without cloning anything.
-fn encode_single_span(buf: &mut Vec<u8>, res_head: &[u8], scope_head: &[u8], span: &Span) {
+/// Encode `ResourceSpans { resource, scope_spans: [ScopeSpans { scope, spans }] }` from the
+/// pre-encoded resource and scope fields, without cloning anything.
+fn encode_fragment<'a>(
+    buf: &mut Vec<u8>,
+    res_head: &[u8],
+    scope_head: &[u8],
+    spans: impl Iterator<Item = &'a Span> + Clone,
+) {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
     buf.clear();
     buf.extend_from_slice(res_head);
-    let span_len = span.encoded_len();
-    let inner = scope_head.len() + key_len(2) + encoded_len_varint(span_len as u64) + span_len;
+    let spans_len: usize = spans
+        .clone()
+        .map(|s| {
+            let l = s.encoded_len();
+            key_len(2) + encoded_len_varint(l as u64) + l
+        })
+        .sum();
     encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint(inner as u64, buf);
+    encode_varint((scope_head.len() + spans_len) as u64, buf);
     buf.extend_from_slice(scope_head);
-    prost::encoding::message::encode(2, span, buf);
+    for span in spans {
+        prost::encoding::message::encode(2, span, buf);
+    }
 }
 
 /// Every stored span of `trace_id`, as stored (unordered); empty when there is none.
@@ -162,13 +195,19 @@ pub fn get_spans(
                 break;
             }
             let doc: TantivyDocument = searcher.doc(addr)?;
-            if let Some(view) = doc
+            let Some(rs) = doc
                 .get_first(f.payload)
                 .and_then(|v| v.as_bytes())
                 .and_then(|b| ResourceSpans::decode(b).ok())
-                .and_then(|rs| span_view(&rs))
-            {
-                spans.push(view);
+            else {
+                continue;
+            };
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    if spans.len() < MAX_TRACE_SPANS {
+                        spans.push(span_view(&rs, span));
+                    }
+                }
             }
         }
     }
@@ -194,15 +233,13 @@ fn status_name(code: i32) -> &'static str {
     }
 }
 
-fn span_view(rs: &ResourceSpans) -> Option<SpanView> {
-    let ss = rs.scope_spans.first()?;
-    let span = ss.spans.first()?;
+fn span_view(rs: &ResourceSpans, span: &Span) -> SpanView {
     let res_attrs = rs
         .resource
         .as_ref()
         .map(|r| r.attributes.as_slice())
         .unwrap_or(&[]);
-    Some(SpanView {
+    SpanView {
         trace_id: hex::encode(&span.trace_id),
         span_id: hex::encode(&span.span_id),
         parent_span_id: hex_id(&span.parent_span_id),
@@ -248,7 +285,7 @@ fn span_view(rs: &ResourceSpans) -> Option<SpanView> {
                 attributes: attrs_to_map(&l.attributes),
             })
             .collect(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -261,7 +298,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_span_encoding_equals_prost() {
+    fn fragment_encoding_equals_prost() {
         let rs = ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
@@ -278,12 +315,20 @@ mod tests {
                     name: "lib".into(),
                     ..Default::default()
                 }),
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    name: "x".repeat(300),
-                    ..Default::default()
-                }],
+                spans: vec![
+                    Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "x".repeat(300),
+                        ..Default::default()
+                    },
+                    Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![3; 8],
+                        name: "y".into(),
+                        ..Default::default()
+                    },
+                ],
                 schema_url: "https://scope".into(),
             }],
             schema_url: "https://res".into(),
@@ -296,7 +341,7 @@ mod tests {
         prost::encoding::message::encode(1, ss.scope.as_ref().unwrap(), &mut scope_head);
         prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
         let mut buf = Vec::new();
-        encode_single_span(&mut buf, &res_head, &scope_head, &ss.spans[0]);
+        encode_fragment(&mut buf, &res_head, &scope_head, ss.spans.iter());
         assert_eq!(ResourceSpans::decode(buf.as_slice()).unwrap(), rs);
     }
 }

@@ -468,6 +468,12 @@ pub fn spawn(setup: TrackerSetup) -> std::io::Result<(mpsc::SyncSender<TraceMsg>
                 metrics,
                 idle: cfg.completion_window.get(),
                 max_open_bytes: cfg.max_open_bytes.as_usize(),
+                // A trace becomes searchable only after its idle window anyway, so the
+                // trace index commits less often than the others (fewer segments to
+                // merge): half that window, within [commit_interval, 5 s].
+                commit_every: (cfg.completion_window.get() / 2)
+                    .min(Duration::from_secs(5))
+                    .max(index_cfg.commit_interval.get()),
                 index_cfg,
                 retention,
                 writer: None,
@@ -499,6 +505,7 @@ struct Tracker {
     metrics: Arc<Metrics>,
     idle: Duration,
     max_open_bytes: usize,
+    commit_every: Duration,
     index_cfg: lookout_config::IndexConfig,
     retention: Duration,
     writer: Option<Writer>,
@@ -539,7 +546,7 @@ impl Tracker {
                 }
             }
             self.complete_due(Instant::now());
-            if self.last_commit.elapsed() >= self.index_cfg.commit_interval.get() {
+            if self.last_commit.elapsed() >= self.commit_every {
                 self.commit();
             }
             if self
