@@ -30,6 +30,8 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     /// Trace assembly, RED metrics and the service graph.
     pub traces: TracesConfig,
+    /// OTLP metrics exposed on `/metrics`.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -44,6 +46,7 @@ impl Default for CollectorConfig {
             index: IndexConfig::default(),
             ingest: IngestConfig::default(),
             traces: TracesConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -225,6 +228,26 @@ impl Default for TracesConfig {
     }
 }
 
+/// OTLP metrics received from services, exposed on `/metrics` for Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A series with no new data point for this long is no longer exposed.
+    pub stale_after: HumanDuration,
+    /// Most series kept; data points of new series past it are dropped and counted in
+    /// `lookout_metrics_series_dropped_total`.
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            stale_after: HumanDuration::from_secs(300),
+            max_series: 100_000,
+        }
+    }
+}
+
 impl Validate for CollectorConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
@@ -296,6 +319,15 @@ impl Validate for CollectorConfig {
                 },
                 "must be at least 1".into(),
             );
+        }
+        if self.metrics.stale_after.get() < std::time::Duration::from_secs(10) {
+            return err(
+                "metrics.stale_after",
+                format!("must be at least 10s, got {}", self.metrics.stale_after),
+            );
+        }
+        if self.metrics.max_series == 0 {
+            return err("metrics.max_series", "must be at least 1".into());
         }
         let i = &self.index;
         if i.partition.get().as_secs() < 60 {

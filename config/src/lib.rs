@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 
 pub use agent::AgentConfig;
 pub use collector::{
-    ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, OtlpConfig, TracesConfig,
-    WalConfig,
+    ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
+    TracesConfig, WalConfig,
 };
 pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
 
