@@ -34,7 +34,12 @@ async fn collector() -> Running {
         l.api.local_addr().expect("addr"),
     );
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server::run(cfg, l, false, shutdown.clone()));
+    let task = tokio::spawn(server::run(
+        cfg,
+        l,
+        server::RunOptions::default(),
+        shutdown.clone(),
+    ));
     let api = format!("http://{api}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{api}/readyz"))

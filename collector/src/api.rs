@@ -46,6 +46,10 @@ pub struct ApiState {
     pub shared: Arc<TracesShared>,
     /// Longest RED window that can be asked for.
     pub red_window: std::time::Duration,
+    /// OTLP metrics received from services, exposed on `/metrics`.
+    pub metric_store: Arc<parking_lot::Mutex<crate::prom::MetricStore>>,
+    /// Alert rules and their instances.
+    pub alerts: crate::alerts::AlertsHandle,
 }
 
 /// An API error: `{"error": "..."}` with a status.
@@ -107,13 +111,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services", get(get_services))
         .route("/api/v1/dependencies", get(get_dependencies))
         .merge(crate::jaeger::router())
+        .route("/api/v1/alerts", get(get_alerts))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
-                message: "no such endpoint; see /api/v1/logs, /api/v1/traces, /api/v1/traces/{trace_id}, /api/v1/services, /api/v1/dependencies, /jaeger/api/..., /metrics, /healthz, /readyz".into(),
+                message: "no such endpoint; see /api/v1/logs, /api/v1/traces, /api/v1/traces/{trace_id}, /api/v1/services, /api/v1/dependencies, /api/v1/alerts, /jaeger/api/..., /metrics, /healthz, /readyz".into(),
             }
         })
         .with_state(state)
@@ -131,20 +136,31 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn get_metrics(State(s): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        {
-            let mut out = s.metrics.render();
-            s.shared.red.lock().render_prometheus(&mut out);
-            s.shared.graph.lock().render_prometheus(&mut out);
-            out
-        },
-    )
-        .into_response()
+async fn get_alerts(State(s): State<ApiState>) -> Response {
+    Json(s.alerts.status()).into_response()
+}
+
+/// Self-metrics, RED, service graph and OTLP metrics, in the Prometheus text format or,
+/// when `Accept` asks for it, OpenMetrics.
+async fn get_metrics(State(s): State<ApiState>, headers: header::HeaderMap) -> Response {
+    let format =
+        crate::prom::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = blocking(move || {
+        let mut w = crate::prom::Writer::new(format);
+        s.metrics.render(&mut w);
+        s.shared.red.lock().render_prometheus(&mut w);
+        s.shared.graph.lock().render_prometheus(&mut w);
+        s.metric_store.lock().render(&mut w, now_unix_nano());
+        if !w.skipped().is_empty() {
+            tracing::debug!(families = ?w.skipped(), "metric families skipped: names already exposed");
+        }
+        Ok(w.finish())
+    })
+    .await;
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 type Params = Query<Vec<(String, String)>>;

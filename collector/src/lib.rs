@@ -1,12 +1,14 @@
 //! Lookout collector: OTLP ingest of traces, logs and metrics; a write-ahead log; tantivy
 //! indexes of logs and spans; and the query API.
 
+pub mod alerts;
 pub mod api;
 pub mod batch;
 pub mod demo;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
+pub mod prom;
 pub mod server;
 pub mod signal;
 pub mod store;

@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "lookout-collector",
     version,
-    after_help = "Examples:\n  lookout-collector --demo\n  lookout-collector --config collector.toml --data-dir /var/lib/lookout\n  lookout-collector --otlp-grpc 0.0.0.0:4317 --otlp-http 0.0.0.0:4318\n\nLogging: RUST_LOG=debug (default info). Every flag overrides the config file."
+    after_help = "Examples:\n  lookout-collector --demo\n  lookout-collector --config collector.toml --data-dir /var/lib/lookout\n  lookout-collector --otlp-grpc 0.0.0.0:4317 --otlp-http 0.0.0.0:4318\n\nLogging: RUST_LOG=debug (default info). Every flag overrides the config file.\nSIGHUP re-reads the config file's alert rules and receivers; an invalid file is refused and the running rules stay."
 )]
 struct Args {
     /// TOML config file (see config/examples/collector.toml); defaults apply without it.
@@ -90,7 +90,11 @@ fn main() -> anyhow::Result<()> {
             wait_for_signal().await;
             on_signal.cancel();
         });
-        server::run(cfg, listeners, args.demo, shutdown).await
+        let opts = server::RunOptions {
+            demo: args.demo,
+            config_path: args.config.clone(),
+        };
+        server::run(cfg, listeners, opts, shutdown).await
     })
 }
 

@@ -9,6 +9,7 @@ use lookout_config::CollectorConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts;
 use crate::api::{self, ApiState};
 use crate::ingest::{self, Budget, Ingest};
 use crate::metrics::Metrics;
@@ -50,12 +51,21 @@ impl Listeners {
     }
 }
 
+/// Options of [`run`] besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Also generate demo traffic.
+    pub demo: bool,
+    /// The config file, re-read on SIGHUP to reload alert rules and receivers.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
 /// Run the collector until `shutdown` is cancelled, then stop cleanly: stop accepting,
 /// finish in-flight requests, flush the WAL and commit the indexes.
 pub async fn run(
     cfg: CollectorConfig,
     listeners: Listeners,
-    demo: bool,
+    opts: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (grpc_addr, http_addr, api_addr) = (
@@ -111,8 +121,27 @@ pub async fn run(
     let gate = Arc::new(CheckpointGate::new(spans.checkpoint(), traces.checkpoint()));
     checkpoints.advance(Signal::Traces, gate.get());
     let shared = Arc::new(TracesShared::new(&cfg.traces));
+    let metric_store = Arc::new(parking_lot::Mutex::new(crate::prom::MetricStore::new(
+        crate::prom::StoreConfig::from(&cfg.metrics),
+    )));
 
     let ready = Arc::new(AtomicBool::new(false));
+    let alerts = alerts::spawn(
+        alerts::AlertsSetup {
+            cfg: alerts::AlertsConfig::from_collector(&cfg),
+            api_base: format!("http://{api_addr}"),
+            traces: shared.clone(),
+            metric_source: Some(Arc::new(alerts::StoreSource(metric_store.clone()))),
+            metrics: metrics.clone(),
+            dir: data.join("alerts"),
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    );
+    #[cfg(unix)]
+    if let Some(path) = opts.config_path.clone() {
+        tokio::spawn(reload_on_sighup(path, alerts.clone(), shutdown.clone()));
+    }
     let api_state = ApiState {
         ready: ready.clone(),
         metrics: metrics.clone(),
@@ -124,6 +153,8 @@ pub async fn run(
         trace_fields: trace_fields.clone(),
         shared: shared.clone(),
         red_window: cfg.traces.red_window.get(),
+        metric_store: metric_store.clone(),
+        alerts,
     };
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
@@ -162,7 +193,11 @@ pub async fn run(
             ..ctx.clone()
         },
     )?;
-    let (metric_tx, metric_thread) = spawn_metrics_window(METRICS_WINDOW, ctx)?;
+    let (metric_tx, metric_thread) = spawn_metrics_window(
+        METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
+        ctx,
+        metric_store,
+    )?;
     let dispatch = Box::new(move |rec: Record| {
         let tx = match rec.signal {
             Signal::Logs => &log_tx,
@@ -208,7 +243,9 @@ pub async fn run(
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await
     });
-    let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingest.clone(), shutdown.clone())));
+    let demo_task = opts
+        .demo
+        .then(|| tokio::spawn(crate::demo::run(ingest.clone(), shutdown.clone())));
     drop(ingest);
 
     shutdown.cancelled().await;
@@ -237,4 +274,35 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On SIGHUP, re-read `path` and hand new alert rules and receivers to the engine; an
+/// invalid file is refused with its error logged, and the running rules stay.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    path: std::path::PathBuf,
+    alerts: alerts::AlertsHandle,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            () = shutdown.cancelled() => return,
+        }
+        tracing::info!(file = %path.display(), "SIGHUP: reloading alert rules and receivers");
+        match lookout_config::load::<CollectorConfig>(Some(&path)) {
+            Ok(cfg) => alerts.reload(alerts::AlertsConfig::from_collector(&cfg)),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the running alert rules stay");
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Configuration of `lookout-collector`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
 use crate::units::{ByteSize, HumanDuration};
 use crate::Validate;
 
@@ -32,6 +34,12 @@ pub struct CollectorConfig {
     pub traces: TracesConfig,
     /// OTLP metrics exposed on `/metrics`.
     pub metrics: MetricsConfig,
+    /// Evaluation of alert rules.
+    pub alerting: AlertingConfig,
+    /// Alert rules.
+    pub alerts: Vec<AlertRule>,
+    /// Where alert notifications go, by name.
+    pub receivers: BTreeMap<String, ReceiverConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -47,6 +55,9 @@ impl Default for CollectorConfig {
             ingest: IngestConfig::default(),
             traces: TracesConfig::default(),
             metrics: MetricsConfig::default(),
+            alerting: AlertingConfig::default(),
+            alerts: Vec::new(),
+            receivers: BTreeMap::new(),
         }
     }
 }
@@ -235,7 +246,7 @@ pub struct MetricsConfig {
     /// A series with no new data point for this long is no longer exposed.
     pub stale_after: HumanDuration,
     /// Most series kept; data points of new series past it are dropped and counted in
-    /// `lookout_metrics_series_dropped_total`.
+    /// `lookout_metrics_points_dropped_total{reason="max_series"}`.
     pub max_series: usize,
 }
 
@@ -368,7 +379,7 @@ impl Validate for CollectorConfig {
                 ),
             );
         }
-        Ok(())
+        crate::alerts::validate(&self.alerting, &self.alerts, &self.receivers)
     }
 }
 

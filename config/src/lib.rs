@@ -5,6 +5,7 @@
 //! and the reason. Command-line flags are applied on top by the binaries.
 
 mod agent;
+mod alerts;
 mod collector;
 mod units;
 
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use agent::AgentConfig;
+pub use alerts::{
+    Aggregation, AlertRule, AlertSignal, AlertingConfig, CompareOp, ReceiverConfig, ReceiverKind,
+};
 pub use collector::{
     ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
     TracesConfig, WalConfig,

@@ -304,3 +304,97 @@ pub struct DependencyEdge {
     /// 95th percentile latency (server side), ms.
     pub p95_ms: f64,
 }
+
+/// Answer of `GET /api/v1/alerts`: every rule with its instances, and the receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertsResponse {
+    /// Rules in config order.
+    pub rules: Vec<AlertRuleStatus>,
+    /// Receivers by name.
+    pub receivers: Vec<ReceiverStatus>,
+}
+
+/// One rule and its alert instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRuleStatus {
+    /// Rule name (`alertname`).
+    pub name: String,
+    /// What is compared: a span signal (`latency_p99`, ...) or `metric:NAME`.
+    pub signal: String,
+    /// Service the rule is restricted to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Operation the rule is restricted to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// `>`, `>=`, `<` or `<=`.
+    pub op: String,
+    /// Threshold.
+    pub threshold: f64,
+    /// Evaluation window, e.g. `1m`.
+    pub window: String,
+    /// How long the condition must hold before firing.
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// Receivers notified.
+    pub receivers: Vec<String>,
+    /// The rule's state: `firing` when any instance fires, else `pending` when any is
+    /// pending, else `inactive`.
+    pub state: String,
+    /// Instances (one per service when the rule names none), firing first.
+    pub instances: Vec<AlertInstanceStatus>,
+}
+
+/// One alert instance of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertInstanceStatus {
+    /// Labels (`alertname`, `service`, `severity`, ...).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `inactive`, `pending`, `firing` or `resolved`.
+    pub state: String,
+    /// Latest value (absent when there was no data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// When the instance entered its current state (RFC 3339).
+    pub since: String,
+    /// When it started firing (RFC 3339), while firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing_since: Option<String>,
+    /// Alertmanager fingerprint of the labels.
+    pub fingerprint: String,
+    /// Latest notification about this instance, per receiver.
+    pub notifications: Vec<NotificationStatus>,
+}
+
+/// The latest notification of one receiver about an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationStatus {
+    /// Receiver name.
+    pub receiver: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// When it was queued (RFC 3339).
+    pub queued_at: String,
+    /// `pending`, `retrying`, `delivered` or `failed`.
+    pub result: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Last error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A receiver and its delivery counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiverStatus {
+    /// Name.
+    pub name: String,
+    /// `webhook` or `alertmanager`.
+    pub kind: String,
+    /// Notifications delivered.
+    pub delivered: u64,
+    /// Notifications given up on.
+    pub failed: u64,
+    /// Notifications waiting for delivery or a retry.
+    pub pending: u64,
+}

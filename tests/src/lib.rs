@@ -150,6 +150,16 @@ impl Collector {
         self.output.lock().unwrap().clone()
     }
 
+    /// Send a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} failed");
+    }
+
     /// Crash it: SIGKILL, no chance to flush anything.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -301,27 +301,40 @@ impl<M: DocMapper> Indexer<M> {
     }
 }
 
-/// Metrics are not indexed here; their WAL records are kept for `window` so a restart
-/// rebuilds the recent state, then released.
+/// Metrics are not indexed here: each record is applied to `store` (the OTLP metrics
+/// exposed on `/metrics`), and kept in the WAL for `window` so a restart rebuilds the
+/// recent state, then released.
 pub fn spawn_metrics_window(
     window: Duration,
     ctx: IndexerContext,
+    store: Arc<parking_lot::Mutex<crate::prom::MetricStore>>,
 ) -> std::io::Result<(mpsc::Sender<Record>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Record>();
     let handle = std::thread::Builder::new()
         .name("lookout-metrics".into())
         .spawn(move || {
             let mut held: std::collections::VecDeque<(u64, Instant)> = Default::default();
+            let mut last_expiry = Instant::now();
             loop {
                 let r = rx.recv_timeout(Duration::from_secs(1));
                 match r {
                     Ok(rec) => {
+                        apply_metrics_record(&rec, &store, &ctx.metrics);
                         held.push_back((rec.lsn, Instant::now()));
                         ctx.budget.release(rec.charge);
                         ctx.metrics.pending_bytes.set(ctx.budget.used() as i64);
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                if last_expiry.elapsed() >= Duration::from_secs(1) {
+                    last_expiry = Instant::now();
+                    let mut s = store.lock();
+                    let expired = s.expire(crate::ingest::now_unix_nano());
+                    ctx.metrics.otlp_series_expired.inc_by(expired);
+                    ctx.metrics
+                        .otlp_series
+                        .set(i64::try_from(s.series_count()).unwrap_or(i64::MAX));
                 }
                 while let Some((lsn, at)) = held.front().copied() {
                     if at.elapsed() < window {
@@ -333,4 +346,33 @@ pub fn spawn_metrics_window(
             }
         })?;
     Ok((tx, handle))
+}
+
+/// Apply one metrics record to the store (decoding its payload when replayed).
+fn apply_metrics_record(
+    rec: &Record,
+    store: &parking_lot::Mutex<crate::prom::MetricStore>,
+    metrics: &Metrics,
+) {
+    let now = crate::ingest::now_unix_nano();
+    let report = match &rec.batch {
+        Some(Batch::Metrics(req)) => store.lock().apply(req, now),
+        Some(other) => {
+            tracing::error!(lsn = rec.lsn, signal = %other.signal(), "non-metrics batch sent to the metrics thread; skipping it");
+            return;
+        }
+        None => match Batch::decode_protobuf(crate::signal::Signal::Metrics, &rec.payload) {
+            Ok(Batch::Metrics(req)) => store.lock().replay(&req, now),
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(lsn = rec.lsn, error = %e, "undecodable metrics WAL record; skipping it");
+                return;
+            }
+        },
+    };
+    report.publish(metrics);
+    let series = store.lock().series_count();
+    metrics
+        .otlp_series
+        .set(i64::try_from(series).unwrap_or(i64::MAX));
 }

@@ -6,7 +6,6 @@
 //! Prometheus).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use lookout_proto::api::{DependenciesResponse, DependencyEdge};
@@ -14,7 +13,8 @@ use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 
-use super::red::{escape, Hist, PromHist};
+use super::red::{Hist, PromHist};
+use crate::prom::expo::{push_labels, Kind, Writer};
 
 /// Settings of [`Graph`].
 #[derive(Debug, Clone)]
@@ -249,54 +249,60 @@ impl Graph {
         DependenciesResponse { edges }
     }
 
-    /// Prometheus text exposition of the cumulative edge series.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// Exposition of the cumulative edge series.
+    pub fn render_prometheus(&self, w: &mut Writer) {
         let mut rows: Vec<(&(String, String), &EdgeTotal)> = self.totals.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
-        let label = |e: &(String, String)| {
-            format!("client=\"{}\",server=\"{}\"", escape(&e.0), escape(&e.1))
-        };
-        out.push_str("# HELP lookout_service_graph_request_total Calls between services (client or producer to server or consumer).\n");
-        out.push_str("# TYPE lookout_service_graph_request_total counter\n");
-        for (e, t) in &rows {
-            let _ = writeln!(
-                out,
-                "lookout_service_graph_request_total{{{}}} {}",
-                label(e),
-                t.calls
-            );
+        let labels: Vec<String> = rows
+            .iter()
+            .map(|(e, _)| {
+                let mut l = String::new();
+                push_labels(
+                    &mut l,
+                    &[("client", e.0.as_str()), ("server", e.1.as_str())],
+                );
+                l
+            })
+            .collect();
+        if w.family(
+            "lookout_service_graph_request",
+            Kind::Counter,
+            "Calls between services (client or producer to server or consumer).",
+            "",
+        ) {
+            for (l, (_, t)) in labels.iter().zip(&rows) {
+                w.counter(l, t.calls as f64, None);
+            }
         }
-        out.push_str("# HELP lookout_service_graph_request_failed_total Calls between services where either side failed.\n");
-        out.push_str("# TYPE lookout_service_graph_request_failed_total counter\n");
-        for (e, t) in &rows {
-            let _ = writeln!(
-                out,
-                "lookout_service_graph_request_failed_total{{{}}} {}",
-                label(e),
-                t.errors
-            );
+        if w.family(
+            "lookout_service_graph_request_failed",
+            Kind::Counter,
+            "Calls between services where either side failed.",
+            "",
+        ) {
+            for (l, (_, t)) in labels.iter().zip(&rows) {
+                w.counter(l, t.errors as f64, None);
+            }
         }
-        out.push_str("# HELP lookout_service_graph_request_server_seconds Duration of calls between services, as the server saw it.\n");
-        out.push_str("# TYPE lookout_service_graph_request_server_seconds histogram\n");
-        for (e, t) in &rows {
-            t.prom.render(
-                out,
-                "lookout_service_graph_request_server_seconds",
-                &label(e),
-            );
+        if w.family(
+            "lookout_service_graph_request_server_seconds",
+            Kind::Histogram,
+            "Duration of calls between services, as the server saw it.",
+            "seconds",
+        ) {
+            for (l, (_, t)) in labels.iter().zip(&rows) {
+                t.prom.render(w, l, &[]);
+            }
         }
-        out.push_str("# HELP lookout_service_graph_unpaired_spans_total Client or server halves whose partner never arrived (expired) or were dropped (table full).\n");
-        out.push_str("# TYPE lookout_service_graph_unpaired_spans_total counter\n");
-        let _ = writeln!(
-            out,
-            "lookout_service_graph_unpaired_spans_total{{reason=\"expired\"}} {}",
-            self.expired_unpaired
-        );
-        let _ = writeln!(
-            out,
-            "lookout_service_graph_unpaired_spans_total{{reason=\"dropped\"}} {}",
-            self.dropped_pending
-        );
+        if w.family(
+            "lookout_service_graph_unpaired_spans",
+            Kind::Counter,
+            "Client or server halves whose partner never arrived (expired) or were dropped (table full).",
+            "",
+        ) {
+            w.counter("reason=\"expired\"", self.expired_unpaired as f64, None);
+            w.counter("reason=\"dropped\"", self.dropped_pending as f64, None);
+        }
     }
 }
 
@@ -365,8 +371,9 @@ mod tests {
         let mut g = Graph::new(GraphConfig::default());
         g.observe(100, "web", &sp(SpanKind::Client, 2, 1, 50, false));
         g.observe(100, "api", &sp(SpanKind::Server, 3, 2, 40, true));
-        let mut out = String::new();
-        g.render_prometheus(&mut out);
+        let mut w = Writer::new(crate::prom::Format::Text);
+        g.render_prometheus(&mut w);
+        let out = w.finish();
         assert!(
             out.contains("lookout_service_graph_request_total{client=\"web\",server=\"api\"} 1\n")
         );
@@ -374,5 +381,14 @@ mod tests {
             "lookout_service_graph_request_failed_total{client=\"web\",server=\"api\"} 1\n"
         ));
         assert!(out.contains("lookout_service_graph_request_server_seconds_bucket{client=\"web\",server=\"api\",le=\"0.05\"} 1\n"), "{out}");
+        crate::prom::testing::promtool_check_metrics(&out, true);
+        let mut w = Writer::new(crate::prom::Format::OpenMetrics);
+        g.render_prometheus(&mut w);
+        let om = w.finish();
+        assert!(
+            om.contains("# TYPE lookout_service_graph_request counter\n"),
+            "{om}"
+        );
+        crate::prom::testing::promtool_check_openmetrics(&om);
     }
 }

@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use lookout_proto::api::{OperationStats, RedStats, ServiceStats, ServicesResponse};
@@ -15,8 +14,13 @@ use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 
+use crate::prom::expo::{push_labels, Exemplar, Kind, Writer};
+
 /// Name of the series that collects what is past a cardinality cap.
 pub const OVERFLOW: &str = "__overflow__";
+
+/// Slices searched for duration exemplars (the newest ones).
+const EXEMPLAR_SLICES: usize = 30;
 
 /// Upper bounds (seconds) of the classic Prometheus histogram buckets.
 pub(crate) const PROM_BUCKETS: [f64; 14] = [
@@ -119,36 +123,17 @@ impl PromHist {
         self.count += 1;
     }
 
-    /// Write `_bucket`, `_sum` and `_count` lines of `name` with `labels` (already
-    /// rendered, without braces).
-    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (i, le) in PROM_BUCKETS.iter().enumerate() {
-            let le = if le.is_infinite() {
-                "+Inf".to_string()
-            } else {
-                le.to_string()
-            };
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{le}\"}} {}",
-                self.buckets[i]
-            );
-        }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_s);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    /// Write this histogram (`_bucket`, `_sum`, `_count` of the current family of `w`)
+    /// with `labels` (rendered); `exemplars[i]` is bucket `i`'s exemplar, if any.
+    pub(crate) fn render(&self, w: &mut Writer, labels: &str, exemplars: &[Option<Exemplar>]) {
+        w.histogram(
+            labels,
+            &PROM_BUCKETS[..PROM_BUCKETS.len() - 1],
+            &self.buckets,
+            Some(self.sum_s),
+            &|i| exemplars.get(i).copied().flatten(),
+        );
     }
-}
-
-/// Escape a label value for the text format.
-pub(crate) fn escape(v: &str) -> Cow<'_, str> {
-    if !v.contains(['\\', '"', '\n']) {
-        return Cow::Borrowed(v);
-    }
-    Cow::Owned(
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n"),
-    )
 }
 
 /// Settings of [`Red`].
@@ -193,6 +178,8 @@ struct Slice {
 struct Series {
     slices: VecDeque<Slice>,
     calls: [u64; 3],
+    /// Latest trace per status (exemplars of the calls counter).
+    last_trace: [Option<[u8; 16]>; 3],
     prom: PromHist,
     last_seen_s: u64,
 }
@@ -310,6 +297,9 @@ impl Red {
             .saturating_sub(span.start_time_unix_nano);
         let st = status_index(span);
         series.calls[st] += 1;
+        if let Ok(id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) {
+            series.last_trace[st] = Some(id);
+        }
         series.prom.record(dur);
         series.last_seen_s = now_s;
         let slice_s = self.cfg.slice.as_secs().max(1);
@@ -493,43 +483,101 @@ impl Red {
         v
     }
 
-    /// Prometheus text exposition of the cumulative series.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// Exposition of the cumulative series. In OpenMetrics, each calls counter carries
+    /// the latest trace of its status and each duration bucket the trace of the slowest
+    /// recent span (last [`EXEMPLAR_SLICES`] slices) that fell in it.
+    pub fn render_prometheus(&self, w: &mut Writer) {
         let mut rows: Vec<(&String, &String, &Series)> = self
             .services
             .iter()
             .flat_map(|(svc, ops)| ops.iter().map(move |(op, s)| (svc, op, s)))
             .collect();
         rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        out.push_str("# HELP lookout_span_calls_total Server and consumer spans by service, operation and status code.\n");
-        out.push_str("# TYPE lookout_span_calls_total counter\n");
-        for (svc, op, s) in &rows {
-            for (i, n) in s.calls.iter().enumerate() {
-                if *n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "lookout_span_calls_total{{service=\"{}\",operation=\"{}\",status_code=\"{}\"}} {n}",
-                        escape(svc),
-                        escape(op),
-                        STATUS_NAMES[i]
-                    );
+        let want = w.wants_exemplars();
+        let mut labels = String::new();
+        if w.family(
+            "lookout_span_calls",
+            Kind::Counter,
+            "Server and consumer spans by service, operation and status code.",
+            "",
+        ) {
+            for (svc, op, s) in &rows {
+                for (i, n) in s.calls.iter().enumerate() {
+                    if *n > 0 {
+                        labels.clear();
+                        push_labels(
+                            &mut labels,
+                            &[
+                                ("service", svc.as_str()),
+                                ("operation", op.as_str()),
+                                ("status_code", STATUS_NAMES[i]),
+                            ],
+                        );
+                        let ex = s.last_trace[i].filter(|_| want).map(|id| Exemplar {
+                            trace_id: id,
+                            span_id: None,
+                            value: 1.0,
+                            timestamp_ns: None,
+                        });
+                        w.counter(&labels, *n as f64, ex.as_ref());
+                    }
                 }
             }
         }
-        out.push_str("# HELP lookout_span_duration_seconds Duration of server and consumer spans by service and operation.\n");
-        out.push_str("# TYPE lookout_span_duration_seconds histogram\n");
-        for (svc, op, s) in &rows {
-            let labels = format!("service=\"{}\",operation=\"{}\"", escape(svc), escape(op));
-            s.prom.render(out, "lookout_span_duration_seconds", &labels);
+        if w.family(
+            "lookout_span_duration_seconds",
+            Kind::Histogram,
+            "Duration of server and consumer spans by service and operation.",
+            "seconds",
+        ) {
+            let mut exemplars = [None; PROM_BUCKETS.len()];
+            for (svc, op, s) in &rows {
+                labels.clear();
+                push_labels(
+                    &mut labels,
+                    &[("service", svc.as_str()), ("operation", op.as_str())],
+                );
+                exemplars.fill(None);
+                if want {
+                    // Newest slices first: each bucket keeps the latest slowest span.
+                    for (dur, id) in s
+                        .slices
+                        .iter()
+                        .rev()
+                        .take(EXEMPLAR_SLICES)
+                        .filter_map(|sl| sl.slowest)
+                    {
+                        let secs = dur as f64 / 1e9;
+                        let i = PROM_BUCKETS.partition_point(|le| *le < secs);
+                        if let Some(slot @ None) = exemplars.get_mut(i) {
+                            *slot = Some(Exemplar {
+                                trace_id: id,
+                                span_id: None,
+                                value: secs,
+                                timestamp_ns: None,
+                            });
+                        }
+                    }
+                }
+                s.prom.render(w, &labels, &exemplars);
+            }
         }
-        out.push_str("# HELP lookout_red_overflow_spans_total Spans counted under __overflow__ by the RED cardinality caps.\n");
-        out.push_str("# TYPE lookout_red_overflow_spans_total counter\n");
-        let _ = writeln!(out, "lookout_red_overflow_spans_total {}", self.overflowed);
-        out.push_str(
-            "# HELP lookout_red_expired_series_total RED series dropped after being idle.\n",
-        );
-        out.push_str("# TYPE lookout_red_expired_series_total counter\n");
-        let _ = writeln!(out, "lookout_red_expired_series_total {}", self.expired);
+        if w.family(
+            "lookout_red_overflow_spans",
+            Kind::Counter,
+            "Spans counted under __overflow__ by the RED cardinality caps.",
+            "",
+        ) {
+            w.counter("", self.overflowed as f64, None);
+        }
+        if w.family(
+            "lookout_red_expired_series",
+            Kind::Counter,
+            "RED series dropped after being idle.",
+            "",
+        ) {
+            w.counter("", self.expired as f64, None);
+        }
     }
 }
 
@@ -641,33 +689,44 @@ mod tests {
         let mut red = Red::new(RedConfig::default());
         red.observe(100, "a\"b", &span("GET /x", SpanKind::Server, 3, true));
         red.observe(100, "a\"b", &span("GET /x", SpanKind::Server, 30, false));
-        let mut out = String::new();
-        red.render_prometheus(&mut out);
+        let mut w = Writer::new(crate::prom::Format::Text);
+        red.render_prometheus(&mut w);
+        let out = w.finish();
         assert!(out.contains("lookout_span_calls_total{service=\"a\\\"b\",operation=\"GET /x\",status_code=\"STATUS_CODE_ERROR\"} 1\n"), "{out}");
         assert!(out.contains("lookout_span_duration_seconds_bucket{service=\"a\\\"b\",operation=\"GET /x\",le=\"0.005\"} 1\n"), "{out}");
         assert!(out.contains(
             "lookout_span_duration_seconds_count{service=\"a\\\"b\",operation=\"GET /x\"} 2\n"
         ));
-        if std::path::Path::new("/usr/bin/promtool").exists() {
-            let mut child = std::process::Command::new("/usr/bin/promtool")
-                .args(["check", "metrics"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(out.as_bytes())
-                .unwrap();
-            let o = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&o.stdout).to_string()
-                + &String::from_utf8_lossy(&o.stderr);
-            assert!(!text.contains("error"), "{text}");
-        }
+        assert!(!out.contains("trace_id"), "{out}");
+        crate::prom::testing::promtool_check_metrics(&out, true);
+    }
+
+    #[test]
+    fn openmetrics_exemplars() {
+        let mut red = Red::new(RedConfig::default());
+        let mut slow = span("GET /x", SpanKind::Server, 30, true);
+        slow.trace_id = vec![7; 16];
+        red.observe(100, "api", &span("GET /x", SpanKind::Server, 3, false));
+        red.observe(100, "api", &slow);
+        let mut w = Writer::new(crate::prom::Format::OpenMetrics);
+        red.render_prometheus(&mut w);
+        let out = w.finish();
+        let sevens = "07".repeat(16);
+        let ones = "01".repeat(16);
+        assert!(out.contains("# TYPE lookout_span_calls counter\n"), "{out}");
+        assert!(out.contains(&format!(
+            "lookout_span_calls_total{{service=\"api\",operation=\"GET /x\",status_code=\"STATUS_CODE_ERROR\"}} 1 # {{trace_id=\"{sevens}\"}} 1\n"
+        )), "{out}");
+        assert!(out.contains(&format!(
+            "lookout_span_calls_total{{service=\"api\",operation=\"GET /x\",status_code=\"STATUS_CODE_UNSET\"}} 1 # {{trace_id=\"{ones}\"}} 1\n"
+        )), "{out}");
+        // The slowest span of the slice (30 ms) is the exemplar of the 0.05 bucket.
+        assert!(out.contains(&format!(
+            "lookout_span_duration_seconds_bucket{{service=\"api\",operation=\"GET /x\",le=\"0.05\"}} 2 # {{trace_id=\"{sevens}\"}} 0.03\n"
+        )), "{out}");
+        assert!(out.contains("# UNIT lookout_span_duration_seconds seconds\n"));
+        assert!(out.ends_with("# EOF\n"));
+        crate::prom::testing::promtool_check_openmetrics(&out);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `lookout-collector` binary on loopback port 0.
 
+mod alerts;
 mod durability;
 mod ingest;
+mod prometheus;
 mod sdk;
 mod traces;

@@ -1,0 +1,41 @@
+//! Alerting: rules on span-derived signals (latency percentiles, error rate, request rate
+//! from the RED metrics) and on OTLP metrics, evaluated every `evaluation_interval`;
+//! instances go inactive → pending (`for`) → firing → resolved, with `keep_firing_for`;
+//! notifications in the Alertmanager webhook format (version 4) or to a real
+//! Alertmanager, delivered with retries. State and undelivered notifications are kept in
+//! `DATA_DIR/alerts/state.json`, so a restart neither forgets a firing alert nor
+//! notifies it twice.
+
+mod engine;
+pub mod model;
+pub mod notify;
+mod rules;
+
+pub use engine::{bench_evaluator, spawn, AlertsHandle, AlertsSetup};
+pub use rules::{MetricSeries, MetricSource, SeriesValue, StoreSource};
+
+use std::collections::BTreeMap;
+
+use lookout_config::{AlertRule, AlertingConfig, CollectorConfig, ReceiverConfig};
+
+/// The reloadable part of the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// `[alerting]`.
+    pub alerting: AlertingConfig,
+    /// `[[alerts]]`.
+    pub rules: Vec<AlertRule>,
+    /// `[receivers.NAME]`.
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+}
+
+impl AlertsConfig {
+    /// The alerting part of `cfg`.
+    pub fn from_collector(cfg: &CollectorConfig) -> Self {
+        Self {
+            alerting: cfg.alerting.clone(),
+            rules: cfg.alerts.clone(),
+            receivers: cfg.receivers.clone(),
+        }
+    }
+}

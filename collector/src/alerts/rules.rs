@@ -1,0 +1,461 @@
+//! Values of rules: span-derived signals from the RED metrics, and OTLP metrics combined
+//! by an aggregation over the evaluation window.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use lookout_config::{Aggregation, AlertRule, AlertSignal};
+use lookout_proto::api::RedStats;
+
+use super::model::Labels;
+use crate::traces::red::Red;
+
+/// A series of an OTLP metric as exposed on `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSeries {
+    /// Labels, including `job` and `instance`.
+    pub labels: Labels,
+    /// Latest value.
+    pub value: SeriesValue,
+}
+
+/// Latest value of a series (cumulative for counters and histograms).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesValue {
+    /// A gauge.
+    Gauge(f64),
+    /// A monotonic counter.
+    Counter(f64),
+    /// A histogram: cumulative counts per upper bound (the last one `+Inf`).
+    Histogram {
+        /// Upper bounds, ascending, ending with `+Inf`.
+        bounds: Vec<f64>,
+        /// Cumulative counts per bound.
+        counts: Vec<u64>,
+        /// Observations.
+        count: u64,
+        /// Sum of observations.
+        sum: f64,
+    },
+    /// A summary (only count and sum are used).
+    Summary {
+        /// Observations.
+        count: u64,
+        /// Sum of observations.
+        sum: f64,
+    },
+}
+
+/// Where metric rules read series from.
+pub trait MetricSource: Send + Sync + 'static {
+    /// The series of metric `name` (the exposed name; counters with or without `_total`).
+    fn series(&self, name: &str) -> Vec<MetricSeries>;
+}
+
+/// The OTLP metrics received by this collector.
+pub struct StoreSource(pub std::sync::Arc<parking_lot::Mutex<crate::prom::MetricStore>>);
+
+impl MetricSource for StoreSource {
+    fn series(&self, name: &str) -> Vec<MetricSeries> {
+        use crate::prom::SnapshotValue as V;
+        self.0
+            .lock()
+            .series(name)
+            .into_iter()
+            .map(|s| MetricSeries {
+                labels: s.labels.into_iter().collect(),
+                value: match s.value {
+                    V::Gauge(v) => SeriesValue::Gauge(v),
+                    V::Counter(v) => SeriesValue::Counter(v),
+                    V::Histogram {
+                        mut bounds,
+                        counts,
+                        count,
+                        sum,
+                    } => {
+                        bounds.push(f64::INFINITY);
+                        SeriesValue::Histogram {
+                            bounds,
+                            counts,
+                            count,
+                            sum,
+                        }
+                    }
+                    V::Summary { count, sum, .. } => SeriesValue::Summary { count, sum },
+                },
+            })
+            .collect()
+    }
+}
+
+/// One value of a rule for one instance.
+pub struct Sample {
+    /// Instance labels besides `alertname` and `severity`.
+    pub labels: Labels,
+    /// The value; `None` when there is no data (never breaches).
+    pub value: Option<f64>,
+    /// Example trace ids (RED rules).
+    pub trace_ids: Vec<String>,
+}
+
+/// Per-evaluation cache of RED figures, shared by all rules asking the same question.
+#[derive(Default)]
+pub struct RedCache {
+    stats: HashMap<(String, Option<String>, Duration), Option<RedStats>>,
+    services: Option<Vec<String>>,
+}
+
+impl RedCache {
+    fn services(&mut self, red: &Red) -> &[String] {
+        self.services.get_or_insert_with(|| {
+            red.service_names()
+                .into_iter()
+                .filter(|s| s != crate::traces::red::OVERFLOW)
+                .collect()
+        })
+    }
+
+    fn stats(
+        &mut self,
+        red: &Red,
+        now_s: u64,
+        window: Duration,
+        service: &str,
+        op: Option<&str>,
+    ) -> Option<&RedStats> {
+        self.stats
+            .entry((service.to_string(), op.map(str::to_string), window))
+            .or_insert_with(|| red.stats(now_s, window, service, op))
+            .as_ref()
+    }
+}
+
+/// Values of a span-signal rule: one sample per service (or the named one).
+pub fn red_samples(
+    rule: &AlertRule,
+    signal: AlertSignal,
+    red: &Red,
+    cache: &mut RedCache,
+    now_s: u64,
+) -> Vec<Sample> {
+    let services: Vec<String> = match &rule.service {
+        Some(s) => vec![s.clone()],
+        None => cache.services(red).to_vec(),
+    };
+    let window = rule.window.get();
+    services
+        .into_iter()
+        .map(|service| {
+            let stats = cache.stats(red, now_s, window, &service, rule.operation.as_deref());
+            let value = match (signal, stats) {
+                (AlertSignal::RequestRate, s) => Some(s.map_or(0.0, |s| s.request_rate)),
+                (AlertSignal::ErrorRate, s) => Some(s.map_or(0.0, |s| s.error_rate)),
+                (_, None) => None,
+                (_, Some(s)) if s.requests == 0 => None,
+                (AlertSignal::LatencyP50, Some(s)) => Some(s.p50_ms),
+                (AlertSignal::LatencyP90, Some(s)) => Some(s.p90_ms),
+                (AlertSignal::LatencyP95, Some(s)) => Some(s.p95_ms),
+                (AlertSignal::LatencyP99, Some(s)) => Some(s.p99_ms),
+            };
+            let trace_ids = stats
+                .map(|s| s.exemplar_trace_ids.iter().take(5).cloned().collect())
+                .unwrap_or_default();
+            let mut labels = Labels::new();
+            labels.insert("service".into(), service);
+            if let Some(op) = &rule.operation {
+                labels.insert("operation".into(), op.clone());
+            }
+            Sample {
+                labels,
+                value,
+                trace_ids,
+            }
+        })
+        .collect()
+}
+
+/// Snapshots of a metric rule's series over its window, for rates and windowed quantiles.
+#[derive(Default)]
+pub struct MetricHistory {
+    samples: VecDeque<(i64, BTreeMap<Labels, SeriesValue>)>,
+}
+
+/// Values of a metric rule: one sample per `job` (or the rule's service).
+pub fn metric_samples(
+    rule: &AlertRule,
+    metric: &str,
+    source: &dyn MetricSource,
+    history: &mut MetricHistory,
+    now_ms: i64,
+) -> Vec<Sample> {
+    let current: BTreeMap<Labels, SeriesValue> = source
+        .series(metric)
+        .into_iter()
+        .filter(|s| {
+            rule.matchers
+                .iter()
+                .all(|(k, v)| s.labels.get(k) == Some(v))
+                && rule
+                    .service
+                    .as_ref()
+                    .is_none_or(|svc| s.labels.get("job") == Some(svc))
+        })
+        .map(|s| (s.labels, s.value))
+        .collect();
+    let window_ms = i64::try_from(rule.window.get().as_millis()).unwrap_or(i64::MAX);
+    history.samples.push_back((now_ms, current));
+    // Keep the newest sample at or before the window start as the baseline.
+    while history.samples.len() > 2 && history.samples[1].0 <= now_ms - window_ms {
+        history.samples.pop_front();
+    }
+    let Some(((_, current), older)) = history.samples.make_contiguous().split_last() else {
+        return Vec::new();
+    };
+    let agg = rule.aggregation.unwrap_or(Aggregation::Avg);
+    // Each series' baseline is its oldest sample in the window: a series that appeared
+    // after the window's first sample still gets a rate from its own first sample on.
+    let before = |l: &Labels| {
+        older
+            .iter()
+            .find_map(|(t, b)| b.get(l).map(|v| (v, (now_ms - t) as f64 / 1000.0)))
+    };
+
+    let mut by_job: BTreeMap<String, Vec<(&Labels, &SeriesValue)>> = BTreeMap::new();
+    for (labels, v) in current {
+        let job = labels
+            .get("job")
+            .cloned()
+            .unwrap_or_else(|| "unknown_service".into());
+        by_job.entry(job).or_default().push((labels, v));
+    }
+    if let Some(svc) = &rule.service {
+        by_job.entry(svc.clone()).or_default();
+    }
+    by_job
+        .into_iter()
+        .map(|(job, series)| {
+            let value = aggregate(agg, &series, before);
+            let mut labels = Labels::new();
+            labels.insert("service".into(), job);
+            labels.insert("metric".into(), metric.to_string());
+            Sample {
+                labels,
+                value,
+                trace_ids: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn scalar(v: &SeriesValue) -> Option<f64> {
+    match v {
+        SeriesValue::Gauge(x) | SeriesValue::Counter(x) => Some(*x),
+        SeriesValue::Histogram { count, sum, .. } | SeriesValue::Summary { count, sum } => {
+            (*count > 0).then(|| sum / *count as f64)
+        }
+    }
+}
+
+fn total(v: &SeriesValue) -> f64 {
+    match v {
+        SeriesValue::Gauge(x) | SeriesValue::Counter(x) => *x,
+        SeriesValue::Histogram { count, .. } | SeriesValue::Summary { count, .. } => *count as f64,
+    }
+}
+
+fn aggregate<'a>(
+    agg: Aggregation,
+    series: &[(&'a Labels, &'a SeriesValue)],
+    before: impl Fn(&Labels) -> Option<(&'a SeriesValue, f64)>,
+) -> Option<f64> {
+    let latest = || series.iter().filter_map(|(_, v)| scalar(v));
+    match agg {
+        Aggregation::Count => Some(series.len() as f64),
+        _ if series.is_empty() => None,
+        Aggregation::Sum => Some(latest().sum()),
+        Aggregation::Min => latest().reduce(f64::min),
+        Aggregation::Max => latest().reduce(f64::max),
+        Aggregation::Avg => {
+            let v: Vec<f64> = latest().collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        Aggregation::Increase | Aggregation::Rate => {
+            let mut any = false;
+            let sum: f64 = series
+                .iter()
+                .map(|(l, v)| {
+                    let now = total(v);
+                    // A series without an earlier sample counts from its next sample on
+                    // (its total may stem from long before the window), as Prometheus'
+                    // increase() needs two samples.
+                    let Some((b, secs)) = before(l) else {
+                        return 0.0;
+                    };
+                    let b = total(b);
+                    // A drop is a counter reset: everything since counts.
+                    let inc = if b <= now { now - b } else { now };
+                    if agg == Aggregation::Increase {
+                        any = true;
+                        inc
+                    } else if secs > 0.0 {
+                        any = true;
+                        inc / secs
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            any.then_some(sum)
+        }
+        Aggregation::P50 | Aggregation::P90 | Aggregation::P95 | Aggregation::P99 => {
+            let q = match agg {
+                Aggregation::P50 => 0.5,
+                Aggregation::P90 => 0.9,
+                Aggregation::P95 => 0.95,
+                _ => 0.99,
+            };
+            // Bucket increases over the window, summed over series with equal bounds.
+            let mut merged: Option<(Vec<f64>, Vec<f64>)> = None;
+            for (l, v) in series {
+                let SeriesValue::Histogram { bounds, counts, .. } = v else {
+                    continue;
+                };
+                let base = match before(l).map(|(v, _)| v) {
+                    Some(SeriesValue::Histogram {
+                        bounds: b,
+                        counts: c,
+                        ..
+                    }) if b == bounds && c.iter().zip(counts).all(|(o, n)| o <= n) => Some(c),
+                    _ => None,
+                };
+                let inc: Vec<f64> = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n - base.map_or(0, |b| b[i])) as f64)
+                    .collect();
+                match &mut merged {
+                    None => merged = Some((bounds.clone(), inc)),
+                    Some((mb, mc)) if mb == bounds => {
+                        for (a, b) in mc.iter_mut().zip(inc) {
+                            *a += b;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (bounds, counts) = merged?;
+            quantile(q, &bounds, &counts)
+        }
+    }
+}
+
+/// Prometheus' `histogram_quantile` over cumulative bucket counts: linear interpolation
+/// within the bucket; the `+Inf` bucket answers the largest finite bound.
+pub fn quantile(q: f64, bounds: &[f64], cumulative: &[f64]) -> Option<f64> {
+    let total = *cumulative.last()?;
+    if total <= 0.0 || bounds.len() != cumulative.len() {
+        return None;
+    }
+    let rank = q * total;
+    let i = cumulative.iter().position(|c| *c >= rank)?;
+    if bounds[i].is_infinite() {
+        return bounds.iter().rev().find(|b| b.is_finite()).copied();
+    }
+    let (lower, below) = if i == 0 {
+        (0.0_f64.min(bounds[0]), 0.0)
+    } else {
+        (bounds[i - 1], cumulative[i - 1])
+    };
+    let in_bucket = cumulative[i] - below;
+    if in_bucket <= 0.0 {
+        return Some(bounds[i]);
+    }
+    Some(lower + (bounds[i] - lower) * (rank - below) / in_bucket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_like_prometheus() {
+        let bounds = [0.1, 0.5, 1.0, f64::INFINITY];
+        // 10 observations <= 0.1, 80 in (0.1, 0.5], 10 in (0.5, 1].
+        let cum = [10.0, 90.0, 100.0, 100.0];
+        assert!((quantile(0.5, &bounds, &cum).unwrap_or(0.0) - 0.3).abs() < 1e-9);
+        assert!((quantile(0.95, &bounds, &cum).unwrap_or(0.0) - 0.75).abs() < 1e-9);
+        assert_eq!(quantile(0.5, &bounds, &[0.0; 4]), None);
+        assert_eq!(quantile(0.99, &bounds, &[0.0, 0.0, 0.0, 5.0]), Some(1.0));
+    }
+
+    struct Fixed(Vec<MetricSeries>);
+    impl MetricSource for Fixed {
+        fn series(&self, _: &str) -> Vec<MetricSeries> {
+            self.0.clone()
+        }
+    }
+
+    fn labels(job: &str, route: &str) -> Labels {
+        [("job", job), ("route", route)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn rule(text: &str) -> AlertRule {
+        let cfg: lookout_config::CollectorConfig = lookout_config::parse(
+            &format!("[[alerts]]\nname = \"R\"\nreceivers = [\"r\"]\n{text}\n[receivers.r]\nurl = \"http://x\"\n"),
+            std::path::Path::new("t.toml"),
+        )
+        .expect("rule");
+        cfg.alerts[0].clone()
+    }
+
+    #[test]
+    fn counter_rate_per_job_with_matchers_and_reset() {
+        let r = rule("metric = \"jobs_total\"\naggregation = \"rate\"\nthreshold = 1\nwindow = \"10s\"\nmatchers = { route = \"/a\" }");
+        let mut h = MetricHistory::default();
+        let at = |v1: f64, v2: f64| {
+            Fixed(vec![
+                MetricSeries {
+                    labels: labels("api", "/a"),
+                    value: SeriesValue::Counter(v1),
+                },
+                MetricSeries {
+                    labels: labels("api", "/b"),
+                    value: SeriesValue::Counter(v2),
+                },
+            ])
+        };
+        metric_samples(&r, "jobs_total", &at(100.0, 0.0), &mut h, 0);
+        let s = metric_samples(&r, "jobs_total", &at(150.0, 1e6), &mut h, 10_000);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].labels["service"], "api");
+        assert_eq!(s[0].value, Some(5.0));
+        // Reset: 150 -> 20 counts as an increase of 20 over the next 10 s.
+        let s = metric_samples(&r, "jobs_total", &at(20.0, 0.0), &mut h, 20_000);
+        assert_eq!(s[0].value, Some(2.0));
+    }
+
+    #[test]
+    fn histogram_quantile_over_window() {
+        let r = rule("metric = \"d\"\naggregation = \"p99\"\nthreshold = 1");
+        let mut h = MetricHistory::default();
+        let hist = |c: [u64; 3]| {
+            Fixed(vec![MetricSeries {
+                labels: labels("api", "/a"),
+                value: SeriesValue::Histogram {
+                    bounds: vec![0.1, 1.0, f64::INFINITY],
+                    counts: c.to_vec(),
+                    count: c[2],
+                    sum: 0.0,
+                },
+            }])
+        };
+        metric_samples(&r, "d", &hist([1000, 1000, 1000]), &mut h, 0);
+        // In the window: 100 new observations, all in (0.1, 1].
+        let s = metric_samples(&r, "d", &hist([1000, 1100, 1100]), &mut h, 5_000);
+        let v = s[0].value.unwrap_or(0.0);
+        assert!((v - 0.991).abs() < 1e-9, "{v}");
+    }
+}
