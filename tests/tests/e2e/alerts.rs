@@ -2,6 +2,7 @@
 //! rules fire and resolve, webhook bodies are Alertmanager v4, a failing receiver gets
 //! exactly one notification per change, state survives a restart, SIGHUP reloads rules.
 
+use crate::util::{kv, now_ns};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::KeyValue;
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode as SpanStatus;
@@ -81,23 +82,6 @@ async fn hook(
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     s.attempts.push((code.as_u16(), auth, v));
     code
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
 }
 
 /// `n` spans of `service` lasting `ms` each; every `error_every`-th has status error.

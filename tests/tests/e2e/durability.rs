@@ -1,6 +1,7 @@
 //! Nothing acknowledged is lost: `kill -9` the collector in the middle of a write load,
 //! restart it on the same data directory, and find every acknowledged item.
 
+use crate::util::now_ns;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,13 +17,6 @@ use prost::Message;
 
 const WRITERS: usize = 4;
 const PER_REQUEST: usize = 20;
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
 
 fn resource() -> Option<Resource> {
     Some(Resource {

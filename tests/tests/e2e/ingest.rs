@@ -1,6 +1,7 @@
 //! OTLP ingest over raw HTTP and gRPC: OTLP/JSON, partial success, and every kind of bad
 //! input answered with the right status while the collector keeps serving.
 
+use crate::util::{kv, now_ns};
 use std::io::Write;
 use std::time::Duration;
 
@@ -11,30 +12,13 @@ use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServic
 use lookout_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use lookout_tests::{get_json, poll, write_config, Collector, FAST_TRACES};
 use prost::Message;
 use serde_json::json;
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn span(trace: [u8; 16], id: u8, name: &str) -> Span {
     let t = now_ns();

@@ -6,3 +6,4 @@ mod ingest;
 mod prometheus;
 mod sdk;
 mod traces;
+mod util;

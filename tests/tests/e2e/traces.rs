@@ -1,11 +1,11 @@
 //! Trace assembly, completeness, search, RED metrics, service graph and the Jaeger API,
 //! against the real collector fed over OTLP/gRPC and OTLP/HTTP.
 
+use crate::util::{kv, now_ns};
 use std::time::Duration;
 
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
@@ -15,23 +15,6 @@ use prost::Message;
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 struct S {
     service: &'static str,

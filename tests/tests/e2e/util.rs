@@ -1,0 +1,22 @@
+//! Small helpers shared by the end-to-end test modules.
+
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+
+/// Now, in Unix nanoseconds.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
+
+/// A string attribute.
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
