@@ -2,7 +2,7 @@
 //! rules fire and resolve, webhook bodies are Alertmanager v4, a failing receiver gets
 //! exactly one notification per change, state survives a restart, SIGHUP reloads rules.
 
-use crate::util::{kv, now_ns};
+use crate::util::{kv, now_ns, post_protobuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,14 +129,7 @@ fn spans(
 }
 
 async fn send(c: &Collector, req: &ExportTraceServiceRequest) {
-    let r = reqwest::Client::new()
-        .post(c.http_url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), 200);
+    post_protobuf(c, "/v1/traces", req.encode_to_vec()).await;
 }
 
 /// Checks every field of the Alertmanager webhook format version 4.
@@ -490,14 +483,7 @@ fn metrics_request(service: &str, depth: f64, processed: f64) -> Vec<u8> {
 }
 
 async fn send_metrics(c: &Collector, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(c.http_url("/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), 200);
+    post_protobuf(c, "/v1/metrics", body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Trace assembly, completeness, search, RED metrics, service graph and the Jaeger API,
 //! against the real collector fed over OTLP/gRPC and OTLP/HTTP.
 
-use crate::util::{kv, now_ns};
+use crate::util::{kv, now_ns, post_protobuf};
 use std::time::Duration;
 
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -72,14 +72,7 @@ fn request(spans: Vec<S>) -> ExportTraceServiceRequest {
 }
 
 async fn send_http(c: &Collector, req: &ExportTraceServiceRequest) {
-    let r = reqwest::Client::new()
-        .post(c.http_url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), 200);
+    post_protobuf(c, "/v1/traces", req.encode_to_vec()).await;
 }
 
 async fn send_grpc(c: &Collector, req: ExportTraceServiceRequest) {

@@ -20,3 +20,15 @@ pub fn kv(k: &str, v: &str) -> KeyValue {
         ..Default::default()
     }
 }
+
+/// POST a protobuf export request to the collector's OTLP/HTTP `path`; expects 200.
+pub async fn post_protobuf(c: &lookout_tests::Collector, path: &str, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(c.http_url(path))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+}
