@@ -1,2 +1,5 @@
-//! Lookout agent library and the load generator.
+//! `lookout-agent`: the per-service sidecar, and the `lookout-loadgen` load generator.
+pub mod host;
 pub mod loadgen;
+pub mod sink;
+pub mod tail;

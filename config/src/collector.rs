@@ -127,6 +127,38 @@ impl Default for LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// Check the limits; keys in errors are `PREFIX.key`.
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((format!("{prefix}.{k}"), r));
+        if self.max_request_size.get() < 1024 {
+            return err(
+                "max_request_size",
+                format!("must be at least 1KiB, got {}", self.max_request_size),
+            );
+        }
+        if self.max_decompressed_size < self.max_request_size {
+            return err(
+                "max_decompressed_size",
+                format!(
+                    "must be at least {prefix}.max_request_size ({}), got {}",
+                    self.max_request_size, self.max_decompressed_size
+                ),
+            );
+        }
+        if self.max_attributes == 0 {
+            return err("max_attributes", "must be at least 1".into());
+        }
+        if self.max_attribute_length.get() < 16 {
+            return err(
+                "max_attribute_length",
+                format!("must be at least 16B, got {}", self.max_attribute_length),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Write-ahead log.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -271,31 +303,7 @@ impl Validate for CollectorConfig {
         if self.data_dir.as_os_str().is_empty() {
             return err("data_dir", "must not be empty".into());
         }
-        let l = &self.limits;
-        if l.max_request_size.get() < 1024 {
-            return err(
-                "limits.max_request_size",
-                format!("must be at least 1KiB, got {}", l.max_request_size),
-            );
-        }
-        if l.max_decompressed_size < l.max_request_size {
-            return err(
-                "limits.max_decompressed_size",
-                format!(
-                    "must be at least limits.max_request_size ({}), got {}",
-                    l.max_request_size, l.max_decompressed_size
-                ),
-            );
-        }
-        if l.max_attributes == 0 {
-            return err("limits.max_attributes", "must be at least 1".into());
-        }
-        if l.max_attribute_length.get() < 16 {
-            return err(
-                "limits.max_attribute_length",
-                format!("must be at least 16B, got {}", l.max_attribute_length),
-            );
-        }
+        self.limits.validate_with_prefix("limits")?;
         if self.wal.segment_size.get() < (1 << 20) {
             return err(
                 "wal.segment_size",
@@ -370,12 +378,14 @@ impl Validate for CollectorConfig {
                 ),
             );
         }
-        if self.ingest.max_pending_bytes.get() < l.max_decompressed_size.get().saturating_mul(3) {
+        if self.ingest.max_pending_bytes.get()
+            < self.limits.max_decompressed_size.get().saturating_mul(3)
+        {
             return err(
                 "ingest.max_pending_bytes",
                 format!(
                     "must be at least 3 times limits.max_decompressed_size ({}), got {}",
-                    l.max_decompressed_size, self.ingest.max_pending_bytes
+                    self.limits.max_decompressed_size, self.ingest.max_pending_bytes
                 ),
             );
         }

@@ -7,13 +7,18 @@
 mod agent;
 mod alerts;
 mod collector;
+mod host;
+mod tail;
 mod units;
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use agent::AgentConfig;
+pub use agent::{
+    AgentConfig, BufferConfig, Compression, ExportProtocol, ExporterConfig, FsyncPolicy,
+    ResourceConfig, WhenFull,
+};
 pub use alerts::{
     Aggregation, AlertRule, AlertSignal, AlertingConfig, CompareOp, ReceiverConfig, ReceiverKind,
 };
@@ -21,6 +26,8 @@ pub use collector::{
     ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
     TracesConfig, WalConfig,
 };
+pub use host::HostMetricsConfig;
+pub use tail::TailConfig;
 pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
 
 /// Configuration of `lookout-tui`.

@@ -1,0 +1,1 @@
+//! Host and process metrics (`[host_metrics]`): not built yet.
