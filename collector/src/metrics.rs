@@ -1,5 +1,6 @@
 //! The collector's own metrics, exposed on `GET /metrics`.
 
+use crate::ingest::ReceiverMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -9,21 +10,8 @@ use prometheus::{
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// Items accepted into the WAL, by signal and transport.
-    pub accepted_items: IntCounterVec,
-    /// Items refused with the whole request (bad data, oversize, overload), by signal,
-    /// transport and reason. The client was told; these were never acknowledged.
-    pub refused_items: IntCounterVec,
-    /// Items dropped from an accepted request and reported in `partial_success`, by
-    /// signal, transport and reason.
-    pub dropped_items: IntCounterVec,
-    /// Requests by signal, transport and outcome (`ok`, `partial`, `invalid`, `too_large`,
-    /// `overloaded`, `unavailable`).
-    pub requests: IntCounterVec,
-    /// Attributes dropped or values truncated by the limits, by signal.
-    pub limited_attributes: IntCounterVec,
-    /// Bytes of requests admitted and not yet indexed (the ingest queue).
-    pub pending_bytes: IntGauge,
+    /// Self-metrics of the OTLP receivers.
+    pub receiver: ReceiverMetrics,
     /// Bytes of WAL segments on disk.
     pub wal_bytes: IntGauge,
     /// WAL segment files on disk.
@@ -106,35 +94,7 @@ impl Metrics {
             IntGaugeVec::new(Opts::new(name, help), labels)
         };
         Ok(Self {
-            accepted_items: reg!(counter_vec(
-                "lookout_receiver_accepted_items_total",
-                "Items durably accepted, by signal and transport.",
-                &["signal", "transport"]
-            )?),
-            refused_items: reg!(counter_vec(
-                "lookout_receiver_refused_items_total",
-                "Items refused together with their whole request, by signal, transport and reason.",
-                &["signal", "transport", "reason"]
-            )?),
-            dropped_items: reg!(counter_vec(
-                "lookout_receiver_dropped_items_total",
-                "Items dropped from accepted requests and reported in partial_success.",
-                &["signal", "transport", "reason"]
-            )?),
-            requests: reg!(counter_vec(
-                "lookout_receiver_requests_total",
-                "Export requests by signal, transport and outcome.",
-                &["signal", "transport", "outcome"]
-            )?),
-            limited_attributes: reg!(counter_vec(
-                "lookout_receiver_limited_attributes_total",
-                "Attributes dropped or values truncated by the configured limits.",
-                &["signal"]
-            )?),
-            pending_bytes: reg!(IntGauge::new(
-                "lookout_ingest_pending_bytes",
-                "Bytes of admitted requests not yet indexed (ingest queue depth)."
-            )?),
+            receiver: ReceiverMetrics::register(&registry, "lookout")?,
             wal_bytes: reg!(IntGauge::new(
                 "lookout_wal_bytes",
                 "Bytes of write-ahead log segments on disk."

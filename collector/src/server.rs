@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 use crate::api::{self, ApiState};
-use crate::ingest::{self, Budget, Ingest};
+use crate::ingest::{self, Budget, Ingest, IngestOptions, WalSink};
 use crate::metrics::Metrics;
 use crate::signal::Signal;
 use crate::store::logs::{LogFields, LogMapper};
@@ -225,7 +225,19 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    let ingest = Arc::new(Ingest::new(&cfg, wal, budget, metrics));
+    let ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+    let sink = WalSink::new(
+        wal,
+        budget.clone(),
+        &metrics.receiver,
+        ingest_opts.retry_after,
+    );
+    let ingest = Arc::new(Ingest::new(
+        ingest_opts,
+        Arc::new(sink),
+        budget,
+        metrics.receiver.clone(),
+    ));
     let grpc_task = tokio::spawn(ingest::grpc::serve(
         listeners.grpc,
         ingest.clone(),

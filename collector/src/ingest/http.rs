@@ -1,5 +1,5 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or JSON
-//! bodies, optionally gzip-compressed, over the shared [`Ingest`] path.
+//! bodies, optionally gzip- or zstd-compressed, over the shared [`Ingest`] path.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -128,16 +128,17 @@ async fn read_request(
         }
     };
     let fail = |e| (encoding, e);
-    let gzip = match headers
+    let compression = match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("") | Some("identity") => false,
-        Some("gzip") => true,
+        None | Some("") | Some("identity") => None,
+        Some("gzip") => Some("gzip"),
+        Some("zstd") => Some("zstd"),
         Some(other) => {
             return Err(fail(IngestError::UnsupportedMedia(format!(
-                "unsupported content-encoding {other:?}; use gzip or none"
+                "unsupported content-encoding {other:?}; use gzip, zstd or none"
             ))))
         }
     };
@@ -175,25 +176,37 @@ async fn read_request(
         raw.extend_from_slice(&chunk);
     }
     let raw = raw.freeze();
-    if !gzip {
+    let Some(compression) = compression else {
         return Ok((encoding, raw));
-    }
+    };
     let limit = s.max_decompressed_size;
     let inflate = move || -> Result<Bytes, IngestError> {
         let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
-        let mut dec = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-        dec.read_to_end(&mut out)
-            .map_err(|e| IngestError::Invalid(format!("invalid gzip body: {e}")))?;
+        let invalid =
+            |e: std::io::Error| IngestError::Invalid(format!("invalid {compression} body: {e}"));
+        if compression == "zstd" {
+            let mut dec = zstd::stream::read::Decoder::new(&raw[..]).map_err(invalid)?;
+            // A frame may ask for a window of up to 2 GiB; 32 MiB is plenty for OTLP.
+            dec.window_log_max(25).map_err(invalid)?;
+            dec.take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(invalid)?;
+        } else {
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(invalid)?;
+        }
         if out.len() > limit {
             return Err(IngestError::TooLarge(format!(
-                "gzip body inflates past the limit of {limit} bytes"
+                "{compression} body inflates past the limit of {limit} bytes"
             )));
         }
         Ok(Bytes::from(out))
     };
     let inflated = tokio::task::spawn_blocking(inflate)
         .await
-        .map_err(|e| fail(IngestError::Invalid(format!("gzip task failed: {e}"))))?
+        .map_err(|e| fail(IngestError::Invalid(format!("inflate task failed: {e}"))))?
         .map_err(fail)?;
     Ok((encoding, inflated))
 }

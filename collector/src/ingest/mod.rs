@@ -1,9 +1,12 @@
-//! OTLP ingest: one path for the three signals and both transports.
+//! OTLP ingest: one path for the three signals and both transports, shared by the
+//! collector and the agent.
 //!
-//! `decode → check and limit → admit (bounded budget) → WAL append (durable) → respond`.
+//! `decode → check and limit → enrich → admit (bounded budget) → sink (durable) → respond`.
 //! The transports ([`grpc`], [`http`]) only unwrap their framing and map [`IngestError`]
-//! to their status codes through one table.
+//! to their status codes through one table. The sink is the collector's write-ahead log
+//! ([`WalSink`]) or the agent's disk buffer.
 
+pub mod enrich;
 pub mod grpc;
 pub mod http;
 pub mod validate;
@@ -12,10 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lookout_config::CollectorConfig;
+use futures::future::BoxFuture;
+use lookout_config::LimitsConfig;
+use lookout_proto::otlp::common::v1::KeyValue;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::batch::Batch;
-use crate::metrics::Metrics;
 use crate::signal::{Signal, Transport};
 use crate::wal::Wal;
 use validate::{sanitize, Limits};
@@ -60,6 +65,15 @@ pub enum IngestError {
     /// Wrong `Content-Type` or `Content-Encoding` (HTTP only).
     #[error("{0}")]
     UnsupportedMedia(String),
+    /// The receiver asks the sender to slow down (a full agent buffer): HTTP 429 and
+    /// gRPC RESOURCE_EXHAUSTED, both with a retry hint, so OTLP clients retry.
+    #[error("{message}")]
+    Throttled {
+        /// What is full.
+        message: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// The collector cannot take more now; retry after the hint.
     #[error("{message}")]
     Overloaded {
@@ -86,6 +100,7 @@ impl IngestError {
             IngestError::Invalid(_) => S::BAD_REQUEST,
             IngestError::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedMedia(_) => S::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Throttled { .. } => S::TOO_MANY_REQUESTS,
             IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
                 S::SERVICE_UNAVAILABLE
             }
@@ -99,7 +114,9 @@ impl IngestError {
             IngestError::Invalid(_) | IngestError::UnsupportedMedia(_) => {
                 tonic::Code::InvalidArgument
             }
-            IngestError::TooLarge(_) => tonic::Code::ResourceExhausted,
+            IngestError::TooLarge(_) | IngestError::Throttled { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
                 tonic::Code::Unavailable
             }
@@ -110,6 +127,7 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             IngestError::Overloaded { retry_after, .. }
+            | IngestError::Throttled { retry_after, .. }
             | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
@@ -122,6 +140,7 @@ impl IngestError {
             IngestError::TooLarge(_) => "too_large",
             IngestError::UnsupportedMedia(_) => "unsupported_media",
             IngestError::Overloaded { .. } => "overloaded",
+            IngestError::Throttled { .. } => "throttled",
             IngestError::Unavailable { .. } => "unavailable",
         }
     }
@@ -168,15 +187,226 @@ impl Budget {
     }
 }
 
+/// Self-metrics of the OTLP receivers; the collector and the agent register them under
+/// their own prefix.
+#[derive(Clone)]
+pub struct ReceiverMetrics {
+    /// Items durably accepted, by signal and transport.
+    pub accepted_items: IntCounterVec,
+    /// Items refused with the whole request (bad data, oversize, overload), by signal,
+    /// transport and reason. The client was told; these were never acknowledged.
+    pub refused_items: IntCounterVec,
+    /// Items dropped from an accepted request and reported in `partial_success`, by
+    /// signal, transport and reason.
+    pub dropped_items: IntCounterVec,
+    /// Requests by signal, transport and outcome (`ok`, `partial`, `invalid`, `too_large`,
+    /// `overloaded`, `throttled`, `unavailable`).
+    pub requests: IntCounterVec,
+    /// Attributes dropped or values truncated by the limits, by signal.
+    pub limited_attributes: IntCounterVec,
+    /// Bytes of requests admitted and not yet stored (the ingest queue).
+    pub pending_bytes: IntGauge,
+}
+
+impl ReceiverMetrics {
+    /// Create the metrics as `PREFIX_receiver_*` and `PREFIX_ingest_pending_bytes`, and
+    /// register them.
+    pub fn register(registry: &Registry, prefix: &str) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c =
+                IntCounterVec::new(Opts::new(format!("{prefix}_receiver_{name}"), help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let pending_bytes = IntGauge::new(
+            format!("{prefix}_ingest_pending_bytes"),
+            "Bytes of admitted requests not yet stored (ingest queue depth).",
+        )?;
+        registry.register(Box::new(pending_bytes.clone()))?;
+        Ok(Self {
+            accepted_items: counter(
+                "accepted_items_total",
+                "Items durably accepted, by signal and transport.",
+                &["signal", "transport"],
+            )?,
+            refused_items: counter(
+                "refused_items_total",
+                "Items refused together with their whole request, by signal, transport and reason.",
+                &["signal", "transport", "reason"],
+            )?,
+            dropped_items: counter(
+                "dropped_items_total",
+                "Items dropped from accepted requests and reported in partial_success.",
+                &["signal", "transport", "reason"],
+            )?,
+            requests: counter(
+                "requests_total",
+                "Export requests by signal, transport and outcome.",
+                &["signal", "transport", "outcome"],
+            )?,
+            limited_attributes: counter(
+                "limited_attributes_total",
+                "Attributes dropped or values truncated by the configured limits.",
+                &["signal"],
+            )?,
+            pending_bytes,
+        })
+    }
+}
+
+/// Budget bytes held by one request, given back when dropped unless handed over (the
+/// collector's stores give it back once the record is applied). Dropping covers every
+/// early return and a request abandoned by its client mid-way.
+pub struct Charge {
+    budget: Arc<Budget>,
+    gauge: IntGauge,
+    n: u64,
+}
+
+impl Charge {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.n
+    }
+
+    /// Stop tracking the bytes here: whoever takes them must [`Budget::release`] them.
+    pub fn hand_over(mut self) -> u64 {
+        std::mem::take(&mut self.n)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.budget.release(self.n);
+            self.gauge.set(self.budget.used() as i64);
+        }
+    }
+}
+
+/// A checked request on its way to durable storage.
+pub struct SinkRequest {
+    /// Signal of the request.
+    pub signal: Signal,
+    /// Protobuf export request to store.
+    pub payload: bytes::Bytes,
+    /// The same request, decoded.
+    pub batch: Batch,
+    /// Items in it.
+    pub items: u64,
+    /// Budget held for it; dropping it gives the budget back.
+    pub charge: Charge,
+}
+
+/// Durable storage behind the receivers.
+pub trait IngestSink: Send + Sync + 'static {
+    /// Take the request now, and return a future that resolves once it is durable. An
+    /// error from either step means nothing was stored; its kind tells the client
+    /// whether to retry.
+    fn submit(
+        &self,
+        req: SinkRequest,
+    ) -> Result<BoxFuture<'static, Result<(), IngestError>>, IngestError>;
+}
+
+/// The collector's sink: its write-ahead log, whose stores release the budget once they
+/// have applied a record.
+pub struct WalSink {
+    wal: Wal,
+    budget: Arc<Budget>,
+    gauge: IntGauge,
+    retry_after: Duration,
+}
+
+impl WalSink {
+    /// A sink over `wal`.
+    pub fn new(
+        wal: Wal,
+        budget: Arc<Budget>,
+        metrics: &ReceiverMetrics,
+        retry_after: Duration,
+    ) -> Self {
+        Self {
+            wal,
+            budget,
+            gauge: metrics.pending_bytes.clone(),
+            retry_after,
+        }
+    }
+}
+
+impl IngestSink for WalSink {
+    fn submit(
+        &self,
+        req: SinkRequest,
+    ) -> Result<BoxFuture<'static, Result<(), IngestError>>, IngestError> {
+        let retry_after = self.retry_after;
+        let unavailable = move |e: &crate::wal::WalError| IngestError::Unavailable {
+            message: format!("cannot store the batch: {e}"),
+            retry_after,
+        };
+        let n = req.charge.bytes();
+        let fut = match self.wal.submit(req.signal, req.payload, Some(req.batch), n) {
+            Ok(fut) => {
+                // From here the stores release the budget, even if the request is abandoned.
+                req.charge.hand_over();
+                fut
+            }
+            Err(e) => return Err(unavailable(&e)),
+        };
+        let (budget, gauge) = (self.budget.clone(), self.gauge.clone());
+        Ok(Box::pin(async move {
+            match fut.await {
+                Ok(_lsn) => Ok(()),
+                Err(e) => {
+                    if !matches!(*e, crate::wal::WalError::Closed) {
+                        // A failed write is never dispatched to the stores.
+                        budget.release(n);
+                        gauge.set(budget.used() as i64);
+                    }
+                    Err(unavailable(&e))
+                }
+            }
+        }))
+    }
+}
+
+/// Settings of the ingest path.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Attribute limits.
+    pub limits: Limits,
+    /// Timestamps further than this in the future are refused.
+    pub max_future_skew: Duration,
+    /// Retry hint of retryable refusals.
+    pub retry_after: Duration,
+    /// Resource attributes added where a resource lacks them (the agent's enrichment).
+    pub resource_defaults: Vec<KeyValue>,
+}
+
+impl IngestOptions {
+    /// Options from a `[limits]` table.
+    pub fn new(limits: &LimitsConfig, retry_after: Duration) -> Self {
+        Self {
+            limits: Limits {
+                max_attributes: limits.max_attributes as usize,
+                max_attribute_length: limits.max_attribute_length.as_usize(),
+                max_time_unix_nano: 0,
+            },
+            max_future_skew: limits.max_future_skew.get(),
+            retry_after,
+            resource_defaults: Vec::new(),
+        }
+    }
+}
+
 /// The ingest path shared by every receiver.
 pub struct Ingest {
-    wal: Wal,
-    limits: Limits,
-    max_future_skew: Duration,
-    /// Shared with the stores, which release what they applied.
+    sink: Arc<dyn IngestSink>,
+    opts: IngestOptions,
+    /// Shared with the sink, which releases what it stored.
     pub budget: Arc<Budget>,
-    retry_after: Duration,
-    metrics: Arc<Metrics>,
+    metrics: ReceiverMetrics,
 }
 
 /// Wall clock in Unix nanoseconds.
@@ -187,23 +417,17 @@ pub fn now_unix_nano() -> u64 {
 }
 
 impl Ingest {
-    /// Build the ingest path over `wal`.
+    /// Build the ingest path over `sink`.
     pub fn new(
-        cfg: &CollectorConfig,
-        wal: Wal,
+        opts: IngestOptions,
+        sink: Arc<dyn IngestSink>,
         budget: Arc<Budget>,
-        metrics: Arc<Metrics>,
+        metrics: ReceiverMetrics,
     ) -> Self {
         Self {
-            wal,
-            limits: Limits {
-                max_attributes: cfg.limits.max_attributes as usize,
-                max_attribute_length: cfg.limits.max_attribute_length.as_usize(),
-                max_time_unix_nano: 0,
-            },
-            max_future_skew: cfg.limits.max_future_skew.get(),
+            sink,
+            opts,
             budget,
-            retry_after: cfg.ingest.retry_after.get(),
             metrics,
         }
     }
@@ -225,7 +449,7 @@ impl Ingest {
                 .await
                 .map_err(|e| IngestError::Unavailable {
                     message: format!("decoder task failed: {e}"),
-                    retry_after: self.retry_after,
+                    retry_after: self.opts.retry_after,
                 })?
         } else {
             work()
@@ -248,7 +472,7 @@ impl Ingest {
                 .await
                 .map_err(|e| IngestError::Unavailable {
                     message: format!("encoder task failed: {e}"),
-                    retry_after: self.retry_after,
+                    retry_after: self.opts.retry_after,
                 })?
         } else {
             self.prepare(batch, None)
@@ -261,11 +485,12 @@ impl Ingest {
         signal: Signal,
         transport: Transport,
         charge: u64,
-    ) -> Result<Charge<'_>, IngestError> {
+    ) -> Result<Charge, IngestError> {
         if self.budget.try_take(charge) {
             self.metrics.pending_bytes.set(self.budget.used() as i64);
             return Ok(Charge {
-                ingest: self,
+                budget: self.budget.clone(),
+                gauge: self.metrics.pending_bytes.clone(),
                 n: charge,
             });
         }
@@ -275,7 +500,7 @@ impl Ingest {
                 self.budget.used(),
                 self.budget.max
             ),
-            retry_after: self.retry_after,
+            retry_after: self.opts.retry_after,
         };
         self.count_refused(signal, transport, &e, None);
         Err(e)
@@ -306,9 +531,10 @@ impl Ingest {
         raw: Option<bytes::Bytes>,
     ) -> Result<Prepared, IngestError> {
         let limits = Limits {
-            max_time_unix_nano: now_unix_nano()
-                .saturating_add(u64::try_from(self.max_future_skew.as_nanos()).unwrap_or(u64::MAX)),
-            ..self.limits.clone()
+            max_time_unix_nano: now_unix_nano().saturating_add(
+                u64::try_from(self.opts.max_future_skew.as_nanos()).unwrap_or(u64::MAX),
+            ),
+            ..self.opts.limits.clone()
         };
         let report = sanitize(&mut batch, &limits, now_unix_nano());
         let accepted = batch.item_count();
@@ -326,8 +552,21 @@ impl Ingest {
                 report.message
             )));
         }
+        let missing = enrich::missing(&batch, &self.opts.resource_defaults);
+        let enriched = enrich::add_to_batch(&mut batch, &missing);
         let payload = match raw {
-            Some(raw) if !report.modified => raw,
+            Some(raw) if !report.modified => {
+                if enriched {
+                    enrich::append_to_raw(&raw, &missing).map_err(|e| {
+                        IngestError::Invalid(format!(
+                            "invalid protobuf {}: {e}",
+                            request_name(batch.signal())
+                        ))
+                    })?
+                } else {
+                    raw
+                }
+            }
             _ => bytes::Bytes::from(batch.encode_protobuf()),
         };
         Ok(Prepared {
@@ -344,7 +583,7 @@ impl Ingest {
         signal: Signal,
         transport: Transport,
         prepared: Result<Prepared, IngestError>,
-        charge: Charge<'_>,
+        charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let p = match prepared {
             Ok(p) => p,
@@ -364,17 +603,18 @@ impl Ingest {
                 message: String::new(),
             });
         }
-        // From here the stores release the budget, even if this request is abandoned.
-        let n = charge.hand_over();
-        let appended = match self.wal.submit(signal, p.payload, Some(p.batch), n) {
+        let stored = match self.sink.submit(SinkRequest {
+            signal,
+            payload: p.payload,
+            batch: p.batch,
+            items: p.accepted,
+            charge,
+        }) {
             Ok(fut) => fut.await,
-            Err(e) => {
-                self.release(n);
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
-        match appended {
-            Ok(_lsn) => {
+        match stored {
+            Ok(()) => {
                 self.count_ok(signal, transport, p.accepted, p.rejected);
                 Ok(Accepted {
                     accepted: p.accepted,
@@ -383,23 +623,10 @@ impl Ingest {
                 })
             }
             Err(e) => {
-                if !matches!(*e, crate::wal::WalError::Closed) {
-                    // A failed write is never dispatched to the stores.
-                    self.release(n);
-                }
-                let e = IngestError::Unavailable {
-                    message: format!("cannot store the batch: {e}"),
-                    retry_after: self.retry_after,
-                };
                 self.count_refused(signal, transport, &e, Some(p.accepted + p.rejected));
                 Err(e)
             }
         }
-    }
-
-    fn release(&self, charge: u64) {
-        self.budget.release(charge);
-        self.metrics.pending_bytes.set(self.budget.used() as i64);
     }
 
     fn count_ok(&self, signal: Signal, transport: Transport, accepted: u64, rejected: u64) {
@@ -440,28 +667,6 @@ impl Ingest {
             .requests
             .with_label_values(&[s, t, e.reason()])
             .inc();
-    }
-}
-
-/// Budget taken by one request; given back when dropped, unless handed to the WAL (whose
-/// stores give it back once the record is applied). Dropping covers every early return
-/// and a request abandoned by its client mid-way.
-struct Charge<'a> {
-    ingest: &'a Ingest,
-    n: u64,
-}
-
-impl Charge<'_> {
-    fn hand_over(mut self) -> u64 {
-        std::mem::take(&mut self.n)
-    }
-}
-
-impl Drop for Charge<'_> {
-    fn drop(&mut self) {
-        if self.n > 0 {
-            self.ingest.release(self.n);
-        }
     }
 }
 
@@ -546,7 +751,7 @@ mod tests {
     use crate::wal::{Checkpoints, WalOptions};
 
     fn ingest(dir: &std::path::Path, budget: Arc<Budget>) -> Arc<Ingest> {
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
         let (wal, _h) = Wal::open(
             dir,
             WalOptions {
@@ -558,11 +763,14 @@ mod tests {
             Box::new(|_| {}),
         )
         .unwrap();
+        let cfg = lookout_config::CollectorConfig::default();
+        let opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+        let sink = WalSink::new(wal, budget.clone(), &metrics.receiver, opts.retry_after);
         Arc::new(Ingest::new(
-            &CollectorConfig::default(),
-            wal,
+            opts,
+            Arc::new(sink),
             budget,
-            metrics,
+            metrics.receiver.clone(),
         ))
     }
 

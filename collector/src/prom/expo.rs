@@ -694,7 +694,8 @@ mod tests {
     #[test]
     fn self_metrics_render_in_both_formats() {
         let m = crate::metrics::Metrics::new().unwrap();
-        m.accepted_items
+        m.receiver
+            .accepted_items
             .with_label_values(&["logs", "grpc"])
             .inc_by(3);
         m.wal_fsync_seconds.observe(0.002);

@@ -126,6 +126,7 @@ impl<M: DocMapper> Indexer<M> {
                     self.ctx.budget.release(charge);
                     self.ctx
                         .metrics
+                        .receiver
                         .pending_bytes
                         .set(self.ctx.budget.used() as i64);
                     if self.active.as_ref().is_some_and(|a| {
@@ -322,7 +323,10 @@ pub fn spawn_metrics_window(
                         apply_metrics_record(&rec, &store, &ctx.metrics);
                         held.push_back((rec.lsn, Instant::now()));
                         ctx.budget.release(rec.charge);
-                        ctx.metrics.pending_bytes.set(ctx.budget.used() as i64);
+                        ctx.metrics
+                            .receiver
+                            .pending_bytes
+                            .set(ctx.budget.used() as i64);
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,

@@ -290,6 +290,34 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
         st.message
     );
 
+    // A zstd bomb, and a good zstd body.
+    let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 3).expect("zstd");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "zstd")
+        .body(bomb)
+        .send()
+        .await
+        .expect("POST");
+    let (code, st) = rpc_status(r).await;
+    assert_eq!(code, 413);
+    assert!(
+        st.message.contains("zstd body inflates past the limit"),
+        "{}",
+        st.message
+    );
+    let good = traces("zstd", vec![span([9u8; 16], 1, "zstd")]).encode_to_vec();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "zstd")
+        .body(zstd::encode_all(&good[..], 3).expect("zstd"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+
     // Broken gzip.
     let r = reqwest::Client::new()
         .post(&url)
