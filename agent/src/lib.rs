@@ -1,4 +1,5 @@
 //! `lookout-agent`: the per-service sidecar, and the `lookout-loadgen` load generator.
+pub mod buffer;
 pub mod host;
 pub mod loadgen;
 pub mod sink;
