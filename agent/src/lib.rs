@@ -2,5 +2,8 @@
 pub mod buffer;
 pub mod host;
 pub mod loadgen;
+pub mod server;
+pub mod ship;
 pub mod sink;
+pub mod sources;
 pub mod tail;

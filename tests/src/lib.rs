@@ -54,52 +54,75 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
+/// Start `name` with `args`, collect its stderr, and return it with its start-up line
+/// (the one logging " listening ").
+fn spawn_logged(name: &str, args: &[String]) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("LOOKOUT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let out = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(" listening ") {
+                let _ = tx.send(line.clone());
+            }
+            let mut o = out.lock().unwrap();
+            o.push_str(&line);
+            o.push('\n');
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("{name} did not start: {}", output.lock().unwrap());
+        }
+    };
+    (child, line, output)
+}
+
+/// A free loopback address (bound and released), for a server that must come back on the
+/// same port after a restart.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+}
+
 impl Collector {
     /// Start a collector on port 0 with `data_dir` and extra flags; returns once `/readyz`
     /// answers 200.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Collector {
-        let mut child = Command::new(bin("lookout-collector"))
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("LOOKOUT_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lookout-collector");
-        let stderr = child.stderr.take().unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let out = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains(" listening ") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut o = out.lock().unwrap();
-                o.push_str(&line);
-                o.push('\n');
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("collector did not start: {}", output.lock().unwrap());
-            }
-        };
+        Self::start_on("127.0.0.1:0".parse().unwrap(), data_dir, extra)
+    }
+
+    /// Like [`Collector::start`] with OTLP/gRPC on `grpc`.
+    pub fn start_on(grpc: SocketAddr, data_dir: &Path, extra: &[&str]) -> Collector {
+        let mut args: Vec<String> = vec![
+            "--otlp-grpc".into(),
+            grpc.to_string(),
+            "--otlp-http".into(),
+            "127.0.0.1:0".into(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, line, output) = spawn_logged("lookout-collector", &args);
         let c = Collector {
             child,
             grpc: field(&line, "otlp_grpc").unwrap(),
@@ -186,6 +209,117 @@ impl Collector {
 }
 
 impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `lookout-agent`.
+pub struct Agent {
+    child: Child,
+    /// OTLP/gRPC address.
+    pub grpc: SocketAddr,
+    /// OTLP/HTTP address.
+    pub http: SocketAddr,
+    /// `/metrics` and `/healthz` address.
+    pub api: SocketAddr,
+    output: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Start an agent on port 0 shipping to `collector`, with its buffer in `buffer_dir`
+    /// and extra flags; returns once `/healthz` answers 200.
+    pub fn start(buffer_dir: &Path, collector: &str, extra: &[&str]) -> Agent {
+        let mut args: Vec<String> = vec![
+            "--otlp-grpc".into(),
+            "127.0.0.1:0".into(),
+            "--otlp-http".into(),
+            "127.0.0.1:0".into(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+            "--collector".into(),
+            collector.into(),
+            "--buffer-dir".into(),
+            buffer_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, line, output) = spawn_logged("lookout-agent", &args);
+        let a = Agent {
+            child,
+            grpc: field(&line, "otlp_grpc").unwrap(),
+            http: field(&line, "otlp_http").unwrap(),
+            api: field(&line, "api").unwrap(),
+            output,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::blocking_get(&format!("http://{}/healthz", a.api)).ok() != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "agent not healthy: {}",
+                a.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a
+    }
+
+    /// `http://OTLP_GRPC`.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// `http://OTLP_HTTP/path`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// `http://API/path`.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    /// Everything the agent logged so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        ::reqwest::get(self.api_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Crash it: SIGKILL, no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Stop it with SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("agent did not stop on SIGTERM: {}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

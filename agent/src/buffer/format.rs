@@ -233,7 +233,7 @@ impl SegmentReader {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn write(records: &[(u64, &[u8])]) -> (tempfile::TempDir, std::path::PathBuf, Vec<u64>) {

@@ -239,6 +239,11 @@ pub struct Buffer {
 
 const ACK_FILE: &str = "ack.pos";
 
+/// The acknowledged position persisted in `dir`, if readable.
+pub fn read_ack_file(dir: &Path) -> Option<Pos> {
+    read_ack(dir)
+}
+
 fn read_ack(dir: &Path) -> Option<Pos> {
     let b = fs::read(dir.join(ACK_FILE)).ok()?;
     if b.len() != 20 {

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `lookout-collector` binary on loopback port 0.
 
+mod agent;
 mod alerts;
 mod durability;
 mod ingest;

@@ -1,0 +1,320 @@
+//! The running agent: receivers → disk buffer → shipper, plus the log tailer, host
+//! metrics, and `/metrics` + `/healthz`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures::future::BoxFuture;
+use lookout_collector::ingest::{
+    self, Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics, SinkRequest,
+};
+use lookout_config::AgentConfig;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use prometheus::{Encoder, Registry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{Buffer, BufferMetrics, BufferOptions};
+use crate::ship::{self, ShipMetrics, ShipperSetup};
+use crate::sink::{Entry, SinkError};
+
+/// Retry hint when the buffer is full or failing.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Memory for requests being decoded and written at once.
+const DECODE_BUDGET: u64 = 64 << 20;
+
+/// The agent's three listeners, bound before start-up so tests can use port 0.
+pub struct Listeners {
+    /// OTLP/gRPC.
+    pub grpc: TcpListener,
+    /// OTLP/HTTP.
+    pub http: TcpListener,
+    /// `/metrics` and `/healthz`.
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Bind the configured addresses.
+    pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Self> {
+        let bind = |a: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} ({what})"))
+        };
+        Ok(Self {
+            grpc: bind(cfg.otlp_grpc, "otlp_grpc").await?,
+            http: bind(cfg.otlp_http, "otlp_http").await?,
+            api: bind(cfg.api, "api").await?,
+        })
+    }
+}
+
+/// The receivers' sink: the disk buffer.
+struct BufferSink {
+    buffer: Buffer,
+}
+
+impl IngestSink for BufferSink {
+    fn submit(
+        &self,
+        req: SinkRequest,
+    ) -> Result<BoxFuture<'static, Result<(), IngestError>>, IngestError> {
+        let items = u32::try_from(req.items)
+            .map_err(|_| IngestError::TooLarge(format!("{} items in one request", req.items)))?;
+        let fut = self.buffer.append(Entry {
+            signal: req.signal,
+            payload: req.payload,
+            items,
+            positions: Vec::new(),
+        });
+        let charge = req.charge;
+        drop(req.batch);
+        Ok(Box::pin(async move {
+            let r = fut.await;
+            drop(charge);
+            r.map_err(|e| match e {
+                SinkError::Full(message) => IngestError::Throttled {
+                    message,
+                    retry_after: RETRY_AFTER,
+                },
+                SinkError::Unavailable(message) => IngestError::Unavailable {
+                    message,
+                    retry_after: RETRY_AFTER,
+                },
+            })
+        }))
+    }
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Resource attributes the agent adds where the sender set none: `service.name` (when
+/// configured), `service.instance.id`, `host.name` and `[resource.attributes]`.
+pub fn resource_defaults(cfg: &AgentConfig) -> Vec<KeyValue> {
+    let r = &cfg.resource;
+    let host = if r.host_name.is_empty() {
+        host_name()
+    } else {
+        r.host_name.clone()
+    };
+    let instance = if r.service_instance_id.is_empty() {
+        format!("{host}:{}", std::process::id())
+    } else {
+        r.service_instance_id.clone()
+    };
+    let mut out = Vec::new();
+    if !r.service_name.is_empty() {
+        out.push(string_kv("service.name", &r.service_name));
+    }
+    out.push(string_kv("service.instance.id", &instance));
+    out.push(string_kv("host.name", &host));
+    for (k, v) in &r.attributes {
+        if !out.iter().any(|kv| &kv.key == k) {
+            out.push(string_kv(k, v));
+        }
+    }
+    out
+}
+
+#[derive(Clone)]
+struct ApiState {
+    registry: Registry,
+    buffer: Buffer,
+    ready: Arc<AtomicBool>,
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let mut out = Vec::new();
+    let enc = prometheus::TextEncoder::new();
+    if let Err(e) = enc.encode(&s.registry.gather(), &mut out) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("cannot encode metrics: {e}").into_bytes(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+}
+
+async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
+    let body = serde_json::json!({
+        "status": if s.ready.load(Ordering::Acquire) { "ok" } else { "starting" },
+        "buffer_unacked_bytes": s.buffer.unacked_bytes(),
+    });
+    (StatusCode::OK, axum::Json(body))
+}
+
+/// Run the agent until `shutdown` is cancelled, then stop cleanly: stop the receivers
+/// (in-flight requests finish and are buffered), flush the tailer, close the buffer and
+/// give requests to the collector a short grace period. Everything acknowledged is in
+/// the buffer by then and is shipped after the next start.
+pub async fn run(
+    cfg: AgentConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let receiver_metrics = ReceiverMetrics::register(&registry, "lookout_agent")?;
+    let buffer_metrics = BufferMetrics::new(&registry)?;
+    let ship_metrics = ShipMetrics::new(&registry)?;
+
+    let buffer_dir = cfg.buffer_dir.clone();
+    let bopts = BufferOptions {
+        max_size: cfg.buffer.max_size.get(),
+        segment_size: cfg.buffer.segment_size.get(),
+        when_full: cfg.buffer.when_full,
+        fsync: cfg.buffer.fsync,
+        fsync_interval: cfg.buffer.fsync_interval.get(),
+    };
+    let (buffer, recovery) = {
+        let dir = buffer_dir.join("buffer");
+        tokio::task::spawn_blocking(move || Buffer::open(&dir, bopts, buffer_metrics))
+            .await?
+            .context("cannot open the disk buffer")?
+    };
+    let _ = &recovery;
+
+    let (grpc_addr, http_addr, api_addr) = (
+        listeners.grpc.local_addr()?,
+        listeners.http.local_addr()?,
+        listeners.api.local_addr()?,
+    );
+    tracing::info!(
+        otlp_grpc = %grpc_addr,
+        otlp_http = %http_addr,
+        api = %api_addr,
+        collector = %cfg.collector,
+        buffer_dir = %buffer_dir.display(),
+        "listening"
+    );
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let api_state = ApiState {
+        registry: registry.clone(),
+        buffer: buffer.clone(),
+        ready: ready.clone(),
+    };
+    let api = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(api_state);
+    let api_token = shutdown.child_token();
+    let api_task = {
+        let t = api_token.clone();
+        tokio::spawn(async move {
+            axum::serve(listeners.api, api)
+                .with_graceful_shutdown(t.cancelled_owned())
+                .await
+        })
+    };
+
+    // Shipping runs until the very end.
+    let ship_token = CancellationToken::new();
+    let ship_task = ship::spawn(
+        ShipperSetup {
+            buffer: buffer.clone(),
+            cfg: cfg.exporter.clone(),
+            endpoint: cfg.collector.clone(),
+            metrics: ship_metrics,
+        },
+        ship_token.clone(),
+    )?;
+
+    let defaults = resource_defaults(&cfg);
+    let mut ingest_opts = IngestOptions::new(&cfg.limits, RETRY_AFTER);
+    ingest_opts.resource_defaults = defaults.clone();
+    let budget = Arc::new(Budget::new(DECODE_BUDGET));
+    let ingest = Arc::new(Ingest::new(
+        ingest_opts,
+        Arc::new(BufferSink {
+            buffer: buffer.clone(),
+        }),
+        budget,
+        receiver_metrics,
+    ));
+    let recv_token = CancellationToken::new();
+    let grpc_task = tokio::spawn(ingest::grpc::serve(
+        listeners.grpc,
+        ingest.clone(),
+        cfg.limits.max_request_size.as_usize(),
+        recv_token.clone().cancelled_owned(),
+    ));
+    let http_router = ingest::http::router(
+        ingest.clone(),
+        cfg.limits.max_request_size.as_usize(),
+        cfg.limits.max_decompressed_size.as_usize(),
+    );
+    let http_task = {
+        let t = recv_token.clone();
+        tokio::spawn(async move {
+            axum::serve(listeners.http, http_router)
+                .with_graceful_shutdown(t.cancelled_owned())
+                .await
+        })
+    };
+    drop(ingest);
+
+    let sources_token = CancellationToken::new();
+    let sources = crate::sources::spawn(
+        &cfg,
+        &buffer_dir,
+        defaults,
+        recovery.positions,
+        Arc::new(buffer.clone()),
+        &registry,
+        sources_token.clone(),
+    )?;
+
+    ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    recv_token.cancel();
+    if let Ok(Err(e)) = grpc_task.await {
+        tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
+    }
+    if let Ok(Err(e)) = http_task.await {
+        tracing::warn!(error = %e, "OTLP/HTTP server stopped with an error");
+    }
+    sources_token.cancel();
+    for t in sources {
+        let _ = t.await;
+    }
+    buffer.close();
+    ship_token.cancel();
+    let _ = ship_task.await;
+    api_token.cancel();
+    let _ = api_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,787 @@
+//! Shipping: read the buffer in order, batch, compress, export to the collector, retry
+//! what may be retried, and acknowledge to the buffer in order.
+//!
+//! A batcher thread reads records and merges consecutive records of one signal into one
+//! export request (concatenated protobuf export requests are one valid request: the
+//! repeated top-level field just continues). Up to `concurrency` requests are in flight;
+//! the buffer's acknowledged position only moves past a request once it and every
+//! request before it are done, so a crash never skips an unsent batch.
+//!
+//! Outcomes follow the OTLP specification: success (with `partial_success` rejections
+//! counted); retryable failures (gRPC UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
+//! OUT_OF_RANGE, DATA_LOSS, CANCELLED, RESOURCE_EXHAUSTED with RetryInfo; HTTP 429, 502,
+//! 503, 504; connection errors and timeouts) are retried without end, with exponential
+//! backoff and jitter or the server's hint, since the data is safe on disk; permanent
+//! failures (INVALID_ARGUMENT, HTTP 400, 413, ...) drop the batch with a counter and a log
+//! line. Authentication failures are retried slowly rather than dropped, so that fixing a
+//! token loses nothing.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lookout_collector::ingest::grpc::RawCodec;
+use lookout_config::{Compression, ExportProtocol, ExporterConfig};
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
+use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
+use parking_lot::Mutex;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prost::Message;
+use rand::Rng;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::buffer::{Buffer, Pos, Read};
+use crate::sink::Signal;
+
+/// Longest wait a server's retry hint can impose.
+const MAX_HINT: Duration = Duration::from_secs(300);
+
+/// Self-metrics of shipping.
+#[derive(Clone)]
+pub struct ShipMetrics {
+    /// Items the collector accepted, by signal.
+    pub sent_items: IntCounterVec,
+    /// Items the collector rejected in `partial_success`, by signal.
+    pub rejected_items: IntCounterVec,
+    /// Items dropped after a permanent error, by signal and reason.
+    pub dropped_items: IntCounterVec,
+    /// Retries, by signal and reason.
+    pub retries: IntCounterVec,
+    /// Export attempts, by signal and outcome.
+    pub requests: IntCounterVec,
+    /// Export requests in flight.
+    pub inflight: IntGauge,
+    /// Age of the oldest record not yet acknowledged by the collector, in seconds.
+    pub lag_seconds: prometheus::Gauge,
+    /// Duration of export attempts.
+    pub request_seconds: Histogram,
+}
+
+impl ShipMetrics {
+    /// Create and register on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let cv = |n: &str, h: &str, l: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(n, h), l)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let inflight = IntGauge::new(
+            "lookout_agent_exporter_inflight_requests",
+            "Export requests in flight.",
+        )?;
+        registry.register(Box::new(inflight.clone()))?;
+        let lag_seconds = prometheus::Gauge::new(
+            "lookout_agent_exporter_lag_seconds",
+            "Age of the oldest buffered record not yet acknowledged by the collector.",
+        )?;
+        registry.register(Box::new(lag_seconds.clone()))?;
+        let request_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "lookout_agent_exporter_request_seconds",
+                "Duration of export attempts.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        Ok(Self {
+            sent_items: cv(
+                "lookout_agent_exporter_sent_items_total",
+                "Items accepted by the collector, by signal.",
+                &["signal"],
+            )?,
+            rejected_items: cv(
+                "lookout_agent_exporter_rejected_items_total",
+                "Items the collector rejected in partial_success, by signal.",
+                &["signal"],
+            )?,
+            dropped_items: cv(
+                "lookout_agent_exporter_dropped_items_total",
+                "Items dropped after a permanent export error, by signal and reason.",
+                &["signal", "reason"],
+            )?,
+            retries: cv(
+                "lookout_agent_exporter_retries_total",
+                "Export retries, by signal and reason.",
+                &["signal", "reason"],
+            )?,
+            requests: cv(
+                "lookout_agent_exporter_requests_total",
+                "Export attempts, by signal and outcome (ok, retry, dropped).",
+                &["signal", "outcome"],
+            )?,
+            inflight,
+            lag_seconds,
+            request_seconds,
+        })
+    }
+}
+
+/// What [`spawn`] needs.
+pub struct ShipperSetup {
+    /// The buffer to read.
+    pub buffer: Buffer,
+    /// Exporter settings.
+    pub cfg: ExporterConfig,
+    /// Collector endpoint (gRPC address or OTLP/HTTP base URL).
+    pub endpoint: String,
+    /// Self-metrics.
+    pub metrics: ShipMetrics,
+}
+
+/// One export request assembled from consecutive records.
+struct Batch {
+    id: u64,
+    signal: Signal,
+    payload: Vec<u8>,
+    items: u64,
+}
+
+/// Requests in flight, in buffer order; the ack moves over the done prefix.
+struct Inflight {
+    base: u64,
+    slots: VecDeque<Slot>,
+}
+
+struct Slot {
+    end: Pos,
+    first_time: u64,
+    done: bool,
+}
+
+/// How one export attempt went.
+#[derive(Debug)]
+enum Outcome {
+    Ok {
+        rejected: u64,
+        message: String,
+    },
+    Retry {
+        hint: Option<Duration>,
+        reason: &'static str,
+        why: String,
+    },
+    Permanent {
+        reason: &'static str,
+        why: String,
+    },
+}
+
+enum Client {
+    Grpc(tonic::client::Grpc<Channel>),
+    Http(reqwest::Client),
+}
+
+/// Start shipping; the task ends when `shutdown` is cancelled (after a grace period for
+/// requests in flight) or when the buffer is closed and drained.
+pub fn spawn(
+    setup: ShipperSetup,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = match setup.cfg.protocol {
+        ExportProtocol::Grpc => {
+            let channel = Channel::from_shared(setup.endpoint.clone())?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let mut g = tonic::client::Grpc::new(channel)
+                .max_decoding_message_size(16 << 20)
+                .accept_compressed(CompressionEncoding::Gzip);
+            g = match setup.cfg.compression {
+                Compression::Gzip => g.send_compressed(CompressionEncoding::Gzip),
+                Compression::Zstd => g.send_compressed(CompressionEncoding::Zstd),
+                Compression::None => g,
+            };
+            Client::Grpc(g)
+        }
+        ExportProtocol::Http => Client::Http(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        ),
+    };
+    let shipper = Arc::new(Shipper {
+        buffer: setup.buffer,
+        cfg: setup.cfg,
+        endpoint: setup.endpoint.trim_end_matches('/').to_string(),
+        metrics: setup.metrics,
+        client,
+        inflight: Mutex::new(Inflight {
+            base: 0,
+            slots: VecDeque::new(),
+        }),
+    });
+    let (tx, rx) = mpsc::channel::<(Batch, Pos, u64)>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (reader, cfg, stop) = (shipper.buffer.reader(), shipper.cfg.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("lookout-batcher".into())
+            .spawn(move || batcher(reader, cfg, tx, stop))?;
+    }
+    Ok(tokio::spawn(shipper.run(rx, stop, shutdown)))
+}
+
+struct Shipper {
+    buffer: Buffer,
+    cfg: ExporterConfig,
+    endpoint: String,
+    metrics: ShipMetrics,
+    client: Client,
+    inflight: Mutex<Inflight>,
+}
+
+/// Reads the buffer and cuts batches by signal, items, bytes and time.
+fn batcher(
+    mut reader: crate::buffer::Reader,
+    cfg: ExporterConfig,
+    tx: mpsc::Sender<(Batch, Pos, u64)>,
+    stop: Arc<AtomicBool>,
+) {
+    let max_items = u64::from(cfg.max_batch_items);
+    let max_bytes = cfg.max_batch_size.as_usize();
+    let timeout = cfg.batch_timeout.get();
+    let mut next_id = 0u64;
+    // (batch, end of its last record, append time of its first record, deadline)
+    let mut cur: Option<(Batch, Pos, u64, Instant)> = None;
+    let emit = |cur: &mut Option<(Batch, Pos, u64, Instant)>| -> bool {
+        match cur.take() {
+            Some((b, end, t, _)) => tx.blocking_send((b, end, t)).is_ok(),
+            None => true,
+        }
+    };
+    while !stop.load(Ordering::Acquire) {
+        let wait = match &cur {
+            Some((_, _, _, deadline)) => deadline.saturating_duration_since(Instant::now()),
+            None => Duration::from_millis(250),
+        };
+        match reader.next(wait) {
+            Ok(Read::Record(rec, end)) => {
+                let fits = cur.as_ref().is_some_and(|(b, _, _, _)| {
+                    b.signal == rec.signal
+                        && b.items + u64::from(rec.items) <= max_items
+                        && b.payload.len() + rec.payload.len() <= max_bytes
+                });
+                if fits {
+                    if let Some((b, e, _, _)) = &mut cur {
+                        b.payload.extend_from_slice(&rec.payload);
+                        b.items += u64::from(rec.items);
+                        *e = end;
+                    }
+                } else {
+                    if !emit(&mut cur) {
+                        return;
+                    }
+                    let mut payload = Vec::with_capacity(max_bytes.min(rec.payload.len() * 4));
+                    payload.extend_from_slice(&rec.payload);
+                    cur = Some((
+                        Batch {
+                            id: next_id,
+                            signal: rec.signal,
+                            payload,
+                            items: u64::from(rec.items),
+                        },
+                        end,
+                        rec.time,
+                        Instant::now() + timeout,
+                    ));
+                    next_id += 1;
+                }
+                let full = cur.as_ref().is_some_and(|(b, _, _, _)| {
+                    b.items >= max_items || b.payload.len() >= max_bytes
+                });
+                if full && !emit(&mut cur) {
+                    return;
+                }
+            }
+            Ok(Read::Idle) => {
+                let due = cur
+                    .as_ref()
+                    .is_some_and(|(_, _, _, d)| Instant::now() >= *d);
+                if due && !emit(&mut cur) {
+                    return;
+                }
+            }
+            Ok(Read::Closed) => {
+                emit(&mut cur);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the disk buffer; retrying in 1s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Shipper {
+    async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(Batch, Pos, u64)>,
+        stop: Arc<AtomicBool>,
+        shutdown: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.cfg.concurrency as usize));
+        let flusher = {
+            let buffer = self.buffer.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                while !token.is_cancelled() {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = token.cancelled() => break,
+                    }
+                    let b = buffer.clone();
+                    match tokio::task::spawn_blocking(move || b.flush_ack()).await {
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "cannot persist the buffer's ack position")
+                        }
+                        Err(e) => tracing::error!(error = %e, "ack flush task failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            })
+        };
+        let lag = {
+            let me = self.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                while !token.is_cancelled() {
+                    tokio::select! {
+                        _ = tick.tick() => me.update_lag(),
+                        _ = token.cancelled() => break,
+                    }
+                }
+            })
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let next = tokio::select! {
+                b = rx.recv() => b,
+                _ = shutdown.cancelled() => break,
+            };
+            let Some((batch, end, first_time)) = next else {
+                break;
+            };
+            {
+                let mut inf = self.inflight.lock();
+                if inf.slots.is_empty() {
+                    inf.base = batch.id;
+                }
+                inf.slots.push_back(Slot {
+                    end,
+                    first_time,
+                    done: false,
+                });
+            }
+            let me = self.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                me.deliver(batch, token).await;
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        stop.store(true, Ordering::Release);
+        drop(rx);
+        // Requests in flight get a grace period; what is cut off stays in the buffer.
+        let grace = self.cfg.timeout.get().min(Duration::from_secs(5));
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        flusher.abort();
+        lag.abort();
+        let b = self.buffer.clone();
+        match tokio::task::spawn_blocking(move || b.flush_ack()).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the buffer's ack position"),
+            Err(e) => tracing::error!(error = %e, "ack flush task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+
+    fn update_lag(&self) {
+        let oldest = self.inflight.lock().slots.front().map(|s| s.first_time);
+        let lag = match oldest {
+            Some(t) => {
+                let now = lookout_collector::ingest::now_unix_nano();
+                now.saturating_sub(t) as f64 / 1e9
+            }
+            None if self.buffer.unacked_bytes() == 0 => 0.0,
+            None => self.metrics.lag_seconds.get(),
+        };
+        self.metrics.lag_seconds.set(lag);
+    }
+
+    /// Send one batch until it is delivered or permanently refused; retries stop only at
+    /// shutdown (the batch then stays in the buffer).
+    async fn deliver(&self, batch: Batch, shutdown: CancellationToken) {
+        let signal = batch.signal.as_str();
+        let body = match self.compress(&batch.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot compress a batch; sending it uncompressed");
+                Bytes::from(batch.payload.clone())
+            }
+        };
+        let mut attempt = 0u32;
+        loop {
+            self.metrics.inflight.inc();
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                o = self.export(batch.signal, body.clone()) => o,
+                _ = shutdown.cancelled() => {
+                    self.metrics.inflight.dec();
+                    return;
+                }
+            };
+            self.metrics.inflight.dec();
+            self.metrics
+                .request_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Outcome::Ok { rejected, message } => {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[signal, "ok"])
+                        .inc();
+                    let accepted = batch.items.saturating_sub(rejected);
+                    self.metrics
+                        .sent_items
+                        .with_label_values(&[signal])
+                        .inc_by(accepted);
+                    if rejected > 0 {
+                        self.metrics
+                            .rejected_items
+                            .with_label_values(&[signal])
+                            .inc_by(rejected);
+                        tracing::warn!(
+                            signal,
+                            rejected,
+                            message,
+                            "the collector rejected part of a batch"
+                        );
+                    }
+                    break;
+                }
+                Outcome::Permanent { reason, why } => {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[signal, "dropped"])
+                        .inc();
+                    self.metrics
+                        .dropped_items
+                        .with_label_values(&[signal, reason])
+                        .inc_by(batch.items);
+                    tracing::error!(signal, items = batch.items, reason, error = %why, "the collector refused a batch permanently; dropping it");
+                    break;
+                }
+                Outcome::Retry { hint, reason, why } => {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[signal, "retry"])
+                        .inc();
+                    self.metrics
+                        .retries
+                        .with_label_values(&[signal, reason])
+                        .inc();
+                    let delay = match hint {
+                        Some(h) => h.min(MAX_HINT),
+                        None if reason == "unauthenticated" => self.cfg.retry_max_interval.get(),
+                        None => self.backoff(attempt),
+                    };
+                    if attempt == 0 || attempt.is_power_of_two() {
+                        let level_error = reason == "unauthenticated";
+                        if level_error {
+                            tracing::error!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "the collector refused the agent's credentials; retrying (check exporter.headers and TLS settings)");
+                        } else {
+                            tracing::warn!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "export failed; retrying");
+                        }
+                    }
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+        self.complete(batch.id);
+    }
+
+    /// Mark a batch done and move the buffer's ack over the done prefix.
+    fn complete(&self, id: u64) {
+        let mut inf = self.inflight.lock();
+        let Some(i) = id.checked_sub(inf.base) else {
+            return;
+        };
+        if let Some(slot) = inf.slots.get_mut(i as usize) {
+            slot.done = true;
+        }
+        let mut acked = None;
+        while inf.slots.front().is_some_and(|s| s.done) {
+            if let Some(s) = inf.slots.pop_front() {
+                acked = Some(s.end);
+                inf.base += 1;
+            }
+        }
+        drop(inf);
+        if let Some(pos) = acked {
+            self.buffer.ack(pos);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let initial = self.cfg.retry_initial_interval.get();
+        let max = self.cfg.retry_max_interval.get();
+        let base = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
+        let jitter: f64 = rand::rng().random_range(0.5..1.5);
+        base.mul_f64(jitter).min(max)
+    }
+
+    fn compress(&self, payload: &[u8]) -> std::io::Result<Bytes> {
+        // gRPC compresses inside tonic; HTTP bodies are compressed here.
+        if matches!(self.client, Client::Grpc(_)) {
+            return Ok(Bytes::copy_from_slice(payload));
+        }
+        Ok(match self.cfg.compression {
+            Compression::None => Bytes::copy_from_slice(payload),
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(payload.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                e.write_all(payload)?;
+                Bytes::from(e.finish()?)
+            }
+            Compression::Zstd => Bytes::from(zstd::encode_all(payload, 1)?),
+        })
+    }
+
+    async fn export(&self, signal: Signal, body: Bytes) -> Outcome {
+        match &self.client {
+            Client::Grpc(g) => self.export_grpc(g.clone(), signal, body).await,
+            Client::Http(c) => self.export_http(c, signal, body).await,
+        }
+    }
+
+    async fn export_grpc(
+        &self,
+        mut grpc: tonic::client::Grpc<Channel>,
+        signal: Signal,
+        body: Bytes,
+    ) -> Outcome {
+        let path = match signal {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        };
+        let mut req = tonic::Request::new(body);
+        req.set_timeout(self.cfg.timeout.get());
+        for (k, v) in &self.cfg.headers {
+            let key =
+                match tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                };
+            if let Ok(v) = v.parse() {
+                req.metadata_mut().insert(key, v);
+            }
+        }
+        let call = async {
+            grpc.ready().await.map_err(|e| {
+                tonic::Status::unavailable(format!("cannot connect to {}: {e}", self.endpoint))
+            })?;
+            grpc.unary(req, http::uri::PathAndQuery::from_static(path), RawCodec)
+                .await
+        };
+        let res = match tokio::time::timeout(self.cfg.timeout.get() + Duration::from_secs(1), call)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                return Outcome::Retry {
+                    hint: None,
+                    reason: "timeout",
+                    why: format!("no answer within {:?}", self.cfg.timeout.get()),
+                }
+            }
+        };
+        match res {
+            Ok(resp) => ok_outcome(signal, &resp.into_inner()),
+            Err(status) => classify_grpc(&status),
+        }
+    }
+
+    async fn export_http(&self, client: &reqwest::Client, signal: Signal, body: Bytes) -> Outcome {
+        let url = format!("{}/v1/{}", self.endpoint, signal.as_str());
+        let mut req = client
+            .post(&url)
+            .timeout(self.cfg.timeout.get())
+            .header("content-type", "application/x-protobuf")
+            .body(body);
+        match self.cfg.compression {
+            Compression::Gzip => req = req.header("content-encoding", "gzip"),
+            Compression::Zstd => req = req.header("content-encoding", "zstd"),
+            Compression::None => {}
+        }
+        for (k, v) in &self.cfg.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                };
+                return Outcome::Retry {
+                    hint: None,
+                    reason,
+                    why: format!("{url}: {e}"),
+                };
+            }
+        };
+        let status = resp.status();
+        let hint = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return ok_outcome(signal, &body);
+        }
+        let message = tonic_types::Status::decode(&body[..])
+            .map(|s| s.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+        let why = format!("HTTP {status}: {message}");
+        match status.as_u16() {
+            429 => Outcome::Retry {
+                hint,
+                reason: "throttled",
+                why,
+            },
+            502..=504 => Outcome::Retry {
+                hint,
+                reason: "unavailable",
+                why,
+            },
+            401 | 403 => Outcome::Retry {
+                hint: None,
+                reason: "unauthenticated",
+                why,
+            },
+            413 => Outcome::Permanent {
+                reason: "too_large",
+                why,
+            },
+            _ => Outcome::Permanent {
+                reason: "invalid",
+                why,
+            },
+        }
+    }
+}
+
+fn ok_outcome(signal: Signal, body: &[u8]) -> Outcome {
+    let partial = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+    };
+    let (rejected, message) = partial.unwrap_or((0, String::new()));
+    Outcome::Ok {
+        rejected: u64::try_from(rejected).unwrap_or(0),
+        message,
+    }
+}
+
+fn classify_grpc(status: &tonic::Status) -> Outcome {
+    use tonic::Code;
+    let why = format!("{:?}: {}", status.code(), status.message());
+    let hint = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    match status.code() {
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss => Outcome::Retry {
+            hint,
+            reason: "unavailable",
+            why,
+        },
+        Code::ResourceExhausted if hint.is_some() => Outcome::Retry {
+            hint,
+            reason: "throttled",
+            why,
+        },
+        Code::ResourceExhausted => Outcome::Permanent {
+            reason: "too_large",
+            why,
+        },
+        Code::Unauthenticated | Code::PermissionDenied => Outcome::Retry {
+            hint: None,
+            reason: "unauthenticated",
+            why,
+        },
+        _ => Outcome::Permanent {
+            reason: "invalid",
+            why,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_are_classified_per_otlp() {
+        let retry = |s: tonic::Status| matches!(classify_grpc(&s), Outcome::Retry { .. });
+        assert!(retry(tonic::Status::unavailable("x")));
+        assert!(retry(tonic::Status::deadline_exceeded("x")));
+        assert!(!retry(tonic::Status::invalid_argument("x")));
+        assert!(!retry(tonic::Status::resource_exhausted("too big")));
+        let with_hint = tonic::Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(2))),
+        );
+        match classify_grpc(&with_hint) {
+            Outcome::Retry { hint, .. } => assert_eq!(hint, Some(Duration::from_secs(2))),
+            o => unreachable!("{o:?}"),
+        }
+        assert!(retry(tonic::Status::unauthenticated("bad token")));
+    }
+}

@@ -1,0 +1,245 @@
+//! The agent with the real collector: a collector outage and an agent `kill -9` lose
+//! nothing the agent acknowledged, and a batch the collector refuses does not block the
+//! ones after it.
+
+use std::time::Duration;
+
+use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::resource::v1::Resource;
+use lookout_tests::{free_addr, get_json, metric_value, poll, Agent, Collector};
+use prost::Message;
+
+use crate::util::{kv, now_ns};
+
+const PER_REQUEST: usize = 50;
+
+fn logs(mark: &str, from: usize, n: usize, time: u64) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "shop")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (from..from + n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: time,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("{mark} n{i}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Send `requests` requests of logs marked `mark` to the agent over OTLP/HTTP; all must
+/// be acknowledged.
+async fn send_http(agent: &Agent, mark: &str, requests: usize) -> usize {
+    let client = reqwest::Client::new();
+    for r in 0..requests {
+        let body = logs(mark, r * PER_REQUEST, PER_REQUEST, now_ns()).encode_to_vec();
+        let resp = client
+            .post(agent.http_url("/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("POST to the agent");
+        assert_eq!(
+            resp.status(),
+            200,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    requests * PER_REQUEST
+}
+
+/// The same over OTLP/gRPC with gzip.
+async fn send_grpc(agent: &Agent, mark: &str, requests: usize) -> usize {
+    let mut client = LogsServiceClient::connect(agent.grpc_url())
+        .await
+        .expect("connect to the agent")
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    for r in 0..requests {
+        client
+            .export(logs(mark, r * PER_REQUEST, PER_REQUEST, now_ns()))
+            .await
+            .expect("export to the agent");
+    }
+    requests * PER_REQUEST
+}
+
+async fn log_total(c: &Collector, q: &str) -> u64 {
+    let (_, b) = get_json(&c.api_url(&format!("/api/v1/logs?q={q}&limit=1"))).await;
+    b["total"].as_u64().unwrap_or(0)
+}
+
+async fn wait_shipped(agent: &Agent) {
+    poll(Duration::from_secs(30), "agent buffer drained", || async {
+        let (_, h) = get_json(&agent.api_url("/healthz")).await;
+        (h["buffer_unacked_bytes"].as_u64() == Some(0)).then_some(())
+    })
+    .await;
+}
+
+const FAST_RETRY: &str = "[exporter]\nretry_initial_interval = \"100ms\"\nretry_max_interval = \"500ms\"\nbatch_timeout = \"50ms\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_outage_and_agent_kill_9_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, buf) = (dir.path().join("data"), dir.path().join("buffer"));
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, FAST_RETRY).expect("write config");
+    let cfg = cfg.display().to_string();
+    let grpc = free_addr();
+    let collector_url = format!("http://{grpc}");
+    let c = Collector::start_on(grpc, &data, &[]);
+    let agent = Agent::start(&buf, &collector_url, &["--config", &cfg]);
+
+    // Before the outage: shipped straight through, with the agent's resource attributes.
+    let before = send_http(&agent, "agentmarkbefore", 10).await;
+    poll(
+        Duration::from_secs(30),
+        "logs before the outage",
+        || async { (log_total(&c, "agentmarkbefore").await == before as u64).then_some(()) },
+    )
+    .await;
+    let (_, b) = get_json(&c.api_url("/api/v1/logs?q=agentmarkbefore&limit=1")).await;
+    let resource = &b["logs"][0]["resource"];
+    assert!(resource["host.name"].is_string(), "host.name added: {b}");
+    assert!(
+        resource["service.instance.id"].is_string(),
+        "instance id added: {b}"
+    );
+    assert_eq!(
+        resource["service.name"], "shop",
+        "the sender's own name wins"
+    );
+    wait_shipped(&agent).await;
+    c.kill9();
+
+    // The outage: the agent acknowledges into its buffer and keeps retrying.
+    let during = send_grpc(&agent, "agentmarkduring", 20).await
+        + send_http(&agent, "agentmarkduring", 10).await;
+    poll(Duration::from_secs(10), "export retries", || async {
+        let m = agent.metrics().await;
+        (metric_value(
+            &m,
+            "lookout_agent_exporter_retries_total{reason=\"unavailable\",signal=\"logs\"}",
+        )
+        .unwrap_or(0.0)
+            > 0.0)
+            .then_some(())
+    })
+    .await;
+    let (_, h) = get_json(&agent.api_url("/healthz")).await;
+    assert!(h["buffer_unacked_bytes"].as_u64().unwrap_or(0) > 0, "{h}");
+    // And then the agent crashes too.
+    agent.kill9();
+
+    // Both come back; everything arrives exactly once.
+    let agent = Agent::start(&buf, &collector_url, &["--config", &cfg]);
+    assert!(
+        agent
+            .output()
+            .contains("holds data not yet shipped; resuming"),
+        "{}",
+        agent.output()
+    );
+    let c = Collector::start_on(grpc, &data, &[]);
+    let after = send_http(&agent, "agentmarkafter", 4).await;
+    poll(
+        Duration::from_secs(60),
+        "logs sent during the outage",
+        || async { (log_total(&c, "agentmarkduring").await >= during as u64).then_some(()) },
+    )
+    .await;
+    poll(
+        Duration::from_secs(30),
+        "logs sent after the restart",
+        || async { (log_total(&c, "agentmarkafter").await >= after as u64).then_some(()) },
+    )
+    .await;
+    wait_shipped(&agent).await;
+    assert_eq!(log_total(&c, "agentmarkbefore").await, before as u64);
+    assert_eq!(
+        log_total(&c, "agentmarkduring").await,
+        during as u64,
+        "no loss, no duplicates"
+    );
+    assert_eq!(log_total(&c, "agentmarkafter").await, after as u64);
+    let m = agent.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "lookout_agent_exporter_sent_items_total{signal=\"logs\"}"
+        ),
+        Some((during + after) as f64),
+        "{m}"
+    );
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_dropped_and_counted_and_the_rest_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    // The agent takes timestamps up to two days ahead; the collector only one hour, so it
+    // answers 400 to a batch of only such records.
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!("{FAST_RETRY}[limits]\nmax_future_skew = \"48h\"\n"),
+    )
+    .expect("write config");
+    let agent = Agent::start(
+        &dir.path().join("buffer"),
+        &c.grpc_url(),
+        &["--config", &cfg.display().to_string()],
+    );
+    let client = reqwest::Client::new();
+    let future = now_ns() + 24 * 3600 * 1_000_000_000;
+    let bad = logs("agentbad", 0, 30, future).encode_to_vec();
+    let r = client
+        .post(agent.http_url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(bad)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200, "the agent accepts it");
+    poll(
+        Duration::from_secs(20),
+        "the refused batch counted",
+        || async {
+            let m = agent.metrics().await;
+            (metric_value(
+                &m,
+                "lookout_agent_exporter_dropped_items_total{reason=\"invalid\",signal=\"logs\"}",
+            ) == Some(30.0))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        agent.output().contains("refused a batch permanently"),
+        "{}",
+        agent.output()
+    );
+    let good = send_http(&agent, "agentgood", 5).await;
+    poll(Duration::from_secs(20), "the good batches", || async {
+        (log_total(&c, "agentgood").await == good as u64).then_some(())
+    })
+    .await;
+    wait_shipped(&agent).await;
+    assert_eq!(log_total(&c, "agentbad").await, 0);
+}
