@@ -8,9 +8,22 @@
 //! [`Entry`] whose `positions` hold, per file, the end of its last record in the batch.
 //! Only when `append` succeeds are the offsets advanced; a failed append is retried with
 //! the same entry (1 s, growing to 5 s) and reading stops meanwhile. The checkpoint file
-//! (see [`checkpoint`]) is written at most a second after an append, when a file is first
-//! tracked, and on shutdown; at start-up each file resumes from the larger of its
-//! checkpoint and the offset the disk buffer recovered for it ([`TailerSetup::recovered`]).
+//! is written at most a second after an append, when a file is first tracked, and on
+//! shutdown; at start-up each file resumes from the larger of its checkpoint and the
+//! offset the disk buffer recovered for it ([`TailerSetup::recovered`]).
+//!
+//! # Checkpoint file
+//!
+//! `STATE_DIR/tail-checkpoints.json` ([`CHECKPOINT_FILE_NAME`]), replaced atomically
+//! (temporary file, fsync, rename, fsync of the directory):
+//!
+//! ```json
+//! {"version": 1, "files": [{"file_id": 1234, "dev": 2049, "ino": 393228, "fp_len": 1000,
+//!   "offset": 52311, "path": "/var/log/shop/app.log", "seen_unix": 1767225600}]}
+//! ```
+//!
+//! Entries of files no longer open are dropped an hour after they were last seen. An
+//! unreadable file is moved aside to `tail-checkpoints.json.bad` with a warning.
 //!
 //! # File identity
 //!
@@ -31,6 +44,23 @@
 //! - Truncate (`copytruncate`): a size below the read offset restarts at 0. Lines written
 //!   between the copy and the truncation are lost; that is inherent to copy-truncate.
 //! - Deleted while tailed: read to the end, then released.
+//! - A known inode whose first bytes changed while the agent was stopped (rewritten,
+//!   copy-truncated, or the inode reused) is read from the beginning.
+//!
+//! # Limits
+//!
+//! At most 64 KiB is read per file per poll, a line or record keeps at most
+//! `max_line_length` bytes (the rest streams past), and a batch holds at most
+//! `max_batch_records` records or about 4 MiB; reading waits while the sink refuses.
+//!
+//! Not handled: a file renamed away and rotated again within one poll, or rotated to a
+//! name `paths` does not match while the agent is stopped (match rotated names, e.g.
+//! `app.log*`, to finish those); a truncation followed by regrowth past the read offset
+//! between two polls (or while stopped with identical first bytes); an unterminated last
+//! line of a file that stays in place (shipped only once the file is rotated away);
+//! moving logs to another filesystem (the identity includes device and inode); encodings
+//! other than UTF-8 (invalid bytes are replaced); NUL bytes written into holes after a
+//! truncation end up in the text.
 
 mod checkpoint;
 mod metrics;
@@ -399,7 +429,12 @@ struct Core {
     state_dir: PathBuf,
     metrics: TailMetrics,
     warned_paths: HashSet<PathBuf>,
-    binary: HashSet<(u64, u64)>,
+    /// Binary files by (device, inode), with their group; forgotten when gone.
+    binary: HashMap<(u64, u64), usize>,
+    /// Records per entry.
+    max_batch: usize,
+    /// Round-robin start among files, so one busy file does not starve the others.
+    rr: usize,
     batch: VecDeque<Pending>,
     batch_bytes: usize,
     batch_started: Option<Instant>,
@@ -456,7 +491,9 @@ impl Core {
             state_dir: setup.state_dir,
             metrics: setup.metrics,
             warned_paths: HashSet::new(),
-            binary: HashSet::new(),
+            binary: HashMap::new(),
+            max_batch: setup.max_batch_records.max(1),
+            rr: 0,
             batch: VecDeque::new(),
             batch_bytes: 0,
             batch_started: None,
@@ -559,12 +596,14 @@ impl Core {
                 t.unmatched = t.unmatched.saturating_add(1);
             }
         }
+        // A binary file that is gone may have its inode reused by a text file.
+        self.binary.retain(|k, g| *g != gi || seen.contains(k));
         for (path, dev, ino) in found {
             let tracked = self
                 .files
                 .iter()
                 .any(|t| t.dev == dev && t.ino == ino && !t.draining);
-            if tracked || self.binary.contains(&(dev, ino)) {
+            if tracked || self.binary.contains_key(&(dev, ino)) {
                 continue;
             }
             self.try_track(gi, &path);
@@ -609,7 +648,7 @@ impl Core {
         }
         self.warned_paths.remove(path);
         if head.contains(&0) {
-            self.binary.insert((dev, ino));
+            self.binary.insert((dev, ino), gi);
             self.metrics.error("binary");
             warn!(path = %path.display(), "not tailing a binary file (NUL bytes in its first KiB)");
             return;
@@ -624,6 +663,13 @@ impl Core {
                 && (c.fp_len as usize) <= head.len()
                 && checkpoint::file_id(dev, ino, &head[..c.fp_len as usize]) == c.file_id
         });
+        // Same inode, other content: rewritten (or the inode reused) since it was last
+        // seen, so all of it is new.
+        let rewritten = known.is_none()
+            && self
+                .checkpoints
+                .values()
+                .any(|c| c.dev == dev && c.ino == ino);
         let group = &self.groups[gi];
         let (id, fp_len, mut offset, how) = match known {
             Some(c) => {
@@ -635,6 +681,7 @@ impl Core {
                 let id = checkpoint::file_id(dev, ino, &head[..fp_len]);
                 let (offset, how) = match self.recovered.get(&id) {
                     Some(&o) => (o, "disk buffer"),
+                    None if rewritten => (0, "beginning (rewritten)"),
                     None if group.scanned || group.beginning => (0, "beginning"),
                     None => (end_of_last_line(&file, size), "end"),
                 };
@@ -701,6 +748,8 @@ impl Core {
             batch_bytes,
             batch_started,
             buf,
+            max_batch,
+            rr,
             ..
         } = self;
         let group = &groups[gi];
@@ -715,8 +764,20 @@ impl Core {
             observed: nanos_now(),
         };
         let mut more = false;
-        for t in files.iter_mut().filter(|t| t.group == gi && !t.draining) {
-            more |= read_file(t, buf, &mut sink);
+        let n = files.len();
+        let first = *rr % n.max(1);
+        *rr = rr.wrapping_add(1);
+        for k in 0..n {
+            let t = &mut files[(first + k) % n];
+            if t.group != gi || t.draining {
+                continue;
+            }
+            if sink.batch.len() >= *max_batch || *sink.batch_bytes >= MAX_BATCH_BYTES {
+                // Ship the batch first; come back at once.
+                more = true;
+            } else {
+                more |= read_file(t, buf, &mut sink);
+            }
             if t.joiner.expired(now, group.multiline_timeout) {
                 if let Some(r) = t.joiner.flush() {
                     sink.emit(t, r);
@@ -837,7 +898,15 @@ impl Core {
             self.batch_started = None;
             return None;
         }
-        let n = self.batch.len().min(max);
+        let mut n = 0;
+        let mut size = 0;
+        for p in self.batch.iter().take(max) {
+            if n > 0 && size + p.bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+            size += p.bytes;
+        }
         let mut resource_logs: Vec<(usize, Vec<LogRecord>)> = Vec::new();
         let mut positions: Vec<FilePosition> = Vec::new();
         let mut counts: Vec<(u64, usize)> = Vec::new();
@@ -960,7 +1029,7 @@ impl BatchSink<'_> {
                 .with_label_values(&[&self.group.label])
                 .inc();
         }
-        let bytes = raw.bytes.len() + 64;
+        let bytes = raw.bytes.len() + t.path.as_os_str().len() * 2 + 64;
         let (log, non_json) =
             record::build(&raw.bytes, self.group.json, &t.file_attrs, self.observed);
         if non_json {

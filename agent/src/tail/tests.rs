@@ -95,6 +95,7 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
 }
 
 struct Harness {
+    max_batch: usize,
     dir: tempfile::TempDir,
     sink: Arc<TestSink>,
     registry: prometheus::Registry,
@@ -121,6 +122,7 @@ impl Harness {
         let registry = prometheus::Registry::new();
         let metrics = TailMetrics::new(&registry).unwrap();
         Self {
+            max_batch: 1000,
             dir: tempfile::tempdir().unwrap(),
             sink: Arc::new(TestSink::default()),
             registry,
@@ -150,7 +152,7 @@ impl Harness {
             recovered,
             sink: self.sink.clone(),
             metrics: self.metrics.clone(),
-            max_batch_records: 1000,
+            max_batch_records: self.max_batch,
             batch_timeout: Duration::from_millis(20),
         };
         let retry = Retry {
@@ -694,4 +696,56 @@ async fn identity_survives_growth_and_distinguishes_new_files() {
     run.stop().await;
     assert_eq!(h.sink.bodies()[101], "brand new");
     assert_ne!(h.sink.last_position().file_id, id);
+}
+
+#[tokio::test]
+async fn file_rewritten_while_stopped_is_read_from_the_start() {
+    let h = Harness::new();
+    let log = h.path("app.log");
+    append(&log, "old-1\nold-2\n");
+    let run = h.start(h.entry("app.log"));
+    wait_bodies(&h.sink, &["old-1", "old-2"]).await;
+    run.stop().await;
+    // copytruncate while stopped, then more lines than before: same inode, new content.
+    std::fs::write(&log, "new-1\nnew-2\nnew-3\n").unwrap();
+    let mut e = h.entry("app.log");
+    e.start_at = "end".into();
+    let run = h.start(e);
+    wait_bodies(&h.sink, &["old-1", "old-2", "new-1", "new-2", "new-3"]).await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn batches_respect_max_records() {
+    let mut h = Harness::new();
+    h.max_batch = 3;
+    let log = h.path("app.log");
+    let lines: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
+    append(&log, &(lines.join("\n") + "\n"));
+    let run = h.start(h.entry("app.log"));
+    let want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    wait_bodies(&h.sink, &want).await;
+    run.stop().await;
+    let entries = h.sink.entries.lock();
+    assert!(entries.iter().all(|e| e.items <= 3));
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].positions[0].offset, 9);
+}
+
+#[tokio::test]
+async fn corrupt_checkpoint_file_is_set_aside() {
+    let h = Harness::new();
+    std::fs::create_dir_all(h.path("state")).unwrap();
+    std::fs::write(h.path("state").join(CHECKPOINT_FILE_NAME), "{not json").unwrap();
+    append(&h.path("app.log"), "a\n");
+    let run = h.start(h.entry("app.log"));
+    wait_bodies(&h.sink, &["a"]).await;
+    run.stop().await;
+    assert!(h.path("state").join("tail-checkpoints.json.bad").exists());
+    assert_eq!(
+        h.counter("lookout_agent_tail_errors_total", &[("kind", "checkpoint")]),
+        1
+    );
+    let cp = std::fs::read_to_string(h.path("state").join(CHECKPOINT_FILE_NAME)).unwrap();
+    assert!(cp.contains("\"version\": 1"), "{cp}");
 }
