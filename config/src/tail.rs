@@ -171,6 +171,32 @@ mod tests {
         assert!(!c.tail[0].is_json());
     }
 
+    /// The block documented for `config/examples/agent.toml`, uncommented.
+    const DOCUMENTED: &str = r#"
+[[tail]]
+paths = ["/var/log/shop/*.log"]
+exclude = []
+service = ""
+attributes = {}
+start_at = "end"
+format = "text"
+max_line_length = "64KiB"
+poll_interval = "250ms"
+[tail.multiline]
+start_pattern = ""
+timeout = "1s"
+"#;
+
+    #[test]
+    fn documented_block_is_the_defaults() {
+        let c: AgentConfig = parse(DOCUMENTED, Path::new("a.toml")).expect("parse");
+        let want = TailConfig {
+            paths: vec!["/var/log/shop/*.log".into()],
+            ..TailConfig::default()
+        };
+        assert_eq!(c.tail, vec![want]);
+    }
+
     #[test]
     fn every_key_parses() {
         let text = r#"
