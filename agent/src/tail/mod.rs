@@ -773,7 +773,9 @@ impl Core {
                 continue;
             }
             if sink.batch.len() >= *max_batch || *sink.batch_bytes >= MAX_BATCH_BYTES {
-                // Ship the batch first; come back at once.
+                // Ship the batch first; come back at once. Not at its end: a file the
+                // globs lost must not be released before this read.
+                t.at_eof = false;
                 more = true;
             } else {
                 more |= read_file(t, buf, &mut sink);
