@@ -1,1 +1,0 @@
-//! Log file tailing (`[[tail]]`): not built yet.
