@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lookout_config::AgentConfig;
 use lookout_proto::otlp::common::v1::KeyValue;
@@ -10,6 +11,7 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::Sink;
+use crate::tail;
 
 /// Start the tailer and the host-metrics collector; their tasks end (after a final
 /// flush) when `shutdown` is cancelled.
@@ -22,14 +24,23 @@ pub fn spawn(
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let _ = (
-        cfg,
-        state_dir,
-        base_resource,
-        recovered,
-        sink,
-        registry,
-        shutdown,
-    );
-    Ok(Vec::new())
+    let mut tasks = Vec::new();
+    let tail_metrics = tail::TailMetrics::new(registry)?;
+    if !cfg.tail.is_empty() {
+        tasks.push(tail::spawn(
+            tail::TailerSetup {
+                entries: cfg.tail.clone(),
+                state_dir: state_dir.to_path_buf(),
+                base_resource: base_resource.clone(),
+                recovered,
+                sink: sink.clone(),
+                metrics: tail_metrics,
+                max_batch_records: 1000,
+                batch_timeout: Duration::from_millis(200),
+            },
+            shutdown.clone(),
+        )?);
+    }
+    let _ = (base_resource, sink, shutdown);
+    Ok(tasks)
 }

@@ -243,3 +243,75 @@ async fn a_refused_batch_is_dropped_and_counted_and_the_rest_flow() {
     wait_shipped(&agent).await;
     assert_eq!(log_total(&c, "agentbad").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailed_files_survive_rotation_and_kill_9_without_loss_or_duplicates() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs_dir = dir.path().join("logs");
+    std::fs::create_dir_all(&logs_dir).expect("mkdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{FAST_RETRY}[[tail]]\npaths = [\"{}/*.log\"]\nservice = \"tailsvc\"\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n",
+            logs_dir.display()
+        ),
+    )
+    .expect("write config");
+    let cfg = cfg.display().to_string();
+    let buf = dir.path().join("buffer");
+    let agent = Agent::start(&buf, &c.grpc_url(), &["--config", &cfg]);
+    let app = logs_dir.join("app.log");
+    let write_lines = |from: usize, to: usize| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&app)
+            .expect("open app.log");
+        for i in from..to {
+            writeln!(f, "tailmark line{i}").expect("write");
+            if i % 50 == 0 {
+                f.flush().expect("flush");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    write_lines(0, 600);
+    // Rotation by rename while lines keep coming: the old file is finished, the new one
+    // read from its start.
+    std::fs::rename(&app, logs_dir.join("app.log.1")).expect("rotate");
+    write_lines(600, 1000);
+    poll(
+        Duration::from_secs(30),
+        "tailed lines across the rotation",
+        || async { (log_total(&c, "tailmark").await >= 1000).then_some(()) },
+    )
+    .await;
+    wait_shipped(&agent).await;
+    // A crash between polls: the restart neither skips nor repeats lines.
+    agent.kill9();
+    write_lines(1000, 1300);
+    let agent = Agent::start(&buf, &c.grpc_url(), &["--config", &cfg]);
+    poll(
+        Duration::from_secs(30),
+        "lines written while the agent was down",
+        || async { (log_total(&c, "tailmark").await >= 1300).then_some(()) },
+    )
+    .await;
+    wait_shipped(&agent).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        log_total(&c, "tailmark").await,
+        1300,
+        "every line exactly once"
+    );
+    let (_, b) = get_json(&c.api_url("/api/v1/logs?q=line1299&limit=1")).await;
+    assert_eq!(b["logs"][0]["service"], "tailsvc", "{b}");
+    assert!(
+        b["logs"][0]["attributes"]["log.file.path"].is_string(),
+        "{b}"
+    );
+    assert!(agent.terminate().success());
+}
