@@ -177,7 +177,11 @@ enum Outcome {
 }
 
 enum Client {
-    Grpc(tonic::client::Grpc<Channel>),
+    /// The configured compression, and gzip for receivers that do not take zstd.
+    Grpc {
+        main: tonic::client::Grpc<Channel>,
+        gzip: tonic::client::Grpc<Channel>,
+    },
     Http(reqwest::Client),
 }
 
@@ -193,15 +197,16 @@ pub fn spawn(
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
                 .connect_lazy();
-            let mut g = tonic::client::Grpc::new(channel)
+            let g = tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(16 << 20)
                 .accept_compressed(CompressionEncoding::Gzip);
-            g = match setup.cfg.compression {
+            let gzip = g.clone().send_compressed(CompressionEncoding::Gzip);
+            let main = match setup.cfg.compression {
                 Compression::Gzip => g.send_compressed(CompressionEncoding::Gzip),
                 Compression::Zstd => g.send_compressed(CompressionEncoding::Zstd),
                 Compression::None => g,
             };
-            Client::Grpc(g)
+            Client::Grpc { main, gzip }
         }
         ExportProtocol::Http => Client::Http(
             reqwest::Client::builder()
@@ -220,6 +225,7 @@ pub fn spawn(
             base: 0,
             slots: VecDeque::new(),
         }),
+        gzip_fallback: AtomicBool::new(false),
     });
     let (tx, rx) = mpsc::channel::<(Batch, Pos, u64)>(1);
     let stop = Arc::new(AtomicBool::new(false));
@@ -239,6 +245,8 @@ struct Shipper {
     metrics: ShipMetrics,
     client: Client,
     inflight: Mutex<Inflight>,
+    /// The receiver refused zstd: send gzip from now on.
+    gzip_fallback: AtomicBool,
 }
 
 /// Reads the buffer and cuts batches by signal, items, bytes and time.
@@ -559,7 +567,7 @@ impl Shipper {
 
     fn compress(&self, payload: &[u8]) -> std::io::Result<Bytes> {
         // gRPC compresses inside tonic; HTTP bodies are compressed here.
-        if matches!(self.client, Client::Grpc(_)) {
+        if matches!(self.client, Client::Grpc { .. }) {
             return Ok(Bytes::copy_from_slice(payload));
         }
         Ok(match self.cfg.compression {
@@ -578,7 +586,28 @@ impl Shipper {
 
     async fn export(&self, signal: Signal, body: Bytes) -> Outcome {
         match &self.client {
-            Client::Grpc(g) => self.export_grpc(g.clone(), signal, body).await,
+            Client::Grpc { main, gzip } => {
+                let client = if self.gzip_fallback.load(Ordering::Relaxed) {
+                    gzip
+                } else {
+                    main
+                };
+                let outcome = self.export_grpc(client.clone(), signal, body.clone()).await;
+                match outcome {
+                    Outcome::Permanent {
+                        reason: "compression",
+                        why,
+                    } if !self.gzip_fallback.swap(true, Ordering::Relaxed) => {
+                        tracing::warn!(error = %why, "the collector does not take this compression; sending gzip from now on (set exporter.compression)");
+                        self.export_grpc(gzip.clone(), signal, body).await
+                    }
+                    Outcome::Permanent {
+                        reason: "compression",
+                        ..
+                    } => self.export_grpc(gzip.clone(), signal, body).await,
+                    o => o,
+                }
+            }
             Client::Http(c) => self.export_http(c, signal, body).await,
         }
     }
@@ -748,6 +777,10 @@ fn classify_grpc(status: &tonic::Status) -> Outcome {
         },
         Code::ResourceExhausted => Outcome::Permanent {
             reason: "too_large",
+            why,
+        },
+        Code::Unimplemented if status.message().contains("compress") => Outcome::Permanent {
+            reason: "compression",
             why,
         },
         Code::Unauthenticated | Code::PermissionDenied => Outcome::Retry {
