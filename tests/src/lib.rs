@@ -111,11 +111,21 @@ impl Collector {
 
     /// Like [`Collector::start`] with OTLP/gRPC on `grpc`.
     pub fn start_on(grpc: SocketAddr, data_dir: &Path, extra: &[&str]) -> Collector {
+        Self::start_at(grpc, "127.0.0.1:0".parse().unwrap(), data_dir, extra)
+    }
+
+    /// Like [`Collector::start`] with OTLP/gRPC on `grpc` and OTLP/HTTP on `http`.
+    pub fn start_at(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Collector {
         let mut args: Vec<String> = vec![
             "--otlp-grpc".into(),
             grpc.to_string(),
             "--otlp-http".into(),
-            "127.0.0.1:0".into(),
+            http.to_string(),
             "--api".into(),
             "127.0.0.1:0".into(),
             "--data-dir".into(),

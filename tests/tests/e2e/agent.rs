@@ -315,3 +315,137 @@ async fn tailed_files_survive_rotation_and_kill_9_without_loss_or_duplicates() {
     );
     assert!(agent.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_pushes_back_and_the_http_exporter_delivers_afterwards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Ship over OTLP/HTTP to a collector that is not there yet.
+    let http = free_addr();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{FAST_RETRY}protocol = \"http\"\ncompression = \"zstd\"\n[buffer]\nmax_size = \"256KiB\"\nsegment_size = \"64KiB\"\n"
+        ),
+    )
+    .expect("write config");
+    let agent = Agent::start(
+        &dir.path().join("buffer"),
+        &format!("http://{http}"),
+        &["--config", &cfg.display().to_string()],
+    );
+    let client = reqwest::Client::new();
+    let mut accepted = 0usize;
+    let mut throttled = None;
+    for r in 0..200 {
+        let body = logs("agentfull", r * PER_REQUEST, PER_REQUEST, now_ns()).encode_to_vec();
+        let resp = client
+            .post(agent.http_url("/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        if resp.status() == 200 {
+            accepted += PER_REQUEST;
+            continue;
+        }
+        throttled = Some((
+            resp.status().as_u16(),
+            resp.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_string()),
+        ));
+        break;
+    }
+    assert_eq!(
+        throttled,
+        Some((429, Some("5".to_string()))),
+        "HTTP answers 429 with Retry-After"
+    );
+    // gRPC gets RESOURCE_EXHAUSTED with RetryInfo, which OTLP clients retry.
+    let mut grpc = LogsServiceClient::connect(agent.grpc_url())
+        .await
+        .expect("connect");
+    let e = grpc
+        .export(logs("agentfull", 0, PER_REQUEST, now_ns()))
+        .await
+        .expect_err("full");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    assert!(e.get_details_retry_info().is_some(), "RetryInfo attached");
+    let m = agent.metrics().await;
+    assert!(
+        metric_value(
+            &m,
+            "lookout_agent_buffer_refused_appends_total{reason=\"full\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{m}"
+    );
+
+    // The collector appears on the HTTP port: everything accepted arrives.
+    let c = Collector::start_at("127.0.0.1:0".parse().expect("addr"), http, &data, &[]);
+    poll(
+        Duration::from_secs(60),
+        "buffered logs over OTLP/HTTP",
+        || async { (log_total(&c, "agentfull").await >= accepted as u64).then_some(()) },
+    )
+    .await;
+    wait_shipped(&agent).await;
+    assert_eq!(log_total(&c, "agentfull").await, accepted as u64);
+    // With room again, the agent accepts.
+    send_http(&agent, "agentroom", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buf = dir.path().join("buffer");
+    // No collector: everything stays in the buffer.
+    let agent = Agent::start(&buf, &format!("http://{}", free_addr()), &[]);
+    send_http(&agent, "agentverify", 20).await;
+    assert!(agent.terminate().success(), "SIGTERM exits 0");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(lookout_tests::bin("lookout-agent"))
+            .args(args)
+            .arg("--buffer-dir")
+            .arg(&buf)
+            .output()
+            .expect("run lookout-agent buffer");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&["buffer", "verify"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("not yet shipped: 20 records (0 spans, 1000 log records"),
+        "{text}"
+    );
+    // Flip a byte in the middle of the segment.
+    let seg = std::fs::read_dir(buf.join("buffer"))
+        .expect("buffer dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write");
+    let (code, text) = run(&["buffer", "verify"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("checksum mismatch"), "{text}");
+    let (code, text) = run(&["buffer", "verify", "--repair"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(&["buffer", "inspect", "--json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(report["records"], 19, "{report}");
+    assert_eq!(report["damaged"], 0, "{report}");
+}
