@@ -179,8 +179,8 @@ enum Outcome {
 enum Client {
     /// The configured compression, and gzip for receivers that do not take zstd.
     Grpc {
-        main: tonic::client::Grpc<Channel>,
-        gzip: tonic::client::Grpc<Channel>,
+        main: Box<tonic::client::Grpc<Channel>>,
+        gzip: Box<tonic::client::Grpc<Channel>>,
     },
     Http(reqwest::Client),
 }
@@ -206,7 +206,10 @@ pub fn spawn(
                 Compression::Zstd => g.send_compressed(CompressionEncoding::Zstd),
                 Compression::None => g,
             };
-            Client::Grpc { main, gzip }
+            Client::Grpc {
+                main: Box::new(main),
+                gzip: Box::new(gzip),
+            }
         }
         ExportProtocol::Http => Client::Http(
             reqwest::Client::builder()
@@ -586,25 +589,28 @@ impl Shipper {
 
     async fn export(&self, signal: Signal, body: Bytes) -> Outcome {
         match &self.client {
-            Client::Grpc { main, gzip } => {
+            Client::Grpc {
+                main: Box::new(main),
+                gzip: Box::new(gzip),
+            } => {
                 let client = if self.gzip_fallback.load(Ordering::Relaxed) {
                     gzip
                 } else {
                     main
                 };
-                let outcome = self.export_grpc(client.clone(), signal, body.clone()).await;
+                let outcome = self.export_grpc((**client).clone(), signal, body.clone()).await;
                 match outcome {
                     Outcome::Permanent {
                         reason: "compression",
                         why,
                     } if !self.gzip_fallback.swap(true, Ordering::Relaxed) => {
                         tracing::warn!(error = %why, "the collector does not take this compression; sending gzip from now on (set exporter.compression)");
-                        self.export_grpc(gzip.clone(), signal, body).await
+                        self.export_grpc((**gzip).clone(), signal, body).await
                     }
                     Outcome::Permanent {
                         reason: "compression",
                         ..
-                    } => self.export_grpc(gzip.clone(), signal, body).await,
+                    } => self.export_grpc((**gzip).clone(), signal, body).await,
                     o => o,
                 }
             }
