@@ -589,10 +589,7 @@ impl Shipper {
 
     async fn export(&self, signal: Signal, body: Bytes) -> Outcome {
         match &self.client {
-            Client::Grpc {
-                main: Box::new(main),
-                gzip: Box::new(gzip),
-            } => {
+            Client::Grpc { main, gzip } => {
                 let client = if self.gzip_fallback.load(Ordering::Relaxed) {
                     gzip
                 } else {
