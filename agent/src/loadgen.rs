@@ -7,7 +7,7 @@
 //! the sending worker waits the server's retry hint, like an OTLP exporter would, so the
 //! acknowledged rate is the receiver's sustained rate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +26,7 @@ use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServic
 use lookout_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
@@ -43,12 +43,16 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalArg {
-    /// Spans, in traces of 8.
+    /// Spans, in traces of the `--trace-shape`.
     Traces,
     /// Log records.
     Logs,
     /// Metric data points.
     Metrics,
+    /// Shop traces with the logs of their spans (same trace and span ids, same services)
+    /// and metrics: about 0.4 log records and 0.1 data points per span.
+    #[value(alias = "mixed")]
+    All,
 }
 
 /// Transport.
@@ -115,6 +119,50 @@ pub struct Args {
     /// Runtime worker threads (pin the process with taskset).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Fraction of traces that fail: a span with status ERROR and an `exception` event,
+    /// propagated to the root, and an ERROR log (with `--signal all`).
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    pub error_rate: f64,
+    /// Fraction of traces with one slow operation (a query or call of 0.8 to 4 s).
+    #[arg(long, default_value_t = 0.01, value_parser = fraction)]
+    pub slow_rate: f64,
+    /// Shape of traces.
+    #[arg(long, value_enum, default_value = "shop")]
+    pub trace_shape: TraceShape,
+    /// Only generate and encode requests, sending nothing: measures the generator.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a fraction between 0 and 1, got {s:?}")),
+    }
+}
+
+impl Default for Args {
+    /// The command-line defaults (no `--endpoint`).
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: ProtocolArg::Grpc,
+            encoding: EncodingArg::Protobuf,
+            signal: SignalArg::Traces,
+            rate: 0,
+            duration: Duration::from_secs(10),
+            batch: 512,
+            concurrency: 8,
+            gzip: false,
+            services: 5,
+            json: false,
+            threads: 1,
+            error_rate: 0.02,
+            slow_rate: 0.01,
+            trace_shape: TraceShape::Shop,
+            dry_run: false,
+        }
+    }
 }
 
 /// What a run achieved.
@@ -144,6 +192,27 @@ pub struct Summary {
     pub latency_p99_ms: f64,
     /// Slowest request.
     pub latency_max_ms: f64,
+    /// Per signal sent (`traces`, `logs`, `metrics`): items and requests.
+    pub signals: BTreeMap<String, SignalSummary>,
+    /// Traces generated (with `--signal traces` or `all`).
+    pub traces: u64,
+    /// Of which chosen to fail (`--error-rate`).
+    pub error_traces: u64,
+    /// Of which chosen to be slow (`--slow-rate`).
+    pub slow_traces: u64,
+    /// Nothing was sent (`--dry-run`): "acknowledged" counts what was generated and encoded.
+    pub dry_run: bool,
+}
+
+/// What a run sent of one signal.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignalSummary {
+    /// Items in requests sent.
+    pub items_sent: u64,
+    /// Items acknowledged (as [`Summary::items_acked`]).
+    pub items_acked: u64,
+    /// Successful requests.
+    pub requests_ok: u64,
 }
 
 /// A fast PRNG (xorshift64*), one per worker.
@@ -271,6 +340,738 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Shape of generated traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceShape {
+    /// Request trees across the shop's services (frontend → checkout → payment,
+    /// inventory, shipping, ...) with client/server span pairs and HTTP, RPC and database
+    /// attributes: 3 to 20 spans per trace.
+    Shop,
+    /// Eight spans of one service per trace (the shape of the figures in
+    /// docs/BENCHMARKS.md).
+    Flat,
+}
+
+/// A service of the shop, as an index into [`SERVICES`].
+type Svc = usize;
+const FRONTEND: Svc = 0;
+const CHECKOUT: Svc = 1;
+const PAYMENT: Svc = 2;
+const INVENTORY: Svc = 3;
+const SHIPPING: Svc = 4;
+const EMAIL: Svc = 5;
+const CART: Svc = 6;
+const ADS: Svc = 7;
+
+/// An operation a service serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Home,
+    Product,
+    AddToCart,
+    Checkout,
+    PlaceOrder,
+    GetCart,
+    AddItem,
+    GetProduct,
+    ListProducts,
+    ReserveStock,
+    Charge,
+    GetQuote,
+    ShipOrder,
+    SendConfirmation,
+    GetAds,
+}
+
+/// One outgoing call of an operation.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// gRPC to another service.
+    Rpc(Svc, Op),
+    /// A database or cache: system, operation, collection, query text.
+    Db(&'static str, &'static str, &'static str, &'static str),
+    /// An HTTP API outside the shop: method, host, path.
+    External(&'static str, &'static str, &'static str),
+}
+
+impl Op {
+    /// Service, RPC service name (empty for the HTTP frontend) and method or route.
+    fn describe(self) -> (Svc, &'static str, &'static str) {
+        match self {
+            Op::Home => (FRONTEND, "", "/"),
+            Op::Product => (FRONTEND, "", "/api/products/{id}"),
+            Op::AddToCart => (FRONTEND, "", "/api/cart"),
+            Op::Checkout => (FRONTEND, "", "/api/checkout"),
+            Op::PlaceOrder => (CHECKOUT, "shop.CheckoutService", "PlaceOrder"),
+            Op::GetCart => (CART, "shop.CartService", "GetCart"),
+            Op::AddItem => (CART, "shop.CartService", "AddItem"),
+            Op::GetProduct => (INVENTORY, "shop.InventoryService", "GetProduct"),
+            Op::ListProducts => (INVENTORY, "shop.InventoryService", "ListProducts"),
+            Op::ReserveStock => (INVENTORY, "shop.InventoryService", "ReserveStock"),
+            Op::Charge => (PAYMENT, "shop.PaymentService", "Charge"),
+            Op::GetQuote => (SHIPPING, "shop.ShippingService", "GetQuote"),
+            Op::ShipOrder => (SHIPPING, "shop.ShippingService", "ShipOrder"),
+            Op::SendConfirmation => (EMAIL, "shop.EmailService", "SendOrderConfirmation"),
+            Op::GetAds => (ADS, "shop.AdService", "GetAds"),
+        }
+    }
+
+    /// HTTP method of a frontend route.
+    fn method(self) -> &'static str {
+        match self {
+            Op::AddToCart | Op::Checkout => "POST",
+            _ => "GET",
+        }
+    }
+
+    fn calls(self) -> &'static [Call] {
+        use Call::*;
+        match self {
+            Op::Home => &[Rpc(INVENTORY, Op::ListProducts), Rpc(ADS, Op::GetAds)],
+            Op::Product => &[
+                Rpc(INVENTORY, Op::GetProduct),
+                Rpc(CART, Op::GetCart),
+                Rpc(ADS, Op::GetAds),
+            ],
+            Op::AddToCart => &[Rpc(INVENTORY, Op::GetProduct), Rpc(CART, Op::AddItem)],
+            Op::Checkout => &[Rpc(CHECKOUT, Op::PlaceOrder)],
+            Op::PlaceOrder => &[
+                Rpc(CART, Op::GetCart),
+                Rpc(INVENTORY, Op::ReserveStock),
+                Rpc(SHIPPING, Op::GetQuote),
+                Rpc(PAYMENT, Op::Charge),
+                Db(
+                    "postgresql",
+                    "INSERT",
+                    "orders",
+                    "INSERT INTO orders (id, user_id, total, currency) VALUES ($1, $2, $3, $4)",
+                ),
+                Rpc(SHIPPING, Op::ShipOrder),
+                Rpc(EMAIL, Op::SendConfirmation),
+            ],
+            Op::GetCart => &[Db("redis", "HGETALL", "cart", "HGETALL cart:{user}")],
+            Op::AddItem => &[Db("redis", "HSET", "cart", "HSET cart:{user} {sku} {qty}")],
+            Op::GetProduct => &[Db(
+                "postgresql",
+                "SELECT",
+                "products",
+                "SELECT id, name, price, stock FROM products WHERE id = $1",
+            )],
+            Op::ListProducts => &[Db(
+                "postgresql",
+                "SELECT",
+                "products",
+                "SELECT id, name, price FROM products ORDER BY rank LIMIT 20",
+            )],
+            Op::ReserveStock => &[Db(
+                "postgresql",
+                "UPDATE",
+                "stock",
+                "UPDATE stock SET reserved = reserved + $1 WHERE sku = $2 AND available >= $1",
+            )],
+            Op::Charge => &[External("POST", "api.payments.example", "/v1/charges")],
+            Op::GetQuote => &[],
+            Op::ShipOrder => &[
+                Db(
+                    "postgresql",
+                    "INSERT",
+                    "shipments",
+                    "INSERT INTO shipments (order_id, carrier, address) VALUES ($1, $2, $3)",
+                ),
+                External("POST", "api.carrier.example", "/labels"),
+            ],
+            Op::SendConfirmation => &[External("POST", "smtp-relay.example", "/send")],
+            Op::GetAds => &[],
+        }
+    }
+}
+
+/// Frontend routes and their weights out of 100.
+const ROUTE_MIX: [(Op, usize); 4] = [
+    (Op::Home, 30),
+    (Op::Product, 40),
+    (Op::AddToCart, 18),
+    (Op::Checkout, 12),
+];
+
+/// Failures: exception type and message, by what failed.
+const DB_ERRORS: [(&str, &str); 2] = [
+    (
+        "PostgresError",
+        "canceling statement due to statement timeout",
+    ),
+    (
+        "PoolTimeoutError",
+        "connection pool exhausted: timed out after 5s",
+    ),
+];
+const EXTERNAL_ERRORS: [(&str, &str); 2] = [
+    ("HttpError", "upstream answered 503 Service Unavailable"),
+    ("PaymentDeclined", "card declined: insufficient funds"),
+];
+
+/// Counts of what a generator produced.
+#[derive(Debug, Clone, Copy, Default)]
+struct GenStats {
+    traces: u64,
+    error_traces: u64,
+    slow_traces: u64,
+}
+
+/// One trace under construction: what is still to inject, times relative to its start.
+struct TraceCtx {
+    trace_id: Vec<u8>,
+    fail: bool,
+    slow: bool,
+}
+
+/// Per-worker generator of shop traces, their logs and metrics, handing out requests of
+/// exactly `batch` items. Spans wait until `batch` of them are ready (a trace may span two
+/// requests, as with a batching exporter); a log is handed out only after the spans of
+/// its trace were, so the logs of a run refer to spans the run sent.
+struct Gen {
+    rng: Rng,
+    services: usize,
+    batch: usize,
+    error_rate: f64,
+    slow_rate: f64,
+    with_logs: bool,
+    with_metrics: bool,
+    start_ns: u64,
+    resources: Vec<Resource>,
+    spans: VecDeque<(Svc, Span)>,
+    logs: VecDeque<(u64, Svc, LogRecord)>,
+    logs_ready: usize,
+    spans_made: u64,
+    spans_taken: u64,
+    metric_credit: u64,
+    stats: GenStats,
+}
+
+/// With `--signal all`, one metric data point per this many spans generated.
+const SPANS_PER_METRIC_POINT: u64 = 10;
+
+impl Gen {
+    fn new(args: &Args, rng: Rng, start_ns: u64) -> Self {
+        let resources = (0..SERVICES.len() * 3)
+            .filter_map(|i| resource(SERVICES[i / 3], i % 3))
+            .collect();
+        Self {
+            rng,
+            services: args.services.clamp(1, SERVICES.len()),
+            batch: args.batch,
+            error_rate: args.error_rate,
+            slow_rate: args.slow_rate,
+            with_logs: args.signal == SignalArg::All,
+            with_metrics: args.signal == SignalArg::All,
+            start_ns,
+            resources,
+            spans: VecDeque::with_capacity(args.batch + 64),
+            logs: VecDeque::with_capacity(args.batch + 64),
+            logs_ready: 0,
+            spans_made: 0,
+            spans_taken: 0,
+            metric_credit: 0,
+            stats: GenStats::default(),
+        }
+    }
+
+    /// `svc` folded onto the first `--services` services: the frontend stays, back-end
+    /// services share the others, so a call crosses services whenever there are two.
+    fn svc(&self, svc: Svc) -> Svc {
+        match (svc, self.services) {
+            (FRONTEND, _) | (_, 1) => FRONTEND,
+            (svc, n) => 1 + (svc - 1) % (n - 1),
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.rng.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// A duration between `lo` and `hi` microseconds, in nanoseconds.
+    fn us(&mut self, lo: u64, hi: u64) -> u64 {
+        (lo + self.rng.next() % (hi - lo).max(1)) * 1000
+    }
+
+    /// The next request of the configured signal (`traces` or `all`).
+    fn next_request(&mut self, args: &Args) -> Request {
+        loop {
+            if self.spans.len() >= self.batch {
+                return Request::Traces(self.take_spans());
+            }
+            if self.logs_ready >= self.batch {
+                return Request::Logs(self.take_logs());
+            }
+            let points_cost = self.batch as u64 * SPANS_PER_METRIC_POINT;
+            if self.metric_credit >= points_cost {
+                self.metric_credit -= points_cost;
+                return Request::Metrics(metrics(
+                    &mut self.rng,
+                    self.batch,
+                    args.services,
+                    self.start_ns,
+                ));
+            }
+            match args.trace_shape {
+                TraceShape::Shop => self.shop_trace(),
+                TraceShape::Flat => self.flat_trace(),
+            }
+        }
+    }
+
+    fn group<T>(
+        &mut self,
+        items: impl Iterator<Item = (Svc, T)>,
+    ) -> Vec<(Option<Resource>, Vec<T>)> {
+        let mut by_service: [Vec<T>; SERVICES.len()] = Default::default();
+        for (svc, item) in items {
+            by_service[svc].push(item);
+        }
+        let mut out = Vec::new();
+        for (svc, items) in by_service.into_iter().enumerate() {
+            if !items.is_empty() {
+                let r = self.resources.get(svc * 3 + self.rng.below(3)).cloned();
+                out.push((r, items));
+            }
+        }
+        out
+    }
+
+    fn take_spans(&mut self) -> ExportTraceServiceRequest {
+        let n = self.batch.min(self.spans.len());
+        self.spans_taken += n as u64;
+        let drained: Vec<(Svc, Span)> = self.spans.drain(..n).collect();
+        while self.logs_ready < self.logs.len() && self.logs[self.logs_ready].0 <= self.spans_taken
+        {
+            self.logs_ready += 1;
+        }
+        ExportTraceServiceRequest {
+            resource_spans: self
+                .group(drained.into_iter())
+                .into_iter()
+                .map(|(resource, spans)| ResourceSpans {
+                    resource,
+                    scope_spans: vec![ScopeSpans {
+                        scope: scope(),
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn take_logs(&mut self) -> ExportLogsServiceRequest {
+        let n = self.batch.min(self.logs_ready);
+        self.logs_ready -= n;
+        let drained: Vec<(Svc, LogRecord)> = self.logs.drain(..n).map(|(_, s, l)| (s, l)).collect();
+        ExportLogsServiceRequest {
+            resource_logs: self
+                .group(drained.into_iter())
+                .into_iter()
+                .map(|(resource, log_records)| ResourceLogs {
+                    resource,
+                    scope_logs: vec![ScopeLogs {
+                        scope: scope(),
+                        log_records,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// After a trace was generated with times relative to 0 and lasting `total`: shift
+    /// it to end now, and account for it.
+    fn finish_trace(&mut self, first_span: usize, first_log: usize, total: Option<u64>) {
+        let base = total.map_or(0, |t| now_ns().saturating_sub(t));
+        for (_, s) in self.spans.range_mut(first_span..) {
+            s.start_time_unix_nano += base;
+            s.end_time_unix_nano += base;
+            for e in &mut s.events {
+                e.time_unix_nano += base;
+            }
+        }
+        let made = self.spans.len() - first_span;
+        self.spans_made += made as u64;
+        for (gate, _, l) in self.logs.range_mut(first_log..) {
+            *gate = self.spans_made;
+            l.time_unix_nano += base;
+            l.observed_time_unix_nano = l.time_unix_nano + 150_000;
+        }
+        if self.with_metrics {
+            self.metric_credit += made as u64;
+        }
+        self.stats.traces += 1;
+    }
+
+    fn shop_trace(&mut self) {
+        let (first_span, first_log) = (self.spans.len(), self.logs.len());
+        let fail = self.error_rate > 0.0 && self.chance(self.error_rate);
+        let slow = self.slow_rate > 0.0 && self.chance(self.slow_rate);
+        let mut t = TraceCtx {
+            trace_id: self.rng.id::<16>(),
+            fail,
+            slow,
+        };
+        let mut pick = self.rng.below(100);
+        let mut route = Op::Home;
+        for (op, w) in ROUTE_MIX {
+            if pick < w {
+                route = op;
+                break;
+            }
+            pick -= w;
+        }
+        let (end, _failed) = self.serve(&mut t, route, Vec::new(), 0, fail);
+        self.stats.error_traces += u64::from(fail);
+        self.stats.slow_traces += u64::from(slow);
+        self.finish_trace(first_span, first_log, Some(end));
+    }
+
+    /// Serve `op` starting at `start` (relative), as the child of `parent`; returns its
+    /// end and whether it failed.
+    fn serve(
+        &mut self,
+        t: &mut TraceCtx,
+        op: Op,
+        parent: Vec<u8>,
+        start: u64,
+        must_fail: bool,
+    ) -> (u64, bool) {
+        let (svc, rpc_service, method) = op.describe();
+        let svc = self.svc(svc);
+        let parent_is_root = parent.is_empty();
+        let span_id = self.rng.id::<8>();
+        let mut cursor = start + self.us(100, 1500);
+        let mut failed_by: Option<(&'static str, String)> = None;
+        let calls = op.calls();
+        for (i, call) in calls.iter().enumerate() {
+            if failed_by.is_some() {
+                break;
+            }
+            let last = i + 1 == calls.len();
+            // The failure, if any, is injected at a random call on the way down.
+            let inject = t.fail && (last || self.chance(0.35));
+            match *call {
+                Call::Rpc(callee, callee_op) => {
+                    let client_id = self.rng.id::<8>();
+                    let net = self.us(150, 900);
+                    let (server_end, failed) =
+                        self.serve(t, callee_op, client_id.clone(), cursor + net, inject);
+                    let end = server_end + self.us(100, 600);
+                    let (_, callee_service, callee_method) = callee_op.describe();
+                    let name = format!("{callee_service}/{callee_method}");
+                    let mut attributes = vec![
+                        kv("rpc.system", "grpc"),
+                        kv("rpc.service", callee_service),
+                        kv("rpc.method", callee_method),
+                        kv("server.address", SERVICES[self.svc(callee)]),
+                        kv_int("server.port", 8080),
+                        kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+                    ];
+                    let status = if failed {
+                        attributes.push(kv("error.type", "INTERNAL"));
+                        error_status("INTERNAL")
+                    } else {
+                        None
+                    };
+                    self.push_span(
+                        Span {
+                            trace_id: t.trace_id.clone(),
+                            span_id: client_id,
+                            parent_span_id: span_id.clone(),
+                            name,
+                            kind: span::SpanKind::Client as i32,
+                            start_time_unix_nano: cursor,
+                            end_time_unix_nano: end,
+                            attributes,
+                            status,
+                            ..Default::default()
+                        },
+                        svc,
+                    );
+                    if failed {
+                        failed_by = Some((
+                            "RpcError",
+                            format!("{callee_service}/{callee_method} failed: INTERNAL"),
+                        ));
+                    }
+                    cursor = end;
+                }
+                Call::Db(system, operation, table, query) => {
+                    let mut dur = self.us(200, 4000);
+                    if t.slow && self.chance(0.5) {
+                        t.slow = false;
+                        dur = self.us(800_000, 3_000_000);
+                    }
+                    let fail_here = inject && t.fail;
+                    let mut attributes = vec![
+                        kv("db.system.name", system),
+                        kv("db.operation.name", operation),
+                        kv("db.collection.name", table),
+                        kv("db.query.text", query),
+                        kv(
+                            "server.address",
+                            if system == "redis" {
+                                "redis"
+                            } else {
+                                "postgres"
+                            },
+                        ),
+                    ];
+                    let mut events = Vec::new();
+                    let mut status = None;
+                    if fail_here {
+                        t.fail = false;
+                        let (ty, msg) = DB_ERRORS[self.rng.below(DB_ERRORS.len())];
+                        attributes.push(kv("error.type", ty));
+                        events.push(exception(ty, msg, cursor + dur));
+                        status = error_status(msg);
+                        failed_by = Some((ty, msg.to_string()));
+                    }
+                    let name = format!("{operation} {table}");
+                    let id = self.rng.id::<8>();
+                    self.push_span(
+                        Span {
+                            trace_id: t.trace_id.clone(),
+                            span_id: id,
+                            parent_span_id: span_id.clone(),
+                            name,
+                            kind: span::SpanKind::Client as i32,
+                            start_time_unix_nano: cursor,
+                            end_time_unix_nano: cursor + dur,
+                            attributes,
+                            events,
+                            status,
+                            ..Default::default()
+                        },
+                        svc,
+                    );
+                    if self.with_logs && self.chance(0.1) {
+                        let body = format!("{operation} {table} took {:.2}ms", dur as f64 / 1e6);
+                        self.push_log(t, svc, &span_id, cursor + dur, 5, "DEBUG", body, "");
+                    }
+                    cursor += dur + self.us(20, 200);
+                }
+                Call::External(http_method, host, path) => {
+                    let mut dur = self.us(15_000, 120_000);
+                    if t.slow && self.chance(0.7) {
+                        t.slow = false;
+                        dur = self.us(1_000_000, 4_000_000);
+                    }
+                    let fail_here = inject && t.fail;
+                    let code = if fail_here { 503 } else { 200 };
+                    let mut attributes = vec![
+                        kv("http.request.method", http_method),
+                        kv("url.full", format!("https://{host}{path}")),
+                        kv("server.address", host),
+                        kv_int("server.port", 443),
+                        kv_int("http.response.status_code", code),
+                    ];
+                    let mut events = Vec::new();
+                    let mut status = None;
+                    if fail_here {
+                        t.fail = false;
+                        let (ty, msg) = EXTERNAL_ERRORS[self.rng.below(EXTERNAL_ERRORS.len())];
+                        attributes.push(kv("error.type", "503"));
+                        events.push(exception(ty, msg, cursor + dur));
+                        status = error_status(msg);
+                        failed_by = Some((ty, msg.to_string()));
+                    }
+                    let id = self.rng.id::<8>();
+                    self.push_span(
+                        Span {
+                            trace_id: t.trace_id.clone(),
+                            span_id: id,
+                            parent_span_id: span_id.clone(),
+                            name: http_method.to_string(),
+                            kind: span::SpanKind::Client as i32,
+                            start_time_unix_nano: cursor,
+                            end_time_unix_nano: cursor + dur,
+                            attributes,
+                            events,
+                            status,
+                            ..Default::default()
+                        },
+                        svc,
+                    );
+                    cursor += dur + self.us(20, 200);
+                }
+            }
+        }
+        // Chosen to fail but nothing below did: this operation fails by itself.
+        if must_fail && t.fail && failed_by.is_none() {
+            t.fail = false;
+            failed_by = Some((
+                "IllegalStateException",
+                format!("{method}: invariant violated"),
+            ));
+        }
+        if t.slow && (calls.is_empty() || parent_is_root) {
+            t.slow = false;
+            cursor += self.us(500_000, 2_000_000);
+        }
+        let end = cursor + self.us(100, 1500);
+        let failed = failed_by.is_some();
+        let mut events = Vec::new();
+        let (kind_name, mut attributes) = if rpc_service.is_empty() {
+            let path = if method.contains("{id}") {
+                format!("/api/products/{}", self.rng.below(10_000))
+            } else {
+                method.to_string()
+            };
+            (
+                format!("{} {method}", op.method()),
+                vec![
+                    kv("http.request.method", op.method()),
+                    kv("http.route", method),
+                    kv("url.path", path),
+                    kv("url.scheme", "https"),
+                    kv_int("http.response.status_code", if failed { 500 } else { 200 }),
+                    kv("server.address", "shop.example"),
+                    kv("network.protocol.version", "1.1"),
+                    kv(
+                        "client.address",
+                        format!("10.0.{}.{}", self.rng.below(256), self.rng.below(256)),
+                    ),
+                    kv(
+                        "user_agent.original",
+                        "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+                    ),
+                ],
+            )
+        } else {
+            (
+                format!("{rpc_service}/{method}"),
+                vec![
+                    kv("rpc.system", "grpc"),
+                    kv("rpc.service", rpc_service),
+                    kv("rpc.method", method),
+                    kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+                    kv("server.address", SERVICES[svc]),
+                    kv_int("server.port", 8080),
+                ],
+            )
+        };
+        let mut status = None;
+        if let Some((ty, msg)) = &failed_by {
+            attributes.push(kv("error.type", *ty));
+            events.push(exception(ty, msg, end));
+            status = error_status(msg);
+            if self.with_logs {
+                let body = format!("{kind_name} failed: {ty}: {msg}");
+                self.push_log(t, svc, &span_id, end, 17, "ERROR", body, ty);
+            }
+        } else if self.with_logs && self.chance(0.6) {
+            let body = format!(
+                "{kind_name} handled in {:.2}ms user=user-{} items={}",
+                (end - start) as f64 / 1e6,
+                self.rng.below(100_000),
+                self.rng.below(12)
+            );
+            self.push_log(t, svc, &span_id, end, 9, "INFO", body, "");
+        }
+        self.push_span(
+            Span {
+                trace_id: t.trace_id.clone(),
+                span_id,
+                parent_span_id: parent,
+                name: kind_name,
+                kind: span::SpanKind::Server as i32,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                attributes,
+                events,
+                status,
+                ..Default::default()
+            },
+            svc,
+        );
+        (end, failed)
+    }
+
+    fn push_span(&mut self, span: Span, svc: Svc) {
+        self.spans.push_back((svc, span));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_log(
+        &mut self,
+        t: &TraceCtx,
+        svc: Svc,
+        span_id: &[u8],
+        at: u64,
+        severity: i32,
+        text: &str,
+        body: String,
+        exception_type: &str,
+    ) {
+        let mut attributes = vec![kv("code.function.name", "handle")];
+        if !exception_type.is_empty() {
+            attributes.push(kv("exception.type", exception_type));
+        }
+        self.logs.push_back((
+            u64::MAX,
+            svc,
+            LogRecord {
+                time_unix_nano: at,
+                severity_number: severity,
+                severity_text: text.into(),
+                body: s(body),
+                attributes,
+                trace_id: t.trace_id.clone(),
+                span_id: span_id.to_vec(),
+                flags: 1,
+                ..Default::default()
+            },
+        ));
+    }
+
+    /// A trace of the flat shape (`--trace-shape flat`).
+    fn flat_trace(&mut self) {
+        let first_span = self.spans.len();
+        let svc = self.rng.below(self.services);
+        flat_trace_spans(&mut self.rng, &mut self.spans, svc);
+        self.finish_trace(first_span, self.logs.len(), None);
+    }
+}
+
+fn scope() -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: "lookout-loadgen".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    })
+}
+
+fn error_status(message: &str) -> Option<Status> {
+    Some(Status {
+        code: status::StatusCode::Error as i32,
+        message: message.into(),
+    })
+}
+
+fn exception(ty: &str, message: &str, at: u64) -> span::Event {
+    span::Event {
+        time_unix_nano: at,
+        name: "exception".into(),
+        attributes: vec![
+            kv("exception.type", ty),
+            kv("exception.message", message),
+            kv(
+                "exception.stacktrace",
+                format!("{ty}: {message}\n\tat handle (server.rs:214)\n\tat serve (server.rs:88)"),
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
 /// One generated request, as its message and its protobuf size.
 enum Request {
     Traces(ExportTraceServiceRequest),
@@ -279,6 +1080,25 @@ enum Request {
 }
 
 impl Request {
+    /// Index of the signal in [`SIGNAL_NAMES`].
+    fn signal(&self) -> usize {
+        match self {
+            Request::Traces(_) => 0,
+            Request::Logs(_) => 1,
+            Request::Metrics(_) => 2,
+        }
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        // Encoding into a Vec cannot run out of room.
+        let _ = match self {
+            Request::Traces(r) => r.encode(buf),
+            Request::Logs(r) => r.encode(buf),
+            Request::Metrics(r) => r.encode(buf),
+        };
+    }
+
     fn encoded_len(&self) -> usize {
         match self {
             Request::Traces(r) => r.encoded_len(),
@@ -288,81 +1108,70 @@ impl Request {
     }
 }
 
-fn traces(rng: &mut Rng, n: usize, services: usize) -> ExportTraceServiceRequest {
-    let service = SERVICES[rng.below(services.min(SERVICES.len()))];
+/// One trace of the flat shape: eight spans of one service under one root, times
+/// absolute (ending now).
+fn flat_trace_spans(rng: &mut Rng, out: &mut VecDeque<(Svc, Span)>, svc: Svc) {
     let now = now_ns();
-    let mut spans = Vec::with_capacity(n);
-    while spans.len() < n {
-        let trace = rng.id::<16>();
-        let root = rng.id::<8>();
-        let route = ROUTES[rng.below(ROUTES.len())];
-        let total = 5_000_000 + rng.next() % 200_000_000;
-        let failed = rng.below(50) == 0;
-        for i in 0..8.min(n - spans.len()) {
-            let (id, parent, kind, name) = if i == 0 {
-                (
-                    root.clone(),
-                    Vec::new(),
-                    span::SpanKind::Server,
-                    format!("GET {route}"),
-                )
+    let trace = rng.id::<16>();
+    let root = rng.id::<8>();
+    let route = ROUTES[rng.below(ROUTES.len())];
+    let total = 5_000_000 + rng.next() % 200_000_000;
+    let failed = rng.below(50) == 0;
+    for i in 0..8u64 {
+        let (id, parent, kind, name) = if i == 0 {
+            (
+                root.clone(),
+                Vec::new(),
+                span::SpanKind::Server,
+                format!("GET {route}"),
+            )
+        } else {
+            let kind = if i % 2 == 1 {
+                span::SpanKind::Client
             } else {
-                let kind = if i % 2 == 1 {
-                    span::SpanKind::Client
-                } else {
-                    span::SpanKind::Internal
-                };
-                (
-                    rng.id::<8>(),
-                    root.clone(),
-                    kind,
-                    format!("{} {}", WORDS[rng.below(WORDS.len())], i),
-                )
+                span::SpanKind::Internal
             };
-            let start = now.saturating_sub(total) + (i as u64) * 1_000_000;
-            let dur = if i == 0 { total } else { total / 10 };
-            spans.push(Span {
-                trace_id: trace.clone(),
-                span_id: id,
-                parent_span_id: parent,
-                name,
-                kind: kind as i32,
-                start_time_unix_nano: start,
-                end_time_unix_nano: start + dur,
-                attributes: vec![
-                    kv("http.request.method", "GET"),
-                    kv("http.route", route),
-                    kv(
-                        "url.path",
-                        route.replace("{id}", &rng.below(10_000).to_string()),
-                    ),
-                    kv_int("http.response.status_code", if failed { 500 } else { 200 }),
-                    kv("server.address", SERVICES[rng.below(SERVICES.len())]),
-                    kv("network.protocol.version", "1.1"),
-                    kv("enduser.id", format!("user-{}", rng.below(100_000))),
-                    kv_int("request.size", rng.below(64_000) as i64),
-                ],
-                status: Some(if failed && i == 0 {
-                    Status {
-                        code: status::StatusCode::Error as i32,
-                        message: "internal error".into(),
-                    }
-                } else {
-                    Status::default()
-                }),
-                ..Default::default()
-            });
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(service, rng.below(3)),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            (
+                rng.id::<8>(),
+                root.clone(),
+                kind,
+                format!("{} {}", WORDS[rng.below(WORDS.len())], i),
+            )
+        };
+        let start = now.saturating_sub(total) + i * 1_000_000;
+        let dur = if i == 0 { total } else { total / 10 };
+        let span = Span {
+            trace_id: trace.clone(),
+            span_id: id,
+            parent_span_id: parent,
+            name,
+            kind: kind as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![
+                kv("http.request.method", "GET"),
+                kv("http.route", route),
+                kv(
+                    "url.path",
+                    route.replace("{id}", &rng.below(10_000).to_string()),
+                ),
+                kv_int("http.response.status_code", if failed { 500 } else { 200 }),
+                kv("server.address", SERVICES[rng.below(SERVICES.len())]),
+                kv("network.protocol.version", "1.1"),
+                kv("enduser.id", format!("user-{}", rng.below(100_000))),
+                kv_int("request.size", rng.below(64_000) as i64),
+            ],
+            status: Some(if failed && i == 0 {
+                Status {
+                    code: status::StatusCode::Error as i32,
+                    message: "internal error".into(),
+                }
+            } else {
+                Status::default()
+            }),
             ..Default::default()
-        }],
+        };
+        out.push_back((svc, span));
     }
 }
 
@@ -497,11 +1306,18 @@ fn metrics(rng: &mut Rng, n: usize, services: usize, start: u64) -> ExportMetric
     }
 }
 
-fn generate(args: &Args, rng: &mut Rng, start: u64) -> Request {
+const SIGNAL_NAMES: [&str; 3] = ["traces", "logs", "metrics"];
+
+fn generate(args: &Args, gen: &mut Gen) -> Request {
     match args.signal {
-        SignalArg::Traces => Request::Traces(traces(rng, args.batch, args.services)),
-        SignalArg::Logs => Request::Logs(logs(rng, args.batch, args.services)),
-        SignalArg::Metrics => Request::Metrics(metrics(rng, args.batch, args.services, start)),
+        SignalArg::Traces | SignalArg::All => gen.next_request(args),
+        SignalArg::Logs => Request::Logs(logs(&mut gen.rng, args.batch, args.services)),
+        SignalArg::Metrics => Request::Metrics(metrics(
+            &mut gen.rng,
+            args.batch,
+            args.services,
+            gen.start_ns,
+        )),
     }
 }
 
@@ -708,6 +1524,11 @@ struct Totals {
     bytes: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     latencies_us: Mutex<Vec<u32>>,
+    /// Per signal: items sent, items acknowledged, requests ok.
+    signals: [[AtomicU64; 3]; 3],
+    traces: AtomicU64,
+    error_traces: AtomicU64,
+    slow_traces: AtomicU64,
 }
 
 async fn sender(args: &Args) -> anyhow::Result<Sender> {
@@ -766,10 +1587,15 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (args, totals, issued) = (args.clone(), totals.clone(), issued.clone());
-        let mut sender = sender(&args).await?;
+        let mut sender = if args.dry_run {
+            None
+        } else {
+            Some(sender(&args).await?)
+        };
         workers.push(tokio::spawn(async move {
-            let mut rng =
-                Rng(0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) * 0x1000_0000_01b3) ^ start_ns);
+            let rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) * 0x1000_0000_01b3) ^ start_ns);
+            let mut gen = Gen::new(&args, rng, start_ns);
+            let mut buf = Vec::new();
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 if args.rate > 0 {
@@ -782,12 +1608,22 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                     }
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let req = generate(&args, &mut rng, start_ns);
-                let size = req.encoded_len() as u64;
+                let req = generate(&args, &mut gen);
+                let sig = &totals.signals[req.signal()];
                 let items = args.batch as u64;
                 totals.sent.fetch_add(items, Ordering::Relaxed);
+                sig[0].fetch_add(items, Ordering::Relaxed);
                 let t = Instant::now();
-                let outcome = sender.send(req).await;
+                let (size, outcome) = match sender.as_mut() {
+                    Some(sender) => (req.encoded_len() as u64, sender.send(req).await),
+                    None => {
+                        req.encode(&mut buf);
+                        drop(req);
+                        // Let the other workers and the progress report run.
+                        tokio::task::yield_now().await;
+                        (buf.len() as u64, Outcome::Ok { rejected: 0 })
+                    }
+                };
                 lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                 match outcome {
                     Outcome::Ok { rejected } => {
@@ -795,6 +1631,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                         totals
                             .acked
                             .fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
+                        sig[1].fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
+                        sig[2].fetch_add(1, Ordering::Relaxed);
                         totals.rejected.fetch_add(rejected, Ordering::Relaxed);
                         totals.bytes.fetch_add(size, Ordering::Relaxed);
                     }
@@ -813,6 +1651,13 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             if let Ok(mut all) = totals.latencies_us.lock() {
                 all.extend(lat);
             }
+            totals.traces.fetch_add(gen.stats.traces, Ordering::Relaxed);
+            totals
+                .error_traces
+                .fetch_add(gen.stats.error_traces, Ordering::Relaxed);
+            totals
+                .slow_traces
+                .fetch_add(gen.stats.slow_traces, Ordering::Relaxed);
         }));
     }
     let progress = {
@@ -868,6 +1713,25 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         latency_p50_ms: pct(0.5),
         latency_p99_ms: pct(0.99),
         latency_max_ms: lat.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
+        signals: SIGNAL_NAMES
+            .iter()
+            .zip(&totals.signals)
+            .filter(|(_, c)| c[0].load(Ordering::Relaxed) > 0)
+            .map(|(name, c)| {
+                (
+                    (*name).to_string(),
+                    SignalSummary {
+                        items_sent: c[0].load(Ordering::Relaxed),
+                        items_acked: c[1].load(Ordering::Relaxed),
+                        requests_ok: c[2].load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect(),
+        traces: totals.traces.load(Ordering::Relaxed),
+        error_traces: totals.error_traces.load(Ordering::Relaxed),
+        slow_traces: totals.slow_traces.load(Ordering::Relaxed),
+        dry_run: args.dry_run,
     })
 }
 
@@ -887,6 +1751,28 @@ impl std::fmt::Display for Summary {
         )?;
         for (k, v) in &self.errors {
             writeln!(f, "  {k}: {v}")?;
+        }
+        if self.signals.len() > 1 {
+            for (name, c) in &self.signals {
+                writeln!(
+                    f,
+                    "  {name:<8} {} sent, {} acknowledged in {} requests",
+                    c.items_sent, c.items_acked, c.requests_ok
+                )?;
+            }
+        }
+        if self.traces > 0 {
+            writeln!(
+                f,
+                "traces generated:    {} ({} with errors, {} slow)",
+                self.traces, self.error_traces, self.slow_traces
+            )?;
+        }
+        if self.dry_run {
+            writeln!(
+                f,
+                "dry run:             generated and encoded only, nothing sent"
+            )?;
         }
         writeln!(f, "elapsed:             {:.2} s", self.elapsed_s)?;
         writeln!(

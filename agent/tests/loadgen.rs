@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lookout_agent::loadgen::{run, Args, EncodingArg, ProtocolArg, SignalArg};
+use lookout_agent::loadgen::{run, Args, EncodingArg, ProtocolArg, SignalArg, TraceShape};
 use lookout_collector::server::{self, Listeners};
 use lookout_config::CollectorConfig;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,7 @@ async fn collector() -> Running {
     cfg.otlp.grpc = "127.0.0.1:0".parse().expect("addr");
     cfg.otlp.http = "127.0.0.1:0".parse().expect("addr");
     cfg.api.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.index.commit_interval = lookout_config::HumanDuration::from_millis(100);
     let l = Listeners::bind(&cfg).await.expect("bind");
     let (grpc, http, api) = (
         l.grpc.local_addr().expect("addr"),
@@ -75,6 +76,7 @@ fn args(endpoint: &str, protocol: ProtocolArg, signal: SignalArg) -> Args {
         services: 3,
         json: false,
         threads: 1,
+        ..Args::default()
     }
 }
 
@@ -162,6 +164,191 @@ async fn rate_limit_holds_and_refusals_are_counted_by_kind() {
     .expect("run");
     assert_eq!(s.items_acked, 0);
     assert!(s.errors.get("connect").copied().unwrap_or(0) > 0, "{s}");
+    c.shutdown.cancel();
+    c.task.await.expect("join").expect("clean stop");
+}
+
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.expect("get");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Poll `f` until it returns `Some`, for up to 20 s.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_all_sends_correlated_spans_logs_and_metrics() {
+    let c = collector().await;
+    let s = run(Args {
+        duration: Duration::from_millis(800),
+        error_rate: 0.0,
+        slow_rate: 0.0,
+        ..args(&c.grpc, ProtocolArg::Grpc, SignalArg::All)
+    })
+    .await
+    .expect("run");
+    assert_eq!(s.requests_failed, 0, "{s}");
+    assert_eq!(s.error_traces, 0, "{s}");
+    assert!(s.traces > 0);
+    let mut total = 0;
+    for name in ["traces", "logs", "metrics"] {
+        let sig = s.signals.get(name).expect(name);
+        assert!(
+            sig.items_acked > 0 && sig.items_acked == sig.items_sent,
+            "{name}: {s}"
+        );
+        assert_eq!(sig.items_acked, sig.requests_ok * 100, "{name}");
+        assert_eq!(
+            accepted(&c.api, name, "grpc").await,
+            sig.items_acked,
+            "{name}"
+        );
+        total += sig.items_acked;
+    }
+    assert_eq!(total, s.items_acked);
+    // Realistic proportions: more spans than logs, more logs than metric points.
+    let n = |k: &str| s.signals[k].items_acked;
+    assert!(n("traces") > n("logs") && n("logs") > n("metrics"), "{s}");
+
+    // Logs carry the trace and span ids of spans that were sent, by the same service.
+    let logs = eventually("logs indexed", || async {
+        let (st, v) = get_json(&format!("{}/api/v1/logs?limit=20", c.api)).await;
+        let logs = v["logs"].as_array().cloned().unwrap_or_default();
+        (st == 200 && logs.len() == 20).then_some(logs)
+    })
+    .await;
+    for log in &logs {
+        let trace_id = log["trace_id"].as_str().expect("trace_id");
+        let span_id = log["span_id"].as_str().expect("span_id").to_string();
+        let service = log["service"].as_str().unwrap_or_default().to_string();
+        let url = format!("{}/api/v1/traces/{trace_id}", c.api);
+        let span = eventually("trace of a log", || async {
+            let (st, v) = get_json(&url).await;
+            (st == 200)
+                .then(|| {
+                    v["spans"]
+                        .as_array()?
+                        .iter()
+                        .find(|sp| sp["span_id"].as_str() == Some(span_id.as_str()))
+                        .cloned()
+                })
+                .flatten()
+        })
+        .await;
+        assert_eq!(span["service"].as_str(), Some(service.as_str()), "{log}");
+        assert_eq!(
+            span["kind"].as_str().map(str::to_lowercase).as_deref(),
+            Some("server")
+        );
+    }
+
+    // A trace tree across services: client/server pairs, several services.
+    let trace_id = logs[0]["trace_id"].as_str().expect("trace_id");
+    let (_, t) = get_json(&format!("{}/api/v1/traces/{trace_id}", c.api)).await;
+    assert!(
+        t["services"].as_array().is_some_and(|s| s.len() >= 2),
+        "{t}"
+    );
+    c.shutdown.cancel();
+    c.task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rate_one_makes_every_trace_fail_visibly() {
+    let c = collector().await;
+    let s = run(Args {
+        duration: Duration::from_millis(500),
+        error_rate: 1.0,
+        ..args(&c.http, ProtocolArg::Http, SignalArg::All)
+    })
+    .await
+    .expect("run");
+    assert_eq!(s.requests_failed, 0, "{s}");
+    assert!(s.traces > 0 && s.error_traces == s.traces, "{s}");
+    let traces = eventually("error traces indexed", || async {
+        let (st, v) = get_json(&format!("{}/api/v1/traces?status=error&limit=5", c.api)).await;
+        let t = v["traces"].as_array().cloned().unwrap_or_default();
+        (st == 200 && !t.is_empty()).then_some(t)
+    })
+    .await;
+    let id = traces[0]["trace_id"].as_str().expect("trace_id");
+    let (_, t) = get_json(&format!("{}/api/v1/traces/{id}", c.api)).await;
+    let spans = t["spans"].as_array().expect("spans");
+    let failed: Vec<_> = spans
+        .iter()
+        .filter(|sp| {
+            sp["status"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("error"))
+        })
+        .collect();
+    assert!(!failed.is_empty(), "{t}");
+    assert!(
+        failed.iter().any(|sp| sp["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["name"] == "exception"))),
+        "{t}"
+    );
+    // The root fails too, and an ERROR log names the trace.
+    assert!(
+        failed.iter().any(|sp| sp["parent_span_id"].is_null()),
+        "{t}"
+    );
+    let logs = eventually("error logs indexed", || async {
+        let (_, v) = get_json(&format!("{}/api/v1/logs?severity=error&limit=50", c.api)).await;
+        let l = v["logs"].as_array().cloned().unwrap_or_default();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert!(logs
+        .iter()
+        .all(|l| l["trace_id"].is_string() && l["severity_number"] == 17));
+    c.shutdown.cancel();
+    c.task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_all_holds_a_fixed_rate_and_dry_run_sends_nothing() {
+    let c = collector().await;
+    let s = run(Args {
+        rate: 3000,
+        duration: Duration::from_secs(1),
+        ..args(&c.grpc, ProtocolArg::Grpc, SignalArg::All)
+    })
+    .await
+    .expect("run");
+    // 3000 items/s for 1 s in batches of 100: 30 requests over every signal.
+    assert_eq!(s.requests_ok, 30, "{s}");
+    assert!(
+        s.signals.contains_key("traces") && s.signals.contains_key("logs"),
+        "{s}"
+    );
+    let s = run(Args {
+        dry_run: true,
+        duration: Duration::from_millis(200),
+        trace_shape: TraceShape::Flat,
+        ..args("http://127.0.0.1:9", ProtocolArg::Grpc, SignalArg::Traces)
+    })
+    .await
+    .expect("run");
+    assert!(
+        s.dry_run && s.items_acked > 0 && s.requests_failed == 0,
+        "{s}"
+    );
+    assert_eq!(s.items_acked, s.requests_ok * 100);
     c.shutdown.cancel();
     c.task.await.expect("join").expect("clean stop");
 }

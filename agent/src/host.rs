@@ -1,1 +1,0 @@
-//! Host and process metrics (`[host_metrics]`): not built yet.
