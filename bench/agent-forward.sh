@@ -48,7 +48,7 @@ run_agent
 sleep 5
 idle_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 t0=$(ticks $pid)
-taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces \
+taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces --trace-shape flat \
   --rate 1000 --duration 30s --json >/dev/null 2>&1
 t1=$(ticks $pid)
 echo "lookout-agent: idle RSS $((idle_kb / 1024)) MiB; CPU at 1k spans/s: $(echo "scale=2; 100 * ($t1 - $t0) / $hz / 30" | bc)% of a core"
@@ -58,7 +58,7 @@ rm -rf "$work/buffer" "$work/tail-checkpoints.json"
 # Full speed.
 run_agent
 t0=$(ticks $pid)
-out=$(taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces \
+out=$(taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces --trace-shape flat \
   --rate 0 --duration "${secs}s" --concurrency 8 --json 2>/dev/null)
 acked=$(echo "$out" | field items_acked)
 until [ "$(metric lookout_agent_buffer_unacked_bytes)" = "0" ]; do sleep 0.1; done
@@ -76,7 +76,7 @@ taskset -c 0 "$rotel" start --exporter otlp --otlp-exporter-endpoint http://127.
 sleep 1
 rpid=$(pgrep -f "otlp-grpc-endpoint 127.0.0.1:44317" | head -1)
 t0=$(ticks $rpid)
-out=$(taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:44317 --signal traces \
+out=$(taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:44317 --signal traces --trace-shape flat \
   --rate 0 --duration "${secs}s" --concurrency 8 --json 2>/dev/null)
 sleep 2
 t1=$(ticks $rpid)

@@ -15,7 +15,7 @@ work=$(mktemp -d)
 trap 'pkill -f "lookout-collector --data-dir $work" || true; pkill -f "rotel-agent start" || true; rm -rf "$work"' EXIT
 metric() { curl -s http://127.0.0.1:27070/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 loadgen() {
-  taskset -c 1 ./target/release/lookout-loadgen --endpoint "$1" --signal "$2" --duration "${secs}s" \
+  taskset -c 1 ./target/release/lookout-loadgen --endpoint "$1" --signal "$2" --trace-shape flat --duration "${secs}s" \
     --rate "$rate" --json 2>/dev/null
 }
 field() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 2))"; }

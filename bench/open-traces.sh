@@ -20,7 +20,7 @@ taskset -c 0 ./target/release/lookout-collector --config "$work/c.toml" --otlp-g
   --otlp-http 127.0.0.1:24318 --api 127.0.0.1:27070 2>"$work/collector.log" &
 pid=$!
 until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do sleep 0.1; done
-taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces \
+taskset -c 1 ./target/release/lookout-loadgen --endpoint http://127.0.0.1:24317 --signal traces --trace-shape flat \
   --duration "${secs}s" >/dev/null 2>&1 &
 lg=$!
 metric() { curl -s http://127.0.0.1:27070/metrics | awk -v m="$1" '$1 == m {print $2}'; }

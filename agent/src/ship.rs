@@ -595,7 +595,9 @@ impl Shipper {
                 } else {
                     main
                 };
-                let outcome = self.export_grpc((**client).clone(), signal, body.clone()).await;
+                let outcome = self
+                    .export_grpc((**client).clone(), signal, body.clone())
+                    .await;
                 match outcome {
                     Outcome::Permanent {
                         reason: "compression",

@@ -41,6 +41,16 @@ pub fn spawn(
             shutdown.clone(),
         )?);
     }
-    let _ = (base_resource, sink, shutdown);
+    if let Some(t) = crate::host::spawn(
+        crate::host::HostMetricsSetup {
+            cfg: cfg.host_metrics.clone(),
+            base_resource,
+            sink,
+            registry: registry.clone(),
+        },
+        shutdown,
+    )? {
+        tasks.push(t);
+    }
     Ok(tasks)
 }

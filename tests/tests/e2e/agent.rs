@@ -449,3 +449,52 @@ async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
     assert_eq!(report["records"], 19, "{report}");
     assert_eq!(report["damaged"], 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_process_metrics_reach_the_collectors_metrics_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{FAST_RETRY}[resource]\nservice_name = \"sidecar\"\n[host_metrics]\ninterval = \"1s\"\npid = {}\n",
+            std::process::id()
+        ),
+    )
+    .expect("write config");
+    let agent = Agent::start(
+        &dir.path().join("buffer"),
+        &c.grpc_url(),
+        &["--config", &cfg.display().to_string()],
+    );
+    let text = poll(
+        Duration::from_secs(30),
+        "host metrics on /metrics",
+        || async {
+            let t = reqwest::get(c.api_url("/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (t.contains("process_memory_usage_bytes{")
+                && t.contains("system_cpu_time_seconds_total{"))
+            .then_some(t)
+        },
+    )
+    .await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("process_memory_usage_bytes{"))
+        .expect("process line");
+    assert!(line.contains("job=\"sidecar\""), "{line}");
+    let rss: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(rss > 1e6, "the test process has some RSS: {line}");
+    assert!(text.contains("system_memory_usage_bytes{"), "memory");
+    assert!(agent.terminate().success());
+}
