@@ -32,8 +32,6 @@ sleep 1
 cat >"$work/agent.toml" <<EOF
 [exporter]
 compression = "$compression"
-[host_metrics]
-enabled = false
 EOF
 run_agent() {
   taskset -c 0 ./target/release/lookout-agent --buffer-dir "$work" --config "$work/agent.toml" \
