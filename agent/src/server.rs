@@ -147,9 +147,58 @@ struct ApiState {
     registry: Registry,
     buffer: Buffer,
     ready: Arc<AtomicBool>,
+    process: ProcessMetrics,
+}
+
+/// The agent's own CPU and memory, read from `/proc/self` at each scrape.
+#[derive(Clone)]
+struct ProcessMetrics {
+    cpu_seconds: prometheus::Gauge,
+    resident_bytes: prometheus::IntGauge,
+    threads: prometheus::IntGauge,
+}
+
+impl ProcessMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let cpu_seconds = prometheus::Gauge::new(
+            "lookout_agent_process_cpu_seconds_total",
+            "CPU time (user + system) the agent has used.",
+        )?;
+        let resident_bytes = prometheus::IntGauge::new(
+            "lookout_agent_process_resident_memory_bytes",
+            "Resident memory of the agent.",
+        )?;
+        let threads =
+            prometheus::IntGauge::new("lookout_agent_process_threads", "Threads of the agent.")?;
+        registry.register(Box::new(cpu_seconds.clone()))?;
+        registry.register(Box::new(resident_bytes.clone()))?;
+        registry.register(Box::new(threads.clone()))?;
+        Ok(Self {
+            cpu_seconds,
+            resident_bytes,
+            threads,
+        })
+    }
+
+    fn update(&self) {
+        let Some(st) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| crate::host::procfs::parse_proc_stat(&t))
+        else {
+            return;
+        };
+        let hz = crate::host::sysconf(libc::_SC_CLK_TCK, 100);
+        let page = crate::host::sysconf(libc::_SC_PAGESIZE, 4096);
+        self.cpu_seconds
+            .set((st.utime + st.stime) as f64 / hz as f64);
+        self.resident_bytes
+            .set(i64::try_from(st.rss_pages.saturating_mul(page)).unwrap_or(i64::MAX));
+        self.threads.set(st.threads as i64);
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    s.process.update();
     let mut out = Vec::new();
     let enc = prometheus::TextEncoder::new();
     if let Err(e) = enc.encode(&s.registry.gather(), &mut out) {
@@ -223,6 +272,7 @@ pub async fn run(
         registry: registry.clone(),
         buffer: buffer.clone(),
         ready: ready.clone(),
+        process: ProcessMetrics::new(&registry)?,
     };
     let api = Router::new()
         .route("/metrics", get(metrics))

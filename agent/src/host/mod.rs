@@ -110,7 +110,7 @@ fn read_into(path: impl AsRef<Path>, buf: &mut String) -> std::io::Result<()> {
     File::open(path)?.read_to_string(buf).map(|_| ())
 }
 
-fn sysconf(name: libc::c_int, fallback: u64) -> u64 {
+pub(crate) fn sysconf(name: libc::c_int, fallback: u64) -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
     let v = unsafe { libc::sysconf(name) };
     u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(fallback)

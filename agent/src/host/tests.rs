@@ -266,6 +266,14 @@ fn watched_by_name() {
     // A process we start, with a unique name, is found.
     let sleeper = std::process::Command::new("sleep").arg("5").spawn();
     if let Ok(mut child) = sleeper {
+        // Until exec completes, the child still has the test binary's name.
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..200 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let c = HostMetricsConfig {
             process_name: "sleep".into(),
             ..Default::default()
