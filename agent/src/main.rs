@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Buffer { action }) = args.command {
-        let code = buffer_command(&cfg.buffer_dir.join("buffer"), action)?;
+        let code = buffer_command(&cfg.buffer_dir.join(lookout_agent::buffer::SUBDIR), action)?;
         std::process::exit(code);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -246,12 +246,11 @@ pub async fn run(
         fsync_interval: cfg.buffer.fsync_interval.get(),
     };
     let (buffer, recovery) = {
-        let dir = buffer_dir.join("buffer");
+        let dir = buffer_dir.join(crate::buffer::SUBDIR);
         tokio::task::spawn_blocking(move || Buffer::open(&dir, bopts, buffer_metrics))
             .await?
             .context("cannot open the disk buffer")?
     };
-    let _ = &recovery;
 
     let (grpc_addr, http_addr, api_addr) = (
         listeners.grpc.local_addr()?,

@@ -446,13 +446,7 @@ impl Shipper {
     /// shutdown (the batch then stays in the buffer).
     async fn deliver(&self, batch: Batch, shutdown: CancellationToken) {
         let signal = batch.signal.as_str();
-        let body = match self.compress(&batch.payload) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot compress a batch; sending it uncompressed");
-                Bytes::from(batch.payload.clone())
-            }
-        };
+        let body = Bytes::from(batch.payload);
         let mut attempt = 0u32;
         loop {
             self.metrics.inflight.inc();
@@ -568,12 +562,16 @@ impl Shipper {
         base.mul_f64(jitter).min(max)
     }
 
-    fn compress(&self, payload: &[u8]) -> std::io::Result<Bytes> {
-        // gRPC compresses inside tonic; HTTP bodies are compressed here.
-        if matches!(self.client, Client::Grpc { .. }) {
-            return Ok(Bytes::copy_from_slice(payload));
+    /// The HTTP body encoding now in use (gRPC compresses inside tonic).
+    fn http_compression(&self) -> Compression {
+        match self.cfg.compression {
+            Compression::Zstd if self.gzip_fallback.load(Ordering::Relaxed) => Compression::Gzip,
+            c => c,
         }
-        Ok(match self.cfg.compression {
+    }
+
+    fn compress(compression: Compression, payload: &[u8]) -> std::io::Result<Bytes> {
+        Ok(match compression {
             Compression::None => Bytes::copy_from_slice(payload),
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(
@@ -667,12 +665,23 @@ impl Shipper {
 
     async fn export_http(&self, client: &reqwest::Client, signal: Signal, body: Bytes) -> Outcome {
         let url = format!("{}/v1/{}", self.endpoint, signal.as_str());
+        let compression = self.http_compression();
+        let body = match Self::compress(compression, &body) {
+            Ok(b) => b,
+            Err(e) => {
+                return Outcome::Retry {
+                    hint: None,
+                    reason: "compression",
+                    why: format!("cannot compress the batch: {e}"),
+                }
+            }
+        };
         let mut req = client
             .post(&url)
             .timeout(self.cfg.timeout.get())
             .header("content-type", "application/x-protobuf")
             .body(body);
-        match self.cfg.compression {
+        match compression {
             Compression::Gzip => req = req.header("content-encoding", "gzip"),
             Compression::Zstd => req = req.header("content-encoding", "zstd"),
             Compression::None => {}
@@ -730,6 +739,16 @@ impl Shipper {
                 reason: "too_large",
                 why,
             },
+            415 if compression == Compression::Zstd
+                && !self.gzip_fallback.swap(true, Ordering::Relaxed) =>
+            {
+                tracing::warn!(error = %why, "the collector does not take zstd; sending gzip from now on (set exporter.compression)");
+                Outcome::Retry {
+                    hint: Some(Duration::ZERO),
+                    reason: "compression",
+                    why,
+                }
+            }
             _ => Outcome::Permanent {
                 reason: "invalid",
                 why,

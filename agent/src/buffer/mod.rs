@@ -13,6 +13,9 @@
 pub mod format;
 pub mod scan;
 
+/// Subdirectory of the agent's `buffer_dir` that holds the segments and `ack.pos`.
+pub const SUBDIR: &str = "buffer";
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -416,7 +419,7 @@ impl Buffer {
     /// `fsync = "always"`).
     pub fn append(&self, entry: Entry) -> BoxFuture<'static, Result<(), SinkError>> {
         let size = format::encoded_len(entry.positions.len(), entry.payload.len()) as u64;
-        let admitted = self.admit(size, &entry);
+        let admitted = self.admit(size);
         let tx = self.inner.tx.lock().clone();
         let metrics = self.inner.metrics.clone();
         let inner = self.inner.clone();
@@ -439,7 +442,7 @@ impl Buffer {
         })
     }
 
-    fn admit(&self, size: u64, entry: &Entry) -> Result<(), SinkError> {
+    fn admit(&self, size: u64) -> Result<(), SinkError> {
         let inner = &self.inner;
         let max = inner.opts.max_size;
         let mut st = inner.state.lock();
@@ -471,7 +474,6 @@ impl Buffer {
             )));
         }
         st.reserved += size;
-        let _ = entry;
         Ok(())
     }
 

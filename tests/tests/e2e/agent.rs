@@ -404,8 +404,15 @@ async fn a_full_buffer_pushes_back_and_the_http_exporter_delivers_afterwards() {
 async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let buf = dir.path().join("buffer");
-    // No collector: everything stays in the buffer.
-    let agent = Agent::start(&buf, &format!("http://{}", free_addr()), &[]);
+    // No collector: everything stays in the buffer; no host metrics, so the counts are exact.
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "[host_metrics]\nenabled = false\n").expect("write config");
+    let cfg_arg = cfg.display().to_string();
+    let agent = Agent::start(
+        &buf,
+        &format!("http://{}", free_addr()),
+        &["--config", &cfg_arg],
+    );
     send_http(&agent, "agentverify", 20).await;
     assert!(agent.terminate().success(), "SIGTERM exits 0");
     let run = |args: &[&str]| {
