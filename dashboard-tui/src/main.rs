@@ -1,12 +1,20 @@
-//! `lookout-tui`: the terminal dashboard. Its views are not built yet; the binary already
-//! takes the agreed flags and validates its configuration.
+//! `lookout-tui`: the terminal dashboard of a Lookout collector.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use lookout_config::TuiConfig;
+use lookout_tui::app::App;
+use lookout_tui::client::Client;
 
-/// Lookout terminal dashboard: services, logs, traces and alerts from a collector.
+/// Lookout terminal dashboard: services with RED figures, log search with live tail, trace
+/// search and waterfall, alerts and the service graph, from a collector's query API.
+///
+/// Keys: Tab switches views, / edits the query, Enter opens, Esc goes back, ? lists every
+/// key, q quits.
 #[derive(Debug, Parser)]
 #[command(name = "lookout-tui", version)]
 struct Args {
@@ -16,6 +24,13 @@ struct Args {
     /// Collector query API base URL [default: http://127.0.0.1:7070].
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
+    /// How often the open view refreshes, e.g. `2s` [default: from the config, 2s].
+    #[arg(long, value_name = "DURATION")]
+    refresh: Option<String>,
+    /// Write the dashboard's own log here (level from RUST_LOG, default info); without
+    /// it nothing is logged, since the terminal belongs to the dashboard.
+    #[arg(long, value_name = "FILE", env = "LOOKOUT_TUI_LOG")]
+    log_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,6 +39,53 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = args.collector {
         cfg.collector = c;
     }
-    eprintln!("lookout-tui: configuration is valid ({cfg:?}), but the dashboard views are not built yet; use the query API at {}/api/v1 for now", cfg.collector);
-    std::process::exit(2);
+    let refresh = match &args.refresh {
+        Some(r) => {
+            lookout_config::parse_duration(r).map_err(|e| anyhow::anyhow!("--refresh: {e}"))?
+        }
+        None => cfg.refresh.get(),
+    };
+    if refresh < Duration::from_millis(100) {
+        anyhow::bail!("--refresh: must be at least 100ms, got {refresh:?}");
+    }
+    if !cfg.collector.starts_with("http://") && !cfg.collector.starts_with("https://") {
+        anyhow::bail!(
+            "--collector: expected an http:// or https:// URL, got {:?}",
+            cfg.collector
+        );
+    }
+    if let Some(path) = &args.log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the log file {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init();
+    }
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!("lookout-tui needs a terminal on stdin and stdout");
+    }
+    let client = Client::new(&cfg.collector, Duration::from_secs(10).max(refresh * 5))
+        .map_err(|e| anyhow::anyhow!("--collector {}: {e}", cfg.collector))?;
+    tracing::info!(collector = %cfg.collector, ?refresh, "lookout-tui starting");
+    let app = App::new(&cfg.collector, refresh);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    // Restores the terminal on panics too (ratatui's hook), and here on every return.
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let result = rt.block_on(lookout_tui::run::run(&mut terminal, app, client));
+    ratatui::restore();
+    tracing::info!("lookout-tui stopped");
+    result.context("terminal input failed")
 }

@@ -1,0 +1,300 @@
+//! HTTP client of the collector's query API (`/api/v1`). Views never call it: the
+//! background fetcher does, and hands the results back to the app as [`Fetched`] values.
+
+use std::time::{Duration, Instant};
+
+use lookout_proto::api::{
+    AlertsResponse, DependenciesResponse, ErrorBody, LogsResponse, ServicesResponse, TraceResponse,
+    TracesResponse,
+};
+use serde::de::DeserializeOwned;
+
+/// Why a request to the collector failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FetchError {
+    /// No answer: connection refused, DNS, timeout, reset.
+    #[error("collector unreachable: {0}")]
+    Unreachable(String),
+    /// The collector answered with an error status and `{"error": ...}`.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The collector's message.
+        message: String,
+    },
+    /// The collector answered 2xx with a body we cannot read.
+    #[error("unexpected answer from the collector: {0}")]
+    Decode(String),
+}
+
+impl FetchError {
+    /// True when the collector could not be reached at all (as opposed to refusing the
+    /// request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FetchError::Unreachable(_))
+    }
+}
+
+/// A query of `GET /api/v1/logs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogsQuery {
+    /// Tantivy query text (empty: everything).
+    pub q: String,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Relative start (`15m`) or RFC 3339.
+    pub from: Option<String>,
+    /// End, inclusive (RFC 3339), for paging to older records.
+    pub to: Option<String>,
+    /// Maximum records.
+    pub limit: usize,
+}
+
+/// A query of `GET /api/v1/traces`, as query parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TracesQuery {
+    /// `(name, value)` pairs, already validated by the search parser.
+    pub params: Vec<(String, String)>,
+}
+
+/// What the app asks the fetcher for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetch {
+    /// RED figures per service.
+    Services,
+    /// A page of logs; `seq` tells answers to an older query apart.
+    Logs {
+        /// The query.
+        query: LogsQuery,
+        /// Replace the list or append older records.
+        mode: LogsMode,
+        /// Sequence number of the query.
+        seq: u64,
+    },
+    /// Trace search.
+    Traces {
+        /// The query.
+        query: TracesQuery,
+        /// Sequence number of the query.
+        seq: u64,
+    },
+    /// One assembled trace.
+    Trace {
+        /// Trace id (hex).
+        id: String,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// The logs of one span.
+    SpanLogs {
+        /// Span id (hex).
+        span_id: String,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// The service graph.
+    Dependencies,
+    /// Alert rules, instances and receivers.
+    Alerts,
+}
+
+/// How a page of logs joins the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogsMode {
+    /// A new query: replace.
+    Replace,
+    /// Older records for infinite scroll: append.
+    Older,
+}
+
+/// An answer from the fetcher.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Answer to [`Fetch::Services`].
+    Services(Result<ServicesResponse, FetchError>),
+    /// Answer to [`Fetch::Logs`].
+    Logs {
+        /// The result.
+        result: Result<LogsResponse, FetchError>,
+        /// How it joins the list.
+        mode: LogsMode,
+        /// Sequence number of the query.
+        seq: u64,
+    },
+    /// Answer to [`Fetch::Traces`].
+    Traces {
+        /// The result.
+        result: Result<TracesResponse, FetchError>,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Answer to [`Fetch::Trace`].
+    Trace {
+        /// The result.
+        result: Result<TraceResponse, FetchError>,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Answer to [`Fetch::SpanLogs`].
+    SpanLogs {
+        /// The result.
+        result: Result<LogsResponse, FetchError>,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Answer to [`Fetch::Dependencies`].
+    Dependencies(Result<DependenciesResponse, FetchError>),
+    /// Answer to [`Fetch::Alerts`].
+    Alerts(Result<AlertsResponse, FetchError>),
+}
+
+impl Fetched {
+    /// The error, if the request failed.
+    pub fn error(&self) -> Option<&FetchError> {
+        match self {
+            Fetched::Services(r) => r.as_ref().err(),
+            Fetched::Logs { result, .. } | Fetched::SpanLogs { result, .. } => {
+                result.as_ref().err()
+            }
+            Fetched::Traces { result, .. } => result.as_ref().err(),
+            Fetched::Trace { result, .. } => result.as_ref().err(),
+            Fetched::Dependencies(r) => r.as_ref().err(),
+            Fetched::Alerts(r) => r.as_ref().err(),
+        }
+    }
+}
+
+/// Client of one collector's query API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the collector at `base` (e.g. `http://127.0.0.1:7070`), with a
+    /// per-request timeout.
+    pub fn new(base: &str, timeout: Duration) -> Result<Client, FetchError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .user_agent(concat!("lookout-tui/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Perform one fetch; returns the answer and how long it took.
+    pub async fn fetch(&self, f: Fetch) -> (Fetched, Duration) {
+        let started = Instant::now();
+        let out = match f {
+            Fetch::Services => Fetched::Services(self.get("/api/v1/services", &[]).await),
+            Fetch::Logs { query, mode, seq } => Fetched::Logs {
+                result: self.get("/api/v1/logs", &logs_params(&query)).await,
+                mode,
+                seq,
+            },
+            Fetch::Traces { query, seq } => Fetched::Traces {
+                result: self.get("/api/v1/traces", &query.params).await,
+                seq,
+            },
+            Fetch::Trace { id, seq } => Fetched::Trace {
+                result: self.get(&format!("/api/v1/traces/{id}"), &[]).await,
+                seq,
+            },
+            Fetch::SpanLogs { span_id, seq } => {
+                let q = LogsQuery {
+                    q: format!("span_id:{span_id}"),
+                    limit: 200,
+                    ..LogsQuery::default()
+                };
+                Fetched::SpanLogs {
+                    result: self.get("/api/v1/logs", &logs_params(&q)).await,
+                    seq,
+                }
+            }
+            Fetch::Dependencies => Fetched::Dependencies(
+                self.get("/api/v1/dependencies", &[("from".into(), "1h".into())])
+                    .await,
+            ),
+            Fetch::Alerts => Fetched::Alerts(self.get("/api/v1/alerts", &[]).await),
+        };
+        (out, started.elapsed())
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<T, FetchError> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)
+            .map_err(|e| {
+                FetchError::Unreachable(format!("bad collector URL {}: {e}", self.base))
+            })?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| {
+                    let text = String::from_utf8_lossy(&body);
+                    format!("HTTP {status}: {}", text.trim())
+                });
+            return Err(FetchError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| FetchError::Decode(format!("{path}: {e}")))
+    }
+}
+
+fn logs_params(q: &LogsQuery) -> Vec<(String, String)> {
+    let mut p = vec![("limit".to_string(), q.limit.max(1).to_string())];
+    if !q.q.trim().is_empty() {
+        p.push(("q".into(), q.q.clone()));
+    }
+    if let Some(s) = &q.service {
+        p.push(("service".into(), s.clone()));
+    }
+    if let Some(f) = &q.from {
+        p.push(("from".into(), f.clone()));
+    }
+    if let Some(t) = &q.to {
+        p.push(("to".into(), t.clone()));
+    }
+    p
+}
+
+/// The error with its causes, which reqwest keeps in `source()` (e.g. "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}

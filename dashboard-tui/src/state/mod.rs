@@ -1,0 +1,9 @@
+//! Application state, one module per view. State changes only through the app's actions
+//! and the answers of the fetcher; views read it and never do I/O.
+
+pub mod alerts;
+pub mod input;
+pub mod list;
+pub mod logs;
+pub mod services;
+pub mod traces;

@@ -1,0 +1,733 @@
+//! State updates driven by plain actions, and render tests on ratatui's `TestBackend`.
+#![allow(clippy::panic)]
+
+use std::time::Duration;
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+use crate::app::{Action, App, Conn, View};
+use crate::client::{Fetch, FetchError, Fetched, LogsMode};
+use crate::fixtures;
+use crate::state::input::Edit;
+use crate::state::list::Move;
+
+const MS: Duration = Duration::from_millis(3);
+
+fn app() -> App {
+    App::new("http://127.0.0.1:7070", Duration::from_secs(2))
+}
+
+fn typed(app: &mut App, text: &str) -> Vec<Fetch> {
+    let mut out = Vec::new();
+    for c in text.chars() {
+        out.extend(app.update(Action::Edit(Edit::Char(c))));
+    }
+    out
+}
+
+fn logs_seq(f: &[Fetch]) -> u64 {
+    match f.first() {
+        Some(Fetch::Logs { seq, .. }) => *seq,
+        other => panic!("expected a logs fetch, got {other:?}"),
+    }
+}
+
+/// An app with every view's data loaded.
+fn loaded() -> App {
+    let mut a = app();
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    let f = a.update(Action::Show(View::Logs));
+    let seq = logs_seq(&f);
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(fixtures::logs(60)),
+            mode: LogsMode::Replace,
+            seq,
+        },
+        MS,
+    );
+    let f = a.update(Action::Show(View::Traces));
+    let Some(Fetch::Traces { seq, .. }) = f.first() else {
+        panic!("expected a trace search, got {f:?}");
+    };
+    a.on_fetched(
+        Fetched::Traces {
+            result: Ok(fixtures::traces(40)),
+            seq: *seq,
+        },
+        MS,
+    );
+    a.on_fetched(Fetched::Alerts(Ok(fixtures::alerts())), MS);
+    a.on_fetched(Fetched::Dependencies(Ok(fixtures::dependencies())), MS);
+    a.update(Action::Show(View::Services));
+    a
+}
+
+fn open_trace(a: &mut App, spans: usize) {
+    let f = a.run_command("trace 4bf92f3577b34da6a3ce929d0e0e4736");
+    let Some(Fetch::Trace { seq, .. }) = f.first() else {
+        panic!("expected a trace fetch, got {f:?}");
+    };
+    a.on_fetched(
+        Fetched::Trace {
+            result: Ok(fixtures::trace(spans)),
+            seq: *seq,
+        },
+        MS,
+    );
+}
+
+/// The screen as text, one string per row.
+fn render(app: &App, w: u16, h: u16) -> Vec<String> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    t.draw(|f| crate::view::draw(f, app)).expect("draw");
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .map(|y| {
+            let mut line = String::new();
+            let mut x = 0;
+            while x < w {
+                let cell = &buf[(x, y)];
+                line.push_str(cell.symbol());
+                x += 1;
+            }
+            line
+        })
+        .collect()
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    render(app, w, h).join("\n")
+}
+
+#[track_caller]
+fn assert_shows(s: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(s.contains(n), "screen lacks {n:?}:\n{s}");
+    }
+}
+
+// ---- state updates ----
+
+#[test]
+fn start_fetches_services_and_enter_opens_the_services_traces_and_logs() {
+    let mut a = app();
+    assert_eq!(a.start(), vec![Fetch::Services]);
+    assert_eq!(
+        a.tick(),
+        vec![],
+        "no second request while one is on its way"
+    );
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    assert_eq!(a.conn, Conn::Up { latency: MS });
+    a.update(Action::SortNext); // by rate: frontend, inventory, checkout, payment
+    a.update(Action::Move(Move::Down));
+    assert_eq!(a.services.selected().as_deref(), Some("inventory"));
+    let f = a.update(Action::Enter);
+    assert_eq!(a.view, View::Traces);
+    let Some(Fetch::Traces { query, .. }) = f.first() else {
+        panic!("expected a trace search, got {f:?}");
+    };
+    assert!(query
+        .params
+        .contains(&("service".to_string(), "inventory".to_string())));
+    assert_eq!(a.logs.service.as_deref(), Some("inventory"));
+}
+
+#[test]
+fn services_filter_and_selection_survive_a_refresh() {
+    let mut a = loaded();
+    a.update(Action::Focus);
+    typed(&mut a, "PAY");
+    assert!(a.editing());
+    assert_eq!(a.services.rows().len(), 1);
+    a.update(Action::Submit);
+    assert!(!a.editing());
+    a.update(Action::Back);
+    assert_eq!(a.services.rows().len(), 4, "Esc clears the filter");
+    a.update(Action::Move(Move::Bottom));
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    assert_eq!(a.services.selected().as_deref(), Some("payment"));
+}
+
+#[test]
+fn a_log_query_is_sent_and_stale_answers_are_ignored() {
+    let mut a = app();
+    let first = logs_seq(&a.update(Action::Show(View::Logs)));
+    a.update(Action::Focus);
+    typed(&mut a, "severity:error AND timeout");
+    let f = a.update(Action::Submit);
+    let Some(Fetch::Logs { query, mode, seq }) = f.first().cloned() else {
+        panic!("expected a logs fetch, got {f:?}");
+    };
+    assert_eq!(query.q, "severity:error AND timeout");
+    assert_eq!(query.from.as_deref(), Some("1h"));
+    assert_eq!(mode, LogsMode::Replace);
+    // The answer to the first query arrives late: ignored.
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(fixtures::logs(5)),
+            mode: LogsMode::Replace,
+            seq: first,
+        },
+        MS,
+    );
+    assert!(a.logs.entries.is_empty());
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(fixtures::logs(3)),
+            mode: LogsMode::Replace,
+            seq,
+        },
+        MS,
+    );
+    assert_eq!(a.logs.entries.len(), 3);
+    assert_eq!(a.logs.input.history(), ["severity:error AND timeout"]);
+}
+
+#[test]
+fn a_refused_query_shows_the_collectors_message_and_keeps_the_rows() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Logs));
+    a.update(Action::Focus);
+    typed(&mut a, "body:(");
+    let seq = logs_seq(&a.update(Action::Submit));
+    a.on_fetched(
+        Fetched::Logs {
+            result: Err(FetchError::Api {
+                status: 400,
+                message: "parameter `q`: syntax error at position 5".into(),
+            }),
+            mode: LogsMode::Replace,
+            seq,
+        },
+        MS,
+    );
+    assert_eq!(
+        a.logs.error.as_deref(),
+        Some("parameter `q`: syntax error at position 5")
+    );
+    assert_eq!(a.logs.entries.len(), 60);
+    assert!(matches!(a.conn, Conn::Up { .. }), "a 400 is not an outage");
+    let s = screen(&a, 80, 24);
+    assert_shows(&s, &["syntax error at position 5"]);
+}
+
+#[test]
+fn scrolling_near_the_end_fetches_older_logs_without_duplicates() {
+    let mut a = app();
+    let seq = logs_seq(&a.update(Action::Show(View::Logs)));
+    let page = fixtures::logs(200);
+    let boundary = page.logs[199].clone();
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(page.clone()),
+            mode: LogsMode::Replace,
+            seq,
+        },
+        MS,
+    );
+    assert_eq!(a.logs.total, 2000);
+    assert!(a.update(Action::Move(Move::Down)).is_empty());
+    let f = a.update(Action::Move(Move::Bottom));
+    let Some(Fetch::Logs { query, mode, .. }) = f.first() else {
+        panic!("expected an older page, got {f:?}");
+    };
+    assert_eq!(*mode, LogsMode::Older);
+    assert_eq!(query.to.as_deref(), Some(boundary.timestamp.as_str()));
+    assert!(
+        a.update(Action::Move(Move::Up)).is_empty(),
+        "one page at a time"
+    );
+    // The older page starts with the boundary record again (`to` is inclusive).
+    let mut older = fixtures::logs(1);
+    older.logs = vec![boundary.clone()];
+    let mut next = boundary.clone();
+    next.timestamp_unix_nano -= 1;
+    next.body = "older".into();
+    older.logs.push(next);
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(older),
+            mode: LogsMode::Older,
+            seq,
+        },
+        MS,
+    );
+    assert_eq!(a.logs.entries.len(), 201);
+    assert_eq!(a.logs.entries[200].body, "older");
+    assert!(a.logs.exhausted, "a short page ends the scroll");
+}
+
+#[test]
+fn follow_mode_refreshes_on_every_tick_and_stops_when_scrolling() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Logs));
+    assert!(a.tick().is_empty(), "a loaded list stays still");
+    let seq = logs_seq(&a.update(Action::ToggleFollow));
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(fixtures::logs(10)),
+            mode: LogsMode::Replace,
+            seq,
+        },
+        MS,
+    );
+    assert_eq!(logs_seq(&a.tick()), seq + 1);
+    assert_shows(&screen(&a, 80, 24), &["FOLLOWING"]);
+    a.update(Action::Move(Move::Down));
+    assert!(!a.logs.follow);
+    assert!(a.flash.as_deref().unwrap_or("").contains("follow off"));
+}
+
+#[test]
+fn a_log_line_jumps_to_its_trace_and_span() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Logs));
+    a.update(Action::Move(Move::Down));
+    a.update(Action::JumpToTrace);
+    assert!(a.flash.as_deref().unwrap_or("").contains("no trace id"));
+    a.update(Action::Move(Move::Down));
+    a.update(Action::Move(Move::Down));
+    let f = a.update(Action::JumpToTrace);
+    assert_eq!(a.view, View::Traces);
+    let Some(Fetch::Trace { id, seq }) = f.first().cloned() else {
+        panic!("expected a trace fetch, got {f:?}");
+    };
+    assert_eq!(id, format!("{:032x}", 4));
+    let mut t = fixtures::trace(20);
+    t.trace_id = id;
+    a.on_fetched(Fetched::Trace { result: Ok(t), seq }, MS);
+    let o = a.traces.open.as_ref().expect("open trace");
+    assert_eq!(
+        o.selected_span().map(|s| s.span_id.clone()),
+        Some(format!("{:016x}", 4)),
+        "the log's span is selected"
+    );
+}
+
+#[test]
+fn waterfall_folds_subtrees_and_opens_span_detail_with_its_logs() {
+    let mut a = loaded();
+    open_trace(&mut a, 21);
+    let w = a
+        .traces
+        .open
+        .as_ref()
+        .and_then(|o| o.waterfall.as_ref())
+        .expect("waterfall");
+    assert_eq!(w.visible.len(), 21);
+    assert_eq!(w.rows[0].descendants, 20);
+    a.update(Action::Move(Move::Down));
+    a.update(Action::ToggleCollapse);
+    let o = a.traces.open.as_ref().expect("open");
+    let w = o.waterfall.as_ref().expect("waterfall");
+    assert_eq!(w.visible.len(), 21 - w.rows[1].descendants);
+    assert_eq!(o.sel.selected(), 1);
+    let f = a.update(Action::Enter);
+    let Some(Fetch::SpanLogs { span_id, seq }) = f.first().cloned() else {
+        panic!("expected the span's logs, got {f:?}");
+    };
+    assert_eq!(span_id, format!("{:016x}", 2));
+    a.on_fetched(
+        Fetched::SpanLogs {
+            result: Ok(fixtures::logs(2)),
+            seq,
+        },
+        MS,
+    );
+    assert_shows(
+        &screen(&a, 120, 40),
+        &["logs of this span", "order 1 placed"],
+    );
+    a.update(Action::Back);
+    assert!(a.traces.open.as_ref().is_some_and(|o| !o.detail));
+    a.update(Action::Back);
+    assert!(a.traces.open.is_none(), "Esc goes back to the list");
+}
+
+#[test]
+fn a_bad_trace_search_is_explained_without_a_request() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Traces));
+    a.update(Action::Focus);
+    typed(&mut a, "checkout min=fast");
+    assert!(a.update(Action::Submit).is_empty());
+    let e = a.traces.error.clone().unwrap_or_default();
+    assert!(e.contains("expected KEY=VALUE"), "{e}");
+    assert_shows(&screen(&a, 80, 24), &["expected KEY=VALUE"]);
+    a.update(Action::Focus);
+    a.update(Action::Edit(Edit::KillToStart));
+    typed(&mut a, "service=checkout min=250ms");
+    assert_eq!(a.update(Action::Submit).len(), 1);
+    assert_eq!(a.update(Action::ToggleErrors).len(), 1);
+    assert_eq!(a.traces.input.text(), "service=checkout min=250ms error");
+}
+
+#[test]
+fn an_unreachable_collector_keeps_the_data_and_recovers() {
+    let mut a = loaded();
+    a.update(Action::Refresh);
+    let down = || Fetched::Services(Err(FetchError::Unreachable("connection refused".into())));
+    a.on_fetched(down(), MS);
+    a.on_fetched(down(), MS);
+    assert!(matches!(a.conn, Conn::Down { failures: 2, .. }));
+    assert!(a.services.data.is_some());
+    assert_shows(&screen(&a, 80, 24), &["unreachable (2×)", "checkout"]);
+    assert_eq!(a.tick(), vec![Fetch::Services], "retried on the next tick");
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    assert!(matches!(a.conn, Conn::Up { .. }));
+}
+
+#[test]
+fn keys_map_to_actions_by_context() {
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    let mut a = loaded();
+    assert_eq!(a.key_action(key('q')), Some(Action::Quit));
+    a.update(Action::Show(View::Logs));
+    a.update(Action::Focus);
+    assert_eq!(
+        a.key_action(key('q')),
+        Some(Action::Edit(Edit::Char('q'))),
+        "q types while editing"
+    );
+    assert_eq!(
+        a.key_action(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Action::Quit)
+    );
+    a.update(Action::Back);
+    // Esc then 4, arriving together as Alt-4.
+    a.update(Action::Enter);
+    a.key(KeyEvent::new(KeyCode::Char('4'), KeyModifiers::ALT));
+    assert!(!a.logs.detail);
+    assert_eq!(a.view, View::Alerts);
+    a.key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+    assert_eq!(a.view, View::Graph);
+    a.key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
+    a.key(key('?'));
+    assert!(a.help.is_some());
+    a.key(key('q'));
+    assert!(a.help.is_none() && !a.quit, "q closes the help first");
+    a.key(key('q'));
+    assert!(a.quit);
+}
+
+#[test]
+fn commands_switch_views_and_explain_mistakes() {
+    let mut a = loaded();
+    a.update(Action::Command);
+    assert!(a.editing());
+    typed(&mut a, "logs severity:warn");
+    let f = a.update(Action::Submit);
+    assert_eq!(a.view, View::Logs);
+    let Some(Fetch::Logs { query, .. }) = f.first() else {
+        panic!("expected logs, got {f:?}");
+    };
+    assert_eq!(query.q, "severity:warn");
+    a.run_command("trace xyz");
+    assert!(a.flash.as_deref().unwrap_or("").contains("32 hex digits"));
+    a.run_command("bogus");
+    assert!(a
+        .flash
+        .as_deref()
+        .unwrap_or("")
+        .contains("unknown command :bogus"));
+    a.run_command("q");
+    assert!(a.quit);
+}
+
+// ---- rendering ----
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
+
+#[test]
+fn services_view_renders_figures_and_operations() {
+    let a = loaded();
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "1:Services",
+                "checkout",
+                "42/s",
+                "3.1%",
+                "95ms",
+                "payment",
+                "8.0%",
+                "● 3ms",
+                "? help",
+            ],
+        );
+    }
+    assert_shows(
+        &screen(&a, 120, 40),
+        &["Operations of checkout", "POST /checkout", "▆"],
+    );
+}
+
+#[test]
+fn logs_view_renders_rows_detail_and_hostile_bodies() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Logs));
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "query:",
+                "range 1h",
+                "60 of 600 matches",
+                "20:00:00.000",
+                "order 0 placed",
+                "◆",
+            ],
+        );
+        assert!(!s.contains('\u{1b}'), "escape sequences are neutralised");
+        assert_shows(&s, &["multi⏎line\u{fffd}[2J"]);
+    }
+    a.update(Action::Enter);
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "Log record",
+                "trace_id",
+                "(t opens the trace)",
+                "enduser.id = user-0",
+            ],
+        );
+    }
+    assert_shows(&screen(&a, 120, 40), &["host.name = web-1"]);
+    a.update(Action::DetailDown);
+    a.update(Action::DetailDown);
+    let s = screen(&a, 80, 24);
+    assert_shows(&s, &["host.name = web-1"]);
+    assert!(
+        !s.contains("time      2025"),
+        "scrolled past the first lines"
+    );
+}
+
+#[test]
+fn traces_list_renders_summaries_and_bars() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Traces));
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "search:",
+                "40 traces",
+                "frontend: GET /checkout",
+                "○",
+                "●",
+                "◐",
+                "█",
+                "duration",
+            ],
+        );
+    }
+}
+
+#[test]
+fn waterfall_renders_tree_bars_critical_path_and_warnings() {
+    let mut a = loaded();
+    open_trace(&mut a, 30);
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "● complete",
+                "frontend op-0",
+                "30 spans",
+                "clock_skew",
+                "▾",
+                "█",
+                "▒",
+                "!",
+                "1.00s",
+            ],
+        );
+    }
+    assert_shows(&screen(&a, 120, 40), &["~inventory op-3"]);
+    // Select the failed span (span 2).
+    if let Some(o) = a.traces.open.as_mut() {
+        let w = o.waterfall.as_ref().expect("waterfall");
+        let v = w.find_span(&format!("{:016x}", 3)).expect("span 2");
+        let n = w.visible.len();
+        o.sel.select(v, n);
+    }
+    a.update(Action::Enter);
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(&s, &["Span (Esc closes", "status", "error: card declined"]);
+    }
+    assert_shows(
+        &screen(&a, 120, 40),
+        &["http.route = /api/items/{id}", "exception"],
+    );
+    for _ in 0..3 {
+        a.update(Action::DetailDown);
+    }
+    assert_shows(&screen(&a, 80, 24), &["http.route"]);
+}
+
+#[test]
+fn alerts_and_graph_views_render() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Alerts));
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "firing",
+                "CheckoutSlow",
+                "latency_p99 > 500",
+                "1/1",
+                "ErrorsHigh",
+                "value 812",
+                "delivered (1 attempts)",
+                "failed (5 attempts)",
+                "receivers: oncall",
+            ],
+        );
+    }
+    a.update(Action::Show(View::Graph));
+    a.update(Action::Move(Move::Down)); // checkout, frontend, inventory, payment → frontend?
+    a.update(Action::Move(Move::Up));
+    for (w, h) in SIZES {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "services (last 1h)",
+                "Callers of checkout",
+                "← frontend",
+                "checkout calls",
+                "→ payment",
+                "→ inventory",
+                "2,400",
+            ],
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_keys() {
+    let mut a = loaded();
+    a.update(Action::ToggleHelp);
+    assert_shows(
+        &screen(&a, 80, 24),
+        &["Keys", "Tab / Shift-Tab", "q / ^C", "quit"],
+    );
+    let all = screen(&a, 120, 200);
+    for (_, keys) in crate::view::KEYS {
+        for (k, _) in *keys {
+            assert_shows(&all, &[k]);
+        }
+    }
+}
+
+#[test]
+fn empty_loading_and_unreachable_states_say_so() {
+    let mut a = app();
+    assert_shows(
+        &screen(&a, 80, 24),
+        &["Connecting to http://127.0.0.1:7070"],
+    );
+    a.update(Action::Show(View::Logs));
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    assert_shows(&screen(&a, 80, 24), &["Loading…"]);
+    a.on_fetched(
+        Fetched::Logs {
+            result: Ok(lookout_proto::api::LogsResponse {
+                total: 0,
+                logs: vec![],
+                took_ms: 0.1,
+            }),
+            mode: LogsMode::Replace,
+            seq: a.logs.seq,
+        },
+        MS,
+    );
+    assert_shows(&screen(&a, 80, 24), &["No logs match in the last 1h"]);
+    a.on_fetched(
+        Fetched::Alerts(Err(FetchError::Unreachable(
+            "tcp connect error: Connection refused".into(),
+        ))),
+        MS,
+    );
+    a.update(Action::Show(View::Alerts));
+    assert_shows(
+        &screen(&a, 80, 24),
+        &[
+            "Cannot reach the collector at http://127.0.0.1:7070",
+            "Connection refused",
+            "Retrying every 2s",
+        ],
+    );
+}
+
+#[test]
+fn every_view_survives_every_small_size() {
+    let mut a = loaded();
+    let views: [fn(&mut App); 7] = [
+        |a| {
+            a.update(Action::Show(View::Services));
+        },
+        |a| {
+            a.update(Action::Show(View::Logs));
+            a.logs.detail = true;
+        },
+        |a| {
+            a.update(Action::Show(View::Traces));
+            a.traces.open = None;
+        },
+        |a| open_trace(a, 50),
+        |a| {
+            a.update(Action::Enter);
+        },
+        |a| {
+            a.update(Action::Show(View::Alerts));
+        },
+        |a| {
+            a.update(Action::Show(View::Graph));
+            a.help = Some(0);
+        },
+    ];
+    for set in views {
+        set(&mut a);
+        for w in (0..=130).step_by(7) {
+            for h in (0..=45).step_by(4) {
+                render(&a, w, h);
+            }
+        }
+    }
+    assert_shows(&screen(&a, 30, 8), &["Terminal too small: 30x8"]);
+}
+
+#[test]
+fn a_trace_of_fifty_thousand_spans_draws_only_what_is_visible() {
+    let mut a = loaded();
+    open_trace(&mut a, 50_000);
+    a.update(Action::Move(Move::Bottom));
+    let s = screen(&a, 120, 40);
+    assert_shows(&s, &["50,000 spans"]);
+    a.update(Action::Move(Move::Top));
+    a.update(Action::ToggleCollapse);
+    let w = a
+        .traces
+        .open
+        .as_ref()
+        .and_then(|o| o.waterfall.as_ref())
+        .expect("waterfall");
+    assert_eq!(w.visible.len(), 1, "folding the root hides the rest");
+    assert_shows(&screen(&a, 80, 24), &["▸ +49999 frontend"]);
+}

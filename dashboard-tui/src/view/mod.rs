@@ -1,0 +1,300 @@
+//! Drawing. Views read the [`App`] and never change it (except list scroll offsets,
+//! which only drawing can know) and never do I/O.
+
+pub mod alerts;
+pub mod fmt;
+pub mod logs;
+pub mod services;
+pub mod traces;
+
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::app::{App, Conn, View};
+use crate::state::input::LineInput;
+
+/// Smallest terminal the views are laid out for.
+pub const MIN_WIDTH: u16 = 40;
+/// Smallest terminal height the views are laid out for.
+pub const MIN_HEIGHT: u16 = 10;
+
+/// Draw the whole dashboard.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "Terminal too small: {}x{}. lookout-tui needs at least {MIN_WIDTH}x{MIN_HEIGHT}. q quits.",
+            area.width, area.height
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(f, header, app);
+    match app.view {
+        View::Services => services::draw(f, body, app),
+        View::Logs => logs::draw(f, body, app),
+        View::Traces => traces::draw(f, body, app),
+        View::Alerts => alerts::draw_alerts(f, body, app),
+        View::Graph => alerts::draw_graph(f, body, app),
+    }
+    draw_footer(f, footer, app);
+    if let Some(scroll) = app.help {
+        draw_help(f, body, scroll);
+    }
+}
+
+fn draw_header(f: &mut Frame, area: Rect, app: &App) {
+    let mut spans = vec![Span::styled(
+        " lookout ",
+        Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+    )];
+    for (i, v) in View::ALL.iter().enumerate() {
+        spans.push(Span::raw(" "));
+        let style = if *v == app.view {
+            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        } else {
+            Style::new().add_modifier(Modifier::DIM)
+        };
+        spans.push(Span::styled(format!("{}:{}", i + 1, v.title()), style));
+    }
+    let status = match &app.conn {
+        Conn::Connecting => Span::styled("connecting…", Style::new().fg(Color::Yellow)),
+        Conn::Up { latency } => Span::styled(
+            format!("● {}ms", latency.as_millis()),
+            Style::new().fg(Color::Green),
+        ),
+        Conn::Down { failures, .. } => Span::styled(
+            format!("✕ unreachable ({failures}×), retrying"),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+    };
+    let status_w = status.width() as u16 + 1;
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(1), Constraint::Length(status_w)]).areas(area);
+    f.render_widget(Line::from(spans), left);
+    f.render_widget(Line::from(status).right_aligned(), right);
+}
+
+/// Key hints for the footer in the current context.
+pub fn hints(app: &App) -> &'static str {
+    if app.help.is_some() {
+        return "j/k scroll  ? or Esc close  q quit";
+    }
+    if app.editing() {
+        return "Enter run  Esc cancel  ↑/↓ history  ^U clear  ^W word";
+    }
+    match app.view {
+        View::Services => "↵ traces  l logs  d graph  / filter  s sort  Tab view  ? help  q quit",
+        View::Logs => "/ query  ↵ detail  t trace  f follow  [ ] range  J/K scroll  ? help  q quit",
+        View::Traces if app.traces.open.is_some() => {
+            "↵ span detail  space fold  J/K scroll  l logs  Esc back  ? help  q quit"
+        }
+        View::Traces => "/ search  ↵ open  e errors  [ ] range  r refresh  ? help  q quit",
+        View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
+        View::Graph => "j/k service  ↵ traces  l logs  Tab view  ? help  q quit",
+    }
+}
+
+fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
+    if let Some(cmd) = &app.command {
+        input_line(f, area, ":", cmd, true);
+        return;
+    }
+    let line = match &app.flash {
+        Some(msg) => Line::styled(fmt::one_line(msg), Style::new().fg(Color::Yellow)),
+        None => Line::styled(hints(app), Style::new().add_modifier(Modifier::DIM)),
+    };
+    f.render_widget(line, area);
+}
+
+/// A one-line input with a prompt; places the cursor when it has the keyboard.
+pub fn input_line(f: &mut Frame, area: Rect, prompt: &str, input: &LineInput, focused: bool) {
+    let prompt_w = prompt.chars().count() as u16;
+    let text = fmt::one_line(input.text());
+    let width = area.width.saturating_sub(prompt_w + 1) as usize;
+    // Scroll the text so the cursor stays visible.
+    let cursor = input.cursor();
+    let skip = cursor.saturating_sub(width);
+    let shown: String = text.chars().skip(skip).take(width).collect();
+    let (shown, style) = if !focused && shown.is_empty() {
+        (
+            "(everything; / to edit)".to_string(),
+            Style::new().add_modifier(Modifier::DIM),
+        )
+    } else {
+        (shown, Style::new())
+    };
+    let line = Line::from(vec![
+        Span::styled(
+            prompt.to_string(),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(shown, style),
+    ]);
+    f.render_widget(line, area);
+    if focused {
+        let x = area.x + prompt_w + (cursor - skip) as u16;
+        f.set_cursor_position(Position::new(x.min(area.right().saturating_sub(1)), area.y));
+    }
+}
+
+/// A message in the middle of an area (loading, empty, unreachable).
+pub fn message(f: &mut Frame, area: Rect, lines: Vec<Line<'_>>) {
+    let h = (lines.len() as u16).min(area.height);
+    let top = area.y + area.height.saturating_sub(h) / 2;
+    let r = Rect::new(area.x, top, area.width, h);
+    f.render_widget(
+        Paragraph::new(lines).centered().wrap(Wrap { trim: true }),
+        r,
+    );
+}
+
+/// The message shown in a view that has nothing to show: why, in the app's own words.
+pub fn placeholder(app: &App, loading: bool, empty: &str) -> Vec<Line<'static>> {
+    match &app.conn {
+        Conn::Down { error, .. } => vec![
+            Line::styled(
+                format!("Cannot reach the collector at {}", app.collector),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Line::raw(fmt::one_line(error)),
+            Line::raw(format!(
+                "Retrying every {}s. Start it with: lookout-collector --demo",
+                app.refresh.as_secs().max(1)
+            )),
+        ],
+        Conn::Connecting => vec![Line::raw(format!("Connecting to {}…", app.collector))],
+        Conn::Up { .. } if loading => vec![Line::raw("Loading…")],
+        Conn::Up { .. } => empty.lines().map(|l| Line::raw(l.to_string())).collect(),
+    }
+}
+
+/// Every key, by context, for the help overlay.
+pub const KEYS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "Everywhere",
+        &[
+            ("Tab / Shift-Tab", "next / previous view"),
+            ("1 … 5", "services, logs, traces, alerts, graph"),
+            ("j k / ↓ ↑", "move"),
+            ("PgDn PgUp / ^D ^U", "page down / up"),
+            ("g G / Home End", "first / last"),
+            ("/", "edit the query or filter"),
+            ("Enter", "open"),
+            ("Esc / h / ←", "back, close pane"),
+            ("r / F5", "refresh now"),
+            (
+                ":",
+                "command: services, logs Q, traces S, trace ID, alerts, graph, q",
+            ),
+            ("?", "this help"),
+            ("q / ^C", "quit"),
+        ],
+    ),
+    (
+        "Editing a line",
+        &[
+            ("Enter / Esc", "run / stop editing"),
+            ("↑ ↓", "history"),
+            ("^A ^E / Home End", "start / end"),
+            ("^U ^W", "clear to start / delete word"),
+        ],
+    ),
+    (
+        "Services",
+        &[
+            ("Enter", "traces of the service"),
+            ("l", "logs of the service"),
+            ("d", "service graph at the service"),
+            ("s", "sort: name, rate, errors, p99"),
+            ("/", "filter by name"),
+        ],
+    ),
+    (
+        "Logs",
+        &[
+            (
+                "/",
+                "query: tantivy syntax, e.g. timeout AND severity:error",
+            ),
+            ("Enter", "detail pane with every attribute"),
+            ("J K", "scroll the detail pane"),
+            ("t", "open the trace of the log"),
+            ("f", "follow new logs (live tail)"),
+            ("[ ]", "shorter / longer time range"),
+            ("x", "clear the service filter"),
+        ],
+    ),
+    (
+        "Traces",
+        &[
+            (
+                "/",
+                "search: service=S op=O min=250ms max=2s error KEY=VALUE",
+            ),
+            ("Enter", "open the trace as a waterfall"),
+            ("e", "only traces with errors, or all"),
+            ("[ ]", "shorter / longer time range"),
+            ("○ ● ◐", "trace open, complete, updated late"),
+        ],
+    ),
+    (
+        "Waterfall",
+        &[
+            ("Enter", "span detail: attributes, events, logs"),
+            ("space", "fold / unfold the span's children"),
+            ("J K", "scroll the detail pane"),
+            ("l", "logs of the trace"),
+            ("█ ▒", "critical path / rest of a span"),
+            ("! ~", "error span / clock skew adjusted"),
+            ("Esc", "back to the list"),
+        ],
+    ),
+    (
+        "Alerts and graph",
+        &[
+            ("j k", "select a rule / a service"),
+            ("Enter / l", "graph: traces / logs of the service"),
+        ],
+    ),
+];
+
+fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
+    let w = area.width.min(78);
+    let h = area.height;
+    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, h);
+    let mut lines = Vec::new();
+    for (section, keys) in KEYS {
+        lines.push(Line::styled(
+            section.to_string(),
+            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+        ));
+        for (k, what) in *keys {
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {k:<18}"), Style::new().fg(Color::Cyan)),
+                Span::raw(what.to_string()),
+            ]));
+        }
+    }
+    let max_scroll = (lines.len() as u16).saturating_sub(h.saturating_sub(2));
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .scroll((scroll.min(max_scroll), 0))
+            .block(
+                Block::new()
+                    .borders(Borders::ALL)
+                    .title(" Keys — ? or Esc closes, j/k scroll "),
+            ),
+        r,
+    );
+}

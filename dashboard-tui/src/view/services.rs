@@ -1,0 +1,141 @@
+//! Services: request rate, error rate and latency percentiles per service, with a
+//! sparkline of the rate, and the operations of the selected service.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Cell, Row, Table};
+use ratatui::Frame;
+
+use super::fmt;
+use crate::app::App;
+
+/// Draw the services view.
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.services;
+    let [bar, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    let window = s
+        .data
+        .as_ref()
+        .map_or(String::new(), |d| format!("  window {}s", d.window_s));
+    let title = format!("sort: {} (s){window}  filter: ", s.sort.label());
+    super::input_line(f, bar, &title, &s.filter, s.editing);
+
+    let rows = s.rows();
+    if rows.is_empty() {
+        let empty = if s.filter.text().is_empty() {
+            "No services yet: RED figures come from server and consumer spans.\nSend traces (lookout-loadgen, or run the collector with --demo)."
+        } else {
+            "No service matches the filter. Esc clears it."
+        };
+        let mut lines = super::placeholder(app, s.data.is_none(), empty);
+        if let Some(e) = &s.error {
+            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
+        }
+        super::message(f, rest, lines);
+        return;
+    }
+    let ops_h = if rest.height >= 18 {
+        rest.height / 3
+    } else {
+        0
+    };
+    let [list_area, ops_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
+
+    let header = Row::new(["service", "rate", "err%", "p50", "p95", "p99", "rate trend"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let widths = [
+        Constraint::Min(12),
+        Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ];
+    // Width of the trend column: what the fixed columns leave.
+    let trend_w = (list_area.width as usize).saturating_sub(12 + 8 + 6 + 7 * 3 + 6 + 2);
+    let height = list_area.height.saturating_sub(3) as usize;
+    let (start, end) = s.sel.window(height, rows.len());
+    let body: Vec<Row> = rows[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let st = &r.stats;
+            let err_style = if st.error_rate >= 0.05 {
+                Style::new().fg(Color::Red)
+            } else if st.error_rate > 0.0 {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new()
+            };
+            let row = Row::new(vec![
+                Cell::from(fmt::one_line(&r.service)),
+                Cell::from(fmt::rate(st.request_rate)),
+                Cell::from(fmt::pct(st.error_rate)).style(err_style),
+                Cell::from(fmt::ms(st.p50_ms)),
+                Cell::from(fmt::ms(st.p95_ms)),
+                Cell::from(fmt::ms(st.p99_ms)),
+                Cell::from(fmt::sparkline(&st.rate_history, trend_w.min(60)))
+                    .style(Style::new().fg(Color::Cyan)),
+            ]);
+            if start + i == s.sel.selected() {
+                row.style(Style::new().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let title = format!(" Services ({}) ", rows.len());
+    f.render_widget(
+        Table::new(body, widths)
+            .header(header)
+            .block(Block::new().borders(Borders::TOP).title(title)),
+        list_area,
+    );
+
+    if ops_h == 0 {
+        return;
+    }
+    let Some(sel) = rows.get(s.sel.selected()) else {
+        return;
+    };
+    let header = Row::new(["operation", "rate", "err%", "p50", "p95", "p99"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let ops: Vec<Row> = sel
+        .operations
+        .iter()
+        .take(ops_area.height as usize)
+        .map(|o| {
+            Row::new(vec![
+                fmt::one_line(&o.operation),
+                fmt::rate(o.stats.request_rate),
+                fmt::pct(o.stats.error_rate),
+                fmt::ms(o.stats.p50_ms),
+                fmt::ms(o.stats.p95_ms),
+                fmt::ms(o.stats.p99_ms),
+            ])
+        })
+        .collect();
+    f.render_widget(
+        Table::new(
+            ops,
+            [
+                Constraint::Min(16),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(7),
+            ],
+        )
+        .header(header)
+        .block(
+            Block::new()
+                .borders(Borders::TOP)
+                .title(format!(" Operations of {} ", fmt::one_line(&sel.service))),
+        ),
+        ops_area,
+    );
+}
