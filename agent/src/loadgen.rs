@@ -618,6 +618,14 @@ impl Gen {
                 TraceShape::Shop => self.shop_trace(),
                 TraceShape::Flat => self.flat_trace(),
             }
+            // The trace's logs become ready once all its spans have been sent.
+            let sent_by = self.spans_taken + self.spans.len() as u64;
+            for entry in self.logs.iter_mut().rev() {
+                if entry.0 != u64::MAX {
+                    break;
+                }
+                entry.0 = sent_by;
+            }
         }
     }
 
@@ -1785,5 +1793,58 @@ impl std::fmt::Display for Summary {
             "request latency:     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.latency_p50_ms, self.latency_p99_ms, self.latency_max_ms
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_all_sends_logs_after_the_spans_of_their_trace() {
+        let args = Args {
+            signal: SignalArg::All,
+            batch: 50,
+            ..Args::default()
+        };
+        let mut gen = Gen::new(&args, Rng(7), 1_700_000_000_000_000_000);
+        let mut span_traces = std::collections::HashSet::new();
+        let (mut spans, mut logs) = (0, 0);
+        for _ in 0..200 {
+            match generate(&args, &mut gen) {
+                Request::Traces(r) => {
+                    for s in r
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .flat_map(|s| &s.spans)
+                    {
+                        span_traces.insert(s.trace_id.clone());
+                        spans += 1;
+                    }
+                }
+                Request::Logs(r) => {
+                    for l in r
+                        .resource_logs
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .flat_map(|s| &s.log_records)
+                    {
+                        assert!(
+                            span_traces.contains(&l.trace_id),
+                            "a log arrives after its trace's spans"
+                        );
+                        logs += 1;
+                    }
+                }
+                Request::Metrics(_) => {}
+            }
+        }
+        assert!(spans > 0 && logs > 0, "spans {spans}, logs {logs}");
+        let ratio = logs as f64 / spans as f64;
+        assert!(
+            (0.2..0.8).contains(&ratio),
+            "about 0.4 logs per span, got {ratio}"
+        );
     }
 }

@@ -236,21 +236,24 @@ impl Client {
         path: &str,
         params: &[(String, String)],
     ) -> Result<T, FetchError> {
-        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)
-            .map_err(|e| {
-                FetchError::Unreachable(format!("bad collector URL {}: {e}", self.base))
-            })?;
+        let url = format!("{}{path}", self.base);
+        let url = if params.is_empty() {
+            reqwest::Url::parse(&url)
+        } else {
+            reqwest::Url::parse_with_params(&url, params)
+        }
+        .map_err(|e| FetchError::Unreachable(format!("bad collector URL {}: {e}", self.base)))?;
         let resp = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| FetchError::Unreachable(describe(&e)))?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| FetchError::Unreachable(describe(&e)))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error)
@@ -284,17 +287,18 @@ fn logs_params(q: &LogsQuery) -> Vec<(String, String)> {
     p
 }
 
-/// The error with its causes, which reqwest keeps in `source()` (e.g. "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
+/// What went wrong, short: reqwest keeps the cause (e.g. "Connection refused") at the
+/// bottom of its `source()` chain.
+fn describe(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
     }
-    out
+    if e.is_timeout() {
+        "no answer in time (timed out)".into()
+    } else if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else {
+        format!("{root}")
+    }
 }

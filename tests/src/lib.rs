@@ -121,13 +121,24 @@ impl Collector {
         data_dir: &Path,
         extra: &[&str],
     ) -> Collector {
+        Self::start_full(grpc, http, "127.0.0.1:0".parse().unwrap(), data_dir, extra)
+    }
+
+    /// Like [`Collector::start`] with every listener at a given address.
+    pub fn start_full(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Collector {
         let mut args: Vec<String> = vec![
             "--otlp-grpc".into(),
             grpc.to_string(),
             "--otlp-http".into(),
             http.to_string(),
             "--api".into(),
-            "127.0.0.1:0".into(),
+            api.to_string(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];

@@ -149,7 +149,9 @@ pub fn input_line(f: &mut Frame, area: Rect, prompt: &str, input: &LineInput, fo
 
 /// A message in the middle of an area (loading, empty, unreachable).
 pub fn message(f: &mut Frame, area: Rect, lines: Vec<Line<'_>>) {
-    let h = (lines.len() as u16).min(area.height);
+    let w = usize::from(area.width.max(1));
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(w).max(1)).sum();
+    let h = u16::try_from(rows).unwrap_or(u16::MAX).min(area.height);
     let top = area.y + area.height.saturating_sub(h) / 2;
     let r = Rect::new(area.x, top, area.width, h);
     f.render_widget(

@@ -7,4 +7,5 @@ mod ingest;
 mod prometheus;
 mod sdk;
 mod traces;
+mod tui;
 mod util;

@@ -1,0 +1,237 @@
+//! The real `lookout-tui` in tmux against a real collector fed by the load generator:
+//! keys are sent with `tmux send-keys` and the screen read with `tmux capture-pane`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lookout_tests::{bin, free_addr, get_json, poll, write_config, Collector, FAST_TRACES};
+
+/// A tmux server of its own (`-L`), so tests run in parallel; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Run `command` in a new detached session of `width`x`height`.
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let socket = format!(
+            "lookout-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = Tmux { socket };
+        let out = t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed (is tmux installed? .ci/run installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Esc is a key of its own, not the start of an Alt sequence.
+        t.run(&["set-option", "-s", "escape-time", "0"]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("run tmux (is tmux installed? .ci/run installs it)")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.run(&["send-keys", "-t", "tui", k]);
+            assert!(out.status.success(), "send-keys {k}: {out:?}");
+        }
+    }
+
+    /// Type text literally.
+    fn text(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", "tui", "-l", text]);
+        assert!(out.status.success(), "send-keys -l {text}: {out:?}");
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
+    }
+
+    /// Wait until the screen shows every one of `needles`; returns the screen.
+    fn wait_for(&self, needles: &[&str], what: &str) -> String {
+        self.wait_until(|s| needles.iter().all(|n| s.contains(n)), what)
+    }
+
+    /// Wait until `ok` holds for the screen; returns the screen.
+    fn wait_until(&self, ok: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn tui_command(api: &str, dir: &Path) -> String {
+    format!(
+        "{} --collector http://{api} --refresh 500ms --log-file {}; echo lookout-tui-exited-$?; sleep 60",
+        bin("lookout-tui").display(),
+        dir.join("tui.log").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_in_tmux_searches_logs_opens_a_trace_shows_help_and_quits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), FAST_TRACES);
+    let cfg = cfg.display().to_string();
+    let c = Collector::start(&dir.path().join("data"), &["--config", &cfg]);
+    let out = Command::new(bin("lookout-loadgen"))
+        .args(["--endpoint", &c.grpc_url(), "--signal", "all"])
+        .args([
+            "--rate",
+            "300",
+            "--duration",
+            "3s",
+            "--batch",
+            "50",
+            "--concurrency",
+            "1",
+            "--error-rate",
+            "0.3",
+        ])
+        .output()
+        .expect("run lookout-loadgen");
+    assert!(out.status.success(), "loadgen: {out:?}");
+    poll(Duration::from_secs(30), "error logs and traces", || async {
+        let (_, l) = get_json(&c.api_url("/api/v1/logs?q=severity:error&limit=1")).await;
+        let (_, t) = get_json(&c.api_url("/api/v1/traces?limit=1")).await;
+        (l["total"].as_u64().unwrap_or(0) > 0
+            && t["traces"].as_array().is_some_and(|a| !a.is_empty()))
+        .then_some(())
+    })
+    .await;
+
+    let api = c.api.to_string();
+    let tmux = Tmux::start(&tui_command(&api, dir.path()), 120, 40);
+    let s = tmux.wait_for(
+        &["1:Services", "frontend", "checkout", "● "],
+        "the services view",
+    );
+    assert!(s.contains("p99"), "{s}");
+
+    // Logs: search for errors, open one, jump to its trace.
+    tmux.keys(&["2"]);
+    tmux.wait_for(&["query:", "matches"], "the logs view");
+    tmux.keys(&["/"]);
+    tmux.text("severity:error");
+    tmux.keys(&["Enter"]);
+    tmux.wait_until(
+        |s| {
+            s.contains("query: severity:error")
+                && s.contains(" error ")
+                && !s.contains(" info ")
+                && !s.contains("loading…")
+        },
+        "only error logs",
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["Log record", "trace_id", "(t opens the trace)"],
+        "the log detail",
+    );
+    tmux.keys(&["t"]);
+    let s = tmux.wait_for(
+        &["spans", "errors", "services", "span  "],
+        "the trace waterfall",
+    );
+    assert!(s.contains('█') || s.contains('▒'), "bars are drawn:\n{s}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["Span (Esc closes", "kind", "logs of this span"],
+        "the span detail",
+    );
+
+    // Help, then back, then quit: the terminal is restored and the exit code is 0.
+    tmux.keys(&["?"]);
+    tmux.wait_for(&["Keys", "Tab / Shift-Tab", "q / ^C"], "the help overlay");
+    tmux.keys(&["Escape"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.screen().contains("Tab / Shift-Tab") {
+        assert!(Instant::now() < deadline, "Esc closes the help");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tmux.keys(&["Escape"]);
+    tmux.wait_until(
+        |s| !s.contains("Span (Esc closes"),
+        "the span detail to close",
+    );
+    tmux.keys(&["Escape"]);
+    tmux.wait_for(&["search:", "traces", "duration bar"], "the traces list");
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit");
+    assert!(
+        !s.contains("1:Services"),
+        "the alternate screen is left:\n{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_waits_for_an_unreachable_collector_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = free_addr();
+    let tmux = Tmux::start(&tui_command(&api.to_string(), dir.path()), 80, 24);
+    tmux.wait_for(
+        &[
+            "Cannot reach the collector",
+            "unreachable",
+            "Retrying every",
+        ],
+        "the unreachable state",
+    );
+    // Keys still work while the collector is down.
+    tmux.keys(&["4"]);
+    tmux.wait_for(
+        &["Cannot reach the collector", "j/k rule"],
+        "the alerts view, still down",
+    );
+    tmux.keys(&["1"]);
+    let c = Collector::start_full(free_addr(), free_addr(), api, &dir.path().join("data"), &[]);
+    tmux.wait_for(
+        &["● ", "No services yet"],
+        "the services view once the collector is up",
+    );
+    drop(c);
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit");
+}
