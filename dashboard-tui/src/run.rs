@@ -91,9 +91,11 @@ where
             break Ok(());
         }
     };
+    // Not joined: when the terminal hangs up, crossterm's read loop spins on the dead tty
+    // and never returns; the thread ends with the process.
     stop.store(true, Ordering::Relaxed);
     drop(ev_rx);
-    let _ = input.join();
+    drop(input);
     result
 }
 

@@ -232,6 +232,50 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
         "the services view once the collector is up",
     );
     drop(c);
-    tmux.keys(&["q"]);
-    tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit");
+    // SIGTERM: the terminal is restored and the exit code is 0.
+    // Anchored on the binary so that the shell around it is not matched.
+    let pattern = format!(
+        "^{} --collector http://{api} ",
+        bin("lookout-tui").display()
+    );
+    let killed = Command::new("pkill")
+        .args(["-TERM", "-f", &pattern])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "lookout-tui was running");
+    let s = tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit on SIGTERM");
+    assert!(
+        !s.contains("1:Services"),
+        "the alternate screen is left:\n{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_exits_when_its_terminal_goes_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = free_addr();
+    let tmux = Tmux::start(&tui_command(&api.to_string(), dir.path()), 80, 24);
+    tmux.wait_for(&["Cannot reach the collector"], "the dashboard");
+    let pattern = format!(
+        "^{} --collector http://{api} ",
+        bin("lookout-tui").display()
+    );
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &pattern])
+            .status()
+            .expect("pgrep")
+            .success()
+    };
+    assert!(running());
+    // The terminal hangs up (SSH drops, tmux is killed): the dashboard must not linger.
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "lookout-tui still runs after its terminal went away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
