@@ -5,6 +5,8 @@
 #   pip install rotel   (optional: the rotel rows are skipped without it)
 #   cargo build --release -p lookout-collector -p lookout-agent
 #   bench/loadgen-otlp.sh [seconds] [rate]
+# Environment: SIGNALS (default "traces logs"), LOOKOUT_CONFIG (a collector config file
+# for the lookout runs), ROTEL=0 skips the rotel runs.
 # rate 0 (default) sends as fast as the server answers; lookout-loadgen honours
 # RESOURCE_EXHAUSTED/RetryInfo, so overload shows up as slower acks, not as errors.
 set -euo pipefail
@@ -19,12 +21,18 @@ loadgen() {
     --rate "$rate" --json 2>/dev/null
 }
 field() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 2))"; }
-for signal in traces logs; do
+signals=${SIGNALS:-traces logs}
+config=()
+[ -n "${LOOKOUT_CONFIG:-}" ] && config=(--config "$LOOKOUT_CONFIG")
+for signal in $signals; do
   rm -rf "$work/data"
-  taskset -c 0 ./target/release/lookout-collector --data-dir "$work/data" --otlp-grpc 127.0.0.1:24317 \
+  taskset -c 0 ./target/release/lookout-collector --data-dir "$work/data" "${config[@]}" --otlp-grpc 127.0.0.1:24317 \
     --otlp-http 127.0.0.1:24318 --api 127.0.0.1:27070 2>"$work/collector.log" &
   pid=$!
-  until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do sleep 0.1; done
+  until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do
+    kill -0 $pid 2>/dev/null || { cat "$work/collector.log"; exit 1; }
+    sleep 0.1
+  done
   start=$(date +%s.%N)
   out=$(loadgen http://127.0.0.1:24317 $signal)
   acked=$(echo "$out" | field items_acked)
@@ -37,11 +45,12 @@ for signal in traces logs; do
     "peak RSS $((hwm / 1024)) MiB"
   kill $pid; wait $pid || true
 done
+[ "${ROTEL:-1}" = 0 ] && exit 0
 rotel=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null) || exit 0
 taskset -c 0 "$rotel" start --exporter blackhole --otlp-grpc-endpoint 127.0.0.1:34317 --otlp-http-endpoint 127.0.0.1:34318 >/dev/null 2>&1 &
 rpid=$!
 sleep 1
-for signal in traces logs; do
+for signal in $signals; do
   out=$(loadgen http://127.0.0.1:34317 $signal)
   echo "rotel (blackhole) $signal: $(echo "$out" | field items_per_s) items/s, p99 $(echo "$out" | field latency_p99_ms) ms;" \
     "peak RSS $(( $(awk '/VmHWM/ {print $2}' /proc/$rpid/status) / 1024 )) MiB"

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 // glibc malloc spent a quarter of the ingest CPU in profiles; mimalloc is much cheaper for
 // the many short-lived allocations of decoding and indexing.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
