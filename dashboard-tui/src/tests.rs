@@ -466,6 +466,20 @@ fn services_view_renders_figures_and_operations() {
         &screen(&a, 120, 40),
         &["Operations of checkout", "POST /checkout", "▆"],
     );
+    // The newest rate slice (the highest here) is drawn at the end of the row.
+    let mut a = a;
+    if let Some(d) = a.services.data.as_mut() {
+        d.services[0].stats.rate_history = (1..=30).map(f64::from).collect();
+    }
+    let newest = '█';
+    for (w, h) in SIZES {
+        let row = render(&a, w, h)
+            .into_iter()
+            .find(|l| l.starts_with("checkout"))
+            .expect("a checkout row");
+        assert_eq!(row.trim_end().chars().last(), Some(newest), "{row}");
+    }
+    assert_shows(&screen(&a, 120, 40), &["POST /checkout"]);
 }
 
 #[test]

@@ -45,17 +45,25 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 
     let header = Row::new(["service", "rate", "err%", "p50", "p95", "p99", "rate trend"])
         .style(Style::new().add_modifier(Modifier::BOLD));
+    // The service column fits the longest name (12 to 24 columns); the trend takes the
+    // rest, so the sparkline is sized to its real width and its newest slices show.
+    let svc_w = rows
+        .iter()
+        .map(|r| r.service.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(12, 24);
+    let fixed = svc_w + 8 + 6 + 7 * 3 + 6; // columns and the six gaps between them
+    let trend_w = (list_area.width as usize).saturating_sub(fixed);
     let widths = [
-        Constraint::Min(12),
+        Constraint::Length(svc_w as u16),
         Constraint::Length(8),
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(7),
-        Constraint::Fill(1),
+        Constraint::Length(trend_w as u16),
     ];
-    // Width of the trend column: what the fixed columns leave.
-    let trend_w = (list_area.width as usize).saturating_sub(12 + 8 + 6 + 7 * 3 + 6 + 2);
     let height = list_area.height.saturating_sub(3) as usize;
     let (start, end) = s.sel.window(height, rows.len());
     let body: Vec<Row> = rows[start..end]
