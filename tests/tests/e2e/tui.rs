@@ -153,7 +153,15 @@ async fn tui_in_tmux_searches_logs_opens_a_trace_shows_help_and_quits() {
     // Logs: search for errors, open one, jump to its trace.
     tmux.keys(&["2"]);
     tmux.wait_for(&["query:", "matches"], "the logs view");
+    // A query the collector refuses: its message is shown inline, the rows stay.
     tmux.keys(&["/"]);
+    tmux.text("\"unclosed");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["parameter `q`: Syntax Error", "matches"],
+        "the query error inline",
+    );
+    tmux.keys(&["/", "C-u"]);
     tmux.text("severity:error");
     tmux.keys(&["Enter"]);
     tmux.wait_until(
