@@ -3,7 +3,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use super::fmt;
@@ -53,17 +53,17 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
                 _ => String::new(),
             };
             let row = Row::new(vec![
-                ratatui::widgets::Cell::from(r.state.clone()).style(fmt::alert_style(&r.state)),
-                ratatui::widgets::Cell::from(fmt::one_line(&r.name)),
-                ratatui::widgets::Cell::from(fmt::one_line(&format!(
+                Cell::from(r.state.clone()).style(fmt::alert_style(&r.state)),
+                Cell::from(fmt::one_line(&r.name)),
+                Cell::from(fmt::one_line(&format!(
                     "{} {} {}{scope}",
                     r.signal,
                     r.op,
                     value(r.threshold)
                 ))),
-                ratatui::widgets::Cell::from(r.window.clone()),
-                ratatui::widgets::Cell::from(r.for_.clone()),
-                ratatui::widgets::Cell::from(format!("{firing}/{}", r.instances.len())),
+                Cell::from(r.window.clone()),
+                Cell::from(r.for_.clone()),
+                Cell::from(format!("{firing}/{}", r.instances.len())),
             ]);
             if start + i == a.sel.selected() {
                 row.style(Style::new().add_modifier(Modifier::REVERSED))
@@ -226,15 +226,15 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
                     Style::new()
                 };
                 Row::new(vec![
-                    ratatui::widgets::Cell::from(format!(
+                    Cell::from(format!(
                         "{} {}",
                         if incoming { "←" } else { "→" },
                         fmt::one_line(other)
                     )),
-                    ratatui::widgets::Cell::from(fmt::count(e.calls)),
-                    ratatui::widgets::Cell::from(fmt::count(e.errors)).style(err),
-                    ratatui::widgets::Cell::from(fmt::ms(e.avg_ms)),
-                    ratatui::widgets::Cell::from(fmt::ms(e.p95_ms)),
+                    Cell::from(fmt::count(e.calls)),
+                    Cell::from(fmt::count(e.errors)).style(err),
+                    Cell::from(fmt::ms(e.avg_ms)),
+                    Cell::from(fmt::ms(e.p95_ms)),
                 ])
             })
             .collect();
