@@ -632,11 +632,7 @@ impl App {
             Action::Enter => {
                 if let Some(svc) = s.selected() {
                     self.filter_logs_by(&svc);
-                    self.traces.input.set(&format!("service={}", quote(&svc)));
-                    self.traces.input.commit();
-                    self.traces.open = None;
-                    self.view = View::Traces;
-                    return self.search_traces().into_iter().collect();
+                    return self.service_traces(&svc);
                 }
             }
             Action::OpenLogs => {
@@ -655,6 +651,17 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Show the trace list searched for `service`.
+    fn service_traces(&mut self, service: &str) -> Vec<Fetch> {
+        self.traces
+            .input
+            .set(&format!("service={}", quote(service)));
+        self.traces.input.commit();
+        self.traces.open = None;
+        self.view = View::Traces;
+        self.search_traces().into_iter().collect()
     }
 
     fn filter_logs_by(&mut self, service: &str) {
@@ -839,11 +846,7 @@ impl App {
             }
             Action::Enter => {
                 if let Some(svc) = self.graph.selected() {
-                    self.traces.input.set(&format!("service={}", quote(&svc)));
-                    self.traces.input.commit();
-                    self.traces.open = None;
-                    self.view = View::Traces;
-                    return self.search_traces().into_iter().collect();
+                    return self.service_traces(&svc);
                 }
             }
             Action::OpenLogs => {

@@ -14,19 +14,8 @@ use crate::state::logs::RANGES;
 /// Draw the logs view.
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let l = &app.logs;
-    let err_h = u16::from(l.error.is_some());
-    let [bar, status, err, rest] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(err_h),
-        Constraint::Min(1),
-    ])
-    .areas(area);
-    super::input_line(f, bar, "query: ", &l.input, l.editing);
-    let mut st = vec![Span::styled(
-        format!("range {}", RANGES[l.range.min(RANGES.len() - 1)].0),
-        Style::new().fg(Color::Cyan),
-    )];
+    let (status, rest) = super::query_bar(f, area, "query: ", &l.input, l.editing, &l.error);
+    let mut st = vec![super::range_span(l.range)];
     if let Some(svc) = &l.service {
         st.push(Span::raw("  service "));
         st.push(Span::styled(
@@ -52,12 +41,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         st.push(Span::raw("  loading…"));
     }
     f.render_widget(Line::from(st), status);
-    if let Some(e) = &l.error {
-        f.render_widget(
-            Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)),
-            err,
-        );
-    }
 
     if l.entries.is_empty() {
         let range = RANGES[l.range.min(RANGES.len() - 1)].0;

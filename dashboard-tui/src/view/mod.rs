@@ -147,6 +147,43 @@ pub fn input_line(f: &mut Frame, area: Rect, prompt: &str, input: &LineInput, fo
     }
 }
 
+/// The query bar of a search view: the input line, a status line and, when the last
+/// query was refused, the error under it. Returns the status line and the rest.
+pub fn query_bar(
+    f: &mut Frame,
+    area: Rect,
+    prompt: &str,
+    input: &LineInput,
+    editing: bool,
+    error: &Option<String>,
+) -> (Rect, Rect) {
+    let err_h = u16::from(error.is_some());
+    let [bar, status, err, rest] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(err_h),
+        Constraint::Min(1),
+    ])
+    .areas(area);
+    input_line(f, bar, prompt, input, editing);
+    if let Some(e) = error {
+        f.render_widget(
+            Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)),
+            err,
+        );
+    }
+    (status, rest)
+}
+
+/// The time range preset `range` (an index into the presets) for a status line.
+pub fn range_span(range: usize) -> Span<'static> {
+    use crate::state::logs::RANGES;
+    Span::styled(
+        format!("range {}", RANGES[range.min(RANGES.len() - 1)].0),
+        Style::new().fg(Color::Cyan),
+    )
+}
+
 /// A message in the middle of an area (loading, empty, unreachable).
 pub fn message(f: &mut Frame, area: Rect, lines: Vec<Line<'_>>) {
     let w = usize::from(area.width.max(1));

@@ -10,7 +10,6 @@ use ratatui::Frame;
 
 use super::fmt;
 use crate::app::App;
-use crate::state::logs::RANGES;
 use crate::state::traces::{OpenTrace, Waterfall};
 
 /// Draw the traces view.
@@ -31,19 +30,8 @@ fn state_symbol(state: &str) -> (&'static str, Style) {
 
 fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.traces;
-    let err_h = u16::from(t.error.is_some());
-    let [bar, status, err, rest] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(err_h),
-        Constraint::Min(1),
-    ])
-    .areas(area);
-    super::input_line(f, bar, "search: ", &t.input, t.editing);
-    let mut st = vec![Span::styled(
-        format!("range {}", RANGES[t.range.min(RANGES.len() - 1)].0),
-        Style::new().fg(Color::Cyan),
-    )];
+    let (status, rest) = super::query_bar(f, area, "search: ", &t.input, t.editing, &t.error);
+    let mut st = vec![super::range_span(t.range)];
     if let Some(l) = &t.list {
         st.push(Span::raw(format!(
             "  {} traces  {:.1}ms",
@@ -61,12 +49,6 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
         st.push(Span::raw("  loading…"));
     }
     f.render_widget(Line::from(st), status);
-    if let Some(e) = &t.error {
-        f.render_widget(
-            Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)),
-            err,
-        );
-    }
     let traces = t.list.as_ref().map_or(&[][..], |l| &l.traces[..]);
     if traces.is_empty() {
         let empty = "No traces match.\n] widens the time range, / edits the search.";
