@@ -268,6 +268,17 @@ impl App {
         }
     }
 
+    /// The page of logs older than those loaded, when one is due.
+    fn fetch_older_logs(&mut self) -> Option<Fetch> {
+        let query = self.logs.older_query()?;
+        self.logs.loading_older = true;
+        Some(Fetch::Logs {
+            query,
+            mode: LogsMode::Older,
+            seq: self.logs.seq,
+        })
+    }
+
     fn search_traces(&mut self) -> Option<Fetch> {
         match self.traces.query() {
             Ok(query) => {
@@ -682,13 +693,8 @@ impl App {
                     l.follow = false;
                     self.flash = Some("follow off (f to follow again)".into());
                 }
-                if let Some(query) = self.logs.older_query() {
-                    self.logs.loading_older = true;
-                    return vec![Fetch::Logs {
-                        query,
-                        mode: LogsMode::Older,
-                        seq: self.logs.seq,
-                    }];
+                if let Some(f) = self.fetch_older_logs() {
+                    return vec![f];
                 }
             }
             Action::Focus => l.editing = true,
@@ -715,11 +721,7 @@ impl App {
                 }
             }
             Action::RangeLonger | Action::RangeShorter => {
-                l.range = if action == Action::RangeLonger {
-                    (l.range + 1).min(RANGES.len() - 1)
-                } else {
-                    l.range.saturating_sub(1)
-                };
+                l.range = step_range(l.range, action == Action::RangeLonger);
                 return vec![self.search_logs()];
             }
             Action::ClearFilter if l.service.take().is_some() => {
@@ -783,11 +785,7 @@ impl App {
                 return self.search_traces().into_iter().collect();
             }
             Action::RangeLonger | Action::RangeShorter => {
-                t.range = if action == Action::RangeLonger {
-                    (t.range + 1).min(RANGES.len() - 1)
-                } else {
-                    t.range.saturating_sub(1)
-                };
+                t.range = step_range(t.range, action == Action::RangeLonger);
                 return self.search_traces().into_iter().collect();
             }
             _ => {}
@@ -920,13 +918,8 @@ impl App {
                 } else {
                     self.logs.on_answer(seq, mode, result.map_err(msg));
                     // A short first page with the cursor near its end: keep filling.
-                    if let Some(query) = self.logs.older_query() {
-                        self.logs.loading_older = true;
-                        return vec![Fetch::Logs {
-                            query,
-                            mode: LogsMode::Older,
-                            seq: self.logs.seq,
-                        }];
+                    if let Some(f) = self.fetch_older_logs() {
+                        return vec![f];
                     }
                 }
             }
@@ -1020,6 +1013,15 @@ impl App {
             }
         }
         Vec::new()
+    }
+}
+
+/// The next longer or shorter time range preset.
+fn step_range(range: usize, longer: bool) -> usize {
+    if longer {
+        (range + 1).min(RANGES.len() - 1)
+    } else {
+        range.saturating_sub(1)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Logs: query bar, records newest first, detail pane.
 
 use lookout_proto::api::LogEntry;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
@@ -50,20 +50,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         super::message(f, rest, super::placeholder(app, !l.loaded, &empty));
         return;
     }
-    let (list_area, detail_area) = if l.detail {
-        if rest.width >= 140 {
-            let [a, b] =
-                Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-                    .areas(rest);
-            (a, Some(b))
-        } else {
-            let [a, b] = Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)])
-                .areas(rest);
-            (a, Some(b))
-        }
-    } else {
-        (rest, None)
-    };
+    let (list_area, detail_area) = super::with_detail(rest, l.detail, 140, 55, 40);
     draw_list(f, list_area, app);
     if let (Some(area), Some(e)) = (detail_area, l.selected()) {
         draw_detail(f, area, e, l.detail_scroll);

@@ -175,6 +175,34 @@ pub fn query_bar(
     (status, rest)
 }
 
+/// Split `area` for a detail pane when `open`: beside the main part (which keeps
+/// `side_pct` %) from `wide` columns on, else below it (main part keeps `top_pct` %).
+pub fn with_detail(
+    area: Rect,
+    open: bool,
+    wide: u16,
+    side_pct: u16,
+    top_pct: u16,
+) -> (Rect, Option<Rect>) {
+    if !open {
+        return (area, None);
+    }
+    let [a, b] = if area.width >= wide {
+        Layout::horizontal([
+            Constraint::Percentage(side_pct),
+            Constraint::Percentage(100 - side_pct),
+        ])
+        .areas(area)
+    } else {
+        Layout::vertical([
+            Constraint::Percentage(top_pct),
+            Constraint::Percentage(100 - top_pct),
+        ])
+        .areas(area)
+    };
+    (a, Some(b))
+}
+
 /// The time range preset `range` (an index into the presets) for a status line.
 pub fn range_span(range: usize) -> Span<'static> {
     use crate::state::logs::RANGES;

@@ -135,20 +135,7 @@ fn draw_trace(f: &mut Frame, area: Rect, app: &App, o: &OpenTrace) {
         super::message(f, area, lines);
         return;
     };
-    let (main, detail) = if o.detail {
-        if area.width >= 120 {
-            let [a, b] =
-                Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
-                    .areas(area);
-            (a, Some(b))
-        } else {
-            let [a, b] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
-                .areas(area);
-            (a, Some(b))
-        }
-    } else {
-        (area, None)
-    };
+    let (main, detail) = super::with_detail(area, o.detail, 120, 60, 50);
     draw_waterfall(f, main, o, w);
     if let (Some(d), Some(span)) = (detail, o.selected_span()) {
         draw_span_detail(f, d, o, w, span);

@@ -102,6 +102,15 @@ impl Drop for Tmux {
     }
 }
 
+/// `pgrep`/`pkill -f` pattern of the dashboard talking to `api`, anchored on the binary
+/// so that the shell around it is not matched.
+fn tui_process(api: &str) -> String {
+    format!(
+        "^{} --collector http://{api} ",
+        bin("lookout-tui").display()
+    )
+}
+
 fn tui_command(api: &str, dir: &Path) -> String {
     format!(
         "{} --collector http://{api} --refresh 500ms --log-file {}; echo lookout-tui-exited-$?; sleep 60",
@@ -241,11 +250,7 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
     );
     drop(c);
     // SIGTERM: the terminal is restored and the exit code is 0.
-    // Anchored on the binary so that the shell around it is not matched.
-    let pattern = format!(
-        "^{} --collector http://{api} ",
-        bin("lookout-tui").display()
-    );
+    let pattern = tui_process(&api.to_string());
     let killed = Command::new("pkill")
         .args(["-TERM", "-f", &pattern])
         .status()
@@ -264,10 +269,7 @@ async fn tui_exits_when_its_terminal_goes_away() {
     let api = free_addr();
     let tmux = Tmux::start(&tui_command(&api.to_string(), dir.path()), 80, 24);
     tmux.wait_for(&["Cannot reach the collector"], "the dashboard");
-    let pattern = format!(
-        "^{} --collector http://{api} ",
-        bin("lookout-tui").display()
-    );
+    let pattern = tui_process(&api.to_string());
     let running = || {
         Command::new("pgrep")
             .args(["-f", &pattern])
