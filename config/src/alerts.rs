@@ -238,6 +238,12 @@ pub struct ReceiverConfig {
     /// Alerts with equal values of these labels go in one notification.
     #[serde(default = "default_group_by")]
     pub group_by: Vec<String>,
+    /// Non-public destination ranges this receiver may reach, as CIDRs or addresses
+    /// (e.g. `["127.0.0.0/8"]` for a receiver on the same host). Loopback, private,
+    /// link-local and other non-public addresses are refused otherwise, whether written
+    /// in the URL or resolved from its host name.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -296,6 +302,15 @@ pub(crate) fn validate(
         }
         if r.timeout.get().is_zero() {
             return Err((key("timeout"), "must be greater than 0".into()));
+        }
+        for net in &r.allowed_networks {
+            let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
+            if !ok {
+                return Err((
+                    key("allowed_networks"),
+                    format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
+                ));
+            }
         }
         if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
             return Err((
@@ -522,5 +537,9 @@ headers = { Authorization = "Bearer secret" }
         assert_eq!(k, "receivers.a.headers");
         let (k, _) = key_of("[receivers.a]\nurl = \"http://x\"\ntimeout = \"0s\"\n");
         assert_eq!(k, "receivers.a.timeout");
+        let (k, msg) =
+            key_of("[receivers.a]\nurl = \"http://x\"\nallowed_networks = [\"10.0.0.0/33\"]\n");
+        assert_eq!(k, "receivers.a.allowed_networks");
+        assert!(msg.contains("\"10.0.0.0/33\""), "{msg}");
     }
 }

@@ -7,6 +7,7 @@
 //! notifies it twice.
 
 mod engine;
+pub mod guard;
 pub mod model;
 pub mod notify;
 mod rules;

@@ -231,10 +231,12 @@ receivers = ["errors"]
 url = "{hook}"
 headers = {{ Authorization = "Bearer s3cret" }}
 initial_backoff = "100ms"
+allowed_networks = ["127.0.0.0/8"]
 
 [receivers.errors]
 url = "{hook2}"
 initial_backoff = "100ms"
+allowed_networks = ["127.0.0.0/8"]
 group_by = ["alertname", "service"]
 "#
     )
@@ -518,6 +520,7 @@ receivers = ["hook"]
 [receivers.hook]
 url = "{}"
 group_by = ["..."]
+allowed_networks = ["127.0.0.0/8"]
 "#,
             hook.url
         ),

@@ -1,0 +1,268 @@
+//! Server-side request forgery protection for webhook receivers.
+//!
+//! A receiver URL comes from configuration, but its host name may resolve anywhere, and
+//! a receiver may answer with a redirect. Following the OWASP SSRF cheat sheet: only
+//! http/https; no redirects and no proxies; the name is resolved by [`GuardedResolver`],
+//! which refuses the whole name if any of its addresses lies in a non-public range, and
+//! the addresses it returns are the ones the connection uses (no second lookup that a
+//! DNS rebinding could change); literal IP hosts are checked by [`check_url`] before the
+//! request. Ranges named in the receiver's `allowed_networks` are let through.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+/// Which destination addresses a receiver may reach.
+#[derive(Debug, Clone, Default)]
+pub struct NetPolicy {
+    allowed: Vec<IpNet>,
+}
+
+impl NetPolicy {
+    /// A policy allowing public addresses plus `allowed` (CIDR strings, validated with the
+    /// config; an unparsable one is skipped, which only makes the policy stricter).
+    pub fn new(allowed: &[String]) -> Self {
+        Self {
+            allowed: allowed.iter().filter_map(|s| parse_net(s)).collect(),
+        }
+    }
+
+    /// `Err(reason)` when `ip` may not be contacted.
+    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        let ip = canonical(ip);
+        let Some(range) = restricted_range(ip) else {
+            return Ok(());
+        };
+        if self.allowed.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{ip} is in a {range} range, refused to prevent request forgery \
+             (allow it with the receiver's allowed_networks)"
+        ))
+    }
+}
+
+/// Parse `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128).
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// IPv4-mapped and IPv4-compatible IPv6 addresses are judged as the IPv4 address they
+/// carry, so `::ffff:127.0.0.1` is loopback.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The kind of non-public range `ip` is in, if any.
+fn restricted_range(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => restricted_v4(v4),
+        IpAddr::V6(v6) => restricted_v6(v6),
+    }
+}
+
+fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_private() => "private",
+        _ if ip.is_link_local() => "link-local",
+        _ if ip.is_unspecified() || a == 0 => "unspecified",
+        _ if ip.is_broadcast() => "broadcast",
+        _ if ip.is_multicast() => "multicast",
+        (100, 64..=127, _) => "shared (carrier-grade NAT)",
+        (192, 0, 0) => "IETF protocol assignment",
+        (198, 18..=19, _) => "benchmarking",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (240..=255, _, _) => "reserved",
+        _ => return None,
+    })
+}
+
+fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let seg = ip.segments();
+    Some(match seg[0] {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_multicast() => "multicast",
+        s if s & 0xfe00 == 0xfc00 => "unique local (private)",
+        s if s & 0xffc0 == 0xfe80 => "link-local",
+        s if s & 0xffc0 == 0xfec0 => "site-local",
+        0x2001 if seg[1] == 0x0db8 => "documentation",
+        // NAT64 and 6to4 embed an IPv4 address that may be private.
+        0x0064 if seg[1] == 0xff9b => "NAT64",
+        0x2002 => "6to4",
+        // IPv4-compatible (deprecated) ::a.b.c.d.
+        0 if seg[1..6].iter().all(|&s| s == 0) => "IPv4-compatible",
+        _ => return None,
+    })
+}
+
+/// `Err(reason)` when `url` cannot be posted to: not http/https, no host, or a literal IP
+/// host the policy refuses (names are checked by [`GuardedResolver`] at connect time).
+pub fn check_url(url: &str, policy: &NetPolicy) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme {:?} refused: only http and https",
+            parsed.scheme()
+        ));
+    }
+    match parsed.host() {
+        None => Err(format!("URL {url:?} has no host")),
+        Some(url::Host::Ipv4(v4)) => policy.check(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => policy.check(IpAddr::V6(v6)),
+        Some(url::Host::Domain(_)) => Ok(()),
+    }
+}
+
+/// A destination refused by the policy; final, not worth a retry.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// The refusal somewhere in `err`'s source chain, if that is why it failed.
+pub fn refusal<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            return Some(r);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// A DNS resolver that answers only with addresses the policy allows; the connection is
+/// made to exactly those addresses.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    policy: Arc<NetPolicy>,
+}
+
+impl GuardedResolver {
+    /// A resolver enforcing `policy`.
+    pub fn new(policy: Arc<NetPolicy>) -> Self {
+        Self { policy }
+    }
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address").into());
+            }
+            // One bad address refuses the name: a rebinding name may mix them.
+            for a in &addrs {
+                policy
+                    .check(a.ip())
+                    .map_err(|reason| Refused(format!("{host} resolves to {reason}")))?;
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(policy: &NetPolicy, ip: &str) -> bool {
+        policy.check(ip.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn non_public_ranges_are_refused_by_default() {
+        let p = NetPolicy::default();
+        for ip in [
+            "127.0.0.1",
+            "127.5.6.7",
+            "10.0.0.1",
+            "10.255.255.255",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+        ] {
+            assert!(refused(&p, ip), "{ip} should be refused");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert!(!refused(&p, ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allowed_networks_open_exactly_their_ranges() {
+        let p = NetPolicy::new(&["127.0.0.0/8".into(), "10.1.2.3".into(), "fd00::/8".into()]);
+        assert!(!refused(&p, "127.0.0.1"));
+        assert!(!refused(&p, "::ffff:127.0.0.1"));
+        assert!(!refused(&p, "10.1.2.3"));
+        assert!(refused(&p, "10.1.2.4"));
+        assert!(!refused(&p, "fd12::1"));
+        assert!(refused(&p, "169.254.169.254"));
+    }
+
+    #[test]
+    fn urls_are_checked_for_scheme_and_literal_hosts() {
+        let p = NetPolicy::default();
+        assert!(check_url("https://hooks.example.com/x", &p).is_ok());
+        let e = check_url("http://127.0.0.1:9000/hook", &p).unwrap_err();
+        assert!(e.contains("127.0.0.1 is in a loopback range"), "{e}");
+        let e = check_url("http://[::1]:9000/", &p).unwrap_err();
+        assert!(e.contains("loopback"), "{e}");
+        let e = check_url("http://169.254.169.254/latest/meta-data", &p).unwrap_err();
+        assert!(e.contains("link-local"), "{e}");
+        // Decimal and hex encodings of a private address are normalised by the URL parser.
+        let e = check_url("http://167772161/", &p).unwrap_err();
+        assert!(e.contains("10.0.0.1"), "{e}");
+        let e = check_url("http://0x7f.1/", &p).unwrap_err();
+        assert!(e.contains("127.0.0.1"), "{e}");
+        let e = check_url("file:///etc/passwd", &p).unwrap_err();
+        assert!(e.contains("only http and https"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_private_addresses() {
+        use reqwest::dns::Resolve;
+        let r = GuardedResolver::new(Arc::new(NetPolicy::default()));
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = r.resolve(name).await.err().expect("refused").to_string();
+        assert!(err.contains("localhost resolves to"), "{err}");
+        let r = GuardedResolver::new(Arc::new(NetPolicy::new(&[
+            "127.0.0.0/8".into(),
+            "::1/128".into(),
+        ])));
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let addrs: Vec<_> = r.resolve(name).await.expect("allowed").collect();
+        assert!(!addrs.is_empty());
+    }
+}
