@@ -312,10 +312,25 @@ pub async fn run(
         receiver_metrics,
     ));
     let recv_token = CancellationToken::new();
+    // The receivers face the local service only: plain TCP, default connection limits.
+    let families =
+        lookout_collector::net::ListenerMetricsVec::register(&registry, "lookout_agent")?;
+    let setup = |name| lookout_collector::net::ListenerSetup {
+        name,
+        tls: None,
+        limits: lookout_config::ConnectionLimits::default(),
+        metrics: families.listener(name),
+    };
+    let grpc_setup = setup("otlp_grpc");
     let grpc_task = tokio::spawn(ingest::grpc::serve(
-        listeners.grpc,
+        lookout_collector::net::incoming(listeners.grpc, grpc_setup.clone(), recv_token.clone()),
         ingest.clone(),
-        cfg.limits.max_request_size.as_usize(),
+        ingest::grpc::GrpcOptions {
+            max_message_size: cfg.limits.max_request_size.as_usize(),
+            tokens: None,
+            unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
+            max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
+        },
         recv_token.clone().cancelled_owned(),
     ));
     let http_router = ingest::http::router(
@@ -323,14 +338,14 @@ pub async fn run(
         cfg.limits.max_request_size.as_usize(),
         cfg.limits.max_decompressed_size.as_usize(),
     );
-    let http_task = {
-        let t = recv_token.clone();
-        tokio::spawn(async move {
-            axum::serve(listeners.http, http_router)
-                .with_graceful_shutdown(t.cancelled_owned())
-                .await
-        })
-    };
+    let http_setup = setup("otlp_http");
+    let http_task = tokio::spawn(lookout_collector::net::serve_http(
+        lookout_collector::net::incoming(listeners.http, http_setup.clone(), recv_token.clone()),
+        http_router,
+        http_setup.limits.clone(),
+        recv_token.clone(),
+        std::time::Duration::from_secs(10),
+    ));
     drop(ingest);
 
     let sources_token = CancellationToken::new();
@@ -352,9 +367,7 @@ pub async fn run(
     if let Ok(Err(e)) = grpc_task.await {
         tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
     }
-    if let Ok(Err(e)) = http_task.await {
-        tracing::warn!(error = %e, "OTLP/HTTP server stopped with an error");
-    }
+    let _ = http_task.await;
     sources_token.cancel();
     for t in sources {
         let _ = t.await;

@@ -191,12 +191,17 @@ pub fn spawn(
     setup: ShipperSetup,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let token = BearerToken::load(setup.cfg.bearer_token_file.clone())?;
+    let https = setup.endpoint.starts_with("https://");
     let client = match setup.cfg.protocol {
         ExportProtocol::Grpc => {
-            let channel = Channel::from_shared(setup.endpoint.clone())?
+            let mut endpoint = Channel::from_shared(setup.endpoint.clone())?
                 .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect_lazy();
+                .tcp_nodelay(true);
+            if https {
+                endpoint = endpoint.tls_config(grpc_tls(&setup.cfg.tls)?)?;
+            }
+            let channel = endpoint.connect_lazy();
             let g = tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(16 << 20)
                 .accept_compressed(CompressionEncoding::Gzip);
@@ -211,12 +216,7 @@ pub fn spawn(
                 gzip: Box::new(gzip),
             }
         }
-        ExportProtocol::Http => Client::Http(
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-        ),
+        ExportProtocol::Http => Client::Http(http_client(&setup.cfg.tls)?),
     };
     let shipper = Arc::new(Shipper {
         buffer: setup.buffer,
@@ -229,6 +229,7 @@ pub fn spawn(
             slots: VecDeque::new(),
         }),
         gzip_fallback: AtomicBool::new(false),
+        token,
     });
     let (tx, rx) = mpsc::channel::<(Batch, Pos, u64)>(1);
     let stop = Arc::new(AtomicBool::new(false));
@@ -250,6 +251,108 @@ struct Shipper {
     inflight: Mutex<Inflight>,
     /// The receiver refused zstd: send gzip from now on.
     gzip_fallback: AtomicBool,
+    /// Bearer token from `bearer_token_file`.
+    token: BearerToken,
+}
+
+/// The bearer token of `exporter.bearer_token_file`, re-read after the collector refuses
+/// it so a rotated token is picked up without a restart.
+struct BearerToken {
+    path: Option<std::path::PathBuf>,
+    value: Mutex<Option<http::HeaderValue>>,
+}
+
+impl BearerToken {
+    fn load(path: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        let value = match &path {
+            Some(p) => Some(
+                Self::read(p).map_err(|e| anyhow::anyhow!("exporter.bearer_token_file: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            path,
+            value: Mutex::new(value),
+        })
+    }
+
+    fn read(path: &std::path::Path) -> Result<http::HeaderValue, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let token = text.trim();
+        lookout_config::validate_token(token).map_err(|r| format!("{}: {r}", path.display()))?;
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| format!("{}: not a valid header value", path.display()))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
+    fn get(&self) -> Option<http::HeaderValue> {
+        self.value.lock().clone()
+    }
+
+    /// Re-read the file after a refusal; a broken file keeps the previous token.
+    fn refresh(&self) {
+        if let Some(p) = &self.path {
+            match Self::read(p) {
+                Ok(v) => *self.value.lock() = Some(v),
+                Err(e) => tracing::error!(error = %e, "cannot re-read exporter.bearer_token_file"),
+            }
+        }
+    }
+}
+
+fn read_pem(path: &std::path::Path, key: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{key}: cannot read {}: {e}", path.display()))
+}
+
+/// TLS of the gRPC channel: the CA file (or the system roots) and a client certificate.
+fn grpc_tls(
+    cfg: &lookout_config::ClientTlsConfig,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new();
+    tls = match &cfg.ca_file {
+        Some(ca) => {
+            tls.ca_certificate(Certificate::from_pem(read_pem(ca, "exporter.tls.ca_file")?))
+        }
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
+        tls = tls.identity(Identity::from_pem(
+            read_pem(cert, "exporter.tls.cert_file")?,
+            read_pem(key, "exporter.tls.key_file")?,
+        ));
+    }
+    if let Some(name) = &cfg.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
+}
+
+/// The OTLP/HTTP client: no redirects, the CA file (or the system roots) and a client
+/// certificate.
+fn http_client(cfg: &lookout_config::ClientTlsConfig) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &cfg.ca_file {
+        let pem = read_pem(ca, "exporter.tls.ca_file")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("exporter.tls.ca_file: {}: {e}", ca.display()))?;
+        b = b.tls_certs_only(certs);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
+        let mut pem = read_pem(cert, "exporter.tls.cert_file")?;
+        pem.extend(read_pem(key, "exporter.tls.key_file")?);
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("exporter.tls.cert_file/key_file: {e}"))?;
+        b = b.identity(id);
+    }
+    if cfg.server_name.is_some() {
+        anyhow::bail!("exporter.tls.server_name: only supported with protocol = \"grpc\"; use a URL with the certificate's host name");
+    }
+    Ok(b.tls_version_min(reqwest::tls::Version::TLS_1_2).build()?)
 }
 
 /// Reads the buffer and cuts batches by signal, items, bytes and time.
@@ -508,6 +611,9 @@ impl Shipper {
                         .retries
                         .with_label_values(&[signal, reason])
                         .inc();
+                    if reason == "unauthenticated" {
+                        self.token.refresh();
+                    }
                     let delay = match hint {
                         Some(h) => h.min(MAX_HINT),
                         None if reason == "unauthenticated" => self.cfg.retry_max_interval.get(),
@@ -516,7 +622,7 @@ impl Shipper {
                     if attempt == 0 || attempt.is_power_of_two() {
                         let level_error = reason == "unauthenticated";
                         if level_error {
-                            tracing::error!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "the collector refused the agent's credentials; retrying (check exporter.headers and TLS settings)");
+                            tracing::error!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "the collector refused the agent's credentials; the data stays in the buffer and is retried slowly (check exporter.bearer_token_file, exporter.headers and TLS settings)");
                         } else {
                             tracing::warn!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "export failed; retrying");
                         }
@@ -628,6 +734,11 @@ impl Shipper {
         };
         let mut req = tonic::Request::new(body);
         req.set_timeout(self.cfg.timeout.get());
+        if let Some(v) = self.token.get() {
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes()) {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
         for (k, v) in &self.cfg.headers {
             let key =
                 match tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()) {
@@ -688,6 +799,9 @@ impl Shipper {
         }
         for (k, v) in &self.cfg.headers {
             req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(v) = self.token.get() {
+            req = req.header(http::header::AUTHORIZATION, v);
         }
         let resp = match req.send().await {
             Ok(r) => r,

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
+pub mod net;
 pub mod prom;
 pub mod server;
 pub mod signal;

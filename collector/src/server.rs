@@ -13,6 +13,7 @@ use crate::alerts;
 use crate::api::{self, ApiState};
 use crate::ingest::{self, Budget, Ingest, IngestOptions, WalSink};
 use crate::metrics::Metrics;
+use crate::net::{self, ListenerSetup};
 use crate::signal::Signal;
 use crate::store::logs::{LogFields, LogMapper};
 use crate::store::partition::PartitionedIndex;
@@ -81,6 +82,7 @@ pub async fn run(
         "listening"
     );
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
     let data = &cfg.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
@@ -156,12 +158,21 @@ pub async fn run(
         metric_store: metric_store.clone(),
         alerts,
     };
-    let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(async move {
-        axum::serve(listeners.api, api::router(api_state))
-            .with_graceful_shutdown(api_shutdown.cancelled_owned())
-            .await
-    });
+    let api_router = with_auth(
+        api::router(api_state),
+        net.api_tokens.clone(),
+        &["/healthz", "/readyz"],
+        net::auth::reject_json,
+        &net.api.metrics,
+    );
+    let api_conns = net::incoming(listeners.api, net.api.clone(), shutdown.clone());
+    let api_task = tokio::spawn(net::serve_http(
+        api_conns,
+        api_router,
+        cfg.api.connections.clone(),
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
 
     let budget = Arc::new(Budget::new(cfg.ingest.max_pending_bytes.get()));
     let ctx = IndexerContext {
@@ -238,23 +249,37 @@ pub async fn run(
         budget,
         metrics.receiver.clone(),
     ));
+    let grpc_conns = net::incoming(listeners.grpc, net.otlp_grpc.clone(), shutdown.clone());
     let grpc_task = tokio::spawn(ingest::grpc::serve(
-        listeners.grpc,
+        grpc_conns,
         ingest.clone(),
-        cfg.limits.max_request_size.as_usize(),
+        ingest::grpc::GrpcOptions {
+            max_message_size: cfg.limits.max_request_size.as_usize(),
+            tokens: net.otlp_tokens.clone(),
+            unauthenticated: net.otlp_grpc.metrics.unauthenticated.clone(),
+            max_concurrent_streams: cfg.otlp.connections.max_concurrent_streams,
+        },
         shutdown.clone().cancelled_owned(),
     ));
-    let http_router = ingest::http::router(
-        ingest.clone(),
-        cfg.limits.max_request_size.as_usize(),
-        cfg.limits.max_decompressed_size.as_usize(),
+    let http_router = with_auth(
+        ingest::http::router(
+            ingest.clone(),
+            cfg.limits.max_request_size.as_usize(),
+            cfg.limits.max_decompressed_size.as_usize(),
+        ),
+        net.otlp_tokens.clone(),
+        &[],
+        ingest::http::reject_unauthenticated,
+        &net.otlp_http.metrics,
     );
-    let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listeners.http, http_router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-    });
+    let http_conns = net::incoming(listeners.http, net.otlp_http.clone(), shutdown.clone());
+    let http_task = tokio::spawn(net::serve_http(
+        http_conns,
+        http_router,
+        cfg.otlp.connections.clone(),
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
     let demo_task = opts
         .demo
         .then(|| tokio::spawn(crate::demo::run(ingest.clone(), shutdown.clone())));
@@ -266,8 +291,8 @@ pub async fn run(
         let _ = t.await;
     }
     grpc_task.await?.context("OTLP/gRPC server failed")?;
-    http_task.await?.context("OTLP/HTTP server failed")?;
-    api_task.await?.context("query API server failed")?;
+    http_task.await?;
+    api_task.await?;
     // Every Ingest (and so every WAL handle) is gone: the WAL thread drains and exits,
     // which closes the store channels; the indexers commit and exit.
     tokio::task::spawn_blocking(move || {
@@ -286,6 +311,102 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// TLS, tokens and metrics of the three listeners.
+struct Security {
+    otlp_grpc: ListenerSetup,
+    otlp_http: ListenerSetup,
+    api: ListenerSetup,
+    otlp_tokens: Option<Arc<net::Tokens>>,
+    api_tokens: Option<Arc<net::Tokens>>,
+}
+
+impl Security {
+    /// Load certificates and tokens; errors name the config file and key.
+    fn load(
+        cfg: &CollectorConfig,
+        config_path: Option<&std::path::Path>,
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let origin = config_path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<flags>".into());
+        let tls = |t: &Option<lookout_config::TlsConfig>, prefix: &str| {
+            t.as_ref()
+                .map(|t| {
+                    let r = net::ReloadingTls::load(t, prefix)
+                        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+                    r.spawn_watcher(shutdown.clone());
+                    anyhow::Ok(r)
+                })
+                .transpose()
+        };
+        let otlp_tls = tls(&cfg.otlp.tls, "otlp.tls")?;
+        let api_tls = tls(&cfg.api.tls, "api.tls")?;
+        let tokens = |a: &lookout_config::AuthConfig, prefix: &str| {
+            net::Tokens::load(a, prefix).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+        };
+        let otlp_tokens = tokens(&cfg.otlp.auth, "otlp.auth")?;
+        let api_tokens = tokens(&cfg.api.auth, "api.auth")?;
+        let families = net::ListenerMetricsVec::register(&metrics.registry, "lookout")
+            .context("cannot register listener metrics")?;
+        let setup = |name,
+                     tls: &Option<Arc<net::ReloadingTls>>,
+                     limits: &lookout_config::ConnectionLimits| {
+            ListenerSetup {
+                name,
+                tls: tls.clone(),
+                limits: limits.clone(),
+                metrics: families.listener(name),
+            }
+        };
+        tracing::info!(
+            otlp_tls = otlp_tls.is_some(),
+            otlp_mtls = cfg
+                .otlp
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some()),
+            otlp_auth = otlp_tokens.is_some(),
+            api_tls = api_tls.is_some(),
+            api_auth = api_tokens.is_some(),
+            "listener security"
+        );
+        Ok(Self {
+            otlp_grpc: setup("otlp_grpc", &otlp_tls, &cfg.otlp.connections),
+            otlp_http: setup("otlp_http", &otlp_tls, &cfg.otlp.connections),
+            api: setup("api", &api_tls, &cfg.api.connections),
+            otlp_tokens,
+            api_tokens,
+        })
+    }
+}
+
+/// `router` behind bearer-token auth when `tokens` is set.
+fn with_auth(
+    router: axum::Router,
+    tokens: Option<Arc<net::Tokens>>,
+    open_paths: &'static [&'static str],
+    reject: net::auth::Reject,
+    metrics: &net::ListenerMetrics,
+) -> axum::Router {
+    match tokens {
+        None => router,
+        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
+            net::auth::HttpAuth {
+                tokens,
+                open_paths,
+                reject,
+                refused: metrics.unauthenticated.clone(),
+            },
+            net::auth::require_bearer,
+        )),
+    }
 }
 
 /// On SIGHUP, re-read `path` and hand new alert rules and receivers to the engine; an

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::collector::LimitsConfig;
 use crate::host::HostMetricsConfig;
+use crate::server::ClientTlsConfig;
 use crate::tail::TailConfig;
 use crate::units::{ByteSize, HumanDuration};
 use crate::Validate;
@@ -170,6 +171,11 @@ pub struct ExporterConfig {
     pub retry_max_interval: HumanDuration,
     /// Extra request headers (gRPC metadata), e.g. `{ authorization = "Bearer ..." }`.
     pub headers: BTreeMap<String, String>,
+    /// File holding the bearer token sent to the collector (`otlp.auth` there); read at
+    /// start-up, never logged.
+    pub bearer_token_file: Option<PathBuf>,
+    /// TLS towards an `https://` collector: CA bundle, client certificate for mTLS.
+    pub tls: ClientTlsConfig,
 }
 
 impl Default for ExporterConfig {
@@ -185,6 +191,8 @@ impl Default for ExporterConfig {
             retry_initial_interval: HumanDuration::from_millis(500),
             retry_max_interval: HumanDuration::from_secs(30),
             headers: BTreeMap::new(),
+            bearer_token_file: None,
+            tls: ClientTlsConfig::default(),
         }
     }
 }
@@ -225,6 +233,17 @@ impl Validate for AgentConfig {
             return err("buffer.fsync_interval", "must be greater than 0".into());
         }
         let e = &self.exporter;
+        e.tls.validate_with_prefix("exporter.tls")?;
+        if e.bearer_token_file.is_some()
+            && e.headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+        {
+            return err(
+                "exporter.bearer_token_file",
+                "conflicts with an `authorization` entry in exporter.headers; keep one".into(),
+            );
+        }
         if e.max_batch_items == 0 {
             return err("exporter.max_batch_items", "must be at least 1".into());
         }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
+use crate::server::{AuthConfig, ConnectionLimits, TlsConfig};
 use crate::units::{ByteSize, HumanDuration};
 use crate::Validate;
 
@@ -70,6 +71,12 @@ pub struct OtlpConfig {
     pub grpc: SocketAddr,
     /// OTLP/HTTP listen address (`/v1/traces`, `/v1/logs`, `/v1/metrics`).
     pub http: SocketAddr,
+    /// TLS on both OTLP listeners; plain TCP when absent.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens required on both OTLP listeners.
+    pub auth: AuthConfig,
+    /// Connection limits of each OTLP listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for OtlpConfig {
@@ -77,6 +84,9 @@ impl Default for OtlpConfig {
         Self {
             grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
             http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            tls: None,
+            auth: AuthConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -87,12 +97,21 @@ impl Default for OtlpConfig {
 pub struct ApiConfig {
     /// Listen address of the query API, `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// TLS of the API listener; plain TCP when absent.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens required on the query API and `/metrics` (not `/healthz`, `/readyz`).
+    pub auth: AuthConfig,
+    /// Connection limits of the API listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            tls: None,
+            auth: AuthConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -304,6 +323,20 @@ impl Validate for CollectorConfig {
             return err("data_dir", "must not be empty".into());
         }
         self.limits.validate_with_prefix("limits")?;
+        if let Some(tls) = &self.otlp.tls {
+            tls.validate_with_prefix("otlp.tls")?;
+        }
+        self.otlp.auth.validate_with_prefix("otlp.auth")?;
+        self.otlp
+            .connections
+            .validate_with_prefix("otlp.connections")?;
+        if let Some(tls) = &self.api.tls {
+            tls.validate_with_prefix("api.tls")?;
+        }
+        self.api.auth.validate_with_prefix("api.auth")?;
+        self.api
+            .connections
+            .validate_with_prefix("api.connections")?;
         if self.wal.segment_size.get() < (1 << 20) {
             return err(
                 "wal.segment_size",

@@ -8,6 +8,7 @@ mod agent;
 mod alerts;
 mod collector;
 mod host;
+mod server;
 mod tail;
 mod units;
 
@@ -27,6 +28,9 @@ pub use collector::{
     TracesConfig, WalConfig,
 };
 pub use host::HostMetricsConfig;
+pub use server::{
+    validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, Secret, TlsConfig,
+};
 pub use tail::TailConfig;
 pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
 
@@ -38,6 +42,10 @@ pub struct TuiConfig {
     pub collector: String,
     /// How often the open view refreshes.
     pub refresh: HumanDuration,
+    /// File holding the bearer token of the collector's query API (`api.auth`).
+    pub token_file: Option<PathBuf>,
+    /// TLS towards an `https://` collector: CA bundle, client certificate.
+    pub tls: ClientTlsConfig,
 }
 
 impl Default for TuiConfig {
@@ -45,6 +53,8 @@ impl Default for TuiConfig {
         Self {
             collector: "http://127.0.0.1:7070".to_string(),
             refresh: HumanDuration::from_secs(2),
+            token_file: None,
+            tls: ClientTlsConfig::default(),
         }
     }
 }
@@ -60,6 +70,7 @@ impl Validate for TuiConfig {
                 ),
             ));
         }
+        self.tls.validate_with_prefix("tls")?;
         Ok(())
     }
 }

@@ -172,14 +172,65 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// Credentials towards a secured collector.
+#[derive(Default)]
+pub struct Security {
+    /// Bearer token of the query API.
+    pub token: Option<String>,
+    /// PEM CA bundle trusted instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain followed by its key (mTLS).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("identity_pem", &self.identity_pem.is_some())
+            .finish()
+    }
+}
+
 impl Client {
     /// A client of the collector at `base` (e.g. `http://127.0.0.1:7070`), with a
     /// per-request timeout.
     pub fn new(base: &str, timeout: Duration) -> Result<Client, FetchError> {
-        let http = reqwest::Client::builder()
+        Self::with_security(base, timeout, &Security::default())
+    }
+
+    /// A client sending a bearer token and trusting a CA bundle, as `security` says.
+    pub fn with_security(
+        base: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, FetchError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .user_agent(concat!("lookout-tui/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("lookout-tui/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &security.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    FetchError::Unreachable("the token is not a valid header value".into())
+                })?;
+            v.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = &security.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| FetchError::Unreachable(format!("bad CA file: {e}")))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let Some(pem) = &security.identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| FetchError::Unreachable(format!("bad client certificate: {e}")))?;
+            builder = builder.identity(id);
+        }
+        let http = builder
             .build()
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;
         Ok(Client {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use lookout_config::TuiConfig;
 use lookout_tui::app::App;
-use lookout_tui::client::Client;
+use lookout_tui::client::{Client, Security};
 
 /// Lookout terminal dashboard: services with RED figures, log search with live tail, trace
 /// search and waterfall, alerts and the service graph, from a collector's query API.
@@ -27,6 +27,12 @@ struct Args {
     /// How often the open view refreshes, e.g. `2s` [default: from the config, 2s].
     #[arg(long, value_name = "DURATION")]
     refresh: Option<String>,
+    /// File holding the bearer token of the collector's query API.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// collector (default: the system roots).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Write the dashboard's own log here (level from RUST_LOG, default info); without
     /// it nothing is logged, since the terminal belongs to the dashboard.
     #[arg(long, value_name = "FILE", env = "LOOKOUT_TUI_LOG")]
@@ -39,6 +45,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = args.collector {
         cfg.collector = c;
     }
+    if let Some(t) = args.token_file {
+        cfg.token_file = Some(t);
+    }
+    if let Some(ca) = args.ca_file {
+        cfg.tls.ca_file = Some(ca);
+    }
+    let security = security(&cfg)?;
     let refresh = match &args.refresh {
         Some(r) => {
             lookout_config::parse_duration(r).map_err(|e| anyhow::anyhow!("--refresh: {e}"))?
@@ -72,8 +85,12 @@ fn main() -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("lookout-tui needs a terminal on stdin and stdout");
     }
-    let client = Client::new(&cfg.collector, Duration::from_secs(10).max(refresh * 5))
-        .map_err(|e| anyhow::anyhow!("--collector {}: {e}", cfg.collector))?;
+    let client = Client::with_security(
+        &cfg.collector,
+        Duration::from_secs(10).max(refresh * 5),
+        &security,
+    )
+    .map_err(|e| anyhow::anyhow!("--collector {}: {e}", cfg.collector))?;
     tracing::info!(collector = %cfg.collector, ?refresh, "lookout-tui starting");
     let app = App::new(&cfg.collector, refresh);
 
@@ -88,4 +105,39 @@ fn main() -> anyhow::Result<()> {
     ratatui::restore();
     tracing::info!("lookout-tui stopped");
     result.context("terminal input failed")
+}
+
+/// Token and certificates named by the config, read once at start-up.
+fn security(cfg: &TuiConfig) -> anyhow::Result<Security> {
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("{what}: cannot read {}", p.display()))
+    };
+    let token = match &cfg.token_file {
+        Some(p) => {
+            let text = String::from_utf8(read(p, "--token-file")?)
+                .map_err(|_| anyhow::anyhow!("--token-file: {} is not UTF-8", p.display()))?;
+            let token = text.trim().to_string();
+            lookout_config::validate_token(&token)
+                .map_err(|r| anyhow::anyhow!("--token-file: {}: {r}", p.display()))?;
+            Some(token)
+        }
+        None => None,
+    };
+    let ca_pem = match &cfg.tls.ca_file {
+        Some(p) => Some(read(p, "--ca-file")?),
+        None => None,
+    };
+    let identity_pem = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => {
+            let mut pem = read(c, "tls.cert_file")?;
+            pem.extend(read(k, "tls.key_file")?);
+            Some(pem)
+        }
+        _ => None,
+    };
+    Ok(Security {
+        token,
+        ca_pem,
+        identity_pem,
+    })
 }

@@ -68,3 +68,12 @@ fn without_a_terminal_it_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unreadable_token_file_is_named() {
+    let err = stderr_of(tui().args(["--token-file", "/nonexistent/lookout-token"]));
+    assert!(
+        err.contains("--token-file: cannot read /nonexistent/lookout-token"),
+        "{err}"
+    );
+}

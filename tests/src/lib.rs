@@ -143,17 +143,54 @@ impl Collector {
             data_dir.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, line, output) = spawn_logged("lookout-collector", &args);
-        let c = Collector {
+        let c = Self::spawn(&args, data_dir);
+        c.wait_ready();
+        c
+    }
+
+    /// Start a collector on loopback port 0 without waiting for plain-HTTP readiness
+    /// (for a TLS API); use [`Collector::wait_for_log`] instead.
+    pub fn launch(data_dir: &Path, extra: &[&str]) -> Collector {
+        let mut args: Vec<String> = [
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(data_dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, data_dir)
+    }
+
+    fn spawn(args: &[String], data_dir: &Path) -> Collector {
+        let (child, line, output) = spawn_logged("lookout-collector", args);
+        Collector {
             child,
             grpc: field(&line, "otlp_grpc").unwrap(),
             http: field(&line, "otlp_http").unwrap(),
             api: field(&line, "api").unwrap(),
             data_dir: data_dir.to_path_buf(),
             output,
-        };
-        c.wait_ready();
-        c
+        }
+    }
+
+    /// Wait until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_ready(&self) {

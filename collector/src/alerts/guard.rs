@@ -183,6 +183,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn refused(policy: &NetPolicy, ip: &str) -> bool {

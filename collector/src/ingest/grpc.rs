@@ -177,13 +177,27 @@ fn remap_status<B>(mut res: http::Response<B>) -> http::Response<B> {
     res
 }
 
-/// Serve OTLP/gRPC on an already bound listener until `shutdown` resolves.
+/// How [`serve`] runs besides the ingest path.
+pub struct GrpcOptions {
+    /// Largest message accepted, after decompression.
+    pub max_message_size: usize,
+    /// Accepted bearer tokens; `None` serves everyone.
+    pub tokens: Option<Arc<crate::net::Tokens>>,
+    /// Counts calls refused for a missing or wrong token.
+    pub unauthenticated: prometheus::IntCounter,
+    /// Most concurrent calls per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Serve OTLP/gRPC on the connections of `conns` (see [`crate::net::incoming`]) until
+/// `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    conns: tokio::sync::mpsc::Receiver<crate::net::Conn>,
     ingest: Arc<Ingest>,
-    max_message_size: usize,
+    opts: GrpcOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let max_message_size = opts.max_message_size;
     let traces = OtlpService::<1> {
         ingest: ingest.clone(),
         max_message_size,
@@ -197,30 +211,14 @@ pub async fn serve(
         max_message_size,
     };
     tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(opts.max_concurrent_streams))
         .layer(tower::util::MapResponseLayer::new(remap_status))
+        .layer(tonic::service::InterceptorLayer::new(
+            crate::net::auth::grpc_interceptor(opts.tokens, opts.unauthenticated),
+        ))
         .add_service(traces)
         .add_service(logs)
         .add_service(metrics)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::net::conn_stream(conns), shutdown)
         .await
-}
-
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |l| async move {
-        loop {
-            match l.accept().await {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    return Some((Ok(s), l));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the others.
-                    tracing::warn!(error = %e, "cannot accept an OTLP/gRPC connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
 }

@@ -56,6 +56,30 @@ async fn metrics(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> 
     handle(s, Signal::Metrics, headers, body).await
 }
 
+/// The 401 of a request without an accepted bearer token: a `Status` in the request's
+/// encoding (protobuf unless it sent JSON), as OTLP/HTTP error bodies are.
+pub fn reject_unauthenticated(headers: &HeaderMap) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    status_response(
+        StatusCode::UNAUTHORIZED,
+        encoding,
+        crate::net::auth::UNAUTHENTICATED,
+        None,
+    )
+}
+
 async fn method_not_allowed(method: Method) -> Response {
     let mut r = status_response(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -291,6 +315,7 @@ fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
         StatusCode::NOT_FOUND => tonic::Code::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
         _ => tonic::Code::Unknown,
     }
 }

@@ -6,6 +6,7 @@ mod durability;
 mod ingest;
 mod prometheus;
 mod sdk;
+mod security;
 mod traces;
 mod tui;
 mod util;

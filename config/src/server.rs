@@ -1,0 +1,199 @@
+//! Settings shared by every listener: TLS, bearer-token auth and connection limits.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::units::HumanDuration;
+
+/// A secret string (a bearer token): never printed by `Debug`, so a logged config does
+/// not leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// TLS of a listener (rustls; TLS 1.2 and 1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Lowest protocol version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    /// How often the files are checked for changes; changed files are loaded without a
+    /// restart (also on SIGHUP). A broken new file is logged and the old one kept.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: HumanDuration,
+}
+
+fn default_min_version() -> String {
+    "1.2".into()
+}
+fn default_reload_interval() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+impl TlsConfig {
+    /// Check the settings; keys in errors are `PREFIX.key`.
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        if self.cert_file.as_os_str().is_empty() {
+            return Err((key("cert_file"), "must not be empty".into()));
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err((key("key_file"), "must not be empty".into()));
+        }
+        if !matches!(self.min_version.as_str(), "1.2" | "1.3") {
+            return Err((
+                key("min_version"),
+                format!("expected \"1.2\" or \"1.3\", got {:?}", self.min_version),
+            ));
+        }
+        if self.reload_interval.get() < std::time::Duration::from_secs(1) {
+            return Err((
+                key("reload_interval"),
+                format!("must be at least 1s, got {}", self.reload_interval),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bearer-token authentication of a listener: enabled when any token is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accepted tokens (`Authorization: Bearer TOKEN`).
+    pub tokens: Vec<Secret>,
+    /// A file with more accepted tokens, one per line (`#` comments and blank lines
+    /// skipped), so secrets stay out of the config file.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// Check the settings; keys in errors are `PREFIX.key`.
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+        for (i, t) in self.tokens.iter().enumerate() {
+            validate_token(t.expose()).map_err(|r| (format!("{prefix}.tokens[{i}]"), r))?;
+        }
+        if self
+            .tokens_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err((format!("{prefix}.tokens_file"), "must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why `token` cannot be a bearer token (RFC 6750 `b64token` characters, 16+ long).
+pub fn validate_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 {
+        return Err(format!(
+            "a token must be at least 16 characters, got {}",
+            token.len()
+        ));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+    {
+        return Err("a token may contain only letters, digits and -._~+/=".into());
+    }
+    Ok(())
+}
+
+/// Connection handling of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Most connections open at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to complete the TLS handshake and send its request headers
+    /// (slowloris protection).
+    pub header_read_timeout: HumanDuration,
+    /// Most concurrent HTTP/2 streams (gRPC calls) per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout: HumanDuration::from_secs(10),
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Check the settings; keys in errors are `PREFIX.key`.
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+        if self.max_connections == 0 {
+            return Err((
+                format!("{prefix}.max_connections"),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.header_read_timeout.get() < std::time::Duration::from_millis(100) {
+            return Err((
+                format!("{prefix}.header_read_timeout"),
+                format!("must be at least 100ms, got {}", self.header_read_timeout),
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err((
+                format!("{prefix}.max_concurrent_streams"),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// TLS towards a server (the agent's exporter, the dashboard): trust and identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsConfig {
+    /// PEM CA bundle trusted for the server's certificate (instead of the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that require mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name checked against the server certificate, when it differs from the URL's host.
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsConfig {
+    /// Check the settings; keys in errors are `PREFIX.key`.
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err((
+                format!("{prefix}.key_file"),
+                "cert_file and key_file go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
