@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::collector::LimitsConfig;
 use crate::host::HostMetricsConfig;
-use crate::server::ClientTlsConfig;
+use crate::server::{ClientTlsConfig, Headers};
 use crate::tail::TailConfig;
 use crate::units::{ByteSize, HumanDuration};
 use crate::Validate;
@@ -170,7 +170,7 @@ pub struct ExporterConfig {
     /// Longest retry delay.
     pub retry_max_interval: HumanDuration,
     /// Extra request headers (gRPC metadata), e.g. `{ authorization = "Bearer ..." }`.
-    pub headers: BTreeMap<String, String>,
+    pub headers: Headers,
     /// File holding the bearer token sent to the collector (`otlp.auth` there); read at
     /// start-up, never logged.
     pub bearer_token_file: Option<PathBuf>,
@@ -190,7 +190,7 @@ impl Default for ExporterConfig {
             timeout: HumanDuration::from_secs(10),
             retry_initial_interval: HumanDuration::from_millis(500),
             retry_max_interval: HumanDuration::from_secs(30),
-            headers: BTreeMap::new(),
+            headers: Headers::default(),
             bearer_token_file: None,
             tls: ClientTlsConfig::default(),
         }

@@ -216,7 +216,7 @@ pub struct ReceiverConfig {
     pub url: String,
     /// Extra request headers, e.g. `Authorization`.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: crate::server::Headers,
     /// Time limit of one delivery attempt.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
@@ -524,6 +524,20 @@ headers = { Authorization = "Bearer secret" }
         assert_eq!(k, "alerts[0].aggregation");
         let (k, _) = key_of(&format!("{}\n[[alerts]]\nname = \"Slow\"\nsignal = \"error_rate\"\nthreshold = 1\nreceivers = [\"oncall\"]\n", rule("signal = \"error_rate\"")));
         assert_eq!(k, "alerts[1].name");
+    }
+
+    #[test]
+    fn debug_output_hides_header_values_and_tokens() {
+        let text = format!(
+            "[otlp.auth]\ntokens = [\"ingest-0123456789abcdef\"]\n{}",
+            rule("signal = \"latency_p99\"")
+        )
+        .replace("/hook\"\n", "/hook\"\nheaders = { Authorization = \"Bearer hook-secret\" }\n");
+        let c = parse::<CollectorConfig>(&text, Path::new("c.toml")).expect("parses");
+        let debug = format!("{c:#?}");
+        assert!(debug.contains("Authorization"), "{debug}");
+        assert!(!debug.contains("hook-secret"), "{debug}");
+        assert!(!debug.contains("ingest-0123456789abcdef"), "{debug}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use collector::{
 };
 pub use host::HostMetricsConfig;
 pub use server::{
-    validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, Secret, TlsConfig,
+    validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, Headers, Secret, TlsConfig,
 };
 pub use tail::TailConfig;
 pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
