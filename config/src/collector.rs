@@ -132,6 +132,14 @@ pub struct LimitsConfig {
     pub max_attribute_length: ByteSize,
     /// Timestamps further than this in the future are refused.
     pub max_future_skew: HumanDuration,
+    /// Most items (spans, log records, data points) in one request; larger requests are
+    /// refused whole (HTTP 413 / RESOURCE_EXHAUSTED without a retry hint).
+    pub max_items_per_request: u64,
+    /// Items per second accepted from one `service.name` (bursts of twice that); 0 = no
+    /// limit. A request from services over it gets 429 / RESOURCE_EXHAUSTED with a retry
+    /// hint; in a request mixing services, only the items of those over it are rejected
+    /// and named in `partial_success`.
+    pub max_items_per_second_per_service: u64,
 }
 
 impl Default for LimitsConfig {
@@ -142,6 +150,8 @@ impl Default for LimitsConfig {
             max_attributes: 128,
             max_attribute_length: ByteSize::kib(16),
             max_future_skew: HumanDuration::from_secs(3600),
+            max_items_per_request: 100_000,
+            max_items_per_second_per_service: 1_000_000,
         }
     }
 }
@@ -167,6 +177,9 @@ impl LimitsConfig {
         }
         if self.max_attributes == 0 {
             return err("max_attributes", "must be at least 1".into());
+        }
+        if self.max_items_per_request == 0 {
+            return err("max_items_per_request", "must be at least 1".into());
         }
         if self.max_attribute_length.get() < 16 {
             return err(

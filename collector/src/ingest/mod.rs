@@ -9,6 +9,7 @@
 pub mod enrich;
 pub mod grpc;
 pub mod http;
+pub mod quota;
 pub mod validate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -382,6 +383,10 @@ pub struct IngestOptions {
     pub retry_after: Duration,
     /// Resource attributes added where a resource lacks them (the agent's enrichment).
     pub resource_defaults: Vec<KeyValue>,
+    /// Most items in one request.
+    pub max_items_per_request: u64,
+    /// Items per second per service; 0 = no limit.
+    pub max_items_per_second_per_service: u64,
 }
 
 impl IngestOptions {
@@ -396,6 +401,8 @@ impl IngestOptions {
             max_future_skew: limits.max_future_skew.get(),
             retry_after,
             resource_defaults: Vec::new(),
+            max_items_per_request: limits.max_items_per_request,
+            max_items_per_second_per_service: limits.max_items_per_second_per_service,
         }
     }
 }
@@ -407,6 +414,7 @@ pub struct Ingest {
     /// Shared with the sink, which releases what it stored.
     pub budget: Arc<Budget>,
     metrics: ReceiverMetrics,
+    rates: Option<quota::ServiceRates>,
 }
 
 /// Wall clock in Unix nanoseconds.
@@ -426,6 +434,7 @@ impl Ingest {
     ) -> Self {
         Self {
             sink,
+            rates: quota::ServiceRates::new(opts.max_items_per_second_per_service),
             opts,
             budget,
             metrics,
@@ -536,7 +545,16 @@ impl Ingest {
             ),
             ..self.opts.limits.clone()
         };
-        let report = sanitize(&mut batch, &limits, now_unix_nano());
+        let items = batch.item_count();
+        if items > self.opts.max_items_per_request {
+            return Err(IngestError::TooLarge(format!(
+                "{items} {} in one request, more than the limit of {}; send smaller batches",
+                batch.signal().item_name(),
+                self.opts.max_items_per_request
+            )));
+        }
+        let mut report = sanitize(&mut batch, &limits, now_unix_nano());
+        let rate_limited = self.apply_rates(&mut batch, &mut report)?;
         let accepted = batch.item_count();
         if report.limited > 0 {
             self.metrics
@@ -574,8 +592,57 @@ impl Ingest {
             payload,
             accepted,
             rejected: report.rejected,
+            rate_limited,
             message: report.message,
         })
+    }
+
+    /// Enforce the per-service rates: `Err(Throttled)` when every service of the batch is
+    /// over its rate, else the items of those over it are removed and reported; returns
+    /// how many.
+    fn apply_rates(
+        &self,
+        batch: &mut Batch,
+        report: &mut validate::Report,
+    ) -> Result<u64, IngestError> {
+        let Some(rates) = &self.rates else {
+            return Ok(0);
+        };
+        let counts = quota::items_by_service(batch);
+        let over = rates.take(&counts, std::time::Instant::now());
+        if over.is_empty() {
+            return Ok(0);
+        }
+        let names = over
+            .iter()
+            .map(|o| format!("{:?}", o.service))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = batch.signal().item_name();
+        if over.len() == counts.len() {
+            let wait = over.iter().map(|o| o.wait).max().unwrap_or_default();
+            return Err(IngestError::Throttled {
+                message: format!(
+                    "service {names} is over its ingest rate of {} {what}/s; retry later",
+                    rates.rate()
+                ),
+                retry_after: wait.max(Duration::from_secs(1)),
+            });
+        }
+        let dropped: u64 = over.iter().map(|o| o.items).sum();
+        quota::drop_services(batch, &over);
+        report.rejected += dropped;
+        report.modified = true;
+        let msg = format!(
+            "{dropped} {what} of service {names} rejected: over the ingest rate of {}/s",
+            rates.rate()
+        );
+        if report.message.is_empty() {
+            report.message = msg;
+        } else {
+            report.message = format!("{}; {msg}", report.message);
+        }
+        Ok(dropped)
     }
 
     async fn finish(
@@ -596,7 +663,7 @@ impl Ingest {
         if p.accepted == 0 {
             // Nothing to store (an empty request is valid OTLP).
             drop(charge);
-            self.count_ok(signal, transport, 0, 0);
+            self.count_ok(signal, transport, 0, 0, 0);
             return Ok(Accepted {
                 accepted: 0,
                 rejected: 0,
@@ -615,7 +682,7 @@ impl Ingest {
         };
         match stored {
             Ok(()) => {
-                self.count_ok(signal, transport, p.accepted, p.rejected);
+                self.count_ok(signal, transport, p.accepted, p.rejected, p.rate_limited);
                 Ok(Accepted {
                     accepted: p.accepted,
                     rejected: p.rejected,
@@ -629,17 +696,31 @@ impl Ingest {
         }
     }
 
-    fn count_ok(&self, signal: Signal, transport: Transport, accepted: u64, rejected: u64) {
+    fn count_ok(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        accepted: u64,
+        rejected: u64,
+        rate_limited: u64,
+    ) {
         let (s, t) = (signal.as_str(), transport.as_str());
         self.metrics
             .accepted_items
             .with_label_values(&[s, t])
             .inc_by(accepted);
-        if rejected > 0 {
+        let invalid = rejected.saturating_sub(rate_limited);
+        if invalid > 0 {
             self.metrics
                 .dropped_items
                 .with_label_values(&[s, t, "invalid"])
-                .inc_by(rejected);
+                .inc_by(invalid);
+        }
+        if rate_limited > 0 {
+            self.metrics
+                .dropped_items
+                .with_label_values(&[s, t, "rate_limited"])
+                .inc_by(rate_limited);
         }
         let outcome = if rejected > 0 { "partial" } else { "ok" };
         self.metrics
@@ -674,7 +755,9 @@ struct Prepared {
     batch: Batch,
     payload: bytes::Bytes,
     accepted: u64,
+    /// Removed by the checks, `rate_limited` of them by the per-service rates.
     rejected: u64,
+    rate_limited: u64,
     message: String,
 }
 
@@ -751,6 +834,14 @@ mod tests {
     use crate::wal::{Checkpoints, WalOptions};
 
     fn ingest(dir: &std::path::Path, budget: Arc<Budget>) -> Arc<Ingest> {
+        ingest_with(dir, budget, &lookout_config::LimitsConfig::default())
+    }
+
+    fn ingest_with(
+        dir: &std::path::Path,
+        budget: Arc<Budget>,
+        limits: &lookout_config::LimitsConfig,
+    ) -> Arc<Ingest> {
         let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
         let (wal, _h) = Wal::open(
             dir,
@@ -764,7 +855,7 @@ mod tests {
         )
         .unwrap();
         let cfg = lookout_config::CollectorConfig::default();
-        let opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+        let opts = IngestOptions::new(limits, cfg.ingest.retry_after.get());
         let sink = WalSink::new(wal, budget.clone(), &metrics.receiver, opts.retry_after);
         Arc::new(Ingest::new(
             opts,
@@ -821,5 +912,87 @@ mod tests {
         assert_eq!(e.retry_after(), None);
         use tonic_types::StatusExt;
         assert!(grpc::to_status(&e).get_details_retry_info().is_none());
+    }
+
+    /// Logs of several services, `(service, records)`.
+    fn logs_of(services: &[(&str, usize)]) -> bytes::Bytes {
+        use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+        use lookout_proto::otlp::common::v1::{any_value, AnyValue};
+        use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use lookout_proto::otlp::resource::v1::Resource;
+        use prost::Message;
+        let now = now_unix_nano();
+        let req = ExportLogsServiceRequest {
+            resource_logs: services
+                .iter()
+                .map(|(svc, n)| ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: vec![KeyValue {
+                            key: "service.name".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(svc.to_string())),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        log_records: (0..*n)
+                            .map(|_| LogRecord {
+                                time_unix_nano: now,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        bytes::Bytes::from(req.encode_to_vec())
+    }
+
+    #[tokio::test]
+    async fn items_per_request_and_per_service_rates_are_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = lookout_config::LimitsConfig {
+            max_items_per_request: 500,
+            max_items_per_second_per_service: 100,
+            ..Default::default()
+        };
+        let ingest = ingest_with(dir.path(), Arc::new(Budget::new(64 << 20)), &limits);
+        let send =
+            |body| ingest.export_bytes(Signal::Logs, Transport::Http, body, Encoding::Protobuf);
+
+        let e = send(logs_of(&[("a", 300), ("b", 201)])).await.unwrap_err();
+        assert!(matches!(e, IngestError::TooLarge(_)), "{e}");
+        assert!(
+            e.to_string().contains("501 log records in one request"),
+            "{e}"
+        );
+        assert_eq!(e.retry_after(), None);
+
+        // The burst (2 × rate) of "a" passes, then "a" alone is throttled with a hint.
+        assert_eq!(send(logs_of(&[("a", 200)])).await.unwrap().accepted, 200);
+        let e = send(logs_of(&[("a", 10)])).await.unwrap_err();
+        assert!(matches!(e, IngestError::Throttled { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("service \"a\" is over its ingest rate"),
+            "{e}"
+        );
+        assert_eq!(e.http_status(), ::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.grpc_code(), tonic::Code::ResourceExhausted);
+        assert!(e.retry_after().unwrap() >= Duration::from_secs(1));
+
+        // A request mixing services keeps the others and names the rejected one.
+        let a = send(logs_of(&[("a", 7), ("b", 5)])).await.unwrap();
+        assert_eq!((a.accepted, a.rejected), (5, 7));
+        assert!(
+            a.message
+                .contains("7 log records of service \"a\" rejected"),
+            "{}",
+            a.message
+        );
     }
 }
