@@ -50,6 +50,10 @@ pub struct ApiState {
     pub metric_store: Arc<parking_lot::Mutex<crate::prom::MetricStore>>,
     /// Alert rules and their instances.
     pub alerts: crate::alerts::AlertsHandle,
+    /// Query limits.
+    pub query: lookout_config::QueryConfig,
+    /// Concurrency and time limits of the query endpoints.
+    pub query_guard: QueryGuard,
 }
 
 /// An API error: `{"error": "..."}` with a status.
@@ -121,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
                 message: "no such endpoint; see /api/v1/logs, /api/v1/traces, /api/v1/traces/{trace_id}, /api/v1/services, /api/v1/dependencies, /api/v1/alerts, /jaeger/api/..., /metrics, /healthz, /readyz".into(),
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.query_guard.clone(),
+            guard_queries,
+        ))
         .with_state(state)
 }
 
@@ -220,6 +228,28 @@ impl ParamReader {
         }
     }
 
+    /// [`Self::time_range`] no wider than `max`: without `from`, the last `max` before
+    /// `to` (or now); an explicit wider range is refused.
+    pub(crate) fn time_range_within(
+        &mut self,
+        max: std::time::Duration,
+    ) -> Result<(u64, u64), ApiError> {
+        let explicit_from = self.0.iter().any(|(k, v)| k == "from" && !v.is_empty());
+        let (from, to) = self.time_range()?;
+        let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        let end = if to == u64::MAX { now_unix_nano() } else { to };
+        if !explicit_from {
+            return Ok((from.max(end.saturating_sub(max_ns)), to));
+        }
+        if end.saturating_sub(from) > max_ns {
+            return Err(ApiError::bad_request(format!(
+                "time range from..to is wider than query.max_range ({}); narrow it",
+                humantime::format_duration(max)
+            )));
+        }
+        Ok((from, to))
+    }
+
     pub(crate) fn time_range(&mut self) -> Result<(u64, u64), ApiError> {
         let now = now_unix_nano();
         let from = match self.take("from")? {
@@ -269,6 +299,109 @@ pub fn parse_time(v: &str, now_ns: u64) -> Result<u64, String> {
     ))
 }
 
+/// Refuse a log query longer or with more clauses than `cfg` allows, before tantivy
+/// expands it.
+fn check_log_query(text: &str, cfg: &lookout_config::QueryConfig) -> Result<(), ApiError> {
+    use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
+    fn clauses(ast: &UserInputAst) -> usize {
+        match ast {
+            UserInputAst::Clause(c) => c.iter().map(|(_, a)| clauses(a)).sum(),
+            UserInputAst::Boost(a, _) => clauses(a),
+            UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+                UserInputLeaf::Set { elements, .. } => elements.len().max(1),
+                _ => 1,
+            },
+        }
+    }
+    let max_len = cfg.max_query_length.as_usize();
+    if text.len() > max_len {
+        return Err(ApiError::bad_request(format!(
+            "parameter `q`: {} bytes, longer than query.max_query_length ({})",
+            text.len(),
+            cfg.max_query_length
+        )));
+    }
+    // Malformed text is reported by the search itself, with tantivy's message.
+    if let Ok(ast) = tantivy::query_grammar::parse_query(text) {
+        let n = clauses(&ast);
+        if n > cfg.max_query_clauses {
+            return Err(ApiError::bad_request(format!(
+                "parameter `q`: {n} clauses, more than query.max_query_clauses ({})",
+                cfg.max_query_clauses
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Middleware of the query endpoints: at most `max_concurrent` at once (waiting for a
+/// slot counts against the timeout) and an answer within `timeout`, else 503.
+pub async fn guard_queries(
+    axum::extract::State(guard): axum::extract::State<QueryGuard>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if !(path.starts_with("/api/") || path.starts_with("/jaeger/")) {
+        return next.run(req).await;
+    }
+    let deadline = tokio::time::Instant::now() + guard.timeout;
+    let unavailable = |message: String| {
+        let mut r = ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message,
+        }
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r
+    };
+    let permit = match tokio::time::timeout_at(deadline, guard.slots.clone().acquire_owned()).await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            guard.refused.inc();
+            return unavailable(format!(
+                "too many queries in flight (query.max_concurrent = {}); retry",
+                guard.max_concurrent
+            ));
+        }
+    };
+    let res = tokio::time::timeout_at(deadline, next.run(req)).await;
+    drop(permit);
+    match res {
+        Ok(r) => r,
+        Err(_) => {
+            guard.refused.inc();
+            unavailable(format!(
+                "query timed out after {} (query.timeout); narrow the time range or the query",
+                humantime::format_duration(guard.timeout)
+            ))
+        }
+    }
+}
+
+/// State of [`guard_queries`].
+#[derive(Clone)]
+pub struct QueryGuard {
+    slots: Arc<tokio::sync::Semaphore>,
+    max_concurrent: usize,
+    timeout: std::time::Duration,
+    refused: prometheus::IntCounter,
+}
+
+impl QueryGuard {
+    /// The guard of `cfg`, counting refusals in `refused`.
+    pub fn new(cfg: &lookout_config::QueryConfig, refused: prometheus::IntCounter) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent)),
+            max_concurrent: cfg.max_concurrent,
+            timeout: cfg.timeout.get(),
+            refused,
+        }
+    }
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -290,9 +423,12 @@ async fn get_logs(State(s): State<ApiState>, Query(params): Params) -> Result<Re
             ))
         })?),
     };
-    let (from_ns, to_ns) = p.time_range()?;
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
     let limit = p.limit()?;
     p.finish()?;
+    if let Some(text) = &q {
+        check_log_query(text, &s.query)?;
+    }
     let query = LogQuery {
         q,
         service,
@@ -338,7 +474,7 @@ async fn get_traces(
         }
         attributes.push((key, v));
     }
-    let (from_ns, to_ns) = p.time_range()?;
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
     let limit = p.limit()?.min(1000);
     p.finish()?;
     let query = TraceQuery {
@@ -451,7 +587,7 @@ async fn get_dependencies(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let mut p = ParamReader(params);
-    let (from_ns, to_ns) = p.time_range()?;
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
     p.finish()?;
     let now = now_unix_nano();
     let from_s = if from_ns == 0 {
@@ -466,6 +602,7 @@ async fn get_dependencies(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -476,5 +613,109 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1_000_000_000));
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("1969-12-31T23:59:59Z", now).is_err());
+    }
+
+    fn guarded(timeout_ms: u64, max_concurrent: usize) -> (Router, prometheus::IntCounter) {
+        let cfg = lookout_config::QueryConfig {
+            timeout: lookout_config::HumanDuration(std::time::Duration::from_millis(timeout_ms)),
+            max_concurrent,
+            ..Default::default()
+        };
+        let refused = prometheus::IntCounter::new("refused", "test").expect("counter");
+        let router = Router::new()
+            .route(
+                "/api/v1/slow",
+                get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                    "done"
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                QueryGuard::new(&cfg, refused.clone()),
+                guard_queries,
+            ));
+        (router, refused)
+    }
+
+    async fn call(router: Router, path: &str) -> (StatusCode, String) {
+        use tower::ServiceExt;
+        let res = router
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_slow_query_gets_503_and_others_are_served() {
+        let (router, refused) = guarded(100, 4);
+        let (status, body) = call(router.clone(), "/api/v1/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("query timed out after 100ms"), "{body}");
+        // Health checks are not queries.
+        assert_eq!(call(router, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(refused.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_concurrent_queries_run_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let cfg = lookout_config::QueryConfig {
+            max_concurrent: 2,
+            ..Default::default()
+        };
+        let (r, p) = (running.clone(), peak.clone());
+        let router = Router::new()
+            .route(
+                "/api/v1/q",
+                get(move || {
+                    let (r, p) = (r.clone(), p.clone());
+                    async move {
+                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        p.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        r.fetch_sub(1, Ordering::SeqCst);
+                        "ok"
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                QueryGuard::new(&cfg, prometheus::IntCounter::new("r", "t").unwrap()),
+                guard_queries,
+            ));
+        let calls: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(call(router.clone(), "/api/v1/q")))
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap().0, StatusCode::OK);
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn long_or_wide_log_queries_are_refused() {
+        let cfg = lookout_config::QueryConfig {
+            max_query_length: lookout_config::ByteSize(64),
+            max_query_clauses: 3,
+            ..Default::default()
+        };
+        assert!(check_log_query("error AND service:shop", &cfg).is_ok());
+        let e = check_log_query(&"a".repeat(65), &cfg).unwrap_err();
+        assert!(e.message.contains("65 bytes, longer than"), "{}", e.message);
+        let e = check_log_query("a b c d", &cfg).unwrap_err();
+        assert!(e.message.contains("4 clauses"), "{}", e.message);
+        let e = check_log_query("service: IN [a b c d]", &cfg).unwrap_err();
+        assert!(e.message.contains("4 clauses"), "{}", e.message);
     }
 }

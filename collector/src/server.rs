@@ -157,6 +157,15 @@ pub async fn run(
         red_window: cfg.traces.red_window.get(),
         metric_store: metric_store.clone(),
         alerts,
+        query: cfg.query.clone(),
+        query_guard: api::QueryGuard::new(&cfg.query, {
+            let c = prometheus::IntCounter::new(
+                "lookout_query_refused_total",
+                "Query API requests answered 503: timed out or no free slot (query.timeout, query.max_concurrent).",
+            )?;
+            metrics.registry.register(Box::new(c.clone()))?;
+            c
+        }),
     };
     let api_router = with_auth(
         api::router(api_state),

@@ -532,7 +532,10 @@ headers = { Authorization = "Bearer secret" }
             "[otlp.auth]\ntokens = [\"ingest-0123456789abcdef\"]\n{}",
             rule("signal = \"latency_p99\"")
         )
-        .replace("/hook\"\n", "/hook\"\nheaders = { Authorization = \"Bearer hook-secret\" }\n");
+        .replace(
+            "/hook\"\n",
+            "/hook\"\nheaders = { Authorization = \"Bearer hook-secret\" }\n",
+        );
         let c = parse::<CollectorConfig>(&text, Path::new("c.toml")).expect("parses");
         let debug = format!("{c:#?}");
         assert!(debug.contains("Authorization"), "{debug}");

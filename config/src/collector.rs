@@ -23,6 +23,8 @@ pub struct CollectorConfig {
     pub otlp: OtlpConfig,
     /// Query API, `/metrics`, `/healthz`, `/readyz`.
     pub api: ApiConfig,
+    /// Limits of query API requests.
+    pub query: QueryConfig,
     /// Limits on what one request may contain.
     pub limits: LimitsConfig,
     /// Write-ahead log.
@@ -50,6 +52,7 @@ impl Default for CollectorConfig {
             retention: HumanDuration::from_secs(7 * 86_400),
             otlp: OtlpConfig::default(),
             api: ApiConfig::default(),
+            query: QueryConfig::default(),
             limits: LimitsConfig::default(),
             wal: WalConfig::default(),
             index: IndexConfig::default(),
@@ -299,6 +302,35 @@ impl Default for TracesConfig {
             series_idle_expiry: HumanDuration::from_secs(900),
             graph_pair_wait: HumanDuration::from_secs(10),
             graph_history: HumanDuration::from_secs(86_400),
+        }
+    }
+}
+
+/// Limits of the query API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query (`/api/v1/...`, `/jaeger/api/...`) running longer gets 503.
+    pub timeout: HumanDuration,
+    /// Queries running at once; more wait (within `timeout`) for a slot.
+    pub max_concurrent: usize,
+    /// Widest `from`..`to` range of one query; without `from`, a query covers the last
+    /// `max_range`.
+    pub max_range: HumanDuration,
+    /// Longest log query text (`q`), in bytes.
+    pub max_query_length: ByteSize,
+    /// Most terms, phrases, ranges and set elements in one log query.
+    pub max_query_clauses: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: HumanDuration::from_secs(30),
+            max_concurrent: 16,
+            max_range: HumanDuration::from_secs(31 * 86_400),
+            max_query_length: ByteSize::kib(4),
+            max_query_clauses: 256,
         }
     }
 }

@@ -25,7 +25,7 @@ pub use alerts::{
 };
 pub use collector::{
     ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
-    TracesConfig, WalConfig,
+    QueryConfig, TracesConfig, WalConfig,
 };
 pub use host::HostMetricsConfig;
 pub use server::{

@@ -163,6 +163,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: HumanDuration,
     /// Most concurrent HTTP/2 streams (gRPC calls) per connection.
     pub max_concurrent_streams: u32,
+    /// A connection with no bytes in either direction for this long is closed, so idle
+    /// clients cannot hold the connection slots.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for ConnectionLimits {
@@ -171,6 +174,7 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: HumanDuration::from_secs(10),
             max_concurrent_streams: 100,
+            idle_timeout: HumanDuration::from_secs(120),
         }
     }
 }
@@ -188,6 +192,15 @@ impl ConnectionLimits {
             return Err((
                 format!("{prefix}.header_read_timeout"),
                 format!("must be at least 100ms, got {}", self.header_read_timeout),
+            ));
+        }
+        if self.idle_timeout < self.header_read_timeout {
+            return Err((
+                format!("{prefix}.idle_timeout"),
+                format!(
+                    "must be at least header_read_timeout ({}), got {}",
+                    self.header_read_timeout, self.idle_timeout
+                ),
             ));
         }
         if self.max_concurrent_streams == 0 {

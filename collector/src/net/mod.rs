@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod tls;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -111,6 +112,10 @@ pub struct Conn {
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     _slot: Slot,
+    /// Fires when the connection has been silent too long: `header_read_timeout` before
+    /// its first byte, `idle_timeout` after any later byte.
+    silence: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
 }
 
 struct Slot {
@@ -125,9 +130,31 @@ impl Drop for Slot {
 }
 
 impl Conn {
+    fn new(
+        stream: Stream,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        slot: Slot,
+        limits: &ConnectionLimits,
+    ) -> Self {
+        Self {
+            stream,
+            local,
+            remote: Some(remote),
+            _slot: slot,
+            silence: Box::pin(tokio::time::sleep(limits.header_read_timeout.get())),
+            idle_timeout: limits.idle_timeout.get(),
+        }
+    }
+
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote
+    }
+
+    fn heard(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        self.silence.as_mut().reset(deadline);
     }
 }
 
@@ -137,10 +164,22 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.stream {
+        let before = buf.filled().len();
+        let r = match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        match r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.heard(),
+            Poll::Pending if self.silence.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection silent for too long",
+                )));
+            }
+            _ => {}
         }
+        r
     }
 }
 
@@ -150,10 +189,14 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.stream {
+        let r = match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.heard();
         }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.stream {
@@ -172,10 +215,14 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.stream {
+        let r = match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.heard();
         }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         match &self.stream {
@@ -232,12 +279,7 @@ pub fn incoming(
             };
             match &setup.tls {
                 None => {
-                    let conn = Conn {
-                        stream: Stream::Plain(tcp),
-                        local,
-                        remote: Some(remote),
-                        _slot: slot,
-                    };
+                    let conn = Conn::new(Stream::Plain(tcp), local, remote, slot, &setup.limits);
                     if tx.send(conn).await.is_err() {
                         return;
                     }
@@ -245,18 +287,20 @@ pub fn incoming(
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                     let tx = tx.clone();
-                    let timeout = setup.limits.header_read_timeout.get();
+                    let limits = setup.limits.clone();
+                    let timeout = limits.header_read_timeout.get();
                     let (name, failures) =
                         (setup.name, setup.metrics.tls_handshake_failures.clone());
                     tokio::spawn(async move {
                         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
-                                let conn = Conn {
-                                    stream: Stream::Tls(Box::new(s)),
+                                let conn = Conn::new(
+                                    Stream::Tls(Box::new(s)),
                                     local,
-                                    remote: Some(remote),
-                                    _slot: slot,
-                                };
+                                    remote,
+                                    slot,
+                                    &limits,
+                                );
                                 let _ = tx.send(conn).await;
                             }
                             Ok(Err(e)) => {

@@ -4,6 +4,7 @@ mod agent;
 mod alerts;
 mod durability;
 mod ingest;
+mod limits;
 mod prometheus;
 mod sdk;
 mod security;

@@ -1,0 +1,195 @@
+//! Every limit answers with the right status and message, and the collector keeps
+//! serving everyone else: items per request, per-service rate, slow clients, connection
+//! slots, query length, clauses and time range.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::resource::v1::Resource;
+use lookout_tests::{get_json, metric_value, Collector};
+use prost::Message;
+
+use crate::util::{kv, now_ns};
+
+fn logs(service: &str, n: usize) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..n)
+                    .map(|_| LogRecord {
+                        time_unix_nano: now_ns(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn post(c: &Collector, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(c.http_url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// Seconds until the server closes a connection that sent `prefix` and then nothing.
+fn closed_after(addr: std::net::SocketAddr, prefix: &[u8]) -> Duration {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(prefix).expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return started.elapsed(),
+            // A 408 or similar before closing is fine.
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_answers_precisely_and_the_collector_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = lookout_tests::write_config(
+        dir.path(),
+        r#"
+[limits]
+max_items_per_request = 100
+max_items_per_second_per_service = 50
+
+[otlp.connections]
+header_read_timeout = "500ms"
+
+[api.connections]
+max_connections = 2
+header_read_timeout = "500ms"
+idle_timeout = "1s"
+
+[query]
+max_range = "2h"
+max_query_length = "64B"
+max_query_clauses = 4
+"#,
+    );
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+
+    // Items per request: 413, permanent (no Retry-After).
+    let r = post(&c, logs("big", 101)).await;
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("retry-after").is_none());
+    let status = tonic_types::Status::decode(r.bytes().await.unwrap()).expect("Status");
+    assert!(
+        status
+            .message
+            .contains("101 log records in one request, more than the limit of 100"),
+        "{}",
+        status.message
+    );
+
+    // Per-service rate: the burst (2 × 50) passes, then 429 with a hint, for "noisy" only.
+    assert_eq!(post(&c, logs("noisy", 100)).await.status(), 200);
+    let r = post(&c, logs("noisy", 10)).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(post(&c, logs("quiet", 10)).await.status(), 200);
+
+    // A slow client that never finishes its headers is cut off; others are served.
+    for addr in [c.http, c.api] {
+        let took = closed_after(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        assert!(
+            took < Duration::from_secs(5),
+            "{addr}: slow client kept for {took:?}"
+        );
+    }
+    // A kept-alive connection that goes quiet after a request is closed too.
+    let took = closed_after(c.api, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        took < Duration::from_secs(5),
+        "idle keep-alive kept for {took:?}"
+    );
+    // Two silent connections fill the API's slots; they time out and a request gets in.
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(c.api).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        get_json(&c.api_url("/api/v1/services")),
+    )
+    .await
+    .expect("a connection slot freed by the header timeout");
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the slots were freed by the header timeout"
+    );
+    drop(idle);
+
+    // Query limits: 400 with the key that limits, then a good query still works.
+    for (path, needle) in [
+        (
+            format!("/api/v1/logs?q={}", "x".repeat(65)),
+            "longer than query.max_query_length",
+        ),
+        (
+            "/api/v1/logs?q=a%20b%20c%20d%20e".to_string(),
+            "5 clauses, more than query.max_query_clauses",
+        ),
+        (
+            "/api/v1/logs?from=3h".to_string(),
+            "wider than query.max_range",
+        ),
+        (
+            "/api/v1/traces?from=1d&to=1h".to_string(),
+            "wider than query.max_range",
+        ),
+    ] {
+        let (status, body) = get_json(&c.api_url(&path)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains(needle),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = get_json(&c.api_url("/api/v1/logs?service=quiet&from=1h")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let metrics = reqwest::get(c.api_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "lookout_receiver_requests_total{outcome=\"too_large\",signal=\"logs\",transport=\"http\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "lookout_receiver_requests_total{outcome=\"throttled\",signal=\"logs\",transport=\"http\"}"
+        ),
+        Some(1.0)
+    );
+}
