@@ -481,6 +481,9 @@ impl Shipper {
             })
         };
         let mut tasks = tokio::task::JoinSet::new();
+        // At shutdown no new batch starts; those in flight (and their retries) get the grace
+        // period, so a batch the collector is storing is marked done, not sent twice.
+        let abort = CancellationToken::new();
         loop {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => match p {
@@ -508,9 +511,9 @@ impl Shipper {
                 });
             }
             let me = self.clone();
-            let token = shutdown.clone();
+            let abort = abort.clone();
             tasks.spawn(async move {
-                me.deliver(batch, token).await;
+                me.deliver(batch, abort).await;
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
@@ -521,7 +524,8 @@ impl Shipper {
         let grace = self.cfg.timeout.get().min(Duration::from_secs(5));
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        tasks.abort_all();
+        abort.cancel();
+        while tasks.join_next().await.is_some() {}
         flusher.abort();
         lag.abort();
         let b = self.buffer.clone();
@@ -545,9 +549,9 @@ impl Shipper {
         self.metrics.lag_seconds.set(lag);
     }
 
-    /// Send one batch until it is delivered or permanently refused; retries stop only at
-    /// shutdown (the batch then stays in the buffer).
-    async fn deliver(&self, batch: Batch, shutdown: CancellationToken) {
+    /// Send one batch until it is delivered or permanently refused, or until `abort` (the
+    /// end of the shutdown grace period; the batch then stays in the buffer).
+    async fn deliver(&self, batch: Batch, abort: CancellationToken) {
         let signal = batch.signal.as_str();
         let body = Bytes::from(batch.payload);
         let mut attempt = 0u32;
@@ -556,7 +560,7 @@ impl Shipper {
             let started = Instant::now();
             let outcome = tokio::select! {
                 o = self.export(batch.signal, body.clone()) => o,
-                _ = shutdown.cancelled() => {
+                _ = abort.cancelled() => {
                     self.metrics.inflight.dec();
                     return;
                 }
@@ -630,7 +634,7 @@ impl Shipper {
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = abort.cancelled() => return,
                     }
                 }
             }

@@ -440,3 +440,67 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// How a process ended after [`Collector::terminate_within`] or [`Agent::terminate_within`].
+#[derive(Debug)]
+pub struct Stopped {
+    /// Its exit status; `None` when it had not exited in time and was killed.
+    pub status: Option<ExitStatus>,
+    /// From SIGTERM to its exit (or to the timeout).
+    pub took: Duration,
+    /// Everything it logged.
+    pub output: String,
+}
+
+/// SIGTERM `child`, wait up to `timeout` for it to exit (SIGKILL after that), and collect
+/// the rest of its log.
+fn terminate_child(child: &mut Child, output: &Arc<Mutex<String>>, timeout: Duration) -> Stopped {
+    let start = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = start.elapsed();
+    // The reader thread still drains the pipe: wait until the log stops growing.
+    let mut len = output.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = output.lock().unwrap().len();
+        if now == len {
+            break;
+        }
+        len = now;
+    }
+    Stopped {
+        status,
+        took,
+        output: output.lock().unwrap().clone(),
+    }
+}
+
+impl Collector {
+    /// Stop it with SIGTERM and wait up to `timeout`: exit status, time taken and log.
+    /// Blocking; call it from `spawn_blocking` in async tests.
+    pub fn terminate_within(mut self, timeout: Duration) -> Stopped {
+        terminate_child(&mut self.child, &self.output, timeout)
+    }
+}
+
+impl Agent {
+    /// Stop it with SIGTERM and wait up to `timeout`: exit status, time taken and log.
+    /// Blocking; call it from `spawn_blocking` in async tests.
+    pub fn terminate_within(mut self, timeout: Duration) -> Stopped {
+        terminate_child(&mut self.child, &self.output, timeout)
+    }
+}

@@ -3,6 +3,7 @@
 mod agent;
 mod alerts;
 mod durability;
+mod faults;
 mod ingest;
 mod limits;
 mod prometheus;
