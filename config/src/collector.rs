@@ -344,6 +344,10 @@ pub struct MetricsConfig {
     /// Most series kept; data points of new series past it are dropped and counted in
     /// `lookout_metrics_points_dropped_total{reason="max_series"}`.
     pub max_series: usize,
+    /// Most series kept per service (`job`); past it, data points of the service's new
+    /// series are dropped and counted with `reason="max_series_per_service"`, so one
+    /// service with runaway labels cannot crowd out the others.
+    pub max_series_per_service: usize,
 }
 
 impl Default for MetricsConfig {
@@ -351,6 +355,7 @@ impl Default for MetricsConfig {
         Self {
             stale_after: HumanDuration::from_secs(300),
             max_series: 100_000,
+            max_series_per_service: 20_000,
         }
     }
 }

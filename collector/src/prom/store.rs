@@ -64,6 +64,8 @@ pub struct StoreConfig {
     pub stale_after: Duration,
     /// Most series held; points of new series past it are dropped.
     pub max_series: usize,
+    /// Most series held per `job` (service); points of its new series past it are dropped.
+    pub max_series_per_service: usize,
 }
 
 impl Default for StoreConfig {
@@ -77,6 +79,7 @@ impl From<&lookout_config::MetricsConfig> for StoreConfig {
         Self {
             stale_after: c.stale_after.get(),
             max_series: c.max_series,
+            max_series_per_service: c.max_series_per_service,
         }
     }
 }
@@ -123,6 +126,8 @@ impl PointType {
 pub enum DropReason {
     /// It would have created a series past `max_series`.
     MaxSeries = 0,
+    /// It would have created a series of its service past `max_series_per_service`.
+    MaxSeriesPerService,
     /// No valid name, no value, bad histogram layout (bounds not increasing or more than
     /// 1024, counts not matching), exponential scale outside -10..=20, unspecified
     /// temporality, negative delta of a counter.
@@ -137,8 +142,9 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::MaxSeries,
+        DropReason::MaxSeriesPerService,
         DropReason::Invalid,
         DropReason::OutOfOrder,
         DropReason::DeltaNonMonotonic,
@@ -149,6 +155,7 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::MaxSeries => "max_series",
+            DropReason::MaxSeriesPerService => "max_series_per_service",
             DropReason::Invalid => "invalid",
             DropReason::OutOfOrder => "out_of_order",
             DropReason::DeltaNonMonotonic => "delta_non_monotonic",
@@ -161,7 +168,7 @@ impl DropReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     received: [u64; 5],
-    dropped: [u64; 5],
+    dropped: [u64; DropReason::ALL.len()],
 }
 
 impl ApplyReport {
@@ -620,6 +627,23 @@ pub struct MetricStore {
     /// `target_info` per rendered `instance`/`job`.
     targets: BTreeMap<Box<str>, TargetEntry>,
     series: usize,
+    /// Series per `job`.
+    per_job: HashMap<Box<str>, usize>,
+}
+
+/// One series of its `job` fewer.
+fn forget_job(per_job: &mut HashMap<Box<str>, usize>, s: &Series) {
+    let job = s
+        .labels
+        .iter()
+        .find(|(k, _)| &**k == "job")
+        .map_or("", |(_, v)| &**v);
+    if let Some(n) = per_job.get_mut(job) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_job.remove(job);
+        }
+    }
 }
 
 /// How a point's series is found or made.
@@ -886,6 +910,7 @@ impl MetricStore {
             names,
             targets: BTreeMap::new(),
             series: 0,
+            per_job: HashMap::new(),
         }
     }
 
@@ -1144,8 +1169,9 @@ impl MetricStore {
     ) -> Option<u64> {
         let key = render_labels(&labels);
         if flags & NO_RECORDED_VALUE != 0 {
-            if fam.series.remove(key.as_str()).is_some() {
+            if let Some(gone) = fam.series.remove(key.as_str()) {
                 self.series -= 1;
+                forget_job(&mut self.per_job, &gone);
             }
             return None;
         }
@@ -1174,6 +1200,13 @@ impl MetricStore {
                     rep.drop(DropReason::MaxSeries, 1);
                     return None;
                 }
+                let job = ctx.target.job.as_str();
+                let of_job = self.per_job.get(job).copied().unwrap_or(0);
+                if of_job >= self.cfg.max_series_per_service {
+                    rep.drop(DropReason::MaxSeriesPerService, 1);
+                    return None;
+                }
+                self.per_job.insert(job.into(), of_job + 1);
                 self.series += 1;
                 let labels: Box<[(Box<str>, Box<str>)]> = labels
                     .into_iter()
@@ -1362,10 +1395,16 @@ impl MetricStore {
         let stale = u64::try_from(self.cfg.stale_after.as_nanos()).unwrap_or(u64::MAX);
         let mut removed = 0u64;
         let mut empty: Vec<String> = Vec::new();
+        let per_job = &mut self.per_job;
         for (name, fam) in self.families.iter_mut() {
             let before = fam.series.len();
-            fam.series
-                .retain(|_, s| now_ns.saturating_sub(s.seen_ns) <= stale);
+            fam.series.retain(|_, s| {
+                let keep = now_ns.saturating_sub(s.seen_ns) <= stale;
+                if !keep {
+                    forget_job(per_job, s);
+                }
+                keep
+            });
             removed += (before - fam.series.len()) as u64;
             if fam.series.is_empty() {
                 empty.push(name.clone());
@@ -1607,6 +1646,7 @@ mod tests {
         MetricStore::new(StoreConfig {
             stale_after: Duration::from_secs(300),
             max_series: 1000,
+            max_series_per_service: 1000,
         })
     }
 
@@ -2097,10 +2137,42 @@ mod tests {
     }
 
     #[test]
+    fn one_service_cannot_take_every_series() {
+        let mut s = MetricStore::new(StoreConfig {
+            stale_after: Duration::from_secs(60),
+            max_series: 10,
+            max_series_per_service: 2,
+        });
+        let gauge = |n: usize, t: u64| {
+            metric(
+                "g",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: (0..n)
+                        .map(|i| num(0, t, 1.0, vec![kv("i", &i.to_string())]))
+                        .collect(),
+                }),
+            )
+        };
+        let rep = s.apply(&request_from("noisy", "p", vec![gauge(3, T0)]), T0);
+        assert_eq!(rep.dropped(DropReason::MaxSeriesPerService), 1);
+        let rep = s.apply(&request_from("calm", "p", vec![gauge(2, T0)]), T0);
+        assert_eq!(rep.dropped(DropReason::MaxSeriesPerService), 0);
+        assert_eq!(s.series_count(), 4);
+        // Expired series give their service's slots back.
+        let later = T0 + 120 * 1_000_000_000;
+        assert_eq!(s.expire(later), 4);
+        let rep = s.apply(&request_from("noisy", "p", vec![gauge(2, later)]), later);
+        assert_eq!(rep.dropped(DropReason::MaxSeriesPerService), 0);
+        assert_eq!(s.series_count(), 2);
+    }
+
+    #[test]
     fn caps_and_conflicts() {
         let mut s = MetricStore::new(StoreConfig {
             stale_after: Duration::from_secs(60),
             max_series: 2,
+            max_series_per_service: 100,
         });
         let points = (0..3)
             .map(|i| num(0, T0, 1.0, vec![kv("i", &i.to_string())]))
