@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod batch;
 pub mod demo;
+pub mod fsutil;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;

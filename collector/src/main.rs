@@ -56,6 +56,9 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts: files that libraries create (tantivy's index files) get
+    // 0640 and directories 0750 at most, like ours (see `fsutil`).
+    lookout_collector::fsutil::set_umask(lookout_collector::fsutil::RESTRICTIVE_UMASK);
     let args = Args::parse();
     init_logging();
     let mut cfg: CollectorConfig = lookout_config::load(args.config.as_deref())?;

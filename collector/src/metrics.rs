@@ -26,6 +26,12 @@ pub struct Metrics {
     pub wal_replayed_records: IntCounter,
     /// Corrupt or torn WAL records skipped at start-up.
     pub wal_corrupt_records: IntCounter,
+    /// Damage found in the WAL at start-up, by kind (`torn`, `checksum`, `bad_length`,
+    /// `zeroed`, `missing_segment`); see [`crate::wal::DamageKind`].
+    pub wal_corruptions: IntCounterVec,
+    /// WAL records with a valid checksum that could not be decoded or applied, moved to
+    /// `DATA_DIR/quarantine/`.
+    pub wal_quarantined_records: IntCounter,
     /// Committed documents in the index, by signal.
     pub index_docs: IntGaugeVec,
     /// Bytes of index files on disk, by signal.
@@ -128,6 +134,15 @@ impl Metrics {
             wal_corrupt_records: reg!(IntCounter::new(
                 "lookout_wal_corrupt_records_total",
                 "Torn or corrupt write-ahead log records skipped at start-up."
+            )?),
+            wal_corruptions: reg!(counter_vec(
+                "lookout_wal_corruptions_total",
+                "Damage found in the write-ahead log at start-up, by kind (torn, checksum, bad_length, zeroed, missing_segment).",
+                &["kind"]
+            )?),
+            wal_quarantined_records: reg!(IntCounter::new(
+                "lookout_wal_quarantined_records_total",
+                "Write-ahead log records with a valid checksum that could not be decoded or applied, set aside in the quarantine directory."
             )?),
             index_docs: reg!(gauge_vec(
                 "lookout_index_docs",

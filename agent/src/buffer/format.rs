@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -27,6 +28,23 @@ pub const FRAME_LEN: usize = 8;
 pub const FIXED_BODY_LEN: usize = 8 + 8 + 1 + 4 + 2;
 /// A record longer than this is corruption, not data.
 pub const MAX_RECORD_LEN: u32 = 256 << 20;
+
+/// [`Next::Corrupt`] reason: fewer bytes than a frame are left.
+pub const TORN_FRAME: &str = "torn record frame";
+/// [`Next::Corrupt`] reason: the length field is out of range.
+pub const BAD_LENGTH: &str = "bad record length";
+/// [`Next::Corrupt`] reason: the record's length runs past the readable end.
+pub const PAST_END: &str = "record runs past the end of the data";
+/// [`Next::Corrupt`] reason: the body does not match its checksum.
+pub const CHECKSUM: &str = "checksum mismatch";
+
+/// Widest jump of sequence numbers [`SegmentReader::resync`] accepts past a known one
+/// (far more records than a buffer holds; a random field falls in it once in 2^24).
+const MAX_SEQ_JUMP: u64 = 1 << 40;
+/// Highest sequence number [`SegmentReader::resync`] accepts when it knows none before.
+const MAX_SEQ: u64 = 1 << 48;
+/// Bytes [`SegmentReader::resync`] reads at a time.
+const RESYNC_WINDOW: usize = 1 << 20;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +191,7 @@ impl SegmentReader {
             return Ok(Next::End);
         }
         if available < FRAME_LEN as u64 {
-            return Ok(Next::Corrupt("torn record frame"));
+            return Ok(Next::Corrupt(TORN_FRAME));
         }
         let mut frame = [0u8; FRAME_LEN];
         self.file.read_exact(&mut frame)?;
@@ -182,17 +200,17 @@ impl SegmentReader {
         let rewind = |me: &mut Self| me.seek(me.offset);
         if len > MAX_RECORD_LEN || (len as usize) < FIXED_BODY_LEN {
             rewind(self)?;
-            return Ok(Next::Corrupt("bad record length"));
+            return Ok(Next::Corrupt(BAD_LENGTH));
         }
         if available < FRAME_LEN as u64 + u64::from(len) {
             rewind(self)?;
-            return Ok(Next::Corrupt("record runs past the end of the data"));
+            return Ok(Next::Corrupt(PAST_END));
         }
         self.body.resize(len as usize, 0);
         self.file.read_exact(&mut self.body)?;
         if crc32fast::hash(&self.body) != crc {
             rewind(self)?;
-            return Ok(Next::Corrupt("checksum mismatch"));
+            return Ok(Next::Corrupt(CHECKSUM));
         }
         match decode_body(&self.body) {
             Ok(record) => {
@@ -212,22 +230,92 @@ impl SegmentReader {
     /// After damage at the current offset, find the next offset below `limit` where a
     /// valid record with a sequence number above `after_seq` starts. Returns it (the
     /// reader is left there) or `None` when the rest is unreadable.
+    ///
+    /// The damaged stretch is read a window at a time and each offset's header is checked
+    /// in memory (length in range and within `limit`, a known signal tag, positions that
+    /// fit, a plausible sequence number); only headers passing that are checksummed, and
+    /// the bytes checksummed are capped at twice the stretch, so a zero-filled or random
+    /// stretch costs one read of it.
     pub fn resync(&mut self, limit: u64, after_seq: u64) -> io::Result<Option<u64>> {
         let start = self.offset;
-        let mut candidate = start + 1;
-        // Scan a window at a time; a valid checksum over a plausible header is no accident.
-        while candidate + (FRAME_LEN + FIXED_BODY_LEN) as u64 <= limit {
-            self.seek(candidate)?;
-            if let Next::Record { record, .. } = self.next(limit)? {
-                if record.seq > after_seq {
+        let head = FRAME_LEN + FIXED_BODY_LEN;
+        let most = if after_seq > 0 {
+            after_seq.saturating_add(MAX_SEQ_JUMP)
+        } else {
+            MAX_SEQ
+        };
+        let mut budget = limit
+            .saturating_sub(start)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
+        let mut window = Vec::new();
+        let mut base = start + 1;
+        while base + head as u64 <= limit {
+            let want = usize::try_from((limit - base).min((RESYNC_WINDOW + head - 1) as u64))
+                .unwrap_or(RESYNC_WINDOW);
+            window.resize(want, 0);
+            self.file.get_ref().read_exact_at(&mut window, base)?;
+            for i in 0..(want + 1 - head).min(RESYNC_WINDOW) {
+                let h = &window[i..i + head];
+                let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+                let seq = u64_at(h, FRAME_LEN);
+                let npos = usize::from(u16::from_le_bytes([h[FRAME_LEN + 21], h[FRAME_LEN + 22]]));
+                let candidate = base + i as u64;
+                let plausible = (FIXED_BODY_LEN as u32..=MAX_RECORD_LEN).contains(&len)
+                    && candidate + FRAME_LEN as u64 + u64::from(len) <= limit
+                    && seq > after_seq
+                    && seq <= most
+                    && Signal::from_tag(h[FRAME_LEN + 16]).is_some()
+                    && FIXED_BODY_LEN + npos * 16 <= len as usize;
+                if !plausible {
+                    continue;
+                }
+                let cost = FRAME_LEN as u64 + u64::from(len);
+                if budget < cost {
+                    self.seek(start)?;
+                    return Ok(None);
+                }
+                budget -= cost;
+                self.seek(candidate)?;
+                if let Next::Record { .. } = self.next(limit)? {
                     self.seek(candidate)?;
                     return Ok(Some(candidate));
                 }
             }
-            candidate += 1;
+            base += RESYNC_WINDOW as u64;
         }
         self.seek(start)?;
         Ok(None)
+    }
+
+    /// The length field of the frame at `offset`, if the file holds one there.
+    pub fn frame_len_at(&self, offset: u64) -> io::Result<Option<u32>> {
+        let mut b = [0u8; 4];
+        match self.file.get_ref().read_exact_at(&mut b, offset) {
+            Ok(()) => Ok(Some(u32::from_le_bytes(b))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the `len` bytes at `offset` are all zero (bytes past the end of the file
+    /// count as zero).
+    pub fn is_zero(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let mut buf = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(1 << 20)];
+        let mut at = offset;
+        let end = offset.saturating_add(len);
+        while at < end {
+            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let got = self.file.get_ref().read_at(&mut buf[..n], at)?;
+            if got == 0 {
+                break;
+            }
+            if buf[..got].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += got as u64;
+        }
+        Ok(true)
     }
 }
 

@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 
 use crate::sink::{Entry, Sink, SinkError};
 use format::{Next, Record, SegmentReader};
+use lookout_collector::fsutil;
+use scan::DamageKind;
 
 /// Most bytes written in one group commit.
 const MAX_GROUP_BYTES: usize = 8 << 20;
@@ -97,6 +99,9 @@ pub struct BufferMetrics {
     pub refused_appends: IntCounterVec,
     /// Damaged stretches skipped while reading.
     pub corrupt_records: IntCounter,
+    /// Damage found, by kind (`torn`, `checksum`, `bad_length`, `bad_header`, `zeroed`,
+    /// `missing_segment`); see [`scan::DamageKind`].
+    pub corruptions: IntCounterVec,
     /// Group commits (one write, maybe one fsync).
     pub commits: IntCounter,
 }
@@ -159,6 +164,20 @@ impl BufferMetrics {
                     "Damaged stretches of buffer segments skipped.",
                 )?,
             )?,
+            corruptions: {
+                let c = reg(
+                    registry,
+                    cv(
+                        "lookout_agent_buffer_corruptions_total",
+                        "Damage found in the buffer, by kind (torn, checksum, bad_length, bad_header, zeroed, missing_segment).",
+                        &["kind"],
+                    )?,
+                )?;
+                for k in DamageKind::ALL {
+                    c.with_label_values(&[k.as_str()]);
+                }
+                c
+            },
             commits: reg(
                 registry,
                 IntCounter::new(
@@ -167,6 +186,12 @@ impl BufferMetrics {
                 )?,
             )?,
         })
+    }
+
+    /// Count one damaged stretch of `kind`.
+    fn damaged(&self, kind: DamageKind) {
+        self.corrupt_records.inc();
+        self.corruptions.with_label_values(&[kind.as_str()]).inc();
     }
 }
 
@@ -177,6 +202,8 @@ struct Seg {
     len: u64,
     /// No more writes: the writer moved on.
     sealed: bool,
+    /// Damaged stretches already reported, `(start, end)`: readers step over them.
+    damage: Vec<(u64, u64)>,
 }
 
 struct State {
@@ -273,7 +300,7 @@ fn write_ack(dir: &Path, pos: Pos) -> io::Result<()> {
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     let tmp = dir.join("ack.pos.tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = fsutil::create_file(&tmp)?;
     f.write_all(&b)?;
     f.sync_data()?;
     fs::rename(&tmp, dir.join(ACK_FILE))?;
@@ -282,7 +309,7 @@ fn write_ack(dir: &Path, pos: Pos) -> io::Result<()> {
 
 fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
     let path = dir.join(scan::segment_name(seq));
-    let f = OpenOptions::new()
+    let f = fsutil::open_options()
         .create(true)
         .append(true)
         .open(&path)
@@ -301,39 +328,104 @@ impl Buffer {
         opts: BufferOptions,
         metrics: BufferMetrics,
     ) -> Result<(Buffer, Recovery), BufferError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let ack = read_ack(dir);
-        if ack.is_none() && dir.join(ACK_FILE).exists() {
+        fsutil::create_dir_all(dir).map_err(io_err(dir))?;
+        let ack_read = read_ack(dir);
+        if ack_read.is_none() && dir.join(ACK_FILE).exists() {
             tracing::warn!(dir = %dir.display(), "the buffer's ack.pos is unreadable; every buffered record will be shipped again");
         }
-        let ack = ack.unwrap_or_default();
+        let ack = ack_read.unwrap_or_default();
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
         let mut next_record_seq = 1u64;
         let listed = scan::list_segments(dir).map_err(io_err(dir))?;
-        let last_index = listed.len().checked_sub(1);
+        // The end of the buffer: past it every segment is empty. A damaged end there is a
+        // torn write and is cut off; elsewhere it stays (for `buffer verify`) and is
+        // stepped over.
+        let mut last_nonempty = None;
+        for (i, (_, path)) in listed.iter().enumerate() {
+            if fs::metadata(path).map_err(io_err(path))?.len() > 0 {
+                last_nonempty = Some(i);
+            }
+        }
+        let missing = |recovery: &mut Recovery, path: &Path, what: String| {
+            metrics.damaged(DamageKind::MissingSegment);
+            recovery.damaged += 1;
+            tracing::error!(segment = %path.display(), offset = 0, kind = DamageKind::MissingSegment.as_str(), "buffer data is missing before this segment: {what}; its records are lost");
+        };
+        // Segments are deleted oldest first, and only once acknowledged (or, with
+        // when_full = drop_oldest, when the buffer is full): the ones left are contiguous,
+        // and so are the sequence numbers of their records.
+        let mut damage_since = false;
+        if let (Some(a), Some((first, path))) = (ack_read, listed.first()) {
+            if *first > a.seg.saturating_add(1) {
+                missing(&mut recovery, path, format!("segments {}..={} were never acknowledged (deleted unshipped because the buffer was full, or lost)", a.seg + 1, first - 1));
+                damage_since = true;
+            }
+        }
+        let mut prev: Option<u64> = None;
+        let mut prev_seq = 0u64;
         for (i, (seq, path)) in listed.into_iter().enumerate() {
-            let mut s = scan::scan_segment(seq, &path, ack).map_err(io_err(&path))?;
+            let end_of_buffer = last_nonempty.is_none_or(|l| i >= l);
+            if let Some(p) = prev.filter(|p| seq > p.saturating_add(1)) {
+                missing(
+                    &mut recovery,
+                    &path,
+                    format!("segments {}..={} are gone", p + 1, seq - 1),
+                );
+                damage_since = true;
+            }
+            prev = Some(seq);
+            let mut s =
+                scan::scan_segment_after(seq, &path, ack, prev_seq).map_err(io_err(&path))?;
+            match s.seq_range {
+                Some((lo, hi)) => {
+                    let head_damaged = s.damage.first().is_some_and(|d| d.offset == 0);
+                    if prev_seq > 0
+                        && lo > prev_seq.saturating_add(1)
+                        && !damage_since
+                        && !head_damaged
+                    {
+                        missing(
+                            &mut recovery,
+                            &path,
+                            format!(
+                                "records {}..={} (an empty or missing segment)",
+                                prev_seq + 1,
+                                lo - 1
+                            ),
+                        );
+                    }
+                    prev_seq = prev_seq.max(hi);
+                    damage_since = s.damage.last().is_some_and(|d| d.tail);
+                }
+                None => damage_since |= !s.damage.is_empty(),
+            }
             for d in &s.damage {
-                metrics.corrupt_records.inc();
+                metrics.damaged(d.kind);
                 recovery.damaged += 1;
-                if d.tail && Some(i) == last_index {
-                    tracing::warn!(segment = %path.display(), offset = d.offset, reason = d.reason, "torn record at the end of the buffer (crash during a write); truncating it");
+                let (offset, bytes, kind, reason) = (d.offset, d.len, d.kind.as_str(), d.reason);
+                if d.tail && end_of_buffer {
+                    tracing::warn!(segment = %path.display(), offset, bytes, kind, reason, "damaged end of the buffer (torn write from a crash, or zeros after a power loss); truncating it");
+                } else if d.tail {
+                    tracing::error!(segment = %path.display(), offset, bytes, kind, reason, "damaged end of a buffer segment; skipping the rest of it, reading on in the next segment (run `lookout-agent buffer verify --repair`)");
                 } else {
-                    tracing::error!(segment = %path.display(), offset = d.offset, bytes = d.len, reason = d.reason, "damaged stretch in the buffer; skipping it (run `lookout-agent buffer verify --repair`)");
+                    tracing::error!(segment = %path.display(), offset, bytes, kind, reason, "damaged stretch in the buffer; skipping it, reading on from the next valid record (run `lookout-agent buffer verify --repair`)");
                 }
             }
             if let Some(d) = s.damage.last().filter(|d| d.tail) {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                f.set_len(d.offset).map_err(io_err(&path))?;
-                f.sync_all().map_err(io_err(&path))?;
+                if end_of_buffer {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    f.set_len(d.offset).map_err(io_err(&path))?;
+                    f.sync_all().map_err(io_err(&path))?;
+                }
+                // Readers stop where the damage starts.
                 s.bytes = d.offset;
             }
             if let Some((_, hi)) = s.seq_range {
-                next_record_seq = next_record_seq.max(hi + 1);
+                next_record_seq = next_record_seq.max(hi.saturating_add(1));
             }
             for (k, v) in s.positions {
                 let o = recovery.positions.entry(k).or_default();
@@ -353,15 +445,25 @@ impl Buffer {
                 path,
                 len: s.bytes,
                 sealed: true,
+                damage: s
+                    .damage
+                    .iter()
+                    .filter(|d| !d.tail)
+                    .map(|d| (d.offset, d.offset + d.len))
+                    .collect(),
             });
         }
-        let next_seg = segments.back().map_or(ack.seg + 1, |s| s.seq + 1).max(1);
+        let next_seg = segments
+            .back()
+            .map_or(ack.seg.saturating_add(1), |s| s.seq.saturating_add(1))
+            .max(1);
         let (file, path) = create_segment(dir, next_seg)?;
         segments.push_back(Seg {
             seq: next_seg,
             path,
             len: 0,
             sealed: false,
+            damage: Vec::new(),
         });
         // Everything before the first remaining segment is gone: the ack moves there.
         let first = segments.front().map_or(next_seg, |s| s.seq);
@@ -683,6 +785,7 @@ impl Writer {
             path,
             len: 0,
             sealed: false,
+            damage: Vec::new(),
         });
         self.inner.update_gauges(&st);
         drop(st);
@@ -864,14 +967,25 @@ impl Reader {
                 }
                 Next::End => continue,
                 Next::Corrupt(reason) => {
-                    self.inner.metrics.corrupt_records.inc();
+                    let offset = self.pos.offset;
+                    // Damage found at start-up was reported then: step over it quietly.
+                    if let Some(end) = self.inner.known_damage(seg, offset) {
+                        reader.seek(end)?;
+                        self.pos.offset = end;
+                        continue;
+                    }
                     match reader.resync(limit, self.last_seq)? {
                         Some(at) => {
-                            tracing::error!(segment = %path.display(), offset = self.pos.offset, skipped = at - self.pos.offset, reason, "damaged stretch in the buffer; skipping it");
+                            let kind = scan::classify(reader, offset, at, reason, false)?;
+                            self.inner.metrics.damaged(kind);
+                            self.inner.remember_damage(seg, offset, at);
+                            tracing::error!(segment = %path.display(), offset, bytes = at - offset, kind = kind.as_str(), reason, "damaged stretch in the buffer; skipping it");
                             self.pos.offset = at;
                         }
                         None => {
-                            tracing::error!(segment = %path.display(), offset = self.pos.offset, reason, "damaged end of a buffer segment; skipping the rest of it");
+                            let kind = scan::classify(reader, offset, limit, reason, true)?;
+                            self.inner.metrics.damaged(kind);
+                            tracing::error!(segment = %path.display(), offset, bytes = limit - offset, kind = kind.as_str(), reason, "damaged end of a buffer segment; skipping the rest of it");
                             if sealed {
                                 self.pos = Pos {
                                     seg: seg + 1,
@@ -886,6 +1000,26 @@ impl Reader {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Inner {
+    /// End of the damaged stretch of segment `seq` that starts at `offset`, if known.
+    fn known_damage(&self, seq: u64, offset: u64) -> Option<u64> {
+        let st = self.state.lock();
+        let seg = st.segments.iter().find(|s| s.seq == seq)?;
+        seg.damage
+            .iter()
+            .find(|(start, _)| *start == offset)
+            .map(|(_, end)| *end)
+    }
+
+    /// Remember a damaged stretch found while reading, so that it is reported once.
+    fn remember_damage(&self, seq: u64, start: u64, end: u64) {
+        let mut st = self.state.lock();
+        if let Some(seg) = st.segments.iter_mut().find(|s| s.seq == seq) {
+            seg.damage.push((start, end));
         }
     }
 }

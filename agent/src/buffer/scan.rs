@@ -2,13 +2,57 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::format::{Next, SegmentReader};
+use super::format::{self, Next, SegmentReader};
 use super::Pos;
+
+/// What kind of damage a stretch is: the fixed values of the `kind` label of
+/// `lookout_agent_buffer_corruptions_total`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DamageKind {
+    /// A record cut short by the end of the data (a crash in the middle of a write).
+    Torn,
+    /// A record of consistent length whose checksum does not match (flipped bits).
+    Checksum,
+    /// A length field out of range, or not leading to the next record.
+    BadLength,
+    /// A record with a valid checksum whose header makes no sense (unknown signal,
+    /// positions past its end).
+    BadHeader,
+    /// A stretch of zero bytes (a preallocated or half-written file after a power loss).
+    Zeroed,
+    /// Segments missing from the sequence, or records missing between two segments.
+    MissingSegment,
+}
+
+impl DamageKind {
+    /// Every kind, in label order.
+    pub const ALL: [DamageKind; 6] = [
+        DamageKind::Torn,
+        DamageKind::Checksum,
+        DamageKind::BadLength,
+        DamageKind::BadHeader,
+        DamageKind::Zeroed,
+        DamageKind::MissingSegment,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DamageKind::Torn => "torn",
+            DamageKind::Checksum => "checksum",
+            DamageKind::BadLength => "bad_length",
+            DamageKind::BadHeader => "bad_header",
+            DamageKind::Zeroed => "zeroed",
+            DamageKind::MissingSegment => "missing_segment",
+        }
+    }
+}
 
 /// A stretch of unreadable bytes in a segment.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -19,8 +63,40 @@ pub struct Damage {
     pub len: u64,
     /// What was wrong at `offset`.
     pub reason: &'static str,
+    /// What kind of damage it is.
+    pub kind: DamageKind,
     /// True when nothing valid follows (a torn tail, typical of a crash mid-write).
     pub tail: bool,
+}
+
+/// What kind of damage the `end - offset` bytes at `offset` are, `reason` being what
+/// reading found at `offset` and `tail` whether nothing valid follows.
+pub fn classify(
+    r: &SegmentReader,
+    offset: u64,
+    end: u64,
+    reason: &'static str,
+    tail: bool,
+) -> io::Result<DamageKind> {
+    if r.is_zero(offset, end - offset)? {
+        return Ok(DamageKind::Zeroed);
+    }
+    Ok(match reason {
+        format::TORN_FRAME => DamageKind::Torn,
+        format::PAST_END if tail => DamageKind::Torn,
+        format::PAST_END | format::BAD_LENGTH => DamageKind::BadLength,
+        format::CHECKSUM => {
+            // The length leads exactly to the next record (or the end): it is right, and
+            // other bytes are damaged.
+            let len = r.frame_len_at(offset)?.map_or(0, u64::from);
+            if offset + format::FRAME_LEN as u64 + len == end {
+                DamageKind::Checksum
+            } else {
+                DamageKind::BadLength
+            }
+        }
+        _ => DamageKind::BadHeader,
+    })
 }
 
 /// What one segment holds.
@@ -76,6 +152,17 @@ pub fn segment_name(seq: u64) -> String {
 
 /// Read every record of segment `seq` at `path`; `ack` tells which are acknowledged.
 pub fn scan_segment(seq: u64, path: &Path, ack: Pos) -> io::Result<SegmentScan> {
+    scan_segment_after(seq, path, ack, 0)
+}
+
+/// [`scan_segment`], knowing that the records before this segment end with sequence
+/// number `prev_seq` (0: unknown), which narrows what damage at its start may hide.
+pub fn scan_segment_after(
+    seq: u64,
+    path: &Path,
+    ack: Pos,
+    prev_seq: u64,
+) -> io::Result<SegmentScan> {
     let bytes = fs::metadata(path)?.len();
     let mut scan = SegmentScan {
         seq,
@@ -87,7 +174,7 @@ pub fn scan_segment(seq: u64, path: &Path, ack: Pos) -> io::Result<SegmentScan> 
         ..Default::default()
     };
     let mut r = SegmentReader::open(path, 0)?;
-    let mut last_seq = 0u64;
+    let mut last_seq = prev_seq;
     loop {
         match r.next(bytes)? {
             Next::End => break,
@@ -121,6 +208,7 @@ pub fn scan_segment(seq: u64, path: &Path, ack: Pos) -> io::Result<SegmentScan> 
                         offset: at,
                         len: next - at,
                         reason,
+                        kind: classify(&r, at, next, reason, false)?,
                         tail: false,
                     }),
                     None => {
@@ -128,6 +216,7 @@ pub fn scan_segment(seq: u64, path: &Path, ack: Pos) -> io::Result<SegmentScan> 
                             offset: at,
                             len: bytes - at,
                             reason,
+                            kind: classify(&r, at, bytes, reason, true)?,
                             tail: true,
                         });
                         break;
@@ -159,8 +248,11 @@ pub fn repair_segment(seq: u64, path: &Path) -> io::Result<SegmentScan> {
         }
         keep.extend_from_slice(&data[at.min(data.len() as u64) as usize..]);
         let tmp = path.with_extension("seg.tmp");
-        fs::write(&tmp, &keep)?;
-        fs::File::open(&tmp)?.sync_all()?;
+        {
+            let mut f = lookout_collector::fsutil::create_file(&tmp)?;
+            f.write_all(&keep)?;
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
     }
     if let Some(dir) = path.parent() {

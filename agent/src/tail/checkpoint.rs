@@ -12,8 +12,9 @@
 //! tailer recompute `file_id` from the file (see [`file_id`]).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use lookout_collector::fsutil;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,15 +97,9 @@ pub fn encode(files: &HashMap<u64, FileCheckpoint>) -> Vec<u8> {
     serde_json::to_vec_pretty(&doc).unwrap_or_default()
 }
 
-/// Atomically replace the checkpoint file in `dir` with `bytes`.
+/// Atomically replace the checkpoint file in `dir` with `bytes` (via
+/// `tail-checkpoints.json.tmp`; directory `0750`, file `0640` when created).
 pub fn store(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path_in(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    fsutil::create_dir_all(dir)?;
+    fsutil::write_atomic(&path_in(dir), bytes)
 }

@@ -749,3 +749,35 @@ async fn corrupt_checkpoint_file_is_set_aside() {
     let cp = std::fs::read_to_string(h.path("state").join(CHECKPOINT_FILE_NAME)).unwrap();
     assert!(cp.contains("\"version\": 1"), "{cp}");
 }
+
+/// The tailer writes only its checkpoint file, in the state directory, `0640` in a `0750`
+/// directory — whatever the globs (`..` in them), the file names (`..x`, a newline) and
+/// the service name (`../../escape`) look like: none of them becomes a path it writes.
+#[tokio::test]
+async fn state_stays_in_the_state_dir_with_restrictive_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new();
+    std::fs::create_dir(h.path("logs")).unwrap();
+    append(&h.path("logs/..odd.log"), "a\n");
+    append(&h.path("logs/new\nline.log"), "b\n");
+    let mut e = h.entry("logs/../logs/*.log");
+    e.service = "../../escape".into();
+    let run = h.start(e);
+    wait_until("both lines", || h.sink.bodies().len() == 2).await;
+    run.stop().await;
+    let mut top: Vec<String> = std::fs::read_dir(h.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["logs", "state"]);
+    let state: Vec<PathBuf> = std::fs::read_dir(h.path("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(state, [h.path("state").join(CHECKPOINT_FILE_NAME)]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&h.path("state")) & !0o750, 0);
+    assert_eq!(mode(&state[0]) & !0o640, 0);
+    assert_eq!(std::fs::read_dir(h.path("logs")).unwrap().count(), 2);
+}

@@ -215,7 +215,7 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
         dirty: false,
         grace_until_ms: now_ms() + STARTUP_GRACE_MS,
     };
-    if let Err(e) = std::fs::create_dir_all(&setup.dir) {
+    if let Err(e) = crate::fsutil::create_dir_all(&setup.dir) {
         tracing::error!(dir = %setup.dir.display(), error = %e, "cannot create the alert state directory; alert state will not survive a restart");
     }
     engine.apply_config(setup.cfg, true);
@@ -826,18 +826,11 @@ impl Engine {
     }
 }
 
+/// Replace the state file atomically (`state.json.tmp`, fsync, rename, directory fsync),
+/// created `0640`.
 fn write_atomic(path: &std::path::Path, state: &Persisted) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 /// The state machine of one instance; true when its state changed.

@@ -165,26 +165,52 @@ impl<M: DocMapper> Indexer<M> {
         }
     }
 
-    fn apply(&mut self, rec: Record) {
+    /// Apply one record. A poison record — one that cannot be decoded, or whose
+    /// application panics — is copied to the quarantine directory and skipped, so it
+    /// neither stops this thread nor blocks replay; its LSN counts as done.
+    fn apply(&mut self, mut rec: Record) {
         let signal = self.index.signal;
         let replay = rec.batch.is_none();
         let lsn = rec.lsn;
-        let batch = match rec.batch {
+        let batch = match rec.batch.take() {
             Some(b) => b,
             None => match Batch::decode_protobuf(signal, &rec.payload) {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(%signal, lsn = rec.lsn, error = %e, "undecodable WAL record; skipping it");
+                    rec.quarantine(&format!("cannot decode the {signal} payload: {e}"));
+                    self.skip(lsn);
                     return;
                 }
             },
         };
-        if lsn <= self.skip_through {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if lsn > self.skip_through {
+                self.add(lsn, &batch);
+            }
             self.mapper.forward(lsn, replay, batch);
+        }));
+        if let Err(panic) = applied {
+            rec.quarantine(&format!(
+                "applying it to the {signal} index panicked: {}",
+                panic_message(panic.as_ref())
+            ));
+            self.skip(lsn);
+        }
+    }
+
+    /// A poison record at `lsn` was skipped: it is done as far as this store goes, so the
+    /// checkpoint may pass it (with the next commit, or now when nothing is pending).
+    fn skip(&mut self, lsn: u64) {
+        if lsn <= self.skip_through {
             return;
         }
-        self.add(lsn, &batch);
-        self.mapper.forward(lsn, replay, batch);
+        match self.active.as_mut() {
+            Some(a) if a.since.is_some() => a.meta.lsn = a.meta.lsn.max(lsn),
+            _ => match &self.ctx.gate {
+                Some(g) => g.spans_committed(lsn, &self.ctx.checkpoints),
+                None => self.ctx.checkpoints.advance(self.index.signal, lsn),
+            },
+        }
     }
 
     fn add(&mut self, lsn: u64, batch: &Batch) {
@@ -352,31 +378,298 @@ pub fn spawn_metrics_window(
     Ok((tx, handle))
 }
 
-/// Apply one metrics record to the store (decoding its payload when replayed).
+/// Apply one metrics record to the store (decoding its payload when replayed). A poison
+/// record (undecodable, or panicking the store) is copied to the quarantine directory
+/// and skipped.
 fn apply_metrics_record(
     rec: &Record,
     store: &parking_lot::Mutex<crate::prom::MetricStore>,
     metrics: &Metrics,
 ) {
     let now = crate::ingest::now_unix_nano();
-    let report = match &rec.batch {
-        Some(Batch::Metrics(req)) => store.lock().apply(req, now),
+    let decoded;
+    let (req, replay) = match &rec.batch {
+        Some(Batch::Metrics(req)) => (req, false),
         Some(other) => {
             tracing::error!(lsn = rec.lsn, signal = %other.signal(), "non-metrics batch sent to the metrics thread; skipping it");
             return;
         }
         None => match Batch::decode_protobuf(crate::signal::Signal::Metrics, &rec.payload) {
-            Ok(Batch::Metrics(req)) => store.lock().replay(&req, now),
+            Ok(Batch::Metrics(req)) => {
+                decoded = req;
+                (&decoded, true)
+            }
             Ok(_) => return,
             Err(e) => {
-                tracing::error!(lsn = rec.lsn, error = %e, "undecodable metrics WAL record; skipping it");
+                rec.quarantine(&format!("cannot decode the metrics payload: {e}"));
                 return;
             }
         },
+    };
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut s = store.lock();
+        if replay {
+            s.replay(req, now)
+        } else {
+            s.apply(req, now)
+        }
+    }));
+    let report = match applied {
+        Ok(r) => r,
+        Err(panic) => {
+            rec.quarantine(&format!(
+                "applying it to the metrics store panicked: {}",
+                panic_message(panic.as_ref())
+            ));
+            return;
+        }
     };
     report.publish(metrics);
     let series = store.lock().series_count();
     metrics
         .otlp_series
         .set(i64::try_from(series).unwrap_or(i64::MAX));
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use lookout_proto::otlp::common::v1::{any_value, AnyValue};
+    use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    use super::logs::{LogFields, LogMapper};
+    use super::*;
+    use crate::signal::Signal;
+    use crate::wal::{Wal, WalOptions, QUARANTINE_DIR};
+
+    fn logs(body: &str) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(body.into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The log mapper, except that a log whose body is `boom` makes it panic (a bug
+    /// that some data triggers).
+    struct Touchy(LogMapper);
+
+    impl DocMapper for Touchy {
+        fn add(
+            &mut self,
+            batch: &Batch,
+            writer: &IndexWriter<TantivyDocument>,
+            meta: &mut PartitionMeta,
+        ) -> tantivy::Result<(u64, u64)> {
+            if let Batch::Logs(r) = batch {
+                let body = &r.resource_logs[0].scope_logs[0].log_records[0].body;
+                if let Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(s)),
+                }) = body
+                {
+                    if s == "boom" {
+                        panic!("the mapper cannot handle this record");
+                    }
+                }
+            }
+            self.0.add(batch, writer, meta)
+        }
+    }
+
+    fn wal_opts() -> WalOptions {
+        WalOptions {
+            segment_size: 1 << 20,
+            fsync: false,
+        }
+    }
+
+    fn metric(m: &Metrics, name: &str) -> u64 {
+        m.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|x| x.get_counter().value() as u64)
+            .sum()
+    }
+
+    fn quarantined(root: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(root.join(QUARANTINE_DIR))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Poison records — a payload prost cannot decode, and one whose indexing panics —
+    /// are quarantined (one file each, named by WAL position) and counted, on replay and
+    /// live; the records around them are indexed, and the checkpoint passes them so the
+    /// WAL can be truncated.
+    #[tokio::test]
+    async fn poison_records_are_quarantined_and_replay_goes_on() {
+        let root = tempfile::tempdir().unwrap();
+        let wal_dir = root.path().join("wal");
+        let good1 = Bytes::from(logs("one").encode_to_vec());
+        let garbage = Bytes::from_static(&[0xff; 8]);
+        let boom = Bytes::from(logs("boom").encode_to_vec());
+        let good2 = Bytes::from(logs("two").encode_to_vec());
+        {
+            let (wal, h) = Wal::open(
+                &wal_dir,
+                wal_opts(),
+                Arc::new(Checkpoints::default()),
+                Arc::new(Metrics::new().unwrap()),
+                Box::new(|_| {}),
+            )
+            .unwrap();
+            for p in [&good1, &garbage, &boom, &good2] {
+                wal.append(Signal::Logs, p.clone(), None, 0).await.unwrap();
+            }
+            drop(wal);
+            h.join().unwrap();
+        }
+
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let checkpoints = Arc::new(Checkpoints::default());
+        let fields = LogFields::new();
+        let index = Arc::new(
+            PartitionedIndex::open(
+                &root.path().join("logs"),
+                Signal::Logs,
+                fields.schema.clone(),
+                3600,
+            )
+            .unwrap(),
+        );
+        let ctx = IndexerContext {
+            checkpoints: checkpoints.clone(),
+            budget: Arc::new(Budget::new(1 << 30)),
+            metrics: metrics.clone(),
+            cfg: IndexConfig::default(),
+            retention: Duration::from_secs(7 * 86400),
+            gate: None,
+        };
+        let (tx, indexer) =
+            spawn_indexer(index.clone(), Touchy(LogMapper::new(fields)), ctx).unwrap();
+        let (wal, h) = Wal::open(
+            &wal_dir,
+            wal_opts(),
+            checkpoints.clone(),
+            metrics.clone(),
+            Box::new(move |r| tx.send(r).unwrap()),
+        )
+        .unwrap();
+        // Live: a decoded batch whose indexing panics; its bytes are read back from the WAL.
+        let lsn = wal
+            .append(
+                Signal::Logs,
+                boom.clone(),
+                Some(Batch::Logs(logs("boom"))),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(lsn, 5);
+        drop(wal);
+        h.join().unwrap();
+        indexer.join().unwrap();
+
+        let files = quarantined(root.path());
+        let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names[0].contains("-lsn00000000000000000002.logs"),
+            "{names:?}"
+        );
+        assert!(
+            names[1].contains("-lsn00000000000000000003.logs"),
+            "{names:?}"
+        );
+        assert!(
+            names[2].starts_with("00000000000000000002-0000000000-lsn00000000000000000005.logs"),
+            "{names:?}"
+        );
+        assert_eq!(files[0].1, garbage);
+        assert_eq!(files[1].1, boom);
+        assert_eq!(files[2].1, boom);
+        assert_eq!(metric(&metrics, "lookout_wal_quarantined_records_total"), 3);
+        // The good records are indexed, and the checkpoint covers the poison ones.
+        let docs: u64 = index
+            .all()
+            .iter()
+            .map(|p| p.reader.searcher().num_docs())
+            .sum();
+        assert_eq!(docs, 2);
+        assert_eq!(checkpoints.get(Signal::Logs), 5);
+    }
+
+    /// The metrics thread quarantines an undecodable replayed record and keeps applying.
+    #[test]
+    fn undecodable_metrics_record_is_quarantined() {
+        let root = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let q = Arc::new(crate::wal::Quarantine::new(
+            root.path().join(QUARANTINE_DIR),
+            root.path().join("wal"),
+            metrics.clone(),
+        ));
+        let store = parking_lot::Mutex::new(crate::prom::MetricStore::new(
+            crate::prom::StoreConfig::default(),
+        ));
+        let rec = |lsn: u64, payload: &'static [u8]| Record {
+            lsn,
+            signal: Signal::Metrics,
+            payload: Bytes::from_static(payload),
+            batch: None,
+            charge: 0,
+            pos: crate::wal::WalPos {
+                segment: 3,
+                offset: lsn * 100,
+            },
+            quarantine: Some(q.clone()),
+        };
+        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &metrics);
+        apply_metrics_record(&rec(2, &[]), &store, &metrics);
+        let files = quarantined(root.path());
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[0].0,
+            "00000000000000000003-0000000100-lsn00000000000000000001.metrics"
+        );
+        assert_eq!(files[0].1, [0x0a, 0x05, 0xff]);
+        assert_eq!(metric(&metrics, "lookout_wal_quarantined_records_total"), 1);
+    }
 }

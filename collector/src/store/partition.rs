@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::schema::Schema;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 
+use crate::fsutil;
 use crate::signal::Signal;
 
 /// Errors of the partitioned index.
@@ -99,7 +100,7 @@ impl PartitionedIndex {
             let path = path.to_path_buf();
             move |source| PartitionError::Io { path, source }
         };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        fsutil::create_dir_all(dir).map_err(io(dir))?;
         let mut partitions = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -179,7 +180,7 @@ impl PartitionedIndex {
             Some(p) => p,
             None => {
                 let path = self.dir.join(start.to_string());
-                fs::create_dir_all(&path).map_err(|source| PartitionError::Io {
+                fsutil::create_dir_all(&path).map_err(|source| PartitionError::Io {
                     path: path.clone(),
                     source,
                 })?;
