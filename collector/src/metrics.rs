@@ -40,6 +40,9 @@ pub struct Metrics {
     pub index_partitions: IntGaugeVec,
     /// Index commits, by signal.
     pub index_commits: IntCounterVec,
+    /// Index writes or commits that failed (a full disk, an I/O error), by signal; the
+    /// records are kept and written again after a backoff.
+    pub index_failures: IntCounterVec,
     /// Documents added and not yet committed, by signal.
     pub index_uncommitted_docs: IntGaugeVec,
     /// Time partitions removed by retention, by signal.
@@ -162,6 +165,11 @@ impl Metrics {
             index_commits: reg!(counter_vec(
                 "lookout_index_commits_total",
                 "Index commits, by signal.",
+                &["signal"]
+            )?),
+            index_failures: reg!(counter_vec(
+                "lookout_index_failures_total",
+                "Index writes or commits that failed (full disk, I/O error), by signal; the records are written again after a backoff.",
                 &["signal"]
             )?),
             index_uncommitted_docs: reg!(gauge_vec(

@@ -159,6 +159,23 @@ pub struct Record {
 }
 
 impl Record {
+    /// The protobuf payload: kept, or read back from the log when the writer handed the
+    /// decoded batch instead.
+    pub fn payload_bytes(&self) -> io::Result<Bytes> {
+        if !self.payload.is_empty() || self.batch.is_none() {
+            return Ok(self.payload.clone());
+        }
+        match &self.quarantine {
+            Some(q) => q.read_back(self.pos, self.lsn).map(Bytes::from),
+            None => Ok(Bytes::from(
+                self.batch
+                    .as_ref()
+                    .map(Batch::encode_protobuf)
+                    .unwrap_or_default(),
+            )),
+        }
+    }
+
     /// Set this record aside as poison — its checksum is valid but a store cannot decode
     /// or apply it: copy its bytes (the payload; else the encoded batch; else, when both
     /// were consumed, the record read back from its segment) to the quarantine directory,
@@ -244,7 +261,8 @@ impl Quarantine {
     }
 
     /// The payload of the record with `lsn` at `pos`, read from its segment.
-    fn read_back(&self, pos: WalPos, lsn: u64) -> io::Result<Vec<u8>> {
+    /// The payload of record `lsn` at `pos`, read back from its segment.
+    pub fn read_back(&self, pos: WalPos, lsn: u64) -> io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = File::open(segment_path(&self.wal_dir, pos.segment))?;
         f.seek(SeekFrom::Start(pos.offset))?;

@@ -173,6 +173,12 @@ impl Budget {
             .is_ok()
     }
 
+    /// Take `n` bytes even past the limit (memory that is held already), so admission
+    /// stops until they are given back.
+    pub fn take(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// Give back `n` bytes.
     pub fn release(&self, n: u64) {
         let _ = self

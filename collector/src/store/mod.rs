@@ -69,7 +69,35 @@ struct Active {
     docs: u64,
     bytes: u64,
     since: Option<Instant>,
+    /// Records in this writer since its last commit. A failed commit (a full disk) loses
+    /// them from the writer, so they are kept until a commit succeeds and then written
+    /// again to the next writer; the WAL cannot be trimmed past them meanwhile.
+    pending: Vec<Kept>,
 }
+
+/// A record in a writer, or waiting for one after a failure: its payload when the record
+/// came with one (replay), else where to read it back from the WAL.
+struct Kept {
+    lsn: u64,
+    payload: bytes::Bytes,
+    pos: crate::wal::WalPos,
+    log: Option<Arc<crate::wal::Quarantine>>,
+}
+
+impl Kept {
+    fn bytes(&self) -> std::io::Result<bytes::Bytes> {
+        match &self.log {
+            Some(log) if self.payload.is_empty() => {
+                log.read_back(self.pos, self.lsn).map(bytes::Bytes::from)
+            }
+            _ => Ok(self.payload.clone()),
+        }
+    }
+}
+
+/// Longest wait before retrying a failed index write, so ingest resumes within seconds
+/// of the disk having room again.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(8);
 
 /// Start the indexing thread of `index`. Records sent to the returned channel must arrive
 /// in WAL order; the thread commits on its policy and on channel close.
@@ -88,6 +116,11 @@ pub fn spawn_indexer<M: DocMapper>(
             ctx,
             active: None,
             last_maintenance: None,
+            redo: Vec::new(),
+            held: 0,
+            retry_at: None,
+            failures: 0,
+            deferred_lsn: 0,
         }
         .run(rx)
     })?;
@@ -103,6 +136,18 @@ struct Indexer<M> {
     ctx: IndexerContext,
     active: Option<Active>,
     last_maintenance: Option<Instant>,
+    /// Records of a failed writer or commit, written first into the next writer.
+    redo: Vec<Kept>,
+    /// Bytes of `redo` (and of those records once back in a writer) charged to the
+    /// ingest budget until they are committed, so a long failure stops admission instead
+    /// of growing memory.
+    held: u64,
+    /// No writer is opened before this, after a failure.
+    retry_at: Option<Instant>,
+    /// Failures in a row.
+    failures: u32,
+    /// Highest LSN skipped (poison) while records wait in `redo`; published with them.
+    deferred_lsn: u64,
 }
 
 impl<M: DocMapper> Indexer<M> {
@@ -110,14 +155,17 @@ impl<M: DocMapper> Indexer<M> {
         let signal = self.index.signal;
         self.maintenance();
         loop {
-            let timeout = match self.active.as_ref().and_then(|a| a.since) {
-                Some(since) => self
+            let timeout = match (self.active.as_ref().and_then(|a| a.since), self.retry_at) {
+                (Some(since), _) => self
                     .ctx
                     .cfg
                     .commit_interval
                     .get()
                     .saturating_sub(since.elapsed()),
-                None => Duration::from_secs(5),
+                (None, Some(at)) => at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10)),
+                (None, None) => Duration::from_secs(5),
             };
             match rx.recv_timeout(timeout) {
                 Ok(rec) => {
@@ -138,6 +186,7 @@ impl<M: DocMapper> Indexer<M> {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.retry();
                     self.commit();
                     if let Some(a) = self.active.take() {
                         if let Err(e) = a.writer.wait_merging_threads() {
@@ -148,6 +197,7 @@ impl<M: DocMapper> Indexer<M> {
                     return;
                 }
             }
+            self.retry();
             if self
                 .active
                 .as_ref()
@@ -183,9 +233,15 @@ impl<M: DocMapper> Indexer<M> {
                 }
             },
         };
+        let kept = Kept {
+            lsn,
+            payload: rec.payload.clone(),
+            pos: rec.pos,
+            log: rec.quarantine.clone(),
+        };
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if lsn > self.skip_through {
-                self.add(lsn, &batch);
+                self.add(&batch, kept);
             }
             self.mapper.forward(lsn, replay, batch);
         }));
@@ -206,6 +262,7 @@ impl<M: DocMapper> Indexer<M> {
         }
         match self.active.as_mut() {
             Some(a) if a.since.is_some() => a.meta.lsn = a.meta.lsn.max(lsn),
+            _ if !self.redo.is_empty() => self.deferred_lsn = self.deferred_lsn.max(lsn),
             _ => match &self.ctx.gate {
                 Some(g) => g.spans_committed(lsn, &self.ctx.checkpoints),
                 None => self.ctx.checkpoints.advance(self.index.signal, lsn),
@@ -213,38 +270,22 @@ impl<M: DocMapper> Indexer<M> {
         }
     }
 
-    fn add(&mut self, lsn: u64, batch: &Batch) {
+    fn add(&mut self, batch: &Batch, kept: Kept) {
         let signal = self.index.signal;
+        let lsn = kept.lsn;
         let key = self.index.key_for(unix_secs());
         if self.active.as_ref().is_some_and(|a| a.part.start != key) {
-            // A new time partition: seal the old one.
+            // A new time partition: seal the old one (on failure it is gone already and
+            // its records wait in `redo`).
             self.commit();
             self.active = None;
         }
-        if self.active.is_none() {
-            match self.index.writer(
-                key,
-                self.ctx.cfg.writer_memory.as_usize(),
-                self.ctx.cfg.writer_threads,
-            ) {
-                Ok((part, writer)) => {
-                    let meta = meta_for_writing(&part);
-                    self.active = Some(Active {
-                        part,
-                        writer,
-                        meta,
-                        docs: 0,
-                        bytes: 0,
-                        since: None,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(%signal, error = %e, "cannot open index partition; the record stays in the WAL");
-                    return;
-                }
-            }
+        if !self.open_writer(key) {
+            self.hold(kept);
+            return;
         }
         let Some(a) = self.active.as_mut() else {
+            self.hold(kept);
             return;
         };
         match self.mapper.add(batch, &a.writer, &mut a.meta) {
@@ -253,6 +294,7 @@ impl<M: DocMapper> Indexer<M> {
                 a.bytes += bytes;
                 a.meta.lsn = a.meta.lsn.max(lsn);
                 a.since.get_or_insert_with(Instant::now);
+                a.pending.push(kept);
                 self.ctx
                     .metrics
                     .index_uncommitted_docs
@@ -260,8 +302,137 @@ impl<M: DocMapper> Indexer<M> {
                     .set(i64::try_from(a.docs).unwrap_or(i64::MAX));
             }
             Err(e) => {
-                tracing::error!(%signal, lsn, error = %e, "indexing failed; the record stays in the WAL");
+                self.fail("indexing", &e);
+                self.hold(kept);
             }
+        }
+    }
+
+    /// Keep a record that is in no writer for the next one.
+    fn hold(&mut self, kept: Kept) {
+        self.redo.push(kept);
+        self.charge_held();
+    }
+
+    /// Charge the ingest budget with the bytes of `redo` (records leave it only into a
+    /// writer, and are released with their commit).
+    fn charge_held(&mut self) {
+        let now: u64 = self.redo.iter().map(|k| k.payload.len() as u64).sum();
+        if now > self.held {
+            self.ctx.budget.take(now - self.held);
+            self.held = now;
+        }
+    }
+
+    /// Make sure a writer is open for partition `key`, with the records of failed writes
+    /// in it first; `false` while waiting out a failure or when it cannot be opened.
+    fn open_writer(&mut self, key: i64) -> bool {
+        if self.active.is_some() {
+            return true;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let signal = self.index.signal;
+        let (part, writer) = match self.index.writer(
+            key,
+            self.ctx.cfg.writer_memory.as_usize(),
+            self.ctx.cfg.writer_threads,
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                self.fail("opening a partition", &e);
+                return false;
+            }
+        };
+        let meta = meta_for_writing(&part);
+        let mut a = Active {
+            part,
+            writer,
+            meta,
+            docs: 0,
+            bytes: 0,
+            since: None,
+            pending: Vec::new(),
+        };
+        a.meta.lsn = a.meta.lsn.max(self.deferred_lsn);
+        let redo = std::mem::take(&mut self.redo);
+        let mut rest = redo.into_iter();
+        for kept in rest.by_ref() {
+            let batch = match kept.bytes() {
+                // These decoded before they first reached a writer.
+                Ok(bytes) => match Batch::decode_protobuf(signal, &bytes) {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    // Its segment was readable moments ago: this is a failing disk.
+                    tracing::error!(%signal, lsn = kept.lsn, segment = kept.pos.segment, offset = kept.pos.offset, error = %e, "cannot read a record back from the write-ahead log to index it again; it is missing from the index");
+                    continue;
+                }
+            };
+            match self.mapper.add(&batch, &a.writer, &mut a.meta) {
+                Ok((docs, bytes)) => {
+                    a.docs += docs;
+                    a.bytes += bytes;
+                    a.meta.lsn = a.meta.lsn.max(kept.lsn);
+                    a.since.get_or_insert_with(Instant::now);
+                    a.pending.push(kept);
+                }
+                Err(e) => {
+                    a.pending.push(kept);
+                    self.active = Some(a);
+                    self.fail("indexing", &e);
+                    self.redo.extend(rest);
+                    return false;
+                }
+            }
+        }
+        self.deferred_lsn = 0;
+        self.active = Some(a);
+        true
+    }
+
+    /// After a failure, once its wait is over, write the kept records to a new writer and
+    /// commit them.
+    fn retry(&mut self) {
+        if self.active.is_some() || self.redo.is_empty() {
+            return;
+        }
+        if self.open_writer(self.index.key_for(unix_secs())) {
+            self.commit();
+        }
+    }
+
+    /// The writer failed while `what`: drop it (its uncommitted records go to `redo`) and
+    /// wait before the next try, doubling up to [`MAX_RETRY_WAIT`].
+    fn fail(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        let signal = self.index.signal;
+        if let Some(a) = self.active.take() {
+            let mut pending = a.pending;
+            pending.append(&mut self.redo);
+            self.redo = pending;
+            // Dropping the writer discards what it had not committed.
+            drop(a.writer);
+        }
+        self.charge_held();
+        self.failures = self.failures.saturating_add(1);
+        let wait = Duration::from_millis(500)
+            .saturating_mul(1u32 << self.failures.min(5).saturating_sub(1))
+            .min(MAX_RETRY_WAIT);
+        self.retry_at = Some(Instant::now() + wait);
+        self.ctx
+            .metrics
+            .index_failures
+            .with_label_values(&[signal.as_str()])
+            .inc();
+        self.ctx
+            .metrics
+            .index_uncommitted_docs
+            .with_label_values(&[signal.as_str()])
+            .set(0);
+        if self.failures == 1 || self.failures % 20 == 0 {
+            tracing::error!(%signal, error = %e, failures = self.failures, kept_records = self.redo.len(), retry_in_ms = wait.as_millis() as u64, "index write failed while {what}; the records are kept (and stay in the WAL) and written again after the wait");
         }
     }
 
@@ -289,10 +460,16 @@ impl<M: DocMapper> Indexer<M> {
                 a.docs = 0;
                 a.bytes = 0;
                 a.since = None;
+                a.pending.clear();
+                if self.failures > 0 {
+                    tracing::info!(%signal, failures = self.failures, "index writes work again");
+                }
+                self.failures = 0;
+                self.retry_at = None;
+                self.ctx.budget.release(self.held);
+                self.held = 0;
             }
-            Err(e) => {
-                tracing::error!(%signal, error = %e, "index commit failed; the WAL keeps the data");
-            }
+            Err(e) => self.fail("committing", &e),
         }
     }
 

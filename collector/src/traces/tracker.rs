@@ -483,6 +483,8 @@ pub fn spawn(setup: TrackerSetup) -> std::io::Result<(mpsc::SyncSender<TraceMsg>
                 last_lsn: 0,
                 dirty: false,
                 last_commit: Instant::now(),
+                retry_at: None,
+                failures: 0,
                 last_maintenance: None,
             }
             .run(rx)
@@ -518,6 +520,11 @@ struct Tracker {
     last_lsn: u64,
     dirty: bool,
     last_commit: Instant,
+    /// After a failed index write (a full disk): no writer before this. The summaries
+    /// written since the last commit stay in `recent` and go into the next writer.
+    retry_at: Option<Instant>,
+    /// Failed index writes in a row.
+    failures: u32,
     last_maintenance: Option<Instant>,
 }
 
@@ -733,31 +740,19 @@ impl Tracker {
             self.commit();
             self.writer = None;
         }
-        if self.writer.is_none() {
-            match self.index.writer(
-                key,
-                self.index_cfg
-                    .writer_memory
-                    .as_usize()
-                    .clamp(15_000_000, 32 << 20),
-                1,
-            ) {
-                Ok((part, writer)) => {
-                    let meta = meta_for_writing(&part);
-                    self.writer = Some(Writer { part, writer, meta });
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open trace index partition; the trace stays in the WAL");
-                    return;
-                }
-            }
-        }
-        let Some(w) = self.writer.as_mut() else {
-            return;
-        };
-        if let Err(e) = self.fields.add(&w.writer, &doc, &mut w.meta) {
-            tracing::error!(error = %e, "cannot index trace summary");
-            return;
+        let written = self.open_writer(key)
+            && match self.writer.as_mut() {
+                Some(w) => match self.fields.add(&w.writer, &doc, &mut w.meta) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.fail("indexing a trace summary", &e);
+                        false
+                    }
+                },
+                None => false,
+            };
+        if !written {
+            tracing::debug!("trace summary kept for the next index writer");
         }
         self.metrics
             .traces_completed
@@ -776,8 +771,68 @@ impl Tracker {
         }
     }
 
+    /// Open a writer for partition `key` unless one is open, with the summaries of a
+    /// failed one written again first; `false` while waiting out a failure.
+    fn open_writer(&mut self, key: i64) -> bool {
+        if self.writer.is_some() {
+            return true;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let memory = self
+            .index_cfg
+            .writer_memory
+            .as_usize()
+            .clamp(15_000_000, 32 << 20);
+        let (part, writer) = match self.index.writer(key, memory, 1) {
+            Ok(w) => w,
+            Err(e) => {
+                self.fail("opening a partition", &e);
+                return false;
+            }
+        };
+        let meta = meta_for_writing(&part);
+        let mut w = Writer { part, writer, meta };
+        for doc in self.recent.values() {
+            if let Err(e) = self.fields.add(&w.writer, doc, &mut w.meta) {
+                self.writer = Some(w);
+                self.fail("indexing a trace summary", &e);
+                return false;
+            }
+        }
+        self.writer = Some(w);
+        true
+    }
+
+    /// The trace index failed while `what`: drop the writer (what it had not committed is
+    /// in `recent`) and wait before the next one, up to 8 s.
+    fn fail(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        self.writer = None;
+        self.failures = self.failures.saturating_add(1);
+        let wait = Duration::from_millis(500)
+            .saturating_mul(1u32 << self.failures.min(5).saturating_sub(1))
+            .min(Duration::from_secs(8));
+        self.retry_at = Some(Instant::now() + wait);
+        self.metrics
+            .index_failures
+            .with_label_values(&["trace_summaries"])
+            .inc();
+        if self.failures == 1 || self.failures % 20 == 0 {
+            tracing::error!(error = %e, failures = self.failures, kept = self.recent.len(), retry_in_ms = wait.as_millis() as u64, "trace index write failed while {what}; the summaries are kept and written again after the wait");
+        }
+    }
+
     fn commit(&mut self) {
         self.last_commit = Instant::now();
+        if self.writer.is_none() && self.dirty {
+            let key = self
+                .index
+                .key_for(i64::try_from(unix_secs()).unwrap_or(i64::MAX));
+            if !self.open_writer(key) {
+                return;
+            }
+        }
         let safe = self.safe_lsn();
         if !self.dirty && safe <= self.gate.tracker.load(Ordering::Acquire) {
             return;
@@ -798,15 +853,18 @@ impl Tracker {
             Ok(()) => {
                 self.dirty = false;
                 self.recent.clear();
+                if self.failures > 0 {
+                    tracing::info!(failures = self.failures, "trace index writes work again");
+                }
+                self.failures = 0;
+                self.retry_at = None;
                 self.metrics
                     .index_commits
                     .with_label_values(&["trace_summaries"])
                     .inc();
                 self.gate.tracker_safe(safe, &self.checkpoints);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "trace index commit failed; the WAL keeps the spans");
-            }
+            Err(e) => self.fail("committing", &e),
         }
     }
 

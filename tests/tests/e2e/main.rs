@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod diskfull;
 mod durability;
 mod faults;
 mod ingest;

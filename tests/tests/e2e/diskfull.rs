@@ -1,0 +1,269 @@
+//! A full data disk: the collector refuses with a retryable status instead of
+//! acknowledging what it cannot persist, counts it, resumes once space is freed, and
+//! loses nothing it acknowledged (in the index and after a restart).
+//!
+//! The data directory is a size-limited tmpfs, so the test runs as root (as CI does).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::resource::v1::Resource;
+use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use lookout_tests::{get_json, metric_value, poll, Collector};
+use prost::Message;
+
+use crate::util::{kv, now_ns};
+
+/// A tmpfs of a fixed size, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn logs(batch: usize, n: usize) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "filler")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now_ns(),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!(
+                                "diskfull b{batch} r{i} {}",
+                                "x".repeat(300)
+                            ))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// One root span of trace `batch` (ids derived from it), for the trace index.
+fn trace(batch: usize) -> Vec<u8> {
+    let mut trace_id = vec![0u8; 16];
+    trace_id[8..].copy_from_slice(&(batch as u64 + 1).to_be_bytes());
+    trace_id[0] = 0xdf;
+    let now = now_ns();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "filler-traces")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id,
+                    span_id: (batch as u64 + 1).to_be_bytes().to_vec(),
+                    name: "fill".into(),
+                    kind: 2,
+                    start_time_unix_nano: now - 1_000_000,
+                    end_time_unix_nano: now,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Traces of service `filler-traces` found by trace search.
+async fn traces_found(c: &Collector) -> u64 {
+    let (status, body) =
+        get_json(&c.api_url("/api/v1/traces?service=filler-traces&from=1h&limit=10000")).await;
+    assert_eq!(status, 200, "{body}");
+    body["traces"].as_array().map_or(0, |t| t.len() as u64)
+}
+
+async fn total(c: &Collector) -> u64 {
+    let (status, body) = get_json(&c.api_url("/api/v1/logs?q=diskfull&from=1h&limit=1")).await;
+    assert_eq!(status, 200, "{body}");
+    body["total"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() {
+    const PER: usize = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("disk");
+    let _fs = Tmpfs::mount(&mnt, "48m");
+    let data = mnt.join("data");
+    let config = lookout_tests::write_config(
+        dir.path(),
+        "[wal]\nsegment_size = \"1MiB\"\n[index]\ncommit_interval = \"500ms\"\n\
+         [traces]\ncompletion_window = \"1s\"\n",
+    );
+    let cfg_arg = config.display().to_string();
+    let c = Collector::start(&data, &["--config", &cfg_arg]);
+    // Leave a few MiB free.
+    let filler = mnt.join("filler");
+    let free = fs_free(&mnt);
+    std::fs::write(&filler, vec![0u8; (free - (6 << 20)) as usize]).expect("fill");
+
+    let client = reqwest::Client::new();
+    let send = |b: usize| {
+        let client = client.clone();
+        let url = c.http_url("/v1/logs");
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(logs(b, PER))
+                .send()
+                .await
+                .expect("POST")
+        }
+    };
+    // One trace per batch of logs, so trace summaries are being written when the disk
+    // fills too; counts only those acknowledged.
+    let mut traces_acked = 0u64;
+    let send_trace = |b: usize| {
+        let client = client.clone();
+        let url = c.http_url("/v1/traces");
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(trace(b))
+                .send()
+                .await
+                .expect("POST")
+                .status()
+                .as_u16()
+        }
+    };
+    let mut acked = 0u64;
+    let mut batch = 0;
+    let refused = loop {
+        if send_trace(batch).await == 200 {
+            traces_acked += 1;
+        }
+        let r = send(batch).await;
+        batch += 1;
+        match r.status().as_u16() {
+            200 => acked += PER as u64,
+            503 => break r,
+            other => panic!("unexpected {other}: {}", r.text().await.unwrap_or_default()),
+        }
+        assert!(batch < 2000, "the disk never filled");
+    };
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "a full disk is retryable"
+    );
+    let msg = refused.text().await.unwrap_or_default();
+    assert!(msg.contains("No space left on device"), "{msg}");
+    // Refusals continue while the disk is full; the collector stays up and answers.
+    assert_eq!(send(batch).await.status(), 503);
+    assert_eq!(get_json(&c.api_url("/healthz")).await.0, 200);
+    // Keep the disk full across several index commits (every 500 ms): they fail too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Free the space: within 30 s new batches are acknowledged again.
+    std::fs::remove_file(&filler).expect("free");
+    let started = Instant::now();
+    poll(Duration::from_secs(30), "ingest resumes", || {
+        let b = batch;
+        let send = &send;
+        async move { (send(b).await.status() == 200).then_some(()) }
+    })
+    .await;
+    acked += PER as u64;
+    batch += 1;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for b in batch..batch + 5 {
+        assert_eq!(send(b).await.status(), 200);
+        acked += PER as u64;
+        assert_eq!(send_trace(b).await, 200);
+        traces_acked += 1;
+    }
+
+    // Everything acknowledged is searchable, now and after a restart.
+    poll(
+        Duration::from_secs(30),
+        "every acknowledged log indexed",
+        || async { (total(&c).await == acked).then_some(()) },
+    )
+    .await;
+    poll(
+        Duration::from_secs(30),
+        "every acknowledged trace searchable",
+        || async { (traces_found(&c).await == traces_acked).then_some(()) },
+    )
+    .await;
+    let metrics = reqwest::get(c.api_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unavailable = metric_value(
+        &metrics,
+        "lookout_receiver_requests_total{outcome=\"unavailable\",signal=\"logs\",transport=\"http\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(unavailable >= 2.0, "refusals counted: {unavailable}");
+    assert!(c.terminate().success());
+    let c = Collector::start(&data, &["--config", &cfg_arg]);
+    poll(
+        Duration::from_secs(30),
+        "every log after restart",
+        || async { (total(&c).await == acked).then_some(()) },
+    )
+    .await;
+    poll(
+        Duration::from_secs(30),
+        "every trace after restart",
+        || async { (traces_found(&c).await == traces_acked).then_some(()) },
+    )
+    .await;
+}
+
+fn fs_free(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df output")
+}
