@@ -84,7 +84,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
     let data = &cfg.data_dir;
-    std::fs::create_dir_all(data)
+    crate::fsutil::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let width = i64::try_from(cfg.index.partition.get().as_secs()).unwrap_or(i64::MAX);
     let log_fields = LogFields::new();
@@ -320,6 +320,32 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cancel `token` on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this
+/// returns, so a SIGTERM right after start-up still means a clean stop. Call it inside
+/// the runtime.
+pub fn cancel_on_signals(token: CancellationToken) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        token.cancel();
+    });
 }
 
 /// How long in-flight requests may take to finish once shutdown begins.
