@@ -6,6 +6,8 @@ pub mod api;
 pub mod batch;
 pub mod demo;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;

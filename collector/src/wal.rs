@@ -67,6 +67,10 @@ pub enum WalError {
     /// The writer thread is gone (shutting down).
     #[error("write-ahead log is closed")]
     Closed,
+    /// The log's sequence numbers are used up: only a damaged or forged log gets near
+    /// 2^64 records.
+    #[error("write-ahead log sequence numbers are exhausted (last {0}); the log is damaged, move it aside")]
+    Exhausted(u64),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -676,6 +680,14 @@ impl Writer {
             }
             buf.clear();
             offsets.clear();
+            if self.next_lsn.checked_add(group.len() as u64).is_none() {
+                let e = Arc::new(WalError::Exhausted(self.next_lsn));
+                tracing::error!(error = %e, "refusing the batch");
+                for a in group.drain(..) {
+                    let _ = a.done.send(Err(e.clone()));
+                }
+                continue;
+            }
             let first_lsn = self.next_lsn;
             let base = self.current.0.len;
             for (i, a) in group.iter().enumerate() {

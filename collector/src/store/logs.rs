@@ -7,7 +7,9 @@ use lookout_proto::api::{LogEntry, LogsResponse};
 use lookout_proto::otlp::logs::v1::LogRecord;
 use serde_json::{Map, Value};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing,
     TextOptions, Value as _, FAST, INDEXED, STORED, STRING,
@@ -242,11 +244,22 @@ pub fn search(
             .map(str::trim)
             .filter(|t| !t.is_empty() && *t != "*")
     {
+        // tantivy ends a JSON path in a term with a NUL byte: its query parser panics on
+        // a NUL inside `attributes.KEY` instead of refusing it.
+        if text.contains('\0') {
+            return Err(SearchError::BadQuery(format!("NUL character in {text:?}")));
+        }
         let mut parser =
             QueryParser::new(f.schema.clone(), vec![f.body], TokenizerManager::default());
         parser.set_conjunction_by_default();
         let parsed = parser
             .parse_query(text)
+            .map_err(|e| SearchError::BadQuery(format!("{e} in {text:?}")))?;
+        // Some queries parse but cannot run on this schema (a range over an attribute, a
+        // `field:*` on a field that is not fast): building their weight fails, and that is
+        // the query's fault (400), not the index's (500).
+        parsed
+            .weight(EnableScoring::disabled_from_schema(&f.schema))
             .map_err(|e| SearchError::BadQuery(format!("{e} in {text:?}")))?;
         clauses.push((Occur::Must, parsed));
     }
@@ -342,5 +355,95 @@ fn to_entry(f: &LogFields, doc: &TantivyDocument) -> LogEntry {
         resource: object(f.resource),
         trace_id: opt(text(f.trace_id)),
         span_id: opt(text(f.span_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+    use lookout_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
+
+    use super::*;
+    use crate::signal::Signal;
+    use crate::store::partition::meta_for_writing;
+
+    /// A log index with one record whose attribute `http.status_code` is 402.
+    fn index(dir: &std::path::Path) -> (PartitionedIndex, LogFields) {
+        let f = LogFields::new();
+        let index = PartitionedIndex::open(dir, Signal::Logs, f.schema.clone(), 3600).unwrap();
+        let record = LogRecord {
+            time_unix_nano: 1_000,
+            severity_number: 9,
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("payment declined".into())),
+            }),
+            attributes: vec![KeyValue {
+                key: "http.status_code".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(402)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let batch = Batch::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let (part, mut writer) = index.writer(0, 15 << 20, 1).unwrap();
+        let mut meta = meta_for_writing(&part);
+        LogMapper::new(f.clone())
+            .add(&batch, &writer, &mut meta)
+            .unwrap();
+        index.commit(&part, &mut writer, meta).unwrap();
+        (index, f)
+    }
+
+    fn query(q: &str) -> LogQuery {
+        LogQuery {
+            q: Some(q.into()),
+            from_ns: 0,
+            to_ns: u64::MAX,
+            limit: 10,
+            ..Default::default()
+        }
+    }
+
+    /// Found by the `log_query` fuzz target: queries that parse but whose weight cannot be
+    /// built on the log schema failed the search with an index error (HTTP 500).
+    #[test]
+    fn unrunnable_query_is_a_bad_query_not_an_index_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, f) = index(dir.path());
+        for q in ["attributes.http.status_code:[400 TO 499]", "trace_id:*"] {
+            match search(&index, &f, &query(q)) {
+                Err(SearchError::BadQuery(m)) => assert!(m.contains(q), "{m}"),
+                other => panic!("{q}: expected a bad query, got {other:?}"),
+            }
+        }
+        let ok = search(&index, &f, &query("payment")).unwrap();
+        assert_eq!(ok.total, 1);
+    }
+
+    /// Found by the `log_query` fuzz target (`fuzz/regressions/log_query/nul-in-json-path`):
+    /// a NUL byte in an attribute path made tantivy's query parser panic (HTTP 500 from a
+    /// panicked query task).
+    #[test]
+    fn nul_in_attribute_path_is_a_bad_query_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, f) = index(dir.path());
+        for q in ["attributes.\0:\0", "attributes.a\0b:x", "payment \0"] {
+            assert!(
+                matches!(search(&index, &f, &query(q)), Err(SearchError::BadQuery(_))),
+                "{q:?}"
+            );
+        }
     }
 }
