@@ -374,7 +374,18 @@ impl Wal {
             crc_budget: 0,
         };
         replay.run(&mut segments)?;
-        let (next_lsn, replayed) = (replay.last_lsn.saturating_add(1), replay.replayed);
+        // After the log emptied (every segment committed and deleted), numbering goes on
+        // past the stores' checkpoints: a reused LSN at or below a checkpoint would be
+        // skipped by replay and trimmed before it is committed.
+        let committed = Signal::ALL
+            .iter()
+            .map(|s| checkpoints.get(*s))
+            .max()
+            .unwrap_or(0);
+        let (next_lsn, replayed) = (
+            replay.last_lsn.max(committed).saturating_add(1),
+            replay.replayed,
+        );
         if replayed > 0 || !segments.is_empty() {
             tracing::info!(
                 segments = segments.len(),
@@ -1034,6 +1045,28 @@ mod tests {
         )
         .unwrap();
         (wal, h, seen)
+    }
+
+    /// Found by the `wal_reader` fuzz target (W1): an emptied log restarted numbering at 1,
+    /// below the checkpoints, so the next crash skipped and trimmed those records.
+    #[tokio::test]
+    async fn an_emptied_log_numbers_on_past_the_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = Arc::new(Checkpoints::default());
+        cps.advance(Signal::Logs, 5);
+        let (wal, h, _) = open(dir.path(), cps.clone());
+        let lsn = wal
+            .append(Signal::Traces, Bytes::from(vec![9]), None, 0)
+            .await
+            .unwrap();
+        assert_eq!(lsn, 6);
+        drop(wal);
+        h.join().unwrap();
+        // The record is past every checkpoint, so a restart replays it.
+        let (_wal, _h, seen) = open(dir.path(), cps);
+        let replayed = seen.lock().unwrap().clone();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].0, 6);
     }
 
     #[tokio::test]
