@@ -431,7 +431,7 @@ impl<M: DocMapper> Indexer<M> {
             .index_uncommitted_docs
             .with_label_values(&[signal.as_str()])
             .set(0);
-        if self.failures == 1 || self.failures % 20 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(20) {
             tracing::error!(%signal, error = %e, failures = self.failures, kept_records = self.redo.len(), retry_in_ms = wait.as_millis() as u64, "index write failed while {what}; the records are kept (and stay in the WAL) and written again after the wait");
         }
     }

@@ -818,7 +818,7 @@ impl Tracker {
             .index_failures
             .with_label_values(&["trace_summaries"])
             .inc();
-        if self.failures == 1 || self.failures % 20 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(20) {
             tracing::error!(error = %e, failures = self.failures, kept = self.recent.len(), retry_in_ms = wait.as_millis() as u64, "trace index write failed while {what}; the summaries are kept and written again after the wait");
         }
     }
