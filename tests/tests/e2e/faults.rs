@@ -661,16 +661,18 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
         "agent stopped in {:?}: {total} logs acknowledged, {unshipped} not yet shipped",
         stopped.took
     );
-    assert!(unshipped > 0, "{report}");
-
+    // In-flight batches and their retries get the shutdown grace period, so a stop often
+    // drains everything; when it does not, the restart must resume from the buffer.
     let agent = Agent::start(&buf, &proxy.url, &["--config", &cfg]);
-    assert!(
-        agent
-            .output()
-            .contains("holds data not yet shipped; resuming"),
-        "{}",
-        agent.output()
-    );
+    if unshipped > 0 {
+        assert!(
+            agent
+                .output()
+                .contains("holds data not yet shipped; resuming"),
+            "{}",
+            agent.output()
+        );
+    }
     let dups = poll(
         Duration::from_secs(90),
         "every acknowledged log at the collector",
