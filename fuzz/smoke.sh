@@ -30,6 +30,12 @@ targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 echo "smoke: building fuzz targets"
 cargo fuzz build
 
+# Run the binaries `cargo fuzz build` made (as `cargo fuzz run` would, without its
+# per-target rebuild check).
+target_dir="${CARGO_TARGET_DIR:-target}"
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+bin_dir="$target_dir/$triple/release"
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 failed=()
@@ -40,9 +46,10 @@ for t in $targets; do
     if [[ -d "regressions/$t" ]]; then
         seeds+=("regressions/$t")
     fi
-    if ! cargo fuzz run "$t" "$work/$t" "${seeds[@]}" -- \
+    mkdir -p "artifacts/$t"
+    if ! "$bin_dir/$t" "$work/$t" "${seeds[@]}" \
         -max_total_time="$FUZZ_SECONDS" -max_len=65536 -rss_limit_mb=2048 -timeout=30 \
-        -print_final_stats=1 >"$work/$t.log" 2>&1; then
+        -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$work/$t.log" 2>&1; then
         echo "smoke: $t FAILED; last lines of its log:"
         tail -n 60 "$work/$t.log"
         failed+=("$t")

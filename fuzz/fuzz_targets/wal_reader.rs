@@ -8,13 +8,13 @@
 //!   (so the fuzzer gets past them), each as `ctl: u8 [lsn: u64] [tag: u8] len: u16
 //!   payload`; `ctl` bits 0-1 pick the tag (0: an explicit tag byte follows), bit 2 breaks
 //!   the checksum, bit 3 starts a new segment, bit 4 gives an explicit LSN (otherwise the
-//!   previous one plus one; outside strict mode, see [`strict`], shifted right by 2).
-//!   Bytes left over after the last whole record are a torn tail.
+//!   previous one plus one). Bytes left over after the last whole record are a torn tail.
 //!
 //! Checks, beyond no panic: replayed records are past their signal's checkpoint; a record
-//! appended after opening gets an LSN above every replayed one (and, with
-//! `LOOKOUT_FUZZ_WAL_STRICT=1`, above every checkpoint); and opening again replays the
-//! same records plus the appended one (the first open cut torn tails for good).
+//! appended after opening gets an LSN above every replayed one and every checkpoint
+//! (finding W1), or is refused with `WalError::Exhausted` when those reach `u64::MAX`
+//! (W2); and opening again replays the same records plus the appended one (the first open
+//! cut torn tails for good).
 #![no_main]
 
 use std::path::Path;
@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use lookout_collector::batch::Batch;
 use lookout_collector::metrics::Metrics;
 use lookout_collector::signal::Signal;
-use lookout_collector::wal::{Checkpoints, Record, Wal, WalOptions};
+use lookout_collector::wal::{Checkpoints, Record, Wal, WalError, WalOptions};
 use lookout_fuzz::{runtime, Input};
 
 fn metrics() -> Arc<Metrics> {
@@ -74,13 +74,7 @@ fn segments(mut input: Input<'_>, sel: u8) -> Vec<Vec<u8>> {
     while !input.is_empty() {
         let ctl = input.byte();
         lsn = if ctl & 0x10 != 0 {
-            let explicit = input.u64();
-            // Outside strict mode, keep clear of the LSN overflow (W2).
-            if strict() {
-                explicit
-            } else {
-                explicit >> 2
-            }
+            input.u64()
         } else {
             lsn.wrapping_add(1)
         };
@@ -104,16 +98,6 @@ fn segments(mut input: Input<'_>, sel: u8) -> Vec<Vec<u8>> {
         encode_record(seg, lsn, tag, payload, ctl & 4 != 0);
     }
     segs
-}
-
-/// Strict mode, `LOOKOUT_FUZZ_WAL_STRICT=1`: also check what the WAL is known not to do
-/// yet (findings W1 and W2 in fuzz/README.md, reproducers in `regressions/wal_reader/`):
-/// that a new record's LSN is above every checkpoint, and that LSNs near `u64::MAX` do not
-/// break the writer. Off by default so that fuzzing gets past them; turn the checks on
-/// for good once `wal.rs` is fixed.
-fn strict() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("LOOKOUT_FUZZ_WAL_STRICT").is_some_and(|v| v == "1"))
 }
 
 type Seen = Arc<Mutex<Vec<(u64, Signal, usize)>>>;
@@ -171,22 +155,27 @@ fuzz_target!(|data: &[u8]| {
         assert!(lsn > cps.get(signal), "replayed a checkpointed record");
     }
     let max_seen = first.iter().map(|r| r.0).max().unwrap_or(0);
-    let appended = runtime()
-        .block_on(wal.append(Signal::Logs, Bytes::from_static(b"\x0a\x00"), None, 0))
-        .expect("append");
-    assert!(
-        appended > max_seen,
-        "appended record got LSN {appended}, not above the replayed {max_seen}"
-    );
-    if strict() {
-        // Known finding (fuzz/README.md): with no record left in the segments, the next
-        // LSN restarts at 1 even when the checkpoints are higher.
-        let cp = Signal::ALL.iter().map(|s| cps.get(*s)).max().unwrap_or(0);
-        assert!(
-            appended > cp,
-            "appended record got LSN {appended}, not above the checkpoint {cp}: replay would skip it"
-        );
-    }
+    let max_cp = Signal::ALL.iter().map(|s| cps.get(*s)).max().unwrap_or(0);
+    let floor = max_seen.max(max_cp);
+    let appended = match runtime().block_on(wal.append(
+        Signal::Logs,
+        Bytes::from_static(b"\x0a\x00"),
+        None,
+        0,
+    )) {
+        Ok(lsn) => {
+            // W1: at or below a checkpoint, replay would skip the record.
+            assert!(
+                lsn > floor,
+                "appended record got LSN {lsn}, not above {floor} (replayed {max_seen}, checkpoints {max_cp})"
+            );
+            Some(lsn)
+        }
+        // W2: the LSNs are used up (only a damaged or forged log gets there): the append
+        // is refused, never numbered with a used LSN or a wrapped one.
+        Err(e) if matches!(*e, WalError::Exhausted(_)) && floor >= u64::MAX - 1 => None,
+        Err(e) => panic!("append failed: {e} (replayed up to {max_seen}, checkpoints {max_cp})"),
+    };
     drop(wal);
     handle.join().expect("WAL writer thread");
 
@@ -195,8 +184,8 @@ fuzz_target!(|data: &[u8]| {
     drop(wal);
     handle.join().expect("WAL writer thread");
     let mut expected = first;
-    if appended > cps.get(Signal::Logs) {
-        expected.push((appended, Signal::Logs, 2));
+    if let Some(lsn) = appended {
+        expected.push((lsn, Signal::Logs, 2));
     }
     assert_eq!(second, expected, "a second start-up replays something else");
 });
