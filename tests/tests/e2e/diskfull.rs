@@ -8,16 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use lookout_tests::{get_json, metric_value, poll, Collector};
 use prost::Message;
 
-use crate::util::{kv, now_ns};
+use crate::util::{kv, log_request, now_ns};
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -46,30 +43,10 @@ impl Drop for Tmpfs {
 }
 
 fn logs(batch: usize, n: usize) -> Vec<u8> {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "filler")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..n)
-                    .map(|i| LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!(
-                                "diskfull b{batch} r{i} {}",
-                                "x".repeat(300)
-                            ))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    log_request(
+        "filler",
+        (0..n).map(|i| format!("diskfull b{batch} r{i} {}", "x".repeat(300))),
+    )
     .encode_to_vec()
 }
 

@@ -5,34 +5,13 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
 use lookout_tests::{get_json, metric_value, Collector};
 use prost::Message;
 
-use crate::util::{kv, now_ns};
+use crate::util::log_request;
 
 fn logs(service: &str, n: usize) -> Vec<u8> {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..n)
-                    .map(|_| LogRecord {
-                        time_unix_nano: now_ns(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    log_request(service, (0..n).map(|i| format!("limited {i}"))).encode_to_vec()
 }
 
 async fn post(c: &Collector, body: Vec<u8>) -> reqwest::Response {

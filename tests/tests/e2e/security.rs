@@ -7,40 +7,17 @@ use std::time::Duration;
 
 use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
 use lookout_tests::{metric_value, poll, Agent, Collector};
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::util::{kv, now_ns};
+use crate::util::log_request;
 
 const INGEST_TOKEN: &str = "ingest-0123456789abcdef";
 const API_TOKEN: &str = "api-token-fedcba9876543210";
 
 fn logs(mark: &str, n: usize) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "vault")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..n)
-                    .map(|i| LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!("{mark} n{i}"))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    log_request("vault", (0..n).map(|i| format!("{mark} n{i}")))
 }
 
 /// Total hits of `q` through the query API.

@@ -32,3 +32,34 @@ pub async fn post_protobuf(c: &lookout_tests::Collector, path: &str, body: Vec<u
         .expect("POST");
     assert_eq!(r.status(), 200);
 }
+
+/// A logs export request of `service` with one record per body, stamped now.
+pub fn log_request(
+    service: &str,
+    bodies: impl IntoIterator<Item = String>,
+) -> lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
+    use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use lookout_proto::otlp::resource::v1::Resource;
+    lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: bodies
+                    .into_iter()
+                    .map(|b| LogRecord {
+                        time_unix_nano: now_ns(),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(b)),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
