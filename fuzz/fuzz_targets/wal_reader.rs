@@ -11,8 +11,8 @@
 //!   previous one plus one). Bytes left over after the last whole record are a torn tail.
 //!
 //! Checks, beyond no panic: replayed records are past their signal's checkpoint; a record
-//! appended after opening gets an LSN above every replayed one and every checkpoint
-//! (finding W1), or is refused with `WalError::Exhausted` when those reach `u64::MAX`
+//! appended after opening gets an LSN above every replayed or quarantined one and every
+//! checkpoint (finding W1), or is refused with `WalError::Exhausted` when those reach `u64::MAX`
 //! (W2); and opening again replays the same records plus the appended one (the first open
 //! cut torn tails for good).
 #![no_main]
@@ -100,6 +100,19 @@ fn segments(mut input: Input<'_>, sel: u8) -> Vec<Vec<u8>> {
     segs
 }
 
+/// LSNs of the records in the quarantine directory, from their file names
+/// (`{segment}-{offset}-lsn{lsn}.{what}`).
+fn quarantined_lsns(dir: &Path) -> impl Iterator<Item = u64> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let (_, rest) = name.split_once("-lsn")?;
+            rest.split('.').next()?.parse().ok()
+        })
+}
+
 type Seen = Arc<Mutex<Vec<(u64, Signal, usize)>>>;
 
 fn open(dir: &Path, cps: &Arc<Checkpoints>) -> (Wal, std::thread::JoinHandle<()>, Seen) {
@@ -156,7 +169,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let max_seen = first.iter().map(|r| r.0).max().unwrap_or(0);
     let max_cp = Signal::ALL.iter().map(|s| cps.get(*s)).max().unwrap_or(0);
-    let floor = max_seen.max(max_cp);
+    // A quarantined record (valid checksum, unusable content) used its LSN too.
+    let max_quarantined = quarantined_lsns(&root.path().join("quarantine"))
+        .max()
+        .unwrap_or(0);
+    let floor = max_seen.max(max_cp).max(max_quarantined);
     let appended = match runtime().block_on(wal.append(
         Signal::Logs,
         Bytes::from_static(b"\x0a\x00"),
@@ -167,14 +184,16 @@ fuzz_target!(|data: &[u8]| {
             // W1: at or below a checkpoint, replay would skip the record.
             assert!(
                 lsn > floor,
-                "appended record got LSN {lsn}, not above {floor} (replayed {max_seen}, checkpoints {max_cp})"
+                "appended record got LSN {lsn}, not above {floor} (replayed {max_seen}, checkpoints {max_cp}, quarantined {max_quarantined})"
             );
             Some(lsn)
         }
         // W2: the LSNs are used up (only a damaged or forged log gets there): the append
         // is refused, never numbered with a used LSN or a wrapped one.
         Err(e) if matches!(*e, WalError::Exhausted(_)) && floor >= u64::MAX - 1 => None,
-        Err(e) => panic!("append failed: {e} (replayed up to {max_seen}, checkpoints {max_cp})"),
+        Err(e) => panic!(
+            "append failed: {e} (replayed up to {max_seen}, checkpoints {max_cp}, quarantined {max_quarantined})"
+        ),
     };
     drop(wal);
     handle.join().expect("WAL writer thread");
