@@ -13,6 +13,7 @@ use lookout_agent::server::{self, Listeners};
 use lookout_config::AgentConfig;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

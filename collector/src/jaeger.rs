@@ -153,6 +153,18 @@ fn micros(name: &str, v: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Refuse a search window wider than `query.max_range`, as `/api/v1` does.
+fn within_max_range(start_ns: u64, end_ns: u64, max: std::time::Duration) -> Result<(), ApiError> {
+    let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    if end_ns.saturating_sub(start_ns) > max_ns {
+        return Err(ApiError::bad_request(format!(
+            "time range start..end is wider than query.max_range ({}); narrow it",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(())
+}
+
 async fn traces(
     State(s): State<ApiState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -197,6 +209,7 @@ async fn traces(
             }
             _ => end_ns.saturating_sub(3_600_000_000_000),
         };
+        within_max_range(start_ns, end_ns, s.query.max_range.get())?;
         let min_duration_ns = p
             .take("minDuration")?
             .map(|v| jaeger_duration("minDuration", &v))
@@ -287,6 +300,11 @@ async fn dependencies(
             None => 86_400_000,
         };
         p.finish()?;
+        within_max_range(
+            end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000),
+            end_ms.saturating_mul(1_000_000),
+            s.query.max_range.get(),
+        )?;
         let deps = s
             .shared
             .graph

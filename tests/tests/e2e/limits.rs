@@ -150,6 +150,23 @@ max_query_clauses = 4
     }
     let (status, body) = get_json(&c.api_url("/api/v1/logs?service=quiet&from=1h")).await;
     assert_eq!(status, 200, "{body}");
+    // The Jaeger API keeps the same range limit, in Jaeger's error envelope.
+    for path in [
+        "/jaeger/api/traces?service=quiet&lookback=3h",
+        "/jaeger/api/dependencies?lookback=10800000",
+    ] {
+        let (status, body) = get_json(&c.api_url(path)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["errors"][0]["msg"]
+                .as_str()
+                .unwrap_or("")
+                .contains("wider than query.max_range"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = get_json(&c.api_url("/jaeger/api/traces?service=quiet&lookback=1h")).await;
+    assert_eq!(status, 200, "{body}");
 
     let metrics = reqwest::get(c.api_url("/metrics"))
         .await
