@@ -8,10 +8,12 @@ pub mod demo;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap_size;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
 pub mod net;
+pub mod process;
 pub mod prom;
 pub mod server;
 pub mod signal;

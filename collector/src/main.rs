@@ -59,6 +59,8 @@ fn main() -> anyhow::Result<()> {
     // Before any thread starts: files that libraries create (tantivy's index files) get
     // 0640 and directories 0750 at most, like ours (see `fsutil`).
     lookout_collector::fsutil::set_umask(lookout_collector::fsutil::RESTRICTIVE_UMASK);
+    // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
+    lookout_collector::process::disable_transparent_huge_pages();
     let args = Args::parse();
     init_logging();
     let mut cfg: CollectorConfig = lookout_config::load(args.config.as_deref())?;

@@ -248,9 +248,10 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Most memory held by requests in flight (being written or waiting to be indexed),
-    /// counted as 3 times their protobuf size. Past it the collector answers
-    /// 503 / UNAVAILABLE with a retry hint instead of growing memory.
+    /// Most memory held by requests in flight (being written or waiting to be indexed):
+    /// their decoded form and protobuf bytes. Past it the collector answers
+    /// 503 / UNAVAILABLE with a retry hint instead of growing memory; a request larger
+    /// than the whole budget is taken when nothing else is waiting.
     pub max_pending_bytes: ByteSize,
     /// Retry hint sent with overload responses.
     pub retry_after: HumanDuration,
@@ -259,7 +260,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_pending_bytes: ByteSize::mib(96),
+            max_pending_bytes: ByteSize::mib(64),
             retry_after: HumanDuration::from_secs(1),
         }
     }
@@ -461,14 +462,12 @@ impl Validate for CollectorConfig {
                 ),
             );
         }
-        if self.ingest.max_pending_bytes.get()
-            < self.limits.max_decompressed_size.get().saturating_mul(3)
-        {
+        if self.ingest.max_pending_bytes.get() < 1 << 20 {
             return err(
                 "ingest.max_pending_bytes",
                 format!(
-                    "must be at least 3 times limits.max_decompressed_size ({}), got {}",
-                    self.limits.max_decompressed_size, self.ingest.max_pending_bytes
+                    "must be at least 1MiB, got {}",
+                    self.ingest.max_pending_bytes
                 ),
             );
         }

@@ -26,8 +26,8 @@ use crate::signal::{Signal, Transport};
 use crate::wal::Wal;
 use validate::{sanitize, Limits};
 
-/// Decoded requests take about this many times their protobuf size in memory; the budget
-/// counts memory, not wire bytes.
+/// Admission charges a request this many times its protobuf size before decoding it; once
+/// decoded, the charge becomes what the request really holds ([`Batch::heap_size`]).
 const DECODED_EXPANSION: u64 = 3;
 
 /// Bodies larger than this are decoded on the blocking pool, off the reactor.
@@ -163,12 +163,13 @@ impl Budget {
         }
     }
 
-    /// Take `n` bytes if they fit.
+    /// Take `n` bytes if they fit, or if nothing is taken (so one request larger than
+    /// the whole budget still goes through, alone).
     pub fn try_take(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 let next = u.checked_add(n)?;
-                (next <= self.max).then_some(next)
+                (next <= self.max || u == 0).then_some(next)
             })
             .is_ok()
     }
@@ -274,6 +275,19 @@ impl Charge {
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.n
+    }
+
+    /// Hold `n` bytes instead: the memory a request really takes is known only once it
+    /// is decoded. Growing takes past the limit (the memory is in use already), so that
+    /// admission stops until it is given back.
+    pub fn resize(&mut self, n: u64) {
+        if n > self.n {
+            self.budget.take(n - self.n);
+        } else {
+            self.budget.release(self.n - n);
+        }
+        self.n = n;
+        self.gauge.set(self.budget.used() as i64);
     }
 
     /// Stop tracking the bytes here: whoever takes them must [`Budget::release`] them.
@@ -593,9 +607,11 @@ impl Ingest {
             }
             _ => bytes::Bytes::from(batch.encode_protobuf()),
         };
+        let held = batch.heap_size() + payload.len() as u64;
         Ok(Prepared {
             batch,
             payload,
+            held,
             accepted,
             rejected: report.rejected,
             rate_limited,
@@ -656,7 +672,7 @@ impl Ingest {
         signal: Signal,
         transport: Transport,
         prepared: Result<Prepared, IngestError>,
-        charge: Charge,
+        mut charge: Charge,
     ) -> Result<Accepted, IngestError> {
         let p = match prepared {
             Ok(p) => p,
@@ -676,6 +692,7 @@ impl Ingest {
                 message: String::new(),
             });
         }
+        charge.resize(p.held);
         let stored = match self.sink.submit(SinkRequest {
             signal,
             payload: p.payload,
@@ -760,6 +777,8 @@ impl Ingest {
 struct Prepared {
     batch: Batch,
     payload: bytes::Bytes,
+    /// Bytes of `batch` and `payload` in memory.
+    held: u64,
     accepted: u64,
     /// Removed by the checks, `rate_limited` of them by the per-service rates.
     rejected: u64,
@@ -869,6 +888,33 @@ mod tests {
             budget,
             metrics.receiver.clone(),
         ))
+    }
+
+    #[test]
+    fn budget_takes_a_lone_oversize_request_and_charges_can_grow() {
+        let budget = Arc::new(Budget::new(100));
+        assert!(
+            budget.try_take(150),
+            "nothing waits: an oversize request goes alone"
+        );
+        assert!(!budget.try_take(1), "and then nothing else");
+        budget.release(150);
+        assert!(budget.try_take(60));
+        assert!(!budget.try_take(60), "60 + 60 is past the limit");
+        let gauge = IntGauge::new("pending", "pending").unwrap();
+        let mut charge = Charge {
+            budget: budget.clone(),
+            gauge: gauge.clone(),
+            n: 30,
+        };
+        budget.take(30);
+        charge.resize(200);
+        assert_eq!(budget.used(), 260, "growing takes past the limit");
+        assert_eq!(gauge.get(), 260);
+        charge.resize(10);
+        assert_eq!(budget.used(), 70);
+        drop(charge);
+        assert_eq!(budget.used(), 60);
     }
 
     #[tokio::test]
