@@ -38,7 +38,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::buffer::{Buffer, Pos, Read};
+use crate::buffer::{Buffer, Delivered, Pos, Read};
 use crate::sink::Signal;
 
 /// Longest wait a server's retry hint can impose.
@@ -55,6 +55,9 @@ pub struct ShipMetrics {
     pub dropped_items: IntCounterVec,
     /// Retries, by signal and reason.
     pub retries: IntCounterVec,
+    /// Items not sent again after a restart because the collector had acknowledged them
+    /// before the shutdown, by signal.
+    pub skipped_items: IntCounterVec,
     /// Export attempts, by signal and outcome.
     pub requests: IntCounterVec,
     /// Export requests in flight.
@@ -114,6 +117,11 @@ impl ShipMetrics {
                 "Export retries, by signal and reason.",
                 &["signal", "reason"],
             )?,
+            skipped_items: cv(
+                "lookout_agent_exporter_skipped_items_total",
+                "Items not sent again after a restart: the collector acknowledged them before the shutdown, out of order.",
+                &["signal"],
+            )?,
             requests: cv(
                 "lookout_agent_exporter_requests_total",
                 "Export attempts, by signal and outcome (ok, retry, dropped).",
@@ -144,6 +152,10 @@ struct Batch {
     signal: Signal,
     payload: Vec<u8>,
     items: u64,
+    /// End of the record before this batch's first one.
+    start: Pos,
+    /// Records the collector acknowledged before the last shutdown: not sent again.
+    delivered: bool,
 }
 
 /// Requests in flight, in buffer order; the ack moves over the done prefix.
@@ -153,7 +165,9 @@ struct Inflight {
 }
 
 struct Slot {
+    start: Pos,
     end: Pos,
+    items: u64,
     first_time: u64,
     done: bool,
 }
@@ -235,9 +249,17 @@ pub fn spawn(
     let stop = Arc::new(AtomicBool::new(false));
     {
         let (reader, cfg, stop) = (shipper.buffer.reader(), shipper.cfg.clone(), stop.clone());
+        let delivered = shipper.buffer.read_delivered();
+        if !delivered.is_empty() {
+            tracing::info!(
+                stretches = delivered.len(),
+                items = delivered.iter().map(|d| d.items).sum::<u64>(),
+                "buffered records the collector acknowledged before the last shutdown will not be sent again"
+            );
+        }
         std::thread::Builder::new()
             .name("lookout-batcher".into())
-            .spawn(move || batcher(reader, cfg, tx, stop))?;
+            .spawn(move || batcher(reader, cfg, delivered, tx, stop))?;
     }
     Ok(tokio::spawn(shipper.run(rx, stop, shutdown)))
 }
@@ -359,6 +381,7 @@ fn http_client(cfg: &lookout_config::ClientTlsConfig) -> anyhow::Result<reqwest:
 fn batcher(
     mut reader: crate::buffer::Reader,
     cfg: ExporterConfig,
+    mut delivered: Vec<Delivered>,
     tx: mpsc::Sender<(Batch, Pos, u64)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -366,6 +389,7 @@ fn batcher(
     let max_bytes = cfg.max_batch_size.as_usize();
     let timeout = cfg.batch_timeout.get();
     let mut next_id = 0u64;
+    let mut prev_end = reader.position();
     // (batch, end of its last record, append time of its first record, deadline)
     let mut cur: Option<(Batch, Pos, u64, Instant)> = None;
     let emit = |cur: &mut Option<(Batch, Pos, u64, Instant)>| -> bool {
@@ -381,14 +405,21 @@ fn batcher(
         };
         match reader.next(wait) {
             Ok(Read::Record(rec, end)) => {
+                delivered.retain(|d| d.end >= end);
+                let skip = delivered.first().is_some_and(|d| d.holds(end));
+                // Delivered records form batches of their own, which are never sent.
                 let fits = cur.as_ref().is_some_and(|(b, _, _, _)| {
-                    b.signal == rec.signal
-                        && b.items + u64::from(rec.items) <= max_items
-                        && b.payload.len() + rec.payload.len() <= max_bytes
+                    b.delivered == skip
+                        && (skip
+                            || (b.signal == rec.signal
+                                && b.items + u64::from(rec.items) <= max_items
+                                && b.payload.len() + rec.payload.len() <= max_bytes))
                 });
                 if fits {
                     if let Some((b, e, _, _)) = &mut cur {
-                        b.payload.extend_from_slice(&rec.payload);
+                        if !skip {
+                            b.payload.extend_from_slice(&rec.payload);
+                        }
                         b.items += u64::from(rec.items);
                         *e = end;
                     }
@@ -396,14 +427,19 @@ fn batcher(
                     if !emit(&mut cur) {
                         return;
                     }
-                    let mut payload = Vec::with_capacity(max_bytes.min(rec.payload.len() * 4));
-                    payload.extend_from_slice(&rec.payload);
+                    let mut payload = Vec::new();
+                    if !skip {
+                        payload.reserve(max_bytes.min(rec.payload.len() * 4));
+                        payload.extend_from_slice(&rec.payload);
+                    }
                     cur = Some((
                         Batch {
                             id: next_id,
                             signal: rec.signal,
                             payload,
                             items: u64::from(rec.items),
+                            start: prev_end,
+                            delivered: skip,
                         },
                         end,
                         rec.time,
@@ -411,6 +447,7 @@ fn batcher(
                     ));
                     next_id += 1;
                 }
+                prev_end = end;
                 let full = cur.as_ref().is_some_and(|(b, _, _, _)| {
                     b.items >= max_items || b.payload.len() >= max_bytes
                 });
@@ -505,10 +542,20 @@ impl Shipper {
                     inf.base = batch.id;
                 }
                 inf.slots.push_back(Slot {
+                    start: batch.start,
                     end,
+                    items: batch.items,
                     first_time,
                     done: false,
                 });
+            }
+            if batch.delivered {
+                self.metrics
+                    .skipped_items
+                    .with_label_values(&[batch.signal.as_str()])
+                    .inc_by(batch.items);
+                self.complete(batch.id);
+                continue;
             }
             let me = self.clone();
             let abort = abort.clone();
@@ -528,11 +575,34 @@ impl Shipper {
         while tasks.join_next().await.is_some() {}
         flusher.abort();
         lag.abort();
+        // Batches done behind one that was cut off: recorded, so a restart skips them.
+        let delivered: Vec<Delivered> = self
+            .inflight
+            .lock()
+            .slots
+            .iter()
+            .filter(|s| s.done)
+            .map(|s| Delivered {
+                start: s.start,
+                end: s.end,
+                items: s.items,
+            })
+            .collect();
         let b = self.buffer.clone();
-        match tokio::task::spawn_blocking(move || b.flush_ack()).await {
+        let persisted = tokio::task::spawn_blocking(move || {
+            b.flush_ack()?;
+            b.write_delivered(&delivered)?;
+            Ok::<_, crate::buffer::BufferError>(delivered.len())
+        })
+        .await;
+        match persisted {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the buffer's ack position"),
             Err(e) => tracing::error!(error = %e, "ack flush task failed"),
-            Ok(Ok(())) => {}
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                stretches = n,
+                "batches delivered out of order behind one cut off by the shutdown are recorded and will not be sent again"
+            ),
         }
     }
 

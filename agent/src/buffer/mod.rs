@@ -9,6 +9,10 @@
 //! segments wholly behind it are deleted. After a crash, start-up scans the segments:
 //! torn tails are truncated, damaged stretches are skipped (resynchronising on the next
 //! valid record) and counted, and the shipper resumes from `ack.pos`.
+//!
+//! Batches the collector acknowledged out of order, beyond a batch still in flight at
+//! shutdown, are written to `delivered` with the `ack.pos` they lie beyond, so that the
+//! next start skips them instead of sending them twice ([`Buffer::read_delivered`]).
 
 pub mod format;
 pub mod scan;
@@ -305,6 +309,86 @@ fn write_ack(dir: &Path, pos: Pos) -> io::Result<()> {
     f.sync_data()?;
     fs::rename(&tmp, dir.join(ACK_FILE))?;
     File::open(dir)?.sync_all()
+}
+
+const DELIVERED_FILE: &str = "delivered";
+
+/// Records `(start, end]` the collector acknowledged beyond the ack position: a batch
+/// that completed out of order, behind one still in flight at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// End of the record before the first one of the stretch.
+    pub start: Pos,
+    /// End of the stretch's last record.
+    pub end: Pos,
+    /// Items in the stretch.
+    pub items: u64,
+}
+
+impl Delivered {
+    /// Whether the record ending at `end` lies in this stretch.
+    pub fn holds(&self, end: Pos) -> bool {
+        self.start < end && end <= self.end
+    }
+}
+
+/// `ack seg, ack offset, count, count × (start seg, start offset, end seg, end offset,
+/// items)`, all u64 little-endian, then a CRC32 of those bytes.
+fn encode_delivered(ack: Pos, ranges: &[Delivered]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(28 + ranges.len() * 40);
+    for v in [ack.seg, ack.offset, ranges.len() as u64] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for r in ranges {
+        for v in [
+            r.start.seg,
+            r.start.offset,
+            r.end.seg,
+            r.end.offset,
+            r.items,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_delivered(b: &[u8]) -> Option<(Pos, Vec<Delivered>)> {
+    let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+    if crc32fast::hash(body).to_le_bytes() != crc || body.len() % 8 != 0 {
+        return None;
+    }
+    let words: Vec<u64> = body
+        .chunks_exact(8)
+        .map(|c| c.try_into().map(u64::from_le_bytes))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (head, rest) = words.split_at_checked(3)?;
+    let n = usize::try_from(head[2]).ok()?;
+    if rest.len() != n.checked_mul(5)? {
+        return None;
+    }
+    let ack = Pos {
+        seg: head[0],
+        offset: head[1],
+    };
+    let ranges = rest
+        .chunks_exact(5)
+        .map(|w| Delivered {
+            start: Pos {
+                seg: w[0],
+                offset: w[1],
+            },
+            end: Pos {
+                seg: w[2],
+                offset: w[3],
+            },
+            items: w[4],
+        })
+        .collect();
+    Some((ack, ranges))
 }
 
 fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
@@ -630,6 +714,65 @@ impl Buffer {
         Ok(())
     }
 
+    /// Persist the stretches the collector acknowledged beyond the persisted ack position
+    /// (call after [`Self::flush_ack`]); none removes the file.
+    pub fn write_delivered(&self, ranges: &[Delivered]) -> Result<(), BufferError> {
+        let dir = &self.inner.dir;
+        let path = dir.join(DELIVERED_FILE);
+        if ranges.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let ack = self.inner.state.lock().ack_persisted;
+        let tmp = dir.join("delivered.tmp");
+        let write = || -> io::Result<()> {
+            // The file holds only against this ack position, so it must be on disk too
+            // (nothing acknowledged yet means no ack.pos so far).
+            if read_ack(dir) != Some(ack) {
+                write_ack(dir, ack)?;
+            }
+            let mut f = fsutil::create_file(&tmp)?;
+            f.write_all(&encode_delivered(ack, ranges))?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(io_err(&path))
+    }
+
+    /// The stretches the last shutdown recorded as delivered, when they lie beyond the
+    /// same `ack.pos` this buffer opened with. A stale, damaged or foreign file is
+    /// ignored and removed: its records are then shipped again, never skipped wrongly.
+    pub fn read_delivered(&self) -> Vec<Delivered> {
+        let dir = &self.inner.dir;
+        let path = dir.join(DELIVERED_FILE);
+        let Ok(bytes) = fs::read(&path) else {
+            return Vec::new();
+        };
+        let on_disk = read_ack(dir);
+        let ack = self.inner.state.lock().ack;
+        match decode_delivered(&bytes) {
+            Some((at, ranges))
+                if Some(at) == on_disk
+                    && at == ack
+                    && ranges.iter().all(|r| ack <= r.start && r.start < r.end) =>
+            {
+                ranges
+            }
+            found => {
+                if found.is_none() {
+                    tracing::warn!(file = %path.display(), "the buffer's delivered file is damaged; those records will be shipped again");
+                }
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a stale delivered file");
+                }
+                Vec::new()
+            }
+        }
+    }
+
     /// Bytes not yet acknowledged.
     pub fn unacked_bytes(&self) -> u64 {
         self.inner.state.lock().unacked()
@@ -893,6 +1036,11 @@ pub enum Read {
 }
 
 impl Reader {
+    /// Where the next record is read from (the end of the last one read).
+    pub fn position(&self) -> Pos {
+        self.pos
+    }
+
     /// The next record, waiting up to `timeout` for one.
     pub fn next(&mut self, timeout: Duration) -> io::Result<Read> {
         let deadline = Instant::now() + timeout;

@@ -567,3 +567,82 @@ async fn damage_appearing_while_running_is_skipped_by_the_reader() {
     );
     b.close();
 }
+
+#[tokio::test]
+async fn delivered_stretches_hold_only_against_the_ack_they_were_written_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || opts(1 << 20, 64 << 10, WhenFull::Block);
+    let ranges;
+    {
+        let (b, _, _) = open(dir.path(), o());
+        for i in 0..10 {
+            b.append(entry(i, 100)).await.unwrap();
+        }
+        let got = read_all(&mut b.reader());
+        // Records 0-1 acknowledged; 4-5 and 7 delivered out of order behind 2-3.
+        b.ack(got[1].1);
+        b.flush_ack().unwrap();
+        ranges = vec![
+            Delivered {
+                start: got[3].1,
+                end: got[5].1,
+                items: 4,
+            },
+            Delivered {
+                start: got[6].1,
+                end: got[7].1,
+                items: 2,
+            },
+        ];
+        b.write_delivered(&ranges).unwrap();
+        assert!(ranges[0].holds(got[4].1) && ranges[0].holds(got[5].1));
+        assert!(!ranges[0].holds(got[3].1) && !ranges[0].holds(got[6].1));
+    }
+    let path = dir.path().join(DELIVERED_FILE);
+    let (b, _, _) = open(dir.path(), o());
+    assert_eq!(b.read_delivered(), ranges, "same ack: the stretches hold");
+
+    // Once the ack moves on, the file is stale: ignored and removed.
+    let got = read_all(&mut b.reader());
+    b.ack(got[0].1);
+    b.flush_ack().unwrap();
+    drop(b);
+    let (b, _, _) = open(dir.path(), o());
+    assert_eq!(b.read_delivered(), vec![]);
+    assert!(!path.exists());
+
+    // A damaged file is ignored (the records are shipped again, never skipped wrongly).
+    b.write_delivered(&ranges[..1]).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(b.read_delivered(), vec![]);
+    assert!(!path.exists());
+
+    // Nothing delivered out of order: no file.
+    b.write_delivered(&ranges[..1]).unwrap();
+    assert!(path.exists());
+    b.write_delivered(&[]).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn delivered_file_decoding_refuses_every_malformed_shape() {
+    let ack = Pos { seg: 3, offset: 40 };
+    let r = Delivered {
+        start: Pos { seg: 3, offset: 50 },
+        end: Pos { seg: 4, offset: 0 },
+        items: 9,
+    };
+    let good = encode_delivered(ack, &[r]);
+    assert_eq!(decode_delivered(&good), Some((ack, vec![r])));
+    for n in 0..good.len() {
+        assert_eq!(decode_delivered(&good[..n]), None, "truncated at {n}");
+    }
+    // A count that does not match the ranges, with a valid checksum.
+    let mut body = good[..good.len() - 4].to_vec();
+    body[16] = 2;
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(decode_delivered(&body), None);
+}

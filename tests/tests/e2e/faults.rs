@@ -696,3 +696,154 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
     let stopped = terminate_agent(agent).await;
     assert!(stopped.status.is_some_and(|s| s.success()), "{stopped:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Batches delivered out of order behind one cut off by SIGTERM are not sent again.
+
+/// The record whose batch the first receiver never acknowledges.
+const STALLED: &str = "record-000";
+
+/// An OTLP/HTTP logs receiver on loopback port 0 that records the bodies of the records it
+/// acknowledges; with `stall`, it never answers a request holding [`STALLED`].
+struct Recorder {
+    url: String,
+    requests: Arc<AtomicU64>,
+    bodies: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(stall: bool) -> Recorder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recorder");
+        let addr = listener.local_addr().expect("recorder address");
+        let requests = Arc::new(AtomicU64::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (r, b) = (requests.clone(), bodies.clone());
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let (r, b) = (r.clone(), b.clone());
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                let Ok(body) = axum::body::to_bytes(req.into_body(), 64 << 20).await else {
+                    return StatusCode::BAD_REQUEST.into_response();
+                };
+                let Ok(export) = ExportLogsServiceRequest::decode(body.as_ref()) else {
+                    return StatusCode::BAD_REQUEST.into_response();
+                };
+                let bodies: Vec<String> = export
+                    .resource_logs
+                    .iter()
+                    .flat_map(|rl| &rl.scope_logs)
+                    .flat_map(|sl| &sl.log_records)
+                    .filter_map(|lr| match lr.body.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if stall && bodies.iter().any(|b| b == STALLED) {
+                    // Every attempt at this batch hangs (the agent's timeout cuts it).
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                }
+                b.lock().expect("lock").extend(bodies);
+                (
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+                    .into_response()
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Recorder {
+            url: format!("http://{addr}"),
+            requests,
+            bodies,
+            task,
+        }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_delivered_behind_one_cut_off_by_sigterm_are_not_sent_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "[host_metrics]\nenabled = false\n[exporter]\nprotocol = \"http\"\ncompression = \"none\"\n\
+         max_batch_items = 10\nbatch_timeout = \"20ms\"\nconcurrency = 4\ntimeout = \"2s\"\n",
+    )
+    .expect("write agent config");
+    let cfg = cfg.display().to_string();
+    let buffer = dir.path().join("buffer");
+
+    // The first export hangs; the nine after it are acknowledged.
+    let first = Recorder::start(true).await;
+    let agent = Agent::start(&buffer, &first.url, &["--config", &cfg]);
+    let client = reqwest::Client::new();
+    let all: Vec<String> = (0..100).map(|i| format!("record-{i:03}")).collect();
+    for chunk in all.chunks(10) {
+        let body = crate::util::log_request("ooo", chunk.to_vec()).encode_to_vec();
+        let r = client
+            .post(agent.http_url("/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("POST to the agent");
+        assert_eq!(r.status(), 200);
+        // One buffer record per request, so batches of 10 items hold one request each.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    poll(
+        Duration::from_secs(30),
+        "nine batches acknowledged",
+        || async { (first.bodies().len() >= 90).then_some(()) },
+    )
+    .await;
+    assert_eq!(first.bodies().len(), 90, "one batch of 10 is stalled");
+    let stopped = terminate_agent(agent).await;
+    assert!(
+        stopped.status.is_some_and(|s| s.success()),
+        "agent exit: {}",
+        stopped.output
+    );
+    assert!(
+        stopped.output.contains("will not be sent again"),
+        "{}",
+        stopped.output
+    );
+
+    // After a restart only the stalled batch is sent.
+    let second = Recorder::start(false).await;
+    let agent = Agent::start(&buffer, &second.url, &["--config", &cfg]);
+    wait_shipped(&agent, Duration::from_secs(30)).await;
+    let mut delivered = first.bodies();
+    let resent = second.bodies();
+    assert_eq!(resent.len(), 10, "only the stalled batch again: {resent:?}");
+    for r in &resent {
+        assert!(!delivered.contains(r), "{r} was delivered twice");
+    }
+    delivered.extend(resent);
+    delivered.sort();
+    assert_eq!(delivered, all, "every record exactly once");
+    assert_eq!(
+        metric_value(
+            &agent.metrics().await,
+            "lookout_agent_exporter_skipped_items_total{signal=\"logs\"}"
+        ),
+        Some(90.0)
+    );
+    assert!(second.requests.load(Ordering::SeqCst) >= 1);
+}
