@@ -5,7 +5,8 @@
 //! edge in time buckets (for `/api/v1/dependencies` over a range) and cumulatively (for
 //! Prometheus).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_proto::api::{DependenciesResponse, DependencyEdge};
@@ -49,13 +50,19 @@ enum Side {
 #[derive(Debug)]
 struct Half {
     side: Side,
-    service: String,
+    service: Arc<str>,
     duration_ns: u64,
     error: bool,
     at_s: u64,
 }
 
 type Key = ([u8; 16], [u8; 8]);
+
+/// Caller and callee service.
+type Edge = (Arc<str>, Arc<str>);
+
+/// Most service names shared between halves; past it each half holds its own copy.
+const MAX_NAMES: usize = 10_000;
 
 #[derive(Debug, Default, Clone)]
 struct EdgeStats {
@@ -77,8 +84,10 @@ pub struct Graph {
     cfg: GraphConfig,
     pending: HashMap<Key, Half>,
     order: VecDeque<(Key, u64)>,
-    buckets: BTreeMap<u64, HashMap<(String, String), EdgeStats>>,
-    totals: HashMap<(String, String), EdgeTotal>,
+    buckets: BTreeMap<u64, HashMap<Edge, EdgeStats>>,
+    totals: HashMap<Edge, EdgeTotal>,
+    /// Service names, shared by the halves and edges that name them.
+    names: HashSet<Arc<str>>,
     expired_unpaired: u64,
     dropped_pending: u64,
 }
@@ -91,12 +100,16 @@ fn id8(b: &[u8]) -> Option<[u8; 8]> {
 impl Graph {
     /// Empty graph.
     pub fn new(cfg: GraphConfig) -> Self {
+        let cap = cfg.max_pending.min(1 << 20);
         Self {
             cfg,
-            pending: HashMap::new(),
-            order: VecDeque::new(),
+            // Sized for the most halves at once: growing would hold the old and the new
+            // table together at the worst moment.
+            pending: HashMap::with_capacity(cap),
+            order: VecDeque::with_capacity(cap),
             buckets: BTreeMap::new(),
             totals: HashMap::new(),
+            names: HashSet::new(),
             expired_unpaired: 0,
             dropped_pending: 0,
         }
@@ -132,7 +145,7 @@ impl Graph {
         let key = (trace, key_id);
         let half = Half {
             side,
-            service: service.to_string(),
+            service: self.name(service),
             duration_ns: span
                 .end_time_unix_nano
                 .saturating_sub(span.start_time_unix_nano),
@@ -168,6 +181,17 @@ impl Graph {
                 self.pending.insert(key, half);
             }
         }
+    }
+
+    fn name(&mut self, service: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(service) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(service);
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(n.clone());
+        }
+        n
     }
 
     fn record(&mut self, now_s: u64, caller: Half, callee: Half) {
@@ -216,7 +240,7 @@ impl Graph {
     /// Edges seen in `[from_s, to_s]` (bucket-granular), by calls, highest first.
     pub fn dependencies(&self, from_s: u64, to_s: u64) -> DependenciesResponse {
         let w = self.cfg.bucket.as_secs().max(1);
-        let mut agg: HashMap<&(String, String), EdgeStats> = HashMap::new();
+        let mut agg: HashMap<&Edge, EdgeStats> = HashMap::new();
         for (_, edges) in self.buckets.range(from_s - from_s % w..=to_s) {
             for (edge, s) in edges {
                 let a = agg.entry(edge).or_default();
@@ -229,8 +253,8 @@ impl Graph {
         let mut edges: Vec<DependencyEdge> = agg
             .into_iter()
             .map(|((caller, callee), s)| DependencyEdge {
-                caller: caller.clone(),
-                callee: callee.clone(),
+                caller: caller.to_string(),
+                callee: callee.to_string(),
                 calls: s.calls,
                 errors: s.errors,
                 avg_ms: if s.calls == 0 {
@@ -251,7 +275,7 @@ impl Graph {
 
     /// Exposition of the cumulative edge series.
     pub fn render_prometheus(&self, w: &mut Writer) {
-        let mut rows: Vec<(&(String, String), &EdgeTotal)> = self.totals.iter().collect();
+        let mut rows: Vec<(&Edge, &EdgeTotal)> = self.totals.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
         let labels: Vec<String> = rows
             .iter()
@@ -259,7 +283,7 @@ impl Graph {
                 let mut l = String::new();
                 push_labels(
                     &mut l,
-                    &[("client", e.0.as_str()), ("server", e.1.as_str())],
+                    &[("client", &e.0), ("server", &e.1)],
                 );
                 l
             })

@@ -280,7 +280,13 @@ impl Red {
             svc_key = OVERFLOW;
             self.overflowed += 1;
         }
-        let ops = self.services.entry(svc_key.to_string()).or_default();
+        // Look up before inserting: no key allocation per span for a known service.
+        if !self.services.contains_key(svc_key) {
+            self.services.insert(svc_key.to_string(), Default::default());
+        }
+        let Some(ops) = self.services.get_mut(svc_key) else {
+            return;
+        };
         let mut op_key: &str = &op;
         if !ops.contains_key(op_key) && ops.len() >= self.cfg.max_operations_per_service {
             op_key = OVERFLOW;
