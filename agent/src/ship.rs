@@ -410,9 +410,9 @@ fn batcher(
                 // Delivered records form batches of their own, which are never sent.
                 let fits = cur.as_ref().is_some_and(|(b, _, _, _)| {
                     b.delivered == skip
+                        && b.signal == rec.signal
                         && (skip
-                            || (b.signal == rec.signal
-                                && b.items + u64::from(rec.items) <= max_items
+                            || (b.items + u64::from(rec.items) <= max_items
                                 && b.payload.len() + rec.payload.len() <= max_bytes))
                 });
                 if fits {

@@ -281,10 +281,7 @@ impl Graph {
             .iter()
             .map(|(e, _)| {
                 let mut l = String::new();
-                push_labels(
-                    &mut l,
-                    &[("client", &e.0), ("server", &e.1)],
-                );
+                push_labels(&mut l, &[("client", &e.0), ("server", &e.1)]);
                 l
             })
             .collect();

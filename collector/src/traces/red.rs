@@ -282,7 +282,8 @@ impl Red {
         }
         // Look up before inserting: no key allocation per span for a known service.
         if !self.services.contains_key(svc_key) {
-            self.services.insert(svc_key.to_string(), Default::default());
+            self.services
+                .insert(svc_key.to_string(), Default::default());
         }
         let Some(ops) = self.services.get_mut(svc_key) else {
             return;
