@@ -6,10 +6,12 @@
 use std::mem::size_of;
 
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use lookout_proto::otlp::logs::v1::LogRecord;
-use lookout_proto::otlp::metrics::v1::{metric::Data, Exemplar, Metric};
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::metrics::v1::{
+    metric::Data, Exemplar, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{span, Span};
+use lookout_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
 
 use crate::batch::Batch;
 
@@ -99,22 +101,18 @@ fn exemplars(es: &Vec<Exemplar>) -> usize {
             .sum::<usize>()
 }
 
+fn number_points(points: &Vec<NumberDataPoint>) -> usize {
+    vec(points)
+        + points
+            .iter()
+            .map(|p| attributes(&p.attributes) + exemplars(&p.exemplars))
+            .sum::<usize>()
+}
+
 fn metric(m: &Metric) -> usize {
     let data = match &m.data {
-        Some(Data::Gauge(g)) => {
-            vec(&g.data_points)
-                + g.data_points
-                    .iter()
-                    .map(|p| attributes(&p.attributes) + exemplars(&p.exemplars))
-                    .sum::<usize>()
-        }
-        Some(Data::Sum(s)) => {
-            vec(&s.data_points)
-                + s.data_points
-                    .iter()
-                    .map(|p| attributes(&p.attributes) + exemplars(&p.exemplars))
-                    .sum::<usize>()
-        }
+        Some(Data::Gauge(g)) => number_points(&g.data_points),
+        Some(Data::Sum(s)) => number_points(&s.data_points),
         Some(Data::Histogram(h)) => {
             vec(&h.data_points)
                 + h.data_points
@@ -151,76 +149,59 @@ fn metric(m: &Metric) -> usize {
     string(&m.name) + string(&m.description) + string(&m.unit) + attributes(&m.metadata) + data
 }
 
+/// A request's resource → scope → item tree: the three signals share the shape.
+fn tree<R, S, I>(
+    resources: &Vec<R>,
+    resource_parts: impl Fn(&R) -> (&Option<Resource>, &String, &Vec<S>),
+    scope_parts: impl Fn(&S) -> (&Option<InstrumentationScope>, &String, &Vec<I>),
+    item: impl Fn(&I) -> usize,
+) -> usize {
+    vec(resources)
+        + resources
+            .iter()
+            .map(|r| {
+                let (res, url, scopes) = resource_parts(r);
+                resource(res)
+                    + string(url)
+                    + vec(scopes)
+                    + scopes
+                        .iter()
+                        .map(|s| {
+                            let (sc, url, items) = scope_parts(s);
+                            scope(sc)
+                                + string(url)
+                                + vec(items)
+                                + items.iter().map(&item).sum::<usize>()
+                        })
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
 impl Batch {
     /// Bytes this decoded request holds: its structs and every heap allocation under them
     /// (capacities, rounded up to 16-byte size classes).
     pub fn heap_size(&self) -> u64 {
-        let n = size_of::<Batch>()
-            + match self {
-                Batch::Traces(r) => {
-                    vec(&r.resource_spans)
-                        + r.resource_spans
-                            .iter()
-                            .map(|rs| {
-                                resource(&rs.resource)
-                                    + string(&rs.schema_url)
-                                    + vec(&rs.scope_spans)
-                                    + rs.scope_spans
-                                        .iter()
-                                        .map(|ss| {
-                                            scope(&ss.scope)
-                                                + string(&ss.schema_url)
-                                                + vec(&ss.spans)
-                                                + ss.spans.iter().map(span).sum::<usize>()
-                                        })
-                                        .sum::<usize>()
-                            })
-                            .sum::<usize>()
-                }
-                Batch::Logs(r) => {
-                    vec(&r.resource_logs)
-                        + r.resource_logs
-                            .iter()
-                            .map(|rl| {
-                                resource(&rl.resource)
-                                    + string(&rl.schema_url)
-                                    + vec(&rl.scope_logs)
-                                    + rl.scope_logs
-                                        .iter()
-                                        .map(|sl| {
-                                            scope(&sl.scope)
-                                                + string(&sl.schema_url)
-                                                + vec(&sl.log_records)
-                                                + sl.log_records
-                                                    .iter()
-                                                    .map(log_record)
-                                                    .sum::<usize>()
-                                        })
-                                        .sum::<usize>()
-                            })
-                            .sum::<usize>()
-                }
-                Batch::Metrics(r) => {
-                    vec(&r.resource_metrics)
-                        + r.resource_metrics
-                            .iter()
-                            .map(|rm| {
-                                resource(&rm.resource)
-                                    + string(&rm.schema_url)
-                                    + vec(&rm.scope_metrics)
-                                    + rm.scope_metrics
-                                        .iter()
-                                        .map(|sm| {
-                                            scope(&sm.scope)
-                                                + string(&sm.schema_url)
-                                                + vec(&sm.metrics)
-                                                + sm.metrics.iter().map(metric).sum::<usize>()
-                                        })
-                                        .sum::<usize>()
-                            })
-                            .sum::<usize>()
-                }
-            };
-        n as u64
+        let n = match self {
+            Batch::Traces(r) => tree(
+                &r.resource_spans,
+                |rs: &ResourceSpans| (&rs.resource, &rs.schema_url, &rs.scope_spans),
+                |ss: &ScopeSpans| (&ss.scope, &ss.schema_url, &ss.spans),
+                span,
+            ),
+            Batch::Logs(r) => tree(
+                &r.resource_logs,
+                |rl: &ResourceLogs| (&rl.resource, &rl.schema_url, &rl.scope_logs),
+                |sl: &ScopeLogs| (&sl.scope, &sl.schema_url, &sl.log_records),
+                log_record,
+            ),
+            Batch::Metrics(r) => tree(
+                &r.resource_metrics,
+                |rm: &ResourceMetrics| (&rm.resource, &rm.schema_url, &rm.scope_metrics),
+                |sm: &ScopeMetrics| (&sm.scope, &sm.schema_url, &sm.metrics),
+                metric,
+            ),
+        };
+        (size_of::<Batch>() + n) as u64
     }
 }
