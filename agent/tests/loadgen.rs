@@ -28,6 +28,9 @@ async fn collector() -> Running {
     cfg.otlp.http = "127.0.0.1:0".parse().expect("addr");
     cfg.api.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.index.commit_interval = lookout_config::HumanDuration::from_millis(100);
+    // These tests count what lookout-loadgen sends at full speed into a debug build;
+    // overload refusals (503) are the subject of other tests, so the queue is roomy.
+    cfg.ingest.max_pending_bytes = lookout_config::ByteSize::mib(256);
     let l = Listeners::bind(&cfg).await.expect("bind");
     let (grpc, http, api) = (
         l.grpc.local_addr().expect("addr"),
