@@ -85,6 +85,8 @@ fn main() -> anyhow::Result<()> {
     lookout_collector::fsutil::set_umask(lookout_collector::fsutil::RESTRICTIVE_UMASK);
     // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
     lookout_collector::process::disable_transparent_huge_pages();
+    #[cfg(feature = "mimalloc")]
+    lookout_collector::process::purge_freed_memory_promptly();
     let args = Args::parse();
     init_logging();
     let mut cfg: AgentConfig = lookout_config::load(args.config.as_deref())?;
