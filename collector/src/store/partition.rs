@@ -37,6 +37,14 @@ pub enum PartitionError {
         /// The error.
         source: std::io::Error,
     },
+    /// A partition on disk has a schema this build cannot read.
+    #[error("partition {path} has an incompatible schema: {reason}")]
+    Schema {
+        /// Partition directory.
+        path: PathBuf,
+        /// The first difference found.
+        reason: String,
+    },
 }
 
 /// What a commit records about its partition.
@@ -293,7 +301,19 @@ fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, 
             path: path.to_path_buf(),
             source: e.into(),
         })?;
-    let index = Index::open_or_create(dir, schema).map_err(tv)?;
+    // An existing partition keeps the schema it was written with: options may change
+    // between versions (a field no longer indexed, say) as long as every field keeps its
+    // number, name and value type.
+    let index = if Index::exists(&dir).map_err(|e| tv(e.into()))? {
+        let index = Index::open(dir).map_err(tv)?;
+        compatible(&index.schema(), &schema).map_err(|reason| PartitionError::Schema {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        index
+    } else {
+        Index::create(dir, schema, tantivy::IndexSettings::default()).map_err(tv)?
+    };
     let meta = index
         .load_metas()
         .ok()
@@ -311,6 +331,41 @@ fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, 
         reader,
         meta: RwLock::new(meta),
     })
+}
+
+/// Whether an index written with `stored` can be read with the field handles of `current`:
+/// every current field has the same number, name and value type there.
+fn compatible(stored: &Schema, current: &Schema) -> Result<(), String> {
+    for (field, entry) in current.fields() {
+        let Some(old) = stored
+            .fields()
+            .nth(field.field_id() as usize)
+            .map(|(_, e)| e)
+        else {
+            return Err(format!(
+                "field {} ({}) is missing",
+                field.field_id(),
+                entry.name()
+            ));
+        };
+        if old.name() != entry.name() {
+            return Err(format!(
+                "field {} is {:?} on disk, {:?} here",
+                field.field_id(),
+                old.name(),
+                entry.name()
+            ));
+        }
+        if old.field_type().value_type() != entry.field_type().value_type() {
+            return Err(format!(
+                "field {:?} holds {:?} on disk, {:?} here",
+                entry.name(),
+                old.field_type().value_type(),
+                entry.field_type().value_type()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -376,6 +431,38 @@ mod tests {
         assert_eq!(idx.len(), 1);
         assert_eq!(idx.checkpoint(), 30);
         assert_eq!(idx.stats().0, 1);
+    }
+
+    #[test]
+    fn partitions_written_with_other_field_options_still_open_but_other_fields_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        write(&idx, 0, 100, 1);
+        drop(idx);
+        // Same field, no longer indexed: opens, and keeps the data and checkpoint.
+        let mut b = Schema::builder();
+        b.add_u64_field("ts", FAST | STORED);
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, b.build(), 3600).unwrap();
+        assert_eq!(idx.len(), 1);
+        assert_eq!(idx.checkpoint(), 1);
+        assert_eq!(idx.stats().0, 1);
+        drop(idx);
+        // Another name for field 0: refused, naming the partition and the field.
+        let mut b = Schema::builder();
+        b.add_u64_field("time", FAST | STORED);
+        let e = PartitionedIndex::open(dir.path(), Signal::Logs, b.build(), 3600)
+            .err()
+            .unwrap();
+        let msg = e.to_string();
+        assert!(msg.contains("incompatible schema"), "{msg}");
+        assert!(msg.contains("\"ts\" on disk"), "{msg}");
+        // Another value type: refused too.
+        let mut b = Schema::builder();
+        b.add_i64_field("ts", FAST | STORED);
+        let e = PartitionedIndex::open(dir.path(), Signal::Logs, b.build(), 3600)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("holds"), "{e}");
     }
 
     #[test]

@@ -157,9 +157,10 @@ impl TraceFields {
         let trace_lo = b.add_u64_field("trace_lo", FAST);
         let version = b.add_u64_field("version", FAST | STORED);
         let state = b.add_u64_field("state", STORED);
-        let start = b.add_u64_field("start", INDEXED | FAST | STORED);
+        // Ranges on start and duration run on the fast fields; no terms needed.
+        let start = b.add_u64_field("start", FAST | STORED);
         let end = b.add_u64_field("end", STORED);
-        let duration = b.add_u64_field("duration", INDEXED | FAST);
+        let duration = b.add_u64_field("duration", FAST);
         let span_count = b.add_u64_field("span_count", STORED);
         let error_count = b.add_u64_field("error_count", INDEXED | STORED);
         let late_spans = b.add_u64_field("late_spans", STORED);
