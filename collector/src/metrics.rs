@@ -51,6 +51,8 @@ pub struct Metrics {
     pub query_seconds: HistogramVec,
     /// Traces being assembled (not yet idle for the completion window).
     pub traces_open: IntGauge,
+    /// Estimated memory of the open traces, held under `traces.max_open_bytes`.
+    pub traces_open_bytes: IntGauge,
     /// Trace versions written, by state (`complete`, `updated_late`).
     pub traces_completed: IntCounterVec,
     /// Open traces completed early because the open-trace memory budget was reached.
@@ -195,6 +197,10 @@ impl Metrics {
             traces_open: reg!(IntGauge::new(
                 "lookout_traces_open",
                 "Traces being assembled, waiting for the completion window."
+            )?),
+            traces_open_bytes: reg!(IntGauge::new(
+                "lookout_traces_open_bytes",
+                "Estimated memory of the traces being assembled (limit: traces.max_open_bytes)."
             )?),
             traces_completed: reg!(counter_vec(
                 "lookout_traces_completed_total",

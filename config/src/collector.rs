@@ -296,7 +296,7 @@ impl Default for TracesConfig {
     fn default() -> Self {
         Self {
             completion_window: HumanDuration::from_secs(10),
-            max_open_bytes: ByteSize::mib(64),
+            max_open_bytes: ByteSize::mib(32),
             red_window: HumanDuration::from_secs(3600),
             max_operations_per_service: 200,
             max_services: 1000,

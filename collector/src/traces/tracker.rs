@@ -38,6 +38,10 @@ const MAX_ATTRS_PER_TRACE: usize = 256;
 /// Most services kept per trace.
 const MAX_SERVICES_PER_TRACE: usize = 64;
 
+/// Summaries written but not yet committed, past which the trace index commits before its
+/// interval: they are kept in memory (`recent`) until then, about 1 KB each.
+const MAX_UNCOMMITTED: usize = 20_000;
+
 /// Bits of each generation of the completed-trace filter (4 MiB).
 const BLOOM_BITS: usize = 1 << 25;
 /// Probes per id.
@@ -270,10 +274,13 @@ impl Acc {
         acc
     }
 
-    /// Estimated heap and table bytes of this entry.
+    /// Estimated bytes this entry costs: its slot in the open map and the due queue, each
+    /// counted at 1.5× for the free room a growing table or queue keeps (a hash table's
+    /// load is 7/16 to 7/8 between doublings), plus its vectors.
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + 64
+        const SLOT: usize = std::mem::size_of::<([u8; 16], Acc)>() + 1;
+        const DUE: usize = std::mem::size_of::<([u8; 16], Instant)>();
+        (SLOT + DUE) * 3 / 2
             + self.services.capacity() * 4
             + self.ops.capacity() * 8
             + self.attrs.capacity() * 8
@@ -553,7 +560,9 @@ impl Tracker {
                 }
             }
             self.complete_due(Instant::now());
-            if self.last_commit.elapsed() >= self.commit_every {
+            if self.last_commit.elapsed() >= self.commit_every
+                || (self.recent.len() >= MAX_UNCOMMITTED && self.writer.is_some())
+            {
                 self.commit();
             }
             if self
@@ -658,6 +667,7 @@ impl Tracker {
             }
         }
         self.metrics.traces_open.set(open.len() as i64);
+        self.metrics.traces_open_bytes.set(open.bytes as i64);
         *self.shared.open.lock() = open;
         self.evict_over_budget();
     }
@@ -691,6 +701,7 @@ impl Tracker {
                 }
             }
             self.metrics.traces_open.set(open.len() as i64);
+            self.metrics.traces_open_bytes.set(open.bytes as i64);
         }
         for acc in done {
             self.write(acc);
@@ -709,6 +720,7 @@ impl Tracker {
                     done.push(acc);
                 }
             }
+            self.metrics.traces_open_bytes.set(open.bytes as i64);
         }
         if !done.is_empty() {
             self.metrics.traces_evicted.inc_by(done.len() as u64);
