@@ -245,7 +245,8 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    let ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+    let mut ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+    ingest_opts.admission_wait = cfg.ingest.admission_wait.get();
     let sink = WalSink::new(
         wal,
         budget.clone(),

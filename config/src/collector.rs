@@ -255,6 +255,10 @@ pub struct IngestConfig {
     pub max_pending_bytes: ByteSize,
     /// Retry hint sent with overload responses.
     pub retry_after: HumanDuration,
+    /// How long a request may wait for room in the queue before that refusal; "0s"
+    /// refuses at once. Requests waiting at once may ask for a quarter of
+    /// `max_pending_bytes` between them; others are refused at once.
+    pub admission_wait: HumanDuration,
 }
 
 impl Default for IngestConfig {
@@ -262,6 +266,7 @@ impl Default for IngestConfig {
         Self {
             max_pending_bytes: ByteSize::mib(64),
             retry_after: HumanDuration::from_secs(1),
+            admission_wait: HumanDuration::from_millis(500),
         }
     }
 }

@@ -152,6 +152,10 @@ impl IngestError {
 pub struct Budget {
     used: AtomicU64,
     max: u64,
+    /// Bytes asked for by requests waiting for room ([`Budget::take_within`]).
+    waiting: AtomicU64,
+    /// Woken whenever bytes are given back while someone waits.
+    room: tokio::sync::Notify,
 }
 
 impl Budget {
@@ -160,6 +164,53 @@ impl Budget {
         Self {
             used: AtomicU64::new(0),
             max,
+            waiting: AtomicU64::new(0),
+            room: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Take `n` bytes, waiting up to `wait` for room when they do not fit now. Requests
+    /// waiting at once may ask for a quarter of the budget between them (what they hold
+    /// meanwhile is outside it); past that, or after `wait`, the answer is `false`.
+    ///
+    /// Waiting keeps the pipeline busy under overload: a refusal sends the client away
+    /// for its retry hint (a second), while room usually frees within milliseconds.
+    pub async fn take_within(&self, n: u64, wait: Duration) -> bool {
+        if self.try_take(n) {
+            return true;
+        }
+        if wait.is_zero() {
+            return false;
+        }
+        let cap = self.max / 4;
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                w.checked_add(n).filter(|&next| next <= cap)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        struct Waiting<'a>(&'a AtomicU64, u64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting, n);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a release in between is not missed.
+            notified.as_mut().enable();
+            if self.try_take(n) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.try_take(n);
+            }
         }
     }
 
@@ -187,6 +238,9 @@ impl Budget {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(n))
             });
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
     }
 
     /// Bytes in use.
@@ -401,6 +455,9 @@ pub struct IngestOptions {
     pub max_future_skew: Duration,
     /// Retry hint of retryable refusals.
     pub retry_after: Duration,
+    /// How long a request may wait for room in the ingest queue before it is refused as
+    /// overloaded; zero refuses at once.
+    pub admission_wait: Duration,
     /// Resource attributes added where a resource lacks them (the agent's enrichment).
     pub resource_defaults: Vec<KeyValue>,
     /// Most items in one request.
@@ -420,6 +477,7 @@ impl IngestOptions {
             },
             max_future_skew: limits.max_future_skew.get(),
             retry_after,
+            admission_wait: Duration::ZERO,
             resource_defaults: Vec::new(),
             max_items_per_request: limits.max_items_per_request,
             max_items_per_second_per_service: limits.max_items_per_second_per_service,
@@ -469,7 +527,9 @@ impl Ingest {
         body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        let charge = self.admit(signal, transport, body.len() as u64 * DECODED_EXPANSION)?;
+        let charge = self
+            .admit(signal, transport, body.len() as u64 * DECODED_EXPANSION)
+            .await?;
         let body_len = body.len();
         let this = self.clone();
         let work = move || this.prepare_bytes(signal, body, encoding);
@@ -494,7 +554,9 @@ impl Ingest {
         wire_size: usize,
     ) -> Result<Accepted, IngestError> {
         let signal = batch.signal();
-        let charge = self.admit(signal, transport, wire_size as u64 * DECODED_EXPANSION)?;
+        let charge = self
+            .admit(signal, transport, wire_size as u64 * DECODED_EXPANSION)
+            .await?;
         let prepared = if wire_size > INLINE_DECODE_LIMIT {
             let this = self.clone();
             tokio::task::spawn_blocking(move || this.prepare(batch, None))
@@ -509,13 +571,17 @@ impl Ingest {
         self.finish(signal, transport, prepared, charge).await
     }
 
-    fn admit(
+    async fn admit(
         &self,
         signal: Signal,
         transport: Transport,
         charge: u64,
     ) -> Result<Charge, IngestError> {
-        if self.budget.try_take(charge) {
+        if self
+            .budget
+            .take_within(charge, self.opts.admission_wait)
+            .await
+        {
             self.metrics.pending_bytes.set(self.budget.used() as i64);
             return Ok(Charge {
                 budget: self.budget.clone(),
@@ -915,6 +981,43 @@ mod tests {
         assert_eq!(budget.used(), 70);
         drop(charge);
         assert_eq!(budget.used(), 60);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_is_admitted_when_room_frees_and_refused_after_its_wait() {
+        let budget = Arc::new(Budget::new(100));
+        assert!(budget.try_take(90));
+        // Room frees while it waits: admitted without waiting out the whole wait.
+        let b = budget.clone();
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.release(90);
+        });
+        let t = std::time::Instant::now();
+        assert!(budget.take_within(20, Duration::from_secs(10)).await);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        freer.await.unwrap();
+        assert_eq!(budget.used(), 20);
+        assert_eq!(budget.waiting.load(Ordering::Acquire), 0);
+        // No room comes: refused once the wait is over.
+        assert!(budget.try_take(80));
+        let t = std::time::Instant::now();
+        assert!(!budget.take_within(20, Duration::from_millis(100)).await);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // Waiters may ask for a quarter of the budget (25) between them: while one of 20
+        // waits, one of 10 is refused at once; so is any request with no wait.
+        let b = budget.clone();
+        let waiter = tokio::spawn(async move { b.take_within(20, Duration::from_secs(10)).await });
+        while budget.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let t = std::time::Instant::now();
+        assert!(!budget.take_within(10, Duration::from_secs(10)).await);
+        assert!(!budget.take_within(5, Duration::ZERO).await);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        budget.release(100);
+        assert!(waiter.await.unwrap(), "the waiter gets the room");
+        assert_eq!(budget.used(), 20);
     }
 
     #[tokio::test]
