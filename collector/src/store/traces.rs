@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lookout_proto::api::TraceSummary;
+use lookout_proto::otlp::common::v1::AnyValue;
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{
@@ -16,7 +17,7 @@ use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 
 use super::logs::SearchError;
 use super::partition::{PartitionMeta, PartitionedIndex};
-use super::values::rfc3339;
+use super::values::{rfc3339, to_text};
 
 /// Separates service and operation in the combined term.
 const SEP: char = '\u{1f}';
@@ -115,6 +116,19 @@ pub fn attr_hash(key: &str, value: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// [`attr_hash`] of `key` and the value's text ([`to_text`]), without building the text
+/// for strings, integers and booleans (the common attribute values).
+pub fn attr_value_hash(key: &str, value: Option<&AnyValue>) -> u64 {
+    use lookout_proto::otlp::common::v1::any_value::Value as V;
+    match value.and_then(|v| v.value.as_ref().map(|inner| (v, inner))) {
+        None => attr_hash(key, ""),
+        Some((_, V::StringValue(s))) => attr_hash(key, s),
+        Some((_, V::IntValue(i))) => attr_hash(key, itoa::Buffer::new().format(*i)),
+        Some((_, V::BoolValue(b))) => attr_hash(key, if *b { "true" } else { "false" }),
+        Some((v, _)) => attr_hash(key, &to_text(v)),
+    }
 }
 
 /// Fields of the trace schema.
@@ -516,6 +530,46 @@ mod tests {
             attrs: vec![attr_hash("user", "42")],
             max_lsn: 7,
         }
+    }
+
+    #[test]
+    fn attribute_hashes_without_text_match_the_text_form() {
+        use lookout_proto::otlp::common::v1::any_value::Value as V;
+        use lookout_proto::otlp::common::v1::ArrayValue;
+        let values = [
+            None,
+            Some(V::StringValue("GET /x".into())),
+            Some(V::StringValue(String::new())),
+            Some(V::IntValue(0)),
+            Some(V::IntValue(-9_223_372_036_854_775_808)),
+            Some(V::IntValue(500)),
+            Some(V::BoolValue(true)),
+            Some(V::BoolValue(false)),
+            Some(V::DoubleValue(1.5)),
+            Some(V::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(V::IntValue(1)),
+                }],
+            })),
+        ];
+        for v in values {
+            let any = AnyValue { value: v };
+            assert_eq!(
+                attr_value_hash("k", Some(&any)),
+                attr_hash("k", &to_text(&any)),
+                "{any:?}"
+            );
+        }
+        assert_eq!(attr_value_hash("k", None), attr_hash("k", ""));
+        assert_eq!(
+            attr_value_hash(
+                "http.status_code",
+                Some(&AnyValue {
+                    value: Some(V::IntValue(500))
+                })
+            ),
+            attr_hash("http.status_code", "500")
+        );
     }
 
     #[test]
