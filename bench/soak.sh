@@ -14,7 +14,11 @@
 #   bench/soak.sh [minutes] [rate]      (defaults: 30 minutes, 5000 items/s)
 # Environment: SAMPLE_SECS (default 10) sampling period and load window; WARMUP_SECS
 # (default: 5 minutes or 20% of the run, whichever is shorter); LOOKOUT_BIN (default
-# ./target/release) the directory of the binaries.
+# ./target/release) the directory of the binaries; COLLECTOR_CONFIG a collector config
+# file. The collector's windowed state (RED window 1 h, service-graph history 24 h, one
+# index partition per hour kept 7 days) grows until its windows are full, so a run
+# shorter than those windows can shorten them to see what grows past them:
+# bench/soak-windows.toml.
 # Loopback only: every listener binds 127.0.0.1 port 0 and the bound addresses are read
 # from the start-up lines. The collector is pinned to core 0, the agent and the load
 # generator to core 1. Bounded: the run, then at most 120 s for the agent to drain.
@@ -112,7 +116,9 @@ EOF
 }
 
 # The collector on core 0.
-taskset -c 0 "$bin/lookout-collector" --data-dir "$work/data" --otlp-grpc 127.0.0.1:0 \
+collector_config=()
+[ -n "${COLLECTOR_CONFIG:-}" ] && collector_config=(--config "$COLLECTOR_CONFIG")
+taskset -c 0 "$bin/lookout-collector" --data-dir "$work/data" "${collector_config[@]}" --otlp-grpc 127.0.0.1:0 \
   --otlp-http 127.0.0.1:0 --api 127.0.0.1:0 2>"$work/collector.log" &
 cpid=$!
 pids+=("$cpid")
