@@ -183,9 +183,12 @@ impl Budget {
             return false;
         }
         let cap = self.max / 4;
+        // SeqCst here, in `try_take` and in `release`: a waiter counts itself and then
+        // looks at `used`; a release changes `used` and then looks at `waiting`. One of
+        // the two must see the other (at worst the wait runs out and tries once more).
         if self
             .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
                 w.checked_add(n).filter(|&next| next <= cap)
             })
             .is_err()
@@ -218,7 +221,7 @@ impl Budget {
     /// the whole budget still goes through, alone).
     pub fn try_take(&self, n: u64) -> bool {
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 let next = u.checked_add(n)?;
                 (next <= self.max || u == 0).then_some(next)
             })
@@ -235,10 +238,10 @@ impl Budget {
     pub fn release(&self, n: u64) {
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(n))
             });
-        if self.waiting.load(Ordering::Acquire) > 0 {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
     }
