@@ -266,7 +266,7 @@ impl Default for IngestConfig {
         Self {
             max_pending_bytes: ByteSize::mib(64),
             retry_after: HumanDuration::from_secs(1),
-            admission_wait: HumanDuration::from_millis(500),
+            admission_wait: HumanDuration::from_secs(2),
         }
     }
 }

@@ -174,7 +174,7 @@ impl Budget {
     /// meanwhile is outside it); past that, or after `wait`, the answer is `false`.
     ///
     /// Waiting keeps the pipeline busy under overload: a refusal sends the client away
-    /// for its retry hint (a second), while room usually frees within milliseconds.
+    /// for its retry hint (a second), while room frees as the indexers go on.
     pub async fn take_within(&self, n: u64, wait: Duration) -> bool {
         if self.try_take(n) {
             return true;
