@@ -30,6 +30,10 @@ use crate::sink::{Entry, SinkError};
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Memory for requests being decoded and written at once.
 const DECODE_BUDGET: u64 = 64 << 20;
+/// How long a request waits for room in `DECODE_BUDGET` before it is refused: room frees
+/// as each group commit of the buffer completes, while a refused SDK stays away for
+/// `RETRY_AFTER`.
+const ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
 /// The agent's three listeners, bound before start-up so tests can use port 0.
 pub struct Listeners {
@@ -302,6 +306,7 @@ pub async fn run(
     let defaults = resource_defaults(&cfg);
     let mut ingest_opts = IngestOptions::new(&cfg.limits, RETRY_AFTER);
     ingest_opts.resource_defaults = defaults.clone();
+    ingest_opts.admission_wait = ADMISSION_WAIT;
     let budget = Arc::new(Budget::new(DECODE_BUDGET));
     let ingest = Arc::new(Ingest::new(
         ingest_opts,
