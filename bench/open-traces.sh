@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-120}
-cap=${2:-64MiB}
+cap=${2:-32MiB}
 work=$(mktemp -d)
 trap 'pkill -f "lookout-collector --config $work" || true; rm -rf "$work"' EXIT
 cat >"$work/c.toml" <<TOML
