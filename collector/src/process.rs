@@ -44,13 +44,6 @@ pub fn purge_freed_memory_promptly() {
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
 }
 
-/// The purge delay mimalloc is using, in milliseconds (for tests and start-up logs).
-#[cfg(feature = "mimalloc")]
-pub fn mimalloc_purge_delay_ms() -> std::ffi::c_long {
-    // SAFETY: reads one option word.
-    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -72,6 +65,8 @@ mod tests {
             return;
         }
         super::purge_freed_memory_promptly();
-        assert_eq!(super::mimalloc_purge_delay_ms(), 0);
+        // SAFETY: reads one option word.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 0);
     }
 }
