@@ -38,6 +38,8 @@ pub struct Metrics {
     pub index_bytes: IntGaugeVec,
     /// Time partitions on disk, by signal.
     pub index_partitions: IntGaugeVec,
+    /// Partitions whose reader is open, by index (`logs`, `spans`, `traces`).
+    pub index_open_readers: IntGaugeVec,
     /// Index commits, by signal.
     pub index_commits: IntCounterVec,
     /// Index writes or commits that failed (a full disk, an I/O error), by signal; the
@@ -163,6 +165,11 @@ impl Metrics {
                 "lookout_index_partitions",
                 "Time partitions on disk, by signal.",
                 &["signal"]
+            )?),
+            index_open_readers: reg!(gauge_vec(
+                "lookout_index_open_readers",
+                "Partitions whose reader is open (a search opens it; five idle minutes close it), by index: logs, spans, traces (trace summaries).",
+                &["index"]
             )?),
             index_commits: reg!(counter_vec(
                 "lookout_index_commits_total",

@@ -293,7 +293,10 @@ pub fn search(
     let mut total = 0u64;
     let mut hits: Vec<(u64, usize, tantivy::DocAddress)> = Vec::new();
     let parts = index.snapshot(q.from_ns, q.to_ns);
-    let searchers: Vec<_> = parts.iter().map(|p| p.reader.searcher()).collect();
+    let searchers = parts
+        .iter()
+        .map(|p| p.searcher())
+        .collect::<tantivy::Result<Vec<_>>>()?;
     for (i, searcher) in searchers.iter().enumerate() {
         let top = TopDocs::with_limit(limit).order_by_fast_field::<u64>("timestamp", Order::Desc);
         let (count, docs) = searcher.search(&query, &(Count, top))?;

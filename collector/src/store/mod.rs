@@ -490,6 +490,7 @@ impl<M: DocMapper> Indexer<M> {
                 .with_label_values(&[signal.as_str()])
                 .inc_by(removed as u64);
         }
+        self.index.close_idle_readers(partition::READER_IDLE, keep);
         let (docs, bytes) = self.index.stats();
         let m = &self.ctx.metrics;
         let l = [signal.as_str()];
@@ -502,6 +503,13 @@ impl<M: DocMapper> Indexer<M> {
         m.index_partitions
             .with_label_values(&l)
             .set(self.index.len() as i64);
+        let name = match signal {
+            crate::signal::Signal::Traces => "spans",
+            other => other.as_str(),
+        };
+        m.index_open_readers
+            .with_label_values(&[name])
+            .set(self.index.open_readers() as i64);
     }
 }
 
@@ -807,7 +815,7 @@ mod tests {
         let docs: u64 = index
             .all()
             .iter()
-            .map(|p| p.reader.searcher().num_docs())
+            .map(|p| p.searcher().unwrap().num_docs())
             .sum();
         assert_eq!(docs, 2);
         assert_eq!(checkpoints.get(Signal::Logs), 5);

@@ -4,16 +4,24 @@
 //! Each commit records, in tantivy's commit payload, the highest WAL sequence number it
 //! covers and the event-time range of the partition; start-up reads them back to know where
 //! WAL replay starts and which partitions a time range can skip.
+//!
+//! A partition's reader (a segment reader per segment: term-info stores, fast-field and
+//! field-norm headers) is opened by the first search and closed again after
+//! [`READER_IDLE`] without one, so a week of retained partitions costs memory only while
+//! queries reach them. Reader and writer share the partition's one `Index`, whose segment
+//! inventory keeps a merge from deleting files an open searcher still reads.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tantivy::schema::Schema;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
 use crate::fsutil;
 use crate::signal::Signal;
@@ -68,21 +76,78 @@ impl PartitionMeta {
     }
 }
 
-/// One partition: an index and its reader.
+/// How long a partition's reader stays open after its last search.
+pub const READER_IDLE: Duration = Duration::from_secs(300);
+
+/// One partition: an index and, while searched, its reader.
 pub struct Partition {
     /// Start of the partition, Unix seconds of ingest time.
     pub start: i64,
-    /// The index.
-    pub index: Index,
-    /// Its reader, reloaded after each commit.
-    pub reader: IndexReader,
+    index: Index,
+    /// The reader while open, reloaded after each commit, with the time of its last use.
+    reader: Mutex<Option<(IndexReader, Instant)>>,
     meta: RwLock<PartitionMeta>,
+    /// Documents in the last commit.
+    docs: AtomicU64,
 }
 
 impl Partition {
     /// Committed metadata.
     pub fn meta(&self) -> PartitionMeta {
         *self.meta.read()
+    }
+
+    /// A searcher over the last commit, opening the reader if it is closed.
+    pub fn searcher(&self) -> tantivy::Result<Searcher> {
+        let mut slot = self.reader.lock();
+        if let Some((reader, used)) = slot.as_mut() {
+            *used = Instant::now();
+            return Ok(reader.searcher());
+        }
+        let reader = self
+            .index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let searcher = reader.searcher();
+        *slot = Some((reader, Instant::now()));
+        Ok(searcher)
+    }
+
+    /// Documents in the last commit, without opening the reader.
+    pub fn num_docs(&self) -> u64 {
+        self.docs.load(Ordering::Relaxed)
+    }
+
+    /// Whether the reader is open.
+    pub fn reader_open(&self) -> bool {
+        self.reader.lock().is_some()
+    }
+
+    /// Close the reader if no search used it for `idle`. Searchers handed out keep their
+    /// segments open until dropped.
+    fn close_idle_reader(&self, idle: Duration) -> bool {
+        let mut slot = self.reader.lock();
+        if slot
+            .as_ref()
+            .is_some_and(|(_, used)| used.elapsed() >= idle)
+        {
+            *slot = None;
+            return true;
+        }
+        false
+    }
+
+    /// After a commit: reload an open reader (a closed one sees the commit when opened) and
+    /// count the documents.
+    fn committed(&self) -> tantivy::Result<()> {
+        if let Some((reader, _)) = self.reader.lock().as_ref() {
+            reader.reload()?;
+        }
+        let metas = self.index.load_metas()?;
+        let docs = metas.segments.iter().map(|s| u64::from(s.num_docs())).sum();
+        self.docs.store(docs, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -231,8 +296,22 @@ impl PartitionedIndex {
         prepared.set_payload(&serde_json::to_string(&meta).unwrap_or_default());
         prepared.commit().map_err(tv)?;
         *part.meta.write() = meta;
-        part.reader.reload().map_err(tv)?;
+        part.committed().map_err(tv)?;
         Ok(())
+    }
+
+    /// Close the readers of partitions other than `keep` that no search used for `idle`;
+    /// returns how many were closed.
+    pub fn close_idle_readers(&self, idle: Duration, keep: Option<i64>) -> usize {
+        self.all()
+            .iter()
+            .filter(|p| Some(p.start) != keep && p.close_idle_reader(idle))
+            .count()
+    }
+
+    /// Partitions whose reader is open.
+    pub fn open_readers(&self) -> usize {
+        self.all().iter().filter(|p| p.reader_open()).count()
     }
 
     /// Remove partitions that ended before `cutoff_secs`, except `keep`.
@@ -262,7 +341,7 @@ impl PartitionedIndex {
     /// Committed documents and bytes on disk, over all partitions.
     pub fn stats(&self) -> (u64, u64) {
         let parts = self.all();
-        let docs = parts.iter().map(|p| p.reader.searcher().num_docs()).sum();
+        let docs = parts.iter().map(|p| p.num_docs()).sum();
         let bytes = parts
             .iter()
             .map(|p| dir_size(&self.dir.join(p.start.to_string())))
@@ -314,22 +393,18 @@ fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, 
     } else {
         Index::create(dir, schema, tantivy::IndexSettings::default()).map_err(tv)?
     };
-    let meta = index
-        .load_metas()
-        .ok()
-        .and_then(|m| m.payload)
+    let metas = index.load_metas().map_err(tv)?;
+    let docs = metas.segments.iter().map(|s| u64::from(s.num_docs())).sum();
+    let meta = metas
+        .payload
         .and_then(|p| serde_json::from_str::<PartitionMeta>(&p).ok())
         .unwrap_or_else(PartitionMeta::empty);
-    let reader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()
-        .map_err(tv)?;
     Ok(Partition {
         start,
         index,
-        reader,
+        reader: Mutex::new(None),
         meta: RwLock::new(meta),
+        docs: AtomicU64::new(docs),
     })
 }
 
@@ -463,6 +538,40 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("holds"), "{e}");
+    }
+
+    #[test]
+    fn readers_open_on_search_and_close_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        write(&idx, 0, 100, 1);
+        write(&idx, 3600, 200, 2);
+        assert_eq!(idx.open_readers(), 0, "writing opens no reader");
+        assert_eq!(idx.stats().0, 2, "counts come from the commits");
+        let parts = idx.all();
+        assert_eq!(parts[1].searcher().unwrap().num_docs(), 1);
+        assert_eq!(idx.open_readers(), 1);
+        // Idle for less than the limit: stays open.
+        assert_eq!(idx.close_idle_readers(Duration::from_secs(3600), None), 0);
+        let held = parts[1].searcher().unwrap();
+        assert_eq!(parts[0].searcher().unwrap().num_docs(), 1);
+        // The partition being written is never closed; the other one is.
+        assert_eq!(idx.close_idle_readers(Duration::ZERO, Some(3600)), 1);
+        assert_eq!(idx.open_readers(), 1);
+        assert!(!parts[1].reader_open());
+        // A searcher handed out before the close still reads its segments.
+        assert_eq!(held.num_docs(), 1);
+        // A commit to a closed partition is seen when the reader opens again.
+        write(&idx, 0, 150, 3);
+        assert_eq!(parts[1].num_docs(), 2);
+        assert_eq!(parts[1].searcher().unwrap().num_docs(), 2);
+        // An open reader is reloaded by the commit.
+        write(&idx, 3600, 250, 4);
+        assert_eq!(parts[0].searcher().unwrap().num_docs(), 2);
+        drop(idx);
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        assert_eq!(idx.open_readers(), 0, "start-up opens no reader");
+        assert_eq!(idx.stats().0, 4);
     }
 
     #[test]

@@ -188,7 +188,7 @@ pub fn get_spans(
     );
     let mut spans = Vec::new();
     for part in index.all() {
-        let searcher = part.reader.searcher();
+        let searcher = part.searcher()?;
         let addrs = searcher.search(&query, &DocSetCollector)?;
         for addr in addrs {
             if spans.len() >= MAX_TRACE_SPANS {

@@ -318,7 +318,7 @@ pub fn latest(
     );
     let mut best: Option<(u64, Searcher, DocAddress)> = None;
     for part in index.all() {
-        let searcher = part.reader.searcher();
+        let searcher = part.searcher()?;
         for addr in searcher.search(&query, &DocSetCollector)? {
             let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
             let v = ff.u64("version")?.first(addr.doc_id).unwrap_or(0);
@@ -420,7 +420,7 @@ pub fn search(
     // where its newest does not, so each candidate is checked against its newest version.
     let mut matched: HashMap<[u8; 16], (u64, u64)> = HashMap::new();
     for part in index.snapshot(q.from_ns, q.to_ns) {
-        let searcher = part.reader.searcher();
+        let searcher = part.searcher()?;
         let top = TopDocs::with_limit(limit.saturating_mul(4).saturating_add(16))
             .order_by_fast_field::<u64>("start", Order::Desc);
         for (start, addr) in searcher.search(&query, &top)? {
@@ -459,7 +459,7 @@ pub fn search(
 pub fn services(index: &PartitionedIndex, f: &TraceFields) -> Result<Vec<String>, SearchError> {
     let mut all = BTreeSet::new();
     for part in index.all() {
-        let searcher = part.reader.searcher();
+        let searcher = part.searcher()?;
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(f.service)?;
             let mut terms = inv.terms().stream().map_err(tantivy::TantivyError::from)?;
@@ -482,7 +482,7 @@ pub fn operations(
     let prefix = format!("{service}{SEP}");
     let mut all = BTreeSet::new();
     for part in index.all() {
-        let searcher = part.reader.searcher();
+        let searcher = part.searcher()?;
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(f.service_operation)?;
             let mut terms = inv

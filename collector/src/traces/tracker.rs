@@ -903,6 +903,12 @@ impl Tracker {
         if removed > 0 && keep.is_none() {
             self.writer = None;
         }
+        self.index
+            .close_idle_readers(crate::store::partition::READER_IDLE, keep);
+        self.metrics
+            .index_open_readers
+            .with_label_values(&["traces"])
+            .set(self.index.open_readers() as i64);
     }
 }
 
