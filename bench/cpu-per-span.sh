@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Collector CPU per span: lookout-collector pinned to core 0, lookout-loadgen (flat
+# traces) pinned to core 1 for SECONDS at RATE (0 = as fast as acknowledged); CPU ticks of
+# the collector from start of load until the ingest queue drained, divided by the spans
+# acknowledged. Run builds alternately; the figure is steadier than spans/s at max rate.
+#   cargo build --release -p lookout-collector -p lookout-agent
+#   bench/cpu-per-span.sh [seconds] [rate] [bindir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-15}
+rate=${2:-0}
+bin=${3:-./target/release}
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+taskset -c 0 "$bin/lookout-collector" --data-dir "$work/data" --otlp-grpc 127.0.0.1:24317 \
+  --otlp-http 127.0.0.1:24318 --api 127.0.0.1:27070 2>"$work/collector.log" &
+pid=$!
+until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do
+  kill -0 $pid 2>/dev/null || { cat "$work/collector.log"; exit 1; }
+  sleep 0.1
+done
+ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
+t0=$(ticks)
+out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
+  --trace-shape flat --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
+until [ "$(curl -s http://127.0.0.1:27070/metrics | awk '$1 == "lookout_ingest_pending_bytes" {print $2}')" = "0" ]; do
+  sleep 0.1
+done
+t1=$(ticks)
+hz=$(getconf CLK_TCK)
+echo "$out" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+cpu = ($t1 - $t0) / $hz
+print(f\"acked {d['items_acked']} spans, {d['items_per_s']:.0f}/s, p99 {d['latency_p99_ms']:.0f} ms;\",
+      f\"collector CPU {cpu:.2f} s = {cpu * 1e6 / max(d['items_acked'], 1):.2f} us per span\")"
