@@ -83,11 +83,11 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::BadQuery(m) => ApiError::bad_request(format!("parameter `q`: {m}")),
-            SearchError::Index(e) => {
+            e @ (SearchError::Index(_) | SearchError::Partition(_)) => {
                 tracing::error!(error = %e, "search failed");
                 ApiError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: format!("search failed: {e}"),
+                    message: e.to_string(),
                 }
             }
         }

@@ -229,6 +229,9 @@ pub enum SearchError {
     /// The index failed (500).
     #[error("search failed: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// A partition could not be opened for searching (500).
+    #[error("search failed: {0}")]
+    Partition(#[from] super::partition::PartitionError),
 }
 
 /// Search the log index.
@@ -296,7 +299,7 @@ pub fn search(
     let searchers = parts
         .iter()
         .map(|p| p.searcher())
-        .collect::<tantivy::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, searcher) in searchers.iter().enumerate() {
         let top = TopDocs::with_limit(limit).order_by_fast_field::<u64>("timestamp", Order::Desc);
         let (count, docs) = searcher.search(&query, &(Count, top))?;

@@ -83,6 +83,7 @@ pub const READER_IDLE: Duration = Duration::from_secs(300);
 pub struct Partition {
     /// Start of the partition, Unix seconds of ingest time.
     pub start: i64,
+    path: PathBuf,
     index: Index,
     /// The reader while open, reloaded after each commit, with the time of its last use.
     reader: Mutex<Option<(IndexReader, Instant)>>,
@@ -97,18 +98,24 @@ impl Partition {
         *self.meta.read()
     }
 
-    /// A searcher over the last commit, opening the reader if it is closed.
-    pub fn searcher(&self) -> tantivy::Result<Searcher> {
+    /// A searcher over the last commit, opening the reader if it is closed. A partition
+    /// that cannot be opened (a damaged segment file) fails here, naming its directory;
+    /// the others are unaffected.
+    pub fn searcher(&self) -> Result<Searcher, PartitionError> {
         let mut slot = self.reader.lock();
         if let Some((reader, used)) = slot.as_mut() {
             *used = Instant::now();
             return Ok(reader.searcher());
         }
-        let reader = self
+        let reader: IndexReader = self
             .index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
+            .try_into()
+            .map_err(|source| PartitionError::Tantivy {
+                path: self.path.clone(),
+                source,
+            })?;
         let searcher = reader.searcher();
         *slot = Some((reader, Instant::now()));
         Ok(searcher)
@@ -401,6 +408,7 @@ fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, 
         .unwrap_or_else(PartitionMeta::empty);
     Ok(Partition {
         start,
+        path: path.to_path_buf(),
         index,
         reader: Mutex::new(None),
         meta: RwLock::new(meta),
@@ -572,6 +580,31 @@ mod tests {
         let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
         assert_eq!(idx.open_readers(), 0, "start-up opens no reader");
         assert_eq!(idx.stats().0, 4);
+    }
+
+    #[test]
+    fn a_damaged_partition_fails_its_searches_by_name_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        write(&idx, 0, 100, 1);
+        write(&idx, 3600, 200, 2);
+        drop(idx);
+        for entry in fs::read_dir(dir.path().join("0")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "term") {
+                fs::write(&path, b"").unwrap();
+            }
+        }
+        // Start-up does not open readers, so it does not fail on the damage.
+        let idx = PartitionedIndex::open(dir.path(), Signal::Logs, schema(), 3600).unwrap();
+        assert_eq!(idx.checkpoint(), 2);
+        let parts = idx.all();
+        let e = parts[1].searcher().err().unwrap().to_string();
+        assert!(
+            e.contains(&dir.path().join("0").display().to_string()),
+            "{e}"
+        );
+        assert_eq!(parts[0].searcher().unwrap().num_docs(), 1);
     }
 
     #[test]
