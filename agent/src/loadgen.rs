@@ -95,7 +95,9 @@ pub struct Args {
     /// Signal to send.
     #[arg(long, value_enum, default_value = "traces")]
     pub signal: SignalArg,
-    /// Items per second over all workers; 0 sends as fast as the receiver answers.
+    /// Items per second over all workers; 0 sends as fast as the receiver answers. At a
+    /// fixed rate every request due within `--duration` is sent, late if the receiver
+    /// fell behind.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// How long to send, e.g. 10s, 2m.
@@ -1605,7 +1607,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             let mut gen = Gen::new(&args, rng, start_ns);
             let mut buf = Vec::new();
             let mut lat = Vec::new();
-            while Instant::now() < deadline {
+            // At a fixed rate every request due before the deadline is sent, late if the
+            // receiver fell behind, so a run sends rate x duration items; at max rate the
+            // run ends at the deadline.
+            while args.rate > 0 || Instant::now() < deadline {
                 if args.rate > 0 {
                     // Request n is due at n * batch / rate seconds.
                     let n = issued.fetch_add(1, Ordering::Relaxed);

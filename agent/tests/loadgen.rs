@@ -156,9 +156,9 @@ async fn rate_limit_holds_and_refusals_are_counted_by_kind() {
     })
     .await
     .expect("run");
-    // 2000 items/s for 1 s in batches of 100: 20 requests (one more or fewer when the
-    // pacing tick lands on the deadline on a busy machine), never a flood.
-    assert!((19..=21).contains(&s.requests_ok), "{s}");
+    // 2000 items/s for 1 s in batches of 100: 20 requests, late ones too on a busy
+    // machine, never a flood.
+    assert_eq!(s.requests_ok, 20, "{s}");
     // Nothing listens here: every request fails, counted by kind, and the run still ends.
     let s = run(Args {
         duration: Duration::from_millis(300),
