@@ -315,7 +315,7 @@ fn bench_trace_lookup(c: &mut Criterion) {
     c.bench_function(&format!("trace_by_id_{n}_spans"), |b| {
         b.iter(|| {
             k = (k + 7919) % ids.len();
-            let spans = get_spans(&idx, &f, &ids[k]).expect("lookup");
+            let spans = get_spans(&idx, &f, &ids[k]).expect("lookup").found;
             let t = assemble(&hex::encode(ids[k]), "complete", spans);
             assert_eq!(t.spans.len(), 10);
         })

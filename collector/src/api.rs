@@ -520,20 +520,44 @@ pub(crate) fn load_trace(
     s: &ApiState,
     id: &[u8; 16],
 ) -> Result<Option<lookout_proto::api::TraceResponse>, ApiError> {
-    let spans = spans::get_spans(&s.spans, &s.span_fields, id)?;
-    if spans.is_empty() {
-        return Ok(None);
+    let mut found = spans::get_spans(&s.spans, &s.span_fields, id)?;
+    if found.found.is_empty() {
+        // Not found, unless it is in a partition that could not be read.
+        return match found.unreadable.pop() {
+            Some(e) => Err(SearchError::Partition(e).into()),
+            None => Ok(None),
+        };
     }
+    let mut unreadable: Vec<_> = found
+        .unreadable
+        .into_iter()
+        .map(|e| (e, "spans stored there are missing"))
+        .collect();
     let state = if s.shared.open.lock().contains(id) {
         "open"
     } else {
-        match trace_store::latest(&s.traces, &s.trace_fields, id)? {
+        let stored = trace_store::latest(&s.traces, &s.trace_fields, id)?;
+        unreadable.extend(
+            stored
+                .unreadable
+                .into_iter()
+                .map(|e| (e, "the trace's state may be out of date")),
+        );
+        match stored.found {
             Some(d) => d.state.as_str(),
             // Indexed spans the tracker has not summarised yet.
             None => "open",
         }
     };
-    let t = assemble(&hex::encode(id), state, spans);
+    let mut t = assemble(&hex::encode(id), state, found.found);
+    for (e, consequence) in unreadable {
+        tracing::warn!(error = %e, trace_id = %hex::encode(id), "trace lookup left out a partition that cannot be read");
+        t.warnings.push(lookout_proto::api::TraceWarning {
+            kind: "unreadable_partition".to_string(),
+            span_id: None,
+            message: format!("{e}: {consequence}"),
+        });
+    }
     for w in &t.warnings {
         s.metrics
             .traces_warnings

@@ -103,7 +103,7 @@ pub struct CriticalSegment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceWarning {
     /// `missing_parent`, `clock_skew`, `duplicate_span_id`, `parent_cycle`, `self_parent`,
-    /// `end_before_start`, `multiple_roots`, `no_root`, `truncated`.
+    /// `end_before_start`, `multiple_roots`, `no_root`, `truncated`, `unreadable_partition`.
     pub kind: String,
     /// The span concerned, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,6 +76,25 @@ impl PartitionMeta {
     }
 }
 
+/// What a lookup over every partition found, and the partitions it could not read.
+#[derive(Debug, Default)]
+pub struct Lookup<T> {
+    /// What the readable partitions hold.
+    pub found: T,
+    /// Partitions left out because they could not be opened.
+    pub unreadable: Vec<PartitionError>,
+}
+
+impl<T> Lookup<T> {
+    /// The same partitions' answer, transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        Lookup {
+            found: f(self.found),
+            unreadable: self.unreadable,
+        }
+    }
+}
+
 /// How long a partition's reader stays open after its last search.
 pub const READER_IDLE: Duration = Duration::from_secs(300);
 
@@ -246,6 +265,20 @@ impl PartitionedIndex {
     /// Every partition, newest first.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().values().rev().cloned().collect()
+    }
+
+    /// Searchers over every partition, newest first, leaving out those that cannot be
+    /// opened: for lookups by id, which answer from the rest and report what they could
+    /// not read rather than fail because of one damaged partition.
+    pub fn readable(&self) -> Lookup<Vec<Searcher>> {
+        let mut out = Lookup::<Vec<Searcher>>::default();
+        for part in self.all() {
+            match part.searcher() {
+                Ok(s) => out.found.push(s),
+                Err(e) => out.unreadable.push(e),
+            }
+        }
+        out
     }
 
     /// Open (or create) the partition starting at `start` for writing.
@@ -605,6 +638,10 @@ mod tests {
             "{e}"
         );
         assert_eq!(parts[0].searcher().unwrap().num_docs(), 1);
+        // Lookups over every partition read the others and report the damaged one.
+        let r = idx.readable();
+        assert_eq!(r.found.len(), 1);
+        assert_eq!(r.unreadable.len(), 1);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STO
 use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::logs::SearchError;
-use super::partition::{PartitionMeta, PartitionedIndex};
+use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
 use super::values::{attrs_to_map, hex_id, rfc3339, service_name};
 use super::DocMapper;
 use crate::batch::Batch;
@@ -176,19 +176,20 @@ fn encode_fragment<'a>(
     }
 }
 
-/// Every stored span of `trace_id`, as stored (unordered); empty when there is none.
+/// Every stored span of `trace_id` in the partitions that can be read, as stored
+/// (unordered); empty when there is none.
 pub fn get_spans(
     index: &PartitionedIndex,
     f: &SpanFields,
     trace_id: &[u8; 16],
-) -> Result<Vec<SpanView>, SearchError> {
+) -> Result<Lookup<Vec<SpanView>>, SearchError> {
     let query = TermQuery::new(
         Term::from_field_bytes(f.trace_id, &trace_id[..]),
         IndexRecordOption::Basic,
     );
+    let readable = index.readable();
     let mut spans = Vec::new();
-    for part in index.all() {
-        let searcher = part.searcher()?;
+    for searcher in &readable.found {
         let addrs = searcher.search(&query, &DocSetCollector)?;
         for addr in addrs {
             if spans.len() >= MAX_TRACE_SPANS {
@@ -211,7 +212,7 @@ pub fn get_spans(
             }
         }
     }
-    Ok(spans)
+    Ok(readable.map(|_| spans))
 }
 
 fn kind_name(k: i32) -> &'static str {

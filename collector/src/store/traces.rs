@@ -16,7 +16,7 @@ use tantivy::schema::{
 use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 
 use super::logs::SearchError;
-use super::partition::{PartitionMeta, PartitionedIndex};
+use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
 use super::values::{rfc3339, to_text};
 
 /// Separates service and operation in the combined term.
@@ -306,34 +306,32 @@ fn id_of(hi: u64, lo: u64) -> [u8; 16] {
     id
 }
 
-/// The newest stored version of a trace.
+/// The newest version of a trace stored in the partitions that can be read.
 pub fn latest(
     index: &PartitionedIndex,
     f: &TraceFields,
     trace_id: &[u8; 16],
-) -> Result<Option<TraceDoc>, SearchError> {
+) -> Result<Lookup<Option<TraceDoc>>, SearchError> {
     let query = TermQuery::new(
         Term::from_field_bytes(f.trace_id, &trace_id[..]),
         IndexRecordOption::Basic,
     );
-    let mut best: Option<(u64, Searcher, DocAddress)> = None;
-    for part in index.all() {
-        let searcher = part.searcher()?;
+    let readable = index.readable();
+    let mut best: Option<(u64, &Searcher, DocAddress)> = None;
+    for searcher in &readable.found {
         for addr in searcher.search(&query, &DocSetCollector)? {
             let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
             let v = ff.u64("version")?.first(addr.doc_id).unwrap_or(0);
             if best.as_ref().is_none_or(|(b, _, _)| v > *b) {
-                best = Some((v, searcher.clone(), addr));
+                best = Some((v, searcher, addr));
             }
         }
     }
-    match best {
-        Some((_, searcher, addr)) => {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            Ok(f.read(&doc))
-        }
-        None => Ok(None),
-    }
+    let doc = match best {
+        Some((_, searcher, addr)) => f.read(&searcher.doc::<TantivyDocument>(addr)?),
+        None => None,
+    };
+    Ok(readable.map(|_| doc))
 }
 
 /// A trace search; every filter holds on the whole trace.
@@ -446,7 +444,7 @@ pub fn search(
         if out.len() >= limit {
             break;
         }
-        if let Some(doc) = latest(index, f, &id)? {
+        if let Some(doc) = latest(index, f, &id)?.found {
             if doc.version == version {
                 out.push(doc);
             }
@@ -623,7 +621,7 @@ mod tests {
         };
         assert!(search(&idx, &f, &none).unwrap().is_empty());
 
-        let l = latest(&idx, &f, &[1; 16]).unwrap().unwrap();
+        let l = latest(&idx, &f, &[1; 16]).unwrap().found.unwrap();
         assert_eq!(l, v2);
         assert_eq!(services(&idx, &f).unwrap(), vec!["checkout", "frontend"]);
         assert_eq!(operations(&idx, &f, "checkout").unwrap(), vec!["pay"]);

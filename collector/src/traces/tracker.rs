@@ -643,7 +643,12 @@ impl Tracker {
                             || self.completed.contains(&id)
                         {
                             match latest(&self.index, &self.fields, &id) {
-                                Ok(d) => d,
+                                Ok(l) => {
+                                    for e in &l.unreadable {
+                                        tracing::warn!(error = %e, "a trace index partition cannot be read; the trace's earlier summary may be missed");
+                                    }
+                                    l.found
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot read the trace index; treating the span as a new trace");
                                     None

@@ -196,3 +196,93 @@ async fn kill_9_during_writes_loses_nothing_acknowledged() {
         "no duplicates after a clean restart"
     );
 }
+
+/// Copy `from` into `to`, files only (a partition directory is flat).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_span_partition_is_named_and_lookups_answer_from_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(dir.path(), &[]);
+    let post = |c: &Collector, body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(c.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+    };
+    let (id, body) = trace_batch(0, 1);
+    assert_eq!(post(&c, body).await.expect("post").status(), 200);
+    assert!(c.terminate().success());
+
+    // A second span partition, an hour older, whose term dictionaries are cut off.
+    let spans = dir.path().join("spans");
+    let parts: Vec<i64> = std::fs::read_dir(&spans)
+        .expect("spans dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let damaged = spans.join((parts[0] - 3600).to_string());
+    copy_dir(&spans.join(parts[0].to_string()), &damaged);
+    let mut cut = 0;
+    for e in std::fs::read_dir(&damaged).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "term") {
+            std::fs::write(&p, b"").expect("truncate");
+            cut += 1;
+        }
+    }
+    assert!(cut > 0, "no term dictionary in {}", damaged.display());
+
+    // The collector starts, and a lookup answers from the readable partition, naming the
+    // damaged one in a warning.
+    let c = Collector::start(dir.path(), &[]);
+    let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["spans"].as_array().map(Vec::len), Some(3), "{b}");
+    let named = b["warnings"].as_array().is_some_and(|w| {
+        w.iter().any(|w| {
+            w["kind"] == "unreadable_partition"
+                && w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&damaged.display().to_string()))
+        })
+    });
+    assert!(named, "{b}");
+    // An id found nowhere else might be in the damaged partition: not a 404.
+    let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{}", "ab".repeat(16)))).await;
+    assert_eq!(s, 500, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&damaged.display().to_string())),
+        "{b}"
+    );
+    // Ingest goes on, and new traces are found the same way.
+    let (id, body) = trace_batch(0, 2);
+    assert_eq!(post(&c, body).await.expect("post").status(), 200);
+    let b = poll(Duration::from_secs(30), "the new trace", || async {
+        let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
+        (s == 200).then_some(b)
+    })
+    .await;
+    assert_eq!(b["spans"].as_array().map(Vec::len), Some(3), "{b}");
+    let m = reqwest::get(c.api_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        m.contains("lookout_traces_assembly_warnings_total{kind=\"unreadable_partition\"}"),
+        "{m}"
+    );
+}
