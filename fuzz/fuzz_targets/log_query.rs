@@ -164,8 +164,10 @@ fn store() -> &'static Store {
         meta.lsn = 1;
         index.commit(&part, &mut writer, meta).expect("commit");
         drop(writer);
-        // The reader keeps its files open and mapped (manual reload policy, nothing is
-        // written again), so the directory can go now instead of outliving the process.
+        // A search opens the partition's reader, which keeps its files open and mapped
+        // (manual reload policy, nothing is written again, nothing closes idle readers
+        // here), so the directory can go now instead of outliving the process.
+        part.searcher().expect("open the reader");
         drop(dir);
         Store { index, fields }
     })
@@ -177,7 +179,9 @@ fn run(query: &LogQuery) {
     match search(&st.index, &st.fields, query) {
         Ok(r) => assert!(r.logs.len() <= query.limit.max(1)),
         Err(SearchError::BadQuery(_)) => {}
-        Err(e @ SearchError::Index(_)) => panic!("query {query:?} fails with an index error: {e}"),
+        Err(e @ (SearchError::Index(_) | SearchError::Partition(_))) => {
+            panic!("query {query:?} fails with an index error: {e}")
+        }
     }
 }
 
