@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{blocking, load_trace, parse_trace_id, ApiError, ApiState, ParamReader};
 use crate::ingest::now_unix_nano;
+use crate::store::partition::Lookup;
 use crate::store::traces::{self as trace_store, TraceQuery};
 
 /// Routes under `/jaeger/api`.
@@ -43,6 +44,31 @@ fn envelope(data: Value, total: usize) -> Response {
     .into_response()
 }
 
+/// A listing from the partitions that could be read, with an error per damaged one beside
+/// the data, as Jaeger reports partial results.
+fn listing(found: Lookup<Vec<String>>, data: impl FnOnce(Vec<String>) -> Value) -> Response {
+    let total = found.found.len();
+    if found.unreadable.is_empty() {
+        return envelope(data(found.found), total);
+    }
+    let errors: Vec<Value> = found
+        .unreadable
+        .iter()
+        .map(|e| {
+            tracing::warn!(error = %e, "listing left out a partition that cannot be read");
+            json!({"code": 500, "msg": format!("{e}; what it holds is not listed")})
+        })
+        .collect();
+    Json(json!({
+        "data": data(found.found),
+        "total": total,
+        "limit": 0,
+        "offset": 0,
+        "errors": errors,
+    }))
+    .into_response()
+}
+
 /// Jaeger's error envelope (the UI shows `msg`).
 fn jaeger_error(e: ApiError) -> Response {
     let (status, msg) = e.parts();
@@ -61,10 +87,7 @@ fn jaeger_error(e: ApiError) -> Response {
 
 async fn services(State(s): State<ApiState>) -> Response {
     match blocking(move || Ok(trace_store::services(&s.traces, &s.trace_fields)?)).await {
-        Ok(list) => {
-            let n = list.len();
-            envelope(json!(list), n)
-        }
+        Ok(found) => listing(found, |l| json!(l)),
         Err(e) => jaeger_error(e),
     }
 }
@@ -79,10 +102,7 @@ async fn service_operations(State(s): State<ApiState>, Path(service): Path<Strin
     })
     .await
     {
-        Ok(list) => {
-            let n = list.len();
-            envelope(json!(list), n)
-        }
+        Ok(found) => listing(found, |l| json!(l)),
         Err(e) => jaeger_error(e),
     }
 }
@@ -108,12 +128,11 @@ async fn operations(
             )?)
         })
         .await?;
-        let data: Vec<Value> = list
-            .into_iter()
-            .map(|name| json!({"name": name, "spanKind": ""}))
-            .collect();
-        let n = data.len();
-        Ok::<_, ApiError>(envelope(Value::Array(data), n))
+        Ok::<_, ApiError>(listing(list, |l| {
+            l.into_iter()
+                .map(|name| json!({"name": name, "spanKind": ""}))
+                .collect()
+        }))
     };
     run.await.unwrap_or_else(jaeger_error)
 }

@@ -453,11 +453,14 @@ pub fn search(
     Ok(out)
 }
 
-/// Every service that took part in a stored trace.
-pub fn services(index: &PartitionedIndex, f: &TraceFields) -> Result<Vec<String>, SearchError> {
+/// Every service that took part in a trace stored in the partitions that can be read.
+pub fn services(
+    index: &PartitionedIndex,
+    f: &TraceFields,
+) -> Result<Lookup<Vec<String>>, SearchError> {
+    let readable = index.readable();
     let mut all = BTreeSet::new();
-    for part in index.all() {
-        let searcher = part.searcher()?;
+    for searcher in &readable.found {
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(f.service)?;
             let mut terms = inv.terms().stream().map_err(tantivy::TantivyError::from)?;
@@ -468,19 +471,19 @@ pub fn services(index: &PartitionedIndex, f: &TraceFields) -> Result<Vec<String>
             }
         }
     }
-    Ok(all.into_iter().collect())
+    Ok(readable.map(|_| all.into_iter().collect()))
 }
 
-/// Every operation of `service` in stored traces.
+/// Every operation of `service` in traces stored in the partitions that can be read.
 pub fn operations(
     index: &PartitionedIndex,
     f: &TraceFields,
     service: &str,
-) -> Result<Vec<String>, SearchError> {
+) -> Result<Lookup<Vec<String>>, SearchError> {
     let prefix = format!("{service}{SEP}");
+    let readable = index.readable();
     let mut all = BTreeSet::new();
-    for part in index.all() {
-        let searcher = part.searcher()?;
+    for searcher in &readable.found {
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(f.service_operation)?;
             let mut terms = inv
@@ -499,7 +502,7 @@ pub fn operations(
             }
         }
     }
-    Ok(all.into_iter().collect())
+    Ok(readable.map(|_| all.into_iter().collect()))
 }
 
 #[cfg(test)]
@@ -623,7 +626,10 @@ mod tests {
 
         let l = latest(&idx, &f, &[1; 16]).unwrap().found.unwrap();
         assert_eq!(l, v2);
-        assert_eq!(services(&idx, &f).unwrap(), vec!["checkout", "frontend"]);
-        assert_eq!(operations(&idx, &f, "checkout").unwrap(), vec!["pay"]);
+        assert_eq!(
+            services(&idx, &f).unwrap().found,
+            vec!["checkout", "frontend"]
+        );
+        assert_eq!(operations(&idx, &f, "checkout").unwrap().found, vec!["pay"]);
     }
 }

@@ -12,7 +12,7 @@ use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, poll, Collector};
+use lookout_tests::{get_json, poll, write_config, Collector, FAST_TRACES};
 use prost::Message;
 
 const WRITERS: usize = 4;
@@ -208,30 +208,16 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_span_partition_is_named_and_lookups_answer_from_the_rest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = Collector::start(dir.path(), &[]);
-    let post = |c: &Collector, body: Vec<u8>| {
-        reqwest::Client::new()
-            .post(c.http_url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-    };
-    let (id, body) = trace_batch(0, 1);
-    assert_eq!(post(&c, body).await.expect("post").status(), 200);
-    assert!(c.terminate().success());
-
-    // A second span partition, an hour older, whose term dictionaries are cut off.
-    let spans = dir.path().join("spans");
-    let parts: Vec<i64> = std::fs::read_dir(&spans)
-        .expect("spans dir")
+/// Beside the only partition of `index`, a copy an hour older whose term dictionaries are
+/// cut off; returns the copy's directory.
+fn add_damaged_partition(index: &std::path::Path) -> String {
+    let parts: Vec<i64> = std::fs::read_dir(index)
+        .expect("index dir")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    assert_eq!(parts.len(), 1, "{parts:?}");
-    let damaged = spans.join((parts[0] - 3600).to_string());
-    copy_dir(&spans.join(parts[0].to_string()), &damaged);
+    assert_eq!(parts.len(), 1, "{}: {parts:?}", index.display());
+    let damaged = index.join((parts[0] - 3600).to_string());
+    copy_dir(&index.join(parts[0].to_string()), &damaged);
     let mut cut = 0;
     for e in std::fs::read_dir(&damaged).expect("read_dir") {
         let p = e.expect("entry").path();
@@ -241,29 +227,66 @@ async fn a_damaged_span_partition_is_named_and_lookups_answer_from_the_rest() {
         }
     }
     assert!(cut > 0, "no term dictionary in {}", damaged.display());
+    damaged.display().to_string()
+}
 
-    // The collector starts, and a lookup answers from the readable partition, naming the
-    // damaged one in a warning.
-    let c = Collector::start(dir.path(), &[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), FAST_TRACES);
+    let cfg = cfg.display().to_string();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--config", &cfg]);
+    let post = |c: &Collector, body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(c.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+    };
+    let (id, body) = trace_batch(0, 1);
+    assert_eq!(post(&c, body).await.expect("post").status(), 200);
+    // Complete and summarised in the trace index.
+    poll(Duration::from_secs(30), "the trace summary", || async {
+        let (_, b) = get_json(&c.api_url("/api/v1/traces?limit=1")).await;
+        (b["traces"][0]["trace_id"] == id.as_str()).then_some(())
+    })
+    .await;
+    assert!(c.terminate().success());
+    let spans = add_damaged_partition(&data.join("spans"));
+    let traces = add_damaged_partition(&data.join("traces"));
+
+    // The collector starts; a lookup answers from the readable partitions and names the
+    // damaged ones in warnings.
+    let c = Collector::start(&data, &["--config", &cfg]);
     let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["spans"].as_array().map(Vec::len), Some(3), "{b}");
-    let named = b["warnings"].as_array().is_some_and(|w| {
-        w.iter().any(|w| {
-            w["kind"] == "unreadable_partition"
-                && w["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(&damaged.display().to_string()))
-        })
-    });
-    assert!(named, "{b}");
+    assert_eq!(b["state"], "complete", "{b}");
+    for damaged in [&spans, &traces] {
+        let named = b["warnings"].as_array().is_some_and(|w| {
+            w.iter().any(|w| {
+                w["kind"] == "unreadable_partition"
+                    && w["message"].as_str().is_some_and(|m| m.contains(damaged))
+            })
+        });
+        assert!(named, "{damaged}: {b}");
+    }
     // An id found nowhere else might be in the damaged partition: not a 404.
     let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{}", "ab".repeat(16)))).await;
     assert_eq!(s, 500, "{b}");
     assert!(
-        b["error"]
+        b["error"].as_str().is_some_and(|m| m.contains(&spans)),
+        "{b}"
+    );
+    // Jaeger's service list: what the readable partitions hold, and an error beside it.
+    let (s, b) = get_json(&c.api_url("/jaeger/api/services")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"], serde_json::json!(["durable"]), "{b}");
+    assert!(
+        b["errors"][0]["msg"]
             .as_str()
-            .is_some_and(|m| m.contains(&damaged.display().to_string())),
+            .is_some_and(|m| m.contains(&traces)),
         "{b}"
     );
     // Ingest goes on, and new traces are found the same way.
