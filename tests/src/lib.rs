@@ -226,6 +226,16 @@ impl Collector {
         format!("http://{}", self.grpc)
     }
 
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        ::reqwest::get(self.api_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Everything the collector logged so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

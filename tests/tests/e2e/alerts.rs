@@ -389,12 +389,7 @@ async fn latency_and_error_rules_fire_resolve_and_survive_restart_and_reload() {
         4,
         "2 failures, the firing and the resolved"
     );
-    let metrics = reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = c.metrics().await;
     assert_eq!(
         metric_value(
             &metrics,

@@ -204,12 +204,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
         || async { (traces_found(&c).await == traces_acked).then_some(()) },
     )
     .await;
-    let metrics = reqwest::get(c.api_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     let unavailable = metric_value(
         &metrics,
         "lookout_receiver_requests_total{outcome=\"unavailable\",signal=\"logs\",transport=\"http\"}",

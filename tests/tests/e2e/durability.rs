@@ -298,12 +298,7 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
     })
     .await;
     assert_eq!(b["spans"].as_array().map(Vec::len), Some(3), "{b}");
-    let m = reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let m = c.metrics().await;
     assert!(
         m.contains("lookout_traces_assembly_warnings_total{kind=\"unreadable_partition\"}"),
         "{m}"

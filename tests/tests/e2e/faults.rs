@@ -182,15 +182,6 @@ async fn log_total(c: &Collector, query: &str) -> u64 {
     b["total"].as_u64().unwrap_or(0)
 }
 
-async fn collector_metrics(c: &Collector) -> String {
-    reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 async fn wait_shipped(agent: &Agent, timeout: Duration) {
     poll(timeout, "agent buffer drained", || async {
         let (_, h) = get_json(&agent.api_url("/healthz")).await;
@@ -275,7 +266,7 @@ async fn the_agent_delivers_everything_exactly_once_through_a_proxy_refusing_70_
     })
     .await;
     // ...exactly once: the collector accepted and indexed as many as were acknowledged.
-    let cm = collector_metrics(&c).await;
+    let cm = c.metrics().await;
     assert_eq!(
         metric_value(
             &cm,

@@ -409,12 +409,7 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
     assert!(resp.partial_success.is_none());
 
     // The refusals are counted.
-    let m = reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = c.metrics().await;
     assert!(
         m.contains(
             r#"lookout_receiver_requests_total{outcome="invalid",signal="traces",transport="http"}"#
@@ -566,12 +561,7 @@ async fn metrics_endpoint_passes_promtool() {
         (b["total"].as_u64().unwrap_or(0) > 0).then_some(())
     })
     .await;
-    let text = reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = c.metrics().await;
     assert!(
         text.contains(
             r#"lookout_receiver_accepted_items_total{signal="logs",transport="internal"}"#

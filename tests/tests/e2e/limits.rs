@@ -168,12 +168,7 @@ max_query_clauses = 4
     let (status, body) = get_json(&c.api_url("/jaeger/api/traces?service=quiet&lookback=1h")).await;
     assert_eq!(status, 200, "{body}");
 
-    let metrics = reqwest::get(c.api_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert_eq!(
         metric_value(
             &metrics,

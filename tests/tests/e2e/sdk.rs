@@ -245,12 +245,7 @@ async fn roundtrip(case: Case) {
         Transport::Grpc => "grpc",
         _ => "http",
     };
-    let text = reqwest::get(c.api_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = c.metrics().await;
     let series = format!(
         "lookout_receiver_accepted_items_total{{signal=\"metrics\",transport=\"{label}\"}}"
     );
