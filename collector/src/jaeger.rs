@@ -34,12 +34,16 @@ pub fn router() -> Router<ApiState> {
 
 /// Jaeger's response envelope.
 fn envelope(data: Value, total: usize) -> Response {
+    envelope_with_errors(data, total, Value::Null)
+}
+
+fn envelope_with_errors(data: Value, total: usize, errors: Value) -> Response {
     Json(json!({
         "data": data,
         "total": total,
         "limit": 0,
         "offset": 0,
-        "errors": null,
+        "errors": errors,
     }))
     .into_response()
 }
@@ -59,14 +63,7 @@ fn listing(found: Lookup<Vec<String>>, data: impl FnOnce(Vec<String>) -> Value) 
             json!({"code": 500, "msg": format!("{e}; what it holds is not listed")})
         })
         .collect();
-    Json(json!({
-        "data": data(found.found),
-        "total": total,
-        "limit": 0,
-        "offset": 0,
-        "errors": errors,
-    }))
-    .into_response()
+    envelope_with_errors(data(found.found), total, Value::Array(errors))
 }
 
 /// Jaeger's error envelope (the UI shows `msg`).
