@@ -228,12 +228,7 @@ impl Collector {
 
     /// Its `/metrics` text.
     pub async fn metrics(&self) -> String {
-        ::reqwest::get(self.api_url("/metrics"))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        metrics_text(&self.api_url("/metrics")).await
     }
 
     /// Everything the collector logged so far.
@@ -354,12 +349,7 @@ impl Agent {
 
     /// Its `/metrics` text.
     pub async fn metrics(&self) -> String {
-        ::reqwest::get(self.api_url("/metrics"))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        metrics_text(&self.api_url("/metrics")).await
     }
 
     /// Crash it: SIGKILL, no chance to flush anything.
@@ -431,6 +421,16 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The text of a `/metrics` endpoint.
+async fn metrics_text(url: &str) -> String {
+    ::reqwest::get(url)
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
 }
 
 /// GET a JSON document: `(status, body)`.
