@@ -82,11 +82,11 @@ enum BufferAction {
 fn main() -> anyhow::Result<()> {
     // Before any thread starts: files that libraries create (tantivy's index files) get
     // 0640 and directories 0750 at most, like ours (see `fsutil`).
-    lookout_collector::fsutil::set_umask(lookout_collector::fsutil::RESTRICTIVE_UMASK);
+    lookout_ingest::fsutil::set_umask(lookout_ingest::fsutil::RESTRICTIVE_UMASK);
     // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
-    lookout_collector::process::disable_transparent_huge_pages();
+    lookout_ingest::process::disable_transparent_huge_pages();
     #[cfg(feature = "mimalloc")]
-    lookout_collector::process::purge_freed_memory_promptly();
+    lookout_ingest::process::purge_freed_memory_promptly();
     let args = Args::parse();
     init_logging();
     let mut cfg: AgentConfig = lookout_config::load(args.config.as_deref())?;
@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listeners = Listeners::bind(&cfg).await?;
         let shutdown = CancellationToken::new();
-        lookout_collector::server::cancel_on_signals(shutdown.clone());
+        lookout_ingest::process::cancel_on_signals(shutdown.clone());
         server::run(cfg, listeners, shutdown).await
     })
 }

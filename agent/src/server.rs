@@ -13,10 +13,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures::future::BoxFuture;
-use lookout_collector::ingest::{
-    self, Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics, SinkRequest,
-};
 use lookout_config::AgentConfig;
+use lookout_ingest::{
+    self as ingest, Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics,
+    SinkRequest,
+};
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use prometheus::{Encoder, Registry};
 use tokio::net::TcpListener;
@@ -318,9 +319,8 @@ pub async fn run(
     ));
     let recv_token = CancellationToken::new();
     // The receivers face the local service only: plain TCP, default connection limits.
-    let families =
-        lookout_collector::net::ListenerMetricsVec::register(&registry, "lookout_agent")?;
-    let setup = |name| lookout_collector::net::ListenerSetup {
+    let families = lookout_ingest::net::ListenerMetricsVec::register(&registry, "lookout_agent")?;
+    let setup = |name| lookout_ingest::net::ListenerSetup {
         name,
         tls: None,
         limits: lookout_config::ConnectionLimits::default(),
@@ -328,7 +328,7 @@ pub async fn run(
     };
     let grpc_setup = setup("otlp_grpc");
     let grpc_task = tokio::spawn(ingest::grpc::serve(
-        lookout_collector::net::incoming(listeners.grpc, grpc_setup.clone(), recv_token.clone()),
+        lookout_ingest::net::incoming(listeners.grpc, grpc_setup.clone(), recv_token.clone()),
         ingest.clone(),
         ingest::grpc::GrpcOptions {
             max_message_size: cfg.limits.max_request_size.as_usize(),
@@ -344,8 +344,8 @@ pub async fn run(
         cfg.limits.max_decompressed_size.as_usize(),
     );
     let http_setup = setup("otlp_http");
-    let http_task = tokio::spawn(lookout_collector::net::serve_http(
-        lookout_collector::net::incoming(listeners.http, http_setup.clone(), recv_token.clone()),
+    let http_task = tokio::spawn(lookout_ingest::net::serve_http(
+        lookout_ingest::net::incoming(listeners.http, http_setup.clone(), recv_token.clone()),
         http_router,
         http_setup.limits.clone(),
         recv_token.clone(),

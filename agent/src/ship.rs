@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lookout_collector::ingest::grpc::RawCodec;
 use lookout_config::{Compression, ExportProtocol, ExporterConfig};
+use lookout_ingest::grpc::RawCodec;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
@@ -610,7 +610,7 @@ impl Shipper {
         let oldest = self.inflight.lock().slots.front().map(|s| s.first_time);
         let lag = match oldest {
             Some(t) => {
-                let now = lookout_collector::ingest::now_unix_nano();
+                let now = lookout_ingest::clock::now_unix_nano();
                 now.saturating_sub(t) as f64 / 1e9
             }
             None if self.buffer.unacked_bytes() == 0 => 0.0,

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use lookout_collector::signal::Signal;
+pub use lookout_ingest::signal::Signal;
 
 /// Where a tailed file stands after the lines of an entry: the point to resume from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use lookout_agent::buffer::{scan, Buffer, BufferMetrics, BufferOptions, Read, SUBDIR};
 use lookout_agent::sink::{Entry, FilePosition, Signal};
-use lookout_collector::fsutil;
 use lookout_config::{FsyncPolicy, WhenFull};
+use lookout_ingest::fsutil;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lookout_collector::batch::Batch;
-use lookout_collector::signal::Signal;
 use lookout_collector::store::logs::{search, LogFields, LogMapper, LogQuery};
 use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
 use lookout_collector::store::spans::{get_spans, SpanFields, SpanMapper};
 use lookout_collector::store::DocMapper;
 use lookout_collector::traces::assemble::assemble;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::signal::Signal;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};

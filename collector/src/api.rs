@@ -10,7 +10,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use lookout_proto::api::ErrorBody;
 
-use crate::ingest::now_unix_nano;
 use crate::metrics::Metrics;
 use crate::store::logs::{self, severity_floor, LogFields, LogQuery, SearchError};
 use crate::store::partition::PartitionedIndex;
@@ -18,6 +17,7 @@ use crate::store::spans::{self, SpanFields};
 use crate::store::traces::{self as trace_store, TraceFields, TraceQuery};
 use crate::traces::assemble::assemble;
 use crate::traces::tracker::TracesShared;
+use lookout_ingest::clock::now_unix_nano;
 
 /// Default and largest `limit`.
 const DEFAULT_LIMIT: usize = 100;

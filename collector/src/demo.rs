@@ -21,9 +21,10 @@ use lookout_proto::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Sp
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::Batch;
-use crate::ingest::{now_unix_nano, Ingest};
-use crate::signal::Transport;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::clock::now_unix_nano;
+use lookout_ingest::signal::Transport;
+use lookout_ingest::Ingest;
 
 const MS: u64 = 1_000_000;
 const SERVICES: [&str; 4] = ["frontend", "checkout", "inventory", "payment"];

@@ -14,9 +14,9 @@ use lookout_proto::api::{SpanView, TraceResponse};
 use serde_json::{json, Map, Value};
 
 use crate::api::{blocking, load_trace, parse_trace_id, ApiError, ApiState, ParamReader};
-use crate::ingest::now_unix_nano;
 use crate::store::partition::Lookup;
 use crate::store::traces::{self as trace_store, TraceQuery};
+use lookout_ingest::clock::now_unix_nano;
 
 /// Routes under `/jaeger/api`.
 pub fn router() -> Router<ApiState> {

@@ -58,11 +58,11 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
 fn main() -> anyhow::Result<()> {
     // Before any thread starts: files that libraries create (tantivy's index files) get
     // 0640 and directories 0750 at most, like ours (see `fsutil`).
-    lookout_collector::fsutil::set_umask(lookout_collector::fsutil::RESTRICTIVE_UMASK);
+    lookout_ingest::fsutil::set_umask(lookout_ingest::fsutil::RESTRICTIVE_UMASK);
     // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
-    lookout_collector::process::disable_transparent_huge_pages();
+    lookout_ingest::process::disable_transparent_huge_pages();
     #[cfg(feature = "mimalloc")]
-    lookout_collector::process::purge_freed_memory_promptly();
+    lookout_ingest::process::purge_freed_memory_promptly();
     let args = Args::parse();
     init_logging();
     let mut cfg: CollectorConfig = lookout_config::load(args.config.as_deref())?;
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listeners = Listeners::bind(&cfg).await?;
         let shutdown = CancellationToken::new();
-        server::cancel_on_signals(shutdown.clone());
+        lookout_ingest::process::cancel_on_signals(shutdown.clone());
         let opts = server::RunOptions {
             demo: args.demo,
             config_path: args.config.clone(),

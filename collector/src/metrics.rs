@@ -1,6 +1,6 @@
 //! The collector's own metrics, exposed on `GET /metrics`.
 
-use crate::ingest::ReceiverMetrics;
+use lookout_ingest::ReceiverMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,

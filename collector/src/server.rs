@@ -11,17 +11,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 use crate::api::{self, ApiState};
-use crate::ingest::{self, Budget, Ingest, IngestOptions, WalSink};
 use crate::metrics::Metrics;
-use crate::net::{self, ListenerSetup};
-use crate::signal::Signal;
 use crate::store::logs::{LogFields, LogMapper};
 use crate::store::partition::PartitionedIndex;
 use crate::store::spans::{SpanFields, SpanMapper};
 use crate::store::traces::TraceFields;
 use crate::store::{spawn_indexer, spawn_metrics_window, IndexerContext};
 use crate::traces::tracker::{self, CheckpointGate, TracesShared};
+use crate::wal::sink::WalSink;
 use crate::wal::{Checkpoints, Record, Wal, WalOptions};
+use lookout_ingest::net::{self, ListenerSetup};
+use lookout_ingest::signal::Signal;
+use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions};
 
 /// How long metric records stay in the WAL (the staleness window of OTLP metrics).
 const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -84,7 +85,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
     let data = &cfg.data_dir;
-    crate::fsutil::create_dir_all(data)
+    lookout_ingest::fsutil::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let width = i64::try_from(cfg.index.partition.get().as_secs()).unwrap_or(i64::MAX);
     let log_fields = LogFields::new();
@@ -321,32 +322,6 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Cancel `token` on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this
-/// returns, so a SIGTERM right after start-up still means a clean stop. Call it inside
-/// the runtime.
-pub fn cancel_on_signals(token: CancellationToken) {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminated => {}
-        }
-        token.cancel();
-    });
 }
 
 /// How long in-flight requests may take to finish once shutdown begins.

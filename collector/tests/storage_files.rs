@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lookout_collector::fsutil;
-use lookout_collector::signal::Signal;
 use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
+use lookout_ingest::fsutil;
+use lookout_ingest::signal::Signal;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};

@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use lookout_collector::alerts::guard::{check_url, parse_net, NetPolicy};
 use lookout_collector::alerts::model::render;
 use lookout_collector::alerts::AlertsConfig;
-use lookout_collector::ingest::IngestOptions;
+use lookout_ingest::IngestOptions;
 use lookout_config::{AgentConfig, CollectorConfig, ConfigError, TuiConfig};
 
 const ORIGIN: &str = "fuzz.toml";

@@ -27,7 +27,7 @@ use axum::Router;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use lookout_collector::ingest::http::router;
+use lookout_ingest::http::router;
 use lookout_fuzz::{ingest, runtime, Input, Variant};
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;

@@ -16,9 +16,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lookout_collector::batch::Batch;
+use lookout_ingest::batch::Batch;
 use lookout_collector::fuzzing::{parse_trace_id, ApiParams};
-use lookout_collector::signal::Signal;
+use lookout_ingest::signal::Signal;
 use lookout_collector::store::logs::{
     search, severity_floor, LogFields, LogMapper, LogQuery, SearchError,
 };

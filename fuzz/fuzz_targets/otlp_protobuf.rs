@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lookout_collector::batch::Batch;
-use lookout_collector::ingest::{Encoding, IngestError};
-use lookout_collector::signal::{Signal, Transport};
+use lookout_ingest::batch::Batch;
+use lookout_ingest::{Encoding, IngestError};
+use lookout_ingest::signal::{Signal, Transport};
 use lookout_fuzz::{bytes_of, ingest, runtime, Input, Variant};
 
 fuzz_target!(|data: &[u8]| {

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use lookout_collector::batch::Batch;
+use lookout_ingest::batch::Batch;
 use lookout_collector::metrics::Metrics;
-use lookout_collector::signal::Signal;
+use lookout_ingest::signal::Signal;
 use lookout_collector::wal::{Checkpoints, Record, Wal, WalError, WalOptions};
 use lookout_fuzz::{runtime, Input};
 

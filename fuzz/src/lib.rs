@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use lookout_collector::batch::Batch;
-use lookout_collector::ingest::validate::Limits;
-use lookout_collector::ingest::{
+use lookout_ingest::batch::Batch;
+use lookout_ingest::validate::Limits;
+use lookout_ingest::{
     Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics, SinkRequest,
 };
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};

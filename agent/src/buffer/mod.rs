@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::sink::{Entry, Sink, SinkError};
 use format::{Next, Record, SegmentReader};
-use lookout_collector::fsutil;
+use lookout_ingest::fsutil;
 use scan::DamageKind;
 
 /// Most bytes written in one group commit.
@@ -955,7 +955,7 @@ impl Writer {
             fail(group, e.to_string(), &self.inner);
             return;
         }
-        let time = lookout_collector::ingest::now_unix_nano();
+        let time = lookout_ingest::clock::now_unix_nano();
         self.buf.clear();
         let first_seq = self.next_record_seq;
         for a in &group {

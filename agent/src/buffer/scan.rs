@@ -249,7 +249,7 @@ pub fn repair_segment(seq: u64, path: &Path) -> io::Result<SegmentScan> {
         keep.extend_from_slice(&data[at.min(data.len() as u64) as usize..]);
         let tmp = path.with_extension("seg.tmp");
         {
-            let mut f = lookout_collector::fsutil::create_file(&tmp)?;
+            let mut f = lookout_ingest::fsutil::create_file(&tmp)?;
             f.write_all(&keep)?;
             f.sync_all()?;
         }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lookout_collector::fsutil;
+use lookout_ingest::fsutil;
 
 use serde::{Deserialize, Serialize};
 

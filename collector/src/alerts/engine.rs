@@ -215,7 +215,7 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
         dirty: false,
         grace_until_ms: now_ms() + STARTUP_GRACE_MS,
     };
-    if let Err(e) = crate::fsutil::create_dir_all(&setup.dir) {
+    if let Err(e) = lookout_ingest::fsutil::create_dir_all(&setup.dir) {
         tracing::error!(dir = %setup.dir.display(), error = %e, "cannot create the alert state directory; alert state will not survive a restart");
     }
     engine.apply_config(setup.cfg, true);
@@ -295,11 +295,11 @@ pub fn bench_evaluator(
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(crate::ingest::now_unix_nano() / 1_000_000).unwrap_or(i64::MAX)
+    i64::try_from(lookout_ingest::clock::now_unix_nano() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    crate::store::values::rfc3339(u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000))
+    lookout_ingest::values::rfc3339(u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000))
 }
 
 fn ms(d: Duration) -> i64 {
@@ -830,7 +830,7 @@ impl Engine {
 /// created `0640`.
 fn write_atomic(path: &std::path::Path, state: &Persisted) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    crate::fsutil::write_atomic(path, &bytes)
+    lookout_ingest::fsutil::write_atomic(path, &bytes)
 }
 
 /// The state machine of one instance; true when its state changed.

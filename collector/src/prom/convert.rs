@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue};
 
-use crate::store::values::to_text;
+use lookout_ingest::values::to_text;
 
 /// The Prometheus type a metric is exposed as; it decides the unit and type suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use tantivy::tokenizer::TokenizerManager;
 use tantivy::{IndexWriter, Order, TantivyDocument, Term};
 
 use super::partition::{PartitionMeta, PartitionedIndex};
-use super::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
 use super::DocMapper;
-use crate::batch::Batch;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
 
 /// Fields of the log schema.
 #[derive(Clone)]
@@ -372,8 +372,8 @@ mod tests {
     use lookout_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
 
     use super::*;
-    use crate::signal::Signal;
     use crate::store::partition::meta_for_writing;
+    use lookout_ingest::signal::Signal;
 
     /// A log index with one record whose attribute `http.status_code` is 402.
     fn index(dir: &std::path::Path) -> (PartitionedIndex, LogFields) {

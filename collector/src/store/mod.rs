@@ -5,7 +5,6 @@ pub mod logs;
 pub mod partition;
 pub mod spans;
 pub mod traces;
-pub mod values;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -15,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lookout_config::IndexConfig;
 use tantivy::{IndexWriter, TantivyDocument};
 
-use crate::batch::Batch;
-use crate::ingest::Budget;
 use crate::metrics::Metrics;
 use crate::traces::tracker::CheckpointGate;
 use crate::wal::{Checkpoints, Record};
+use lookout_ingest::batch::Batch;
+use lookout_ingest::Budget;
 use partition::{meta_for_writing, Partition, PartitionMeta, PartitionedIndex};
 
 /// Turns batches into documents of one signal's index.
@@ -504,7 +503,7 @@ impl<M: DocMapper> Indexer<M> {
             .with_label_values(&l)
             .set(self.index.len() as i64);
         let name = match signal {
-            crate::signal::Signal::Traces => "spans",
+            lookout_ingest::signal::Signal::Traces => "spans",
             other => other.as_str(),
         };
         m.index_open_readers
@@ -545,7 +544,7 @@ pub fn spawn_metrics_window(
                 if last_expiry.elapsed() >= Duration::from_secs(1) {
                     last_expiry = Instant::now();
                     let mut s = store.lock();
-                    let expired = s.expire(crate::ingest::now_unix_nano());
+                    let expired = s.expire(lookout_ingest::clock::now_unix_nano());
                     ctx.metrics.otlp_series_expired.inc_by(expired);
                     ctx.metrics
                         .otlp_series
@@ -555,7 +554,8 @@ pub fn spawn_metrics_window(
                     if at.elapsed() < window {
                         break;
                     }
-                    ctx.checkpoints.advance(crate::signal::Signal::Metrics, lsn);
+                    ctx.checkpoints
+                        .advance(lookout_ingest::signal::Signal::Metrics, lsn);
                     held.pop_front();
                 }
             }
@@ -571,7 +571,7 @@ fn apply_metrics_record(
     store: &parking_lot::Mutex<crate::prom::MetricStore>,
     metrics: &Metrics,
 ) {
-    let now = crate::ingest::now_unix_nano();
+    let now = lookout_ingest::clock::now_unix_nano();
     let decoded;
     let (req, replay) = match &rec.batch {
         Some(Batch::Metrics(req)) => (req, false),
@@ -579,7 +579,8 @@ fn apply_metrics_record(
             tracing::error!(lsn = rec.lsn, signal = %other.signal(), "non-metrics batch sent to the metrics thread; skipping it");
             return;
         }
-        None => match Batch::decode_protobuf(crate::signal::Signal::Metrics, &rec.payload) {
+        None => match Batch::decode_protobuf(lookout_ingest::signal::Signal::Metrics, &rec.payload)
+        {
             Ok(Batch::Metrics(req)) => {
                 decoded = req;
                 (&decoded, true)
@@ -640,8 +641,8 @@ mod tests {
 
     use super::logs::{LogFields, LogMapper};
     use super::*;
-    use crate::signal::Signal;
     use crate::wal::{Wal, WalOptions, QUARANTINE_DIR};
+    use lookout_ingest::signal::Signal;
 
     fn logs(body: &str) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {

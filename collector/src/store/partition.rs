@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use tantivy::schema::Schema;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
-use crate::fsutil;
-use crate::signal::Signal;
+use lookout_ingest::fsutil;
+use lookout_ingest::signal::Signal;
 
 /// Errors of the partitioned index.
 #[derive(Debug, thiserror::Error)]

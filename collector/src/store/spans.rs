@@ -20,10 +20,10 @@ use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::logs::SearchError;
 use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
-use super::values::{attrs_to_map, hex_id, rfc3339, service_name};
 use super::DocMapper;
-use crate::batch::Batch;
 use crate::traces::tracker::TraceMsg;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name};
 
 /// Most spans returned for one trace.
 pub const MAX_TRACE_SPANS: usize = 100_000;

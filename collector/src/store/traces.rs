@@ -17,7 +17,7 @@ use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 
 use super::logs::SearchError;
 use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
-use super::values::{rfc3339, to_text};
+use lookout_ingest::values::{rfc3339, to_text};
 
 /// Separates service and operation in the combined term.
 const SEP: char = '\u{1f}';
@@ -509,7 +509,7 @@ pub fn operations(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::signal::Signal;
+    use lookout_ingest::signal::Signal;
 
     fn doc(id: u8, version: u64, dur_ms: u64, errors: u64) -> TraceDoc {
         TraceDoc {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use lookout_proto::api::{CriticalSegment, SpanView, TraceResponse, TraceWarning};
 
-use crate::store::values::rfc3339;
+use lookout_ingest::values::rfc3339;
 
 /// Most spans assembled; the rest (latest starts) are left out with a warning.
 pub const MAX_ASSEMBLE_SPANS: usize = 100_000;

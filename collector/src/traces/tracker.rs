@@ -23,13 +23,13 @@ use tantivy::{IndexWriter, TantivyDocument};
 
 use super::graph::{Graph, GraphConfig};
 use super::red::{Red, RedConfig};
-use crate::ingest::now_unix_nano;
 use crate::metrics::Metrics;
-use crate::signal::Signal;
 use crate::store::partition::{meta_for_writing, Partition, PartitionMeta, PartitionedIndex};
 use crate::store::traces::{attr_value_hash, latest, TraceDoc, TraceFields, TraceState};
-use crate::store::values::service_name;
 use crate::wal::Checkpoints;
+use lookout_ingest::clock::now_unix_nano;
+use lookout_ingest::signal::Signal;
+use lookout_ingest::values::service_name;
 
 /// Most distinct `(service, operation)` pairs kept per trace.
 const MAX_OPS_PER_TRACE: usize = 64;

@@ -7,6 +7,7 @@ mod durability;
 mod faults;
 mod ingest;
 mod limits;
+mod loadgen;
 mod prometheus;
 mod sdk;
 mod security;

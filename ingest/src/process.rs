@@ -44,6 +44,32 @@ pub fn purge_freed_memory_promptly() {
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
 }
 
+/// Cancel `token` on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this
+/// returns, so a SIGTERM right after start-up still means a clean stop. Call it inside
+/// the runtime.
+pub fn cancel_on_signals(token: tokio_util::sync::CancellationToken) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        token.cancel();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

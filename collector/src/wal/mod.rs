@@ -29,6 +29,8 @@
 //! `lookout_wal_quarantined_records_total` and logged, its LSN counts as done (so its
 //! segment is deleted in due course), and replay goes on.
 
+pub mod sink;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -40,10 +42,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::batch::Batch;
-use crate::fsutil;
 use crate::metrics::Metrics;
-use crate::signal::Signal;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::fsutil;
+use lookout_ingest::signal::Signal;
 
 const HEADER_LEN: usize = 17;
 /// A record larger than this is corruption, not data.

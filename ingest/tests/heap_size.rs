@@ -4,8 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use lookout_collector::batch::Batch;
-use lookout_collector::signal::Signal;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::signal::Signal;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::batch::{metric_points, Batch};
-use crate::store::values::service_name;
+use crate::values::service_name;
 
 /// Buckets kept before idle (full) ones are forgotten.
 const MAX_BUCKETS: usize = 10_000;

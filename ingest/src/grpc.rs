@@ -15,7 +15,8 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{encode_response, Encoding, Ingest, IngestError};
+use crate::error::IngestError;
+use crate::pipeline::{encode_response, Encoding, Ingest};
 use crate::signal::{Signal, Transport};
 
 /// Map an ingest error to a gRPC status; retryable errors carry RetryInfo.

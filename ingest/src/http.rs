@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 
-use super::{encode_response, Accepted, Encoding, Ingest, IngestError};
+use crate::error::IngestError;
+use crate::pipeline::{encode_response, Accepted, Encoding, Ingest};
 use crate::signal::{Signal, Transport};
 
 /// Shared state of the OTLP/HTTP routes.

@@ -1,0 +1,10 @@
+//! The one wall clock: every timestamp Lookout takes itself comes from here.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall clock in Unix nanoseconds.
+pub fn now_unix_nano() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

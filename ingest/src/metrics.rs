@@ -1,0 +1,70 @@
+//! Self-metrics of the OTLP receivers.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+/// Self-metrics of the OTLP receivers; the collector and the agent register them under
+/// their own prefix.
+#[derive(Clone)]
+pub struct ReceiverMetrics {
+    /// Items durably accepted, by signal and transport.
+    pub accepted_items: IntCounterVec,
+    /// Items refused with the whole request (bad data, oversize, overload), by signal,
+    /// transport and reason. The client was told; these were never acknowledged.
+    pub refused_items: IntCounterVec,
+    /// Items dropped from an accepted request and reported in `partial_success`, by
+    /// signal, transport and reason.
+    pub dropped_items: IntCounterVec,
+    /// Requests by signal, transport and outcome (`ok`, `partial`, `invalid`, `too_large`,
+    /// `overloaded`, `throttled`, `unavailable`).
+    pub requests: IntCounterVec,
+    /// Attributes dropped or values truncated by the limits, by signal.
+    pub limited_attributes: IntCounterVec,
+    /// Bytes of requests admitted and not yet stored (the ingest queue).
+    pub pending_bytes: IntGauge,
+}
+
+impl ReceiverMetrics {
+    /// Create the metrics as `PREFIX_receiver_*` and `PREFIX_ingest_pending_bytes`, and
+    /// register them.
+    pub fn register(registry: &Registry, prefix: &str) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c =
+                IntCounterVec::new(Opts::new(format!("{prefix}_receiver_{name}"), help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let pending_bytes = IntGauge::new(
+            format!("{prefix}_ingest_pending_bytes"),
+            "Bytes of admitted requests not yet stored (ingest queue depth).",
+        )?;
+        registry.register(Box::new(pending_bytes.clone()))?;
+        Ok(Self {
+            accepted_items: counter(
+                "accepted_items_total",
+                "Items durably accepted, by signal and transport.",
+                &["signal", "transport"],
+            )?,
+            refused_items: counter(
+                "refused_items_total",
+                "Items refused together with their whole request, by signal, transport and reason.",
+                &["signal", "transport", "reason"],
+            )?,
+            dropped_items: counter(
+                "dropped_items_total",
+                "Items dropped from accepted requests and reported in partial_success.",
+                &["signal", "transport", "reason"],
+            )?,
+            requests: counter(
+                "requests_total",
+                "Export requests by signal, transport and outcome.",
+                &["signal", "transport", "outcome"],
+            )?,
+            limited_attributes: counter(
+                "limited_attributes_total",
+                "Attributes dropped or values truncated by the configured limits.",
+                &["signal"],
+            )?,
+            pending_bytes,
+        })
+    }
+}
