@@ -70,6 +70,17 @@ pub fn cancel_on_signals(token: tokio_util::sync::CancellationToken) {
     });
 }
 
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

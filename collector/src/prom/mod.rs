@@ -1,10 +1,12 @@
 //! `/metrics` for Prometheus: the exposition writer shared by every source
 //! ([`expo`]), the OpenTelemetry → Prometheus conversion rules ([`convert`]) and the store
-//! of OTLP metrics received from services ([`store`]).
+//! of OTLP metrics received from services ([`store`]), fed from the WAL by its own thread
+//! ([`window`]).
 
 pub mod convert;
 pub mod expo;
 pub mod store;
+pub mod window;
 
 pub use expo::{Exemplar, Format, Kind, Writer};
 pub use store::{MetricStore, SeriesSnapshot, SnapshotValue, StoreConfig};
