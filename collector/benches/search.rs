@@ -4,17 +4,14 @@
 //! `cargo bench -p lookout-collector --bench search`. Building the indexes is set-up and
 //! is reported on stderr, not measured.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lookout_collector::store::logs::{search, LogFields, LogMapper, LogQuery};
-use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
-use lookout_collector::store::spans::{get_spans, SpanFields, SpanMapper};
-use lookout_collector::store::DocMapper;
+use lookout_collector::store::logs::LogQuery;
+use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex, WriterOptions};
+use lookout_collector::store::{DocMapper, LogStore, SpanStore};
 use lookout_collector::traces::assemble::assemble;
 use lookout_ingest::batch::Batch;
-use lookout_ingest::signal::Signal;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -209,13 +206,11 @@ fn build<M: DocMapper>(
 fn bench_logs(c: &mut Criterion) {
     let n = env_count("LOOKOUT_BENCH_LOGS");
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = LogFields::new();
-    let idx = Arc::new(
-        PartitionedIndex::open(dir.path(), Signal::Logs, f.schema.clone(), 3600).expect("open"),
-    );
+    let store = LogStore::open(dir.path(), 3600, WriterOptions::default()).expect("open");
+    let idx = store.index().clone();
     let mut g = Gen(0x9e3779b97f4a7c15);
     let per = 1000u64;
-    build(&idx, LogMapper::new(f.clone()), |i| {
+    build(&idx, store.mapper(), |i| {
         (i * per < n).then(|| {
             let svc = SERVICES[(i % SERVICES.len() as u64) as usize];
             log_batch(
@@ -271,9 +266,9 @@ fn bench_logs(c: &mut Criterion) {
             limit: 100,
             ..q
         };
-        let hits = search(&idx, &f, &q).expect("search").total;
+        let hits = store.search(&q).expect("search").total;
         eprintln!("{name}: {hits} hits");
-        group.bench_function(name, |b| b.iter(|| search(&idx, &f, &q).expect("search")));
+        group.bench_function(name, |b| b.iter(|| store.search(&q).expect("search")));
     }
     group.finish();
 }
@@ -281,15 +276,14 @@ fn bench_logs(c: &mut Criterion) {
 fn bench_trace_lookup(c: &mut Criterion) {
     let n = env_count("LOOKOUT_BENCH_SPANS");
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = SpanFields::new();
-    let idx =
-        PartitionedIndex::open(dir.path(), Signal::Traces, f.schema.clone(), 3600).expect("open");
+    let store = SpanStore::open(dir.path(), 3600, WriterOptions::default()).expect("open");
+    let idx = store.index().clone();
     let mut g = Gen(0x2545f4914f6cdd1d);
     let mut ids = Vec::new();
     // Batches of 100 traces x 2 spans; each group of 100 traces spans 5 batches (n is
     // rounded up to whole groups).
     let mut group: Vec<[u8; 16]> = Vec::new();
-    build(&idx, SpanMapper::new(f.clone(), None), |i| {
+    build(&idx, store.mapper(None), |i| {
         (i / 5 * 1000 < n).then(|| {
             if i % 5 == 0 {
                 group = (0..100)
@@ -315,7 +309,7 @@ fn bench_trace_lookup(c: &mut Criterion) {
     c.bench_function(&format!("trace_by_id_{n}_spans"), |b| {
         b.iter(|| {
             k = (k + 7919) % ids.len();
-            let spans = get_spans(&idx, &f, &ids[k]).expect("lookup").found;
+            let spans = store.trace(&ids[k]).expect("lookup").found;
             let t = assemble(&hex::encode(ids[k]), "complete", spans);
             assert_eq!(t.spans.len(), 10);
         })

@@ -4,14 +4,16 @@
 //! can drive exactly the parameter parsing the API handlers use. Errors are returned as
 //! the message the API would put in its `{"error": ...}` body.
 
-use crate::api::{parse_trace_id as api_parse_trace_id, ApiError, ParamReader};
+use crate::api::lookup::parse_trace_id as api_parse_trace_id;
+use crate::api::params::ParamReader;
+use crate::api::ApiError;
 
 /// The query parameters of one API request, read the way the handlers read them: each
 /// parameter at most once, leftovers refused by [`ApiParams::finish`].
 pub struct ApiParams(ParamReader);
 
 fn message(e: ApiError) -> String {
-    e.message
+    e.message().to_string()
 }
 
 impl ApiParams {

@@ -6,7 +6,6 @@ pub mod api;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod jaeger;
 pub mod metrics;
 pub mod prom;
 pub mod server;

@@ -1,29 +1,44 @@
-//! Start-up, wiring and shutdown of the collector.
+//! Start-up, wiring and shutdown of the collector, as a short composition of named stages:
+//!
+//! 1. [`Security::load`]: certificates and tokens of the three listeners;
+//! 2. [`Stores::open`]: the data directory and its indexes;
+//! 3. [`Live::new`]: what is derived at ingest and read live (open traces, RED metrics,
+//!    the service graph, OTLP metrics for `/metrics`), and the alert engine over it;
+//! 4. [`serve_api`]: the query API (answers 503 on `/readyz` until step 6 is done);
+//! 5. [`StoreThreads::spawn`]: one thread per store, fed from the WAL in log order;
+//! 6. [`open_wal`]: replay of the WAL into them, then the writer thread;
+//! 7. [`Receivers::serve`]: OTLP/gRPC and OTLP/HTTP (and `--demo` traffic) into the WAL.
+//!
+//! Shutdown runs the other way: receivers stop accepting and finish in-flight requests,
+//! the WAL drains, the store threads commit and exit.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use anyhow::Context;
 use lookout_config::CollectorConfig;
+use lookout_ingest::net::{self, ListenerSetup};
+use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions, Signal};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiMetrics, ApiState};
 use crate::metrics::Metrics;
 use crate::prom::window::spawn_metrics_window;
-use crate::store::logs::{LogFields, LogMapper};
-use crate::store::partition::PartitionedIndex;
-use crate::store::spans::{SpanFields, SpanMapper};
-use crate::store::traces::TraceFields;
-use crate::store::{spawn_indexer, IndexerContext};
-use crate::traces::tracker::{self, CheckpointGate, TracesShared};
+use crate::prom::MetricStore;
+use crate::store::partition::WriterOptions;
+use crate::store::writer::IndexLabels;
+use crate::store::{
+    spawn_indexer, IndexMetrics, IndexerContext, IndexerSetup, LogStore, Progress, SpanStore,
+    TraceStore,
+};
+use crate::traces::metrics::TraceMetrics;
+use crate::traces::tracker::{self, TracesShared};
 use crate::wal::sink::WalSink;
 use crate::wal::{Checkpoints, Record, Wal, WalOptions};
-use lookout_ingest::net::{self, ListenerSetup};
-use lookout_ingest::signal::Signal;
-use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions};
 
 /// How long metric records stay in the WAL (the staleness window of OTLP metrics).
 const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -71,250 +86,54 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (grpc_addr, http_addr, api_addr) = (
-        listeners.grpc.local_addr()?,
-        listeners.http.local_addr()?,
-        listeners.api.local_addr()?,
-    );
-    tracing::info!(
-        otlp_grpc = %grpc_addr,
-        otlp_http = %http_addr,
-        api = %api_addr,
-        data_dir = %cfg.data_dir.display(),
-        "listening"
-    );
+    let api_addr = log_addresses(&cfg, &listeners)?;
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
-    let data = &cfg.data_dir;
-    lookout_ingest::fsutil::create_dir_all(data)
-        .with_context(|| format!("cannot create data directory {}", data.display()))?;
-    let width = i64::try_from(cfg.index.partition.get().as_secs()).unwrap_or(i64::MAX);
-    let log_fields = LogFields::new();
-    let span_fields = SpanFields::new();
-    let logs = Arc::new(
-        PartitionedIndex::open(
-            &data.join("logs"),
-            Signal::Logs,
-            log_fields.schema.clone(),
-            width,
-        )
-        .context("cannot open the log index")?,
-    );
-    let spans = Arc::new(
-        PartitionedIndex::open(
-            &data.join("spans"),
-            Signal::Traces,
-            span_fields.schema.clone(),
-            width,
-        )
-        .context("cannot open the span index")?,
-    );
-    let trace_fields = TraceFields::new();
-    let traces = Arc::new(
-        PartitionedIndex::open(
-            &data.join("traces"),
-            Signal::Traces,
-            trace_fields.schema.clone(),
-            width,
-        )
-        .context("cannot open the trace index")?,
-    );
-    let checkpoints = Arc::new(Checkpoints::default());
-    checkpoints.advance(Signal::Logs, logs.checkpoint());
-    // Replay of spans starts where both the span index and the trace tracker are done.
-    let gate = Arc::new(CheckpointGate::new(spans.checkpoint(), traces.checkpoint()));
-    checkpoints.advance(Signal::Traces, gate.get());
-    let shared = Arc::new(TracesShared::new(&cfg.traces));
-    let metric_store = Arc::new(parking_lot::Mutex::new(crate::prom::MetricStore::new(
-        crate::prom::StoreConfig::from(&cfg.metrics),
-    )));
-
+    let security = Security::load(
+        &cfg,
+        opts.config_path.as_deref(),
+        &metrics.registry,
+        &shutdown,
+    )?;
+    let stores = Stores::open(&cfg)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let alerts = alerts::spawn(
-        alerts::AlertsSetup {
-            cfg: alerts::AlertsConfig::from_collector(&cfg),
-            api_base: format!("http://{api_addr}"),
-            traces: shared.clone(),
-            metric_source: Some(Arc::new(alerts::StoreSource(metric_store.clone()))),
-            metrics: metrics.clone(),
-            dir: data.join("alerts"),
-            ready: ready.clone(),
-        },
-        shutdown.clone(),
-    );
-    #[cfg(unix)]
-    if let Some(path) = opts.config_path.clone() {
-        tokio::spawn(reload_on_sighup(path, alerts.clone(), shutdown.clone()));
-    }
-    let api_state = ApiState {
-        ready: ready.clone(),
-        metrics: metrics.clone(),
-        logs: logs.clone(),
-        log_fields: log_fields.clone(),
-        spans: spans.clone(),
-        span_fields: span_fields.clone(),
-        traces: traces.clone(),
-        trace_fields: trace_fields.clone(),
-        shared: shared.clone(),
-        red_window: cfg.traces.red_window.get(),
-        metric_store: metric_store.clone(),
-        alerts,
-        query: cfg.query.clone(),
-        query_guard: api::QueryGuard::new(&cfg.query, {
-            let c = prometheus::IntCounter::new(
-                "lookout_query_refused_total",
-                "Query API requests answered 503: timed out or no free slot (query.timeout, query.max_concurrent).",
-            )?;
-            metrics.registry.register(Box::new(c.clone()))?;
-            c
-        }),
-    };
-    let api_router = with_auth(
-        api::router(api_state),
-        net.api_tokens.clone(),
-        &["/healthz", "/readyz"],
-        net::auth::reject_json,
-        &net.api.metrics,
-    );
-    let api_conns = net::incoming(listeners.api, net.api.clone(), shutdown.clone());
-    let api_task = tokio::spawn(net::serve_http(
-        api_conns,
-        api_router,
-        cfg.api.connections.clone(),
-        shutdown.clone(),
-        SHUTDOWN_GRACE,
-    ));
-
+    let live = Live::new(&cfg, &opts, &metrics, api_addr, &ready, &shutdown);
+    let api_task = serve_api(
+        &cfg,
+        &stores,
+        &live,
+        &metrics,
+        &security,
+        ready.clone(),
+        listeners.api,
+        &shutdown,
+    )?;
     let budget = Arc::new(Budget::new(cfg.ingest.max_pending_bytes.get()));
-    let ctx = IndexerContext {
-        checkpoints: checkpoints.clone(),
-        budget: budget.clone(),
-        metrics: metrics.clone(),
-        cfg: cfg.index.clone(),
-        retention: cfg.retention.get(),
-        gate: None,
-    };
-    let (trace_tx, trace_thread) = tracker::spawn(tracker::TrackerSetup {
-        index: traces.clone(),
-        fields: trace_fields,
-        shared,
-        gate: gate.clone(),
-        checkpoints: checkpoints.clone(),
-        metrics: metrics.clone(),
-        cfg: cfg.traces.clone(),
-        index_cfg: cfg.index.clone(),
-        retention: cfg.retention.get(),
-    })?;
-    let (log_tx, log_thread) =
-        spawn_indexer(logs.clone(), LogMapper::new(log_fields), ctx.clone())?;
-    let (span_tx, span_thread) = spawn_indexer(
-        spans.clone(),
-        SpanMapper::new(span_fields, Some(trace_tx)),
-        IndexerContext {
-            gate: Some(gate),
-            ..ctx.clone()
-        },
-    )?;
-    let (metric_tx, metric_thread) = spawn_metrics_window(
-        METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
-        ctx,
-        metric_store,
-    )?;
-    let dispatch = Box::new(move |rec: Record| {
-        let tx = match rec.signal {
-            Signal::Logs => &log_tx,
-            Signal::Traces => &span_tx,
-            Signal::Metrics => &metric_tx,
-        };
-        if tx.send(rec).is_err() {
-            tracing::error!("a store thread is gone; the record stays in the WAL only");
-        }
-    });
-
-    let wal_dir = data.join("wal");
-    let wal_opts = WalOptions {
-        segment_size: cfg.wal.segment_size.get(),
-        fsync: cfg.wal.fsync,
-    };
-    let (wal, wal_thread) = {
-        let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            Wal::open(&wal_dir, wal_opts, checkpoints, metrics, dispatch)
-        })
-        .await?
-        .context("cannot open the write-ahead log")?
-    };
+    let threads = StoreThreads::spawn(&cfg, &stores, &live, &budget, &metrics)?;
+    let wal = open_wal(&cfg, threads.dispatch, stores.checkpoints.clone(), &metrics).await?;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
-
-    let mut ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
-    ingest_opts.admission_wait = cfg.ingest.admission_wait.get();
-    let sink = WalSink::new(
-        wal,
-        budget.clone(),
-        &metrics.receiver,
-        ingest_opts.retry_after,
-    );
-    let ingest = Arc::new(Ingest::new(
-        ingest_opts,
-        Arc::new(sink),
+    let receivers = Receivers::serve(
+        &cfg,
+        &opts,
+        wal.wal,
         budget,
-        metrics.receiver.clone(),
-    ));
-    let grpc_conns = net::incoming(listeners.grpc, net.otlp_grpc.clone(), shutdown.clone());
-    let grpc_task = tokio::spawn(ingest::grpc::serve(
-        grpc_conns,
-        ingest.clone(),
-        ingest::grpc::GrpcOptions {
-            max_message_size: cfg.limits.max_request_size.as_usize(),
-            tokens: net.otlp_tokens.clone(),
-            unauthenticated: net.otlp_grpc.metrics.unauthenticated.clone(),
-            max_concurrent_streams: cfg.otlp.connections.max_concurrent_streams,
-        },
-        shutdown.clone().cancelled_owned(),
-    ));
-    let http_router = with_auth(
-        ingest::http::router(
-            ingest.clone(),
-            cfg.limits.max_request_size.as_usize(),
-            cfg.limits.max_decompressed_size.as_usize(),
-        ),
-        net.otlp_tokens.clone(),
-        &[],
-        ingest::http::reject_unauthenticated,
-        &net.otlp_http.metrics,
+        &metrics,
+        &security,
+        listeners.grpc,
+        listeners.http,
+        &shutdown,
     );
-    let http_conns = net::incoming(listeners.http, net.otlp_http.clone(), shutdown.clone());
-    let http_task = tokio::spawn(net::serve_http(
-        http_conns,
-        http_router,
-        cfg.otlp.connections.clone(),
-        shutdown.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    let demo_task = opts
-        .demo
-        .then(|| tokio::spawn(crate::demo::run(ingest.clone(), shutdown.clone())));
-    drop(ingest);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    if let Some(t) = demo_task {
-        let _ = t.await;
-    }
-    grpc_task.await?.context("OTLP/gRPC server failed")?;
-    http_task.await?;
+    receivers.stop().await?;
     api_task.await?;
     // Every Ingest (and so every WAL handle) is gone: the WAL thread drains and exits,
-    // which closes the store channels; the indexers commit and exit.
+    // which closes the store channels; the store threads commit and exit.
+    let mut joins = vec![("wal", wal.thread)];
+    joins.extend(threads.joins);
     tokio::task::spawn_blocking(move || {
-        for (name, t) in [
-            ("wal", wal_thread),
-            ("log indexer", log_thread),
-            ("span indexer", span_thread),
-            ("trace tracker", trace_thread),
-            ("metrics", metric_thread),
-        ] {
+        for (name, t) in joins {
             if t.join().is_err() {
                 tracing::error!(thread = name, "thread panicked");
             }
@@ -323,6 +142,357 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Log the bound addresses on one line (tests read it); returns the API's.
+fn log_addresses(cfg: &CollectorConfig, l: &Listeners) -> anyhow::Result<SocketAddr> {
+    let (grpc, http, api) = (
+        l.grpc.local_addr()?,
+        l.http.local_addr()?,
+        l.api.local_addr()?,
+    );
+    tracing::info!(
+        otlp_grpc = %grpc,
+        otlp_http = %http,
+        api = %api,
+        data_dir = %cfg.data_dir.display(),
+        "listening"
+    );
+    Ok(api)
+}
+
+/// The data directory's stores and the WAL checkpoints they start from.
+struct Stores {
+    logs: LogStore,
+    spans: SpanStore,
+    traces: TraceStore,
+    checkpoints: Arc<Checkpoints>,
+}
+
+impl Stores {
+    fn open(cfg: &CollectorConfig) -> anyhow::Result<Self> {
+        let data = &cfg.data_dir;
+        lookout_ingest::fsutil::create_dir_all(data)
+            .with_context(|| format!("cannot create data directory {}", data.display()))?;
+        let width = i64::try_from(cfg.index.partition.get().as_secs()).unwrap_or(i64::MAX);
+        let writer = WriterOptions {
+            memory: cfg.index.writer_memory.as_usize(),
+            threads: cfg.index.writer_threads,
+        };
+        // The trace index takes one small summary per trace: a small single-threaded writer.
+        let summary_writer = WriterOptions {
+            memory: writer.memory.clamp(15_000_000, 32 << 20),
+            threads: 1,
+        };
+        Ok(Self {
+            logs: LogStore::open(&data.join("logs"), width, writer)
+                .context("cannot open the log index")?,
+            spans: SpanStore::open(&data.join("spans"), width, writer)
+                .context("cannot open the span index")?,
+            traces: TraceStore::open(&data.join("traces"), width, summary_writer)
+                .context("cannot open the trace index")?,
+            checkpoints: Arc::new(Checkpoints::default()),
+        })
+    }
+}
+
+/// What is derived at ingest and read live: the trace tracker's shared state (open
+/// traces, RED metrics, service graph), the OTLP metrics for `/metrics`, and the alert
+/// engine that evaluates rules over them.
+struct Live {
+    traces: Arc<TracesShared>,
+    metric_store: Arc<parking_lot::Mutex<MetricStore>>,
+    alerts: alerts::AlertsHandle,
+}
+
+impl Live {
+    fn new(
+        cfg: &CollectorConfig,
+        opts: &RunOptions,
+        metrics: &Arc<Metrics>,
+        api_addr: SocketAddr,
+        ready: &Arc<AtomicBool>,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let traces = Arc::new(TracesShared::new(&cfg.traces));
+        let metric_store = Arc::new(parking_lot::Mutex::new(MetricStore::new(
+            crate::prom::StoreConfig::from(&cfg.metrics),
+        )));
+        let alerts = alerts::spawn(
+            alerts::AlertsSetup {
+                cfg: alerts::AlertsConfig::from_collector(cfg),
+                api_base: format!("http://{api_addr}"),
+                traces: traces.clone(),
+                metric_source: Some(Arc::new(alerts::StoreSource(metric_store.clone()))),
+                metrics: metrics.clone(),
+                dir: cfg.data_dir.join("alerts"),
+                ready: ready.clone(),
+            },
+            shutdown.clone(),
+        );
+        #[cfg(unix)]
+        if let Some(path) = opts.config_path.clone() {
+            tokio::spawn(reload_on_sighup(path, alerts.clone(), shutdown.clone()));
+        }
+        Self {
+            traces,
+            metric_store,
+            alerts,
+        }
+    }
+}
+
+/// Serve the query API on `listener` until shutdown.
+#[allow(clippy::too_many_arguments)]
+fn serve_api(
+    cfg: &CollectorConfig,
+    stores: &Stores,
+    live: &Live,
+    metrics: &Metrics,
+    security: &Security,
+    ready: Arc<AtomicBool>,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let api_metrics = ApiMetrics::register(&metrics.registry)?;
+    let state = ApiState {
+        ready,
+        registry: metrics.registry.clone(),
+        guard: api::guard::QueryGuard::new(&cfg.query, api_metrics.refused.clone()),
+        metrics: api_metrics,
+        logs: stores.logs.clone(),
+        spans: stores.spans.clone(),
+        traces: stores.traces.clone(),
+        shared: live.traces.clone(),
+        red_window: cfg.traces.red_window.get(),
+        metric_store: live.metric_store.clone(),
+        alerts: live.alerts.clone(),
+        query: cfg.query.clone(),
+    };
+    let router = with_auth(
+        api::router(state),
+        security.api_tokens.clone(),
+        &["/healthz", "/readyz"],
+        net::auth::reject_json,
+        &security.api.metrics,
+    );
+    let conns = net::incoming(listener, security.api.clone(), shutdown.clone());
+    Ok(tokio::spawn(net::serve_http(
+        conns,
+        router,
+        cfg.api.connections.clone(),
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    )))
+}
+
+/// The store threads fed from the WAL, and the dispatch that hands them records.
+struct StoreThreads {
+    dispatch: crate::wal::Dispatch,
+    joins: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl StoreThreads {
+    fn spawn(
+        cfg: &CollectorConfig,
+        stores: &Stores,
+        live: &Live,
+        budget: &Arc<Budget>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let index_metrics = IndexMetrics::register(&metrics.registry)?;
+        let ctx = IndexerContext {
+            checkpoints: stores.checkpoints.clone(),
+            budget: budget.clone(),
+            metrics: metrics.clone(),
+            index_metrics: index_metrics.clone(),
+            cfg: cfg.index.clone(),
+            retention: cfg.retention.get(),
+        };
+        let cps = &stores.checkpoints;
+        let log_progress = Progress::single(cps, Signal::Logs, stores.logs.index().checkpoint());
+        // Replay of spans starts where both the span index and the trace tracker are done.
+        let mut trace_progress = Progress::of_stores(
+            cps,
+            Signal::Traces,
+            &[
+                stores.spans.index().checkpoint(),
+                stores.traces.index().checkpoint(),
+            ],
+        )
+        .into_iter();
+        let (Some(span_progress), Some(tracker_progress)) =
+            (trace_progress.next(), trace_progress.next())
+        else {
+            anyhow::bail!("two stores of spans make two progress handles");
+        };
+        let (trace_tx, trace_thread) = tracker::spawn(tracker::TrackerSetup {
+            store: stores.traces.clone(),
+            shared: live.traces.clone(),
+            progress: tracker_progress,
+            metrics: TraceMetrics::register(&metrics.registry)?,
+            index_metrics,
+            cfg: cfg.traces.clone(),
+            index_cfg: cfg.index.clone(),
+            retention: cfg.retention.get(),
+        })?;
+        let (log_tx, log_thread) = spawn_indexer(
+            IndexerSetup {
+                index: stores.logs.index().clone(),
+                labels: IndexLabels {
+                    signal: "logs",
+                    index: "logs",
+                },
+                mapper: stores.logs.mapper(),
+                progress: log_progress,
+            },
+            ctx.clone(),
+        )?;
+        let (span_tx, span_thread) = spawn_indexer(
+            IndexerSetup {
+                index: stores.spans.index().clone(),
+                labels: IndexLabels {
+                    signal: "traces",
+                    index: "spans",
+                },
+                mapper: stores.spans.mapper(Some(trace_tx)),
+                progress: span_progress,
+            },
+            ctx.clone(),
+        )?;
+        let (metric_tx, metric_thread) = spawn_metrics_window(
+            METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
+            ctx,
+            live.metric_store.clone(),
+        )?;
+        let dispatch = Box::new(move |rec: Record| {
+            let tx = match rec.signal {
+                Signal::Logs => &log_tx,
+                Signal::Traces => &span_tx,
+                Signal::Metrics => &metric_tx,
+            };
+            if tx.send(rec).is_err() {
+                tracing::error!("a store thread is gone; the record stays in the WAL only");
+            }
+        });
+        Ok(Self {
+            dispatch,
+            joins: vec![
+                ("log indexer", log_thread),
+                ("span indexer", span_thread),
+                ("trace tracker", trace_thread),
+                ("metrics", metric_thread),
+            ],
+        })
+    }
+}
+
+/// The open WAL and its writer thread.
+struct OpenWal {
+    wal: Wal,
+    thread: JoinHandle<()>,
+}
+
+/// Replay the WAL into `dispatch` past `checkpoints`, then start its writer thread.
+async fn open_wal(
+    cfg: &CollectorConfig,
+    dispatch: crate::wal::Dispatch,
+    checkpoints: Arc<Checkpoints>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<OpenWal> {
+    let dir = cfg.data_dir.join("wal");
+    let opts = WalOptions {
+        segment_size: cfg.wal.segment_size.get(),
+        fsync: cfg.wal.fsync,
+    };
+    let metrics = metrics.clone();
+    let (wal, thread) =
+        tokio::task::spawn_blocking(move || Wal::open(&dir, opts, checkpoints, metrics, dispatch))
+            .await?
+            .context("cannot open the write-ahead log")?;
+    Ok(OpenWal { wal, thread })
+}
+
+/// The OTLP receivers (and `--demo` traffic), writing into the WAL.
+struct Receivers {
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<()>,
+    demo: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Receivers {
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        cfg: &CollectorConfig,
+        opts: &RunOptions,
+        wal: Wal,
+        budget: Arc<Budget>,
+        metrics: &Metrics,
+        security: &Security,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let mut ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
+        ingest_opts.admission_wait = cfg.ingest.admission_wait.get();
+        let sink = WalSink::new(
+            wal,
+            budget.clone(),
+            &metrics.receiver,
+            ingest_opts.retry_after,
+        );
+        let ingest = Arc::new(Ingest::new(
+            ingest_opts,
+            Arc::new(sink),
+            budget,
+            metrics.receiver.clone(),
+        ));
+        let grpc_conns = net::incoming(grpc, security.otlp_grpc.clone(), shutdown.clone());
+        let grpc = tokio::spawn(ingest::grpc::serve(
+            grpc_conns,
+            ingest.clone(),
+            ingest::grpc::GrpcOptions {
+                max_message_size: cfg.limits.max_request_size.as_usize(),
+                tokens: security.otlp_tokens.clone(),
+                unauthenticated: security.otlp_grpc.metrics.unauthenticated.clone(),
+                max_concurrent_streams: cfg.otlp.connections.max_concurrent_streams,
+            },
+            shutdown.clone().cancelled_owned(),
+        ));
+        let http_router = with_auth(
+            ingest::http::router(
+                ingest.clone(),
+                cfg.limits.max_request_size.as_usize(),
+                cfg.limits.max_decompressed_size.as_usize(),
+            ),
+            security.otlp_tokens.clone(),
+            &[],
+            ingest::http::reject_unauthenticated,
+            &security.otlp_http.metrics,
+        );
+        let http_conns = net::incoming(http, security.otlp_http.clone(), shutdown.clone());
+        let http = tokio::spawn(net::serve_http(
+            http_conns,
+            http_router,
+            cfg.otlp.connections.clone(),
+            shutdown.clone(),
+            SHUTDOWN_GRACE,
+        ));
+        let demo = opts
+            .demo
+            .then(|| tokio::spawn(crate::demo::run(ingest, shutdown.clone())));
+        Self { grpc, http, demo }
+    }
+
+    /// Wait for the receivers to finish their in-flight requests after shutdown.
+    async fn stop(self) -> anyhow::Result<()> {
+        if let Some(t) = self.demo {
+            let _ = t.await;
+        }
+        self.grpc.await?.context("OTLP/gRPC server failed")?;
+        self.http.await?;
+        Ok(())
+    }
 }
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -342,7 +512,7 @@ impl Security {
     fn load(
         cfg: &CollectorConfig,
         config_path: Option<&std::path::Path>,
-        metrics: &Metrics,
+        registry: &prometheus::Registry,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let origin = config_path
@@ -365,7 +535,7 @@ impl Security {
         };
         let otlp_tokens = tokens(&cfg.otlp.auth, "otlp.auth")?;
         let api_tokens = tokens(&cfg.api.auth, "api.auth")?;
-        let families = net::ListenerMetricsVec::register(&metrics.registry, "lookout")
+        let families = net::ListenerMetricsVec::register(registry, "lookout")
             .context("cannot register listener metrics")?;
         let setup = |name,
                      tls: &Option<Arc<net::ReloadingTls>>,

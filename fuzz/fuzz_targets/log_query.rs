@@ -1,6 +1,6 @@
 //! The query API's log search: parameter parsing as `GET /api/v1/logs` does it (the
 //! handler's `ParamReader`, `parse_time`, `parse_duration`, `severity_floor`), tantivy's
-//! `QueryParser` over the log schema, and the search itself (`store::logs::search`) on a
+//! `QueryParser` over the log schema, and the search itself (`LogStore::search`) on a
 //! small real log index built once.
 //!
 //! Input: one selector byte, then text.
@@ -18,12 +18,9 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use lookout_ingest::batch::Batch;
 use lookout_collector::fuzzing::{parse_trace_id, ApiParams};
-use lookout_ingest::signal::Signal;
-use lookout_collector::store::logs::{
-    search, severity_floor, LogFields, LogMapper, LogQuery, SearchError,
-};
-use lookout_collector::store::partition::{meta_for_writing, PartitionedIndex};
-use lookout_collector::store::DocMapper;
+use lookout_collector::store::logs::{severity_floor, LogQuery, LogStore};
+use lookout_collector::store::partition::{meta_for_writing, WriterOptions};
+use lookout_collector::store::{DocMapper, SearchError};
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue, KeyValueList};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -32,10 +29,6 @@ use lookout_proto::otlp::resource::v1::Resource;
 /// Fixed "now" for relative times, so runs are reproducible: 2026-01-01T00:00:00Z.
 const NOW_NS: u64 = 1_767_225_600_000_000_000;
 
-struct Store {
-    index: PartitionedIndex,
-    fields: LogFields,
-}
 
 fn av(v: V) -> Option<AnyValue> {
     Some(AnyValue { value: Some(v) })
@@ -54,16 +47,15 @@ fn s(x: &str) -> V {
 }
 
 /// A log index with a handful of records of every attribute type.
-fn store() -> &'static Store {
-    static STORE: OnceLock<Store> = OnceLock::new();
+fn store() -> &'static LogStore {
+    static STORE: OnceLock<LogStore> = OnceLock::new();
     STORE.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("lookout-fuzz-log-query")
             .tempdir()
             .expect("temp dir");
-        let fields = LogFields::new();
-        let index = PartitionedIndex::open(dir.path(), Signal::Logs, fields.schema.clone(), 3600)
-            .expect("open index");
+        let store = LogStore::open(dir.path(), 3600, WriterOptions::default()).expect("open index");
+        let index = store.index();
         let record = |i: u64, sev: i32, body: V, attrs: Vec<KeyValue>| LogRecord {
             time_unix_nano: NOW_NS - i * 60_000_000_000,
             severity_number: sev,
@@ -159,7 +151,7 @@ fn store() -> &'static Store {
         let key = index.key_for((NOW_NS / 1_000_000_000) as i64);
         let (part, mut writer) = index.writer(key, 15 << 20, 1).expect("writer");
         let mut meta = meta_for_writing(&part);
-        let mut mapper = LogMapper::new(fields.clone());
+        let mut mapper = store.mapper();
         mapper.add(&batch, &writer, &mut meta).expect("add");
         meta.lsn = 1;
         index.commit(&part, &mut writer, meta).expect("commit");
@@ -169,14 +161,14 @@ fn store() -> &'static Store {
         // here), so the directory can go now instead of outliving the process.
         part.searcher().expect("open the reader");
         drop(dir);
-        Store { index, fields }
+        store
     })
 }
 
 /// Run a log search and check that it fails, if at all, only with a bad query.
 fn run(query: &LogQuery) {
     let st = store();
-    match search(&st.index, &st.fields, query) {
+    match st.search(query) {
         Ok(r) => assert!(r.logs.len() <= query.limit.max(1)),
         Err(SearchError::BadQuery(_)) => {}
         Err(e @ (SearchError::Index(_) | SearchError::Partition(_))) => {
@@ -230,7 +222,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if sel & 1 == 0 {
         let text = String::from_utf8_lossy(rest).into_owned();
-        let _ = lookout_collector::api::parse_time(&text, NOW_NS);
+        let _ = lookout_collector::api::params::parse_time(&text, NOW_NS);
         let _ = lookout_config::parse_duration(&text);
         let _ = severity_floor(&text);
         run(&LogQuery {

@@ -2,6 +2,8 @@
 //! `attributes.KEY`, resource attributes as `resource.KEY`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use lookout_proto::api::{LogEntry, LogsResponse};
 use lookout_proto::otlp::logs::v1::LogRecord;
@@ -17,10 +19,11 @@ use tantivy::schema::{
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{IndexWriter, Order, TantivyDocument, Term};
 
-use super::partition::{PartitionMeta, PartitionedIndex};
-use super::DocMapper;
-use lookout_ingest::batch::Batch;
+use super::error::SearchError;
+use super::indexer::DocMapper;
+use super::partition::{PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
 use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
+use lookout_ingest::{Batch, Signal};
 
 /// Fields of the log schema.
 #[derive(Clone)]
@@ -220,22 +223,47 @@ pub struct LogQuery {
     pub limit: usize,
 }
 
-/// Why a search failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    /// The query text is invalid (400).
-    #[error("invalid query: {0}")]
-    BadQuery(String),
-    /// The index failed (500).
-    #[error("search failed: {0}")]
-    Index(#[from] tantivy::TantivyError),
-    /// A partition could not be opened for searching (500).
-    #[error("search failed: {0}")]
-    Partition(#[from] super::partition::PartitionError),
+/// The log index: its partitions and schema.
+#[derive(Clone)]
+pub struct LogStore {
+    index: Arc<PartitionedIndex>,
+    fields: LogFields,
+}
+
+impl LogStore {
+    /// Open the log partitions under `dir`.
+    pub fn open(
+        dir: &Path,
+        width_secs: i64,
+        writer: WriterOptions,
+    ) -> Result<Self, PartitionError> {
+        let fields = LogFields::new();
+        let index = PartitionedIndex::open(dir, Signal::Logs, fields.schema.clone(), width_secs)?
+            .with_writer_options(writer);
+        Ok(Self {
+            index: Arc::new(index),
+            fields,
+        })
+    }
+
+    /// The partitions.
+    pub fn index(&self) -> &Arc<PartitionedIndex> {
+        &self.index
+    }
+
+    /// What turns log batches into documents of this index.
+    pub fn mapper(&self) -> LogMapper {
+        LogMapper::new(self.fields.clone())
+    }
+
+    /// Search the logs.
+    pub fn search(&self, q: &LogQuery) -> Result<LogsResponse, SearchError> {
+        search(&self.index, &self.fields, q)
+    }
 }
 
 /// Search the log index.
-pub fn search(
+fn search(
     index: &PartitionedIndex,
     f: &LogFields,
     q: &LogQuery,

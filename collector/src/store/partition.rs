@@ -7,7 +7,7 @@
 //!
 //! A partition's reader (a segment reader per segment: term-info stores, fast-field and
 //! field-norm headers) is opened by the first search and closed again after
-//! [`READER_IDLE`] without one, so a week of retained partitions costs memory only while
+//! [`READER_IDLE`](super::writer::READER_IDLE) without one, so a week of retained partitions costs memory only while
 //! queries reach them. Reader and writer share the partition's one `Index`, whose segment
 //! inventory keeps a merge from deleting files an open searcher still reads.
 
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::schema::Schema;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
+use super::writer::{PartitionStats, Partitions};
 use lookout_ingest::fsutil;
 use lookout_ingest::signal::Signal;
 
@@ -94,9 +95,6 @@ impl<T> Lookup<T> {
         }
     }
 }
-
-/// How long a partition's reader stays open after its last search.
-pub const READER_IDLE: Duration = Duration::from_secs(300);
 
 /// One partition: an index and, while searched, its reader.
 pub struct Partition {
@@ -177,6 +175,24 @@ impl Partition {
     }
 }
 
+/// Memory and threads of the writers that [`Partitions::open_writer`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Indexing memory of a writer, bytes.
+    pub memory: usize,
+    /// Indexing threads of a writer.
+    pub threads: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            memory: 15_000_000,
+            threads: 1,
+        }
+    }
+}
+
 /// A signal's partitions.
 pub struct PartitionedIndex {
     /// Which signal this stores.
@@ -185,6 +201,7 @@ pub struct PartitionedIndex {
     schema: Schema,
     width_secs: i64,
     partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    writer_options: WriterOptions,
 }
 
 impl PartitionedIndex {
@@ -225,7 +242,14 @@ impl PartitionedIndex {
             schema,
             width_secs: width_secs.max(1),
             partitions: RwLock::new(partitions),
+            writer_options: WriterOptions::default(),
         })
+    }
+
+    /// The same partitions, written with `options`.
+    pub fn with_writer_options(mut self, options: WriterOptions) -> Self {
+        self.writer_options = options;
+        self
     }
 
     /// The schema of every partition.
@@ -397,6 +421,61 @@ impl PartitionedIndex {
     /// Whether there is no partition.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// An open writer of one partition, with what its next commit records.
+pub struct TantivyWriter {
+    /// The partition.
+    pub part: Arc<Partition>,
+    /// Its writer.
+    pub writer: IndexWriter<TantivyDocument>,
+    /// WAL position and event-time range, as of the documents added.
+    pub meta: PartitionMeta,
+}
+
+impl Partitions for PartitionedIndex {
+    type Writer = TantivyWriter;
+    type Error = PartitionError;
+
+    fn key_for(&self, unix_secs: i64) -> i64 {
+        PartitionedIndex::key_for(self, unix_secs)
+    }
+
+    fn open_writer(&self, key: i64) -> Result<TantivyWriter, PartitionError> {
+        let o = self.writer_options;
+        let (part, writer) = self.writer(key, o.memory, o.threads)?;
+        let meta = meta_for_writing(&part);
+        Ok(TantivyWriter { part, writer, meta })
+    }
+
+    fn commit(&self, w: &mut TantivyWriter, lsn: u64) -> Result<(), PartitionError> {
+        w.meta.lsn = w.meta.lsn.max(lsn);
+        PartitionedIndex::commit(self, &w.part, &mut w.writer, w.meta)
+    }
+
+    fn close_writer(&self, w: TantivyWriter) {
+        if let Err(e) = w.writer.wait_merging_threads() {
+            tracing::warn!(signal = %self.signal, error = %e, "index merge did not finish cleanly");
+        }
+    }
+
+    fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
+        PartitionedIndex::remove_older_than(self, cutoff_secs, keep)
+    }
+
+    fn close_idle_readers(&self, idle: Duration, keep: Option<i64>) {
+        PartitionedIndex::close_idle_readers(self, idle, keep);
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let (docs, bytes) = PartitionedIndex::stats(self);
+        PartitionStats {
+            docs,
+            bytes,
+            partitions: self.len(),
+            open_readers: self.open_readers(),
+        }
     }
 }
 

@@ -6,7 +6,11 @@
 //! trace index's job (`store::traces`); this index only answers "every span of trace X",
 //! at any age within retention.
 
+use std::path::Path;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 use lookout_proto::api::{SpanEvent, SpanLink, SpanView};
 use lookout_proto::otlp::trace::v1::span::SpanKind;
@@ -18,12 +22,11 @@ use tantivy::query::TermQuery;
 use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STORED};
 use tantivy::{IndexWriter, TantivyDocument, Term};
 
-use super::logs::SearchError;
-use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
-use super::DocMapper;
-use crate::traces::tracker::TraceMsg;
-use lookout_ingest::batch::Batch;
+use super::error::SearchError;
+use super::indexer::DocMapper;
+use super::partition::{Lookup, PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
 use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name};
+use lookout_ingest::{Batch, Signal};
 
 /// Most spans returned for one trace.
 pub const MAX_TRACE_SPANS: usize = 100_000;
@@ -57,17 +60,69 @@ impl Default for SpanFields {
     }
 }
 
+/// The spans of one WAL record, handed on by the span index once applied (to the trace
+/// tracker).
+pub struct SpanBatch {
+    /// WAL sequence number of the record.
+    pub lsn: u64,
+    /// Whether the record comes from WAL replay at start-up.
+    pub replay: bool,
+    /// The spans.
+    pub req: ExportTraceServiceRequest,
+}
+
+/// The span index: its partitions and schema.
+#[derive(Clone)]
+pub struct SpanStore {
+    index: Arc<PartitionedIndex>,
+    fields: SpanFields,
+}
+
+impl SpanStore {
+    /// Open the span partitions under `dir`.
+    pub fn open(
+        dir: &Path,
+        width_secs: i64,
+        writer: WriterOptions,
+    ) -> Result<Self, PartitionError> {
+        let fields = SpanFields::new();
+        let index = PartitionedIndex::open(dir, Signal::Traces, fields.schema.clone(), width_secs)?
+            .with_writer_options(writer);
+        Ok(Self {
+            index: Arc::new(index),
+            fields,
+        })
+    }
+
+    /// The partitions.
+    pub fn index(&self) -> &Arc<PartitionedIndex> {
+        &self.index
+    }
+
+    /// What turns span batches into documents of this index, handing each record on to
+    /// `tracker` when given.
+    pub fn mapper(&self, tracker: Option<SyncSender<SpanBatch>>) -> SpanMapper {
+        SpanMapper::new(self.fields.clone(), tracker)
+    }
+
+    /// Every stored span of `trace_id` in the partitions that can be read, as stored
+    /// (unordered); empty when there is none.
+    pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Lookup<Vec<SpanView>>, SearchError> {
+        get_spans(&self.index, &self.fields, trace_id)
+    }
+}
+
 /// Adds spans to the index and hands each record on to the trace tracker.
 pub struct SpanMapper {
     f: SpanFields,
     buf: Vec<u8>,
     order: Vec<usize>,
-    tracker: Option<SyncSender<TraceMsg>>,
+    tracker: Option<SyncSender<SpanBatch>>,
 }
 
 impl SpanMapper {
     /// A mapper for `fields`, forwarding records to `tracker` when given.
-    pub fn new(f: SpanFields, tracker: Option<SyncSender<TraceMsg>>) -> Self {
+    pub fn new(f: SpanFields, tracker: Option<SyncSender<SpanBatch>>) -> Self {
         Self {
             f,
             buf: Vec::new(),
@@ -143,7 +198,7 @@ impl DocMapper for SpanMapper {
         let (Some(tx), Batch::Traces(req)) = (&self.tracker, batch) else {
             return;
         };
-        if tx.send(TraceMsg { lsn, replay, req }).is_err() {
+        if tx.send(SpanBatch { lsn, replay, req }).is_err() {
             tracing::error!("the trace tracker is gone; trace summaries stop updating");
             self.tracker = None;
         }
@@ -176,9 +231,7 @@ fn encode_fragment<'a>(
     }
 }
 
-/// Every stored span of `trace_id` in the partitions that can be read, as stored
-/// (unordered); empty when there is none.
-pub fn get_spans(
+fn get_spans(
     index: &PartitionedIndex,
     f: &SpanFields,
     trace_id: &[u8; 16],

@@ -5,6 +5,8 @@
 //! span), so filters hold on the trace, not on one span.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
 
 use lookout_proto::api::TraceSummary;
 use lookout_proto::otlp::common::v1::AnyValue;
@@ -15,9 +17,12 @@ use tantivy::schema::{
 };
 use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 
-use super::logs::SearchError;
-use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
+use super::error::SearchError;
+use super::partition::{
+    Lookup, PartitionError, PartitionMeta, PartitionedIndex, TantivyWriter, WriterOptions,
+};
 use lookout_ingest::values::{rfc3339, to_text};
+use lookout_ingest::Signal;
 
 /// Separates service and operation in the combined term.
 const SEP: char = '\u{1f}';
@@ -209,7 +214,7 @@ impl TraceFields {
     }
 
     /// Add `doc` to `writer`, widening `meta`'s time range.
-    pub fn add(
+    fn add(
         &self,
         writer: &IndexWriter<TantivyDocument>,
         doc: &TraceDoc,
@@ -290,6 +295,60 @@ impl TraceFields {
     }
 }
 
+/// The trace index: its partitions and schema.
+#[derive(Clone)]
+pub struct TraceStore {
+    index: Arc<PartitionedIndex>,
+    fields: TraceFields,
+}
+
+impl TraceStore {
+    /// Open the trace summary partitions under `dir`.
+    pub fn open(
+        dir: &Path,
+        width_secs: i64,
+        writer: WriterOptions,
+    ) -> Result<Self, PartitionError> {
+        let fields = TraceFields::new();
+        let index = PartitionedIndex::open(dir, Signal::Traces, fields.schema.clone(), width_secs)?
+            .with_writer_options(writer);
+        Ok(Self {
+            index: Arc::new(index),
+            fields,
+        })
+    }
+
+    /// The partitions.
+    pub fn index(&self) -> &Arc<PartitionedIndex> {
+        &self.index
+    }
+
+    /// Add `doc` to an open writer of this index.
+    pub fn add(&self, w: &mut TantivyWriter, doc: &TraceDoc) -> tantivy::Result<()> {
+        self.fields.add(&w.writer, doc, &mut w.meta)
+    }
+
+    /// The newest version of a trace stored in the partitions that can be read.
+    pub fn latest(&self, trace_id: &[u8; 16]) -> Result<Lookup<Option<TraceDoc>>, SearchError> {
+        latest(&self.index, &self.fields, trace_id)
+    }
+
+    /// Newest traces matching `q`; see [`TraceQuery`].
+    pub fn search(&self, q: &TraceQuery) -> Result<Vec<TraceDoc>, SearchError> {
+        search(&self.index, &self.fields, q)
+    }
+
+    /// Every service that took part in a trace stored in the partitions that can be read.
+    pub fn services(&self) -> Result<Lookup<Vec<String>>, SearchError> {
+        services(&self.index, &self.fields)
+    }
+
+    /// Every operation of `service` in traces stored in the partitions that can be read.
+    pub fn operations(&self, service: &str) -> Result<Lookup<Vec<String>>, SearchError> {
+        operations(&self.index, &self.fields, service)
+    }
+}
+
 /// A 16-byte id as two big-endian halves.
 pub fn halves(id: &[u8; 16]) -> (u64, u64) {
     let mut hi = [0u8; 8];
@@ -307,7 +366,7 @@ fn id_of(hi: u64, lo: u64) -> [u8; 16] {
 }
 
 /// The newest version of a trace stored in the partitions that can be read.
-pub fn latest(
+fn latest(
     index: &PartitionedIndex,
     f: &TraceFields,
     trace_id: &[u8; 16],
@@ -369,7 +428,7 @@ fn u64_range(field: Field, lo: Option<u64>, hi: Option<u64>) -> Box<dyn Query> {
 
 /// Newest traces matching `q` (by trace start, newest first); only the newest version of
 /// each trace counts.
-pub fn search(
+fn search(
     index: &PartitionedIndex,
     f: &TraceFields,
     q: &TraceQuery,
@@ -454,10 +513,7 @@ pub fn search(
 }
 
 /// Every service that took part in a trace stored in the partitions that can be read.
-pub fn services(
-    index: &PartitionedIndex,
-    f: &TraceFields,
-) -> Result<Lookup<Vec<String>>, SearchError> {
+fn services(index: &PartitionedIndex, f: &TraceFields) -> Result<Lookup<Vec<String>>, SearchError> {
     let readable = index.readable();
     let mut all = BTreeSet::new();
     for searcher in &readable.found {
@@ -475,7 +531,7 @@ pub fn services(
 }
 
 /// Every operation of `service` in traces stored in the partitions that can be read.
-pub fn operations(
+fn operations(
     index: &PartitionedIndex,
     f: &TraceFields,
     service: &str,

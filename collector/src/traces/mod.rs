@@ -3,5 +3,6 @@
 
 pub mod assemble;
 pub mod graph;
+pub mod metrics;
 pub mod red;
 pub mod tracker;

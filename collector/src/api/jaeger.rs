@@ -6,16 +6,18 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use lookout_proto::api::{SpanView, TraceResponse};
 use serde_json::{json, Map, Value};
 
-use crate::api::{blocking, load_trace, parse_trace_id, ApiError, ApiState, ParamReader};
+use super::error::ApiError;
+use super::lookup::{blocking, load_trace, parse_trace_id};
+use super::params::ParamReader;
+use super::state::ApiState;
 use crate::store::partition::Lookup;
-use crate::store::traces::{self as trace_store, TraceQuery};
+use crate::store::traces::TraceQuery;
 use lookout_ingest::clock::now_unix_nano;
 
 /// Routes under `/jaeger/api`.
@@ -68,7 +70,7 @@ fn listing(found: Lookup<Vec<String>>, data: impl FnOnce(Vec<String>) -> Value) 
 
 /// Jaeger's error envelope (the UI shows `msg`).
 fn jaeger_error(e: ApiError) -> Response {
-    let (status, msg) = e.parts();
+    let (status, msg) = (e.status, e.message);
     (
         status,
         Json(json!({
@@ -83,22 +85,14 @@ fn jaeger_error(e: ApiError) -> Response {
 }
 
 async fn services(State(s): State<ApiState>) -> Response {
-    match blocking(move || Ok(trace_store::services(&s.traces, &s.trace_fields)?)).await {
+    match blocking(move || Ok(s.traces.services()?)).await {
         Ok(found) => listing(found, |l| json!(l)),
         Err(e) => jaeger_error(e),
     }
 }
 
 async fn service_operations(State(s): State<ApiState>, Path(service): Path<String>) -> Response {
-    match blocking(move || {
-        Ok(trace_store::operations(
-            &s.traces,
-            &s.trace_fields,
-            &service,
-        )?)
-    })
-    .await
-    {
+    match blocking(move || Ok(s.traces.operations(&service)?)).await {
         Ok(found) => listing(found, |l| json!(l)),
         Err(e) => jaeger_error(e),
     }
@@ -117,14 +111,7 @@ async fn operations(
         // and every operation is listed.
         let _kind = p.take("spanKind")?;
         p.finish()?;
-        let list = blocking(move || {
-            Ok(trace_store::operations(
-                &s.traces,
-                &s.trace_fields,
-                &service,
-            )?)
-        })
-        .await?;
+        let list = blocking(move || Ok(s.traces.operations(&service)?)).await?;
         Ok::<_, ApiError>(listing(list, |l| {
             l.into_iter()
                 .map(|name| json!({"name": name, "spanKind": ""}))
@@ -265,7 +252,7 @@ async fn traces(
             limit,
         };
         let data = blocking(move || {
-            let docs = trace_store::search(&s.traces, &s.trace_fields, &query)?;
+            let docs = s.traces.search(&query)?;
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {
                 if let Some(t) = load_trace(&s, &d.trace_id)? {
@@ -455,12 +442,6 @@ pub fn to_jaeger(t: &TraceResponse) -> Value {
         "processes": processes,
         "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
     })
-}
-
-impl ApiError {
-    fn parts(self) -> (StatusCode, String) {
-        (self.status, self.message)
-    }
 }
 
 #[cfg(test)]

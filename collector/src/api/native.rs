@@ -1,0 +1,239 @@
+//! The native query API under `/api/v1`.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use lookout_ingest::clock::now_unix_nano;
+
+use super::error::ApiError;
+use super::lookup::{blocking, load_trace, parse_trace_id};
+use super::params::{ParamReader, Params};
+use super::state::ApiState;
+use crate::store::logs::{severity_floor, LogQuery};
+use crate::store::traces::TraceQuery;
+
+/// Routes under `/api/v1`.
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/logs", get(get_logs))
+        .route("/api/v1/traces", get(get_traces))
+        .route("/api/v1/traces/{trace_id}", get(get_trace))
+        .route("/api/v1/services", get(get_services))
+        .route("/api/v1/dependencies", get(get_dependencies))
+        .route("/api/v1/alerts", get(get_alerts))
+}
+
+async fn get_alerts(State(s): State<ApiState>) -> Response {
+    Json(s.alerts.status()).into_response()
+}
+
+/// Refuse a log query longer or with more clauses than `cfg` allows, before tantivy
+/// expands it.
+fn check_log_query(text: &str, cfg: &lookout_config::QueryConfig) -> Result<(), ApiError> {
+    use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
+    fn clauses(ast: &UserInputAst) -> usize {
+        match ast {
+            UserInputAst::Clause(c) => c.iter().map(|(_, a)| clauses(a)).sum(),
+            UserInputAst::Boost(a, _) => clauses(a),
+            UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+                UserInputLeaf::Set { elements, .. } => elements.len().max(1),
+                _ => 1,
+            },
+        }
+    }
+    let max_len = cfg.max_query_length.as_usize();
+    if text.len() > max_len {
+        return Err(ApiError::bad_request(format!(
+            "parameter `q`: {} bytes, longer than query.max_query_length ({})",
+            text.len(),
+            cfg.max_query_length
+        )));
+    }
+    // Malformed text is reported by the search itself, with tantivy's message.
+    if let Ok(ast) = tantivy::query_grammar::parse_query(text) {
+        let n = clauses(&ast);
+        if n > cfg.max_query_clauses {
+            return Err(ApiError::bad_request(format!(
+                "parameter `q`: {n} clauses, more than query.max_query_clauses ({})",
+                cfg.max_query_clauses
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn get_logs(State(s): State<ApiState>, Query(params): Params) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let q = p.take("q")?;
+    let service = p.take("service")?;
+    let min_severity = match p.take("severity")? {
+        None => None,
+        Some(v) => Some(severity_floor(&v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "parameter `severity`: expected trace, debug, info, warn, error or fatal, got {v:?}"
+            ))
+        })?),
+    };
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
+    let limit = p.limit()?;
+    p.finish()?;
+    if let Some(text) = &q {
+        check_log_query(text, &s.query)?;
+    }
+    let query = LogQuery {
+        q,
+        service,
+        min_severity,
+        from_ns,
+        to_ns,
+        limit,
+    };
+    let timer = s
+        .metrics
+        .query_seconds
+        .with_label_values(&["logs"])
+        .start_timer();
+    let res = blocking(move || Ok(s.logs.search(&query)?)).await?;
+    timer.observe_duration();
+    Ok(Json(res).into_response())
+}
+
+async fn get_traces(
+    State(s): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let service = p.take("service")?;
+    let operation = p.take("operation")?;
+    let min_duration_ns = p.duration("min_duration")?;
+    let max_duration_ns = p.duration("max_duration")?;
+    let errors_only = match p.take("status")?.as_deref() {
+        None => false,
+        Some("error") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "parameter `status`: only `error` is supported, got {other:?}"
+            )))
+        }
+    };
+    let mut attributes = Vec::new();
+    for (key, v) in p.take_prefixed("attr.") {
+        if key.is_empty() {
+            return Err(ApiError::bad_request(
+                "parameter `attr.`: missing attribute key",
+            ));
+        }
+        attributes.push((key, v));
+    }
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
+    let limit = p.limit()?.min(1000);
+    p.finish()?;
+    let query = TraceQuery {
+        service,
+        operation,
+        min_duration_ns,
+        max_duration_ns,
+        errors_only,
+        attributes,
+        from_ns,
+        to_ns,
+        limit,
+    };
+    let timer = s
+        .metrics
+        .query_seconds
+        .with_label_values(&["traces"])
+        .start_timer();
+    let started = std::time::Instant::now();
+    let docs = blocking(move || Ok(s.traces.search(&query)?)).await?;
+    timer.observe_duration();
+    Ok(Json(lookout_proto::api::TracesResponse {
+        traces: docs.iter().map(|d| d.summary()).collect(),
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+    .into_response())
+}
+
+async fn get_trace(
+    State(s): State<ApiState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_trace_id(&trace_id.to_ascii_lowercase())?;
+    let timer = s
+        .metrics
+        .query_seconds
+        .with_label_values(&["trace"])
+        .start_timer();
+    let found = blocking(move || load_trace(&s, &id)).await?;
+    timer.observe_duration();
+    match found {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::not_found(format!("trace {trace_id} not found"))),
+    }
+}
+
+async fn get_services(
+    State(s): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let window = p.duration("window")?.map_or(
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_nanos,
+    );
+    p.finish()?;
+    if window.is_zero() || window > s.red_window {
+        return Err(ApiError::bad_request(format!(
+            "parameter `window`: must be more than 0 and at most traces.red_window ({}s)",
+            s.red_window.as_secs()
+        )));
+    }
+    let now_s = now_unix_nano() / 1_000_000_000;
+    let res = s.shared.red.lock().services(now_s, window);
+    Ok(Json(res).into_response())
+}
+
+async fn get_dependencies(
+    State(s): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let mut p = ParamReader(params);
+    let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
+    p.finish()?;
+    let now = now_unix_nano();
+    let from_s = if from_ns == 0 {
+        now.saturating_sub(3_600_000_000_000)
+    } else {
+        from_ns
+    } / 1_000_000_000;
+    let to_s = to_ns.min(now) / 1_000_000_000;
+    let res = s.shared.graph.lock().dependencies(from_s, to_s);
+    Ok(Json(res).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn long_or_wide_log_queries_are_refused() {
+        let cfg = lookout_config::QueryConfig {
+            max_query_length: lookout_config::ByteSize(64),
+            max_query_clauses: 3,
+            ..Default::default()
+        };
+        assert!(check_log_query("error AND service:shop", &cfg).is_ok());
+        let e = check_log_query(&"a".repeat(65), &cfg).unwrap_err();
+        assert!(
+            e.message().contains("65 bytes, longer than"),
+            "{}",
+            e.message()
+        );
+        let e = check_log_query("a b c d", &cfg).unwrap_err();
+        assert!(e.message().contains("4 clauses"), "{}", e.message());
+        let e = check_log_query("service: IN [a b c d]", &cfg).unwrap_err();
+        assert!(e.message().contains("4 clauses"), "{}", e.message());
+    }
+}
