@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -29,37 +30,13 @@ use lookout_ingest::Ingest;
 const MS: u64 = 1_000_000;
 const SERVICES: [&str; 4] = ["frontend", "checkout", "inventory", "payment"];
 
-fn s(v: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(v.to_string())),
-    })
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: s(v),
-        ..Default::default()
-    }
-}
-
-fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 fn resource(service: &str) -> Resource {
     Resource {
         attributes: vec![
-            kv("service.name", service),
-            kv("service.instance.id", &format!("{service}-1")),
-            kv("deployment.environment.name", "demo"),
-            kv("host.name", "demo-host"),
+            attr::string("service.name", service),
+            attr::string("service.instance.id", &format!("{service}-1")),
+            attr::string("deployment.environment.name", "demo"),
+            attr::string("host.name", "demo-host"),
         ],
         ..Default::default()
     }
@@ -72,245 +49,295 @@ struct Request {
     declined: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mk_span(
-    trace: &[u8; 16],
+/// One span of a generated trace.
+struct DemoSpan<'a> {
     id: [u8; 8],
     parent: Option<[u8; 8]>,
-    name: &str,
+    name: &'a str,
     kind: span::SpanKind,
     start: u64,
     dur: u64,
     attrs: Vec<KeyValue>,
-    error: Option<&str>,
-) -> Span {
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind: kind as i32,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + dur,
-        attributes: attrs,
-        status: Some(match error {
-            Some(m) => Status {
-                code: status::StatusCode::Error as i32,
-                message: m.into(),
-            },
-            None => Status::default(),
-        }),
-        ..Default::default()
+    error: Option<&'a str>,
+}
+
+impl DemoSpan<'_> {
+    fn build(self, trace: &[u8; 16]) -> Span {
+        Span {
+            trace_id: trace.to_vec(),
+            span_id: self.id.to_vec(),
+            parent_span_id: self.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: self.name.into(),
+            kind: self.kind as i32,
+            start_time_unix_nano: self.start,
+            end_time_unix_nano: self.start + self.dur,
+            attributes: self.attrs,
+            status: Some(match self.error {
+                Some(m) => Status {
+                    code: status::StatusCode::Error as i32,
+                    message: m.into(),
+                },
+                None => Status::default(),
+            }),
+            ..Default::default()
+        }
     }
 }
 
-fn log(
-    trace: &[u8; 16],
-    span: [u8; 8],
-    t: u64,
-    sev: i32,
-    text: &str,
-    body: String,
-    attrs: Vec<KeyValue>,
-) -> LogRecord {
-    LogRecord {
-        time_unix_nano: t,
-        observed_time_unix_nano: t,
-        severity_number: sev,
-        severity_text: text.into(),
-        body: s(&body),
-        attributes: attrs,
-        trace_id: trace.to_vec(),
-        span_id: span.to_vec(),
-        ..Default::default()
+/// The random choices and the timeline of one request.
+struct Shape {
+    trace: [u8; 16],
+    /// Span ids: frontend server and client, checkout server, stock client, inventory
+    /// server, pay client.
+    ids: [[u8; 8]; 6],
+    pay_id: [u8; 8],
+    sku: i64,
+    user: u32,
+    items: i64,
+    slow: bool,
+    declined: bool,
+    stock_ms: u64,
+    pay_ms: u64,
+    checkout_ms: u64,
+    total_ms: u64,
+    /// Start of the frontend request, of the checkout call, of the stock look-up and of
+    /// the payment.
+    t: [u64; 4],
+    /// Amount paid, whole and cents.
+    amount: (u32, u32),
+}
+
+impl Shape {
+    fn random(rng: &mut impl Rng, end: u64) -> Self {
+        let slow = rng.random_bool(0.03);
+        let stock_ms = if slow {
+            rng.random_range(600..1500)
+        } else {
+            rng.random_range(3..15)
+        };
+        let pay_ms = rng.random_range(40..120);
+        let checkout_ms = stock_ms + pay_ms + rng.random_range(5..15);
+        let total_ms = checkout_ms + rng.random_range(4..10);
+        let t0 = end.saturating_sub(total_ms * MS);
+        let t1 = t0 + 2 * MS;
+        let t2 = t1 + MS;
+        let t3 = t2 + stock_ms * MS + MS;
+        Self {
+            trace: rng.random(),
+            ids: rng.random(),
+            pay_id: rng.random(),
+            sku: rng.random_range(1000..1100),
+            user: rng.random_range(1..500),
+            items: rng.random_range(1..5),
+            slow,
+            declined: rng.random_bool(0.04),
+            stock_ms,
+            pay_ms,
+            checkout_ms,
+            total_ms,
+            t: [t0, t1, t2, t3],
+            amount: (rng.random_range(5..300), rng.random_range(0..100)),
+        }
+    }
+
+    /// Spans of frontend, checkout, inventory and payment.
+    fn spans(&self) -> Vec<Vec<Span>> {
+        let (ids, [t0, t1, t2, t3]) = (self.ids, self.t);
+        let err = self.declined.then_some("card declined");
+        let code = if self.declined { 402 } else { 200 };
+        let http = |m: &str, route: &str, status: i64| {
+            vec![
+                attr::string("http.request.method", m),
+                attr::string("http.route", route),
+                attr::int("http.response.status_code", status),
+            ]
+        };
+        let mut stock_attrs = http("GET", "/stock/{sku}", 200);
+        stock_attrs.push(attr::string("url.path", &format!("/stock/{}", self.sku)));
+        let client = |id, parent, name, start, dur, callee, error| DemoSpan {
+            id,
+            parent: Some(parent),
+            name,
+            kind: span::SpanKind::Client,
+            start,
+            dur,
+            attrs: vec![attr::string("server.address", callee)],
+            error,
+        };
+        let server = |id, parent, name, start, dur, attrs, error| DemoSpan {
+            id,
+            parent,
+            name,
+            kind: span::SpanKind::Server,
+            start,
+            dur,
+            attrs,
+            error,
+        };
+        let (stock_ms, pay_ms, checkout_ms) = (self.stock_ms, self.pay_ms, self.checkout_ms);
+        let frontend = [
+            server(
+                ids[0],
+                None,
+                "GET /checkout",
+                t0,
+                self.total_ms * MS,
+                http("GET", "/checkout", code),
+                err,
+            ),
+            client(
+                ids[1],
+                ids[0],
+                "POST /checkout",
+                t1,
+                checkout_ms * MS + MS,
+                "checkout",
+                err,
+            ),
+        ];
+        let checkout = [
+            server(
+                ids[2],
+                Some(ids[1]),
+                "POST /checkout",
+                t1 + MS / 2,
+                checkout_ms * MS,
+                http("POST", "/checkout", code),
+                err,
+            ),
+            client(
+                ids[3],
+                ids[2],
+                "GET /stock/{sku}",
+                t2,
+                stock_ms * MS + MS / 2,
+                "inventory",
+                None,
+            ),
+            client(ids[5], ids[2], "POST /pay", t3, pay_ms * MS, "payment", err),
+        ];
+        let inventory = [server(
+            ids[4],
+            Some(ids[3]),
+            "GET /stock/{sku}",
+            t2 + MS / 4,
+            stock_ms * MS,
+            stock_attrs,
+            None,
+        )];
+        let payment = [server(
+            self.pay_id,
+            Some(ids[5]),
+            "POST /pay",
+            t3 + MS / 2,
+            (pay_ms - 1) * MS,
+            http("POST", "/pay", code),
+            err,
+        )];
+        let build = |spans: &mut dyn Iterator<Item = DemoSpan<'_>>| -> Vec<Span> {
+            spans.map(|s| s.build(&self.trace)).collect()
+        };
+        vec![
+            build(&mut frontend.into_iter()),
+            build(&mut checkout.into_iter()),
+            build(&mut inventory.into_iter()),
+            build(&mut payment.into_iter()),
+        ]
+    }
+
+    /// Logs of frontend, checkout, inventory and payment.
+    fn logs(&self) -> Vec<Vec<LogRecord>> {
+        let (ids, [t0, t1, t2, t3]) = (self.ids, self.t);
+        let (user, items, sku, stock_ms, pay_ms) =
+            (self.user, self.items, self.sku, self.stock_ms, self.pay_ms);
+        let log = |span: [u8; 8], t: u64, sev: i32, text: &str, body: String, attrs| LogRecord {
+            time_unix_nano: t,
+            observed_time_unix_nano: t,
+            severity_number: sev,
+            severity_text: text.into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body)),
+            }),
+            attributes: attrs,
+            trace_id: self.trace.to_vec(),
+            span_id: span.to_vec(),
+            ..Default::default()
+        };
+        let user_attr = || attr::string("enduser.id", &format!("user-{user}"));
+        let mut logs = vec![
+            vec![log(
+                ids[0],
+                t0 + MS,
+                9,
+                "INFO",
+                format!("GET /checkout from user-{user}: {items} items in cart"),
+                vec![user_attr()],
+            )],
+            vec![log(
+                ids[2],
+                t1 + MS,
+                9,
+                "INFO",
+                format!("placing order for user-{user} with {items} items"),
+                vec![user_attr(), attr::int("order.items", items)],
+            )],
+            vec![log(
+                ids[4],
+                t2 + MS,
+                5,
+                "DEBUG",
+                format!("stock lookup sku={sku} took {stock_ms} ms"),
+                vec![attr::int("sku", sku)],
+            )],
+            vec![],
+        ];
+        if self.slow {
+            logs[2].push(log(
+                ids[3],
+                t2 + stock_ms * MS,
+                13,
+                "WARN",
+                format!(
+                    "slow stock lookup for sku {sku}: {stock_ms} ms (warehouse database is busy)"
+                ),
+                vec![
+                    attr::int("sku", sku),
+                    attr::int("duration_ms", stock_ms as i64),
+                ],
+            ));
+        }
+        let paid = t3 + pay_ms * MS;
+        if self.declined {
+            logs[3].push(log(self.pay_id, paid, 17, "ERROR", format!("payment declined for user-{user}: card declined by issuer (code 51, insufficient funds)"), vec![user_attr(), attr::string("payment.provider", "acme-pay"), attr::string("error.type", "CardDeclined")]));
+            logs[1].push(log(
+                ids[2],
+                paid + MS,
+                17,
+                "ERROR",
+                format!("order failed for user-{user}: payment declined"),
+                vec![user_attr()],
+            ));
+        } else {
+            let (whole, cents) = self.amount;
+            logs[3].push(log(
+                self.pay_id,
+                paid,
+                9,
+                "INFO",
+                format!("payment authorised for user-{user}, amount {whole}.{cents:02} EUR"),
+                vec![user_attr(), attr::string("payment.provider", "acme-pay")],
+            ));
+        }
+        logs
     }
 }
 
 fn generate(rng: &mut impl Rng, end: u64) -> Request {
-    let trace: [u8; 16] = rng.random();
-    let ids: [[u8; 8]; 6] = rng.random();
-    let sku = rng.random_range(1000..1100);
-    let user = rng.random_range(1..500);
-    let items = rng.random_range(1..5);
-    let slow = rng.random_bool(0.03);
-    let declined = rng.random_bool(0.04);
-    let stock_ms = if slow {
-        rng.random_range(600..1500)
-    } else {
-        rng.random_range(3..15)
-    };
-    let pay_ms = rng.random_range(40..120);
-    let checkout_ms = stock_ms + pay_ms + rng.random_range(5..15);
-    let total_ms = checkout_ms + rng.random_range(4..10);
-    let t0 = end.saturating_sub(total_ms * MS);
-    let t1 = t0 + 2 * MS;
-    let t2 = t1 + MS;
-    let t3 = t2 + stock_ms * MS + MS;
-    let err = declined.then_some("card declined");
-    let code = if declined { 402 } else { 200 };
-    let http = |m: &str, route: &str, status: i64| {
-        vec![
-            kv("http.request.method", m),
-            kv("http.route", route),
-            kv_int("http.response.status_code", status),
-        ]
-    };
-    let mut stock_attrs = http("GET", "/stock/{sku}", 200);
-    stock_attrs.push(kv("url.path", &format!("/stock/{sku}")));
-    let frontend = vec![
-        mk_span(
-            &trace,
-            ids[0],
-            None,
-            "GET /checkout",
-            span::SpanKind::Server,
-            t0,
-            total_ms * MS,
-            http("GET", "/checkout", code),
-            err,
-        ),
-        mk_span(
-            &trace,
-            ids[1],
-            Some(ids[0]),
-            "POST /checkout",
-            span::SpanKind::Client,
-            t1,
-            checkout_ms * MS + MS,
-            vec![kv("server.address", "checkout")],
-            err,
-        ),
-    ];
-    let checkout = vec![
-        mk_span(
-            &trace,
-            ids[2],
-            Some(ids[1]),
-            "POST /checkout",
-            span::SpanKind::Server,
-            t1 + MS / 2,
-            checkout_ms * MS,
-            http("POST", "/checkout", code),
-            err,
-        ),
-        mk_span(
-            &trace,
-            ids[3],
-            Some(ids[2]),
-            "GET /stock/{sku}",
-            span::SpanKind::Client,
-            t2,
-            stock_ms * MS + MS / 2,
-            vec![kv("server.address", "inventory")],
-            None,
-        ),
-        mk_span(
-            &trace,
-            ids[5],
-            Some(ids[2]),
-            "POST /pay",
-            span::SpanKind::Client,
-            t3,
-            pay_ms * MS,
-            vec![kv("server.address", "payment")],
-            err,
-        ),
-    ];
-    let inventory = vec![mk_span(
-        &trace,
-        ids[4],
-        Some(ids[3]),
-        "GET /stock/{sku}",
-        span::SpanKind::Server,
-        t2 + MS / 4,
-        stock_ms * MS,
-        stock_attrs,
-        None,
-    )];
-    let pay_id: [u8; 8] = rng.random();
-    let payment = vec![mk_span(
-        &trace,
-        pay_id,
-        Some(ids[5]),
-        "POST /pay",
-        span::SpanKind::Server,
-        t3 + MS / 2,
-        (pay_ms - 1) * MS,
-        http("POST", "/pay", if declined { 402 } else { 200 }),
-        err,
-    )];
-    let user_attr = || kv("enduser.id", &format!("user-{user}"));
-    let mut logs = vec![
-        vec![log(
-            &trace,
-            ids[0],
-            t0 + MS,
-            9,
-            "INFO",
-            format!("GET /checkout from user-{user}: {items} items in cart"),
-            vec![user_attr()],
-        )],
-        vec![log(
-            &trace,
-            ids[2],
-            t1 + MS,
-            9,
-            "INFO",
-            format!("placing order for user-{user} with {items} items"),
-            vec![user_attr(), kv_int("order.items", items)],
-        )],
-        vec![log(
-            &trace,
-            ids[4],
-            t2 + MS,
-            5,
-            "DEBUG",
-            format!("stock lookup sku={sku} took {stock_ms} ms"),
-            vec![kv_int("sku", sku)],
-        )],
-        vec![],
-    ];
-    if slow {
-        logs[2].push(log(
-            &trace,
-            ids[3],
-            t2 + stock_ms * MS,
-            13,
-            "WARN",
-            format!("slow stock lookup for sku {sku}: {stock_ms} ms (warehouse database is busy)"),
-            vec![kv_int("sku", sku), kv_int("duration_ms", stock_ms as i64)],
-        ));
-    }
-    if declined {
-        logs[3].push(log(&trace, pay_id, t3 + pay_ms * MS, 17, "ERROR", format!("payment declined for user-{user}: card declined by issuer (code 51, insufficient funds)"), vec![user_attr(), kv("payment.provider", "acme-pay"), kv("error.type", "CardDeclined")]));
-        logs[1].push(log(
-            &trace,
-            ids[2],
-            t3 + pay_ms * MS + MS,
-            17,
-            "ERROR",
-            format!("order failed for user-{user}: payment declined"),
-            vec![user_attr()],
-        ));
-    } else {
-        logs[3].push(log(
-            &trace,
-            pay_id,
-            t3 + pay_ms * MS,
-            9,
-            "INFO",
-            format!(
-                "payment authorised for user-{user}, amount {}.{:02} EUR",
-                rng.random_range(5..300),
-                rng.random_range(0..100)
-            ),
-            vec![user_attr(), kv("payment.provider", "acme-pay")],
-        ));
-    }
+    let shape = Shape::random(rng, end);
     Request {
-        spans: vec![frontend, checkout, inventory, payment],
-        logs,
-        declined,
+        spans: shape.spans(),
+        logs: shape.logs(),
+        declined: shape.declined,
     }
 }
 
@@ -383,8 +410,8 @@ fn metrics(start: u64, now: u64, orders: i64, declined: i64) -> ExportMetricsSer
                     unit: "{order}".into(),
                     data: Some(metric::Data::Sum(Sum {
                         data_points: vec![
-                            point(orders - declined, vec![kv("outcome", "paid")]),
-                            point(declined, vec![kv("outcome", "declined")]),
+                            point(orders - declined, vec![attr::string("outcome", "paid")]),
+                            point(declined, vec![attr::string("outcome", "declined")]),
                         ],
                         aggregation_temporality: AggregationTemporality::Cumulative as i32,
                         is_monotonic: true,

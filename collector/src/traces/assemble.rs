@@ -39,9 +39,69 @@ fn end(s: &SpanView) -> u64 {
 }
 
 /// Assemble `spans` (any order, as stored) into the trace the API returns.
-pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceResponse {
+pub fn assemble(trace_id: &str, state: &str, spans: Vec<SpanView>) -> TraceResponse {
     let mut warnings = Vec::new();
-    // Earliest first, so that de-duplication keeps the earliest copy.
+    let (mut spans, index) = dedup(sort_and_truncate(spans, &mut warnings), &mut warnings);
+    let n = spans.len();
+    let (mut parent, mut orphan) = link_parents(&spans, &index, &mut warnings);
+    break_cycles(&spans, &mut parent, &mut orphan, &mut warnings);
+    // Spans are sorted by start, so each child list is too.
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = *p {
+            children[p].push(i);
+        }
+    }
+    let (root, top) = roots(&spans, &parent, &orphan, &mut warnings);
+    let orphan_count = orphan.iter().filter(|o| **o).count() as u64;
+    let walk = walk_adjusting_skew(&mut spans, &parent, &children, &top);
+    skew_warnings(&spans, &parent, &walk, &mut warnings);
+
+    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+    let trace_end = spans.iter().map(end).max().unwrap_or(start);
+    for (i, s) in spans.iter_mut().enumerate() {
+        s.depth = walk.depth[i];
+        s.offset_ns = s.start_unix_nano.saturating_sub(start);
+        s.critical = false;
+    }
+    let critical_path = match root.or_else(|| top.first().copied()) {
+        Some(r) => critical_path(&spans, &parent, &children, r, start),
+        None => Vec::new(),
+    };
+    let on_path: std::collections::HashSet<String> =
+        critical_path.iter().map(|c| c.span_id.clone()).collect();
+    for s in spans.iter_mut() {
+        s.critical = on_path.contains(&s.span_id);
+    }
+
+    let mut services: Vec<String> = spans.iter().map(|s| s.service.clone()).collect();
+    services.sort();
+    services.dedup();
+    let error_count = spans.iter().filter(|s| s.status == "error").count() as u64;
+    let root_span_id = root.map(|r| spans[r].span_id.clone());
+    // Emit in tree order.
+    let mut slots: Vec<Option<SpanView>> = spans.into_iter().map(Some).collect();
+    let ordered: Vec<SpanView> = walk.order.iter().filter_map(|&i| slots[i].take()).collect();
+    TraceResponse {
+        trace_id: trace_id.to_string(),
+        state: state.to_string(),
+        root_span_id,
+        start: rfc3339(start),
+        start_unix_nano: start,
+        duration_ns: trace_end.saturating_sub(start),
+        span_count: n as u64,
+        error_count,
+        orphan_count,
+        services,
+        spans: ordered,
+        critical_path,
+        warnings,
+    }
+}
+
+/// Earliest first (so that de-duplication keeps the earliest copy), at most
+/// [`MAX_ASSEMBLE_SPANS`].
+fn sort_and_truncate(mut spans: Vec<SpanView>, warnings: &mut Vec<TraceWarning>) -> Vec<SpanView> {
     spans.sort_by(|a, b| {
         a.start_unix_nano
             .cmp(&b.start_unix_nano)
@@ -58,8 +118,14 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
         ));
         spans.truncate(MAX_ASSEMBLE_SPANS);
     }
+    spans
+}
 
-    // De-duplicate span ids.
+/// One span per span id (the earliest), and where each id is.
+fn dedup(
+    spans: Vec<SpanView>,
+    warnings: &mut Vec<TraceWarning>,
+) -> (Vec<SpanView>, HashMap<String, usize>) {
     let mut index: HashMap<String, usize> = HashMap::with_capacity(spans.len());
     let mut dups: HashMap<String, u64> = HashMap::new();
     let mut kept = Vec::with_capacity(spans.len());
@@ -71,7 +137,6 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
         index.insert(s.span_id.clone(), kept.len());
         kept.push(s);
     }
-    let mut spans = kept;
     let mut dup_ids: Vec<(String, u64)> = dups.into_iter().collect();
     dup_ids.sort();
     for (id, n) in dup_ids {
@@ -81,9 +146,16 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
             format!("span id {id} appears {} times; the earliest is kept", n + 1),
         ));
     }
-    let n = spans.len();
+    (kept, index)
+}
 
-    // Parents.
+/// Each span's parent, and whether it is an orphan (its parent is itself or missing).
+fn link_parents(
+    spans: &[SpanView],
+    index: &HashMap<String, usize>,
+    warnings: &mut Vec<TraceWarning>,
+) -> (Vec<Option<usize>>, Vec<bool>) {
+    let n = spans.len();
     let mut parent: Vec<Option<usize>> = vec![None; n];
     let mut orphan = vec![false; n];
     for (i, s) in spans.iter().enumerate() {
@@ -111,9 +183,18 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
             }
         }
     }
+    (parent, orphan)
+}
 
-    // Cycles: walk up from each span; meeting a span of the current walk closes a cycle,
-    // which is broken at that span.
+/// Walk up from each span; meeting a span of the current walk closes a cycle, which is
+/// broken at that span.
+fn break_cycles(
+    spans: &[SpanView],
+    parent: &mut [Option<usize>],
+    orphan: &mut [bool],
+    warnings: &mut Vec<TraceWarning>,
+) {
+    let n = spans.len();
     let mut mark = vec![0u8; n]; // 0 new, 1 on the current walk, 2 done
     let mut path = Vec::new();
     for start in 0..n {
@@ -149,17 +230,17 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
             mark[i] = 2;
         }
     }
+}
 
-    // Children, by start.
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, p) in parent.iter().enumerate() {
-        if let Some(p) = *p {
-            children[p].push(i);
-        }
-    }
-    // Spans are sorted by start already, so each child list is too.
-
-    // Root and top-level spans.
+/// The root (the earliest span without a parent that is not an orphan) and the top-level
+/// spans, root first, then by start.
+fn roots(
+    spans: &[SpanView],
+    parent: &[Option<usize>],
+    orphan: &[bool],
+    warnings: &mut Vec<TraceWarning>,
+) -> (Option<usize>, Vec<usize>) {
+    let n = spans.len();
     let roots: Vec<usize> = (0..n)
         .filter(|&i| parent[i].is_none() && !orphan[i])
         .collect();
@@ -183,19 +264,41 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
     }
     let mut top: Vec<usize> = (0..n).filter(|&i| parent[i].is_none()).collect();
     top.sort_by_key(|&i| (Some(i) != root, spans[i].start_unix_nano, i));
-    let orphan_count = orphan.iter().filter(|o| **o).count() as u64;
+    (root, top)
+}
 
-    // Depth-first order, depth, and clock skew (parents before children).
-    let mut order = Vec::with_capacity(n);
-    let mut depth = vec![0u32; n];
-    let mut shift = vec![0i128; n];
+/// The depth-first walk of the tree, parents before children.
+struct Walk {
+    /// Spans in tree order.
+    order: Vec<usize>,
+    /// Depth of each span.
+    depth: Vec<u32>,
+    /// Clock-skew adjustment of each span, ns.
+    shift: Vec<i128>,
+}
+
+/// Walk the tree depth first, and move each span that does not fit in its parent across
+/// a host boundary into it (Jaeger's `ClockSkew` adjuster); children move with their
+/// parent.
+fn walk_adjusting_skew(
+    spans: &mut [SpanView],
+    parent: &[Option<usize>],
+    children: &[Vec<usize>],
+    top: &[usize],
+) -> Walk {
+    let n = spans.len();
+    let mut walk = Walk {
+        order: Vec::with_capacity(n),
+        depth: vec![0u32; n],
+        shift: vec![0i128; n],
+    };
     let mut stack: Vec<usize> = top.iter().rev().copied().collect();
     while let Some(i) = stack.pop() {
-        order.push(i);
+        walk.order.push(i);
         if let Some(p) = parent[i] {
-            depth[i] = depth[p].saturating_add(1);
+            walk.depth[i] = walk.depth[p].saturating_add(1);
             // Move with the parent first, then fit inside it if the clocks disagree.
-            let mut total = shift[p];
+            let mut total = walk.shift[p];
             let start = i128::from(spans[i].start_unix_nano) + total;
             let dur = i128::from(spans[i].duration_ns);
             let (ps, pd) = (
@@ -209,88 +312,54 @@ pub fn assemble(trace_id: &str, state: &str, mut spans: Vec<SpanView>) -> TraceR
                 let adjusted = ps + (pd - dur) / 2;
                 total += adjusted - start;
             }
-            shift[i] = total;
+            walk.shift[i] = total;
         }
         // Apply now: children read the adjusted parent.
-        if shift[i] != 0 {
+        let shift = walk.shift[i];
+        if shift != 0 {
             let s = &mut spans[i];
-            let new = (i128::from(s.start_unix_nano) + shift[i]).clamp(0, i128::from(u64::MAX));
+            let new = (i128::from(s.start_unix_nano) + shift).clamp(0, i128::from(u64::MAX));
             s.start_unix_nano = u64::try_from(new).unwrap_or(0);
             s.start = rfc3339(s.start_unix_nano);
             s.skew_adjustment_ns =
-                i64::try_from(shift[i]).unwrap_or(if shift[i] < 0 { i64::MIN } else { i64::MAX });
+                i64::try_from(shift).unwrap_or(if shift < 0 { i64::MIN } else { i64::MAX });
         }
         for &c in children[i].iter().rev() {
             stack.push(c);
         }
     }
-    for &i in &order {
-        if let Some(p) = parent[i] {
-            if shift[i] != shift[p] {
-                let s = &spans[i];
-                let own = shift[i] - shift[p];
-                warnings.push(warn(
-                    "clock_skew",
-                    Some(&s.span_id),
-                    format!(
-                        "span {} ({} on {}) did not fit in its parent ({} on {}); moved by {:.3} ms",
-                        s.span_id,
-                        s.service,
-                        host(s).unwrap_or("unknown host"),
-                        spans[p].service,
-                        host(&spans[p]).unwrap_or("unknown host"),
-                        own as f64 / 1e6
-                    ),
-                ));
-            }
+    walk
+}
+
+/// A warning for each span moved by more than its parent.
+fn skew_warnings(
+    spans: &[SpanView],
+    parent: &[Option<usize>],
+    walk: &Walk,
+    warnings: &mut Vec<TraceWarning>,
+) {
+    for &i in &walk.order {
+        let Some(p) = parent[i] else {
+            continue;
+        };
+        if walk.shift[i] == walk.shift[p] {
+            continue;
         }
-    }
-
-    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let trace_end = spans.iter().map(end).max().unwrap_or(start);
-    for (i, s) in spans.iter_mut().enumerate() {
-        s.depth = depth[i];
-        s.offset_ns = s.start_unix_nano.saturating_sub(start);
-        s.critical = false;
-    }
-
-    // Critical path.
-    let critical_path = match root.or_else(|| top.first().copied()) {
-        Some(r) => critical_path(&spans, &parent, &children, r, start),
-        None => Vec::new(),
-    };
-    let on_path: std::collections::HashSet<&str> =
-        critical_path.iter().map(|c| c.span_id.as_str()).collect();
-    let mut critical = vec![false; n];
-    for (i, s) in spans.iter().enumerate() {
-        critical[i] = on_path.contains(s.span_id.as_str());
-    }
-    for (i, s) in spans.iter_mut().enumerate() {
-        s.critical = critical[i];
-    }
-
-    let mut services: Vec<String> = spans.iter().map(|s| s.service.clone()).collect();
-    services.sort();
-    services.dedup();
-    let error_count = spans.iter().filter(|s| s.status == "error").count() as u64;
-    let root_span_id = root.map(|r| spans[r].span_id.clone());
-    // Emit in tree order.
-    let mut slots: Vec<Option<SpanView>> = spans.into_iter().map(Some).collect();
-    let ordered: Vec<SpanView> = order.iter().filter_map(|&i| slots[i].take()).collect();
-    TraceResponse {
-        trace_id: trace_id.to_string(),
-        state: state.to_string(),
-        root_span_id,
-        start: rfc3339(start),
-        start_unix_nano: start,
-        duration_ns: trace_end.saturating_sub(start),
-        span_count: n as u64,
-        error_count,
-        orphan_count,
-        services,
-        spans: ordered,
-        critical_path,
-        warnings,
+        let s = &spans[i];
+        let own = walk.shift[i] - walk.shift[p];
+        warnings.push(warn(
+            "clock_skew",
+            Some(&s.span_id),
+            format!(
+                "span {} ({} on {}) did not fit in its parent ({} on {}); moved by {:.3} ms",
+                s.span_id,
+                s.service,
+                host(s).unwrap_or("unknown host"),
+                spans[p].service,
+                host(&spans[p]).unwrap_or("unknown host"),
+                own as f64 / 1e6
+            ),
+        ));
     }
 }
 
