@@ -42,13 +42,6 @@ pub struct LineInput {
 }
 
 impl LineInput {
-    /// An input holding `text`, cursor at the end.
-    pub fn with_text(text: &str) -> LineInput {
-        let mut i = LineInput::default();
-        i.set(text);
-        i
-    }
-
     /// The text.
     pub fn text(&self) -> &str {
         &self.text
