@@ -1,6 +1,16 @@
 //! Self-metrics of the OTLP receivers.
 
+use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+/// Register `metric` on `registry` and return it, for building a struct of self-metrics.
+pub fn register<T: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> Result<T, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
 
 /// Self-metrics of the OTLP receivers; the collector and the agent register them under
 /// their own prefix.

@@ -1,7 +1,13 @@
 //! Conversions of OTLP values for indexing and for the query API.
 
 use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+use lookout_proto::otlp::resource::v1::Resource;
 use serde_json::{Map, Value};
+
+/// The attributes of a resource; none when the resource is absent.
+pub fn resource_attributes(resource: Option<&Resource>) -> &[KeyValue] {
+    resource.map_or(&[], |r| r.attributes.as_slice())
+}
 
 /// `service.name` of a resource, `unknown_service` when absent.
 pub fn service_name(attrs: &[KeyValue]) -> String {

@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lookout_ingest::metrics::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::guard::QueryGuard;
@@ -76,13 +77,10 @@ impl ApiMetrics {
             ),
             &["kind"],
         )?;
-        registry.register(Box::new(query_seconds.clone()))?;
-        registry.register(Box::new(refused.clone()))?;
-        registry.register(Box::new(trace_warnings.clone()))?;
         Ok(Self {
-            query_seconds,
-            refused,
-            trace_warnings,
+            query_seconds: register(registry, query_seconds)?,
+            refused: register(registry, refused)?,
+            trace_warnings: register(registry, trace_warnings)?,
         })
     }
 }

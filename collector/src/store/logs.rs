@@ -22,7 +22,9 @@ use tantivy::{IndexWriter, Order, TantivyDocument, Term};
 use super::error::SearchError;
 use super::indexer::DocMapper;
 use super::partition::{PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
-use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name, to_text};
+use lookout_ingest::values::{
+    attrs_to_map, hex_id, resource_attributes, rfc3339, service_name, to_text,
+};
 use lookout_ingest::{Batch, Signal};
 
 /// Fields of the log schema.
@@ -150,11 +152,7 @@ impl DocMapper for LogMapper {
         let f = &self.f;
         let (mut docs, mut bytes) = (0u64, 0u64);
         for rl in &req.resource_logs {
-            let res_attrs = rl
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
+            let res_attrs = resource_attributes(rl.resource.as_ref());
             let service = service_name(res_attrs);
             let resource = attrs_to_map(res_attrs);
             for sl in &rl.scope_logs {
@@ -238,12 +236,14 @@ impl LogStore {
         writer: WriterOptions,
     ) -> Result<Self, PartitionError> {
         let fields = LogFields::new();
-        let index = PartitionedIndex::open(dir, Signal::Logs, fields.schema.clone(), width_secs)?
-            .with_writer_options(writer);
-        Ok(Self {
-            index: Arc::new(index),
-            fields,
-        })
+        let index = PartitionedIndex::open_shared(
+            dir,
+            Signal::Logs,
+            fields.schema.clone(),
+            width_secs,
+            writer,
+        )?;
+        Ok(Self { index, fields })
     }
 
     /// The partitions.

@@ -1,5 +1,6 @@
 //! Self-metrics of the indexes, one set for every partition writer, told apart by label.
 
+use lookout_ingest::metrics::register as reg;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Index self-metrics. Most are labelled by `signal` (`logs`, `traces` for the span index,
@@ -29,13 +30,6 @@ pub struct IndexMetrics {
 impl IndexMetrics {
     /// Create the metrics and register them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            registry: &Registry,
-            m: T,
-        ) -> Result<T, prometheus::Error> {
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let gauge = |name: &str, help: &str, label: &str| {
             reg(registry, IntGaugeVec::new(Opts::new(name, help), &[label])?)
         };

@@ -246,10 +246,17 @@ impl PartitionedIndex {
         })
     }
 
-    /// The same partitions, written with `options`.
-    pub fn with_writer_options(mut self, options: WriterOptions) -> Self {
-        self.writer_options = options;
-        self
+    /// Open the partitions of a store handle: under `dir`, written with `writer`.
+    pub fn open_shared(
+        dir: &Path,
+        signal: Signal,
+        schema: Schema,
+        width_secs: i64,
+        writer: WriterOptions,
+    ) -> Result<Arc<Self>, PartitionError> {
+        let mut index = Self::open(dir, signal, schema, width_secs)?;
+        index.writer_options = writer;
+        Ok(Arc::new(index))
     }
 
     /// The schema of every partition.

@@ -25,7 +25,7 @@ use tantivy::{IndexWriter, TantivyDocument, Term};
 use super::error::SearchError;
 use super::indexer::DocMapper;
 use super::partition::{Lookup, PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
-use lookout_ingest::values::{attrs_to_map, hex_id, rfc3339, service_name};
+use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
 use lookout_ingest::{Batch, Signal};
 
 /// Most spans returned for one trace.
@@ -86,12 +86,14 @@ impl SpanStore {
         writer: WriterOptions,
     ) -> Result<Self, PartitionError> {
         let fields = SpanFields::new();
-        let index = PartitionedIndex::open(dir, Signal::Traces, fields.schema.clone(), width_secs)?
-            .with_writer_options(writer);
-        Ok(Self {
-            index: Arc::new(index),
-            fields,
-        })
+        let index = PartitionedIndex::open_shared(
+            dir,
+            Signal::Traces,
+            fields.schema.clone(),
+            width_secs,
+            writer,
+        )?;
+        Ok(Self { index, fields })
     }
 
     /// The partitions.
@@ -288,11 +290,7 @@ fn status_name(code: i32) -> &'static str {
 }
 
 fn span_view(rs: &ResourceSpans, span: &Span) -> SpanView {
-    let res_attrs = rs
-        .resource
-        .as_ref()
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or(&[]);
+    let res_attrs = resource_attributes(rs.resource.as_ref());
     SpanView {
         trace_id: hex::encode(&span.trace_id),
         span_id: hex::encode(&span.span_id),

@@ -310,12 +310,14 @@ impl TraceStore {
         writer: WriterOptions,
     ) -> Result<Self, PartitionError> {
         let fields = TraceFields::new();
-        let index = PartitionedIndex::open(dir, Signal::Traces, fields.schema.clone(), width_secs)?
-            .with_writer_options(writer);
-        Ok(Self {
-            index: Arc::new(index),
-            fields,
-        })
+        let index = PartitionedIndex::open_shared(
+            dir,
+            Signal::Traces,
+            fields.schema.clone(),
+            width_secs,
+            writer,
+        )?;
+        Ok(Self { index, fields })
     }
 
     /// The partitions.

@@ -164,6 +164,14 @@ struct OpenWriter<W> {
     since: Option<Instant>,
 }
 
+impl<W> OpenWriter<W> {
+    fn wrote(&mut self, w: Written) {
+        self.docs += w.docs;
+        self.bytes += w.bytes;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
 /// How a [`PartitionWriter`] is set up.
 pub struct WriterSetup<P> {
     /// The partitions written.
@@ -259,15 +267,10 @@ impl<P: Partitions, I> PartitionWriter<P, I> {
         };
         match items.write(&mut open.writer, &mut item) {
             Ok(w) => {
-                open.docs += w.docs;
-                open.bytes += w.bytes;
-                open.since.get_or_insert_with(Instant::now);
+                open.wrote(w);
                 self.pending.push(item);
-                let docs = i64::try_from(open.docs).unwrap_or(i64::MAX);
-                self.metrics
-                    .uncommitted_docs
-                    .with_label_values(&[self.labels.signal])
-                    .set(docs);
+                let docs = open.docs;
+                self.show_uncommitted(docs);
             }
             Err(WriteError::Dropped) => {}
             Err(WriteError::Writer(e)) => {
@@ -376,10 +379,7 @@ impl<P: Partitions, I> PartitionWriter<P, I> {
                     .commits
                     .with_label_values(&[self.labels.signal])
                     .inc();
-                self.metrics
-                    .uncommitted_docs
-                    .with_label_values(&[self.labels.signal])
-                    .set(0);
+                self.show_uncommitted(0);
                 if let Some(failures) = self.backoff.succeeded() {
                     tracing::info!(
                         index = self.labels.index,
@@ -437,6 +437,13 @@ impl<P: Partitions, I> PartitionWriter<P, I> {
             .set(gauge(stats.open_readers as u64));
     }
 
+    fn show_uncommitted(&self, docs: u64) {
+        self.metrics
+            .uncommitted_docs
+            .with_label_values(&[self.labels.signal])
+            .set(i64::try_from(docs).unwrap_or(i64::MAX));
+    }
+
     fn publish(&mut self, lsn: u64) {
         if lsn > self.progress.get() {
             self.progress.advance(lsn);
@@ -477,9 +484,7 @@ impl<P: Partitions, I> PartitionWriter<P, I> {
         for mut item in rest.by_ref() {
             match items.write(&mut open.writer, &mut item) {
                 Ok(w) => {
-                    open.docs += w.docs;
-                    open.bytes += w.bytes;
-                    open.since.get_or_insert_with(Instant::now);
+                    open.wrote(w);
                     self.pending.push(item);
                 }
                 Err(WriteError::Dropped) => {}
@@ -529,10 +534,7 @@ impl<P: Partitions, I> PartitionWriter<P, I> {
             .failures
             .with_label_values(&[self.labels.signal])
             .inc();
-        self.metrics
-            .uncommitted_docs
-            .with_label_values(&[self.labels.signal])
-            .set(0);
+        self.show_uncommitted(0);
         if self.backoff.worth_logging() {
             tracing::error!(index = self.labels.index, error = %e, failures = self.backoff.failures, kept = self.redo.len(), retry_in_ms = wait.as_millis() as u64, "index write failed while {what}; what it had not committed is kept (and stays in the WAL) and written again after the wait");
         }

@@ -1,5 +1,6 @@
 //! Self-metrics of trace assembly.
 
+use lookout_ingest::metrics::register as reg;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Trace self-metrics.
@@ -22,13 +23,6 @@ pub struct TraceMetrics {
 impl TraceMetrics {
     /// Create the metrics and register them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            registry: &Registry,
-            m: T,
-        ) -> Result<T, prometheus::Error> {
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let counter_vec = |name: &str, help: &str, label: &str| {
             reg(
                 registry,

@@ -31,7 +31,7 @@ use crate::store::writer::{
 use crate::store::{IndexMetrics, Progress};
 use completed::RecentlyCompleted;
 use lookout_ingest::clock::{now_unix_nano, now_unix_secs};
-use lookout_ingest::values::service_name;
+use lookout_ingest::values::{resource_attributes, service_name};
 pub use open::OpenTraces;
 use open::{Names, OpenTrace};
 
@@ -256,11 +256,7 @@ impl Tracker {
             let mut red = self.shared.red.lock();
             let mut graph = self.shared.graph.lock();
             for rs in &msg.req.resource_spans {
-                let attrs = rs
-                    .resource
-                    .as_ref()
-                    .map(|r| r.attributes.as_slice())
-                    .unwrap_or(&[]);
+                let attrs = resource_attributes(rs.resource.as_ref());
                 let service = service_name(attrs);
                 for ss in &rs.scope_spans {
                     for span in &ss.spans {
@@ -272,11 +268,7 @@ impl Tracker {
         }
         let mut open = std::mem::take(&mut *self.shared.open.lock());
         for rs in &msg.req.resource_spans {
-            let attrs = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
+            let attrs = resource_attributes(rs.resource.as_ref());
             let service_id = self.names.id(&service_name(attrs));
             let res_hashes: Vec<u64> = attrs
                 .iter()
