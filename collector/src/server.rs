@@ -20,7 +20,7 @@ use crate::store::traces::TraceFields;
 use crate::store::{spawn_indexer, IndexerContext};
 use crate::traces::tracker::{self, CheckpointGate, TracesShared};
 use crate::wal::sink::WalSink;
-use crate::wal::{Checkpoints, Record, Wal, WalOptions};
+use crate::wal::{Checkpoints, Record, Wal, WalMetrics, WalOptions};
 use lookout_ingest::net::{self, ListenerSetup};
 use lookout_ingest::signal::Signal;
 use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions};
@@ -84,6 +84,7 @@ pub async fn run(
         "listening"
     );
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let wal_metrics = WalMetrics::register(&metrics.registry).context("cannot register metrics")?;
     let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
     let data = &cfg.data_dir;
     lookout_ingest::fsutil::create_dir_all(data)
@@ -237,9 +238,8 @@ pub async fn run(
         fsync: cfg.wal.fsync,
     };
     let (wal, wal_thread) = {
-        let metrics = metrics.clone();
         tokio::task::spawn_blocking(move || {
-            Wal::open(&wal_dir, wal_opts, checkpoints, metrics, dispatch)
+            Wal::open(&wal_dir, wal_opts, checkpoints, wal_metrics, dispatch)
         })
         .await?
         .context("cannot open the write-ahead log")?

@@ -525,7 +525,7 @@ mod tests {
 
     use super::logs::{LogFields, LogMapper};
     use super::*;
-    use crate::wal::{Wal, WalOptions, QUARANTINE_DIR};
+    use crate::wal::{Wal, WalMetrics, WalOptions, QUARANTINE_DIR};
     use lookout_ingest::signal::Signal;
 
     fn logs(body: &str) -> ExportLogsServiceRequest {
@@ -621,7 +621,7 @@ mod tests {
                 &wal_dir,
                 wal_opts(),
                 Arc::new(Checkpoints::default()),
-                Arc::new(Metrics::new().unwrap()),
+                WalMetrics::register(&prometheus::Registry::new()).unwrap(),
                 Box::new(|_| {}),
             )
             .unwrap();
@@ -658,7 +658,7 @@ mod tests {
             &wal_dir,
             wal_opts(),
             checkpoints.clone(),
-            metrics.clone(),
+            WalMetrics::register(&metrics.registry).unwrap(),
             Box::new(move |r| tx.send(r).unwrap()),
         )
         .unwrap();
