@@ -1,10 +1,11 @@
 //! Reading the buffer in order, as the shipper does.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lookout_ingest::seglog::{classify, resync_budget, Next, SegmentReader, SeqCursor};
+use lookout_ingest::seglog::{classify, resync_budget, Flaw, Next, SegmentReader, SeqCursor};
 
 use super::format::{self, Record, FRAMING};
 use super::{Inner, Pos};
@@ -111,43 +112,61 @@ impl Reader {
                 Next::End => continue,
                 Next::Corrupt(flaw) => flaw,
             };
-            let offset = self.pos.offset;
-            // Damage found at start-up was reported then: step over it quietly.
-            if let Some(end) = self.inner.known_damage(seg, offset) {
-                reader.seek(end)?;
-                self.pos.offset = end;
-                continue;
+            self.step_over(&path, seg, limit, sealed, flaw)?;
+        }
+    }
+
+    /// Step over the damage at the current position of segment `seg` (at `path`,
+    /// readable up to `limit`): quietly when start-up reported it, else resynchronise,
+    /// count and log it once.
+    fn step_over(
+        &mut self,
+        path: &Path,
+        seg: u64,
+        limit: u64,
+        sealed: bool,
+        flaw: Flaw,
+    ) -> io::Result<()> {
+        let Some((_, reader)) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let offset = self.pos.offset;
+        // Damage found at start-up was reported then: step over it quietly.
+        if let Some(end) = self.inner.known_damage(seg, offset) {
+            reader.seek(end)?;
+            self.pos.offset = end;
+            return Ok(());
+        }
+        let reason = FRAMING.reason(flaw);
+        let window = SeqCursor {
+            last: self.last_seq,
+            first_window: FRAMING.first_window,
+        }
+        .window();
+        let mut budget = resync_budget(limit.saturating_sub(offset));
+        match reader.resync(limit, window, &mut budget)? {
+            Some(at) => {
+                let kind = classify(reader, offset, at, flaw, false)?;
+                self.inner.metrics.damaged(kind);
+                self.inner.remember_damage(seg, offset, at);
+                tracing::error!(segment = %path.display(), offset, bytes = at - offset, kind = kind.as_str(), reason, "damaged stretch in the buffer; skipping it");
+                self.pos.offset = at;
             }
-            let reason = FRAMING.reason(flaw);
-            let window = SeqCursor {
-                last: self.last_seq,
-                first_window: FRAMING.first_window,
-            }
-            .window();
-            let mut budget = resync_budget(limit.saturating_sub(offset));
-            match reader.resync(limit, window, &mut budget)? {
-                Some(at) => {
-                    let kind = classify(reader, offset, at, flaw, false)?;
-                    self.inner.metrics.damaged(kind);
-                    self.inner.remember_damage(seg, offset, at);
-                    tracing::error!(segment = %path.display(), offset, bytes = at - offset, kind = kind.as_str(), reason, "damaged stretch in the buffer; skipping it");
-                    self.pos.offset = at;
+            None => {
+                let kind = classify(reader, offset, limit, flaw, true)?;
+                self.inner.metrics.damaged(kind);
+                tracing::error!(segment = %path.display(), offset, bytes = limit - offset, kind = kind.as_str(), reason, "damaged end of a buffer segment; skipping the rest of it");
+                if sealed {
+                    self.pos = Pos {
+                        seg: seg + 1,
+                        offset: 0,
+                    };
+                } else {
+                    self.pos.offset = limit;
                 }
-                None => {
-                    let kind = classify(reader, offset, limit, flaw, true)?;
-                    self.inner.metrics.damaged(kind);
-                    tracing::error!(segment = %path.display(), offset, bytes = limit - offset, kind = kind.as_str(), reason, "damaged end of a buffer segment; skipping the rest of it");
-                    if sealed {
-                        self.pos = Pos {
-                            seg: seg + 1,
-                            offset: 0,
-                        };
-                    } else {
-                        self.pos.offset = limit;
-                    }
-                    self.file = None;
-                }
+                self.file = None;
             }
         }
+        Ok(())
     }
 }
