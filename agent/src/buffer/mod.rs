@@ -40,10 +40,10 @@ use tokio::sync::oneshot;
 use crate::sink::{Entry, Sink, SinkError};
 use format::FRAMING;
 use lookout_ingest::fsutil;
-use lookout_ingest::seglog::{self, Next, SegmentReader, SeqCursor};
+use lookout_ingest::seglog::metrics::register as reg;
+use lookout_ingest::seglog::{self, DamageCounters, Next, SegmentReader, SeqCursor};
 pub use reader::{Read, Reader};
 use recover::Recover;
-use scan::DamageKind;
 use writer::BufferWriter;
 
 /// A position in the buffer: segment number and byte offset. Ordered.
@@ -113,11 +113,10 @@ pub struct BufferMetrics {
     pub dropped_items: IntCounterVec,
     /// Appends refused, by reason (`full`, `io`, `closed`).
     pub refused_appends: IntCounterVec,
-    /// Damaged stretches skipped while reading.
-    pub corrupt_records: IntCounter,
-    /// Damage found, by kind (`torn`, `checksum`, `bad_length`, `bad_header`, `zeroed`,
-    /// `missing_segment`); see [`scan::DamageKind`].
-    pub corruptions: IntCounterVec,
+    /// Damaged stretches skipped while reading (`..._corrupt_records_total`), and damage
+    /// found by kind (`..._corruptions_total{kind}`: `torn`, `checksum`, `bad_length`,
+    /// `bad_header`, `zeroed`, `missing_segment`; see [`scan::DamageKind`]).
+    pub damage: DamageCounters,
     /// Group commits (one write, maybe one fsync).
     pub commits: IntCounter,
 }
@@ -125,13 +124,6 @@ pub struct BufferMetrics {
 impl BufferMetrics {
     /// Create and register on `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: T,
-        ) -> Result<T, prometheus::Error> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let cv = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(Opts::new(n, h), l);
         Ok(Self {
             bytes: reg(
@@ -173,27 +165,18 @@ impl BufferMetrics {
                     &["reason"],
                 )?,
             )?,
-            corrupt_records: reg(
+            damage: DamageCounters::register(
                 registry,
-                IntCounter::new(
+                &FRAMING,
+                (
                     "lookout_agent_buffer_corrupt_records_total",
                     "Damaged stretches of buffer segments skipped.",
-                )?,
+                ),
+                (
+                    "lookout_agent_buffer_corruptions_total",
+                    "Damage found in the buffer, by kind (torn, checksum, bad_length, bad_header, zeroed, missing_segment).",
+                ),
             )?,
-            corruptions: {
-                let c = reg(
-                    registry,
-                    cv(
-                        "lookout_agent_buffer_corruptions_total",
-                        "Damage found in the buffer, by kind (torn, checksum, bad_length, bad_header, zeroed, missing_segment).",
-                        &["kind"],
-                    )?,
-                )?;
-                for k in DamageKind::ALL {
-                    c.with_label_values(&[k.as_str()]);
-                }
-                c
-            },
             commits: reg(
                 registry,
                 IntCounter::new(
@@ -202,12 +185,6 @@ impl BufferMetrics {
                 )?,
             )?,
         })
-    }
-
-    /// Count one damaged stretch of `kind`.
-    fn damaged(&self, kind: DamageKind) {
-        self.corrupt_records.inc();
-        self.corruptions.with_label_values(&[kind.as_str()]).inc();
     }
 }
 

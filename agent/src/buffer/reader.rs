@@ -147,14 +147,14 @@ impl Reader {
         match reader.resync(limit, window, &mut budget)? {
             Some(at) => {
                 let kind = classify(reader, offset, at, flaw, false)?;
-                self.inner.metrics.damaged(kind);
+                self.inner.metrics.damage.count(kind);
                 self.inner.remember_damage(seg, offset, at);
                 tracing::error!(segment = %path.display(), offset, bytes = at - offset, kind = kind.as_str(), reason, "damaged stretch in the buffer; skipping it");
                 self.pos.offset = at;
             }
             None => {
                 let kind = classify(reader, offset, limit, flaw, true)?;
-                self.inner.metrics.damaged(kind);
+                self.inner.metrics.damage.count(kind);
                 tracing::error!(segment = %path.display(), offset, bytes = limit - offset, kind = kind.as_str(), reason, "damaged end of a buffer segment; skipping the rest of it");
                 if sealed {
                     self.pos = Pos {

@@ -38,7 +38,7 @@ impl<'a> Recover<'a> {
 
     /// Count and log data missing before the segment at `path`.
     pub fn missing_data(&mut self, path: &Path, what: &str) {
-        self.metrics.damaged(DamageKind::MissingSegment);
+        self.metrics.damage.count(DamageKind::MissingSegment);
         self.recovery.damaged += 1;
         tracing::error!(segment = %path.display(), offset = 0, kind = DamageKind::MissingSegment.as_str(), "buffer data is missing before this segment: {what}; its records are lost");
     }
@@ -65,7 +65,7 @@ impl LogVisitor for Recover<'_> {
     }
 
     fn damage(&mut self, seg: &SegmentFile, d: &Damage, end_of_buffer: bool) {
-        self.metrics.damaged(d.kind);
+        self.metrics.damage.count(d.kind);
         self.recovery.damaged += 1;
         let path = seg.path.display();
         let (offset, bytes, kind, reason) = (d.offset, d.len, d.kind.as_str(), d.reason);

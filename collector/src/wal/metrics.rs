@@ -1,6 +1,8 @@
 //! Self-metrics of the write-ahead log.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use lookout_ingest::seglog::metrics::register as reg;
+use lookout_ingest::seglog::DamageCounters;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use super::FRAMING;
 
@@ -20,11 +22,11 @@ pub struct WalMetrics {
     pub fsync_seconds: Histogram,
     /// Records replayed from the WAL at start-up.
     pub replayed_records: IntCounter,
-    /// Corrupt or torn WAL records skipped at start-up.
-    pub corrupt_records: IntCounter,
-    /// Damage found in the WAL at start-up, by kind (`torn`, `checksum`, `bad_length`,
-    /// `zeroed`, `missing_segment`); see [`lookout_ingest::seglog::DamageKind`].
-    pub corruptions: IntCounterVec,
+    /// Corrupt or torn WAL records skipped at start-up
+    /// (`lookout_wal_corrupt_records_total`), and damage found by kind
+    /// (`lookout_wal_corruptions_total{kind}`: `torn`, `checksum`, `bad_length`, `zeroed`,
+    /// `missing_segment`; see [`lookout_ingest::seglog::DamageKind`]).
+    pub damage: DamageCounters,
     /// WAL records with a valid checksum that could not be decoded or applied, moved to
     /// `DATA_DIR/quarantine/`.
     pub quarantined_records: IntCounter,
@@ -33,26 +35,18 @@ pub struct WalMetrics {
 impl WalMetrics {
     /// Create the metrics and register them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: T,
-        ) -> Result<T, prometheus::Error> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
-        let corruptions = reg(
+        let damage = DamageCounters::register(
             registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "lookout_wal_corruptions_total",
-                    "Damage found in the write-ahead log at start-up, by kind (torn, checksum, bad_length, zeroed, missing_segment).",
-                ),
-                &["kind"],
-            )?,
+            &FRAMING,
+            (
+                "lookout_wal_corrupt_records_total",
+                "Torn or corrupt write-ahead log records skipped at start-up.",
+            ),
+            (
+                "lookout_wal_corruptions_total",
+                "Damage found in the write-ahead log at start-up, by kind (torn, checksum, bad_length, zeroed, missing_segment).",
+            ),
         )?;
-        for kind in FRAMING.kinds {
-            corruptions.with_label_values(&[kind.as_str()]);
-        }
         Ok(Self {
             bytes: reg(
                 registry,
@@ -102,14 +96,7 @@ impl WalMetrics {
                     "Records replayed from the write-ahead log at start-up.",
                 )?,
             )?,
-            corrupt_records: reg(
-                registry,
-                IntCounter::new(
-                    "lookout_wal_corrupt_records_total",
-                    "Torn or corrupt write-ahead log records skipped at start-up.",
-                )?,
-            )?,
-            corruptions,
+            damage,
             quarantined_records: reg(
                 registry,
                 IntCounter::new(
@@ -118,11 +105,5 @@ impl WalMetrics {
                 )?,
             )?,
         })
-    }
-
-    /// Count one damaged stretch of `kind`.
-    pub(super) fn damaged(&self, kind: lookout_ingest::seglog::DamageKind) {
-        self.corrupt_records.inc();
-        self.corruptions.with_label_values(&[kind.as_str()]).inc();
     }
 }

@@ -74,7 +74,7 @@ impl LogVisitor for Replay<'_> {
             }
         };
         let kind = seglog::DamageKind::MissingSegment;
-        self.metrics.damaged(kind);
+        self.metrics.damage.count(kind);
         tracing::error!(segment = %seg.path.display(), offset = 0, kind = kind.as_str(), "write-ahead log is missing data before this segment: {what}; their records are lost");
     }
 
@@ -111,7 +111,7 @@ impl LogVisitor for Replay<'_> {
     }
 
     fn damage(&mut self, seg: &SegmentFile, d: &Damage, end_of_log: bool) {
-        self.metrics.damaged(d.kind);
+        self.metrics.damage.count(d.kind);
         let path = seg.path.display();
         let (offset, bytes, kind, reason) = (d.offset, d.len, d.kind.as_str(), d.reason);
         if !d.tail {

@@ -51,6 +51,7 @@ pub mod damage;
 pub mod files;
 pub mod frame;
 pub mod framings;
+pub mod metrics;
 pub mod reader;
 pub mod scan;
 
@@ -69,6 +70,7 @@ pub use files::{
 };
 pub use frame::{u32_at, u64_at, Flaw, Framing, Reasons, SeqWindow, FRAME_LEN, MAX_SEQ_JUMP};
 pub use framings::{BUFFER, WAL};
+pub use metrics::DamageCounters;
 pub use reader::{resync_budget, Next, SegmentReader};
 pub use scan::{scan_log, scan_segment, LogVisitor, Missing, SegmentScan, SeqCursor};
 
