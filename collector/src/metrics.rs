@@ -5,7 +5,9 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-/// Self-metrics of the collector. Cheap to clone handles out of; registered once.
+/// Self-metrics of the collector. Cheap to clone handles out of; registered once. The
+/// write-ahead log's own are [`crate::wal::WalMetrics`], registered by the server on the
+/// same registry.
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
