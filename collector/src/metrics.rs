@@ -1,36 +1,16 @@
 //! The collector's own metrics, exposed on `GET /metrics`.
 
 use lookout_ingest::ReceiverMetrics;
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-/// Self-metrics of the collector. Cheap to clone handles out of; registered once.
+/// Self-metrics of the collector. Cheap to clone handles out of; registered once. The
+/// write-ahead log's own are [`crate::wal::WalMetrics`], registered by the server on the
+/// same registry.
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Self-metrics of the OTLP receivers.
     pub receiver: ReceiverMetrics,
-    /// Bytes of WAL segments on disk.
-    pub wal_bytes: IntGauge,
-    /// WAL segment files on disk.
-    pub wal_segments: IntGauge,
-    /// Records appended to the WAL.
-    pub wal_records: IntCounter,
-    /// Group commits (one write + fsync each).
-    pub wal_commits: IntCounter,
-    /// Duration of WAL fsyncs.
-    pub wal_fsync_seconds: Histogram,
-    /// Records replayed from the WAL at start-up.
-    pub wal_replayed_records: IntCounter,
-    /// Corrupt or torn WAL records skipped at start-up.
-    pub wal_corrupt_records: IntCounter,
-    /// Damage found in the WAL at start-up, by kind (`torn`, `checksum`, `bad_length`,
-    /// `zeroed`, `missing_segment`); see [`crate::wal::DamageKind`].
-    pub wal_corruptions: IntCounterVec,
-    /// WAL records with a valid checksum that could not be decoded or applied, moved to
-    /// `DATA_DIR/quarantine/`.
-    pub wal_quarantined_records: IntCounter,
     /// Alert rule evaluation rounds.
     pub alert_evaluations: IntCounter,
     /// Duration of one evaluation round of every rule.
@@ -74,49 +54,6 @@ impl Metrics {
         };
         Ok(Self {
             receiver: ReceiverMetrics::register(&registry, "lookout")?,
-            wal_bytes: reg!(IntGauge::new(
-                "lookout_wal_bytes",
-                "Bytes of write-ahead log segments on disk."
-            )?),
-            wal_segments: reg!(IntGauge::new(
-                "lookout_wal_segments",
-                "Write-ahead log segment files on disk."
-            )?),
-            wal_records: reg!(IntCounter::new(
-                "lookout_wal_records_total",
-                "Records appended to the write-ahead log."
-            )?),
-            wal_commits: reg!(IntCounter::new(
-                "lookout_wal_group_commits_total",
-                "Group commits of the write-ahead log (one write and fsync each)."
-            )?),
-            wal_fsync_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "lookout_wal_fsync_duration_seconds",
-                    "Duration of write-ahead log fsyncs."
-                )
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    1.0
-                ])
-            )?),
-            wal_replayed_records: reg!(IntCounter::new(
-                "lookout_wal_replayed_records_total",
-                "Records replayed from the write-ahead log at start-up."
-            )?),
-            wal_corrupt_records: reg!(IntCounter::new(
-                "lookout_wal_corrupt_records_total",
-                "Torn or corrupt write-ahead log records skipped at start-up."
-            )?),
-            wal_corruptions: reg!(counter_vec(
-                "lookout_wal_corruptions_total",
-                "Damage found in the write-ahead log at start-up, by kind (torn, checksum, bad_length, zeroed, missing_segment).",
-                &["kind"]
-            )?),
-            wal_quarantined_records: reg!(IntCounter::new(
-                "lookout_wal_quarantined_records_total",
-                "Write-ahead log records with a valid checksum that could not be decoded or applied, set aside in the quarantine directory."
-            )?),
             alert_evaluations: reg!(IntCounter::new(
                 "lookout_alert_evaluations_total",
                 "Evaluation rounds of the alert rules."

@@ -38,7 +38,7 @@ use crate::store::{
 use crate::traces::metrics::TraceMetrics;
 use crate::traces::tracker::{self, TracesShared};
 use crate::wal::sink::WalSink;
-use crate::wal::{Checkpoints, Record, Wal, WalOptions};
+use crate::wal::{Checkpoints, Record, Wal, WalMetrics, WalOptions};
 
 /// How long metric records stay in the WAL (the staleness window of OTLP metrics).
 const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -405,7 +405,7 @@ async fn open_wal(
         segment_size: cfg.wal.segment_size.get(),
         fsync: cfg.wal.fsync,
     };
-    let metrics = metrics.clone();
+    let metrics = WalMetrics::register(&metrics.registry).context("cannot register metrics")?;
     let (wal, thread) =
         tokio::task::spawn_blocking(move || Wal::open(&dir, opts, checkpoints, metrics, dispatch))
             .await?

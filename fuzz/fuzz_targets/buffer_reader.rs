@@ -1,7 +1,8 @@
 //! The agent's disk buffer on arbitrary segment files: the segment reader and resync
-//! (`buffer::format`), the whole-segment scan and repair (`buffer::scan`, as used by
-//! `lookout-agent buffer inspect|verify --repair`), and start-up recovery plus reading
-//! everything back (`buffer::Buffer::open`, `Reader::next`).
+//! (`lookout_ingest::seglog` in the buffer framing), the whole-segment scan and repair
+//! (`buffer::scan`, as used by `lookout-agent buffer inspect|verify --repair`), and
+//! start-up recovery plus reading everything back (`buffer::Buffer::open`,
+//! `Reader::next`).
 //!
 //! Input: a selector byte, an `ack.pos` (segment byte, u16 offset; none when the segment
 //! byte is 0), then segment data.
@@ -22,78 +23,41 @@ use std::path::Path;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use lookout_agent::buffer::format::encode;
+use lookout_agent::buffer::format::{encode, FRAMING};
 use lookout_agent::buffer::scan::{repair_segment, scan_segment, segment_name};
 use lookout_agent::buffer::{Buffer, BufferMetrics, BufferOptions, Pos, Read};
 use lookout_agent::sink::{FilePosition, Signal};
 use lookout_config::{FsyncPolicy, WhenFull};
-use lookout_fuzz::{wait_for_threads_named, Input};
+use lookout_fuzz::{segments, wait_for_threads_named, write_logs, Encoded, Input, RecordHead};
 
-fn temp_root() -> &'static Path {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        Path::new("/tmp")
+/// The structured records of this target, after the head: `items: u8 npos: u8
+/// npos × (u8, u16) len: u16 payload`.
+fn encode_record(head: RecordHead, input: &mut Input<'_>) -> Encoded {
+    let items = u32::from(input.byte());
+    let positions: Vec<FilePosition> = (0..input.byte() % 4)
+        .map(|_| FilePosition {
+            file_id: u64::from(input.byte()),
+            offset: u64::from(input.u16()),
+        })
+        .collect();
+    let len = usize::from(input.u16());
+    let payload = input.take(len);
+    // `encode` takes a signal; an invalid tag is patched into the bytes afterwards.
+    let signal = Signal::from_tag(head.tag).unwrap_or(Signal::Logs);
+    let mut rec = Vec::new();
+    encode(&mut rec, head.seq, 7, signal, items, &positions, payload);
+    if Signal::from_tag(head.tag).is_none() {
+        rec[8 + 16] = head.tag;
+        let crc = crc32fast::hash(&rec[8..]);
+        rec[4..8].copy_from_slice(&crc.to_le_bytes());
     }
-}
-
-fn segments(mut input: Input<'_>, sel: u8) -> Vec<Vec<u8>> {
-    if sel & 1 == 0 {
-        let n = 1 + usize::from(sel >> 1) % 3;
-        let mut segs = Vec::new();
-        for _ in 1..n {
-            let len = usize::from(input.u16());
-            segs.push(input.take(len).to_vec());
-        }
-        segs.push(input.rest().to_vec());
-        return segs;
+    if head.ctl & 4 != 0 {
+        rec[4] ^= 1;
     }
-    let mut segs = vec![Vec::new()];
-    let mut seq = 0u64;
-    while !input.is_empty() {
-        let ctl = input.byte();
-        seq = if ctl & 0x10 != 0 {
-            input.u64()
-        } else {
-            seq.wrapping_add(1)
-        };
-        let tag = match ctl & 3 {
-            0 => input.byte(),
-            t => t,
-        };
-        let items = u32::from(input.byte());
-        let positions: Vec<FilePosition> = (0..input.byte() % 4)
-            .map(|_| FilePosition {
-                file_id: u64::from(input.byte()),
-                offset: u64::from(input.u16()),
-            })
-            .collect();
-        let len = usize::from(input.u16());
-        let payload = input.take(len);
-        if ctl & 8 != 0 && segs.len() < 4 {
-            segs.push(Vec::new());
-        }
-        let seg = segs.last_mut().expect("a segment");
-        // `encode` takes a signal; an invalid tag is patched into the bytes afterwards.
-        let signal = Signal::from_tag(tag).unwrap_or(Signal::Logs);
-        let mut rec = Vec::new();
-        encode(&mut rec, seq, 7, signal, items, &positions, payload);
-        if Signal::from_tag(tag).is_none() {
-            rec[8 + 16] = tag;
-            let crc = crc32fast::hash(&rec[8..]);
-            rec[4..8].copy_from_slice(&crc.to_le_bytes());
-        }
-        if ctl & 4 != 0 {
-            rec[4] ^= 1;
-        }
-        if payload.len() < len {
-            seg.extend_from_slice(&rec[..rec.len() - 1]);
-            break;
-        }
-        seg.extend_from_slice(&rec);
+    Encoded {
+        bytes: rec,
+        whole: payload.len() == len,
     }
-    segs
 }
 
 fn write_ack(dir: &Path, pos: Pos) {
@@ -114,21 +78,11 @@ fuzz_target!(|data: &[u8]| {
         seg: ack_seg,
         offset: ack_off,
     };
-    let segs = segments(input, sel);
+    let segs = segments(input, sel, encode_record);
 
-    let root = tempfile::Builder::new()
-        .prefix("lookout-fuzz-buffer")
-        .tempdir_in(temp_root())
-        .expect("temp dir");
+    let root = write_logs("lookout-fuzz-buffer", &FRAMING, &["live", "repair"], &segs);
     let live = root.path().join("live");
     let repair = root.path().join("repair");
-    std::fs::create_dir_all(&live).expect("mkdir");
-    std::fs::create_dir_all(&repair).expect("mkdir");
-    for (i, seg) in segs.iter().enumerate() {
-        let name = segment_name(i as u64 + 1);
-        std::fs::write(live.join(&name), seg).expect("write segment");
-        std::fs::write(repair.join(&name), seg).expect("write segment");
-    }
     if ack_seg > 0 {
         write_ack(&live, ack);
     }

@@ -1,5 +1,6 @@
 //! The collector's write-ahead log start-up: segment listing, record parsing, checksum
-//! checks, torn-tail truncation and replay (`wal::Wal::open`), on arbitrary segment files.
+//! checks, torn-tail truncation (`lookout_ingest::seglog` in the WAL framing) and replay
+//! (`wal::Wal::open`), on arbitrary segment files.
 //!
 //! Input: a selector byte, three checkpoint bytes (per signal), then segment data.
 //! - selector bit 0 clear, raw: up to `1 + (sel >> 1) % 3` segments, each but the last
@@ -22,82 +23,38 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use lookout_collector::wal::{Checkpoints, Record, Wal, WalError, WalMetrics, WalOptions, FRAMING};
+use lookout_fuzz::{runtime, segments, write_logs, Encoded, Input, RecordHead};
 use lookout_ingest::batch::Batch;
-use lookout_collector::metrics::Metrics;
 use lookout_ingest::signal::Signal;
-use lookout_collector::wal::{Checkpoints, Record, Wal, WalError, WalOptions};
-use lookout_fuzz::{runtime, Input};
 
-fn metrics() -> Arc<Metrics> {
-    static M: OnceLock<Arc<Metrics>> = OnceLock::new();
-    M.get_or_init(|| Arc::new(Metrics::new().expect("metrics")))
+fn metrics() -> WalMetrics {
+    static M: OnceLock<WalMetrics> = OnceLock::new();
+    M.get_or_init(|| WalMetrics::register(&prometheus::Registry::new()).expect("metrics"))
         .clone()
 }
 
-/// Where the temporary WAL directories go: tmpfs when there is one.
-fn temp_root() -> &'static Path {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        Path::new("/tmp")
-    }
-}
-
 /// One record as the WAL writes it: `len | crc32 | lsn | tag | payload`.
-fn encode_record(out: &mut Vec<u8>, lsn: u64, tag: u8, payload: &[u8], break_crc: bool) {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&lsn.to_le_bytes());
-    h.update(&[tag]);
-    h.update(payload);
-    let crc = h.finalize() ^ u32::from(break_crc);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
+fn encode_record(lsn: u64, tag: u8, payload: &[u8], break_crc: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let start = FRAMING.begin(&mut out);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.push(tag);
     out.extend_from_slice(payload);
+    FRAMING.finish(&mut out, start);
+    out[4] ^= u8::from(break_crc);
+    out
 }
 
-fn segments(mut input: Input<'_>, sel: u8) -> Vec<Vec<u8>> {
-    if sel & 1 == 0 {
-        let n = 1 + usize::from(sel >> 1) % 3;
-        let mut segs = Vec::new();
-        for _ in 1..n {
-            let len = usize::from(input.u16());
-            segs.push(input.take(len).to_vec());
-        }
-        segs.push(input.rest().to_vec());
-        return segs;
+/// The structured records of this target: `len: u16 payload` after the head.
+fn encode(head: RecordHead, input: &mut Input<'_>) -> Encoded {
+    let len = usize::from(input.u16());
+    let payload = input.take(len);
+    let whole = payload.len() == len;
+    Encoded {
+        bytes: encode_record(head.seq, head.tag, payload, whole && head.ctl & 4 != 0),
+        whole,
     }
-    let mut segs = vec![Vec::new()];
-    let mut lsn = 0u64;
-    while !input.is_empty() {
-        let ctl = input.byte();
-        lsn = if ctl & 0x10 != 0 {
-            input.u64()
-        } else {
-            lsn.wrapping_add(1)
-        };
-        let tag = match ctl & 3 {
-            0 => input.byte(),
-            t => t,
-        };
-        let len = usize::from(input.u16());
-        let payload = input.take(len);
-        if ctl & 8 != 0 && segs.len() < 4 {
-            segs.push(Vec::new());
-        }
-        let seg = segs.last_mut().expect("a segment");
-        if payload.len() < len {
-            // Not enough input for the whole record: a torn tail.
-            let mut rec = Vec::new();
-            encode_record(&mut rec, lsn, tag, payload, false);
-            seg.extend_from_slice(&rec[..rec.len() - 1]);
-            break;
-        }
-        encode_record(seg, lsn, tag, payload, ctl & 4 != 0);
-    }
-    segs
 }
 
 /// LSNs of the records in the quarantine directory, from their file names
@@ -147,20 +104,12 @@ fuzz_target!(|data: &[u8]| {
     for s in Signal::ALL {
         cps.advance(s, u64::from(input.byte() % 8));
     }
-    let segs = segments(input, sel);
+    let segs = segments(input, sel, encode);
 
     // The WAL in a subdirectory, so whatever the WAL puts beside it (a quarantine of
     // damaged records) stays inside this run's temporary directory.
-    let root = tempfile::Builder::new()
-        .prefix("lookout-fuzz-wal")
-        .tempdir_in(temp_root())
-        .expect("temp dir");
+    let root = write_logs("lookout-fuzz-wal", &FRAMING, &["wal"], &segs);
     let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).expect("mkdir");
-    for (i, seg) in segs.iter().enumerate() {
-        let path = dir.join(format!("{:020}.wal", i + 1));
-        std::fs::write(path, seg).expect("write segment");
-    }
 
     let (wal, handle, seen) = open(&dir, &cps);
     let first: Vec<(u64, Signal, usize)> = seen.lock().expect("lock").clone();

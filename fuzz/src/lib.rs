@@ -5,6 +5,8 @@
 //!   that what the ingest path hands to storage is consistent.
 //! - [`ingest`]: the collector's shared ingest path ([`Ingest`]) over that sink.
 //! - [`Input`]: a tiny reader that splits fuzz input into header bytes and a rest.
+//! - [`segments`], [`write_logs`]: segment files of a log from fuzz input, for the
+//!   `wal_reader` and `buffer_reader` targets.
 //! - [`wait_for_threads_named`]: lets detached worker threads finish between inputs.
 //! - `__lsan_default_suppressions`: LeakSanitizer suppressions compiled into every target.
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use lookout_ingest::batch::Batch;
+use lookout_ingest::seglog::Framing;
 use lookout_ingest::validate::Limits;
 use lookout_ingest::{
     Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics, SinkRequest,
@@ -183,6 +186,109 @@ impl<'a> Input<'a> {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+}
+
+/// Where the temporary directories of on-disk targets go: tmpfs when there is one.
+fn temp_root() -> &'static std::path::Path {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::path::Path::new("/tmp")
+    }
+}
+
+/// A fresh temporary directory named `prefix...` holding, in each of its subdirectories
+/// `dirs`, the segment files `segs` (numbered from 1, named as `framing` names them).
+pub fn write_logs(
+    prefix: &str,
+    framing: &Framing,
+    dirs: &[&str],
+    segs: &[Vec<u8>],
+) -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(temp_root())
+        .expect("temp dir");
+    for dir in dirs {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (i, seg) in segs.iter().enumerate() {
+            let name = lookout_ingest::seglog::segment_name(framing, i as u64 + 1);
+            std::fs::write(dir.join(name), seg).expect("write segment");
+        }
+    }
+    root
+}
+
+/// The head of one structured record: what [`segments`] decoded before handing the rest
+/// of the record's input to the target.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHead {
+    /// Control bits: 0-1 the tag (0: an explicit tag byte followed), 2 break the checksum,
+    /// 3 start a new segment, 4 an explicit sequence number followed.
+    pub ctl: u8,
+    /// Sequence number: explicit, or the previous one plus one.
+    pub seq: u64,
+    /// Signal tag.
+    pub tag: u8,
+}
+
+/// A record a target encoded from its input.
+pub struct Encoded {
+    /// The record's bytes, checksum broken when the head says so.
+    pub bytes: Vec<u8>,
+    /// Whether the input held its whole payload; if not, it is written torn (its last
+    /// byte cut off) and ends the log.
+    pub whole: bool,
+}
+
+/// Segment files of a log from fuzz input, as the selector byte `sel` says:
+/// - bit 0 clear, raw: up to `1 + (sel >> 1) % 3` segments, each but the last prefixed by
+///   a little-endian u16 length; the bytes are written as they are.
+/// - bit 0 set, structured: records built by `encode` with correct checksums (so the
+///   fuzzer gets past them), each as `ctl: u8 [seq: u64] [tag: u8]` ([`RecordHead`])
+///   followed by what `encode` reads; at most four segments.
+pub fn segments(
+    mut input: Input<'_>,
+    sel: u8,
+    mut encode: impl FnMut(RecordHead, &mut Input<'_>) -> Encoded,
+) -> Vec<Vec<u8>> {
+    if sel & 1 == 0 {
+        let n = 1 + usize::from(sel >> 1) % 3;
+        let mut segs = Vec::new();
+        for _ in 1..n {
+            let len = usize::from(input.u16());
+            segs.push(input.take(len).to_vec());
+        }
+        segs.push(input.rest().to_vec());
+        return segs;
+    }
+    let mut segs = vec![Vec::new()];
+    let mut seq = 0u64;
+    while !input.is_empty() {
+        let ctl = input.byte();
+        seq = if ctl & 0x10 != 0 {
+            input.u64()
+        } else {
+            seq.wrapping_add(1)
+        };
+        let tag = match ctl & 3 {
+            0 => input.byte(),
+            t => t,
+        };
+        let rec = encode(RecordHead { ctl, seq, tag }, &mut input);
+        if ctl & 8 != 0 && segs.len() < 4 {
+            segs.push(Vec::new());
+        }
+        let seg = segs.last_mut().expect("a segment");
+        if !rec.whole {
+            seg.extend_from_slice(&rec.bytes[..rec.bytes.len() - 1]);
+            break;
+        }
+        seg.extend_from_slice(&rec.bytes);
+    }
+    segs
 }
 
 /// `Bytes` of a slice (a copy).

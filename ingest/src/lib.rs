@@ -5,6 +5,9 @@
 //! The path of a request, for both binaries:
 //! `listener (net) → transport (grpc | http) → Ingest (decode, check, enrich, admit) →
 //! IngestSink (the collector's WAL or the agent's disk buffer) → response`.
+//!
+//! Both of those sinks are segment logs of checksummed records: [`seglog`] is their
+//! format and the code they share.
 
 pub mod batch;
 pub mod budget;
@@ -20,6 +23,7 @@ pub mod net;
 pub mod pipeline;
 pub mod process;
 pub mod quota;
+pub mod seglog;
 pub mod signal;
 pub mod validate;
 pub mod values;

@@ -2,7 +2,7 @@
 //! acknowledged, read back in order by the shipper, and deleted once the collector has
 //! acknowledged it.
 //!
-//! Segments of checksummed records ([`format`]) are written by one thread that batches
+//! Segments of checksummed records ([`format`], a [`lookout_ingest::seglog`] framing) are written by one thread that batches
 //! concurrent appends into one write and, with `fsync = "always"`, one `fdatasync` (group
 //! commit). The shipper reads with its own file handle, never past what was written, and
 //! acknowledges positions; the acknowledged position is persisted in `ack.pos` and
@@ -15,13 +15,16 @@
 //! next start skips them instead of sending them twice ([`Buffer::read_delivered`]).
 
 pub mod format;
+mod reader;
+mod recover;
 pub mod scan;
+mod writer;
 
 /// Subdirectory of the agent's `buffer_dir` that holds the segments and `ack.pos`.
 pub const SUBDIR: &str = "buffer";
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -35,12 +38,13 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::oneshot;
 
 use crate::sink::{Entry, Sink, SinkError};
-use format::{Next, Record, SegmentReader};
+use format::FRAMING;
 use lookout_ingest::fsutil;
-use scan::DamageKind;
-
-/// Most bytes written in one group commit.
-const MAX_GROUP_BYTES: usize = 8 << 20;
+use lookout_ingest::seglog::metrics::register as reg;
+use lookout_ingest::seglog::{self, DamageCounters, Next, SegmentReader, SeqCursor};
+pub use reader::{Read, Reader};
+use recover::Recover;
+use writer::BufferWriter;
 
 /// A position in the buffer: segment number and byte offset. Ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -79,6 +83,14 @@ pub enum BufferError {
     },
 }
 
+impl From<seglog::Error> for BufferError {
+    fn from(e: seglog::Error) -> Self {
+        match e {
+            seglog::Error::Io { path, source } => BufferError::Io { path, source },
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
     move |source| BufferError::Io {
         path: path.to_path_buf(),
@@ -101,11 +113,10 @@ pub struct BufferMetrics {
     pub dropped_items: IntCounterVec,
     /// Appends refused, by reason (`full`, `io`, `closed`).
     pub refused_appends: IntCounterVec,
-    /// Damaged stretches skipped while reading.
-    pub corrupt_records: IntCounter,
-    /// Damage found, by kind (`torn`, `checksum`, `bad_length`, `bad_header`, `zeroed`,
-    /// `missing_segment`); see [`scan::DamageKind`].
-    pub corruptions: IntCounterVec,
+    /// Damaged stretches skipped while reading (`..._corrupt_records_total`), and damage
+    /// found by kind (`..._corruptions_total{kind}`: `torn`, `checksum`, `bad_length`,
+    /// `bad_header`, `zeroed`, `missing_segment`; see [`scan::DamageKind`]).
+    pub damage: DamageCounters,
     /// Group commits (one write, maybe one fsync).
     pub commits: IntCounter,
 }
@@ -113,13 +124,6 @@ pub struct BufferMetrics {
 impl BufferMetrics {
     /// Create and register on `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: T,
-        ) -> Result<T, prometheus::Error> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let cv = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(Opts::new(n, h), l);
         Ok(Self {
             bytes: reg(
@@ -161,27 +165,18 @@ impl BufferMetrics {
                     &["reason"],
                 )?,
             )?,
-            corrupt_records: reg(
+            damage: DamageCounters::register(
                 registry,
-                IntCounter::new(
+                &FRAMING,
+                (
                     "lookout_agent_buffer_corrupt_records_total",
                     "Damaged stretches of buffer segments skipped.",
-                )?,
+                ),
+                (
+                    "lookout_agent_buffer_corruptions_total",
+                    "Damage found in the buffer, by kind (torn, checksum, bad_length, bad_header, zeroed, missing_segment).",
+                ),
             )?,
-            corruptions: {
-                let c = reg(
-                    registry,
-                    cv(
-                        "lookout_agent_buffer_corruptions_total",
-                        "Damage found in the buffer, by kind (torn, checksum, bad_length, bad_header, zeroed, missing_segment).",
-                        &["kind"],
-                    )?,
-                )?;
-                for k in DamageKind::ALL {
-                    c.with_label_values(&[k.as_str()]);
-                }
-                c
-            },
             commits: reg(
                 registry,
                 IntCounter::new(
@@ -190,12 +185,6 @@ impl BufferMetrics {
                 )?,
             )?,
         })
-    }
-
-    /// Count one damaged stretch of `kind`.
-    fn damaged(&self, kind: DamageKind) {
-        self.corrupt_records.inc();
-        self.corruptions.with_label_values(&[kind.as_str()]).inc();
     }
 }
 
@@ -391,19 +380,6 @@ fn decode_delivered(b: &[u8]) -> Option<(Pos, Vec<Delivered>)> {
     Some((ack, ranges))
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
-    let path = dir.join(scan::segment_name(seq));
-    let f = fsutil::open_options()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    Ok((f, path))
-}
-
 impl Buffer {
     /// Open (or create) the buffer in `dir`, recover what a crash left, and start the
     /// writer thread.
@@ -418,130 +394,33 @@ impl Buffer {
             tracing::warn!(dir = %dir.display(), "the buffer's ack.pos is unreadable; every buffered record will be shipped again");
         }
         let ack = ack_read.unwrap_or_default();
-        let mut recovery = Recovery::default();
-        let mut segments = VecDeque::new();
-        let mut next_record_seq = 1u64;
-        let listed = scan::list_segments(dir).map_err(io_err(dir))?;
-        // The end of the buffer: past it every segment is empty. A damaged end there is a
-        // torn write and is cut off; elsewhere it stays (for `buffer verify`) and is
-        // stepped over.
-        let mut last_nonempty = None;
-        for (i, (_, path)) in listed.iter().enumerate() {
-            if fs::metadata(path).map_err(io_err(path))?.len() > 0 {
-                last_nonempty = Some(i);
-            }
-        }
-        let missing = |recovery: &mut Recovery, path: &Path, what: String| {
-            metrics.damaged(DamageKind::MissingSegment);
-            recovery.damaged += 1;
-            tracing::error!(segment = %path.display(), offset = 0, kind = DamageKind::MissingSegment.as_str(), "buffer data is missing before this segment: {what}; its records are lost");
-        };
+        let listed = seglog::list_segments(&FRAMING, dir)?;
+        let mut recover = Recover::new(&metrics, ack);
         // Segments are deleted oldest first, and only once acknowledged (or, with
         // when_full = drop_oldest, when the buffer is full): the ones left are contiguous,
         // and so are the sequence numbers of their records.
-        let mut damage_since = false;
-        if let (Some(a), Some((first, path))) = (ack_read, listed.first()) {
-            if *first > a.seg.saturating_add(1) {
-                missing(&mut recovery, path, format!("segments {}..={} were never acknowledged (deleted unshipped because the buffer was full, or lost)", a.seg + 1, first - 1));
-                damage_since = true;
+        let mut missing_before = false;
+        if let (Some(a), Some(first)) = (ack_read, listed.first()) {
+            if first.seq > a.seg.saturating_add(1) {
+                recover.missing_data(&first.path, &format!("segments {}..={} were never acknowledged (deleted unshipped because the buffer was full, or lost)", a.seg + 1, first.seq - 1));
+                missing_before = true;
             }
         }
-        let mut prev: Option<u64> = None;
-        let mut prev_seq = 0u64;
-        for (i, (seq, path)) in listed.into_iter().enumerate() {
-            let end_of_buffer = last_nonempty.is_none_or(|l| i >= l);
-            if let Some(p) = prev.filter(|p| seq > p.saturating_add(1)) {
-                missing(
-                    &mut recovery,
-                    &path,
-                    format!("segments {}..={} are gone", p + 1, seq - 1),
-                );
-                damage_since = true;
-            }
-            prev = Some(seq);
-            let mut s =
-                scan::scan_segment_after(seq, &path, ack, prev_seq).map_err(io_err(&path))?;
-            match s.seq_range {
-                Some((lo, hi)) => {
-                    let head_damaged = s.damage.first().is_some_and(|d| d.offset == 0);
-                    if prev_seq > 0
-                        && lo > prev_seq.saturating_add(1)
-                        && !damage_since
-                        && !head_damaged
-                    {
-                        missing(
-                            &mut recovery,
-                            &path,
-                            format!(
-                                "records {}..={} (an empty or missing segment)",
-                                prev_seq + 1,
-                                lo - 1
-                            ),
-                        );
-                    }
-                    prev_seq = prev_seq.max(hi);
-                    damage_since = s.damage.last().is_some_and(|d| d.tail);
-                }
-                None => damage_since |= !s.damage.is_empty(),
-            }
-            for d in &s.damage {
-                metrics.damaged(d.kind);
-                recovery.damaged += 1;
-                let (offset, bytes, kind, reason) = (d.offset, d.len, d.kind.as_str(), d.reason);
-                if d.tail && end_of_buffer {
-                    tracing::warn!(segment = %path.display(), offset, bytes, kind, reason, "damaged end of the buffer (torn write from a crash, or zeros after a power loss); truncating it");
-                } else if d.tail {
-                    tracing::error!(segment = %path.display(), offset, bytes, kind, reason, "damaged end of a buffer segment; skipping the rest of it, reading on in the next segment (run `lookout-agent buffer verify --repair`)");
-                } else {
-                    tracing::error!(segment = %path.display(), offset, bytes, kind, reason, "damaged stretch in the buffer; skipping it, reading on from the next valid record (run `lookout-agent buffer verify --repair`)");
-                }
-            }
-            if let Some(d) = s.damage.last().filter(|d| d.tail) {
-                if end_of_buffer {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_err(&path))?;
-                    f.set_len(d.offset).map_err(io_err(&path))?;
-                    f.sync_all().map_err(io_err(&path))?;
-                }
-                // Readers stop where the damage starts.
-                s.bytes = d.offset;
-            }
-            if let Some((_, hi)) = s.seq_range {
-                next_record_seq = next_record_seq.max(hi.saturating_add(1));
-            }
-            for (k, v) in s.positions {
-                let o = recovery.positions.entry(k).or_default();
-                *o = (*o).max(v);
-            }
-            let acked = seq < ack.seg || (seq == ack.seg && ack.offset >= s.bytes);
-            if acked {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                continue;
-            }
-            for (a, b) in recovery.unacked_items.iter_mut().zip(s.unacked_items) {
-                *a += b;
-            }
-            recovery.unacked_records += s.unacked_records;
-            segments.push_back(Seg {
-                seq,
-                path,
-                len: s.bytes,
-                sealed: true,
-                damage: s
-                    .damage
-                    .iter()
-                    .filter(|d| !d.tail)
-                    .map(|d| (d.offset, d.offset + d.len))
-                    .collect(),
-            });
-        }
+        // A damaged end of the buffer is a torn write and is cut off; elsewhere it stays
+        // (for `buffer verify`) and is stepped over.
+        let cursor = SeqCursor::new(FRAMING.first_window);
+        seglog::scan_log(&FRAMING, listed, cursor, missing_before, &mut recover)?;
+        let Recover {
+            recovery,
+            mut segments,
+            next_record_seq,
+            ..
+        } = recover;
         let next_seg = segments
             .back()
             .map_or(ack.seg.saturating_add(1), |s| s.seq.saturating_add(1))
             .max(1);
-        let (file, path) = create_segment(dir, next_seg)?;
+        let (file, path) = seglog::create_segment(&FRAMING, dir, next_seg)?;
         segments.push_back(Seg {
             seq: next_seg,
             path,
@@ -577,7 +456,7 @@ impl Buffer {
             metrics,
         });
         inner.update_gauges(&inner.state.lock());
-        let writer = Writer {
+        let writer = BufferWriter {
             inner: inner.clone(),
             file,
             next_record_seq,
@@ -812,8 +691,11 @@ impl Inner {
         } else {
             0
         };
-        if let Ok(mut r) = SegmentReader::open(&front.path, from) {
-            while let Ok(Next::Record { record, .. }) = r.next(front.len) {
+        if let Ok(mut r) = SegmentReader::open(&FRAMING, &front.path, from) {
+            while let Ok(Next::Record { body, .. }) = r.next(front.len) {
+                let Ok(record) = format::decode(body) else {
+                    break;
+                };
                 self.metrics
                     .dropped_items
                     .with_label_values(&[record.signal.as_str()])
@@ -844,311 +726,6 @@ impl Inner {
         self.metrics.bytes.set(st.total as i64);
         self.metrics.segments.set(st.segments.len() as i64);
         self.metrics.unacked_bytes.set(st.unacked() as i64);
-    }
-}
-
-struct Writer {
-    inner: Arc<Inner>,
-    file: File,
-    next_record_seq: u64,
-    buf: Vec<u8>,
-    dirty: bool,
-    last_sync: Instant,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Append>) {
-        let tick = match self.inner.opts.fsync {
-            FsyncPolicy::Interval => self.inner.opts.fsync_interval,
-            _ => Duration::from_secs(3600),
-        };
-        loop {
-            let first = match rx.recv_timeout(tick) {
-                Ok(a) => a,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.maybe_sync();
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut group = vec![first];
-            let mut bytes = group[0].size as usize;
-            while bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(a) => {
-                        bytes += a.size as usize;
-                        group.push(a);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(group);
-        }
-        if self.dirty && self.inner.opts.fsync != FsyncPolicy::Never {
-            let _ = self.file.sync_data();
-        }
-        self.inner.state.lock().closed = true;
-        self.inner.data.notify_all();
-    }
-
-    fn maybe_sync(&mut self) {
-        if self.dirty
-            && self.inner.opts.fsync == FsyncPolicy::Interval
-            && self.last_sync.elapsed() >= self.inner.opts.fsync_interval
-        {
-            if let Err(e) = self.file.sync_data() {
-                tracing::error!(error = %e, "buffer fsync failed");
-            }
-            self.dirty = false;
-            self.last_sync = Instant::now();
-        }
-    }
-
-    fn roll_if_full(&mut self) -> Result<(), BufferError> {
-        let (len, seq) = {
-            let st = self.inner.state.lock();
-            let cur = st.segments.back();
-            (cur.map_or(0, |s| s.len), cur.map_or(0, |s| s.seq))
-        };
-        if len < self.inner.opts.segment_size {
-            return Ok(());
-        }
-        if self.inner.opts.fsync != FsyncPolicy::Never {
-            let _ = self.file.sync_data();
-        }
-        let (file, path) = create_segment(&self.inner.dir, seq + 1)?;
-        self.file = file;
-        self.dirty = false;
-        let mut st = self.inner.state.lock();
-        if let Some(cur) = st.segments.back_mut() {
-            cur.sealed = true;
-        }
-        st.segments.push_back(Seg {
-            seq: seq + 1,
-            path,
-            len: 0,
-            sealed: false,
-            damage: Vec::new(),
-        });
-        self.inner.update_gauges(&st);
-        drop(st);
-        self.inner.data.notify_all();
-        Ok(())
-    }
-
-    fn commit(&mut self, group: Vec<Append>) {
-        let reserved: u64 = group.iter().map(|a| a.size).sum();
-        let fail = |group: Vec<Append>, why: String, inner: &Inner| {
-            inner
-                .metrics
-                .refused_appends
-                .with_label_values(&["io"])
-                .inc();
-            for a in group {
-                let _ = a.done.send(Err(SinkError::Unavailable(format!(
-                    "cannot write the disk buffer: {why}"
-                ))));
-            }
-        };
-        if let Err(e) = self.roll_if_full() {
-            self.inner.unreserve(reserved);
-            fail(group, e.to_string(), &self.inner);
-            return;
-        }
-        let time = lookout_ingest::clock::now_unix_nano();
-        self.buf.clear();
-        let first_seq = self.next_record_seq;
-        for a in &group {
-            let e = &a.entry;
-            format::encode(
-                &mut self.buf,
-                self.next_record_seq,
-                time,
-                e.signal,
-                e.items,
-                &e.positions,
-                &e.payload,
-            );
-            self.next_record_seq += 1;
-        }
-        let prev_len = self.inner.state.lock().segments.back().map_or(0, |s| s.len);
-        let written = self.file.write_all(&self.buf).and_then(|()| {
-            if self.inner.opts.fsync == FsyncPolicy::Always {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = written {
-            // Leave no partial record behind; the senders retry.
-            let _ = self.file.set_len(prev_len);
-            self.next_record_seq = first_seq;
-            self.inner.unreserve(reserved);
-            tracing::error!(error = %e, "cannot write the disk buffer; refusing data until it works again");
-            fail(group, e.to_string(), &self.inner);
-            return;
-        }
-        self.dirty = self.inner.opts.fsync != FsyncPolicy::Always;
-        if self.inner.opts.fsync == FsyncPolicy::Always {
-            self.last_sync = Instant::now();
-        }
-        self.maybe_sync();
-        let n = self.buf.len() as u64;
-        {
-            let mut st = self.inner.state.lock();
-            if let Some(cur) = st.segments.back_mut() {
-                cur.len += n;
-            }
-            st.total += n;
-            st.reserved = st.reserved.saturating_sub(reserved);
-            self.inner.update_gauges(&st);
-        }
-        self.inner.metrics.commits.inc();
-        self.inner.data.notify_all();
-        for a in group {
-            self.inner
-                .metrics
-                .appended_items
-                .with_label_values(&[a.entry.signal.as_str()])
-                .inc_by(u64::from(a.entry.items));
-            let _ = a.done.send(Ok(()));
-        }
-    }
-}
-
-/// Reads records in order from a position, never past what was written.
-pub struct Reader {
-    inner: Arc<Inner>,
-    pos: Pos,
-    file: Option<(u64, SegmentReader)>,
-    last_seq: u64,
-}
-
-/// What [`Reader::next`] found.
-#[derive(Debug)]
-pub enum Read {
-    /// A record, and the position just past it.
-    Record(Record, Pos),
-    /// Nothing new within the timeout.
-    Idle,
-    /// The buffer is closed and everything was read.
-    Closed,
-}
-
-impl Reader {
-    /// Where the next record is read from (the end of the last one read).
-    pub fn position(&self) -> Pos {
-        self.pos
-    }
-
-    /// The next record, waiting up to `timeout` for one.
-    pub fn next(&mut self, timeout: Duration) -> io::Result<Read> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (path, seg, limit, sealed) = {
-                let mut st = self.inner.state.lock();
-                // Segments dropped under us (drop_oldest): move to the oldest left.
-                if let Some(front) = st.segments.front() {
-                    if self.pos.seg < front.seq {
-                        self.pos = Pos {
-                            seg: front.seq,
-                            offset: 0,
-                        };
-                        self.file = None;
-                    }
-                }
-                let Some(s) = st.segments.iter().find(|s| s.seq >= self.pos.seg) else {
-                    return Ok(Read::Closed);
-                };
-                if s.seq > self.pos.seg {
-                    self.pos = Pos {
-                        seg: s.seq,
-                        offset: 0,
-                    };
-                    self.file = None;
-                }
-                let (path, seq, len, sealed) = (s.path.clone(), s.seq, s.len, s.sealed);
-                if self.pos.offset >= len {
-                    if sealed {
-                        self.pos = Pos {
-                            seg: seq + 1,
-                            offset: 0,
-                        };
-                        self.file = None;
-                        continue;
-                    }
-                    if st.closed {
-                        return Ok(Read::Closed);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(Read::Idle);
-                    }
-                    self.inner.data.wait_for(&mut st, deadline - now);
-                    continue;
-                }
-                (path, seq, len, sealed)
-            };
-            let reader = match &mut self.file {
-                Some((s, r)) if *s == seg && r.offset() == self.pos.offset => r,
-                _ => {
-                    let r = match SegmentReader::open(&path, self.pos.offset) {
-                        Ok(r) => r,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            // Deleted under us by drop_oldest; the next turn moves on.
-                            self.pos = Pos {
-                                seg: seg + 1,
-                                offset: 0,
-                            };
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    &mut self.file.insert((seg, r)).1
-                }
-            };
-            match reader.next(limit)? {
-                Next::Record { record, end } => {
-                    self.pos.offset = end;
-                    self.last_seq = record.seq;
-                    return Ok(Read::Record(record, self.pos));
-                }
-                Next::End => continue,
-                Next::Corrupt(reason) => {
-                    let offset = self.pos.offset;
-                    // Damage found at start-up was reported then: step over it quietly.
-                    if let Some(end) = self.inner.known_damage(seg, offset) {
-                        reader.seek(end)?;
-                        self.pos.offset = end;
-                        continue;
-                    }
-                    match reader.resync(limit, self.last_seq)? {
-                        Some(at) => {
-                            let kind = scan::classify(reader, offset, at, reason, false)?;
-                            self.inner.metrics.damaged(kind);
-                            self.inner.remember_damage(seg, offset, at);
-                            tracing::error!(segment = %path.display(), offset, bytes = at - offset, kind = kind.as_str(), reason, "damaged stretch in the buffer; skipping it");
-                            self.pos.offset = at;
-                        }
-                        None => {
-                            let kind = scan::classify(reader, offset, limit, reason, true)?;
-                            self.inner.metrics.damaged(kind);
-                            tracing::error!(segment = %path.display(), offset, bytes = limit - offset, kind = kind.as_str(), reason, "damaged end of a buffer segment; skipping the rest of it");
-                            if sealed {
-                                self.pos = Pos {
-                                    seg: seg + 1,
-                                    offset: 0,
-                                };
-                                self.file = None;
-                            } else {
-                                self.pos.offset = limit;
-                                self.file = None;
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

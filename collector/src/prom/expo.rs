@@ -698,8 +698,9 @@ mod tests {
             .accepted_items
             .with_label_values(&["logs", "grpc"])
             .inc_by(3);
-        m.wal_fsync_seconds.observe(0.002);
-        m.wal_bytes.set(10);
+        let wal = crate::wal::WalMetrics::register(&m.registry).unwrap();
+        wal.fsync_seconds.observe(0.002);
+        wal.bytes.set(10);
         let mut w = Writer::new(Format::Text);
         m.render(&mut w);
         let text = w.finish();

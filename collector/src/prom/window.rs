@@ -159,7 +159,7 @@ mod tests {
         let q = Arc::new(crate::wal::Quarantine::new(
             root.path().join(QUARANTINE_DIR),
             root.path().join("wal"),
-            metrics.clone(),
+            crate::wal::WalMetrics::register(&metrics.registry).unwrap(),
         ));
         let store = parking_lot::Mutex::new(MetricStore::new(super::super::StoreConfig::default()));
         let rec = |lsn: u64, payload: &'static [u8]| Record {

@@ -277,7 +277,7 @@ mod tests {
     use super::*;
     use crate::store::logs::LogStore;
     use crate::store::partition::WriterOptions;
-    use crate::wal::{Wal, WalOptions, QUARANTINE_DIR};
+    use crate::wal::{Wal, WalMetrics, WalOptions, QUARANTINE_DIR};
 
     fn logs(body: &str) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
@@ -372,7 +372,7 @@ mod tests {
                 &wal_dir,
                 wal_opts(),
                 Arc::new(Checkpoints::default()),
-                Arc::new(Metrics::new().unwrap()),
+                WalMetrics::register(&prometheus::Registry::new()).unwrap(),
                 Box::new(|_| {}),
             )
             .unwrap();
@@ -410,7 +410,7 @@ mod tests {
             &wal_dir,
             wal_opts(),
             checkpoints.clone(),
-            metrics.clone(),
+            WalMetrics::register(&metrics.registry).unwrap(),
             Box::new(move |r| tx.send(r).unwrap()),
         )
         .unwrap();

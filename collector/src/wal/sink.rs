@@ -81,7 +81,7 @@ mod tests {
     use lookout_proto::otlp::common::v1::KeyValue;
 
     use super::*;
-    use crate::wal::{Checkpoints, WalOptions};
+    use crate::wal::{Checkpoints, WalMetrics, WalOptions};
 
     fn ingest(dir: &std::path::Path, budget: Arc<Budget>) -> Arc<Ingest> {
         ingest_with(dir, budget, &lookout_config::LimitsConfig::default())
@@ -100,7 +100,7 @@ mod tests {
                 fsync: false,
             },
             Arc::new(Checkpoints::default()),
-            metrics.clone(),
+            WalMetrics::register(&metrics.registry).unwrap(),
             Box::new(|_| {}),
         )
         .unwrap();

@@ -1,0 +1,233 @@
+//! The writer thread: group commit of appends, dispatch to the stores, segment rotation
+//! and deletion of durable segments.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lookout_ingest::batch::Batch;
+use lookout_ingest::seglog::{self, Wait};
+use lookout_ingest::signal::Signal;
+use tokio::sync::oneshot;
+
+use super::{
+    Checkpoints, Dispatch, Quarantine, Record, WalError, WalMetrics, WalOptions, WalPos, FRAMING,
+};
+
+/// Most bytes written in one group commit.
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
+/// One append waiting for the writer.
+pub(super) struct Append {
+    pub signal: Signal,
+    pub payload: Bytes,
+    pub batch: Option<Batch>,
+    pub charge: u64,
+    pub done: oneshot::Sender<Result<u64, Arc<WalError>>>,
+}
+
+/// A segment of the log.
+pub(super) struct Segment {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub len: u64,
+    /// Highest LSN of each signal in this segment.
+    pub max_lsn: [u64; 3],
+}
+
+/// Create segment `seq` in `dir`.
+pub(super) fn create_segment(dir: &Path, seq: u64) -> Result<(Segment, File), WalError> {
+    let (file, path) = seglog::create_segment(&FRAMING, dir, seq)?;
+    let segment = Segment {
+        seq,
+        path,
+        len: 0,
+        max_lsn: [0; 3],
+    };
+    Ok((segment, file))
+}
+
+/// Append the record `lsn | tag | payload` to `buf`, framed.
+pub(super) fn encode_record(buf: &mut Vec<u8>, lsn: u64, tag: u8, payload: &[u8]) {
+    let start = FRAMING.begin(buf);
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.push(tag);
+    buf.extend_from_slice(payload);
+    FRAMING.finish(buf, start);
+}
+
+/// The WAL's writer thread: owns the open segment and the list of closed ones.
+pub(super) struct WalWriter {
+    pub dir: PathBuf,
+    pub opts: WalOptions,
+    /// Closed segments, oldest first.
+    pub segments: Vec<Segment>,
+    pub current: (Segment, File),
+    pub next_lsn: u64,
+    pub checkpoints: Arc<Checkpoints>,
+    pub metrics: WalMetrics,
+    pub dispatch: Dispatch,
+    pub quarantine: Arc<Quarantine>,
+    pub last_truncate: Instant,
+}
+
+impl WalWriter {
+    pub fn run(&mut self, rx: mpsc::Receiver<Append>) {
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut group: Vec<Append> = Vec::new();
+        loop {
+            let tick = Duration::from_secs(1);
+            match seglog::next_group(&rx, tick, MAX_GROUP_BYTES, |a| a.payload.len(), &mut group) {
+                Wait::Group => {}
+                Wait::Idle => {
+                    self.maybe_truncate(false);
+                    continue;
+                }
+                Wait::Closed => break,
+            }
+            self.commit(&mut group, &mut buf);
+            if self.current.0.len >= self.opts.segment_size {
+                if let Err(e) = self.rotate() {
+                    tracing::error!(error = %e, "cannot start a new write-ahead log segment");
+                }
+            }
+            self.maybe_truncate(false);
+        }
+        if let Err(e) = self.current.1.sync_all() {
+            tracing::error!(error = %e, "write-ahead log final sync failed");
+        }
+        tracing::debug!("write-ahead log writer stopped");
+    }
+
+    /// Write `group` as one write (and fsync), then hand its records to the stores and
+    /// answer each append; on failure, answer each with the error.
+    fn commit(&mut self, group: &mut Vec<Append>, buf: &mut Vec<u8>) {
+        buf.clear();
+        if self.next_lsn.checked_add(group.len() as u64).is_none() {
+            let e = Arc::new(WalError::Exhausted(self.next_lsn));
+            tracing::error!(error = %e, "refusing the batch");
+            for a in group.drain(..) {
+                let _ = a.done.send(Err(e.clone()));
+            }
+            return;
+        }
+        let first_lsn = self.next_lsn;
+        let base = self.current.0.len;
+        let mut offsets = Vec::with_capacity(group.len());
+        for (i, a) in group.iter().enumerate() {
+            offsets.push(base + buf.len() as u64);
+            encode_record(buf, first_lsn + i as u64, a.signal.tag(), &a.payload);
+        }
+        if let Err(e) = self.write_group(buf) {
+            tracing::error!(error = %e, "write-ahead log append failed; refusing the batch");
+            // Leave no partial record behind: the LSNs of the refused records are used
+            // again, and must not also be in the log with the refused data.
+            if let Err(e) = self.current.1.set_len(self.current.0.len) {
+                tracing::error!(segment = %self.current.0.path.display(), error = %e, "cannot cut a failed write off the write-ahead log; start-up will skip it as damage");
+            }
+            let e = Arc::new(e);
+            for a in group.drain(..) {
+                let _ = a.done.send(Err(e.clone()));
+            }
+            // The file may still hold a partial write; continue in a fresh segment.
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "cannot start a new write-ahead log segment");
+            }
+            return;
+        }
+        self.next_lsn += group.len() as u64;
+        self.metrics.records.inc_by(group.len() as u64);
+        let segment = self.current.0.seq;
+        for ((i, a), offset) in group.drain(..).enumerate().zip(offsets) {
+            let lsn = first_lsn + i as u64;
+            let idx = a.signal.index();
+            self.current.0.max_lsn[idx] = self.current.0.max_lsn[idx].max(lsn);
+            let payload = if a.batch.is_some() {
+                Bytes::new()
+            } else {
+                a.payload
+            };
+            (self.dispatch)(Record {
+                lsn,
+                signal: a.signal,
+                payload,
+                batch: a.batch,
+                charge: a.charge,
+                pos: WalPos { segment, offset },
+                quarantine: Some(self.quarantine.clone()),
+            });
+            let _ = a.done.send(Ok(lsn));
+        }
+    }
+
+    fn write_group(&mut self, buf: &[u8]) -> Result<(), WalError> {
+        let path = self.current.0.path.clone();
+        self.current
+            .1
+            .write_all(buf)
+            .map_err(super::io_err(&path))?;
+        if self.opts.fsync {
+            let t = Instant::now();
+            self.current.1.sync_data().map_err(super::io_err(&path))?;
+            self.metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+        self.current.0.len += buf.len() as u64;
+        self.metrics.commits.inc();
+        self.metrics.bytes.add(buf.len() as i64);
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let seq = self.current.0.seq + 1;
+        let next = create_segment(&self.dir, seq)?;
+        let old = std::mem::replace(&mut self.current, next);
+        old.1.sync_all().map_err(super::io_err(&old.0.path))?;
+        self.segments.push(old.0);
+        self.update_gauges();
+        self.maybe_truncate(true);
+        Ok(())
+    }
+
+    /// Delete the oldest closed segments whose every record is durable in its store. Only
+    /// the oldest: the segments left stay contiguous, so a missing one is damage.
+    fn maybe_truncate(&mut self, force: bool) {
+        if !force && self.last_truncate.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        self.last_truncate = Instant::now();
+        let cps = Signal::ALL.map(|s| self.checkpoints.get(s));
+        let mut removed = 0;
+        for seg in &self.segments {
+            let durable = Signal::ALL
+                .iter()
+                .all(|s| seg.max_lsn[s.index()] <= cps[s.index()]);
+            if !durable {
+                break;
+            }
+            if let Err(e) = fs::remove_file(&seg.path) {
+                tracing::warn!(segment = %seg.path.display(), error = %e, "cannot remove write-ahead log segment");
+                break;
+            }
+            tracing::debug!(segment = %seg.path.display(), "removed durable write-ahead log segment");
+            removed += 1;
+        }
+        if removed > 0 {
+            self.segments.drain(..removed);
+            self.update_gauges();
+        }
+    }
+
+    pub fn update_gauges(&self) {
+        let bytes: u64 = self.segments.iter().map(|s| s.len).sum::<u64>() + self.current.0.len;
+        self.metrics
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics.segments.set(self.segments.len() as i64 + 1);
+    }
+}
