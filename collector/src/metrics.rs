@@ -65,28 +65,6 @@ pub struct Metrics {
     pub traces_invalid_spans: IntCounterVec,
     /// Problems found while assembling traces for the API, by kind.
     pub traces_warnings: IntCounterVec,
-    /// Alert rule evaluation rounds.
-    pub alert_evaluations: IntCounter,
-    /// Duration of one evaluation round of every rule.
-    pub alert_evaluation_seconds: prometheus::Histogram,
-    /// Alert instances by state.
-    pub alert_instances: IntGaugeVec,
-    /// Notification outcomes by receiver (delivered, failed, retried).
-    pub alert_notifications: IntCounterVec,
-    /// Notifications waiting for delivery or a retry.
-    pub alert_notifications_pending: IntGauge,
-    /// Failed writes of the alert state file.
-    pub alert_state_write_errors: IntCounter,
-    /// Series of OTLP metrics held for `/metrics`.
-    pub otlp_series: IntGauge,
-    /// OTLP metric points received, by type (`gauge`, `sum`, `histogram`,
-    /// `exponential_histogram`, `summary`).
-    pub otlp_points_received: IntCounterVec,
-    /// OTLP metric points dropped, by reason (`max_series`, `invalid`, `out_of_order`,
-    /// `delta_non_monotonic`, `name_conflict`).
-    pub otlp_points_dropped: IntCounterVec,
-    /// OTLP metric series removed after `metrics.stale_after` without a point.
-    pub otlp_series_expired: IntCounter,
 }
 
 impl Metrics {
@@ -231,53 +209,6 @@ impl Metrics {
                 "lookout_traces_assembly_warnings_total",
                 "Problems found while assembling traces (missing parents, clock skew, cycles, ...), by kind.",
                 &["kind"]
-            )?),
-            alert_evaluations: reg!(IntCounter::new(
-                "lookout_alert_evaluations_total",
-                "Evaluation rounds of the alert rules."
-            )?),
-            alert_evaluation_seconds: reg!(prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "lookout_alert_evaluation_duration_seconds",
-                    "Duration of one evaluation round of every alert rule."
-                )
-                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
-            )?),
-            alert_instances: reg!(gauge_vec(
-                "lookout_alert_instances",
-                "Alert instances by state (inactive, pending, firing, resolved).",
-                &["state"]
-            )?),
-            alert_notifications: reg!(counter_vec(
-                "lookout_alert_notifications_total",
-                "Alert notifications by receiver and outcome (delivered, failed, retried).",
-                &["receiver", "result"]
-            )?),
-            alert_notifications_pending: reg!(IntGauge::new(
-                "lookout_alert_notifications_pending",
-                "Alert notifications waiting for delivery or a retry."
-            )?),
-            alert_state_write_errors: reg!(IntCounter::new(
-                "lookout_alert_state_write_errors_total",
-                "Failed writes of the alert state file."
-            )?),
-            otlp_series: reg!(IntGauge::new(
-                "lookout_metrics_series",
-                "Series of OTLP metrics held for /metrics."
-            )?),
-            otlp_points_received: reg!(counter_vec(
-                "lookout_metrics_points_received_total",
-                "OTLP metric data points received, by type.",
-                &["type"]
-            )?),
-            otlp_points_dropped: reg!(counter_vec(
-                "lookout_metrics_points_dropped_total",
-                "OTLP metric data points not exposed, by reason (max_series, invalid, out_of_order, delta_non_monotonic, name_conflict).",
-                &["reason"]
-            )?),
-            otlp_series_expired: reg!(IntCounter::new(
-                "lookout_metrics_series_expired_total",
-                "OTLP metric series removed after metrics.stale_after without a data point."
             )?),
             registry,
         })

@@ -84,6 +84,10 @@ pub async fn run(
         "listening"
     );
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let store_metrics = crate::prom::StoreMetrics::register(&metrics.registry)
+        .context("cannot register metrics")?;
+    let alert_metrics =
+        alerts::AlertMetrics::register(&metrics.registry).context("cannot register metrics")?;
     let net = Security::load(&cfg, opts.config_path.as_deref(), &metrics, &shutdown)?;
     let data = &cfg.data_dir;
     lookout_ingest::fsutil::create_dir_all(data)
@@ -136,7 +140,7 @@ pub async fn run(
             api_base: format!("http://{api_addr}"),
             traces: shared.clone(),
             metric_source: Some(Arc::new(alerts::StoreSource(metric_store.clone()))),
-            metrics: metrics.clone(),
+            metrics: alert_metrics,
             dir: data.join("alerts"),
             ready: ready.clone(),
         },
@@ -219,6 +223,7 @@ pub async fn run(
         METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
         ctx,
         metric_store,
+        store_metrics,
     )?;
     let dispatch = Box::new(move |rec: Record| {
         let tx = match rec.signal {

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::AlertMetrics;
 use super::model::{self, fingerprint, Labels, PostableAlert, WebhookAlert, WebhookBody};
 use super::notify::{self, Outcome, Outgoing, Report};
 use super::rules::{self, MetricHistory, MetricSource, RedCache, Sample};
 use super::AlertsConfig;
-use crate::metrics::Metrics;
 use crate::traces::tracker::TracesShared;
 
 /// Resolved instances stay visible on `/api/v1/alerts` this long.
@@ -46,7 +46,7 @@ pub struct AlertsSetup {
     /// OTLP metrics, for metric rules.
     pub metric_source: Option<Arc<dyn MetricSource>>,
     /// Self-metrics.
-    pub metrics: Arc<Metrics>,
+    pub metrics: AlertMetrics,
     /// Where state is kept (`DATA_DIR/alerts`).
     pub dir: PathBuf,
     /// Set once the WAL is replayed: evaluating earlier would see the RED metrics
@@ -156,7 +156,7 @@ struct Engine {
     api_base: String,
     traces: Arc<TracesShared>,
     metric_source: Option<Arc<dyn MetricSource>>,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
     path: PathBuf,
     next_id: u64,
     instances: BTreeMap<(String, String), Instance>,
@@ -262,7 +262,7 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
 pub fn bench_evaluator(
     cfg: AlertsConfig,
     traces: Arc<TracesShared>,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
 ) -> impl FnMut(i64) -> usize {
     let (reports, _) = mpsc::unbounded_channel();
     let mut engine = Engine {
@@ -424,12 +424,12 @@ impl Engine {
             _ => true,
         });
         let m = &self.metrics;
-        m.alert_evaluations.inc();
-        m.alert_evaluation_seconds
+        m.evaluations.inc();
+        m.evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
         for st in [St::Inactive, St::Pending, St::Firing, St::Resolved] {
             let n = self.instances.values().filter(|i| i.state == st).count();
-            m.alert_instances
+            m.instances
                 .with_label_values(&[st.as_str()])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -790,7 +790,7 @@ impl Engine {
             .collect();
         *self.status.lock() = AlertsResponse { rules, receivers };
         self.metrics
-            .alert_notifications_pending
+            .notifications_pending
             .set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
     }
 
@@ -820,7 +820,7 @@ impl Engine {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 tracing::error!(file = %self.path.display(), error = %e, "cannot save alert state");
-                self.metrics.alert_state_write_errors.inc();
+                self.metrics.state_write_errors.inc();
             }
         }
     }

@@ -8,12 +8,14 @@
 
 mod engine;
 pub mod guard;
+mod metrics;
 pub mod model;
 pub mod notify;
 mod rules;
 
 pub use engine::{bench_evaluator, spawn, AlertsHandle, AlertsSetup};
-pub use rules::{MetricSeries, MetricSource, SeriesValue, StoreSource};
+pub use metrics::AlertMetrics;
+pub use rules::{MetricSource, StoreSource};
 
 use std::collections::BTreeMap;
 

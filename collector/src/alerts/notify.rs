@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{check_url, GuardedResolver, NetPolicy};
-use crate::metrics::Metrics;
+use super::metrics::AlertMetrics;
 
 /// Upper bound on connecting, below the whole-attempt `timeout`.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -81,7 +81,7 @@ enum Attempt {
 pub fn spawn_receiver(
     name: String,
     cfg: ReceiverConfig,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
 ) -> mpsc::UnboundedSender<Outgoing> {
@@ -140,7 +140,7 @@ pub fn spawn_receiver(
                     Attempt::Retry(error) => {
                         tracing::warn!(receiver = %name, attempts, error = %error, "notification failed; retrying");
                         metrics
-                            .alert_notifications
+                            .notifications
                             .with_label_values(&[name.as_str(), "retried"])
                             .inc();
                         let _ = reports.send(Report {
@@ -172,7 +172,7 @@ pub fn spawn_receiver(
                 }
             }
             metrics
-                .alert_notifications
+                .notifications
                 .with_label_values(&[name.as_str(), result])
                 .inc();
             let _ = reports.send(Report {
@@ -296,7 +296,7 @@ mod tests {
         let tx = spawn_receiver(
             "hook".into(),
             cfg,
-            Arc::new(Metrics::new().unwrap()),
+            AlertMetrics::register(&prometheus::Registry::new()).unwrap(),
             reports_tx,
             stop.clone(),
         );

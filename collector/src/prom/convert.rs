@@ -21,6 +21,8 @@ use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue}
 
 use lookout_ingest::values::to_text;
 
+use super::expo::Kind;
+
 /// The Prometheus type a metric is exposed as; it decides the unit and type suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromKind {
@@ -32,6 +34,17 @@ pub enum PromKind {
     Histogram,
     /// OTLP summary.
     Summary,
+}
+
+impl From<PromKind> for Kind {
+    fn from(kind: PromKind) -> Self {
+        match kind {
+            PromKind::Gauge => Kind::Gauge,
+            PromKind::Counter => Kind::Counter,
+            PromKind::Histogram => Kind::Histogram,
+            PromKind::Summary => Kind::Summary,
+        }
+    }
 }
 
 /// A converted metric name.

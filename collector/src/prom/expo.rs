@@ -123,7 +123,7 @@ pub enum Kind {
 
 impl Kind {
     /// Suffixes of the sample names of a family of this kind.
-    fn suffixes(self) -> &'static [&'static str] {
+    pub fn suffixes(self) -> &'static [&'static str] {
         match self {
             Kind::Counter => &["_total"],
             Kind::Gauge | Kind::Unknown => &[""],
