@@ -4,6 +4,8 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::prom::expo::registered;
+
 /// Self-metrics of the alert engine and its receivers. Cheap to clone.
 #[derive(Clone)]
 pub struct AlertMetrics {
@@ -24,49 +26,60 @@ pub struct AlertMetrics {
 impl AlertMetrics {
     /// Create the metrics and register them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            evaluations: IntCounter::new(
-                "lookout_alert_evaluations_total",
-                "Evaluation rounds of the alert rules.",
+        Ok(Self {
+            evaluations: registered(
+                registry,
+                IntCounter::new(
+                    "lookout_alert_evaluations_total",
+                    "Evaluation rounds of the alert rules.",
+                )?,
             )?,
-            evaluation_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "lookout_alert_evaluation_duration_seconds",
-                    "Duration of one evaluation round of every alert rule.",
-                )
-                .buckets(vec![
-                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-                ]),
+            evaluation_seconds: registered(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lookout_alert_evaluation_duration_seconds",
+                        "Duration of one evaluation round of every alert rule.",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                    ]),
+                )?,
             )?,
-            instances: IntGaugeVec::new(
-                Opts::new(
-                    "lookout_alert_instances",
-                    "Alert instances by state (inactive, pending, firing, resolved).",
-                ),
-                &["state"],
+            instances: registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "lookout_alert_instances",
+                        "Alert instances by state (inactive, pending, firing, resolved).",
+                    ),
+                    &["state"],
+                )?,
             )?,
-            notifications: IntCounterVec::new(
-                Opts::new(
-                    "lookout_alert_notifications_total",
-                    "Alert notifications by receiver and outcome (delivered, failed, retried).",
-                ),
-                &["receiver", "result"],
+            notifications: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lookout_alert_notifications_total",
+                        "Alert notifications by receiver and outcome (delivered, failed, retried).",
+                    ),
+                    &["receiver", "result"],
+                )?,
             )?,
-            notifications_pending: IntGauge::new(
-                "lookout_alert_notifications_pending",
-                "Alert notifications waiting for delivery or a retry.",
+            notifications_pending: registered(
+                registry,
+                IntGauge::new(
+                    "lookout_alert_notifications_pending",
+                    "Alert notifications waiting for delivery or a retry.",
+                )?,
             )?,
-            state_write_errors: IntCounter::new(
-                "lookout_alert_state_write_errors_total",
-                "Failed writes of the alert state file.",
+            state_write_errors: registered(
+                registry,
+                IntCounter::new(
+                    "lookout_alert_state_write_errors_total",
+                    "Failed writes of the alert state file.",
+                )?,
             )?,
-        };
-        registry.register(Box::new(m.evaluations.clone()))?;
-        registry.register(Box::new(m.evaluation_seconds.clone()))?;
-        registry.register(Box::new(m.instances.clone()))?;
-        registry.register(Box::new(m.notifications.clone()))?;
-        registry.register(Box::new(m.notifications_pending.clone()))?;
-        registry.register(Box::new(m.state_write_errors.clone()))?;
-        Ok(m)
+        })
     }
 }

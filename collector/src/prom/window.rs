@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lookout_ingest::Batch;
 
-use super::{MetricStore, StoreMetrics};
+use super::store::{MetricStore, StoreMetrics};
 use crate::store::IndexerContext;
 use crate::wal::Record;
 

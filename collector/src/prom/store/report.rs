@@ -3,6 +3,8 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::prom::expo::registered;
+
 /// OTLP point types, as counted in `lookout_metrics_points_received_total{type}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PointType {
@@ -149,35 +151,30 @@ pub struct StoreMetrics {
 impl StoreMetrics {
     /// Create the metrics and register them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            series: IntGauge::new(
+        Ok(Self {
+            series: registered(registry, IntGauge::new(
                 "lookout_metrics_series",
                 "Series of OTLP metrics held for /metrics.",
-            )?,
-            points_received: IntCounterVec::new(
+            )?)?,
+            points_received: registered(registry, IntCounterVec::new(
                 Opts::new(
                     "lookout_metrics_points_received_total",
                     "OTLP metric data points received, by type.",
                 ),
                 &["type"],
-            )?,
-            points_dropped: IntCounterVec::new(
+            )?)?,
+            points_dropped: registered(registry, IntCounterVec::new(
                 Opts::new(
                     "lookout_metrics_points_dropped_total",
                     "OTLP metric data points not exposed, by reason (max_series, invalid, out_of_order, delta_non_monotonic, name_conflict).",
                 ),
                 &["reason"],
-            )?,
-            series_expired: IntCounter::new(
+            )?)?,
+            series_expired: registered(registry, IntCounter::new(
                 "lookout_metrics_series_expired_total",
                 "OTLP metric series removed after metrics.stale_after without a data point.",
-            )?,
-        };
-        registry.register(Box::new(m.series.clone()))?;
-        registry.register(Box::new(m.points_received.clone()))?;
-        registry.register(Box::new(m.points_dropped.clone()))?;
-        registry.register(Box::new(m.series_expired.clone()))?;
-        Ok(m)
+            )?)?,
+        })
     }
 
     /// Set the number of series held.
