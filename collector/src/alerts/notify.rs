@@ -87,7 +87,7 @@ pub fn spawn_receiver(
 ) -> mpsc::UnboundedSender<Outgoing> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     tokio::spawn(async move {
-        let Some(receiver) = Receiver::new(name, cfg, metrics, reports) else {
+        let Some(delivery) = Delivery::new(name, cfg, metrics, reports) else {
             return;
         };
         loop {
@@ -96,17 +96,17 @@ pub fn spawn_receiver(
                 () = stop.cancelled() => return,
             };
             let outcome = tokio::select! {
-                outcome = receiver.deliver(&n) => outcome,
+                outcome = delivery.deliver(&n) => outcome,
                 () = stop.cancelled() => return,
             };
-            receiver.finish(&n, outcome);
+            delivery.finish(&n, outcome);
         }
     });
     tx
 }
 
-/// One receiver's delivery settings, client and reporting.
-struct Receiver {
+/// The delivery side of one receiver: settings, HTTP client, counting and reports.
+struct Delivery {
     name: String,
     cfg: ReceiverConfig,
     metrics: AlertMetrics,
@@ -117,7 +117,7 @@ struct Receiver {
     refused: Option<UrlRefused>,
 }
 
-impl Receiver {
+impl Delivery {
     /// `None` (logged) when the HTTP client cannot be built.
     fn new(
         name: String,

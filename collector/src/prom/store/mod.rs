@@ -338,10 +338,10 @@ impl MetricStore {
     pub fn render(&self, w: &mut Writer, now_ns: u64) {
         let stale = self.stale_ns();
         let fresh = |seen: u64| now_ns.saturating_sub(seen) <= stale;
-        self.targets.render(w, &fresh);
+        self.targets.render(w, fresh);
         let mut cumulative: Vec<u64> = Vec::with_capacity(64);
         for (name, fam) in &self.families {
-            fam.render(name, w, &fresh, &mut cumulative);
+            fam.render(name, w, fresh, &mut cumulative);
         }
     }
 

@@ -7,7 +7,7 @@ use crate::prom::expo::{Kind, Writer};
 
 impl Targets {
     /// `target_info` of the targets `fresh` keeps.
-    pub(super) fn render(&self, w: &mut Writer, fresh: &dyn Fn(u64) -> bool) {
+    pub(super) fn render(&self, w: &mut Writer, fresh: impl Fn(u64) -> bool) {
         if self.0.values().any(|t| fresh(t.seen_ns))
             && w.family("target", Kind::Info, "Target metadata", "")
         {
@@ -24,7 +24,7 @@ impl Family {
         &self,
         name: &str,
         w: &mut Writer,
-        fresh: &dyn Fn(u64) -> bool,
+        fresh: impl Fn(u64) -> bool,
         cumulative: &mut Vec<u64>,
     ) {
         if !w.family(name, self.kind.into(), &self.help, &self.unit) {
