@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lookout_collector::alerts::{bench_evaluator, AlertsConfig};
-use lookout_collector::metrics::Metrics;
+use lookout_collector::alerts::{bench_evaluator, AlertMetrics, AlertsConfig};
 use lookout_collector::traces::tracker::TracesShared;
 use lookout_config::{CollectorConfig, TracesConfig};
 use lookout_proto::otlp::trace::v1::span::SpanKind;
@@ -55,7 +54,7 @@ fn bench_evaluation(c: &mut Criterion) {
     }
     let cfg: CollectorConfig =
         lookout_config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let metrics = AlertMetrics::register(&prometheus::Registry::new()).expect("metrics");
     let mut eval = bench_evaluator(AlertsConfig::from_collector(&cfg), shared, metrics);
     let now_ms = i64::try_from(now_s * 1000).expect("time");
     assert_eq!(eval(now_ms), 2 * SERVICES);

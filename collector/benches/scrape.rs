@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookout_collector::prom::{Format, MetricStore, StoreConfig, Writer};
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use lookout_proto::otlp::metrics::v1::{
     exemplar, metric::Data, number_data_point, AggregationTemporality, Exemplar, Gauge, Histogram,
     HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -21,12 +22,12 @@ use lookout_proto::otlp::resource::v1::Resource;
 const TARGETS: usize = 10;
 const NOW: u64 = 1_700_000_000_000_000_000;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
+fn metric(name: &str, description: &str, unit: &str, data: Data) -> Metric {
+    Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: unit.into(),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -46,12 +47,12 @@ fn exemplars(i: usize, value: f64) -> Vec<Exemplar> {
 /// Labels of series `i`: 50 routes × 4 methods × 2 status classes (400 combinations).
 fn attrs(i: usize) -> Vec<KeyValue> {
     vec![
-        kv("http.route", &format!("/api/v1/resource{}/{{id}}", i % 50)),
-        kv(
+        attr::string("http.route", &format!("/api/v1/resource{}/{{id}}", i % 50)),
+        attr::string(
             "http.request.method",
             ["GET", "POST", "PUT", "DELETE"][(i / 50) % 4],
         ),
-        kv("http.response.status_class", ["2xx", "5xx"][(i / 200) % 2]),
+        attr::string("http.response.status_class", ["2xx", "5xx"][(i / 200) % 2]),
     ]
 }
 
@@ -79,45 +80,42 @@ fn request(target: usize) -> ExportMetricsServiceRequest {
         ..Default::default()
     };
     let metrics = vec![
-        Metric {
-            name: "http.server.requests".into(),
-            description: "Requests served.".into(),
-            unit: "{request}".into(),
-            data: Some(Data::Sum(Sum {
+        metric(
+            "http.server.requests",
+            "Requests served.",
+            "{request}",
+            Data::Sum(Sum {
                 data_points: (0..400).map(|i| number(i, (i * 7) as f64)).collect(),
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
                 is_monotonic: true,
-            })),
-            ..Default::default()
-        },
-        Metric {
-            name: "http.server.active_requests".into(),
-            description: "Requests in flight.".into(),
-            unit: "{request}".into(),
-            data: Some(Data::Gauge(Gauge {
+            }),
+        ),
+        metric(
+            "http.server.active_requests",
+            "Requests in flight.",
+            "{request}",
+            Data::Gauge(Gauge {
                 data_points: (0..400).map(|i| number(i, (i % 13) as f64)).collect(),
-            })),
-            ..Default::default()
-        },
-        Metric {
-            name: "http.server.request.duration".into(),
-            description: "Duration of requests.".into(),
-            unit: "ms".into(),
-            data: Some(Data::Histogram(Histogram {
+            }),
+        ),
+        metric(
+            "http.server.request.duration",
+            "Duration of requests.",
+            "ms",
+            Data::Histogram(Histogram {
                 data_points: (0..200).map(hist).collect(),
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            })),
-            ..Default::default()
-        },
+            }),
+        ),
     ];
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
                 attributes: vec![
-                    kv("service.name", &format!("service-{target}")),
-                    kv("service.instance.id", &format!("pod-{target}")),
-                    kv("host.name", &format!("node-{}", target % 3)),
-                    kv("telemetry.sdk.language", "rust"),
+                    attr::string("service.name", &format!("service-{target}")),
+                    attr::string("service.instance.id", &format!("pod-{target}")),
+                    attr::string("host.name", &format!("node-{}", target % 3)),
+                    attr::string("telemetry.sdk.language", "rust"),
                 ],
                 ..Default::default()
             }),

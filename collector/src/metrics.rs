@@ -1,106 +1,29 @@
-//! The collector's own metrics, exposed on `GET /metrics`.
+//! The collector's metrics registry and its rendering. Every subsystem defines and
+//! registers its own self-metrics on the registry: the receivers
+//! ([`lookout_ingest::ReceiverMetrics`]), the WAL ([`crate::wal::WalMetrics`]), the
+//! indexes ([`crate::store::IndexMetrics`]), trace assembly
+//! ([`crate::traces::metrics::TraceMetrics`]), the OTLP metric store
+//! ([`crate::prom::StoreMetrics`]), alerts ([`crate::alerts::AlertMetrics`]) and the API
+//! ([`crate::api::ApiMetrics`]).
 
 use lookout_ingest::ReceiverMetrics;
-use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::Registry;
 
-/// Self-metrics of the collector. Cheap to clone handles out of; registered once. The
-/// write-ahead log's own are [`crate::wal::WalMetrics`], registered by the server on the
-/// same registry.
+/// The registry `/metrics` renders, with the receivers' metrics, which the ingest path and
+/// the stores that release its budget share.
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Self-metrics of the OTLP receivers.
     pub receiver: ReceiverMetrics,
-    /// Alert rule evaluation rounds.
-    pub alert_evaluations: IntCounter,
-    /// Duration of one evaluation round of every rule.
-    pub alert_evaluation_seconds: prometheus::Histogram,
-    /// Alert instances by state.
-    pub alert_instances: IntGaugeVec,
-    /// Notification outcomes by receiver (delivered, failed, retried).
-    pub alert_notifications: IntCounterVec,
-    /// Notifications waiting for delivery or a retry.
-    pub alert_notifications_pending: IntGauge,
-    /// Failed writes of the alert state file.
-    pub alert_state_write_errors: IntCounter,
-    /// Series of OTLP metrics held for `/metrics`.
-    pub otlp_series: IntGauge,
-    /// OTLP metric points received, by type (`gauge`, `sum`, `histogram`,
-    /// `exponential_histogram`, `summary`).
-    pub otlp_points_received: IntCounterVec,
-    /// OTLP metric points dropped, by reason (`max_series`, `invalid`, `out_of_order`,
-    /// `delta_non_monotonic`, `name_conflict`).
-    pub otlp_points_dropped: IntCounterVec,
-    /// OTLP metric series removed after `metrics.stale_after` without a point.
-    pub otlp_series_expired: IntCounter,
 }
 
 impl Metrics {
-    /// Create and register every metric.
+    /// A registry with the receivers' metrics registered.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m;
-                registry.register(Box::new(m.clone()))?;
-                m
-            }};
-        }
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(Opts::new(name, help), labels)
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            IntGaugeVec::new(Opts::new(name, help), labels)
-        };
         Ok(Self {
             receiver: ReceiverMetrics::register(&registry, "lookout")?,
-            alert_evaluations: reg!(IntCounter::new(
-                "lookout_alert_evaluations_total",
-                "Evaluation rounds of the alert rules."
-            )?),
-            alert_evaluation_seconds: reg!(prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "lookout_alert_evaluation_duration_seconds",
-                    "Duration of one evaluation round of every alert rule."
-                )
-                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
-            )?),
-            alert_instances: reg!(gauge_vec(
-                "lookout_alert_instances",
-                "Alert instances by state (inactive, pending, firing, resolved).",
-                &["state"]
-            )?),
-            alert_notifications: reg!(counter_vec(
-                "lookout_alert_notifications_total",
-                "Alert notifications by receiver and outcome (delivered, failed, retried).",
-                &["receiver", "result"]
-            )?),
-            alert_notifications_pending: reg!(IntGauge::new(
-                "lookout_alert_notifications_pending",
-                "Alert notifications waiting for delivery or a retry."
-            )?),
-            alert_state_write_errors: reg!(IntCounter::new(
-                "lookout_alert_state_write_errors_total",
-                "Failed writes of the alert state file."
-            )?),
-            otlp_series: reg!(IntGauge::new(
-                "lookout_metrics_series",
-                "Series of OTLP metrics held for /metrics."
-            )?),
-            otlp_points_received: reg!(counter_vec(
-                "lookout_metrics_points_received_total",
-                "OTLP metric data points received, by type.",
-                &["type"]
-            )?),
-            otlp_points_dropped: reg!(counter_vec(
-                "lookout_metrics_points_dropped_total",
-                "OTLP metric data points not exposed, by reason (max_series, invalid, out_of_order, delta_non_monotonic, name_conflict).",
-                &["reason"]
-            )?),
-            otlp_series_expired: reg!(IntCounter::new(
-                "lookout_metrics_series_expired_total",
-                "OTLP metric series removed after metrics.stale_after without a data point."
-            )?),
             registry,
         })
     }

@@ -96,7 +96,7 @@ pub async fn run(
     )?;
     let stores = Stores::open(&cfg)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let live = Live::new(&cfg, &opts, &metrics, api_addr, &ready, &shutdown);
+    let live = Live::new(&cfg, &opts, &metrics, api_addr, &ready, &shutdown)?;
     let api_task = serve_api(
         &cfg,
         &stores,
@@ -213,18 +213,19 @@ impl Live {
         api_addr: SocketAddr,
         ready: &Arc<AtomicBool>,
         shutdown: &CancellationToken,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let traces = Arc::new(TracesShared::new(&cfg.traces));
         let metric_store = Arc::new(parking_lot::Mutex::new(MetricStore::new(
             crate::prom::StoreConfig::from(&cfg.metrics),
         )));
+        let alert_metrics = alerts::AlertMetrics::register(&metrics.registry)?;
         let alerts = alerts::spawn(
             alerts::AlertsSetup {
                 cfg: alerts::AlertsConfig::from_collector(cfg),
                 api_base: format!("http://{api_addr}"),
                 traces: traces.clone(),
                 metric_source: Some(Arc::new(alerts::StoreSource(metric_store.clone()))),
-                metrics: metrics.clone(),
+                metrics: alert_metrics,
                 dir: cfg.data_dir.join("alerts"),
                 ready: ready.clone(),
             },
@@ -234,11 +235,11 @@ impl Live {
         if let Some(path) = opts.config_path.clone() {
             tokio::spawn(reload_on_sighup(path, alerts.clone(), shutdown.clone()));
         }
-        Self {
+        Ok(Self {
             traces,
             metric_store,
             alerts,
-        }
+        })
     }
 }
 
@@ -364,6 +365,7 @@ impl StoreThreads {
             METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
             ctx,
             live.metric_store.clone(),
+            crate::prom::StoreMetrics::register(&metrics.registry)?,
         )?;
         let dispatch = Box::new(move |rec: Record| {
             let tx = match rec.signal {

@@ -5,22 +5,24 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use lookout_config::{AlertRule, ReceiverKind};
+use lookout_config::{AlertRule, ReceiverConfig, ReceiverKind};
 use lookout_proto::api::{
     AlertInstanceStatus, AlertRuleStatus, AlertsResponse, NotificationStatus, ReceiverStatus,
 };
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::annotate::{annotations, urlencode};
+use super::config::AlertsConfig;
+use super::metrics::AlertMetrics;
 use super::model::{self, fingerprint, Labels, PostableAlert, WebhookAlert, WebhookBody};
 use super::notify::{self, Outcome, Outgoing, Report};
 use super::rules::{self, MetricHistory, MetricSource, RedCache, Sample};
-use super::AlertsConfig;
-use crate::metrics::Metrics;
+use super::state::{load_state, step, write_atomic, Group, Instance, Note, Persisted, St};
+use super::time::{ms, now_ms, rfc3339_ms};
 use crate::traces::tracker::TracesShared;
 
 /// Resolved instances stay visible on `/api/v1/alerts` this long.
@@ -46,7 +48,7 @@ pub struct AlertsSetup {
     /// OTLP metrics, for metric rules.
     pub metric_source: Option<Arc<dyn MetricSource>>,
     /// Self-metrics.
-    pub metrics: Arc<Metrics>,
+    pub metrics: AlertMetrics,
     /// Where state is kept (`DATA_DIR/alerts`).
     pub dir: PathBuf,
     /// Set once the WAL is replayed: evaluating earlier would see the RED metrics
@@ -75,72 +77,6 @@ impl AlertsHandle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum St {
-    Inactive,
-    Pending,
-    Firing,
-    Resolved,
-}
-
-impl St {
-    fn as_str(self) -> &'static str {
-        match self {
-            St::Inactive => "inactive",
-            St::Pending => "pending",
-            St::Firing => "firing",
-            St::Resolved => "resolved",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Instance {
-    rule: String,
-    labels: Labels,
-    fingerprint: String,
-    state: St,
-    since_ms: i64,
-    active_ms: Option<i64>,
-    firing_ms: Option<i64>,
-    last_true_ms: Option<i64>,
-    resolved_ms: Option<i64>,
-    value: Option<f64>,
-    annotations: Labels,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Group {
-    receiver: String,
-    key: String,
-    /// Fingerprints of the firing alerts last notified.
-    notified: BTreeSet<String>,
-    last_sent_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Note {
-    fingerprint: String,
-    receiver: String,
-    status: String,
-    queued_ms: i64,
-    result: String,
-    attempts: u32,
-    error: Option<String>,
-    id: u64,
-}
-
-/// Everything that survives a restart.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Persisted {
-    next_id: u64,
-    instances: Vec<Instance>,
-    groups: Vec<Group>,
-    outbox: Vec<Outgoing>,
-    notes: Vec<Note>,
-}
-
 struct Receiver {
     kind: ReceiverKind,
     cfg: lookout_config::ReceiverConfig,
@@ -156,7 +92,7 @@ struct Engine {
     api_base: String,
     traces: Arc<TracesShared>,
     metric_source: Option<Arc<dyn MetricSource>>,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
     path: PathBuf,
     next_id: u64,
     instances: BTreeMap<(String, String), Instance>,
@@ -172,53 +108,23 @@ struct Engine {
     grace_until_ms: i64,
 }
 
+/// The state file in the alert directory.
+const STATE_FILE: &str = "state.json";
+
 /// Load the saved state, start the receivers and the evaluation loop.
 pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<AlertsConfig>();
-    let status = Arc::new(Mutex::new(AlertsResponse {
-        rules: Vec::new(),
-        receivers: Vec::new(),
-    }));
-    let path = setup.dir.join("state.json");
-    let ready = setup.ready;
-    let saved = load_state(&path);
-    let mut engine = Engine {
-        external_url: String::new(),
-        cfg: setup.cfg.clone(),
-        api_base: setup.api_base,
-        traces: setup.traces,
-        metric_source: setup.metric_source,
-        metrics: setup.metrics,
-        path,
-        next_id: saved.next_id,
-        instances: saved
-            .instances
-            .into_iter()
-            .map(|i| ((i.rule.clone(), i.fingerprint.clone()), i))
-            .collect(),
-        groups: saved
-            .groups
-            .into_iter()
-            .map(|g| ((g.receiver.clone(), g.key.clone()), g))
-            .collect(),
-        outbox: saved.outbox.into_iter().map(|o| (o.id, o)).collect(),
-        notes: saved
-            .notes
-            .into_iter()
-            .map(|n| ((n.fingerprint.clone(), n.receiver.clone()), n))
-            .collect(),
-        receivers: BTreeMap::new(),
-        reports: reports_tx,
-        history: HashMap::new(),
-        status: status.clone(),
-        dirty: false,
-        grace_until_ms: now_ms() + STARTUP_GRACE_MS,
-    };
-    if let Err(e) = lookout_ingest::fsutil::create_dir_all(&setup.dir) {
-        tracing::error!(dir = %setup.dir.display(), error = %e, "cannot create the alert state directory; alert state will not survive a restart");
+    let ready = setup.ready.clone();
+    let dir = setup.dir.clone();
+    let cfg = setup.cfg.clone();
+    let saved = load_state(&dir.join(STATE_FILE));
+    let mut engine = Engine::new(setup, saved, reports_tx, now_ms() + STARTUP_GRACE_MS);
+    let status = engine.status.clone();
+    if let Err(e) = lookout_ingest::fsutil::create_dir_all(&dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot create the alert state directory; alert state will not survive a restart");
     }
-    engine.apply_config(setup.cfg, true);
+    engine.apply_config(cfg, true);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(engine.cfg.alerting.evaluation_interval.get());
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,68 +168,72 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
 pub fn bench_evaluator(
     cfg: AlertsConfig,
     traces: Arc<TracesShared>,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
 ) -> impl FnMut(i64) -> usize {
     let (reports, _) = mpsc::unbounded_channel();
-    let mut engine = Engine {
-        external_url: "http://127.0.0.1:7070".into(),
+    let setup = AlertsSetup {
         cfg,
         api_base: String::new(),
         traces,
         metric_source: None,
         metrics,
-        path: PathBuf::new(),
-        next_id: 0,
-        instances: BTreeMap::new(),
-        groups: BTreeMap::new(),
-        outbox: BTreeMap::new(),
-        notes: BTreeMap::new(),
-        receivers: BTreeMap::new(),
-        reports,
-        history: HashMap::new(),
-        status: Arc::new(Mutex::new(AlertsResponse {
-            rules: Vec::new(),
-            receivers: Vec::new(),
-        })),
-        dirty: false,
-        grace_until_ms: 0,
+        dir: PathBuf::new(),
+        ready: Arc::new(AtomicBool::new(true)),
     };
+    let mut engine = Engine::new(setup, Persisted::default(), reports, 0);
+    engine.external_url = "http://127.0.0.1:7070".into();
     move |now| {
         engine.tick(now);
         engine.instances.len()
     }
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(lookout_ingest::clock::now_unix_nano() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    lookout_ingest::values::rfc3339(u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000))
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn load_state(path: &std::path::Path) -> Persisted {
-    match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "alert state is unreadable; starting with none");
-                Persisted::default()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot read alert state; starting with none");
-            Persisted::default()
+impl Engine {
+    /// An engine with `saved` state, no receivers yet and no external URL (see
+    /// [`Engine::apply_config`]).
+    fn new(
+        setup: AlertsSetup,
+        saved: Persisted,
+        reports: mpsc::UnboundedSender<Report>,
+        grace_until_ms: i64,
+    ) -> Self {
+        Self {
+            external_url: String::new(),
+            cfg: setup.cfg,
+            api_base: setup.api_base,
+            traces: setup.traces,
+            metric_source: setup.metric_source,
+            metrics: setup.metrics,
+            path: setup.dir.join(STATE_FILE),
+            next_id: saved.next_id,
+            instances: saved
+                .instances
+                .into_iter()
+                .map(|i| ((i.rule.clone(), i.fingerprint.clone()), i))
+                .collect(),
+            groups: saved
+                .groups
+                .into_iter()
+                .map(|g| ((g.receiver.clone(), g.key.clone()), g))
+                .collect(),
+            outbox: saved.outbox.into_iter().map(|o| (o.id, o)).collect(),
+            notes: saved
+                .notes
+                .into_iter()
+                .map(|n| ((n.fingerprint.clone(), n.receiver.clone()), n))
+                .collect(),
+            receivers: BTreeMap::new(),
+            reports,
+            history: HashMap::new(),
+            status: Arc::new(Mutex::new(AlertsResponse {
+                rules: Vec::new(),
+                receivers: Vec::new(),
+            })),
+            dirty: false,
+            grace_until_ms,
         }
     }
-}
 
-impl Engine {
     fn apply_config(&mut self, cfg: AlertsConfig, first: bool) {
         self.external_url = if cfg.alerting.external_url.is_empty() {
             self.api_base.clone()
@@ -424,12 +334,12 @@ impl Engine {
             _ => true,
         });
         let m = &self.metrics;
-        m.alert_evaluations.inc();
-        m.alert_evaluation_seconds
+        m.evaluations.inc();
+        m.evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
         for st in [St::Inactive, St::Pending, St::Firing, St::Resolved] {
             let n = self.instances.values().filter(|i| i.state == st).count();
-            m.alert_instances
+            m.instances
                 .with_label_values(&[st.as_str()])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -451,19 +361,10 @@ impl Engine {
             let fp = fingerprint(&labels);
             seen.insert(fp.clone());
             let key = (rule.name.clone(), fp.clone());
-            let inst = self.instances.entry(key).or_insert_with(|| Instance {
-                rule: rule.name.clone(),
-                labels: labels.clone(),
-                fingerprint: fp,
-                state: St::Inactive,
-                since_ms: now,
-                active_ms: None,
-                firing_ms: None,
-                last_true_ms: None,
-                resolved_ms: None,
-                value: None,
-                annotations: Labels::new(),
-            });
+            let inst = self
+                .instances
+                .entry(key)
+                .or_insert_with(|| Instance::new(&rule.name, labels.clone(), fp, now));
             inst.labels = labels;
             inst.value = s.value;
             if s.value.is_none() && inst.state == St::Firing && now < self.grace_until_ms {
@@ -501,23 +402,7 @@ impl Engine {
             let Some(rc) = self.receivers.get(&receiver).map(|r| r.cfg.clone()) else {
                 continue;
             };
-            let kind = rc.kind;
-            // Current members of each group: firing, plus resolved ones not yet told.
-            let mut groups: BTreeMap<String, (Labels, Vec<&Instance>)> = BTreeMap::new();
-            for rule in rules.iter().filter(|r| r.receivers.contains(&receiver)) {
-                for inst in self.instances.values().filter(|i| i.rule == rule.name) {
-                    if !matches!(inst.state, St::Firing | St::Resolved) {
-                        continue;
-                    }
-                    let gl = group_labels(&rc.group_by, &inst.labels);
-                    let key = model::group_key(&gl);
-                    groups
-                        .entry(key)
-                        .or_insert_with(|| (gl, Vec::new()))
-                        .1
-                        .push(inst);
-                }
-            }
+            let mut groups = current_groups(&self.instances, rules, &receiver, &rc.group_by);
             let mut keys: BTreeSet<String> = groups.keys().cloned().collect();
             keys.extend(
                 self.groups
@@ -528,57 +413,27 @@ impl Engine {
             let mut queue = Vec::new();
             for key in keys {
                 let (gl, members) = groups.remove(&key).unwrap_or_default();
-                let state = self
-                    .groups
-                    .get(&(receiver.clone(), key.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                let firing: BTreeSet<String> = members
-                    .iter()
-                    .filter(|i| i.state == St::Firing)
-                    .map(|i| i.fingerprint.clone())
-                    .collect();
-                let resolved: Vec<&Instance> = members
-                    .iter()
-                    .filter(|i| i.state == St::Resolved && state.notified.contains(&i.fingerprint))
-                    .copied()
-                    .collect();
-                let added = firing.difference(&state.notified).count() > 0;
-                let gone = state.notified.iter().any(|f| !firing.contains(f));
-                let repeat_ms = match kind {
-                    ReceiverKind::Alertmanager => ms(rc.repeat_interval.get()).min(AM_RESEND_MS),
-                    ReceiverKind::Webhook => ms(rc.repeat_interval.get()),
-                };
-                let repeat = !firing.is_empty() && now - state.last_sent_ms >= repeat_ms;
-                let send = added || (gone && rc.send_resolved) || repeat;
-                if send {
-                    let mut alerts: Vec<&Instance> = members
-                        .iter()
-                        .filter(|i| i.state == St::Firing)
-                        .copied()
-                        .collect();
-                    if rc.send_resolved {
-                        alerts.extend(resolved.iter().copied());
-                    }
-                    if !alerts.is_empty() {
-                        queue.push(self.body(&receiver, kind, &key, &gl, &alerts, now));
-                    }
+                let k = (receiver.clone(), key);
+                let told = self.groups.get(&k).cloned().unwrap_or_default();
+                let u = GroupUpdate::new(&members, &told, &rc, now);
+                if u.send && !u.alerts.is_empty() {
+                    queue.push(self.body(&receiver, rc.kind, &k.1, &gl, &u.alerts, now));
                 }
-                let k = (receiver.clone(), key.clone());
-                if firing.is_empty() {
+                self.dirty |= u.send || u.gone;
+                if u.firing.is_empty() {
                     self.groups.remove(&k);
-                } else if send || firing != state.notified {
+                } else if u.send || u.firing != told.notified {
+                    let (receiver, key) = k.clone();
                     self.groups.insert(
                         k,
                         Group {
-                            receiver: receiver.clone(),
+                            receiver,
                             key,
-                            notified: firing,
-                            last_sent_ms: if send { now } else { state.last_sent_ms },
+                            notified: u.firing,
+                            last_sent_ms: if u.send { now } else { told.last_sent_ms },
                         },
                     );
                 }
-                self.dirty |= send || gone;
             }
             for o in queue {
                 self.enqueue(o);
@@ -600,9 +455,13 @@ impl Engine {
         } else {
             "resolved"
         };
-        let generator =
-            |i: &Instance| format!("{}/api/v1/alerts#{}", self.external_url, urlencode(&i.rule));
-        let starts = |i: &Instance| rfc3339_ms(i.firing_ms.unwrap_or(i.since_ms));
+        let postable = |i: &Instance, ends_at: String| PostableAlert {
+            labels: i.labels.clone(),
+            annotations: i.annotations.clone(),
+            starts_at: rfc3339_ms(i.firing_ms.unwrap_or(i.since_ms)),
+            ends_at,
+            generator_url: format!("{}/api/v1/alerts#{}", self.external_url, urlencode(&i.rule)),
+        };
         let body = match kind {
             ReceiverKind::Webhook => {
                 let label_sets: Vec<&Labels> = alerts.iter().map(|i| &i.labels).collect();
@@ -621,14 +480,12 @@ impl Engine {
                         .iter()
                         .map(|i| WebhookAlert {
                             status: i.state.as_str().into(),
-                            labels: i.labels.clone(),
-                            annotations: i.annotations.clone(),
-                            starts_at: starts(i),
-                            ends_at: i
-                                .resolved_ms
-                                .filter(|_| i.state == St::Resolved)
-                                .map_or_else(|| model::ZERO_TIME.into(), rfc3339_ms),
-                            generator_url: generator(i),
+                            alert: postable(
+                                i,
+                                i.resolved_ms
+                                    .filter(|_| i.state == St::Resolved)
+                                    .map_or_else(|| model::ZERO_TIME.into(), rfc3339_ms),
+                            ),
                             fingerprint: i.fingerprint.clone(),
                         })
                         .collect(),
@@ -637,15 +494,12 @@ impl Engine {
             ReceiverKind::Alertmanager => serde_json::to_string(
                 &alerts
                     .iter()
-                    .map(|i| PostableAlert {
-                        labels: i.labels.clone(),
-                        annotations: i.annotations.clone(),
-                        starts_at: starts(i),
-                        ends_at: rfc3339_ms(match i.state {
+                    .map(|i| {
+                        let ends_ms = match i.state {
                             St::Resolved => i.resolved_ms.unwrap_or(now),
                             _ => now + AM_ENDS_AHEAD_MS,
-                        }),
-                        generator_url: generator(i),
+                        };
+                        postable(i, rfc3339_ms(ends_ms))
                     })
                     .collect::<Vec<_>>(),
             ),
@@ -709,71 +563,9 @@ impl Engine {
         }
     }
 
+    /// Make the current rules, instances and receivers the status the API shows.
     fn publish(&self) {
-        let rules = self
-            .cfg
-            .rules
-            .iter()
-            .map(|r| {
-                let mut instances: Vec<AlertInstanceStatus> = self
-                    .instances
-                    .values()
-                    .filter(|i| i.rule == r.name)
-                    .map(|i| AlertInstanceStatus {
-                        labels: i.labels.clone(),
-                        state: i.state.as_str().into(),
-                        value: i.value,
-                        since: rfc3339_ms(i.since_ms),
-                        firing_since: i
-                            .firing_ms
-                            .filter(|_| i.state == St::Firing)
-                            .map(rfc3339_ms),
-                        fingerprint: i.fingerprint.clone(),
-                        notifications: self
-                            .notes
-                            .values()
-                            .filter(|n| n.fingerprint == i.fingerprint)
-                            .map(|n| NotificationStatus {
-                                receiver: n.receiver.clone(),
-                                status: n.status.clone(),
-                                queued_at: rfc3339_ms(n.queued_ms),
-                                result: n.result.clone(),
-                                attempts: n.attempts,
-                                error: n.error.clone(),
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                instances.sort_by_key(|i| match i.state.as_str() {
-                    "firing" => 0,
-                    "pending" => 1,
-                    "resolved" => 2,
-                    _ => 3,
-                });
-                let state = ["firing", "pending"]
-                    .into_iter()
-                    .find(|st| instances.iter().any(|i| i.state == *st))
-                    .unwrap_or("inactive")
-                    .to_string();
-                AlertRuleStatus {
-                    state,
-                    name: r.name.clone(),
-                    signal: match (&r.signal, &r.metric) {
-                        (Some(s), _) => s.as_str().to_string(),
-                        (None, Some(m)) => format!("metric:{m}"),
-                        (None, None) => String::new(),
-                    },
-                    service: r.service.clone(),
-                    operation: r.operation.clone(),
-                    op: r.op.as_str().into(),
-                    threshold: r.threshold,
-                    window: r.window.to_string(),
-                    for_: r.for_.to_string(),
-                    receivers: r.receivers.clone(),
-                    instances,
-                }
-            })
-            .collect();
+        let rules = self.cfg.rules.iter().map(|r| self.rule_status(r)).collect();
         let receivers = self
             .receivers
             .iter()
@@ -790,8 +582,74 @@ impl Engine {
             .collect();
         *self.status.lock() = AlertsResponse { rules, receivers };
         self.metrics
-            .alert_notifications_pending
+            .notifications_pending
             .set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
+    }
+
+    /// A rule with its instances, firing first, then pending, resolved and inactive.
+    fn rule_status(&self, r: &AlertRule) -> AlertRuleStatus {
+        let mut instances: Vec<AlertInstanceStatus> = self
+            .instances
+            .values()
+            .filter(|i| i.rule == r.name)
+            .map(|i| self.instance_status(i))
+            .collect();
+        instances.sort_by_key(|i| match i.state.as_str() {
+            "firing" => 0,
+            "pending" => 1,
+            "resolved" => 2,
+            _ => 3,
+        });
+        let state = ["firing", "pending"]
+            .into_iter()
+            .find(|st| instances.iter().any(|i| i.state == *st))
+            .unwrap_or("inactive")
+            .to_string();
+        AlertRuleStatus {
+            state,
+            name: r.name.clone(),
+            signal: match (&r.signal, &r.metric) {
+                (Some(s), _) => s.as_str().to_string(),
+                (None, Some(m)) => format!("metric:{m}"),
+                (None, None) => String::new(),
+            },
+            service: r.service.clone(),
+            operation: r.operation.clone(),
+            op: r.op.as_str().into(),
+            threshold: r.threshold,
+            window: r.window.to_string(),
+            for_: r.for_.to_string(),
+            receivers: r.receivers.clone(),
+            instances,
+        }
+    }
+
+    /// An instance with the deliveries of its notifications.
+    fn instance_status(&self, i: &Instance) -> AlertInstanceStatus {
+        AlertInstanceStatus {
+            labels: i.labels.clone(),
+            state: i.state.as_str().into(),
+            value: i.value,
+            since: rfc3339_ms(i.since_ms),
+            firing_since: i
+                .firing_ms
+                .filter(|_| i.state == St::Firing)
+                .map(rfc3339_ms),
+            fingerprint: i.fingerprint.clone(),
+            notifications: self
+                .notes
+                .values()
+                .filter(|n| n.fingerprint == i.fingerprint)
+                .map(|n| NotificationStatus {
+                    receiver: n.receiver.clone(),
+                    status: n.status.clone(),
+                    queued_at: rfc3339_ms(n.queued_ms),
+                    result: n.result.clone(),
+                    attempts: n.attempts,
+                    error: n.error.clone(),
+                })
+                .collect(),
+        }
     }
 
     fn save_if_dirty(&mut self) {
@@ -820,73 +678,89 @@ impl Engine {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 tracing::error!(file = %self.path.display(), error = %e, "cannot save alert state");
-                self.metrics.alert_state_write_errors.inc();
+                self.metrics.state_write_errors.inc();
             }
         }
     }
 }
 
-/// Replace the state file atomically (`state.json.tmp`, fsync, rename, directory fsync),
-/// created `0640`.
-fn write_atomic(path: &std::path::Path, state: &Persisted) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    lookout_ingest::fsutil::write_atomic(path, &bytes)
+/// The current members of each group of `receiver` by group key: firing and resolved
+/// instances of the rules that notify it.
+fn current_groups<'a>(
+    instances: &'a BTreeMap<(String, String), Instance>,
+    rules: &[AlertRule],
+    receiver: &str,
+    group_by: &[String],
+) -> BTreeMap<String, (Labels, Vec<&'a Instance>)> {
+    let mut groups: BTreeMap<String, (Labels, Vec<&Instance>)> = BTreeMap::new();
+    for rule in rules
+        .iter()
+        .filter(|r| r.receivers.iter().any(|n| n == receiver))
+    {
+        for inst in instances.values().filter(|i| i.rule == rule.name) {
+            if !matches!(inst.state, St::Firing | St::Resolved) {
+                continue;
+            }
+            let gl = group_labels(group_by, &inst.labels);
+            let key = model::group_key(&gl);
+            groups
+                .entry(key)
+                .or_insert_with(|| (gl, Vec::new()))
+                .1
+                .push(inst);
+        }
+    }
+    groups
 }
 
-/// The state machine of one instance; true when its state changed.
-fn step(inst: &mut Instance, holds: bool, now: i64, for_ms: i64, keep_ms: i64) -> bool {
-    let before = inst.state;
-    if holds {
-        inst.last_true_ms = Some(now);
+/// What one group of one receiver needs, given what it was last told.
+struct GroupUpdate<'a> {
+    /// Fingerprints of the firing members.
+    firing: BTreeSet<String>,
+    /// A notification is due: new firing alerts, resolved ones (with `send_resolved`),
+    /// or the repeat interval passed.
+    send: bool,
+    /// The alerts to send: the firing ones, and with `send_resolved` the resolved ones
+    /// that were notified as firing.
+    alerts: Vec<&'a Instance>,
+    /// An alert notified as firing no longer is.
+    gone: bool,
+}
+
+impl<'a> GroupUpdate<'a> {
+    fn new(members: &[&'a Instance], told: &Group, rc: &ReceiverConfig, now: i64) -> Self {
+        let firing: BTreeSet<String> = members
+            .iter()
+            .filter(|i| i.state == St::Firing)
+            .map(|i| i.fingerprint.clone())
+            .collect();
+        let added = firing.difference(&told.notified).count() > 0;
+        let gone = told.notified.iter().any(|f| !firing.contains(f));
+        let repeat_ms = match rc.kind {
+            ReceiverKind::Alertmanager => ms(rc.repeat_interval.get()).min(AM_RESEND_MS),
+            ReceiverKind::Webhook => ms(rc.repeat_interval.get()),
+        };
+        let repeat = !firing.is_empty() && now - told.last_sent_ms >= repeat_ms;
+        let send = added || (gone && rc.send_resolved) || repeat;
+        let mut alerts: Vec<&Instance> = members
+            .iter()
+            .filter(|i| i.state == St::Firing)
+            .copied()
+            .collect();
+        if rc.send_resolved {
+            alerts.extend(
+                members
+                    .iter()
+                    .filter(|i| i.state == St::Resolved && told.notified.contains(&i.fingerprint)),
+            );
+        }
+        Self {
+            firing,
+            send,
+            alerts,
+            gone,
+        }
     }
-    inst.state = match (inst.state, holds) {
-        (St::Inactive | St::Resolved, true) => {
-            inst.active_ms = Some(now);
-            if for_ms == 0 {
-                St::Firing
-            } else {
-                St::Pending
-            }
-        }
-        (St::Pending, true) => {
-            if now - inst.active_ms.unwrap_or(now) >= for_ms {
-                St::Firing
-            } else {
-                St::Pending
-            }
-        }
-        (St::Pending, false) => St::Inactive,
-        (St::Firing, true) => St::Firing,
-        (St::Firing, false) => {
-            if inst.last_true_ms.is_some_and(|t| now - t < keep_ms) {
-                St::Firing
-            } else {
-                St::Resolved
-            }
-        }
-        (s, false) => s,
-    };
-    if inst.state != before {
-        inst.since_ms = now;
-        match inst.state {
-            St::Firing => {
-                inst.firing_ms = Some(now);
-                inst.resolved_ms = None;
-            }
-            St::Resolved => inst.resolved_ms = Some(now),
-            St::Inactive => inst.active_ms = None,
-            St::Pending => {}
-        }
-        tracing::info!(
-            rule = %inst.rule,
-            labels = ?inst.labels,
-            from = before.as_str(),
-            to = inst.state.as_str(),
-            value = ?inst.value,
-            "alert state changed"
-        );
-    }
-    inst.state != before
 }
 
 fn group_labels(group_by: &[String], labels: &Labels) -> Labels {
@@ -897,159 +771,4 @@ fn group_labels(group_by: &[String], labels: &Labels) -> Labels {
         .iter()
         .filter_map(|g| labels.get(g).map(|v| (g.clone(), v.clone())))
         .collect()
-}
-
-fn annotations(
-    rule: &AlertRule,
-    inst: &Instance,
-    trace_ids: &[String],
-    external_url: &str,
-    now: i64,
-) -> Labels {
-    let value = inst
-        .value
-        .map(model::human)
-        .unwrap_or_else(|| "no data".into());
-    let threshold = model::human(rule.threshold);
-    let window = rule.window.to_string();
-    let service = inst.labels.get("service").cloned().unwrap_or_default();
-    let operation = inst.labels.get("operation").cloned().unwrap_or_default();
-    let vars = [
-        ("service", service.as_str()),
-        ("operation", operation.as_str()),
-        ("value", value.as_str()),
-        ("threshold", threshold.as_str()),
-        ("window", window.as_str()),
-        ("rule", rule.name.as_str()),
-    ];
-    let mut a = Labels::new();
-    let summary = if rule.summary.is_empty() {
-        format!(
-            "{} of {} is {} ({} {} over {})",
-            rule.signal.map_or_else(
-                || rule.metric.clone().unwrap_or_default(),
-                |s| s.as_str().to_string()
-            ),
-            if service.is_empty() {
-                "all services"
-            } else {
-                &service
-            },
-            value,
-            rule.op.as_str(),
-            threshold,
-            window
-        )
-    } else {
-        model::render(&rule.summary, &vars, &inst.labels)
-    };
-    a.insert("summary".into(), summary);
-    if !rule.description.is_empty() {
-        a.insert(
-            "description".into(),
-            model::render(&rule.description, &vars, &inst.labels),
-        );
-    }
-    a.insert("value".into(), value.clone());
-    a.insert("threshold".into(), threshold);
-    if !trace_ids.is_empty() {
-        a.insert("trace_ids".into(), trace_ids.join(","));
-    }
-    // The traces behind the breach: the service's traces of the window, narrowed to
-    // errors or to slow ones as the signal says.
-    if rule.signal.is_some() && !service.is_empty() {
-        let from = now - ms(rule.window.get());
-        let mut q = format!(
-            "{external_url}/api/v1/traces?service={}&from={}&to={}",
-            urlencode(&service),
-            urlencode(&rfc3339_ms(from)),
-            urlencode(&rfc3339_ms(now)),
-        );
-        if !operation.is_empty() {
-            q.push_str(&format!("&operation={}", urlencode(&operation)));
-        }
-        match rule.signal {
-            Some(lookout_config::AlertSignal::ErrorRate) => q.push_str("&status=error"),
-            Some(
-                lookout_config::AlertSignal::LatencyP50
-                | lookout_config::AlertSignal::LatencyP90
-                | lookout_config::AlertSignal::LatencyP95
-                | lookout_config::AlertSignal::LatencyP99,
-            ) => q.push_str(&format!(
-                "&min_duration={}ms",
-                rule.threshold.max(0.0).round()
-            )),
-            _ => {}
-        }
-        a.insert("query".into(), q);
-    }
-    a
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn inst() -> Instance {
-        Instance {
-            rule: "R".into(),
-            labels: Labels::new(),
-            fingerprint: "f".into(),
-            state: St::Inactive,
-            since_ms: 0,
-            active_ms: None,
-            firing_ms: None,
-            last_true_ms: None,
-            resolved_ms: None,
-            value: None,
-            annotations: Labels::new(),
-        }
-    }
-
-    #[test]
-    fn pending_for_then_firing_then_resolved() {
-        let mut i = inst();
-        assert!(step(&mut i, true, 0, 30_000, 0));
-        assert_eq!(i.state, St::Pending);
-        assert!(!step(&mut i, true, 29_000, 30_000, 0));
-        assert!(step(&mut i, true, 30_000, 30_000, 0));
-        assert_eq!(i.state, St::Firing);
-        assert!(step(&mut i, false, 31_000, 30_000, 0));
-        assert_eq!(i.state, St::Resolved);
-        // A blip while pending goes back to inactive.
-        let mut i = inst();
-        step(&mut i, true, 0, 30_000, 0);
-        step(&mut i, false, 1_000, 30_000, 0);
-        assert_eq!(i.state, St::Inactive);
-    }
-
-    #[test]
-    fn keep_firing_for_rides_out_flapping() {
-        let mut i = inst();
-        step(&mut i, true, 0, 0, 10_000);
-        assert_eq!(i.state, St::Firing);
-        assert!(!step(&mut i, false, 5_000, 0, 10_000));
-        assert_eq!(i.state, St::Firing);
-        step(&mut i, true, 6_000, 0, 10_000);
-        assert!(!step(&mut i, false, 15_000, 0, 10_000));
-        assert!(step(&mut i, false, 16_000, 0, 10_000));
-        assert_eq!(i.state, St::Resolved);
-    }
-
-    #[test]
-    fn url_encoding() {
-        assert_eq!(urlencode("POST /pay"), "POST%20%2Fpay");
-    }
 }

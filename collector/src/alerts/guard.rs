@@ -28,8 +28,8 @@ impl NetPolicy {
         }
     }
 
-    /// `Err(reason)` when `ip` may not be contacted.
-    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+    /// An error when `ip` may not be contacted.
+    pub fn check(&self, ip: IpAddr) -> Result<(), RestrictedAddress> {
         let ip = canonical(ip);
         let Some(range) = restricted_range(ip) else {
             return Ok(());
@@ -37,11 +37,43 @@ impl NetPolicy {
         if self.allowed.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
-        Err(format!(
-            "{ip} is in a {range} range, refused to prevent request forgery \
-             (allow it with the receiver's allowed_networks)"
-        ))
+        Err(RestrictedAddress { ip, range })
     }
+}
+
+/// An address in a non-public range the receiver's `allowed_networks` does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{ip} is in a {range} range, refused to prevent request forgery \
+     (allow it with the receiver's allowed_networks)"
+)]
+pub struct RestrictedAddress {
+    /// The address (IPv4-mapped IPv6 addresses as their IPv4 address).
+    pub ip: IpAddr,
+    /// The kind of range, such as `loopback` or `private`.
+    pub range: &'static str,
+}
+
+/// Why a receiver URL cannot be posted to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    /// The URL does not parse.
+    #[error("invalid URL {url:?}: {source}")]
+    Invalid {
+        /// The URL as configured.
+        url: String,
+        /// The parser's complaint.
+        source: url::ParseError,
+    },
+    /// Neither http nor https.
+    #[error("scheme {0:?} refused: only http and https")]
+    Scheme(String),
+    /// No host to connect to.
+    #[error("URL {0:?} has no host")]
+    NoHost(String),
+    /// A literal IP host the policy refuses.
+    #[error(transparent)]
+    Address(#[from] RestrictedAddress),
 }
 
 /// Parse `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128).
@@ -108,28 +140,33 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
-/// `Err(reason)` when `url` cannot be posted to: not http/https, no host, or a literal IP
+/// An error when `url` cannot be posted to: not http/https, no host, or a literal IP
 /// host the policy refuses (names are checked by [`GuardedResolver`] at connect time).
-pub fn check_url(url: &str, policy: &NetPolicy) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+pub fn check_url(url: &str, policy: &NetPolicy) -> Result<(), UrlRefused> {
+    let parsed = reqwest::Url::parse(url).map_err(|source| UrlRefused::Invalid {
+        url: url.to_string(),
+        source,
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme {:?} refused: only http and https",
-            parsed.scheme()
-        ));
+        return Err(UrlRefused::Scheme(parsed.scheme().to_string()));
     }
     match parsed.host() {
-        None => Err(format!("URL {url:?} has no host")),
-        Some(url::Host::Ipv4(v4)) => policy.check(IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => policy.check(IpAddr::V6(v6)),
+        None => Err(UrlRefused::NoHost(url.to_string())),
+        Some(url::Host::Ipv4(v4)) => Ok(policy.check(IpAddr::V4(v4))?),
+        Some(url::Host::Ipv6(v6)) => Ok(policy.check(IpAddr::V6(v6))?),
         Some(url::Host::Domain(_)) => Ok(()),
     }
 }
 
-/// A destination refused by the policy; final, not worth a retry.
+/// A host name that resolves to an address the policy refuses; final, not worth a retry.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+#[error("{host} resolves to {address}")]
+pub struct Refused {
+    /// The name looked up.
+    pub host: String,
+    /// The first refused address it resolves to.
+    pub address: RestrictedAddress,
+}
 
 /// The refusal somewhere in `err`'s source chain, if that is why it failed.
 pub fn refusal<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
@@ -171,9 +208,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
             }
             // One bad address refuses the name: a rebinding name may mix them.
             for a in &addrs {
-                policy
-                    .check(a.ip())
-                    .map_err(|reason| Refused(format!("{host} resolves to {reason}")))?;
+                policy.check(a.ip()).map_err(|address| Refused {
+                    host: host.clone(),
+                    address,
+                })?;
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -236,19 +274,22 @@ mod tests {
     fn urls_are_checked_for_scheme_and_literal_hosts() {
         let p = NetPolicy::default();
         assert!(check_url("https://hooks.example.com/x", &p).is_ok());
-        let e = check_url("http://127.0.0.1:9000/hook", &p).unwrap_err();
-        assert!(e.contains("127.0.0.1 is in a loopback range"), "{e}");
-        let e = check_url("http://[::1]:9000/", &p).unwrap_err();
-        assert!(e.contains("loopback"), "{e}");
-        let e = check_url("http://169.254.169.254/latest/meta-data", &p).unwrap_err();
-        assert!(e.contains("link-local"), "{e}");
-        // Decimal and hex encodings of a private address are normalised by the URL parser.
-        let e = check_url("http://167772161/", &p).unwrap_err();
-        assert!(e.contains("10.0.0.1"), "{e}");
-        let e = check_url("http://0x7f.1/", &p).unwrap_err();
-        assert!(e.contains("127.0.0.1"), "{e}");
-        let e = check_url("file:///etc/passwd", &p).unwrap_err();
-        assert!(e.contains("only http and https"), "{e}");
+        for (url, needle) in [
+            (
+                "http://127.0.0.1:9000/hook",
+                "127.0.0.1 is in a loopback range",
+            ),
+            ("http://[::1]:9000/", "loopback"),
+            ("http://169.254.169.254/latest/meta-data", "link-local"),
+            // Decimal and hex encodings of a private address are normalised by the URL
+            // parser.
+            ("http://167772161/", "10.0.0.1"),
+            ("http://0x7f.1/", "127.0.0.1"),
+            ("file:///etc/passwd", "only http and https"),
+        ] {
+            let e = check_url(url, &p).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[tokio::test]

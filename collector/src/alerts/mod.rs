@@ -6,37 +6,18 @@
 //! `DATA_DIR/alerts/state.json`, so a restart neither forgets a firing alert nor
 //! notifies it twice.
 
+mod annotate;
+mod config;
 mod engine;
 pub mod guard;
+mod metrics;
 pub mod model;
 pub mod notify;
 mod rules;
+mod state;
+mod time;
 
+pub use config::AlertsConfig;
 pub use engine::{bench_evaluator, spawn, AlertsHandle, AlertsSetup};
-pub use rules::{MetricSeries, MetricSource, SeriesValue, StoreSource};
-
-use std::collections::BTreeMap;
-
-use lookout_config::{AlertRule, AlertingConfig, CollectorConfig, ReceiverConfig};
-
-/// The reloadable part of the configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertsConfig {
-    /// `[alerting]`.
-    pub alerting: AlertingConfig,
-    /// `[[alerts]]`.
-    pub rules: Vec<AlertRule>,
-    /// `[receivers.NAME]`.
-    pub receivers: BTreeMap<String, ReceiverConfig>,
-}
-
-impl AlertsConfig {
-    /// The alerting part of `cfg`.
-    pub fn from_collector(cfg: &CollectorConfig) -> Self {
-        Self {
-            alerting: cfg.alerting.clone(),
-            rules: cfg.alerts.clone(),
-            receivers: cfg.receivers.clone(),
-        }
-    }
-}
+pub use metrics::AlertMetrics;
+pub use rules::{MetricSource, StoreSource};

@@ -32,23 +32,16 @@ pub fn fingerprint(labels: &Labels) -> String {
 /// Alertmanager's zero time, the `endsAt` of a firing alert.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// One alert of a webhook body.
+/// One alert of a webhook body: the fields of a [`PostableAlert`] (`endsAt` is
+/// [`ZERO_TIME`] while firing) between its status and its fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct WebhookAlert {
     /// `firing` or `resolved`.
     pub status: String,
-    /// Identifying labels.
-    pub labels: Labels,
-    /// Summary, description, value, threshold, example trace ids, query link.
-    pub annotations: Labels,
-    /// RFC 3339.
-    pub starts_at: String,
-    /// RFC 3339; [`ZERO_TIME`] while firing.
-    pub ends_at: String,
-    /// Link to the rule's state on this collector.
-    #[serde(rename = "generatorURL")]
-    pub generator_url: String,
+    /// Labels, annotations (summary, description, value, threshold, example trace ids,
+    /// query link), times and link.
+    #[serde(flatten)]
+    pub alert: PostableAlert,
     /// [`fingerprint`] of the labels.
     pub fingerprint: String,
 }
@@ -171,6 +164,7 @@ pub fn human(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -213,6 +207,28 @@ mod tests {
         assert_eq!(human(612.456), "612.46");
         assert_eq!(human(0.25), "0.25");
         assert_eq!(human(0.123456), "0.1235");
+    }
+
+    #[test]
+    fn webhook_alerts_are_postable_alerts_between_status_and_fingerprint() {
+        let alert = WebhookAlert {
+            status: "firing".into(),
+            alert: PostableAlert {
+                labels: labels(&[("alertname", "Slow")]),
+                annotations: labels(&[("summary", "s")]),
+                starts_at: "2024-01-01T00:00:00Z".into(),
+                ends_at: ZERO_TIME.into(),
+                generator_url: "http://c/api/v1/alerts#Slow".into(),
+            },
+            fingerprint: "f".into(),
+        };
+        let json = serde_json::to_string(&alert).unwrap();
+        assert_eq!(
+            json,
+            r#"{"status":"firing","labels":{"alertname":"Slow"},"annotations":{"summary":"s"},"startsAt":"2024-01-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://c/api/v1/alerts#Slow","fingerprint":"f"}"#
+        );
+        let back: WebhookAlert = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, alert);
     }
 
     #[test]

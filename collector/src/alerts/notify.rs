@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{check_url, GuardedResolver, NetPolicy};
-use crate::metrics::Metrics;
+use super::guard::{check_url, GuardedResolver, NetPolicy, UrlRefused};
+use super::metrics::AlertMetrics;
 
 /// Upper bound on connecting, below the whole-attempt `timeout`.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -81,12 +81,50 @@ enum Attempt {
 pub fn spawn_receiver(
     name: String,
     cfg: ReceiverConfig,
-    metrics: Arc<Metrics>,
+    metrics: AlertMetrics,
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
 ) -> mpsc::UnboundedSender<Outgoing> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     tokio::spawn(async move {
+        let Some(delivery) = Delivery::new(name, cfg, metrics, reports) else {
+            return;
+        };
+        loop {
+            let n = tokio::select! {
+                n = rx.recv() => match n { Some(n) => n, None => return },
+                () = stop.cancelled() => return,
+            };
+            let outcome = tokio::select! {
+                outcome = delivery.deliver(&n) => outcome,
+                () = stop.cancelled() => return,
+            };
+            delivery.finish(&n, outcome);
+        }
+    });
+    tx
+}
+
+/// The delivery side of one receiver: settings, HTTP client, counting and reports.
+struct Delivery {
+    name: String,
+    cfg: ReceiverConfig,
+    metrics: AlertMetrics,
+    reports: mpsc::UnboundedSender<Report>,
+    client: reqwest::Client,
+    url: String,
+    /// Why the URL itself is refused; then every notification fails at once.
+    refused: Option<UrlRefused>,
+}
+
+impl Delivery {
+    /// `None` (logged) when the HTTP client cannot be built.
+    fn new(
+        name: String,
+        cfg: ReceiverConfig,
+        metrics: AlertMetrics,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Option<Self> {
         let policy = Arc::new(NetPolicy::new(&cfg.allowed_networks));
         let client = match reqwest::Client::builder()
             .timeout(cfg.timeout.get())
@@ -100,7 +138,7 @@ pub fn spawn_receiver(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(receiver = %name, error = %e, "cannot build the HTTP client; notifications to this receiver fail");
-                return;
+                return None;
             }
         };
         let url = match cfg.kind {
@@ -113,76 +151,78 @@ pub fn spawn_receiver(
         if let Some(reason) = &refused {
             tracing::warn!(receiver = %name, url = %url, reason = %reason, "receiver URL refused; its notifications will fail");
         }
+        Some(Self {
+            name,
+            cfg,
+            metrics,
+            reports,
+            client,
+            url,
+            refused,
+        })
+    }
+
+    /// Post `n` until it is delivered, refused or out of retries, reporting each retry.
+    async fn deliver(&self, n: &Outgoing) -> Outcome {
+        let mut attempts = 0u32;
+        let mut backoff = self.cfg.initial_backoff.get();
         loop {
-            let n = tokio::select! {
-                n = rx.recv() => match n { Some(n) => n, None => return },
-                () = stop.cancelled() => return,
+            attempts += 1;
+            let attempt = match &self.refused {
+                Some(reason) => Attempt::Final(format!("refused: {reason}")),
+                None => post(&self.client, &self.url, &self.cfg, &n.body).await,
             };
-            let mut attempts = 0u32;
-            let mut backoff = cfg.initial_backoff.get();
-            let outcome = loop {
-                attempts += 1;
-                let attempt = tokio::select! {
-                    a = async {
-                        match &refused {
-                            Some(reason) => Attempt::Final(format!("refused: {reason}")),
-                            None => post(&client, &url, &cfg, &n.body).await,
-                        }
-                    } => a,
-                    () = stop.cancelled() => return,
-                };
-                match attempt {
-                    Attempt::Ok => break Outcome::Delivered { attempts },
-                    Attempt::Final(error) => break Outcome::Failed { attempts, error },
-                    Attempt::Retry(error) if attempts > cfg.max_retries => {
-                        break Outcome::Failed { attempts, error }
-                    }
-                    Attempt::Retry(error) => {
-                        tracing::warn!(receiver = %name, attempts, error = %error, "notification failed; retrying");
-                        metrics
-                            .alert_notifications
-                            .with_label_values(&[name.as_str(), "retried"])
-                            .inc();
-                        let _ = reports.send(Report {
-                            id: n.id,
-                            receiver: name.clone(),
-                            outcome: Outcome::Retrying { attempts, error },
-                        });
-                        // Full jitter in [backoff/2, backoff] so receivers recovering from
-                        // an outage are not hit by every collector at once.
-                        let wait = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
-                            () = stop.cancelled() => return,
-                        }
-                        backoff = (backoff * 2).min(cfg.max_backoff.get());
-                    }
+            let error = match attempt {
+                Attempt::Ok => return Outcome::Delivered { attempts },
+                Attempt::Final(error) => return Outcome::Failed { attempts, error },
+                Attempt::Retry(error) if attempts > self.cfg.max_retries => {
+                    return Outcome::Failed { attempts, error }
                 }
+                Attempt::Retry(error) => error,
             };
-            let result = match &outcome {
-                Outcome::Delivered { .. } => "delivered",
-                _ => "failed",
-            };
-            match &outcome {
-                Outcome::Failed { error, attempts } => {
-                    tracing::error!(receiver = %name, attempts, error = %error, status = %n.status, "notification given up");
-                }
-                _ => {
-                    tracing::info!(receiver = %name, status = %n.status, alerts = n.fingerprints.len(), "notification delivered")
-                }
-            }
-            metrics
-                .alert_notifications
-                .with_label_values(&[name.as_str(), result])
-                .inc();
-            let _ = reports.send(Report {
-                id: n.id,
-                receiver: name.clone(),
-                outcome,
-            });
+            tracing::warn!(receiver = %self.name, attempts, error = %error, "notification failed; retrying");
+            self.count("retried");
+            self.report(n, Outcome::Retrying { attempts, error });
+            // Full jitter in [backoff/2, backoff] so receivers recovering from an outage
+            // are not hit by every collector at once.
+            let wait = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.cfg.max_backoff.get());
         }
-    });
-    tx
+    }
+
+    /// Log, count and report the final outcome of `n`.
+    fn finish(&self, n: &Outgoing, outcome: Outcome) {
+        let name = &self.name;
+        match &outcome {
+            Outcome::Failed { error, attempts } => {
+                tracing::error!(receiver = %name, attempts, error = %error, status = %n.status, "notification given up");
+            }
+            _ => {
+                tracing::info!(receiver = %name, status = %n.status, alerts = n.fingerprints.len(), "notification delivered")
+            }
+        }
+        self.count(match &outcome {
+            Outcome::Delivered { .. } => "delivered",
+            _ => "failed",
+        });
+        self.report(n, outcome);
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics
+            .notifications
+            .with_label_values(&[self.name.as_str(), result])
+            .inc();
+    }
+
+    fn report(&self, n: &Outgoing, outcome: Outcome) {
+        let _ = self.reports.send(Report {
+            id: n.id,
+            receiver: self.name.clone(),
+            outcome,
+        });
+    }
 }
 
 async fn post(client: &reqwest::Client, url: &str, cfg: &ReceiverConfig, body: &str) -> Attempt {
@@ -296,7 +336,7 @@ mod tests {
         let tx = spawn_receiver(
             "hook".into(),
             cfg,
-            Arc::new(Metrics::new().unwrap()),
+            AlertMetrics::register(&prometheus::Registry::new()).unwrap(),
             reports_tx,
             stop.clone(),
         );

@@ -8,83 +8,21 @@ use lookout_config::{Aggregation, AlertRule, AlertSignal};
 use lookout_proto::api::RedStats;
 
 use super::model::Labels;
+use crate::prom::{MetricStore, SeriesSnapshot, SeriesValue};
 use crate::traces::red::Red;
-
-/// A series of an OTLP metric as exposed on `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricSeries {
-    /// Labels, including `job` and `instance`.
-    pub labels: Labels,
-    /// Latest value.
-    pub value: SeriesValue,
-}
-
-/// Latest value of a series (cumulative for counters and histograms).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SeriesValue {
-    /// A gauge.
-    Gauge(f64),
-    /// A monotonic counter.
-    Counter(f64),
-    /// A histogram: cumulative counts per upper bound (the last one `+Inf`).
-    Histogram {
-        /// Upper bounds, ascending, ending with `+Inf`.
-        bounds: Vec<f64>,
-        /// Cumulative counts per bound.
-        counts: Vec<u64>,
-        /// Observations.
-        count: u64,
-        /// Sum of observations.
-        sum: f64,
-    },
-    /// A summary (only count and sum are used).
-    Summary {
-        /// Observations.
-        count: u64,
-        /// Sum of observations.
-        sum: f64,
-    },
-}
 
 /// Where metric rules read series from.
 pub trait MetricSource: Send + Sync + 'static {
     /// The series of metric `name` (the exposed name; counters with or without `_total`).
-    fn series(&self, name: &str) -> Vec<MetricSeries>;
+    fn series(&self, name: &str) -> Vec<SeriesSnapshot>;
 }
 
 /// The OTLP metrics received by this collector.
-pub struct StoreSource(pub std::sync::Arc<parking_lot::Mutex<crate::prom::MetricStore>>);
+pub struct StoreSource(pub std::sync::Arc<parking_lot::Mutex<MetricStore>>);
 
 impl MetricSource for StoreSource {
-    fn series(&self, name: &str) -> Vec<MetricSeries> {
-        use crate::prom::SnapshotValue as V;
-        self.0
-            .lock()
-            .series(name)
-            .into_iter()
-            .map(|s| MetricSeries {
-                labels: s.labels.into_iter().collect(),
-                value: match s.value {
-                    V::Gauge(v) => SeriesValue::Gauge(v),
-                    V::Counter(v) => SeriesValue::Counter(v),
-                    V::Histogram {
-                        mut bounds,
-                        counts,
-                        count,
-                        sum,
-                    } => {
-                        bounds.push(f64::INFINITY);
-                        SeriesValue::Histogram {
-                            bounds,
-                            counts,
-                            count,
-                            sum,
-                        }
-                    }
-                    V::Summary { count, sum, .. } => SeriesValue::Summary { count, sum },
-                },
-            })
-            .collect()
+    fn series(&self, name: &str) -> Vec<SeriesSnapshot> {
+        self.0.lock().series(name)
     }
 }
 
@@ -191,16 +129,14 @@ pub fn metric_samples(
     let current: BTreeMap<Labels, SeriesValue> = source
         .series(metric)
         .into_iter()
-        .filter(|s| {
-            rule.matchers
-                .iter()
-                .all(|(k, v)| s.labels.get(k) == Some(v))
+        .map(|s| (s.labels.into_iter().collect::<Labels>(), s.value))
+        .filter(|(labels, _)| {
+            rule.matchers.iter().all(|(k, v)| labels.get(k) == Some(v))
                 && rule
                     .service
                     .as_ref()
-                    .is_none_or(|svc| s.labels.get("job") == Some(svc))
+                    .is_none_or(|svc| labels.get("job") == Some(svc))
         })
-        .map(|s| (s.labels, s.value))
         .collect();
     let window_ms = i64::try_from(rule.window.get().as_millis()).unwrap_or(i64::MAX);
     history.samples.push_back((now_ms, current));
@@ -234,7 +170,7 @@ pub fn metric_samples(
     by_job
         .into_iter()
         .map(|(job, series)| {
-            let value = aggregate(agg, &series, before);
+            let value = aggregate(agg, &series, &before);
             let mut labels = Labels::new();
             labels.insert("service".into(), job);
             labels.insert("metric".into(), metric.to_string());
@@ -250,7 +186,7 @@ pub fn metric_samples(
 fn scalar(v: &SeriesValue) -> Option<f64> {
     match v {
         SeriesValue::Gauge(x) | SeriesValue::Counter(x) => Some(*x),
-        SeriesValue::Histogram { count, sum, .. } | SeriesValue::Summary { count, sum } => {
+        SeriesValue::Histogram { count, sum, .. } | SeriesValue::Summary { count, sum, .. } => {
             (*count > 0).then(|| sum / *count as f64)
         }
     }
@@ -263,10 +199,14 @@ fn total(v: &SeriesValue) -> f64 {
     }
 }
 
+/// How a series' value at the window start is looked up: the value and its age in
+/// seconds.
+type Baseline<'a> = dyn Fn(&Labels) -> Option<(&'a SeriesValue, f64)> + 'a;
+
 fn aggregate<'a>(
     agg: Aggregation,
     series: &[(&'a Labels, &'a SeriesValue)],
-    before: impl Fn(&Labels) -> Option<(&'a SeriesValue, f64)>,
+    before: &Baseline<'a>,
 ) -> Option<f64> {
     let latest = || series.iter().filter_map(|(_, v)| scalar(v));
     match agg {
@@ -279,74 +219,88 @@ fn aggregate<'a>(
             let v: Vec<f64> = latest().collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         }
-        Aggregation::Increase | Aggregation::Rate => {
-            let mut any = false;
-            let sum: f64 = series
-                .iter()
-                .map(|(l, v)| {
-                    let now = total(v);
-                    // A series without an earlier sample counts from its next sample on
-                    // (its total may stem from long before the window), as Prometheus'
-                    // increase() needs two samples.
-                    let Some((b, secs)) = before(l) else {
-                        return 0.0;
-                    };
-                    let b = total(b);
-                    // A drop is a counter reset: everything since counts.
-                    let inc = if b <= now { now - b } else { now };
-                    if agg == Aggregation::Increase {
-                        any = true;
-                        inc
-                    } else if secs > 0.0 {
-                        any = true;
-                        inc / secs
-                    } else {
-                        0.0
-                    }
-                })
-                .sum();
-            any.then_some(sum)
-        }
-        Aggregation::P50 | Aggregation::P90 | Aggregation::P95 | Aggregation::P99 => {
-            let q = match agg {
-                Aggregation::P50 => 0.5,
-                Aggregation::P90 => 0.9,
-                Aggregation::P95 => 0.95,
-                _ => 0.99,
+        Aggregation::Increase => increase(series, before, false),
+        Aggregation::Rate => increase(series, before, true),
+        Aggregation::P50 => windowed_quantile(0.5, series, before),
+        Aggregation::P90 => windowed_quantile(0.9, series, before),
+        Aggregation::P95 => windowed_quantile(0.95, series, before),
+        Aggregation::P99 => windowed_quantile(0.99, series, before),
+    }
+}
+
+/// The increase of the series' totals over the window, summed (per second with
+/// `per_second`); `None` when no series has an earlier sample.
+fn increase<'a>(
+    series: &[(&'a Labels, &'a SeriesValue)],
+    before: &Baseline<'a>,
+    per_second: bool,
+) -> Option<f64> {
+    let mut any = false;
+    let sum: f64 = series
+        .iter()
+        .map(|(l, v)| {
+            let now = total(v);
+            // A series without an earlier sample counts from its next sample on (its
+            // total may stem from long before the window), as Prometheus' increase()
+            // needs two samples.
+            let Some((b, secs)) = before(l) else {
+                return 0.0;
             };
-            // Bucket increases over the window, summed over series with equal bounds.
-            let mut merged: Option<(Vec<f64>, Vec<f64>)> = None;
-            for (l, v) in series {
-                let SeriesValue::Histogram { bounds, counts, .. } = v else {
-                    continue;
-                };
-                let base = match before(l).map(|(v, _)| v) {
-                    Some(SeriesValue::Histogram {
-                        bounds: b,
-                        counts: c,
-                        ..
-                    }) if b == bounds && c.iter().zip(counts).all(|(o, n)| o <= n) => Some(c),
-                    _ => None,
-                };
-                let inc: Vec<f64> = counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| (n - base.map_or(0, |b| b[i])) as f64)
-                    .collect();
-                match &mut merged {
-                    None => merged = Some((bounds.clone(), inc)),
-                    Some((mb, mc)) if mb == bounds => {
-                        for (a, b) in mc.iter_mut().zip(inc) {
-                            *a += b;
-                        }
-                    }
-                    Some(_) => {}
+            let b = total(b);
+            // A drop is a counter reset: everything since counts.
+            let inc = if b <= now { now - b } else { now };
+            if !per_second {
+                any = true;
+                inc
+            } else if secs > 0.0 {
+                any = true;
+                inc / secs
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    any.then_some(sum)
+}
+
+/// Quantile `q` of the histogram observations made in the window: bucket increases
+/// summed over the series with the bounds of the first one.
+fn windowed_quantile<'a>(
+    q: f64,
+    series: &[(&'a Labels, &'a SeriesValue)],
+    before: &Baseline<'a>,
+) -> Option<f64> {
+    let mut merged: Option<(Vec<f64>, Vec<f64>)> = None;
+    for (l, v) in series {
+        let SeriesValue::Histogram { bounds, counts, .. } = v else {
+            continue;
+        };
+        let base = match before(l).map(|(v, _)| v) {
+            Some(SeriesValue::Histogram {
+                bounds: b,
+                counts: c,
+                ..
+            }) if b == bounds && c.iter().zip(counts).all(|(o, n)| o <= n) => Some(c),
+            _ => None,
+        };
+        let inc: Vec<f64> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n - base.map_or(0, |b| b[i])) as f64)
+            .collect();
+        match &mut merged {
+            None => merged = Some((bounds.clone(), inc)),
+            Some((mb, mc)) if mb == bounds => {
+                for (a, b) in mc.iter_mut().zip(inc) {
+                    *a += b;
                 }
             }
-            let (bounds, counts) = merged?;
-            quantile(q, &bounds, &counts)
+            Some(_) => {}
         }
     }
+    let (mut bounds, counts) = merged?;
+    bounds.push(f64::INFINITY);
+    quantile(q, &bounds, &counts)
 }
 
 /// Prometheus' `histogram_quantile` over cumulative bucket counts: linear interpolation
@@ -388,14 +342,14 @@ mod tests {
         assert_eq!(quantile(0.99, &bounds, &[0.0, 0.0, 0.0, 5.0]), Some(1.0));
     }
 
-    struct Fixed(Vec<MetricSeries>);
+    struct Fixed(Vec<SeriesSnapshot>);
     impl MetricSource for Fixed {
-        fn series(&self, _: &str) -> Vec<MetricSeries> {
+        fn series(&self, _: &str) -> Vec<SeriesSnapshot> {
             self.0.clone()
         }
     }
 
-    fn labels(job: &str, route: &str) -> Labels {
+    fn labels(job: &str, route: &str) -> Vec<(String, String)> {
         [("job", job), ("route", route)]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -417,11 +371,11 @@ mod tests {
         let mut h = MetricHistory::default();
         let at = |v1: f64, v2: f64| {
             Fixed(vec![
-                MetricSeries {
+                SeriesSnapshot {
                     labels: labels("api", "/a"),
                     value: SeriesValue::Counter(v1),
                 },
-                MetricSeries {
+                SeriesSnapshot {
                     labels: labels("api", "/b"),
                     value: SeriesValue::Counter(v2),
                 },
@@ -442,10 +396,10 @@ mod tests {
         let r = rule("metric = \"d\"\naggregation = \"p99\"\nthreshold = 1");
         let mut h = MetricHistory::default();
         let hist = |c: [u64; 3]| {
-            Fixed(vec![MetricSeries {
+            Fixed(vec![SeriesSnapshot {
                 labels: labels("api", "/a"),
                 value: SeriesValue::Histogram {
-                    bounds: vec![0.1, 1.0, f64::INFINITY],
+                    bounds: vec![0.1, 1.0],
                     counts: c.to_vec(),
                     count: c[2],
                     sum: 0.0,

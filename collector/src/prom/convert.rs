@@ -21,6 +21,8 @@ use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue}
 
 use lookout_ingest::values::to_text;
 
+use super::expo::Kind;
+
 /// The Prometheus type a metric is exposed as; it decides the unit and type suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromKind {
@@ -32,6 +34,17 @@ pub enum PromKind {
     Histogram,
     /// OTLP summary.
     Summary,
+}
+
+impl From<PromKind> for Kind {
+    fn from(kind: PromKind) -> Self {
+        match kind {
+            PromKind::Gauge => Kind::Gauge,
+            PromKind::Counter => Kind::Counter,
+            PromKind::Histogram => Kind::Histogram,
+            PromKind::Summary => Kind::Summary,
+        }
+    }
 }
 
 /// A converted metric name.
@@ -299,7 +312,7 @@ pub fn target(resource: &[KeyValue]) -> Target {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
 
@@ -316,79 +329,53 @@ mod tests {
     }
 
     /// The naming rules of the specification and the collector's translator, as a table:
-    /// OTLP name, unit, kind → exposed Prometheus name.
+    /// OTLP name | unit | kind | exposed Prometheus name.
     #[test]
     fn naming_rules() {
-        use PromKind::*;
-        for (name, unit, kind, want) in [
+        for case in [
             // Invalid characters, collapsed underscores, leading digit.
-            (
-                "http.server.request.duration",
-                "s",
-                Histogram,
-                "http_server_request_duration_seconds",
-            ),
-            (
-                "(lambda).function.executions(#)",
-                "",
-                Counter,
-                "lambda_function_executions_total",
-            ),
-            ("foo..bar--baz", "", Gauge, "foo_bar_baz"),
-            ("2xx.responses", "", Counter, "_2xx_responses_total"),
-            ("ns:recorded", "", Gauge, "ns:recorded"),
-            ("héllo", "", Gauge, "h_llo"),
+            "http.server.request.duration | s | histogram | http_server_request_duration_seconds",
+            "(lambda).function.executions(#) |  | counter | lambda_function_executions_total",
+            "foo..bar--baz |  | gauge | foo_bar_baz",
+            "2xx.responses |  | counter | _2xx_responses_total",
+            "ns:recorded |  | gauge | ns:recorded",
+            "héllo |  | gauge | h_llo",
             // Units.
-            ("rpc.duration", "ms", Histogram, "rpc_duration_milliseconds"),
-            (
-                "system.filesystem.usage",
-                "By",
-                Gauge,
-                "system_filesystem_usage_bytes",
-            ),
-            ("heap", "KiBy", Gauge, "heap_kibibytes"),
-            ("temp", "Cel", Gauge, "temp_celsius"),
-            ("uptime", "d", Counter, "uptime_days_total"),
-            (
-                "system.network.dropped",
-                "{packets}",
-                Counter,
-                "system_network_dropped_total",
-            ),
-            (
-                "system.network.dropped",
-                "packets",
-                Counter,
-                "system_network_dropped_packets_total",
-            ),
-            (
-                "system.memory.utilization",
-                "1",
-                Gauge,
-                "system_memory_utilization_ratio",
-            ),
-            ("hits", "1", Counter, "hits_total"),
-            ("ratio.of.x", "1", Gauge, "ratio_of_x_ratio"),
-            ("x_ratio", "1", Gauge, "x_ratio"),
-            ("net.io", "By/s", Gauge, "net_io_bytes_per_second"),
-            ("speed", "m/s", Gauge, "speed_meters_per_second"),
-            ("queries", "{query}/s", Gauge, "queries_per_second"),
-            ("weird", "foo/bar", Gauge, "weird_foo_per_bar"),
-            ("cpu", "%", Gauge, "cpu_percent"),
+            "rpc.duration | ms | histogram | rpc_duration_milliseconds",
+            "system.filesystem.usage | By | gauge | system_filesystem_usage_bytes",
+            "heap | KiBy | gauge | heap_kibibytes",
+            "temp | Cel | gauge | temp_celsius",
+            "uptime | d | counter | uptime_days_total",
+            "system.network.dropped | {packets} | counter | system_network_dropped_total",
+            "system.network.dropped | packets | counter | system_network_dropped_packets_total",
+            "system.memory.utilization | 1 | gauge | system_memory_utilization_ratio",
+            "hits | 1 | counter | hits_total",
+            "ratio.of.x | 1 | gauge | ratio_of_x_ratio",
+            "x_ratio | 1 | gauge | x_ratio",
+            "net.io | By/s | gauge | net_io_bytes_per_second",
+            "speed | m/s | gauge | speed_meters_per_second",
+            "queries | {query}/s | gauge | queries_per_second",
+            "weird | foo/bar | gauge | weird_foo_per_bar",
+            "cpu | % | gauge | cpu_percent",
             // No duplicate suffixes.
-            (
-                "request_duration_seconds",
-                "s",
-                Histogram,
-                "request_duration_seconds",
-            ),
-            ("http.requests.total", "", Counter, "http_requests_total"),
-            ("io_bytes_total", "By", Counter, "io_bytes_total"),
-            ("io_total", "By", Counter, "io_bytes_total"),
-            ("queue.length_total", "", Gauge, "queue_length_total"),
-            ("seconds_before_x", "s", Gauge, "seconds_before_x_seconds"),
-            ("total", "", Counter, "total_total"),
+            "request_duration_seconds | s | histogram | request_duration_seconds",
+            "http.requests.total |  | counter | http_requests_total",
+            "io_bytes_total | By | counter | io_bytes_total",
+            "io_total | By | counter | io_bytes_total",
+            "queue.length_total |  | gauge | queue_length_total",
+            "seconds_before_x | s | gauge | seconds_before_x_seconds",
+            "total |  | counter | total_total",
         ] {
+            let [name, unit, kind, want] = case.split('|').map(str::trim).collect::<Vec<_>>()[..]
+            else {
+                panic!("bad case {case:?}")
+            };
+            let kind = match kind {
+                "counter" => PromKind::Counter,
+                "gauge" => PromKind::Gauge,
+                "histogram" => PromKind::Histogram,
+                other => panic!("unknown kind {other:?}"),
+            };
             let n = convert_name(name, unit, kind).unwrap();
             assert_eq!(n.exposed(kind), want, "{name} [{unit}] {kind:?}");
             if !n.unit.is_empty() {

@@ -123,7 +123,7 @@ pub enum Kind {
 
 impl Kind {
     /// Suffixes of the sample names of a family of this kind.
-    fn suffixes(self) -> &'static [&'static str] {
+    pub fn suffixes(self) -> &'static [&'static str] {
         match self {
             Kind::Counter => &["_total"],
             Kind::Gauge | Kind::Unknown => &[""],
@@ -311,24 +311,14 @@ impl Writer {
 
     /// One histogram bucket: the count of observations `<= le` (cumulative).
     pub fn bucket(&mut self, labels: &str, le: f64, cumulative: u64, exemplar: Option<&Exemplar>) {
-        self.sample(
-            "_bucket",
-            labels,
-            Some(("le", le)),
-            Value::U(cumulative),
-            exemplar,
-        );
+        let le = Some(("le", le));
+        self.sample("_bucket", labels, le, Value::U(cumulative), exemplar);
     }
 
     /// One summary quantile.
     pub fn quantile(&mut self, labels: &str, quantile: f64, value: f64) {
-        self.sample(
-            "",
-            labels,
-            Some(("quantile", quantile)),
-            Value::F(value),
-            None,
-        );
+        let quantile = Some(("quantile", quantile));
+        self.sample("", labels, quantile, Value::F(value), None);
     }
 
     /// `{name}_sum` of a histogram or summary.
@@ -476,6 +466,15 @@ pub fn render_labels<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> String 
     let mut s = String::new();
     push_labels(&mut s, labels);
     s
+}
+
+/// `collector`, registered on `registry` (for structs of metrics built field by field).
+pub fn registered<C>(registry: &prometheus::Registry, collector: C) -> Result<C, prometheus::Error>
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
 }
 
 /// Render the prometheus crate's families (the collector's self-metrics) through `w`.

@@ -9,7 +9,7 @@ pub mod store;
 pub mod window;
 
 pub use expo::{Exemplar, Format, Kind, Writer};
-pub use store::{MetricStore, SeriesSnapshot, SnapshotValue, StoreConfig};
+pub use store::{MetricStore, SeriesSnapshot, SeriesValue, StoreConfig, StoreMetrics};
 
 /// Validation of expositions with `promtool`, shared by the unit tests.
 #[cfg(test)]

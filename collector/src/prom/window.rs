@@ -9,18 +9,19 @@ use std::time::{Duration, Instant};
 
 use lookout_ingest::Batch;
 
-use super::MetricStore;
-use crate::metrics::Metrics;
+use super::store::{MetricStore, StoreMetrics};
 use crate::store::IndexerContext;
 use crate::wal::Record;
 
 /// Metrics are not indexed here: each record is applied to `store` (the OTLP metrics
 /// exposed on `/metrics`), and kept in the WAL for `window` so a restart rebuilds the
-/// recent state, then released.
+/// recent state, then released. `ctx` gives the checkpoints and the ingest budget;
+/// `metrics` counts what the store does.
 pub fn spawn_metrics_window(
     window: Duration,
     ctx: IndexerContext,
     store: Arc<parking_lot::Mutex<MetricStore>>,
+    metrics: StoreMetrics,
 ) -> std::io::Result<(mpsc::Sender<Record>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Record>();
     let handle = std::thread::Builder::new()
@@ -32,7 +33,7 @@ pub fn spawn_metrics_window(
                 let r = rx.recv_timeout(Duration::from_secs(1));
                 match r {
                     Ok(rec) => {
-                        apply_metrics_record(&rec, &store, &ctx.metrics);
+                        apply_metrics_record(&rec, &store, &metrics);
                         held.push_back((rec.lsn, Instant::now()));
                         ctx.budget.release(rec.charge);
                         ctx.metrics
@@ -47,10 +48,8 @@ pub fn spawn_metrics_window(
                     last_expiry = Instant::now();
                     let mut s = store.lock();
                     let expired = s.expire(lookout_ingest::clock::now_unix_nano());
-                    ctx.metrics.otlp_series_expired.inc_by(expired);
-                    ctx.metrics
-                        .otlp_series
-                        .set(i64::try_from(s.series_count()).unwrap_or(i64::MAX));
+                    metrics.series_expired.inc_by(expired);
+                    metrics.set_series(s.series_count());
                 }
                 while let Some((lsn, at)) = held.front().copied() {
                     if at.elapsed() < window {
@@ -68,7 +67,11 @@ pub fn spawn_metrics_window(
 /// Apply one metrics record to the store (decoding its payload when replayed). A poison
 /// record (undecodable, or panicking the store) is copied to the quarantine directory
 /// and skipped.
-fn apply_metrics_record(rec: &Record, store: &parking_lot::Mutex<MetricStore>, metrics: &Metrics) {
+fn apply_metrics_record(
+    rec: &Record,
+    store: &parking_lot::Mutex<MetricStore>,
+    metrics: &StoreMetrics,
+) {
     let now = lookout_ingest::clock::now_unix_nano();
     let decoded;
     let (req, replay) = match &rec.batch {
@@ -109,10 +112,7 @@ fn apply_metrics_record(rec: &Record, store: &parking_lot::Mutex<MetricStore>, m
         }
     };
     report.publish(metrics);
-    let series = store.lock().series_count();
-    metrics
-        .otlp_series
-        .set(i64::try_from(series).unwrap_or(i64::MAX));
+    metrics.set_series(store.lock().series_count());
 }
 
 #[cfg(test)]
@@ -124,6 +124,7 @@ mod tests {
     use lookout_ingest::Signal;
 
     use super::*;
+    use crate::metrics::Metrics;
     use crate::wal::QUARANTINE_DIR;
 
     fn metric(m: &Metrics, name: &str) -> u64 {
@@ -174,8 +175,9 @@ mod tests {
             },
             quarantine: Some(q.clone()),
         };
-        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &metrics);
-        apply_metrics_record(&rec(2, &[]), &store, &metrics);
+        let store_metrics = StoreMetrics::register(&metrics.registry).unwrap();
+        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &store_metrics);
+        apply_metrics_record(&rec(2, &[]), &store, &store_metrics);
         let files = quarantined(root.path());
         assert_eq!(files.len(), 1);
         assert_eq!(
