@@ -277,6 +277,23 @@ struct Shipper {
     token: BearerToken,
 }
 
+/// Why the bearer token file cannot be used (the token itself is never in the message).
+#[derive(Debug, thiserror::Error)]
+enum TokenFileError {
+    #[error("cannot read {}: {error}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {reason}", .path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        reason: lookout_config::TokenError,
+    },
+    #[error("{}: not a valid header value", .0.display())]
+    NotAHeaderValue(std::path::PathBuf),
+}
+
 /// The bearer token of `exporter.bearer_token_file`, re-read after the collector refuses
 /// it so a rotated token is picked up without a restart.
 struct BearerToken {
@@ -298,13 +315,15 @@ impl BearerToken {
         })
     }
 
-    fn read(path: &std::path::Path) -> Result<http::HeaderValue, String> {
+    fn read(path: &std::path::Path) -> Result<http::HeaderValue, TokenFileError> {
+        let at = || path.to_path_buf();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|error| TokenFileError::Read { path: at(), error })?;
         let token = text.trim();
-        lookout_config::validate_token(token).map_err(|r| format!("{}: {r}", path.display()))?;
+        lookout_config::validate_token(token)
+            .map_err(|reason| TokenFileError::Invalid { path: at(), reason })?;
         let mut v = http::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| format!("{}: not a valid header value", path.display()))?;
+            .map_err(|_| TokenFileError::NotAHeaderValue(at()))?;
         v.set_sensitive(true);
         Ok(v)
     }

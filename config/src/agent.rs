@@ -11,7 +11,7 @@ use crate::host::HostMetricsConfig;
 use crate::server::{ClientTlsConfig, Headers};
 use crate::tail::TailConfig;
 use crate::units::{ByteSize, HumanDuration};
-use crate::Validate;
+use crate::{Validate, Violation};
 
 /// Configuration of `lookout-agent`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -198,8 +198,8 @@ impl Default for ExporterConfig {
 }
 
 impl Validate for AgentConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
             return err(
                 "collector",
@@ -302,10 +302,9 @@ impl Validate for AgentConfig {
         }
         self.host_metrics
             .validate()
-            .map_err(|(k, r)| (format!("host_metrics.{k}"), r))?;
+            .map_err(|v| v.under("host_metrics"))?;
         for (i, t) in self.tail.iter().enumerate() {
-            t.validate()
-                .map_err(|(k, r)| (format!("tail[{i}].{k}"), r))?;
+            t.validate().map_err(|v| v.under(&format!("tail[{i}]")))?;
         }
         Ok(())
     }

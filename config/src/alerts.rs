@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::units::HumanDuration;
+use crate::Violation;
 
 /// How and how often rules are evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -273,10 +274,10 @@ pub(crate) fn validate(
     alerting: &AlertingConfig,
     rules: &[AlertRule],
     receivers: &BTreeMap<String, ReceiverConfig>,
-) -> Result<(), (String, String)> {
+) -> Result<(), Violation> {
     if alerting.evaluation_interval.get() < Duration::from_millis(100) {
-        return Err((
-            "alerting.evaluation_interval".into(),
+        return Err(Violation::new(
+            "alerting.evaluation_interval",
             format!(
                 "must be at least 100ms, got {}",
                 alerting.evaluation_interval
@@ -284,8 +285,8 @@ pub(crate) fn validate(
         ));
     }
     if !alerting.external_url.is_empty() && !is_http_url(&alerting.external_url) {
-        return Err((
-            "alerting.external_url".into(),
+        return Err(Violation::new(
+            "alerting.external_url",
             format!(
                 "expected an http:// or https:// URL, got {:?}",
                 alerting.external_url
@@ -295,25 +296,25 @@ pub(crate) fn validate(
     for (name, r) in receivers {
         let key = |k: &str| format!("receivers.{name}.{k}");
         if !is_http_url(&r.url) {
-            return Err((
+            return Err(Violation::new(
                 key("url"),
                 format!("expected an http:// or https:// URL, got {:?}", r.url),
             ));
         }
         if r.timeout.get().is_zero() {
-            return Err((key("timeout"), "must be greater than 0".into()));
+            return Err(Violation::new(key("timeout"), "must be greater than 0"));
         }
         for net in &r.allowed_networks {
             let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
             if !ok {
-                return Err((
+                return Err(Violation::new(
                     key("allowed_networks"),
                     format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
                 ));
             }
         }
         if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
-            return Err((
+            return Err(Violation::new(
                 key("max_backoff"),
                 format!(
                     "must be at least initial_backoff ({}) and both greater than 0, got {}",
@@ -322,7 +323,7 @@ pub(crate) fn validate(
             ));
         }
         if r.repeat_interval.get() < Duration::from_secs(1) {
-            return Err((
+            return Err(Violation::new(
                 key("repeat_interval"),
                 format!("must be at least 1s, got {}", r.repeat_interval),
             ));
@@ -332,10 +333,13 @@ pub(crate) fn validate(
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !valid_name {
-                return Err((key("headers"), format!("invalid header name {h:?}")));
+                return Err(Violation::new(
+                    key("headers"),
+                    format!("invalid header name {h:?}"),
+                ));
             }
             if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err((
+                return Err(Violation::new(
                     key("headers"),
                     format!("value of header {h:?} contains a control character"),
                 ));
@@ -351,7 +355,7 @@ pub(crate) fn validate(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
         {
-            return Err((
+            return Err(Violation::new(
                 key("name"),
                 format!(
                     "must be non-empty letters, digits, '_', '-', '.', ':'; got {:?}",
@@ -360,60 +364,57 @@ pub(crate) fn validate(
             ));
         }
         if !seen.insert(r.name.as_str()) {
-            return Err((key("name"), format!("duplicate rule name {:?}", r.name)));
+            return Err(Violation::new(
+                key("name"),
+                format!("duplicate rule name {:?}", r.name),
+            ));
         }
         match (&r.signal, &r.metric) {
             (None, None) => {
-                return Err((
-                    key("signal"),
-                    "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`".into(),
-                ))
+                return Err(Violation::new(key("signal"), "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`"))
             }
             (Some(_), Some(_)) => {
-                return Err((key("metric"), "`signal` and `metric` are exclusive".into()))
+                return Err(Violation::new(key("metric"), "`signal` and `metric` are exclusive"))
             }
             (Some(_), None) => {
                 if !r.matchers.is_empty() {
-                    return Err((key("matchers"), "only metric rules take matchers".into()));
+                    return Err(Violation::new(key("matchers"), "only metric rules take matchers"));
                 }
                 if r.aggregation.is_some() {
-                    return Err((
-                        key("aggregation"),
-                        "only metric rules take an aggregation".into(),
-                    ));
+                    return Err(Violation::new(key("aggregation"), "only metric rules take an aggregation"));
                 }
             }
             (None, Some(m)) => {
                 if m.is_empty() {
-                    return Err((key("metric"), "must not be empty".into()));
+                    return Err(Violation::new(key("metric"), "must not be empty"));
                 }
                 if r.operation.is_some() {
-                    return Err((
-                        key("operation"),
-                        "metric rules select series with `matchers`, not `operation`".into(),
-                    ));
+                    return Err(Violation::new(key("operation"), "metric rules select series with `matchers`, not `operation`"));
                 }
             }
         }
         if !r.threshold.is_finite() {
-            return Err((
+            return Err(Violation::new(
                 key("threshold"),
                 format!("must be a finite number, got {}", r.threshold),
             ));
         }
         if r.window.get() < Duration::from_secs(1) {
-            return Err((
+            return Err(Violation::new(
                 key("window"),
                 format!("must be at least 1s, got {}", r.window),
             ));
         }
         if r.receivers.is_empty() {
-            return Err((key("receivers"), "name at least one receiver".into()));
+            return Err(Violation::new(
+                key("receivers"),
+                "name at least one receiver",
+            ));
         }
         for name in &r.receivers {
             if !receivers.contains_key(name) {
                 let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
-                return Err((
+                return Err(Violation::new(
                     key("receivers"),
                     format!("no receiver {name:?} (defined: {known:?}); add [receivers.{name}]"),
                 ));
@@ -424,13 +425,16 @@ pub(crate) fn validate(
                 || l.starts_with(|c: char| c.is_ascii_digit())
                 || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                return Err((key("labels"), format!("invalid label name {l:?}")));
+                return Err(Violation::new(
+                    key("labels"),
+                    format!("invalid label name {l:?}"),
+                ));
             }
             if matches!(
                 l.as_str(),
                 "alertname" | "service" | "operation" | "severity"
             ) {
-                return Err((
+                return Err(Violation::new(
                     key("labels"),
                     format!("label {l:?} is set by the rule itself"),
                 ));

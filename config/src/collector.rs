@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
 use crate::server::{AuthConfig, ConnectionLimits, TlsConfig};
 use crate::units::{ByteSize, HumanDuration};
-use crate::Validate;
+use crate::{Validate, Violation};
 
 /// Configuration of `lookout-collector`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -161,8 +161,8 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// Check the limits; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((format!("{prefix}.{k}"), r));
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(format!("{prefix}.{k}"), r));
         if self.max_request_size.get() < 1024 {
             return err(
                 "max_request_size",
@@ -367,8 +367,8 @@ impl Default for MetricsConfig {
 }
 
 impl Validate for CollectorConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if self.retention.get().as_secs() < 60 {
             return err(
                 "retention",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::units::HumanDuration;
+use crate::Violation;
 
 /// Host and process metrics (Linux: read from `/proc` and `statvfs`).
 ///
@@ -59,10 +60,10 @@ impl HostMetricsConfig {
     }
 
     /// Check the values; keys in errors are relative to `[host_metrics]`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), Violation> {
         if self.interval.get() < std::time::Duration::from_secs(1) {
-            return Err((
-                "interval".into(),
+            return Err(Violation::new(
+                "interval",
                 format!("must be at least 1s, got {}", self.interval),
             ));
         }
@@ -73,21 +74,18 @@ impl HostMetricsConfig {
         ];
         let set: Vec<&str> = given.iter().filter(|(on, _)| *on).map(|g| g.1).collect();
         if let [first, second, ..] = set.as_slice() {
-            return Err((
-                (*second).to_string(),
+            return Err(Violation::new(
+                *second,
                 format!(
                     "only one of pid, pid_file and process_name may be set, {first} is set too"
                 ),
             ));
         }
         if self.process_name.contains('/') || self.process_name.trim() != self.process_name {
-            return Err((
-                "process_name".into(),
-                format!(
+            return Err(Violation::new("process_name", format!(
                     "expected a process name as in /proc/PID/comm (no '/', no surrounding spaces), got {:?}",
                     self.process_name
-                ),
-            ));
+                )));
         }
         Ok(())
     }

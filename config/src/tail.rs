@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::units::{ByteSize, HumanDuration};
+use crate::Violation;
 
 /// Smallest accepted `max_line_length`.
 const MIN_LINE_LENGTH: u64 = 16;
@@ -89,8 +90,8 @@ impl TailConfig {
     }
 
     /// Check the values; keys in errors are relative to the entry.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if self.paths.is_empty() {
             return err("paths", "at least one glob pattern is needed".into());
         }

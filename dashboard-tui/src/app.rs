@@ -289,7 +289,7 @@ impl App {
                 Some(Fetch::Traces { query, seq })
             }
             Err(e) => {
-                self.traces.error = Some(e);
+                self.traces.error = Some(e.to_string());
                 self.traces.loading = false;
                 None
             }
@@ -916,7 +916,7 @@ impl App {
                         self.logs.loading_older = false;
                     }
                 } else {
-                    self.logs.on_answer(seq, mode, result.map_err(msg));
+                    self.logs.on_answer(seq, mode, result);
                     // A short first page with the cursor near its end: keep filling.
                     if let Some(f) = self.fetch_older_logs() {
                         return vec![f];
@@ -977,7 +977,7 @@ impl App {
                             .selected_span()
                             .map(|s| s.span_id.clone())
                             .unwrap_or_default();
-                        o.span_logs = Some((span, result.map(|r| r.logs).map_err(msg)));
+                        o.span_logs = Some((span, result.map(|r| r.logs)));
                     }
                 }
             }

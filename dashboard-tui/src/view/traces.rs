@@ -10,6 +10,7 @@ use ratatui::Frame;
 
 use super::fmt;
 use crate::app::App;
+use crate::client::FetchError;
 use crate::state::traces::{OpenTrace, Waterfall};
 
 /// Draw the traces view.
@@ -359,7 +360,7 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
 pub fn span_detail_lines(
     span: &SpanView,
     w: &Waterfall,
-    logs: Option<&Result<Vec<LogEntry>, String>>,
+    logs: Option<&Result<Vec<LogEntry>, FetchError>>,
 ) -> Vec<Line<'static>> {
     let key = Style::new().fg(Color::Cyan);
     let kv =
@@ -471,7 +472,7 @@ pub fn span_detail_lines(
     match logs {
         None => lines.push(Line::raw("  loading…")),
         Some(Err(e)) => lines.push(Line::styled(
-            format!("  {}", fmt::one_line(e)),
+            format!("  {}", fmt::one_line(&e.to_string())),
             Style::new().fg(Color::Red),
         )),
         Some(Ok(l)) if l.is_empty() => lines.push(Line::raw("  none")),
