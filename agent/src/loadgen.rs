@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use lookout_proto::otlp::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -26,7 +27,7 @@ use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServic
 use lookout_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
@@ -136,10 +137,15 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-fn fraction(s: &str) -> Result<f64, String> {
+/// A `--error-rate` or `--slow-rate` that is not a number in `[0, 1]`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a fraction between 0 and 1, got {0:?}")]
+struct FractionError(String);
+
+fn fraction(s: &str) -> Result<f64, FractionError> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("expected a fraction between 0 and 1, got {s:?}")),
+        _ => Err(FractionError(s.to_string())),
     }
 }
 
@@ -307,30 +313,12 @@ fn s(v: impl Into<String>) -> Option<AnyValue> {
     })
 }
 
-fn kv(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: s(v),
-        ..Default::default()
-    }
-}
-
-fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 fn resource(service: &str, instance: usize) -> Option<Resource> {
     Some(Resource {
         attributes: vec![
-            kv("service.name", service),
-            kv("service.instance.id", format!("{service}-{instance}")),
-            kv("host.name", format!("node-{instance}")),
+            attr::string("service.name", service),
+            attr::string("service.instance.id", format!("{service}-{instance}")),
+            attr::string("host.name", format!("node-{instance}")),
         ],
         ..Default::default()
     })
@@ -777,15 +765,15 @@ impl Gen {
                     let (_, callee_service, callee_method) = callee_op.describe();
                     let name = format!("{callee_service}/{callee_method}");
                     let mut attributes = vec![
-                        kv("rpc.system", "grpc"),
-                        kv("rpc.service", callee_service),
-                        kv("rpc.method", callee_method),
-                        kv("server.address", SERVICES[self.svc(callee)]),
-                        kv_int("server.port", 8080),
-                        kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+                        attr::string("rpc.system", "grpc"),
+                        attr::string("rpc.service", callee_service),
+                        attr::string("rpc.method", callee_method),
+                        attr::string("server.address", SERVICES[self.svc(callee)]),
+                        attr::int("server.port", 8080),
+                        attr::int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
                     ];
                     let status = if failed {
-                        attributes.push(kv("error.type", "INTERNAL"));
+                        attributes.push(attr::string("error.type", "INTERNAL"));
                         error_status("INTERNAL")
                     } else {
                         None
@@ -821,11 +809,11 @@ impl Gen {
                     }
                     let fail_here = inject && t.fail;
                     let mut attributes = vec![
-                        kv("db.system.name", system),
-                        kv("db.operation.name", operation),
-                        kv("db.collection.name", table),
-                        kv("db.query.text", query),
-                        kv(
+                        attr::string("db.system.name", system),
+                        attr::string("db.operation.name", operation),
+                        attr::string("db.collection.name", table),
+                        attr::string("db.query.text", query),
+                        attr::string(
                             "server.address",
                             if system == "redis" {
                                 "redis"
@@ -839,7 +827,7 @@ impl Gen {
                     if fail_here {
                         t.fail = false;
                         let (ty, msg) = DB_ERRORS[self.rng.below(DB_ERRORS.len())];
-                        attributes.push(kv("error.type", ty));
+                        attributes.push(attr::string("error.type", ty));
                         events.push(exception(ty, msg, cursor + dur));
                         status = error_status(msg);
                         failed_by = Some((ty, msg.to_string()));
@@ -877,18 +865,18 @@ impl Gen {
                     let fail_here = inject && t.fail;
                     let code = if fail_here { 503 } else { 200 };
                     let mut attributes = vec![
-                        kv("http.request.method", http_method),
-                        kv("url.full", format!("https://{host}{path}")),
-                        kv("server.address", host),
-                        kv_int("server.port", 443),
-                        kv_int("http.response.status_code", code),
+                        attr::string("http.request.method", http_method),
+                        attr::string("url.full", format!("https://{host}{path}")),
+                        attr::string("server.address", host),
+                        attr::int("server.port", 443),
+                        attr::int("http.response.status_code", code),
                     ];
                     let mut events = Vec::new();
                     let mut status = None;
                     if fail_here {
                         t.fail = false;
                         let (ty, msg) = EXTERNAL_ERRORS[self.rng.below(EXTERNAL_ERRORS.len())];
-                        attributes.push(kv("error.type", "503"));
+                        attributes.push(attr::string("error.type", "503"));
                         events.push(exception(ty, msg, cursor + dur));
                         status = error_status(msg);
                         failed_by = Some((ty, msg.to_string()));
@@ -938,18 +926,18 @@ impl Gen {
             (
                 format!("{} {method}", op.method()),
                 vec![
-                    kv("http.request.method", op.method()),
-                    kv("http.route", method),
-                    kv("url.path", path),
-                    kv("url.scheme", "https"),
-                    kv_int("http.response.status_code", if failed { 500 } else { 200 }),
-                    kv("server.address", "shop.example"),
-                    kv("network.protocol.version", "1.1"),
-                    kv(
+                    attr::string("http.request.method", op.method()),
+                    attr::string("http.route", method),
+                    attr::string("url.path", path),
+                    attr::string("url.scheme", "https"),
+                    attr::int("http.response.status_code", if failed { 500 } else { 200 }),
+                    attr::string("server.address", "shop.example"),
+                    attr::string("network.protocol.version", "1.1"),
+                    attr::string(
                         "client.address",
                         format!("10.0.{}.{}", self.rng.below(256), self.rng.below(256)),
                     ),
-                    kv(
+                    attr::string(
                         "user_agent.original",
                         "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
                     ),
@@ -959,18 +947,18 @@ impl Gen {
             (
                 format!("{rpc_service}/{method}"),
                 vec![
-                    kv("rpc.system", "grpc"),
-                    kv("rpc.service", rpc_service),
-                    kv("rpc.method", method),
-                    kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
-                    kv("server.address", SERVICES[svc]),
-                    kv_int("server.port", 8080),
+                    attr::string("rpc.system", "grpc"),
+                    attr::string("rpc.service", rpc_service),
+                    attr::string("rpc.method", method),
+                    attr::int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+                    attr::string("server.address", SERVICES[svc]),
+                    attr::int("server.port", 8080),
                 ],
             )
         };
         let mut status = None;
         if let Some((ty, msg)) = &failed_by {
-            attributes.push(kv("error.type", *ty));
+            attributes.push(attr::string("error.type", *ty));
             events.push(exception(ty, msg, end));
             status = error_status(msg);
             if self.with_logs {
@@ -1021,9 +1009,9 @@ impl Gen {
         body: String,
         exception_type: &str,
     ) {
-        let mut attributes = vec![kv("code.function.name", "handle")];
+        let mut attributes = vec![attr::string("code.function.name", "handle")];
         if !exception_type.is_empty() {
-            attributes.push(kv("exception.type", exception_type));
+            attributes.push(attr::string("exception.type", exception_type));
         }
         self.logs.push_back((
             u64::MAX,
@@ -1071,9 +1059,9 @@ fn exception(ty: &str, message: &str, at: u64) -> span::Event {
         time_unix_nano: at,
         name: "exception".into(),
         attributes: vec![
-            kv("exception.type", ty),
-            kv("exception.message", message),
-            kv(
+            attr::string("exception.type", ty),
+            attr::string("exception.message", message),
+            attr::string(
                 "exception.stacktrace",
                 format!("{ty}: {message}\n\tat handle (server.rs:214)\n\tat serve (server.rs:88)"),
             ),
@@ -1159,17 +1147,17 @@ fn flat_trace_spans(rng: &mut Rng, out: &mut VecDeque<(Svc, Span)>, svc: Svc) {
             start_time_unix_nano: start,
             end_time_unix_nano: start + dur,
             attributes: vec![
-                kv("http.request.method", "GET"),
-                kv("http.route", route),
-                kv(
+                attr::string("http.request.method", "GET"),
+                attr::string("http.route", route),
+                attr::string(
                     "url.path",
                     route.replace("{id}", &rng.below(10_000).to_string()),
                 ),
-                kv_int("http.response.status_code", if failed { 500 } else { 200 }),
-                kv("server.address", SERVICES[rng.below(SERVICES.len())]),
-                kv("network.protocol.version", "1.1"),
-                kv("enduser.id", format!("user-{}", rng.below(100_000))),
-                kv_int("request.size", rng.below(64_000) as i64),
+                attr::int("http.response.status_code", if failed { 500 } else { 200 }),
+                attr::string("server.address", SERVICES[rng.below(SERVICES.len())]),
+                attr::string("network.protocol.version", "1.1"),
+                attr::string("enduser.id", format!("user-{}", rng.below(100_000))),
+                attr::int("request.size", rng.below(64_000) as i64),
             ],
             status: Some(if failed && i == 0 {
                 Status {
@@ -1212,9 +1200,9 @@ fn logs(rng: &mut Rng, n: usize, services: usize) -> ExportLogsServiceRequest {
                 severity_text: text.into(),
                 body: s(body),
                 attributes: vec![
-                    kv("http.route", ROUTES[rng.below(ROUTES.len())]),
-                    kv("enduser.id", format!("user-{}", rng.below(100_000))),
-                    kv("code.function", WORDS[rng.below(WORDS.len())]),
+                    attr::string("http.route", ROUTES[rng.below(ROUTES.len())]),
+                    attr::string("enduser.id", format!("user-{}", rng.below(100_000))),
+                    attr::string("code.function", WORDS[rng.below(WORDS.len())]),
                 ],
                 trace_id: if traced { rng.id::<16>() } else { Vec::new() },
                 span_id: if traced { rng.id::<8>() } else { Vec::new() },
@@ -1244,8 +1232,8 @@ fn metrics(rng: &mut Rng, n: usize, services: usize, start: u64) -> ExportMetric
         let take = (n - points).min(16);
         let attrs = |rng: &mut Rng, j: usize| {
             vec![
-                kv("http.route", ROUTES[j % ROUTES.len()]),
-                kv("zone", format!("z{}", rng.below(4))),
+                attr::string("http.route", ROUTES[j % ROUTES.len()]),
+                attr::string("zone", format!("z{}", rng.below(4))),
             ]
         };
         let data = match k % 3 {

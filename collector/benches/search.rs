@@ -15,9 +15,10 @@ use lookout_collector::store::DocMapper;
 use lookout_collector::traces::assemble::assemble;
 use lookout_ingest::batch::Batch;
 use lookout_ingest::signal::Signal;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -66,16 +67,6 @@ fn env_count(name: &str) -> u64 {
         .unwrap_or(1_000_000)
 }
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// A cheap deterministic generator (xorshift) so runs are comparable.
 struct Gen(u64);
 impl Gen {
@@ -106,9 +97,9 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
                     ))),
                 }),
                 attributes: vec![
-                    kv("http.route", format!("/api/{}", g.pick(&WORDS))),
-                    kv("enduser.id", format!("user-{}", g.next() % 10_000)),
-                    kv("http.request.method", "GET".into()),
+                    attr::string("http.route", format!("/api/{}", g.pick(&WORDS))),
+                    attr::string("enduser.id", format!("user-{}", g.next() % 10_000)),
+                    attr::string("http.request.method", "GET"),
                 ],
                 trace_id: g.next().to_le_bytes().repeat(2),
                 span_id: g.next().to_le_bytes().to_vec(),
@@ -120,8 +111,8 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
                 attributes: vec![
-                    kv("service.name", service.into()),
-                    kv("host.name", "bench".into()),
+                    attr::string("service.name", service),
+                    attr::string("host.name", "bench"),
                 ],
                 ..Default::default()
             }),
@@ -149,8 +140,8 @@ fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
                 start_time_unix_nano: t0 + s,
                 end_time_unix_nano: t0 + s + g.next() % 1_000_000_000,
                 attributes: vec![
-                    kv("http.route", "/api".into()),
-                    kv("http.request.method", "GET".into()),
+                    attr::string("http.route", "/api"),
+                    attr::string("http.request.method", "GET"),
                 ],
                 ..Default::default()
             });
@@ -159,7 +150,7 @@ fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
     Batch::Traces(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", service.into())],
+                attributes: vec![attr::string("service.name", service)],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {

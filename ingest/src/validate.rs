@@ -370,6 +370,7 @@ fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use lookout_proto::attr;
     use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
     use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -382,16 +383,6 @@ mod tests {
             max_attributes: 2,
             max_attribute_length: 8,
             max_time_unix_nano: 2_000,
-        }
-    }
-
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
         }
     }
 
@@ -448,7 +439,11 @@ mod tests {
                     log_records: vec![LogRecord {
                         time_unix_nano: 0,
                         observed_time_unix_nano: 0,
-                        attributes: vec![kv("a", "é123456789"), kv("b", "x"), kv("c", "y")],
+                        attributes: vec![
+                            attr::string("a", "é123456789"),
+                            attr::string("b", "x"),
+                            attr::string("c", "y"),
+                        ],
                         trace_id: vec![0; 16],
                         ..Default::default()
                     }],

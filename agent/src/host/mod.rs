@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lookout_config::HostMetricsConfig;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use lookout_proto::otlp::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum,
@@ -77,26 +78,6 @@ pub struct HostMetrics {
     watched: Watched,
     warned: u32,
     errors: u64,
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
 }
 
 fn now_ns() -> u64 {
@@ -284,7 +265,7 @@ fn pair(
 ) -> [(Vec<KeyValue>, V); 2] {
     let with = |d: &str| {
         let mut v = common.to_vec();
-        v.push(kv(key, d));
+        v.push(attr::string(key, d));
         v
     };
     [(with(a), V::I(va)), (with(b), V::I(vb))]
@@ -389,8 +370,8 @@ impl HostMetrics {
             self.collect_process(&mut proc, pid, &stat);
             let mut attributes = self.resource.clone();
             attributes.retain(|a| a.key != "process.pid" && a.key != "process.executable.name");
-            attributes.push(kv_int("process.pid", i64::from(pid)));
-            attributes.push(kv("process.executable.name", &stat.comm));
+            attributes.push(attr::int("process.pid", i64::from(pid)));
+            attributes.push(attr::string("process.executable.name", &stat.comm));
             resource_metrics.push(ResourceMetrics {
                 resource: Some(Resource {
                     attributes,
@@ -419,7 +400,7 @@ impl HostMetrics {
         };
         self.boot_ns = stat.boot_time_s.saturating_mul(1_000_000_000);
         self.logical_cpus = stat.logical_cpus;
-        let mode = |name: &str| vec![kv("cpu.mode", name)];
+        let mode = |name: &str| vec![attr::string("cpu.mode", name)];
         let times = stat
             .cpu
             .modes()
@@ -482,7 +463,7 @@ impl HostMetrics {
             ("cached", info.cached),
             ("buffered", info.buffers),
         ];
-        let state = |s: &str| vec![kv("system.memory.state", s)];
+        let state = |s: &str| vec![attr::string("system.memory.state", s)];
         m.sum(
             "system.memory.usage",
             "By",
@@ -559,7 +540,7 @@ impl HostMetrics {
         let mut io = Vec::with_capacity(disks.len() * 2);
         let mut ops = Vec::with_capacity(disks.len() * 2);
         for d in &disks {
-            let dev = [kv("system.device", d.name)];
+            let dev = [attr::string("system.device", d.name)];
             io.extend(pair(
                 "disk.io.direction",
                 ("read", "write"),
@@ -605,17 +586,17 @@ impl HostMetrics {
                 continue;
             };
             let common = [
-                kv("system.device", mount.device),
-                kv("system.filesystem.mountpoint", &mountpoint),
-                kv("system.filesystem.type", mount.fstype),
-                kv(
+                attr::string("system.device", mount.device),
+                attr::string("system.filesystem.mountpoint", &mountpoint),
+                attr::string("system.filesystem.type", mount.fstype),
+                attr::string(
                     "system.filesystem.mode",
                     if mount.read_only { "ro" } else { "rw" },
                 ),
             ];
             for (state, v) in [("used", used), ("free", free), ("reserved", reserved)] {
                 let mut a = common.to_vec();
-                a.push(kv("system.filesystem.state", state));
+                a.push(attr::string("system.filesystem.state", state));
                 usage.push((a, V::I(v)));
             }
             let total = used + free + reserved;
@@ -651,7 +632,7 @@ impl HostMetrics {
         let mut dropped = Vec::with_capacity(devs.len() * 2);
         const DIR: (&str, &str) = ("receive", "transmit");
         for d in &devs {
-            let dev = [kv("network.interface.name", d.name)];
+            let dev = [attr::string("network.interface.name", d.name)];
             let key = "network.io.direction";
             io.extend(pair(key, DIR, &dev, (d.rx_bytes, d.tx_bytes)));
             packets.extend(pair(key, DIR, &dev, (d.rx_packets, d.tx_packets)));
@@ -806,7 +787,7 @@ impl HostMetrics {
         let start = self
             .boot_ns
             .saturating_add((s.start_ticks as f64 / self.clk_tck * 1e9) as u64);
-        let mode = |name: &str| vec![kv("cpu.mode", name)];
+        let mode = |name: &str| vec![attr::string("cpu.mode", name)];
         m.sum(
             "process.cpu.time",
             "s",

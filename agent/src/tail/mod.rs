@@ -78,6 +78,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lookout_config::TailConfig;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -337,7 +338,7 @@ struct Group {
 impl Group {
     fn new(index: usize, cfg: &TailConfig, base: &[KeyValue]) -> anyhow::Result<Self> {
         cfg.validate()
-            .map_err(|(k, r)| anyhow::anyhow!("tail[{index}].{k}: {r}"))?;
+            .map_err(|v| anyhow::anyhow!("tail[{index}].{}: {}", v.key, v.reason))?;
         let exclude = cfg
             .exclude
             .iter()
@@ -351,7 +352,7 @@ impl Group {
         let mut attrs: Vec<KeyValue> = base.to_vec();
         let mut set = |key: &str, value: &str| {
             attrs.retain(|a| a.key != key);
-            attrs.push(record::kv(key, value));
+            attrs.push(attr::string(key, value));
         };
         if !cfg.service.is_empty() {
             set("service.name", &cfg.service);
@@ -724,8 +725,8 @@ impl Core {
             file,
             path: path.to_path_buf(),
             file_attrs: vec![
-                record::kv("log.file.path", path_str),
-                record::kv("log.file.name", name),
+                attr::string("log.file.path", path_str),
+                attr::string("log.file.name", name),
             ],
             read_offset: offset,
             lines: Lines::new(group.max_len),

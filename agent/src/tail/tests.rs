@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::any_value;
 use lookout_proto::otlp::logs::v1::LogRecord;
@@ -148,7 +149,7 @@ impl Harness {
         let setup = TailerSetup {
             entries,
             state_dir: self.path("state"),
-            base_resource: vec![record::kv("host.name", "box")],
+            base_resource: vec![attr::string("host.name", "box")],
             recovered,
             sink: self.sink.clone(),
             metrics: self.metrics.clone(),
