@@ -1,7 +1,6 @@
 //! The running agent: receivers → disk buffer → shipper, plus the log tailer, host
 //! metrics, and `/metrics` + `/healthz`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +13,14 @@ use axum::routing::get;
 use axum::Router;
 use futures::future::BoxFuture;
 use lookout_config::AgentConfig;
+use lookout_ingest::net::{BindError, ServerListeners};
 use lookout_ingest::{
     self as ingest, Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics,
     SinkRequest,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::attr;
+use lookout_proto::otlp::common::v1::KeyValue;
 use prometheus::{Encoder, Registry};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, BufferMetrics, BufferOptions};
@@ -36,30 +36,18 @@ const DECODE_BUDGET: u64 = 64 << 20;
 /// `RETRY_AFTER`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
-/// The agent's three listeners, bound before start-up so tests can use port 0.
-pub struct Listeners {
-    /// OTLP/gRPC.
-    pub grpc: TcpListener,
-    /// OTLP/HTTP.
-    pub http: TcpListener,
-    /// `/metrics` and `/healthz`.
-    pub api: TcpListener,
-}
+/// The agent's three listeners: OTLP/gRPC, OTLP/HTTP, and `/metrics` + `/healthz`.
+pub type Listeners = ServerListeners;
 
-impl Listeners {
-    /// Bind the configured addresses.
-    pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Self> {
-        let bind = |a: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a} ({what})"))
-        };
-        Ok(Self {
-            grpc: bind(cfg.otlp_grpc, "otlp_grpc").await?,
-            http: bind(cfg.otlp_http, "otlp_http").await?,
-            api: bind(cfg.api, "api").await?,
-        })
-    }
+/// Binds the configured addresses.
+pub async fn bind_listeners(cfg: &AgentConfig) -> Result<Listeners, BindError> {
+    ServerListeners::bind(
+        cfg.otlp_grpc,
+        cfg.otlp_http,
+        cfg.api,
+        "/metrics and /healthz",
+    )
+    .await
 }
 
 /// The receivers' sink: the disk buffer.
@@ -99,16 +87,6 @@ impl IngestSink for BufferSink {
     }
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// This machine's host name.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -135,13 +113,13 @@ pub fn resource_defaults(cfg: &AgentConfig) -> Vec<KeyValue> {
     };
     let mut out = Vec::new();
     if !r.service_name.is_empty() {
-        out.push(string_kv("service.name", &r.service_name));
+        out.push(attr::string("service.name", &r.service_name));
     }
-    out.push(string_kv("service.instance.id", &instance));
-    out.push(string_kv("host.name", &host));
+    out.push(attr::string("service.instance.id", &instance));
+    out.push(attr::string("host.name", &host));
     for (k, v) in &r.attributes {
         if !out.iter().any(|kv| &kv.key == k) {
-            out.push(string_kv(k, v));
+            out.push(attr::string(k, v));
         }
     }
     out
