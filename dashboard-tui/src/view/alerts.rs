@@ -3,10 +3,10 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
 
 fn value(v: f64) -> String {
@@ -22,11 +22,7 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
     let a = &app.alerts;
     let Some(d) = a.data.as_ref().filter(|d| !d.rules.is_empty()) else {
         let empty = "No alert rules. Add [[alerts]] to the collector's config\n(see config/examples/collector.toml).";
-        let mut lines = super::placeholder(app, a.data.is_none(), empty);
-        if let Some(e) = &a.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, area, lines);
+        super::draw_empty(f, area, app, a.data.is_none(), empty, a.error.as_deref());
         return;
     };
     let rules_h = (d.rules.len() as u16 + 2).min(area.height / 2).max(3);
@@ -37,8 +33,6 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
     ])
     .areas(area);
 
-    let header = Row::new(["state", "rule", "condition", "window", "for", "firing"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
     let (start, end) = a
         .sel
         .window(rules_area.height.saturating_sub(2) as usize, d.rules.len());
@@ -66,14 +60,15 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(format!("{firing}/{}", r.instances.len())),
             ]);
             if start + i == a.sel.selected() {
-                row.style(Style::new().add_modifier(Modifier::REVERSED))
+                row.style(SELECTED)
             } else {
                 row
             }
         })
         .collect();
     f.render_widget(
-        Table::new(
+        titled_table(
+            &["state", "rule", "condition", "window", "for", "firing"],
             rows,
             [
                 Constraint::Length(9),
@@ -83,12 +78,7 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(6),
                 Constraint::Length(6),
             ],
-        )
-        .header(header)
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(format!(" Rules ({}) ", d.rules.len())),
+            format!(" Rules ({}) ", d.rules.len()),
         ),
         rules_area,
     );
@@ -173,11 +163,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
     let services = g.services();
     if services.is_empty() {
         let empty = "No dependencies in the last hour.\nEdges come from client → server and producer → consumer span pairs.";
-        let mut lines = super::placeholder(app, g.data.is_none(), empty);
-        if let Some(e) = &g.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, area, lines);
+        super::draw_empty(f, area, app, g.data.is_none(), empty, g.error.as_deref());
         return;
     }
     let list_w = (area.width / 3).clamp(14, 30);
@@ -193,7 +179,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
     for (i, s) in services[start..end].iter().enumerate() {
         let mut l = Line::raw(fmt::one_line(s));
         if start + i == g.sel.selected() {
-            l = l.style(Style::new().add_modifier(Modifier::REVERSED));
+            l = l.style(SELECTED);
         }
         lines.push(l);
     }
@@ -239,7 +225,8 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
             })
             .collect();
         let empty = rows.is_empty();
-        let table = Table::new(
+        let table = titled_table(
+            &["service", "calls", "errors", "avg", "p95"],
             rows,
             [
                 Constraint::Min(14),
@@ -248,15 +235,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
             ],
-        )
-        .header(
-            Row::new(["service", "calls", "errors", "avg", "p95"])
-                .style(Style::new().add_modifier(Modifier::BOLD)),
-        )
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(fmt::one_line(&title)),
+            fmt::one_line(&title),
         );
         if empty {
             f.render_widget(

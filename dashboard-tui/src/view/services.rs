@@ -2,12 +2,11 @@
 //! sparkline of the rate, and the operations of the selected service.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Cell, Row, Table};
+use ratatui::style::{Color, Style};
+use ratatui::widgets::{Cell, Row};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
 
 /// Draw the services view.
@@ -28,11 +27,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         } else {
             "No service matches the filter. Esc clears it."
         };
-        let mut lines = super::placeholder(app, s.data.is_none(), empty);
-        if let Some(e) = &s.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, rest, lines);
+        super::draw_empty(f, rest, app, s.data.is_none(), empty, s.error.as_deref());
         return;
     }
     let ops_h = if rest.height >= 18 {
@@ -43,8 +38,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let [list_area, ops_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
 
-    let header = Row::new(["service", "rate", "err%", "p50", "p95", "p99", "rate trend"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
     // The service column fits the longest name (12 to 24 columns); the trend takes the
     // rest, so the sparkline is sized to its real width and its newest slices show.
     let svc_w = rows
@@ -89,7 +82,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     .style(Style::new().fg(Color::Cyan)),
             ]);
             if start + i == s.sel.selected() {
-                row.style(Style::new().add_modifier(Modifier::REVERSED))
+                row.style(SELECTED)
             } else {
                 row
             }
@@ -97,9 +90,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .collect();
     let title = format!(" Services ({}) ", rows.len());
     f.render_widget(
-        Table::new(body, widths)
-            .header(header)
-            .block(Block::new().borders(Borders::TOP).title(title)),
+        titled_table(
+            &["service", "rate", "err%", "p50", "p95", "p99", "rate trend"],
+            body,
+            widths,
+            title,
+        ),
         list_area,
     );
 
@@ -109,8 +105,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let Some(sel) = rows.get(s.sel.selected()) else {
         return;
     };
-    let header = Row::new(["operation", "rate", "err%", "p50", "p95", "p99"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
     let ops: Vec<Row> = sel
         .operations
         .iter()
@@ -127,7 +121,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     f.render_widget(
-        Table::new(
+        titled_table(
+            &["operation", "rate", "err%", "p50", "p95", "p99"],
             ops,
             [
                 Constraint::Min(16),
@@ -137,12 +132,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
             ],
-        )
-        .header(header)
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(format!(" Operations of {} ", fmt::one_line(&sel.service))),
+            format!(" Operations of {} ", fmt::one_line(&sel.service)),
         ),
         ops_area,
     );

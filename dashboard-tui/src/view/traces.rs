@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{attribute_sections, field_line, fmt, DETAIL_KEY, SELECTED};
 use crate::app::App;
 use crate::client::FetchError;
 use crate::state::traces::{OpenTrace, Waterfall};
@@ -113,7 +113,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             ),
         ]);
         if start + r == t.sel.selected() {
-            line = line.style(Style::new().add_modifier(Modifier::REVERSED));
+            line = line.style(SELECTED);
         }
         f.render_widget(
             line,
@@ -308,7 +308,7 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
         let y = rows_area.y + r as u16;
         let mut label_line = Line::from(label);
         if selected {
-            label_line = label_line.style(Style::new().add_modifier(Modifier::REVERSED));
+            label_line = label_line.style(SELECTED);
         }
         f.render_widget(label_line, Rect::new(area.x, y, label_w as u16, 1));
 
@@ -362,9 +362,37 @@ pub fn span_detail_lines(
     w: &Waterfall,
     logs: Option<&Result<Vec<LogEntry>, FetchError>>,
 ) -> Vec<Line<'static>> {
-    let key = Style::new().fg(Color::Cyan);
-    let kv =
-        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), key), Span::raw(v)]);
+    let mut lines = span_fields(span);
+    for wn in w
+        .trace
+        .warnings
+        .iter()
+        .filter(|x| x.span_id.as_deref() == Some(span.span_id.as_str()))
+    {
+        lines.push(Line::styled(
+            format!("⚠ {}: {}", wn.kind, fmt::one_line(&wn.message)),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    lines.extend(attribute_sections(&span.attributes, &span.resource));
+    lines.extend(events_and_links(span));
+    lines.push(Line::styled("logs of this span", DETAIL_KEY));
+    lines.extend(span_log_lines(logs));
+    lines
+}
+
+/// The span's own fields: name, kind, status, timing, ids and clock-skew shift.
+fn span_fields(span: &SpanView) -> Vec<Line<'static>> {
+    let status = if span.status_message.is_empty() {
+        span.status.clone()
+    } else {
+        format!("{}: {}", span.status, fmt::one_line(&span.status_message))
+    };
+    let status_style = if span.status == "error" {
+        Style::new().fg(Color::Red)
+    } else {
+        Style::new()
+    };
     let mut lines = vec![
         Line::styled(
             format!(
@@ -374,33 +402,19 @@ pub fn span_detail_lines(
             ),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        kv("kind", span.kind.clone()),
-        Line::from(vec![
-            Span::styled(format!("{:<10}", "status"), key),
-            Span::styled(
-                if span.status_message.is_empty() {
-                    span.status.clone()
-                } else {
-                    format!("{}: {}", span.status, fmt::one_line(&span.status_message))
-                },
-                if span.status == "error" {
-                    Style::new().fg(Color::Red)
-                } else {
-                    Style::new()
-                },
-            ),
-        ]),
-        kv("duration", fmt::duration_ns(span.duration_ns)),
-        kv("offset", format!("+{}", fmt::duration_ns(span.offset_ns))),
-        kv("start", span.start.clone()),
-        kv("span_id", span.span_id.clone()),
-        kv(
+        field_line("kind", span.kind.clone()),
+        field_line("status", Span::styled(status, status_style)),
+        field_line("duration", fmt::duration_ns(span.duration_ns)),
+        field_line("offset", format!("+{}", fmt::duration_ns(span.offset_ns))),
+        field_line("start", span.start.clone()),
+        field_line("span_id", span.span_id.clone()),
+        field_line(
             "parent",
             span.parent_span_id
                 .clone()
                 .unwrap_or_else(|| "(root)".into()),
         ),
-        kv("critical", if span.critical { "yes" } else { "no" }.into()),
+        field_line("critical", if span.critical { "yes" } else { "no" }),
     ];
     if span.skew_adjustment_ns != 0 {
         lines.push(Line::styled(
@@ -416,38 +430,14 @@ pub fn span_detail_lines(
             Style::new().fg(Color::Yellow),
         ));
     }
-    for wn in w
-        .trace
-        .warnings
-        .iter()
-        .filter(|x| x.span_id.as_deref() == Some(span.span_id.as_str()))
-    {
-        lines.push(Line::styled(
-            format!("⚠ {}: {}", wn.kind, fmt::one_line(&wn.message)),
-            Style::new().fg(Color::Yellow),
-        ));
-    }
-    for (title, map) in [
-        ("attributes", &span.attributes),
-        ("resource", &span.resource),
-    ] {
-        if map.is_empty() {
-            continue;
-        }
-        lines.push(Line::styled(title, key));
-        for (k, v) in map {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("  {}", fmt::one_line(k)),
-                    Style::new().fg(Color::Blue),
-                ),
-                Span::raw(" = "),
-                Span::raw(fmt::value(v)),
-            ]));
-        }
-    }
+    lines
+}
+
+/// The `events` and `links` sections, each left out when empty.
+fn events_and_links(span: &SpanView) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
     if !span.events.is_empty() {
-        lines.push(Line::styled("events", key));
+        lines.push(Line::styled("events", DETAIL_KEY));
         for e in &span.events {
             let attrs: Vec<String> = e
                 .attributes
@@ -463,22 +453,27 @@ pub fn span_detail_lines(
         }
     }
     if !span.links.is_empty() {
-        lines.push(Line::styled("links", key));
+        lines.push(Line::styled("links", DETAIL_KEY));
         for l in &span.links {
             lines.push(Line::raw(format!("  {} / {}", l.trace_id, l.span_id)));
         }
     }
-    lines.push(Line::styled("logs of this span", key));
+    lines
+}
+
+/// The span's log records, or where fetching them is.
+fn span_log_lines(logs: Option<&Result<Vec<LogEntry>, FetchError>>) -> Vec<Line<'static>> {
     match logs {
-        None => lines.push(Line::raw("  loading…")),
-        Some(Err(e)) => lines.push(Line::styled(
+        None => vec![Line::raw("  loading…")],
+        Some(Err(e)) => vec![Line::styled(
             format!("  {}", fmt::one_line(&e.to_string())),
             Style::new().fg(Color::Red),
-        )),
-        Some(Ok(l)) if l.is_empty() => lines.push(Line::raw("  none")),
-        Some(Ok(l)) => {
-            for e in l {
-                lines.push(Line::from(vec![
+        )],
+        Some(Ok(l)) if l.is_empty() => vec![Line::raw("  none")],
+        Some(Ok(l)) => l
+            .iter()
+            .map(|e| {
+                Line::from(vec![
                     Span::styled(
                         format!("  {} ", fmt::clock(e.timestamp_unix_nano)),
                         Style::new().add_modifier(Modifier::DIM),
@@ -488,11 +483,10 @@ pub fn span_detail_lines(
                         fmt::severity_style(&e.severity),
                     ),
                     Span::raw(fmt::one_line(&e.body)),
-                ]));
-            }
-        }
+                ])
+            })
+            .collect(),
     }
-    lines
 }
 
 fn draw_span_detail(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall, span: &SpanView) {
