@@ -412,6 +412,27 @@ struct Pending {
     log: LogRecord,
 }
 
+/// Records read but not yet in an entry.
+#[derive(Default)]
+struct RecordBatch {
+    records: VecDeque<Pending>,
+    /// Estimated encoded size of `records`.
+    bytes: usize,
+    /// When the oldest record came in; `None` when empty.
+    started: Option<Instant>,
+}
+
+impl RecordBatch {
+    /// Whether the batch fills an entry, by record count or by size.
+    fn is_full(&self, max_records: usize) -> bool {
+        self.records.len() >= max_records || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// An entry ready to append and what to commit once it is stored.
 pub(crate) struct Outgoing {
     entry: Entry,
@@ -436,9 +457,7 @@ struct Core {
     max_batch: usize,
     /// Round-robin start among files, so one busy file does not starve the others.
     rr: usize,
-    batch: VecDeque<Pending>,
-    batch_bytes: usize,
-    batch_started: Option<Instant>,
+    batch: RecordBatch,
     /// New files tracked since the last checkpoint write (must be written before their
     /// lines are appended, so that their ids can be recomputed after a crash).
     identity_dirty: bool,
@@ -495,9 +514,7 @@ impl Core {
             binary: HashMap::new(),
             max_batch: setup.max_batch_records.max(1),
             rr: 0,
-            batch: VecDeque::new(),
-            batch_bytes: 0,
-            batch_started: None,
+            batch: RecordBatch::default(),
             identity_dirty: false,
             dirty: false,
             buf: vec![0; CHUNK],
@@ -746,24 +763,12 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             buf,
             max_batch,
             rr,
             ..
         } = self;
-        let group = &groups[gi];
-        let mut sink = BatchSink {
-            group,
-            gi,
-            metrics,
-            batch,
-            batch_bytes,
-            batch_started,
-            now,
-            observed: nanos_now(),
-        };
+        let mut sink = BatchSink::new(groups, gi, metrics, batch, now);
         let mut more = false;
         let n = files.len();
         let first = *rr % n.max(1);
@@ -773,7 +778,7 @@ impl Core {
             if t.group != gi || t.draining {
                 continue;
             }
-            if sink.batch.len() >= *max_batch || *sink.batch_bytes >= MAX_BATCH_BYTES {
+            if sink.batch.is_full(*max_batch) {
                 // Ship the batch first; come back at once. Not at its end: a file the
                 // globs lost must not be released before this read.
                 t.at_eof = false;
@@ -781,7 +786,7 @@ impl Core {
             } else {
                 more |= read_file(t, buf, &mut sink);
             }
-            if t.joiner.expired(now, group.multiline_timeout) {
+            if t.joiner.expired(now, sink.group.multiline_timeout) {
                 if let Some(r) = t.joiner.flush() {
                     sink.emit(t, r);
                 }
@@ -798,8 +803,6 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             checkpoints,
             dirty,
             ..
@@ -808,22 +811,12 @@ impl Core {
             if t.unmatched < RELEASE_POLLS || !t.at_eof {
                 continue;
             }
-            let group = &groups[t.group];
-            let mut sink = BatchSink {
-                group,
-                gi: t.group,
-                metrics,
-                batch,
-                batch_bytes,
-                batch_started,
-                now,
-                observed: nanos_now(),
-            };
+            let mut sink = BatchSink::new(groups, t.group, metrics, batch, now);
             // The file will not grow any more: an unterminated last line is complete.
             let end = t.read_offset;
             let mut records = Vec::new();
             if let Some(r) = t.lines.take_partial(end) {
-                metrics.lines.with_label_values(&[&group.label]).inc();
+                metrics.lines.with_label_values(&[&sink.group.label]).inc();
                 t.joiner.push(r, now, &mut |r| records.push(r));
             }
             records.extend(t.joiner.flush());
@@ -834,7 +827,7 @@ impl Core {
             let kind = if deleted { "delete" } else { "rename" };
             metrics
                 .rotations
-                .with_label_values(&[&group.label, kind])
+                .with_label_values(&[&sink.group.label, kind])
                 .inc();
             info!(path = %t.path.display(), file_id = t.id, offset = end, kind, "log file rotated away; released");
             t.draining = true;
@@ -858,22 +851,10 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             ..
         } = self;
         for t in files.iter_mut() {
-            let group = &groups[t.group];
-            let mut sink = BatchSink {
-                group,
-                gi: t.group,
-                metrics,
-                batch,
-                batch_bytes,
-                batch_started,
-                now,
-                observed: nanos_now(),
-            };
+            let mut sink = BatchSink::new(groups, t.group, metrics, batch, now);
             if let Some(r) = t.joiner.flush() {
                 sink.emit(t, r);
             }
@@ -881,29 +862,27 @@ impl Core {
     }
 
     fn batch_due(&self, now: Instant, max_batch: usize, timeout: Duration) -> bool {
-        match self.batch_started {
+        match self.batch.started {
             None => false,
             Some(start) => {
-                self.batch.len() >= max_batch
-                    || self.batch_bytes >= MAX_BATCH_BYTES
-                    || now.saturating_duration_since(start) >= timeout
+                self.batch.is_full(max_batch) || now.saturating_duration_since(start) >= timeout
             }
         }
     }
 
     fn batch_deadline(&self, timeout: Duration) -> Option<Instant> {
-        self.batch_started.map(|s| s + timeout)
+        self.batch.started.map(|s| s + timeout)
     }
 
     /// Encode up to `max` records from the front of the batch as one entry.
     fn take_entry(&mut self, max: usize) -> Option<Outgoing> {
-        if self.batch.is_empty() {
-            self.batch_started = None;
+        if self.batch.records.is_empty() {
+            self.batch.started = None;
             return None;
         }
         let mut n = 0;
         let mut size = 0;
-        for p in self.batch.iter().take(max) {
+        for p in self.batch.records.iter().take(max) {
             if n > 0 && size + p.bytes > MAX_BATCH_BYTES {
                 break;
             }
@@ -913,8 +892,8 @@ impl Core {
         let mut resource_logs: Vec<(usize, Vec<LogRecord>)> = Vec::new();
         let mut positions: Vec<FilePosition> = Vec::new();
         let mut counts: Vec<(u64, usize)> = Vec::new();
-        for p in self.batch.drain(..n) {
-            self.batch_bytes = self.batch_bytes.saturating_sub(p.bytes);
+        for p in self.batch.records.drain(..n) {
+            self.batch.bytes = self.batch.bytes.saturating_sub(p.bytes);
             match resource_logs.iter_mut().find(|(g, _)| *g == p.group) {
                 Some((_, logs)) => logs.push(p.log),
                 None => resource_logs.push((p.group, vec![p.log])),
@@ -933,9 +912,8 @@ impl Core {
                 }
             }
         }
-        if self.batch.is_empty() {
-            self.batch_started = None;
-            self.batch_bytes = 0;
+        if self.batch.records.is_empty() {
+            self.batch.clear();
         }
         let per_group = resource_logs
             .iter()
@@ -996,8 +974,6 @@ impl Core {
     /// Forget the batch without storing it (shutdown with a refusing buffer).
     fn discard_batch(&mut self) {
         self.batch.clear();
-        self.batch_bytes = 0;
-        self.batch_started = None;
     }
 
     fn checkpoint_bytes(&mut self) -> Vec<u8> {
@@ -1017,14 +993,30 @@ struct BatchSink<'a> {
     group: &'a Group,
     gi: usize,
     metrics: &'a TailMetrics,
-    batch: &'a mut VecDeque<Pending>,
-    batch_bytes: &'a mut usize,
-    batch_started: &'a mut Option<Instant>,
+    batch: &'a mut RecordBatch,
     now: Instant,
     observed: u64,
 }
 
-impl BatchSink<'_> {
+impl<'a> BatchSink<'a> {
+    /// The sink of group `gi`; what it takes now is observed now.
+    fn new(
+        groups: &'a [Group],
+        gi: usize,
+        metrics: &'a TailMetrics,
+        batch: &'a mut RecordBatch,
+        now: Instant,
+    ) -> Self {
+        Self {
+            group: &groups[gi],
+            gi,
+            metrics,
+            batch,
+            now,
+            observed: nanos_now(),
+        }
+    }
+
     fn emit(&mut self, t: &mut Tracked, raw: Raw) {
         if raw.truncated {
             self.metrics
@@ -1041,15 +1033,15 @@ impl BatchSink<'_> {
                 .with_label_values(&[&self.group.label])
                 .inc();
         }
-        self.batch.push_back(Pending {
+        self.batch.records.push_back(Pending {
             group: self.gi,
             file_id: t.id,
             end: raw.end,
             bytes,
             log,
         });
-        *self.batch_bytes += bytes;
-        self.batch_started.get_or_insert(self.now);
+        self.batch.bytes += bytes;
+        self.batch.started.get_or_insert(self.now);
         t.inflight += 1;
     }
 }
