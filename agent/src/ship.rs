@@ -190,6 +190,17 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The `outcome` label of `lookout_agent_exporter_requests_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok { .. } => "ok",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Permanent { .. } => "dropped",
+        }
+    }
+}
+
 enum Client {
     /// The configured compression, and gzip for receivers that do not take zstd.
     Grpc {
@@ -658,12 +669,12 @@ impl Shipper {
             self.metrics
                 .request_seconds
                 .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .requests
+                .with_label_values(&[signal, outcome.label()])
+                .inc();
             match outcome {
                 Outcome::Ok { rejected, message } => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[signal, "ok"])
-                        .inc();
                     let accepted = batch.items.saturating_sub(rejected);
                     self.metrics
                         .sent_items
@@ -685,10 +696,6 @@ impl Shipper {
                 }
                 Outcome::Permanent { reason, why } => {
                     self.metrics
-                        .requests
-                        .with_label_values(&[signal, "dropped"])
-                        .inc();
-                    self.metrics
                         .dropped_items
                         .with_label_values(&[signal, reason])
                         .inc_by(batch.items);
@@ -696,10 +703,6 @@ impl Shipper {
                     break;
                 }
                 Outcome::Retry { hint, reason, why } => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[signal, "retry"])
-                        .inc();
                     self.metrics
                         .retries
                         .with_label_values(&[signal, reason])

@@ -327,6 +327,24 @@ impl HostMetrics {
         }
     }
 
+    /// Read `path` and parse it with `parse`, giving the buffer back; `None` when either
+    /// fails, counted and warned about once (`unparsed` says what is wrong with the text).
+    fn read_parsed<T>(
+        &mut self,
+        g: Group,
+        path: &str,
+        unparsed: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let buf = self.read(g, path)?;
+        let parsed = parse(&buf);
+        self.buf = buf;
+        if parsed.is_none() {
+            self.failed(g, path, &unparsed);
+        }
+        parsed
+    }
+
     /// Collect every enabled group once. Never fails: unreadable groups are left out.
     pub fn collect(&mut self) -> ExportMetricsServiceRequest {
         let now = now_ns();
@@ -389,13 +407,9 @@ impl HostMetrics {
     }
 
     fn collect_cpu(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Cpu, "/proc/stat") else {
-            return;
-        };
-        let stat = procfs::parse_stat(&buf);
-        self.buf = buf;
-        let Some(stat) = stat else {
-            self.failed(Group::Cpu, "/proc/stat", &"no cpu line");
+        let Some(stat) =
+            self.read_parsed(Group::Cpu, "/proc/stat", "no cpu line", procfs::parse_stat)
+        else {
             return;
         };
         self.boot_ns = stat.boot_time_s.saturating_mul(1_000_000_000);
@@ -448,13 +462,12 @@ impl HostMetrics {
     }
 
     fn collect_memory(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Memory, "/proc/meminfo") else {
-            return;
-        };
-        let info = procfs::parse_meminfo(&buf);
-        self.buf = buf;
-        let Some(info) = info else {
-            self.failed(Group::Memory, "/proc/meminfo", &"no MemTotal");
+        let Some(info) = self.read_parsed(
+            Group::Memory,
+            "/proc/meminfo",
+            "no MemTotal",
+            procfs::parse_meminfo,
+        ) else {
             return;
         };
         let states = [
@@ -493,13 +506,12 @@ impl HostMetrics {
     }
 
     fn collect_load(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Load, "/proc/loadavg") else {
-            return;
-        };
-        let load = procfs::parse_loadavg(&buf);
-        self.buf = buf;
-        let Some(load) = load else {
-            self.failed(Group::Load, "/proc/loadavg", &"unexpected format");
+        let Some(load) = self.read_parsed(
+            Group::Load,
+            "/proc/loadavg",
+            "unexpected format",
+            procfs::parse_loadavg,
+        ) else {
             return;
         };
         for (name, v) in [
