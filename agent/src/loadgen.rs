@@ -246,7 +246,8 @@ impl Rng {
     }
 }
 
-const SERVICES: [&str; 8] = [
+/// The services of the simulated shop.
+pub const SERVICES: [&str; 8] = [
     "frontend",
     "checkout",
     "payment",
@@ -264,7 +265,8 @@ const ROUTES: [&str; 6] = [
     "/api/stock/{sku}",
     "/",
 ];
-const WORDS: [&str; 40] = [
+/// Words log bodies and names are made of.
+pub const WORDS: [&str; 40] = [
     "request",
     "completed",
     "user",
@@ -619,10 +621,13 @@ impl Gen {
         }
     }
 
-    fn group<T>(
+    /// Groups `items` by service, each group under one of its service's resources, and
+    /// wraps each group with `wrap`.
+    fn group<T, R>(
         &mut self,
         items: impl Iterator<Item = (Svc, T)>,
-    ) -> Vec<(Option<Resource>, Vec<T>)> {
+        wrap: impl Fn(Option<Resource>, Vec<T>) -> R,
+    ) -> Vec<R> {
         let mut by_service: [Vec<T>; SERVICES.len()] = Default::default();
         for (svc, item) in items {
             by_service[svc].push(item);
@@ -631,7 +636,7 @@ impl Gen {
         for (svc, items) in by_service.into_iter().enumerate() {
             if !items.is_empty() {
                 let r = self.resources.get(svc * 3 + self.rng.below(3)).cloned();
-                out.push((r, items));
+                out.push(wrap(r, items));
             }
         }
         out
@@ -645,42 +650,32 @@ impl Gen {
         {
             self.logs_ready += 1;
         }
-        ExportTraceServiceRequest {
-            resource_spans: self
-                .group(drained.into_iter())
-                .into_iter()
-                .map(|(resource, spans)| ResourceSpans {
-                    resource,
-                    scope_spans: vec![ScopeSpans {
-                        scope: scope(),
-                        spans,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        }
+        let resource_spans = self.group(drained.into_iter(), |resource, spans| ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans {
+                scope: scope(),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        ExportTraceServiceRequest { resource_spans }
     }
 
     fn take_logs(&mut self) -> ExportLogsServiceRequest {
         let n = self.batch.min(self.logs_ready);
         self.logs_ready -= n;
         let drained: Vec<(Svc, LogRecord)> = self.logs.drain(..n).map(|(_, s, l)| (s, l)).collect();
-        ExportLogsServiceRequest {
-            resource_logs: self
-                .group(drained.into_iter())
-                .into_iter()
-                .map(|(resource, log_records)| ResourceLogs {
-                    resource,
-                    scope_logs: vec![ScopeLogs {
-                        scope: scope(),
-                        log_records,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        }
+        let resource_logs = self.group(drained.into_iter(), |resource, log_records| ResourceLogs {
+            resource,
+            scope_logs: vec![ScopeLogs {
+                scope: scope(),
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        ExportLogsServiceRequest { resource_logs }
     }
 
     /// After a trace was generated with times relative to 0 and lasting `total`: shift

@@ -235,11 +235,7 @@ pub async fn run(
             .context("cannot open the disk buffer")?
     };
 
-    let (grpc_addr, http_addr, api_addr) = (
-        listeners.grpc.local_addr()?,
-        listeners.http.local_addr()?,
-        listeners.api.local_addr()?,
-    );
+    let (grpc_addr, http_addr, api_addr) = listeners.local_addrs()?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
         otlp_http = %http_addr,

@@ -67,7 +67,7 @@ fn traces() -> Vec<u8> {
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
             attributes: (0..8)
-                .map(|a| attr::string(&format!("attr.{a}"), &format!("value-{i}-{a}")))
+                .map(|a| attr::string(&format!("attr.{a}"), format!("value-{i}-{a}")))
                 .collect(),
             events: vec![span::Event {
                 name: "exception".into(),
@@ -107,7 +107,7 @@ fn logs() -> Vec<u8> {
             }),
             attributes: vec![
                 attr::string("http.method", "POST"),
-                attr::string("order.id", &i.to_string()),
+                attr::string("order.id", i.to_string()),
             ],
             trace_id: vec![7; 16],
             span_id: vec![8; 8],
@@ -135,7 +135,7 @@ fn metrics() -> Vec<u8> {
             data: Some(metric::Data::Histogram(Histogram {
                 data_points: (0..4)
                     .map(|p| HistogramDataPoint {
-                        attributes: vec![attr::string("route", &format!("/r/{p}"))],
+                        attributes: vec![attr::string("route", format!("/r/{p}"))],
                         count: 10,
                         bucket_counts: vec![1; 16],
                         explicit_bounds: vec![1.0; 15],

@@ -131,6 +131,15 @@ impl ServerListeners {
             api: bind_listener(api, api_name).await?,
         })
     }
+
+    /// The bound addresses (OTLP/gRPC, OTLP/HTTP, API), with the ports that port 0 got.
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.grpc.local_addr()?,
+            self.http.local_addr()?,
+            self.api.local_addr()?,
+        ))
+    }
 }
 
 /// What a listener does besides accepting.
