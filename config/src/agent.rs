@@ -312,20 +312,17 @@ impl Validate for AgentConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::parse;
+    use crate::testing::{assert_refused_at, parsed};
 
     #[test]
     fn empty_config_equals_defaults() {
-        let c: AgentConfig = parse("", Path::new("a.toml")).expect("parse");
-        assert_eq!(c, AgentConfig::default());
+        assert_eq!(parsed::<AgentConfig>("a.toml", ""), AgentConfig::default());
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        for (text, key) in [
+        let cases = [
             ("[buffer]\nwhen_full = \"explode\"\n", "buffer.when_full"),
             ("[buffer]\nmax_size = \"1MiB\"\n", "buffer.max_size"),
             ("[exporter]\nconcurrency = 0\n", "exporter.concurrency"),
@@ -339,9 +336,8 @@ mod tests {
             ),
             ("[limits]\nmax_attributes = 0\n", "limits.max_attributes"),
             ("[buffer]\nfsync = \"sometimes\"\n", "buffer.fsync"),
-        ] {
-            let e = parse::<AgentConfig>(text, Path::new("a.toml")).expect_err(text);
-            assert_eq!(e.key(), Some(key), "{text}: {e}");
+        ];
+        for e in assert_refused_at::<AgentConfig>("a.toml", &cases) {
             assert!(e.to_string().starts_with("a.toml: key `"), "{e}");
         }
     }

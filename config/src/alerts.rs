@@ -453,9 +453,8 @@ fn is_http_url(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::{parse, CollectorConfig};
+    use crate::testing::{parsed, refused};
+    use crate::CollectorConfig;
 
     const RECEIVER: &str = "[receivers.oncall]\nurl = \"http://127.0.0.1:9000/hook\"\n";
 
@@ -464,7 +463,7 @@ mod tests {
     }
 
     fn key_of(text: &str) -> (String, String) {
-        let e = parse::<CollectorConfig>(text, Path::new("c.toml")).expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", text);
         (e.key().unwrap_or_default().to_string(), e.to_string())
     }
 
@@ -488,7 +487,7 @@ receivers = ["oncall"]
 url = "http://127.0.0.1:9000/hook"
 headers = { Authorization = "Bearer secret" }
 "#;
-        let c: CollectorConfig = parse(text, Path::new("c.toml")).expect("parse");
+        let c: CollectorConfig = parsed("c.toml", text);
         let r = &c.alerts[0];
         assert_eq!(r.signal, Some(super::AlertSignal::LatencyP99));
         assert_eq!(r.threshold, 500.0);
@@ -540,7 +539,7 @@ headers = { Authorization = "Bearer secret" }
             "/hook\"\n",
             "/hook\"\nheaders = { Authorization = \"Bearer hook-secret\" }\n",
         );
-        let c = parse::<CollectorConfig>(&text, Path::new("c.toml")).expect("parses");
+        let c: CollectorConfig = parsed("c.toml", &text);
         let debug = format!("{c:#?}");
         assert!(debug.contains("Authorization"), "{debug}");
         assert!(!debug.contains("hook-secret"), "{debug}");

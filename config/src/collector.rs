@@ -482,22 +482,19 @@ impl Validate for CollectorConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::parse;
+    use crate::testing::{parsed, refused};
 
     #[test]
     fn empty_config_equals_defaults() {
-        let c: CollectorConfig = parse("", Path::new("c.toml")).expect("parse");
+        let c: CollectorConfig = parsed("c.toml", "");
         assert_eq!(c, CollectorConfig::default());
         assert!(c.validate().is_ok());
     }
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = parse::<CollectorConfig>("[otlp]\ngrcp = \"127.0.0.1:1\"\n", Path::new("c.toml"))
-            .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[otlp]\ngrcp = \"127.0.0.1:1\"\n");
         assert_eq!(e.key(), Some("otlp.grcp"));
         let msg = e.to_string();
         assert!(
@@ -509,43 +506,34 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key() {
-        let e =
-            parse::<CollectorConfig>("[limits]\nmax_attributes = \"many\"\n", Path::new("c.toml"))
-                .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[limits]\nmax_attributes = \"many\"\n");
         assert_eq!(e.key(), Some("limits.max_attributes"));
     }
 
     #[test]
     fn bad_units_name_key() {
-        let e = parse::<CollectorConfig>("retention = \"a week\"\n", Path::new("c.toml"))
-            .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "retention = \"a week\"\n");
         assert_eq!(e.key(), Some("retention"));
-        let e = parse::<CollectorConfig>(
-            "[limits]\nmax_request_size = \"4 parsecs\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("must fail");
+        let e =
+            refused::<CollectorConfig>("c.toml", "[limits]\nmax_request_size = \"4 parsecs\"\n");
         assert_eq!(e.key(), Some("limits.max_request_size"));
         assert!(e.to_string().contains("unknown size unit"), "{e}");
     }
 
     #[test]
     fn semantic_checks_name_key() {
-        let e = parse::<CollectorConfig>(
+        let e = refused::<CollectorConfig>(
+            "c.toml",
             "[limits]\nmax_request_size = \"8MiB\"\nmax_decompressed_size = \"4MiB\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("must fail");
+        );
         assert_eq!(e.key(), Some("limits.max_decompressed_size"));
-        let e =
-            parse::<CollectorConfig>("[index]\nwriter_memory = \"1MiB\"\n", Path::new("c.toml"))
-                .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[index]\nwriter_memory = \"1MiB\"\n");
         assert_eq!(e.key(), Some("index.writer_memory"));
     }
 
     #[test]
     fn malformed_toml_is_refused() {
-        let e = parse::<CollectorConfig>("[otlp\n", Path::new("c.toml")).expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[otlp\n");
         assert!(e.to_string().starts_with("c.toml:"), "{e}");
     }
 }

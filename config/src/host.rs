@@ -93,27 +93,27 @@ impl HostMetricsConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::{parse, AgentConfig};
+    use crate::testing::{assert_refused_at, parsed};
+    use crate::AgentConfig;
 
     #[test]
     fn host_metrics_keys_parse_and_default() {
-        let c: AgentConfig = parse(
+        let c: AgentConfig = parsed(
+            "a.toml",
             "[host_metrics]\ninterval = \"30s\"\nprocess_name = \"nginx\"\nfilesystems = false\n",
-            Path::new("a.toml"),
-        )
-        .expect("parse");
+        );
         assert_eq!(c.host_metrics.interval.get().as_secs(), 30);
         assert_eq!(c.host_metrics.process_name, "nginx");
         assert!(!c.host_metrics.filesystems && c.host_metrics.disks && c.host_metrics.network);
-        let d: AgentConfig = parse("[host_metrics]\n", Path::new("a.toml")).expect("parse");
-        assert_eq!(d, AgentConfig::default());
+        assert_eq!(
+            parsed::<AgentConfig>("a.toml", "[host_metrics]\n"),
+            AgentConfig::default()
+        );
     }
 
     #[test]
     fn host_metrics_errors_name_their_key() {
-        for (text, key) in [
+        let cases = [
             (
                 "[host_metrics]\ninterval = \"100ms\"\n",
                 "host_metrics.interval",
@@ -132,9 +132,7 @@ mod tests {
             ),
             ("[host_metrics]\npid = -1\n", "host_metrics.pid"),
             ("[host_metrics]\ncpu = true\n", "host_metrics.cpu"),
-        ] {
-            let e = parse::<AgentConfig>(text, Path::new("a.toml")).expect_err(text);
-            assert_eq!(e.key(), Some(key), "{text}: {e}");
-        }
+        ];
+        assert_refused_at::<AgentConfig>("a.toml", &cases);
     }
 }

@@ -224,20 +224,59 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// What the tests of every configuration do: parse a document, expect it refused.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::fmt::Debug;
+    use std::path::Path;
+
+    use serde::de::DeserializeOwned;
+
+    use crate::{parse, ConfigError, Validate};
+
+    /// `text` parsed as a `T` from a file called `file`; the test fails if it is refused.
+    pub(crate) fn parsed<T: DeserializeOwned + Validate>(file: &str, text: &str) -> T {
+        parse(text, Path::new(file)).expect(text)
+    }
+
+    /// Why `text`, which must be refused as a `T` from a file called `file`, is refused.
+    pub(crate) fn refused<T: DeserializeOwned + Validate + Debug>(
+        file: &str,
+        text: &str,
+    ) -> ConfigError {
+        parse::<T>(text, Path::new(file)).expect_err(text)
+    }
+
+    /// Asserts that every `(text, key)` is refused naming `key`; returns the errors.
+    #[track_caller]
+    pub(crate) fn assert_refused_at<T: DeserializeOwned + Validate + Debug>(
+        file: &str,
+        cases: &[(&str, &str)],
+    ) -> Vec<ConfigError> {
+        cases
+            .iter()
+            .map(|(text, key)| {
+                let e = refused::<T>(file, text);
+                assert_eq!(e.key(), Some(*key), "{text}: {e}");
+                e
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{parsed, refused};
     use super::*;
 
     #[test]
     fn empty_tui_config_equals_defaults() {
-        let c: TuiConfig = parse("", Path::new("t.toml")).expect("parse");
-        assert_eq!(c, TuiConfig::default());
+        assert_eq!(parsed::<TuiConfig>("t.toml", ""), TuiConfig::default());
     }
 
     #[test]
     fn tui_refuses_non_http_collector() {
-        let e = parse::<TuiConfig>("collector = \"localhost:7070\"", Path::new("t.toml"))
-            .expect_err("must fail");
+        let e = refused::<TuiConfig>("t.toml", "collector = \"localhost:7070\"");
         assert_eq!(e.key(), Some("collector"));
         assert!(e.to_string().starts_with("t.toml: key `collector`:"), "{e}");
     }
