@@ -269,7 +269,7 @@ fn default_group_by() -> Vec<String> {
     vec!["alertname".into()]
 }
 
-/// Semantic checks of `[alerting]`, `[[alerts]]` and `[receivers]`: `(key, reason)`.
+/// Semantic checks of `[alerting]`, `[[alerts]]` and `[receivers]`.
 pub(crate) fn validate(
     alerting: &AlertingConfig,
     rules: &[AlertRule],
@@ -294,151 +294,164 @@ pub(crate) fn validate(
         ));
     }
     for (name, r) in receivers {
-        let key = |k: &str| format!("receivers.{name}.{k}");
-        if !is_http_url(&r.url) {
-            return Err(Violation::new(
-                key("url"),
-                format!("expected an http:// or https:// URL, got {:?}", r.url),
-            ));
-        }
-        if r.timeout.get().is_zero() {
-            return Err(Violation::new(key("timeout"), "must be greater than 0"));
-        }
-        for net in &r.allowed_networks {
-            let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
-            if !ok {
-                return Err(Violation::new(
-                    key("allowed_networks"),
-                    format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
-                ));
-            }
-        }
-        if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
-            return Err(Violation::new(
-                key("max_backoff"),
-                format!(
-                    "must be at least initial_backoff ({}) and both greater than 0, got {}",
-                    r.initial_backoff, r.max_backoff
-                ),
-            ));
-        }
-        if r.repeat_interval.get() < Duration::from_secs(1) {
-            return Err(Violation::new(
-                key("repeat_interval"),
-                format!("must be at least 1s, got {}", r.repeat_interval),
-            ));
-        }
-        for (h, v) in &r.headers {
-            let valid_name = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid_name {
-                return Err(Violation::new(
-                    key("headers"),
-                    format!("invalid header name {h:?}"),
-                ));
-            }
-            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(Violation::new(
-                    key("headers"),
-                    format!("value of header {h:?} contains a control character"),
-                ));
-            }
-        }
+        validate_receiver(r).map_err(|v| v.under(&format!("receivers.{name}")))?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, r) in rules.iter().enumerate() {
-        let key = |k: &str| format!("alerts[{i}].{k}");
-        if r.name.is_empty()
-            || !r
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
-        {
-            return Err(Violation::new(
-                key("name"),
-                format!(
-                    "must be non-empty letters, digits, '_', '-', '.', ':'; got {:?}",
-                    r.name
-                ),
-            ));
-        }
+        let key = format!("alerts[{i}]");
+        // A name seen before passed the name checks then: this order reports what the
+        // checks in sequence would.
         if !seen.insert(r.name.as_str()) {
             return Err(Violation::new(
-                key("name"),
+                format!("{key}.name"),
                 format!("duplicate rule name {:?}", r.name),
             ));
         }
-        match (&r.signal, &r.metric) {
-            (None, None) => {
-                return Err(Violation::new(key("signal"), "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`"))
-            }
-            (Some(_), Some(_)) => {
-                return Err(Violation::new(key("metric"), "`signal` and `metric` are exclusive"))
-            }
-            (Some(_), None) => {
-                if !r.matchers.is_empty() {
-                    return Err(Violation::new(key("matchers"), "only metric rules take matchers"));
-                }
-                if r.aggregation.is_some() {
-                    return Err(Violation::new(key("aggregation"), "only metric rules take an aggregation"));
-                }
-            }
-            (None, Some(m)) => {
-                if m.is_empty() {
-                    return Err(Violation::new(key("metric"), "must not be empty"));
-                }
-                if r.operation.is_some() {
-                    return Err(Violation::new(key("operation"), "metric rules select series with `matchers`, not `operation`"));
-                }
-            }
-        }
-        if !r.threshold.is_finite() {
+        validate_rule(r, receivers).map_err(|v| v.under(&key))?;
+    }
+    Ok(())
+}
+
+/// Checks of one `[receivers.NAME]`; keys are relative to it.
+fn validate_receiver(r: &ReceiverConfig) -> Result<(), Violation> {
+    if !is_http_url(&r.url) {
+        return Err(Violation::new(
+            "url",
+            format!("expected an http:// or https:// URL, got {:?}", r.url),
+        ));
+    }
+    if r.timeout.get().is_zero() {
+        return Err(Violation::new("timeout", "must be greater than 0"));
+    }
+    for net in &r.allowed_networks {
+        let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
             return Err(Violation::new(
-                key("threshold"),
-                format!("must be a finite number, got {}", r.threshold),
+                "allowed_networks",
+                format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
             ));
         }
-        if r.window.get() < Duration::from_secs(1) {
+    }
+    if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
+        return Err(Violation::new(
+            "max_backoff",
+            format!(
+                "must be at least initial_backoff ({}) and both greater than 0, got {}",
+                r.initial_backoff, r.max_backoff
+            ),
+        ));
+    }
+    if r.repeat_interval.get() < Duration::from_secs(1) {
+        return Err(Violation::new(
+            "repeat_interval",
+            format!("must be at least 1s, got {}", r.repeat_interval),
+        ));
+    }
+    for (h, v) in &r.headers {
+        let valid_name = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
             return Err(Violation::new(
-                key("window"),
-                format!("must be at least 1s, got {}", r.window),
+                "headers",
+                format!("invalid header name {h:?}"),
             ));
         }
-        if r.receivers.is_empty() {
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(Violation::new(
-                key("receivers"),
-                "name at least one receiver",
+                "headers",
+                format!("value of header {h:?} contains a control character"),
             ));
         }
-        for name in &r.receivers {
-            if !receivers.contains_key(name) {
-                let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
-                return Err(Violation::new(
-                    key("receivers"),
-                    format!("no receiver {name:?} (defined: {known:?}); add [receivers.{name}]"),
-                ));
+    }
+    Ok(())
+}
+
+/// Checks of one `[[alerts]]` rule; keys are relative to it.
+fn validate_rule(
+    r: &AlertRule,
+    receivers: &BTreeMap<String, ReceiverConfig>,
+) -> Result<(), Violation> {
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    {
+        return Err(Violation::new(
+            "name",
+            format!(
+                "must be non-empty letters, digits, '_', '-', '.', ':'; got {:?}",
+                r.name
+            ),
+        ));
+    }
+    match (&r.signal, &r.metric) {
+        (None, None) => {
+            return Err(Violation::new("signal", "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`"))
+        }
+        (Some(_), Some(_)) => {
+            return Err(Violation::new("metric", "`signal` and `metric` are exclusive"))
+        }
+        (Some(_), None) => {
+            if !r.matchers.is_empty() {
+                return Err(Violation::new("matchers", "only metric rules take matchers"));
+            }
+            if r.aggregation.is_some() {
+                return Err(Violation::new("aggregation", "only metric rules take an aggregation"));
             }
         }
-        for l in r.labels.keys() {
-            if l.is_empty()
-                || l.starts_with(|c: char| c.is_ascii_digit())
-                || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(Violation::new(
-                    key("labels"),
-                    format!("invalid label name {l:?}"),
-                ));
+        (None, Some(m)) => {
+            if m.is_empty() {
+                return Err(Violation::new("metric", "must not be empty"));
             }
-            if matches!(
-                l.as_str(),
-                "alertname" | "service" | "operation" | "severity"
-            ) {
-                return Err(Violation::new(
-                    key("labels"),
-                    format!("label {l:?} is set by the rule itself"),
-                ));
+            if r.operation.is_some() {
+                return Err(Violation::new("operation", "metric rules select series with `matchers`, not `operation`"));
             }
+        }
+    }
+    if !r.threshold.is_finite() {
+        return Err(Violation::new(
+            "threshold",
+            format!("must be a finite number, got {}", r.threshold),
+        ));
+    }
+    if r.window.get() < Duration::from_secs(1) {
+        return Err(Violation::new(
+            "window",
+            format!("must be at least 1s, got {}", r.window),
+        ));
+    }
+    if r.receivers.is_empty() {
+        return Err(Violation::new("receivers", "name at least one receiver"));
+    }
+    for name in &r.receivers {
+        if !receivers.contains_key(name) {
+            let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
+            return Err(Violation::new(
+                "receivers",
+                format!("no receiver {name:?} (defined: {known:?}); add [receivers.{name}]"),
+            ));
+        }
+    }
+    for l in r.labels.keys() {
+        if l.is_empty()
+            || l.starts_with(|c: char| c.is_ascii_digit())
+            || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Violation::new(
+                "labels",
+                format!("invalid label name {l:?}"),
+            ));
+        }
+        if matches!(
+            l.as_str(),
+            "alertname" | "service" | "operation" | "severity"
+        ) {
+            return Err(Violation::new(
+                "labels",
+                format!("label {l:?} is set by the rule itself"),
+            ));
         }
     }
     Ok(())
