@@ -1,5 +1,6 @@
 //! Alerts (rules, instances, notifications, receivers) and the service graph.
 
+use lookout_proto::api::AlertRuleStatus;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -8,6 +9,7 @@ use ratatui::Frame;
 
 use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
+use crate::state::list::Selection;
 
 fn value(v: f64) -> String {
     if v.abs() >= 100.0 {
@@ -32,11 +34,42 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(1),
     ])
     .areas(area);
+    draw_rules(f, rules_area, &d.rules, &a.sel);
+    if let Some(rule) = d.rules.get(a.sel.selected()) {
+        f.render_widget(
+            Paragraph::new(instance_lines(rule))
+                .wrap(Wrap { trim: false })
+                .block(
+                    Block::new()
+                        .borders(Borders::TOP)
+                        .title(format!(" Instances of {} ", fmt::one_line(&rule.name))),
+                ),
+            inst_area,
+        );
+    }
+    let recv: Vec<String> = d
+        .receivers
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}): {} delivered, {} failed, {} pending",
+                r.name, r.kind, r.delivered, r.failed, r.pending
+            )
+        })
+        .collect();
+    f.render_widget(
+        Line::styled(
+            fmt::one_line(&format!("receivers: {}", recv.join("; "))),
+            Style::new().add_modifier(Modifier::DIM),
+        ),
+        recv_area,
+    );
+}
 
-    let (start, end) = a
-        .sel
-        .window(rules_area.height.saturating_sub(2) as usize, d.rules.len());
-    let rows: Vec<Row> = d.rules[start..end]
+/// The table of rules, the selected one highlighted.
+fn draw_rules(f: &mut Frame, area: Rect, rules: &[AlertRuleStatus], sel: &Selection) {
+    let (start, end) = sel.window(area.height.saturating_sub(2) as usize, rules.len());
+    let rows: Vec<Row> = rules[start..end]
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -59,7 +92,7 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(r.for_.clone()),
                 Cell::from(format!("{firing}/{}", r.instances.len())),
             ]);
-            if start + i == a.sel.selected() {
+            if start + i == sel.selected() {
                 row.style(SELECTED)
             } else {
                 row
@@ -78,82 +111,59 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(6),
                 Constraint::Length(6),
             ],
-            format!(" Rules ({}) ", d.rules.len()),
+            format!(" Rules ({}) ", rules.len()),
         ),
-        rules_area,
+        area,
     );
+}
 
-    if let Some(rule) = d.rules.get(a.sel.selected()) {
-        let mut lines: Vec<Line> = Vec::new();
-        if rule.instances.is_empty() {
-            lines.push(Line::raw("No data for this rule yet."));
-        }
-        for inst in &rule.instances {
-            let labels: Vec<String> = inst
-                .labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != "alertname")
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:<9}", inst.state), fmt::alert_style(&inst.state)),
-                Span::raw(fmt::one_line(&labels.join(" "))),
-                Span::raw(format!(
-                    "  value {}  since {}",
-                    inst.value.map_or("-".into(), value),
-                    inst.since.get(11..19).unwrap_or(&inst.since)
-                )),
-            ]));
-            for n in &inst.notifications {
-                let style = match n.result.as_str() {
-                    "delivered" => Style::new().fg(Color::Green),
-                    "failed" => Style::new().fg(Color::Red),
-                    _ => Style::new().fg(Color::Yellow),
-                };
-                let mut spans = vec![
-                    Span::raw(format!(
-                        "    → {} {} at {}: ",
-                        fmt::one_line(&n.receiver),
-                        n.status,
-                        n.queued_at.get(11..19).unwrap_or(&n.queued_at)
-                    )),
-                    Span::styled(format!("{} ({} attempts)", n.result, n.attempts), style),
-                ];
-                if let Some(e) = &n.error {
-                    spans.push(Span::styled(
-                        format!(" {}", fmt::one_line(e)),
-                        Style::new().fg(Color::Red),
-                    ));
-                }
-                lines.push(Line::from(spans));
-            }
-        }
-        f.render_widget(
-            Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-                Block::new()
-                    .borders(Borders::TOP)
-                    .title(format!(" Instances of {} ", fmt::one_line(&rule.name))),
-            ),
-            inst_area,
-        );
+/// The instances of a rule, each with its notifications under it.
+fn instance_lines(rule: &AlertRuleStatus) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if rule.instances.is_empty() {
+        lines.push(Line::raw("No data for this rule yet."));
     }
-    let recv: Vec<String> = d
-        .receivers
-        .iter()
-        .map(|r| {
-            format!(
-                "{} ({}): {} delivered, {} failed, {} pending",
-                r.name, r.kind, r.delivered, r.failed, r.pending
-            )
-        })
-        .collect();
-    f.render_widget(
-        Line::styled(
-            fmt::one_line(&format!("receivers: {}", recv.join("; "))),
-            Style::new().add_modifier(Modifier::DIM),
-        ),
-        recv_area,
-    );
+    for inst in &rule.instances {
+        let labels: Vec<String> = inst
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "alertname")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<9}", inst.state), fmt::alert_style(&inst.state)),
+            Span::raw(fmt::one_line(&labels.join(" "))),
+            Span::raw(format!(
+                "  value {}  since {}",
+                inst.value.map_or("-".into(), value),
+                inst.since.get(11..19).unwrap_or(&inst.since)
+            )),
+        ]));
+        for n in &inst.notifications {
+            let style = match n.result.as_str() {
+                "delivered" => Style::new().fg(Color::Green),
+                "failed" => Style::new().fg(Color::Red),
+                _ => Style::new().fg(Color::Yellow),
+            };
+            let mut spans = vec![
+                Span::raw(format!(
+                    "    → {} {} at {}: ",
+                    fmt::one_line(&n.receiver),
+                    n.status,
+                    n.queued_at.get(11..19).unwrap_or(&n.queued_at)
+                )),
+                Span::styled(format!("{} ({} attempts)", n.result, n.attempts), style),
+            ];
+            if let Some(e) = &n.error {
+                spans.push(Span::styled(
+                    format!(" {}", fmt::one_line(e)),
+                    Style::new().fg(Color::Red),
+                ));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines
 }
 
 /// Draw the service graph view: services on the left, callers and callees of the

@@ -1,6 +1,7 @@
 //! Services: request rate, error rate and latency percentiles per service, with a
 //! sparkline of the rate, and the operations of the selected service.
 
+use lookout_proto::api::ServiceStats;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::widgets::{Cell, Row};
@@ -8,6 +9,7 @@ use ratatui::Frame;
 
 use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
+use crate::state::list::Selection;
 
 /// Draw the services view.
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -37,7 +39,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     };
     let [list_area, ops_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
+    draw_service_table(f, list_area, &rows, &s.sel);
+    if ops_h == 0 {
+        return;
+    }
+    if let Some(service) = rows.get(s.sel.selected()) {
+        draw_operations(f, ops_area, service);
+    }
+}
 
+/// The table of services, the selected one highlighted.
+fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], sel: &Selection) {
     // The service column fits the longest name (12 to 24 columns); the trend takes the
     // rest, so the sparkline is sized to its real width and its newest slices show.
     let svc_w = rows
@@ -58,7 +70,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(trend_w as u16),
     ];
     let height = list_area.height.saturating_sub(3) as usize;
-    let (start, end) = s.sel.window(height, rows.len());
+    let (start, end) = sel.window(height, rows.len());
     let body: Vec<Row> = rows[start..end]
         .iter()
         .enumerate()
@@ -81,7 +93,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(fmt::sparkline(&st.rate_history, trend_w.min(60)))
                     .style(Style::new().fg(Color::Cyan)),
             ]);
-            if start + i == s.sel.selected() {
+            if start + i == sel.selected() {
                 row.style(SELECTED)
             } else {
                 row
@@ -98,14 +110,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ),
         list_area,
     );
+}
 
-    if ops_h == 0 {
-        return;
-    }
-    let Some(sel) = rows.get(s.sel.selected()) else {
-        return;
-    };
-    let ops: Vec<Row> = sel
+/// The operations of `service`, as many as fit.
+fn draw_operations(f: &mut Frame, ops_area: Rect, service: &ServiceStats) {
+    let ops: Vec<Row> = service
         .operations
         .iter()
         .take(ops_area.height as usize)
@@ -132,7 +141,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
             ],
-            format!(" Operations of {} ", fmt::one_line(&sel.service)),
+            format!(" Operations of {} ", fmt::one_line(&service.service)),
         ),
         ops_area,
     );

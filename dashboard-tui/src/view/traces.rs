@@ -236,112 +236,21 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
     let dur_w = 8;
     let bar_w = width.saturating_sub(label_w + dur_w + 2).max(1);
     let total = w.trace.duration_ns;
-    // Time axis: 0, the middle and the end.
-    let mid = fmt::duration_ns(total / 2);
-    let end = fmt::duration_ns(total);
-    let mut axis_text = format!("{:<label_w$} 0", "span");
-    let half = bar_w / 2;
-    let pad = half.saturating_sub(1 + mid.chars().count() / 2);
-    axis_text.push_str(&" ".repeat(pad));
-    axis_text.push_str(&mid);
-    let used = 1 + pad + mid.chars().count();
-    let pad = bar_w.saturating_sub(used + end.chars().count());
-    axis_text.push_str(&" ".repeat(pad));
-    axis_text.push_str(&end);
-    f.render_widget(
-        Line::styled(axis_text, Style::new().add_modifier(Modifier::BOLD)),
-        axis,
-    );
+    f.render_widget(axis_line(label_w, bar_w, total), axis);
 
     let (start, stop) = o.sel.window(rows_area.height as usize, w.visible.len());
     for (r, &row_idx) in w.visible[start..stop].iter().enumerate() {
-        let row = &w.rows[row_idx];
-        let Some(span) = w.trace.spans.get(row.span) else {
+        let Some(span) = w.trace.spans.get(w.rows[row_idx].span) else {
             continue;
         };
-        let color = fmt::service_color(row.service);
-        let err = span.status == "error";
-        // Label: indentation, fold marker, markers, service, operation.
-        let depth = row.depth as usize;
-        let indent = if depth > 12 {
-            format!("{:>22}… ", depth)
-        } else {
-            " ".repeat(depth * 2)
-        };
-        let fold = if row.descendants == 0 {
-            "  "
-        } else if w.collapsed[row_idx] {
-            "▸ "
-        } else {
-            "▾ "
-        };
-        let mut label = vec![Span::raw(indent), Span::raw(fold)];
-        if w.collapsed[row_idx] {
-            label.push(Span::styled(
-                format!("+{} ", row.descendants),
-                Style::new().add_modifier(Modifier::DIM),
-            ));
-        }
-        if err {
-            label.push(Span::styled(
-                "!",
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            ));
-        }
-        if span.skew_adjustment_ns != 0 {
-            label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
-        }
-        label.push(Span::styled(
-            fmt::one_line(&span.service),
-            Style::new().fg(color),
-        ));
-        label.push(Span::raw(" "));
-        label.push(Span::styled(
-            fmt::one_line(&span.operation),
-            if err {
-                Style::new().fg(Color::Red)
-            } else {
-                Style::new()
-            },
-        ));
-        let selected = start + r == o.sel.selected();
         let y = rows_area.y + r as u16;
-        let mut label_line = Line::from(label);
-        if selected {
+        let mut label_line = Line::from(row_label(w, row_idx, span));
+        if start + r == o.sel.selected() {
             label_line = label_line.style(SELECTED);
         }
         f.render_widget(label_line, Rect::new(area.x, y, label_w as u16, 1));
-
-        // Bar: critical parts in full blocks, the rest shaded.
-        let (a, b) = cols(
-            span.offset_ns,
-            span.offset_ns.saturating_add(span.duration_ns),
-            total,
-            bar_w,
-        );
-        let mut cells = vec![false; b - a];
-        for &(s, e) in &w.critical[row_idx] {
-            let (ca, cb) = cols(s, e, total, bar_w);
-            for c in ca.max(a)..cb.min(b) {
-                cells[c - a] = true;
-            }
-        }
-        let bar_style = Style::new().fg(if err { Color::Red } else { color });
-        let mut spans = vec![Span::raw(" ".repeat(a))];
-        let mut run = String::new();
-        let mut run_crit = cells.first().copied().unwrap_or(false);
-        for &c in &cells {
-            if c != run_crit && !run.is_empty() {
-                spans.push(Span::styled(std::mem::take(&mut run), bar_style));
-                run_crit = c;
-            }
-            run.push(if c { '█' } else { '▒' });
-        }
-        if !run.is_empty() {
-            spans.push(Span::styled(run, bar_style));
-        }
         f.render_widget(
-            Line::from(spans),
+            Line::from(row_bar(w, row_idx, span, bar_w)),
             Rect::new(area.x + label_w as u16 + 1, y, bar_w as u16, 1),
         );
         f.render_widget(
@@ -354,6 +263,111 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
             ),
         );
     }
+}
+
+/// The time axis over the bars: 0, the middle and the end of the trace.
+fn axis_line(label_w: usize, bar_w: usize, total: u64) -> Line<'static> {
+    let mid = fmt::duration_ns(total / 2);
+    let end = fmt::duration_ns(total);
+    let mut axis_text = format!("{:<label_w$} 0", "span");
+    let half = bar_w / 2;
+    let pad = half.saturating_sub(1 + mid.chars().count() / 2);
+    axis_text.push_str(&" ".repeat(pad));
+    axis_text.push_str(&mid);
+    let used = 1 + pad + mid.chars().count();
+    let pad = bar_w.saturating_sub(used + end.chars().count());
+    axis_text.push_str(&" ".repeat(pad));
+    axis_text.push_str(&end);
+    Line::styled(axis_text, Style::new().add_modifier(Modifier::BOLD))
+}
+
+/// The label of waterfall row `row_idx`: indentation, fold marker, markers, service,
+/// operation.
+fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static>> {
+    let row = &w.rows[row_idx];
+    let err = span.status == "error";
+    let depth = row.depth as usize;
+    let indent = if depth > 12 {
+        format!("{:>22}… ", depth)
+    } else {
+        " ".repeat(depth * 2)
+    };
+    let fold = if row.descendants == 0 {
+        "  "
+    } else if w.collapsed[row_idx] {
+        "▸ "
+    } else {
+        "▾ "
+    };
+    let mut label = vec![Span::raw(indent), Span::raw(fold)];
+    if w.collapsed[row_idx] {
+        label.push(Span::styled(
+            format!("+{} ", row.descendants),
+            Style::new().add_modifier(Modifier::DIM),
+        ));
+    }
+    if err {
+        label.push(Span::styled(
+            "!",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if span.skew_adjustment_ns != 0 {
+        label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
+    }
+    label.push(Span::styled(
+        fmt::one_line(&span.service),
+        Style::new().fg(fmt::service_color(row.service)),
+    ));
+    label.push(Span::raw(" "));
+    label.push(Span::styled(
+        fmt::one_line(&span.operation),
+        if err {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        },
+    ));
+    label
+}
+
+/// The bar of waterfall row `row_idx`, `bar_w` columns for the whole trace: critical
+/// parts in full blocks, the rest shaded.
+fn row_bar(w: &Waterfall, row_idx: usize, span: &SpanView, bar_w: usize) -> Vec<Span<'static>> {
+    let total = w.trace.duration_ns;
+    let (a, b) = cols(
+        span.offset_ns,
+        span.offset_ns.saturating_add(span.duration_ns),
+        total,
+        bar_w,
+    );
+    let mut cells = vec![false; b - a];
+    for &(s, e) in &w.critical[row_idx] {
+        let (ca, cb) = cols(s, e, total, bar_w);
+        for c in ca.max(a)..cb.min(b) {
+            cells[c - a] = true;
+        }
+    }
+    let color = if span.status == "error" {
+        Color::Red
+    } else {
+        fmt::service_color(w.rows[row_idx].service)
+    };
+    let bar_style = Style::new().fg(color);
+    let mut spans = vec![Span::raw(" ".repeat(a))];
+    let mut run = String::new();
+    let mut run_crit = cells.first().copied().unwrap_or(false);
+    for &c in &cells {
+        if c != run_crit && !run.is_empty() {
+            spans.push(Span::styled(std::mem::take(&mut run), bar_style));
+            run_crit = c;
+        }
+        run.push(if c { '█' } else { '▒' });
+    }
+    if !run.is_empty() {
+        spans.push(Span::styled(run, bar_style));
+    }
+    spans
 }
 
 /// Lines of the span detail pane.
