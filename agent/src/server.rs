@@ -206,6 +206,109 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
     (StatusCode::OK, axum::Json(body))
 }
 
+/// Open the disk buffer (on a blocking thread: recovery reads every segment).
+async fn open_buffer(
+    cfg: &AgentConfig,
+    metrics: BufferMetrics,
+) -> anyhow::Result<(Buffer, crate::buffer::Recovery)> {
+    let opts = BufferOptions {
+        max_size: cfg.buffer.max_size.get(),
+        segment_size: cfg.buffer.segment_size.get(),
+        when_full: cfg.buffer.when_full,
+        fsync: cfg.buffer.fsync,
+        fsync_interval: cfg.buffer.fsync_interval.get(),
+    };
+    let dir = cfg.buffer_dir.join(crate::buffer::SUBDIR);
+    tokio::task::spawn_blocking(move || Buffer::open(&dir, opts, metrics))
+        .await?
+        .context("cannot open the disk buffer")
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until `token` is cancelled.
+fn spawn_api(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    token: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let api = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state);
+    tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    })
+}
+
+/// The OTLP/gRPC and OTLP/HTTP receivers, stopped together.
+struct Receivers {
+    token: CancellationToken,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Receivers {
+    /// Serve OTLP on both listeners into `ingest`.
+    fn spawn(
+        cfg: &AgentConfig,
+        grpc: tokio::net::TcpListener,
+        http: tokio::net::TcpListener,
+        ingest: Arc<Ingest>,
+        registry: &Registry,
+    ) -> anyhow::Result<Self> {
+        let token = CancellationToken::new();
+        // The receivers face the local service only: plain TCP, default connection limits.
+        let families =
+            lookout_ingest::net::ListenerMetricsVec::register(registry, "lookout_agent")?;
+        let setup = |name| lookout_ingest::net::ListenerSetup {
+            name,
+            tls: None,
+            limits: lookout_config::ConnectionLimits::default(),
+            metrics: families.listener(name),
+        };
+        let grpc_setup = setup("otlp_grpc");
+        let grpc_task = tokio::spawn(ingest::grpc::serve(
+            lookout_ingest::net::incoming(grpc, grpc_setup.clone(), token.clone()),
+            ingest.clone(),
+            ingest::grpc::GrpcOptions {
+                max_message_size: cfg.limits.max_request_size.as_usize(),
+                tokens: None,
+                unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
+                max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
+            },
+            token.clone().cancelled_owned(),
+        ));
+        let http_router = ingest::http::router(
+            ingest.clone(),
+            cfg.limits.max_request_size.as_usize(),
+            cfg.limits.max_decompressed_size.as_usize(),
+        );
+        let http_setup = setup("otlp_http");
+        let http_task = tokio::spawn(lookout_ingest::net::serve_http(
+            lookout_ingest::net::incoming(http, http_setup.clone(), token.clone()),
+            http_router,
+            http_setup.limits.clone(),
+            token.clone(),
+            std::time::Duration::from_secs(10),
+        ));
+        Ok(Self {
+            token,
+            grpc: grpc_task,
+            http: http_task,
+        })
+    }
+
+    /// Stop accepting; in-flight requests finish first.
+    async fn stop(self) {
+        self.token.cancel();
+        if let Ok(Err(e)) = self.grpc.await {
+            tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
+        }
+        let _ = self.http.await;
+    }
+}
+
 /// Run the agent until `shutdown` is cancelled, then stop cleanly: stop the receivers
 /// (in-flight requests finish and are buffered), flush the tailer, close the buffer and
 /// give requests to the collector a short grace period. Everything acknowledged is in
@@ -221,19 +324,7 @@ pub async fn run(
     let ship_metrics = ShipMetrics::new(&registry)?;
 
     let buffer_dir = cfg.buffer_dir.clone();
-    let bopts = BufferOptions {
-        max_size: cfg.buffer.max_size.get(),
-        segment_size: cfg.buffer.segment_size.get(),
-        when_full: cfg.buffer.when_full,
-        fsync: cfg.buffer.fsync,
-        fsync_interval: cfg.buffer.fsync_interval.get(),
-    };
-    let (buffer, recovery) = {
-        let dir = buffer_dir.join(crate::buffer::SUBDIR);
-        tokio::task::spawn_blocking(move || Buffer::open(&dir, bopts, buffer_metrics))
-            .await?
-            .context("cannot open the disk buffer")?
-    };
+    let (buffer, recovery) = open_buffer(&cfg, buffer_metrics).await?;
 
     let (grpc_addr, http_addr, api_addr) = listeners.local_addrs()?;
     tracing::info!(
@@ -252,19 +343,8 @@ pub async fn run(
         ready: ready.clone(),
         process: ProcessMetrics::new(&registry)?,
     };
-    let api = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(api_state);
     let api_token = shutdown.child_token();
-    let api_task = {
-        let t = api_token.clone();
-        tokio::spawn(async move {
-            axum::serve(listeners.api, api)
-                .with_graceful_shutdown(t.cancelled_owned())
-                .await
-        })
-    };
+    let api_task = spawn_api(listeners.api, api_state, api_token.clone());
 
     // Shipping runs until the very end.
     let ship_token = CancellationToken::new();
@@ -291,41 +371,7 @@ pub async fn run(
         budget,
         receiver_metrics,
     ));
-    let recv_token = CancellationToken::new();
-    // The receivers face the local service only: plain TCP, default connection limits.
-    let families = lookout_ingest::net::ListenerMetricsVec::register(&registry, "lookout_agent")?;
-    let setup = |name| lookout_ingest::net::ListenerSetup {
-        name,
-        tls: None,
-        limits: lookout_config::ConnectionLimits::default(),
-        metrics: families.listener(name),
-    };
-    let grpc_setup = setup("otlp_grpc");
-    let grpc_task = tokio::spawn(ingest::grpc::serve(
-        lookout_ingest::net::incoming(listeners.grpc, grpc_setup.clone(), recv_token.clone()),
-        ingest.clone(),
-        ingest::grpc::GrpcOptions {
-            max_message_size: cfg.limits.max_request_size.as_usize(),
-            tokens: None,
-            unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
-            max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
-        },
-        recv_token.clone().cancelled_owned(),
-    ));
-    let http_router = ingest::http::router(
-        ingest.clone(),
-        cfg.limits.max_request_size.as_usize(),
-        cfg.limits.max_decompressed_size.as_usize(),
-    );
-    let http_setup = setup("otlp_http");
-    let http_task = tokio::spawn(lookout_ingest::net::serve_http(
-        lookout_ingest::net::incoming(listeners.http, http_setup.clone(), recv_token.clone()),
-        http_router,
-        http_setup.limits.clone(),
-        recv_token.clone(),
-        std::time::Duration::from_secs(10),
-    ));
-    drop(ingest);
+    let receivers = Receivers::spawn(&cfg, listeners.grpc, listeners.http, ingest, &registry)?;
 
     let sources_token = CancellationToken::new();
     let sources = crate::sources::spawn(
@@ -342,11 +388,7 @@ pub async fn run(
     tracing::info!("ready");
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    recv_token.cancel();
-    if let Ok(Err(e)) = grpc_task.await {
-        tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
-    }
-    let _ = http_task.await;
+    receivers.stop().await;
     sources_token.cancel();
     for t in sources {
         let _ = t.await;

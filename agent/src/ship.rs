@@ -190,6 +190,27 @@ enum Outcome {
     },
 }
 
+/// Persist the buffer's ack position every 200 ms until `token` is cancelled.
+fn spawn_ack_flusher(buffer: Buffer, token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !token.is_cancelled() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = token.cancelled() => break,
+            }
+            let b = buffer.clone();
+            match tokio::task::spawn_blocking(move || b.flush_ack()).await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot persist the buffer's ack position")
+                }
+                Err(e) => tracing::error!(error = %e, "ack flush task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    })
+}
+
 impl Outcome {
     /// The `outcome` label of `lookout_agent_exporter_requests_total`.
     fn label(&self) -> &'static str {
@@ -513,27 +534,7 @@ impl Shipper {
         shutdown: CancellationToken,
     ) {
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency as usize));
-        let flusher = {
-            let buffer = self.buffer.clone();
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                while !token.is_cancelled() {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = token.cancelled() => break,
-                    }
-                    let b = buffer.clone();
-                    match tokio::task::spawn_blocking(move || b.flush_ack()).await {
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "cannot persist the buffer's ack position")
-                        }
-                        Err(e) => tracing::error!(error = %e, "ack flush task failed"),
-                        Ok(Ok(())) => {}
-                    }
-                }
-            })
-        };
+        let flusher = spawn_ack_flusher(self.buffer.clone(), shutdown.clone());
         let lag = {
             let me = self.clone();
             let token = shutdown.clone();
@@ -566,19 +567,7 @@ impl Shipper {
             let Some((batch, end, first_time)) = next else {
                 break;
             };
-            {
-                let mut inf = self.inflight.lock();
-                if inf.slots.is_empty() {
-                    inf.base = batch.id;
-                }
-                inf.slots.push_back(Slot {
-                    start: batch.start,
-                    end,
-                    items: batch.items,
-                    first_time,
-                    done: false,
-                });
-            }
+            self.track(&batch, end, first_time);
             if batch.delivered {
                 self.metrics
                     .skipped_items
@@ -605,7 +594,27 @@ impl Shipper {
         while tasks.join_next().await.is_some() {}
         flusher.abort();
         lag.abort();
-        // Batches done behind one that was cut off: recorded, so a restart skips them.
+        self.persist_progress().await;
+    }
+
+    /// Note `batch` (ending at `end`, its oldest record from `first_time`) as in flight.
+    fn track(&self, batch: &Batch, end: Pos, first_time: u64) {
+        let mut inf = self.inflight.lock();
+        if inf.slots.is_empty() {
+            inf.base = batch.id;
+        }
+        inf.slots.push_back(Slot {
+            start: batch.start,
+            end,
+            items: batch.items,
+            first_time,
+            done: false,
+        });
+    }
+
+    /// At shutdown: persist the ack position, and the batches done behind one that was cut
+    /// off, so that a restart skips them.
+    async fn persist_progress(&self) {
         let delivered: Vec<Delivered> = self
             .inflight
             .lock()

@@ -403,6 +403,15 @@ struct Tracked {
     warned: bool,
 }
 
+/// A file opened to be tailed, and the first bytes it is identified by.
+struct Probe {
+    file: File,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    head: Vec<u8>,
+}
+
 /// A record in the batch.
 struct Pending {
     group: usize,
@@ -628,8 +637,9 @@ impl Core {
         }
     }
 
-    /// Open a newly found file and decide where to start reading it.
-    fn try_track(&mut self, gi: usize, path: &Path) {
+    /// Open `path` and read its head: `None` (warned about once, counted) when it cannot
+    /// be read, is binary, or has no complete first line to identify it by yet.
+    fn probe(&mut self, gi: usize, path: &Path) -> Option<Probe> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -642,7 +652,7 @@ impl Core {
                     self.metrics.error(kind);
                     warn!(path = %path.display(), error = %e, "cannot open log file; will retry");
                 }
-                return;
+                return None;
             }
         };
         let meta = match file.metadata() {
@@ -652,7 +662,7 @@ impl Core {
                     self.metrics.error("read");
                     warn!(path = %path.display(), error = %e, "cannot stat log file; will retry");
                 }
-                return;
+                return None;
             }
         };
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
@@ -662,19 +672,40 @@ impl Core {
                 self.metrics.error("read");
                 warn!(path = %path.display(), error = %e, "cannot read log file; will retry");
             }
-            return;
+            return None;
         }
         self.warned_paths.remove(path);
         if head.contains(&0) {
             self.binary.insert((dev, ino), gi);
             self.metrics.error("binary");
             warn!(path = %path.display(), "not tailing a binary file (NUL bytes in its first KiB)");
-            return;
+            return None;
         }
         // Wait for a complete first line (or a full fingerprint) before fixing the identity.
         if head.len() < FINGERPRINT_LEN && !head.contains(&b'\n') {
-            return;
+            return None;
         }
+        Some(Probe {
+            file,
+            dev,
+            ino,
+            size,
+            head,
+        })
+    }
+
+    /// Open a newly found file and decide where to start reading it.
+    fn try_track(&mut self, gi: usize, path: &Path) {
+        let Some(Probe {
+            file,
+            dev,
+            ino,
+            size,
+            head,
+        }) = self.probe(gi, path)
+        else {
+            return;
+        };
         let known = self.checkpoints.values().find(|c| {
             c.dev == dev
                 && c.ino == ino
