@@ -342,6 +342,23 @@ fn limit_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits, r:
 
 const MAX_DEPTH: usize = 16;
 
+/// Cut the elements of a nested array or key-value list at `depth` to the limits; false
+/// when it is nested too deep to keep any.
+fn limit_nested<T>(values: &mut Vec<T>, depth: usize, limits: &Limits, r: &mut Report) -> bool {
+    if depth >= MAX_DEPTH {
+        values.clear();
+        r.limited += 1;
+        r.modified = true;
+        return false;
+    }
+    if values.len() > limits.max_attributes {
+        r.limited += (values.len() - limits.max_attributes) as u64;
+        values.truncate(limits.max_attributes);
+        r.modified = true;
+    }
+    true
+}
+
 fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) {
     match v.value.as_mut() {
         Some(any_value::Value::StringValue(s)) if s.len() > limits.max_attribute_length => {
@@ -359,32 +376,16 @@ fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) 
             r.modified = true;
         }
         Some(any_value::Value::ArrayValue(a)) => {
-            if depth >= MAX_DEPTH {
-                a.values.clear();
-                r.limited += 1;
-                r.modified = true;
+            if !limit_nested(&mut a.values, depth, limits, r) {
                 return;
-            }
-            if a.values.len() > limits.max_attributes {
-                r.limited += (a.values.len() - limits.max_attributes) as u64;
-                a.values.truncate(limits.max_attributes);
-                r.modified = true;
             }
             for x in &mut a.values {
                 limit_value(x, limits, r, depth + 1);
             }
         }
         Some(any_value::Value::KvlistValue(kv)) => {
-            if depth >= MAX_DEPTH {
-                kv.values.clear();
-                r.limited += 1;
-                r.modified = true;
+            if !limit_nested(&mut kv.values, depth, limits, r) {
                 return;
-            }
-            if kv.values.len() > limits.max_attributes {
-                r.limited += (kv.values.len() - limits.max_attributes) as u64;
-                kv.values.truncate(limits.max_attributes);
-                r.modified = true;
             }
             for x in &mut kv.values {
                 if let Some(v) = x.value.as_mut() {

@@ -86,6 +86,26 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// `metrics` under a resource with `attributes`, in the host metrics scope.
+fn under_resource(attributes: Vec<KeyValue>, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: SCOPE_NAME.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            }),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn read_into(path: impl AsRef<Path>, buf: &mut String) -> std::io::Result<()> {
     buf.clear();
     File::open(path)?.read_to_string(buf).map(|_| ())
@@ -362,26 +382,8 @@ impl HostMetrics {
             self.collect_network(&mut sys);
         }
         let mut resource_metrics = Vec::with_capacity(2);
-        let scope = || {
-            Some(InstrumentationScope {
-                name: SCOPE_NAME.into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                ..Default::default()
-            })
-        };
         if !sys.out.is_empty() {
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: self.resource.clone(),
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: sys.out,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            resource_metrics.push(under_resource(self.resource.clone(), sys.out));
         }
         if let Some((stat, pid)) = self.watched_process() {
             let mut proc = Metrics::new(now);
@@ -390,18 +392,7 @@ impl HostMetrics {
             attributes.retain(|a| a.key != "process.pid" && a.key != "process.executable.name");
             attributes.push(attr::int("process.pid", i64::from(pid)));
             attributes.push(attr::string("process.executable.name", &stat.comm));
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(Resource {
-                    attributes,
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: proc.out,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            resource_metrics.push(under_resource(attributes, proc.out));
         }
         ExportMetricsServiceRequest { resource_metrics }
     }

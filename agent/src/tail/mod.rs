@@ -1077,20 +1077,24 @@ impl<'a> BatchSink<'a> {
     }
 }
 
+/// `t` cannot be read now: counted and warned about once, tried again at the next poll.
+/// Returns false: nothing more is waiting.
+fn read_failed(t: &mut Tracked, metrics: &TailMetrics, e: &std::io::Error, what: &str) -> bool {
+    if !t.warned {
+        t.warned = true;
+        metrics.error("read");
+        warn!(path = %t.path.display(), error = %e, "{what}");
+    }
+    t.at_eof = true;
+    false
+}
+
 /// Read one chunk of `t`; true if more is waiting.
 fn read_file(t: &mut Tracked, buf: &mut [u8], sink: &mut BatchSink<'_>) -> bool {
     let label = &sink.group.label;
     let size = match t.file.metadata() {
         Ok(m) => m.len(),
-        Err(e) => {
-            if !t.warned {
-                t.warned = true;
-                sink.metrics.error("read");
-                warn!(path = %t.path.display(), error = %e, "cannot stat tailed file");
-            }
-            t.at_eof = true;
-            return false;
-        }
+        Err(e) => return read_failed(t, sink.metrics, &e, "cannot stat tailed file"),
     };
     if size < t.read_offset {
         sink.metrics
@@ -1114,13 +1118,7 @@ fn read_file(t: &mut Tracked, buf: &mut [u8], sink: &mut BatchSink<'_>) -> bool 
     let n = match t.file.read_at(&mut buf[..want], t.read_offset) {
         Ok(n) => n,
         Err(e) => {
-            if !t.warned {
-                t.warned = true;
-                sink.metrics.error("read");
-                warn!(path = %t.path.display(), error = %e, "cannot read tailed file; will retry");
-            }
-            t.at_eof = true;
-            return false;
+            return read_failed(t, sink.metrics, &e, "cannot read tailed file; will retry");
         }
     };
     t.warned = false;
