@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use lookout_proto::otlp::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -136,10 +137,15 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-fn fraction(s: &str) -> Result<f64, String> {
+/// A `--error-rate` or `--slow-rate` that is not a number in `[0, 1]`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a fraction between 0 and 1, got {0:?}")]
+struct FractionError(String);
+
+fn fraction(s: &str) -> Result<f64, FractionError> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("expected a fraction between 0 and 1, got {s:?}")),
+        _ => Err(FractionError(s.to_string())),
     }
 }
 
@@ -240,7 +246,8 @@ impl Rng {
     }
 }
 
-const SERVICES: [&str; 8] = [
+/// The services of the simulated shop.
+pub const SERVICES: [&str; 8] = [
     "frontend",
     "checkout",
     "payment",
@@ -258,7 +265,8 @@ const ROUTES: [&str; 6] = [
     "/api/stock/{sku}",
     "/",
 ];
-const WORDS: [&str; 40] = [
+/// Words log bodies and names are made of.
+pub const WORDS: [&str; 40] = [
     "request",
     "completed",
     "user",
@@ -307,30 +315,12 @@ fn s(v: impl Into<String>) -> Option<AnyValue> {
     })
 }
 
-fn kv(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: s(v),
-        ..Default::default()
-    }
-}
-
-fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 fn resource(service: &str, instance: usize) -> Option<Resource> {
     Some(Resource {
         attributes: vec![
-            kv("service.name", service),
-            kv("service.instance.id", format!("{service}-{instance}")),
-            kv("host.name", format!("node-{instance}")),
+            attr::string("service.name", service),
+            attr::string("service.instance.id", format!("{service}-{instance}")),
+            attr::string("host.name", format!("node-{instance}")),
         ],
         ..Default::default()
     })
@@ -521,6 +511,9 @@ struct GenStats {
     slow_traces: u64,
 }
 
+/// What failed in an operation: the exception type and message.
+type Failure = (&'static str, String);
+
 /// One trace under construction: what is still to inject, times relative to its start.
 struct TraceCtx {
     trace_id: Vec<u8>,
@@ -631,10 +624,13 @@ impl Gen {
         }
     }
 
-    fn group<T>(
+    /// Groups `items` by service, each group under one of its service's resources, and
+    /// wraps each group with `wrap`.
+    fn group<T, R>(
         &mut self,
         items: impl Iterator<Item = (Svc, T)>,
-    ) -> Vec<(Option<Resource>, Vec<T>)> {
+        wrap: impl Fn(Option<Resource>, Vec<T>) -> R,
+    ) -> Vec<R> {
         let mut by_service: [Vec<T>; SERVICES.len()] = Default::default();
         for (svc, item) in items {
             by_service[svc].push(item);
@@ -643,7 +639,7 @@ impl Gen {
         for (svc, items) in by_service.into_iter().enumerate() {
             if !items.is_empty() {
                 let r = self.resources.get(svc * 3 + self.rng.below(3)).cloned();
-                out.push((r, items));
+                out.push(wrap(r, items));
             }
         }
         out
@@ -657,42 +653,32 @@ impl Gen {
         {
             self.logs_ready += 1;
         }
-        ExportTraceServiceRequest {
-            resource_spans: self
-                .group(drained.into_iter())
-                .into_iter()
-                .map(|(resource, spans)| ResourceSpans {
-                    resource,
-                    scope_spans: vec![ScopeSpans {
-                        scope: scope(),
-                        spans,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        }
+        let resource_spans = self.group(drained.into_iter(), |resource, spans| ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans {
+                scope: scope(),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        ExportTraceServiceRequest { resource_spans }
     }
 
     fn take_logs(&mut self) -> ExportLogsServiceRequest {
         let n = self.batch.min(self.logs_ready);
         self.logs_ready -= n;
         let drained: Vec<(Svc, LogRecord)> = self.logs.drain(..n).map(|(_, s, l)| (s, l)).collect();
-        ExportLogsServiceRequest {
-            resource_logs: self
-                .group(drained.into_iter())
-                .into_iter()
-                .map(|(resource, log_records)| ResourceLogs {
-                    resource,
-                    scope_logs: vec![ScopeLogs {
-                        scope: scope(),
-                        log_records,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        }
+        let resource_logs = self.group(drained.into_iter(), |resource, log_records| ResourceLogs {
+            resource,
+            scope_logs: vec![ScopeLogs {
+                scope: scope(),
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        ExportLogsServiceRequest { resource_logs }
     }
 
     /// After a trace was generated with times relative to 0 and lasting `total`: shift
@@ -753,12 +739,12 @@ impl Gen {
         start: u64,
         must_fail: bool,
     ) -> (u64, bool) {
-        let (svc, rpc_service, method) = op.describe();
+        let (svc, _, method) = op.describe();
         let svc = self.svc(svc);
         let parent_is_root = parent.is_empty();
         let span_id = self.rng.id::<8>();
         let mut cursor = start + self.us(100, 1500);
-        let mut failed_by: Option<(&'static str, String)> = None;
+        let mut failed_by: Option<Failure> = None;
         let calls = op.calls();
         for (i, call) in calls.iter().enumerate() {
             if failed_by.is_some() {
@@ -767,152 +753,24 @@ impl Gen {
             let last = i + 1 == calls.len();
             // The failure, if any, is injected at a random call on the way down.
             let inject = t.fail && (last || self.chance(0.35));
-            match *call {
+            let (end, failure) = match *call {
                 Call::Rpc(callee, callee_op) => {
-                    let client_id = self.rng.id::<8>();
-                    let net = self.us(150, 900);
-                    let (server_end, failed) =
-                        self.serve(t, callee_op, client_id.clone(), cursor + net, inject);
-                    let end = server_end + self.us(100, 600);
-                    let (_, callee_service, callee_method) = callee_op.describe();
-                    let name = format!("{callee_service}/{callee_method}");
-                    let mut attributes = vec![
-                        kv("rpc.system", "grpc"),
-                        kv("rpc.service", callee_service),
-                        kv("rpc.method", callee_method),
-                        kv("server.address", SERVICES[self.svc(callee)]),
-                        kv_int("server.port", 8080),
-                        kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
-                    ];
-                    let status = if failed {
-                        attributes.push(kv("error.type", "INTERNAL"));
-                        error_status("INTERNAL")
-                    } else {
-                        None
-                    };
-                    self.push_span(
-                        Span {
-                            trace_id: t.trace_id.clone(),
-                            span_id: client_id,
-                            parent_span_id: span_id.clone(),
-                            name,
-                            kind: span::SpanKind::Client as i32,
-                            start_time_unix_nano: cursor,
-                            end_time_unix_nano: end,
-                            attributes,
-                            status,
-                            ..Default::default()
-                        },
-                        svc,
-                    );
-                    if failed {
-                        failed_by = Some((
-                            "RpcError",
-                            format!("{callee_service}/{callee_method} failed: INTERNAL"),
-                        ));
-                    }
-                    cursor = end;
+                    self.rpc_call(t, svc, &span_id, cursor, callee, callee_op, inject)
                 }
-                Call::Db(system, operation, table, query) => {
-                    let mut dur = self.us(200, 4000);
-                    if t.slow && self.chance(0.5) {
-                        t.slow = false;
-                        dur = self.us(800_000, 3_000_000);
-                    }
-                    let fail_here = inject && t.fail;
-                    let mut attributes = vec![
-                        kv("db.system.name", system),
-                        kv("db.operation.name", operation),
-                        kv("db.collection.name", table),
-                        kv("db.query.text", query),
-                        kv(
-                            "server.address",
-                            if system == "redis" {
-                                "redis"
-                            } else {
-                                "postgres"
-                            },
-                        ),
-                    ];
-                    let mut events = Vec::new();
-                    let mut status = None;
-                    if fail_here {
-                        t.fail = false;
-                        let (ty, msg) = DB_ERRORS[self.rng.below(DB_ERRORS.len())];
-                        attributes.push(kv("error.type", ty));
-                        events.push(exception(ty, msg, cursor + dur));
-                        status = error_status(msg);
-                        failed_by = Some((ty, msg.to_string()));
-                    }
-                    let name = format!("{operation} {table}");
-                    let id = self.rng.id::<8>();
-                    self.push_span(
-                        Span {
-                            trace_id: t.trace_id.clone(),
-                            span_id: id,
-                            parent_span_id: span_id.clone(),
-                            name,
-                            kind: span::SpanKind::Client as i32,
-                            start_time_unix_nano: cursor,
-                            end_time_unix_nano: cursor + dur,
-                            attributes,
-                            events,
-                            status,
-                            ..Default::default()
-                        },
-                        svc,
-                    );
-                    if self.with_logs && self.chance(0.1) {
-                        let body = format!("{operation} {table} took {:.2}ms", dur as f64 / 1e6);
-                        self.push_log(t, svc, &span_id, cursor + dur, 5, "DEBUG", body, "");
-                    }
-                    cursor += dur + self.us(20, 200);
-                }
+                Call::Db(system, operation, table, query) => self.db_call(
+                    t,
+                    svc,
+                    &span_id,
+                    cursor,
+                    [system, operation, table, query],
+                    inject,
+                ),
                 Call::External(http_method, host, path) => {
-                    let mut dur = self.us(15_000, 120_000);
-                    if t.slow && self.chance(0.7) {
-                        t.slow = false;
-                        dur = self.us(1_000_000, 4_000_000);
-                    }
-                    let fail_here = inject && t.fail;
-                    let code = if fail_here { 503 } else { 200 };
-                    let mut attributes = vec![
-                        kv("http.request.method", http_method),
-                        kv("url.full", format!("https://{host}{path}")),
-                        kv("server.address", host),
-                        kv_int("server.port", 443),
-                        kv_int("http.response.status_code", code),
-                    ];
-                    let mut events = Vec::new();
-                    let mut status = None;
-                    if fail_here {
-                        t.fail = false;
-                        let (ty, msg) = EXTERNAL_ERRORS[self.rng.below(EXTERNAL_ERRORS.len())];
-                        attributes.push(kv("error.type", "503"));
-                        events.push(exception(ty, msg, cursor + dur));
-                        status = error_status(msg);
-                        failed_by = Some((ty, msg.to_string()));
-                    }
-                    let id = self.rng.id::<8>();
-                    self.push_span(
-                        Span {
-                            trace_id: t.trace_id.clone(),
-                            span_id: id,
-                            parent_span_id: span_id.clone(),
-                            name: http_method.to_string(),
-                            kind: span::SpanKind::Client as i32,
-                            start_time_unix_nano: cursor,
-                            end_time_unix_nano: cursor + dur,
-                            attributes,
-                            events,
-                            status,
-                            ..Default::default()
-                        },
-                        svc,
-                    );
-                    cursor += dur + self.us(20, 200);
+                    self.external_call(t, svc, &span_id, cursor, [http_method, host, path], inject)
                 }
-            }
+            };
+            cursor = end;
+            failed_by = failure;
         }
         // Chosen to fail but nothing below did: this operation fails by itself.
         if must_fail && t.fail && failed_by.is_none() {
@@ -929,48 +787,10 @@ impl Gen {
         let end = cursor + self.us(100, 1500);
         let failed = failed_by.is_some();
         let mut events = Vec::new();
-        let (kind_name, mut attributes) = if rpc_service.is_empty() {
-            let path = if method.contains("{id}") {
-                format!("/api/products/{}", self.rng.below(10_000))
-            } else {
-                method.to_string()
-            };
-            (
-                format!("{} {method}", op.method()),
-                vec![
-                    kv("http.request.method", op.method()),
-                    kv("http.route", method),
-                    kv("url.path", path),
-                    kv("url.scheme", "https"),
-                    kv_int("http.response.status_code", if failed { 500 } else { 200 }),
-                    kv("server.address", "shop.example"),
-                    kv("network.protocol.version", "1.1"),
-                    kv(
-                        "client.address",
-                        format!("10.0.{}.{}", self.rng.below(256), self.rng.below(256)),
-                    ),
-                    kv(
-                        "user_agent.original",
-                        "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
-                    ),
-                ],
-            )
-        } else {
-            (
-                format!("{rpc_service}/{method}"),
-                vec![
-                    kv("rpc.system", "grpc"),
-                    kv("rpc.service", rpc_service),
-                    kv("rpc.method", method),
-                    kv_int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
-                    kv("server.address", SERVICES[svc]),
-                    kv_int("server.port", 8080),
-                ],
-            )
-        };
+        let (kind_name, mut attributes) = self.server_span_name_and_attributes(op, svc, failed);
         let mut status = None;
         if let Some((ty, msg)) = &failed_by {
-            attributes.push(kv("error.type", *ty));
+            attributes.push(attr::string("error.type", *ty));
             events.push(exception(ty, msg, end));
             status = error_status(msg);
             if self.with_logs {
@@ -1005,6 +825,239 @@ impl Gen {
         (end, failed)
     }
 
+    /// The name and attributes of the server span of `op` in `svc`: an HTTP route at the
+    /// frontend, a gRPC method elsewhere.
+    fn server_span_name_and_attributes(
+        &mut self,
+        op: Op,
+        svc: Svc,
+        failed: bool,
+    ) -> (String, Vec<KeyValue>) {
+        let (_, rpc_service, method) = op.describe();
+        if rpc_service.is_empty() {
+            let path = if method.contains("{id}") {
+                format!("/api/products/{}", self.rng.below(10_000))
+            } else {
+                method.to_string()
+            };
+            (
+                format!("{} {method}", op.method()),
+                vec![
+                    attr::string("http.request.method", op.method()),
+                    attr::string("http.route", method),
+                    attr::string("url.path", path),
+                    attr::string("url.scheme", "https"),
+                    attr::int("http.response.status_code", if failed { 500 } else { 200 }),
+                    attr::string("server.address", "shop.example"),
+                    attr::string("network.protocol.version", "1.1"),
+                    attr::string(
+                        "client.address",
+                        format!("10.0.{}.{}", self.rng.below(256), self.rng.below(256)),
+                    ),
+                    attr::string(
+                        "user_agent.original",
+                        "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+                    ),
+                ],
+            )
+        } else {
+            (
+                format!("{rpc_service}/{method}"),
+                vec![
+                    attr::string("rpc.system", "grpc"),
+                    attr::string("rpc.service", rpc_service),
+                    attr::string("rpc.method", method),
+                    attr::int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+                    attr::string("server.address", SERVICES[svc]),
+                    attr::int("server.port", 8080),
+                ],
+            )
+        }
+    }
+
+    /// A gRPC call to `callee_op` at `cursor` from the server span `parent` of `svc`, with
+    /// the callee's server span beneath it; returns its end and what failed, if anything.
+    #[allow(clippy::too_many_arguments)]
+    fn rpc_call(
+        &mut self,
+        t: &mut TraceCtx,
+        svc: Svc,
+        parent: &[u8],
+        cursor: u64,
+        callee: Svc,
+        callee_op: Op,
+        inject: bool,
+    ) -> (u64, Option<Failure>) {
+        let client_id = self.rng.id::<8>();
+        let net = self.us(150, 900);
+        let (server_end, failed) =
+            self.serve(t, callee_op, client_id.clone(), cursor + net, inject);
+        let end = server_end + self.us(100, 600);
+        let (_, callee_service, callee_method) = callee_op.describe();
+        let name = format!("{callee_service}/{callee_method}");
+        let mut attributes = vec![
+            attr::string("rpc.system", "grpc"),
+            attr::string("rpc.service", callee_service),
+            attr::string("rpc.method", callee_method),
+            attr::string("server.address", SERVICES[self.svc(callee)]),
+            attr::int("server.port", 8080),
+            attr::int("rpc.grpc.status_code", if failed { 13 } else { 0 }),
+        ];
+        let status = if failed {
+            attributes.push(attr::string("error.type", "INTERNAL"));
+            error_status("INTERNAL")
+        } else {
+            None
+        };
+        self.push_span(
+            Span {
+                trace_id: t.trace_id.clone(),
+                span_id: client_id,
+                parent_span_id: parent.to_vec(),
+                name,
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: cursor,
+                end_time_unix_nano: end,
+                attributes,
+                status,
+                ..Default::default()
+            },
+            svc,
+        );
+        let failure = failed.then(|| {
+            (
+                "RpcError",
+                format!("{callee_service}/{callee_method} failed: INTERNAL"),
+            )
+        });
+        (end, failure)
+    }
+
+    /// A database call at `cursor` from the server span `parent` of `svc`:
+    /// `[system, operation, collection, query]`; returns when the next call can start and
+    /// what failed, if anything.
+    fn db_call(
+        &mut self,
+        t: &mut TraceCtx,
+        svc: Svc,
+        parent: &[u8],
+        cursor: u64,
+        [system, operation, table, query]: [&'static str; 4],
+        inject: bool,
+    ) -> (u64, Option<Failure>) {
+        let mut failure = None;
+        let mut dur = self.us(200, 4000);
+        if t.slow && self.chance(0.5) {
+            t.slow = false;
+            dur = self.us(800_000, 3_000_000);
+        }
+        let fail_here = inject && t.fail;
+        let mut attributes = vec![
+            attr::string("db.system.name", system),
+            attr::string("db.operation.name", operation),
+            attr::string("db.collection.name", table),
+            attr::string("db.query.text", query),
+            attr::string(
+                "server.address",
+                if system == "redis" {
+                    "redis"
+                } else {
+                    "postgres"
+                },
+            ),
+        ];
+        let mut events = Vec::new();
+        let mut status = None;
+        if fail_here {
+            t.fail = false;
+            let (ty, msg) = DB_ERRORS[self.rng.below(DB_ERRORS.len())];
+            attributes.push(attr::string("error.type", ty));
+            events.push(exception(ty, msg, cursor + dur));
+            status = error_status(msg);
+            failure = Some((ty, msg.to_string()));
+        }
+        let name = format!("{operation} {table}");
+        let id = self.rng.id::<8>();
+        self.push_span(
+            Span {
+                trace_id: t.trace_id.clone(),
+                span_id: id,
+                parent_span_id: parent.to_vec(),
+                name,
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: cursor,
+                end_time_unix_nano: cursor + dur,
+                attributes,
+                events,
+                status,
+                ..Default::default()
+            },
+            svc,
+        );
+        if self.with_logs && self.chance(0.1) {
+            let body = format!("{operation} {table} took {:.2}ms", dur as f64 / 1e6);
+            self.push_log(t, svc, parent, cursor + dur, 5, "DEBUG", body, "");
+        }
+        (cursor + dur + self.us(20, 200), failure)
+    }
+
+    /// An HTTP call outside the shop at `cursor` from the server span `parent` of `svc`:
+    /// `[method, host, path]`; returns when the next call can start and what failed, if
+    /// anything.
+    fn external_call(
+        &mut self,
+        t: &mut TraceCtx,
+        svc: Svc,
+        parent: &[u8],
+        cursor: u64,
+        [http_method, host, path]: [&'static str; 3],
+        inject: bool,
+    ) -> (u64, Option<Failure>) {
+        let mut failure = None;
+        let mut dur = self.us(15_000, 120_000);
+        if t.slow && self.chance(0.7) {
+            t.slow = false;
+            dur = self.us(1_000_000, 4_000_000);
+        }
+        let fail_here = inject && t.fail;
+        let code = if fail_here { 503 } else { 200 };
+        let mut attributes = vec![
+            attr::string("http.request.method", http_method),
+            attr::string("url.full", format!("https://{host}{path}")),
+            attr::string("server.address", host),
+            attr::int("server.port", 443),
+            attr::int("http.response.status_code", code),
+        ];
+        let mut events = Vec::new();
+        let mut status = None;
+        if fail_here {
+            t.fail = false;
+            let (ty, msg) = EXTERNAL_ERRORS[self.rng.below(EXTERNAL_ERRORS.len())];
+            attributes.push(attr::string("error.type", "503"));
+            events.push(exception(ty, msg, cursor + dur));
+            status = error_status(msg);
+            failure = Some((ty, msg.to_string()));
+        }
+        let id = self.rng.id::<8>();
+        self.push_span(
+            Span {
+                trace_id: t.trace_id.clone(),
+                span_id: id,
+                parent_span_id: parent.to_vec(),
+                name: http_method.to_string(),
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: cursor,
+                end_time_unix_nano: cursor + dur,
+                attributes,
+                events,
+                status,
+                ..Default::default()
+            },
+            svc,
+        );
+        (cursor + dur + self.us(20, 200), failure)
+    }
+
     fn push_span(&mut self, span: Span, svc: Svc) {
         self.spans.push_back((svc, span));
     }
@@ -1021,9 +1074,9 @@ impl Gen {
         body: String,
         exception_type: &str,
     ) {
-        let mut attributes = vec![kv("code.function.name", "handle")];
+        let mut attributes = vec![attr::string("code.function.name", "handle")];
         if !exception_type.is_empty() {
-            attributes.push(kv("exception.type", exception_type));
+            attributes.push(attr::string("exception.type", exception_type));
         }
         self.logs.push_back((
             u64::MAX,
@@ -1071,9 +1124,9 @@ fn exception(ty: &str, message: &str, at: u64) -> span::Event {
         time_unix_nano: at,
         name: "exception".into(),
         attributes: vec![
-            kv("exception.type", ty),
-            kv("exception.message", message),
-            kv(
+            attr::string("exception.type", ty),
+            attr::string("exception.message", message),
+            attr::string(
                 "exception.stacktrace",
                 format!("{ty}: {message}\n\tat handle (server.rs:214)\n\tat serve (server.rs:88)"),
             ),
@@ -1096,6 +1149,24 @@ impl Request {
             Request::Traces(_) => 0,
             Request::Logs(_) => 1,
             Request::Metrics(_) => 2,
+        }
+    }
+
+    /// The OTLP/HTTP path and body of the request in `encoding`.
+    fn http_body(&self, encoding: EncodingArg) -> (&'static str, Vec<u8>) {
+        match (self, encoding) {
+            (Request::Traces(r), EncodingArg::Protobuf) => ("/v1/traces", r.encode_to_vec()),
+            (Request::Traces(r), EncodingArg::Json) => {
+                ("/v1/traces", lookout_proto::json::encode_traces(r))
+            }
+            (Request::Logs(r), EncodingArg::Protobuf) => ("/v1/logs", r.encode_to_vec()),
+            (Request::Logs(r), EncodingArg::Json) => {
+                ("/v1/logs", lookout_proto::json::encode_logs(r))
+            }
+            (Request::Metrics(r), EncodingArg::Protobuf) => ("/v1/metrics", r.encode_to_vec()),
+            (Request::Metrics(r), EncodingArg::Json) => {
+                ("/v1/metrics", lookout_proto::json::encode_metrics(r))
+            }
         }
     }
 
@@ -1159,17 +1230,17 @@ fn flat_trace_spans(rng: &mut Rng, out: &mut VecDeque<(Svc, Span)>, svc: Svc) {
             start_time_unix_nano: start,
             end_time_unix_nano: start + dur,
             attributes: vec![
-                kv("http.request.method", "GET"),
-                kv("http.route", route),
-                kv(
+                attr::string("http.request.method", "GET"),
+                attr::string("http.route", route),
+                attr::string(
                     "url.path",
                     route.replace("{id}", &rng.below(10_000).to_string()),
                 ),
-                kv_int("http.response.status_code", if failed { 500 } else { 200 }),
-                kv("server.address", SERVICES[rng.below(SERVICES.len())]),
-                kv("network.protocol.version", "1.1"),
-                kv("enduser.id", format!("user-{}", rng.below(100_000))),
-                kv_int("request.size", rng.below(64_000) as i64),
+                attr::int("http.response.status_code", if failed { 500 } else { 200 }),
+                attr::string("server.address", SERVICES[rng.below(SERVICES.len())]),
+                attr::string("network.protocol.version", "1.1"),
+                attr::string("enduser.id", format!("user-{}", rng.below(100_000))),
+                attr::int("request.size", rng.below(64_000) as i64),
             ],
             status: Some(if failed && i == 0 {
                 Status {
@@ -1212,9 +1283,9 @@ fn logs(rng: &mut Rng, n: usize, services: usize) -> ExportLogsServiceRequest {
                 severity_text: text.into(),
                 body: s(body),
                 attributes: vec![
-                    kv("http.route", ROUTES[rng.below(ROUTES.len())]),
-                    kv("enduser.id", format!("user-{}", rng.below(100_000))),
-                    kv("code.function", WORDS[rng.below(WORDS.len())]),
+                    attr::string("http.route", ROUTES[rng.below(ROUTES.len())]),
+                    attr::string("enduser.id", format!("user-{}", rng.below(100_000))),
+                    attr::string("code.function", WORDS[rng.below(WORDS.len())]),
                 ],
                 trace_id: if traced { rng.id::<16>() } else { Vec::new() },
                 span_id: if traced { rng.id::<8>() } else { Vec::new() },
@@ -1244,8 +1315,8 @@ fn metrics(rng: &mut Rng, n: usize, services: usize, start: u64) -> ExportMetric
         let take = (n - points).min(16);
         let attrs = |rng: &mut Rng, j: usize| {
             vec![
-                kv("http.route", ROUTES[j % ROUTES.len()]),
-                kv("zone", format!("z{}", rng.below(4))),
+                attr::string("http.route", ROUTES[j % ROUTES.len()]),
+                attr::string("zone", format!("z{}", rng.below(4))),
             ]
         };
         let data = match k % 3 {
@@ -1415,24 +1486,7 @@ impl Sender {
                 encoding,
                 gzip,
             } => {
-                let (path, body) = match (&req, *encoding) {
-                    (Request::Traces(r), EncodingArg::Protobuf) => {
-                        ("/v1/traces", r.encode_to_vec())
-                    }
-                    (Request::Traces(r), EncodingArg::Json) => {
-                        ("/v1/traces", lookout_proto::json::encode_traces(r))
-                    }
-                    (Request::Logs(r), EncodingArg::Protobuf) => ("/v1/logs", r.encode_to_vec()),
-                    (Request::Logs(r), EncodingArg::Json) => {
-                        ("/v1/logs", lookout_proto::json::encode_logs(r))
-                    }
-                    (Request::Metrics(r), EncodingArg::Protobuf) => {
-                        ("/v1/metrics", r.encode_to_vec())
-                    }
-                    (Request::Metrics(r), EncodingArg::Json) => {
-                        ("/v1/metrics", lookout_proto::json::encode_metrics(r))
-                    }
-                };
+                let (path, body) = req.http_body(*encoding);
                 let ct = match encoding {
                     EncodingArg::Protobuf => "application/x-protobuf",
                     EncodingArg::Json => "application/json",
@@ -1454,41 +1508,50 @@ impl Sender {
                 } else {
                     body
                 };
-                match rb.body(body).send().await {
-                    Ok(resp) if resp.status().is_success() => {
-                        let json = *encoding == EncodingArg::Json;
-                        let bytes = resp.bytes().await.unwrap_or_default();
-                        Outcome::Ok {
-                            rejected: http_rejected(&req, &bytes, json),
-                        }
-                    }
-                    Ok(resp) => {
-                        let code = resp.status().as_u16();
-                        let retry = matches!(code, 429 | 502 | 503 | 504).then(|| {
-                            let secs = resp
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse::<u64>().ok())
-                                .unwrap_or(1);
-                            Duration::from_secs(secs.min(30))
-                        });
-                        Outcome::Err {
-                            kind: format!("http {code}"),
-                            retry,
-                        }
-                    }
-                    Err(e) => Outcome::Err {
-                        kind: if e.is_connect() {
-                            "connect".into()
-                        } else {
-                            "transport".into()
-                        },
-                        retry: Some(Duration::from_millis(200)),
-                    },
-                }
+                let answer = rb.body(body).send().await;
+                http_outcome(answer, &req, *encoding == EncodingArg::Json).await
             }
         }
+    }
+}
+
+/// What an OTLP/HTTP answer to `req` means for the run.
+async fn http_outcome(
+    answer: Result<reqwest::Response, reqwest::Error>,
+    req: &Request,
+    json: bool,
+) -> Outcome {
+    match answer {
+        Ok(resp) if resp.status().is_success() => {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            Outcome::Ok {
+                rejected: http_rejected(req, &bytes, json),
+            }
+        }
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let retry = matches!(code, 429 | 502 | 503 | 504).then(|| {
+                let secs = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                Duration::from_secs(secs.min(30))
+            });
+            Outcome::Err {
+                kind: format!("http {code}"),
+                retry,
+            }
+        }
+        Err(e) => Outcome::Err {
+            kind: if e.is_connect() {
+                "connect".into()
+            } else {
+                "transport".into()
+            },
+            retry: Some(Duration::from_millis(200)),
+        },
     }
 }
 
@@ -1539,6 +1602,96 @@ struct Totals {
     traces: AtomicU64,
     error_traces: AtomicU64,
     slow_traces: AtomicU64,
+}
+
+impl Totals {
+    /// Count one answer of `items` items of `signal` (`size` bytes encoded); returns how
+    /// long to back off when the receiver asked for that.
+    fn count(&self, signal: usize, items: u64, size: u64, outcome: Outcome) -> Option<Duration> {
+        let sig = &self.signals[signal];
+        match outcome {
+            Outcome::Ok { rejected } => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.acked
+                    .fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
+                sig[1].fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
+                sig[2].fetch_add(1, Ordering::Relaxed);
+                self.rejected.fetch_add(rejected, Ordering::Relaxed);
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+                None
+            }
+            Outcome::Err { kind, retry } => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.errors.lock() {
+                    *e.entry(kind).or_default() += 1;
+                }
+                retry
+            }
+        }
+    }
+
+    /// Add what a finished worker measured and generated.
+    fn add_worker(&self, latencies_us: Vec<u32>, stats: &GenStats) {
+        if let Ok(mut all) = self.latencies_us.lock() {
+            all.extend(latencies_us);
+        }
+        self.traces.fetch_add(stats.traces, Ordering::Relaxed);
+        self.error_traces
+            .fetch_add(stats.error_traces, Ordering::Relaxed);
+        self.slow_traces
+            .fetch_add(stats.slow_traces, Ordering::Relaxed);
+    }
+
+    /// The run's summary, `elapsed` seconds after its start.
+    fn summary(&self, elapsed: f64, dry_run: bool) -> Summary {
+        let mut lat = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        lat.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+            f64::from(lat[i.min(lat.len() - 1)]) / 1000.0
+        };
+        let acked = self.acked.load(Ordering::Relaxed);
+        Summary {
+            items_sent: self.sent.load(Ordering::Relaxed),
+            items_acked: acked,
+            items_rejected: self.rejected.load(Ordering::Relaxed),
+            requests_ok: self.ok.load(Ordering::Relaxed),
+            requests_failed: self.failed.load(Ordering::Relaxed),
+            errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+            elapsed_s: elapsed,
+            items_per_s: acked as f64 / elapsed,
+            mb_per_s: self.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
+            latency_p50_ms: pct(0.5),
+            latency_p99_ms: pct(0.99),
+            latency_max_ms: lat.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
+            signals: SIGNAL_NAMES
+                .iter()
+                .zip(&self.signals)
+                .filter(|(_, c)| c[0].load(Ordering::Relaxed) > 0)
+                .map(|(name, c)| {
+                    (
+                        (*name).to_string(),
+                        SignalSummary {
+                            items_sent: c[0].load(Ordering::Relaxed),
+                            items_acked: c[1].load(Ordering::Relaxed),
+                            requests_ok: c[2].load(Ordering::Relaxed),
+                        },
+                    )
+                })
+                .collect(),
+            traces: self.traces.load(Ordering::Relaxed),
+            error_traces: self.error_traces.load(Ordering::Relaxed),
+            slow_traces: self.slow_traces.load(Ordering::Relaxed),
+            dry_run,
+        }
+    }
 }
 
 async fn sender(args: &Args) -> anyhow::Result<Sender> {
@@ -1622,10 +1775,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let req = generate(&args, &mut gen);
-                let sig = &totals.signals[req.signal()];
+                let signal = req.signal();
                 let items = args.batch as u64;
                 totals.sent.fetch_add(items, Ordering::Relaxed);
-                sig[0].fetch_add(items, Ordering::Relaxed);
+                totals.signals[signal][0].fetch_add(items, Ordering::Relaxed);
                 let t = Instant::now();
                 let (size, outcome) = match sender.as_mut() {
                     Some(sender) => (req.encoded_len() as u64, sender.send(req).await),
@@ -1638,39 +1791,12 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                     }
                 };
                 lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
-                match outcome {
-                    Outcome::Ok { rejected } => {
-                        totals.ok.fetch_add(1, Ordering::Relaxed);
-                        totals
-                            .acked
-                            .fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
-                        sig[1].fetch_add(items.saturating_sub(rejected), Ordering::Relaxed);
-                        sig[2].fetch_add(1, Ordering::Relaxed);
-                        totals.rejected.fetch_add(rejected, Ordering::Relaxed);
-                        totals.bytes.fetch_add(size, Ordering::Relaxed);
-                    }
-                    Outcome::Err { kind, retry } => {
-                        totals.failed.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut e) = totals.errors.lock() {
-                            *e.entry(kind).or_default() += 1;
-                        }
-                        if let Some(d) = retry {
-                            let until = (Instant::now() + d).min(deadline);
-                            tokio::time::sleep_until(until.into()).await;
-                        }
-                    }
+                if let Some(d) = totals.count(signal, items, size, outcome) {
+                    let until = (Instant::now() + d).min(deadline);
+                    tokio::time::sleep_until(until.into()).await;
                 }
             }
-            if let Ok(mut all) = totals.latencies_us.lock() {
-                all.extend(lat);
-            }
-            totals.traces.fetch_add(gen.stats.traces, Ordering::Relaxed);
-            totals
-                .error_traces
-                .fetch_add(gen.stats.error_traces, Ordering::Relaxed);
-            totals
-                .slow_traces
-                .fetch_add(gen.stats.slow_traces, Ordering::Relaxed);
+            totals.add_worker(lat, &gen.stats);
         }));
     }
     let progress = {
@@ -1698,54 +1824,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     }
     stop.store(true, Ordering::Relaxed);
     progress.abort();
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut lat = totals
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(lat[i.min(lat.len() - 1)]) / 1000.0
-    };
-    let acked = totals.acked.load(Ordering::Relaxed);
-    Ok(Summary {
-        items_sent: totals.sent.load(Ordering::Relaxed),
-        items_acked: acked,
-        items_rejected: totals.rejected.load(Ordering::Relaxed),
-        requests_ok: totals.ok.load(Ordering::Relaxed),
-        requests_failed: totals.failed.load(Ordering::Relaxed),
-        errors: totals.errors.lock().map(|e| e.clone()).unwrap_or_default(),
-        elapsed_s: elapsed,
-        items_per_s: acked as f64 / elapsed,
-        mb_per_s: totals.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
-        latency_p50_ms: pct(0.5),
-        latency_p99_ms: pct(0.99),
-        latency_max_ms: lat.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
-        signals: SIGNAL_NAMES
-            .iter()
-            .zip(&totals.signals)
-            .filter(|(_, c)| c[0].load(Ordering::Relaxed) > 0)
-            .map(|(name, c)| {
-                (
-                    (*name).to_string(),
-                    SignalSummary {
-                        items_sent: c[0].load(Ordering::Relaxed),
-                        items_acked: c[1].load(Ordering::Relaxed),
-                        requests_ok: c[2].load(Ordering::Relaxed),
-                    },
-                )
-            })
-            .collect(),
-        traces: totals.traces.load(Ordering::Relaxed),
-        error_traces: totals.error_traces.load(Ordering::Relaxed),
-        slow_traces: totals.slow_traces.load(Ordering::Relaxed),
-        dry_run: args.dry_run,
-    })
+    Ok(totals.summary(start.elapsed().as_secs_f64(), args.dry_run))
 }
 
 impl std::fmt::Display for Summary {

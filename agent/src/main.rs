@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lookout_agent::buffer::scan::{self, SegmentScan};
 use lookout_agent::buffer::Pos;
-use lookout_agent::server::{self, Listeners};
+use lookout_agent::server;
 use lookout_config::AgentConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -80,15 +80,9 @@ enum BufferAction {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread starts: files that libraries create (tantivy's index files) get
-    // 0640 and directories 0750 at most, like ours (see `fsutil`).
-    lookout_ingest::fsutil::set_umask(lookout_ingest::fsutil::RESTRICTIVE_UMASK);
-    // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
-    lookout_ingest::process::disable_transparent_huge_pages();
-    #[cfg(feature = "mimalloc")]
-    lookout_ingest::process::purge_freed_memory_promptly();
+    lookout_ingest::process::prepare_server_process();
     let args = Args::parse();
-    init_logging();
+    lookout_ingest::process::init_logging();
     let mut cfg: AgentConfig = lookout_config::load(args.config.as_deref())?;
     if let Some(a) = args.otlp_grpc {
         cfg.otlp_grpc = a;
@@ -105,8 +99,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(d) = args.buffer_dir {
         cfg.buffer_dir = d;
     }
-    lookout_config::Validate::validate(&cfg)
-        .map_err(|(key, reason)| anyhow::anyhow!("<flags>: key `{key}`: {reason}"))?;
+    lookout_config::Validate::validate(&cfg).map_err(|v| anyhow::anyhow!("<flags>: {v}"))?;
     if args.check_config {
         println!("{cfg:#?}");
         return Ok(());
@@ -122,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listeners = Listeners::bind(&cfg).await?;
+        let listeners = server::bind_listeners(&cfg).await?;
         let shutdown = CancellationToken::new();
         lookout_ingest::process::cancel_on_signals(shutdown.clone());
         server::run(cfg, listeners, shutdown).await
@@ -246,15 +239,4 @@ fn print_report(r: &Report) {
             "{n} damaged stretches found; `lookout-agent buffer verify --repair` removes them"
         ),
     }
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -1,7 +1,6 @@
 //! The running agent: receivers → disk buffer → shipper, plus the log tailer, host
 //! metrics, and `/metrics` + `/healthz`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +13,14 @@ use axum::routing::get;
 use axum::Router;
 use futures::future::BoxFuture;
 use lookout_config::AgentConfig;
+use lookout_ingest::net::{BindError, ServerListeners};
 use lookout_ingest::{
     self as ingest, Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics,
     SinkRequest,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::attr;
+use lookout_proto::otlp::common::v1::KeyValue;
 use prometheus::{Encoder, Registry};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, BufferMetrics, BufferOptions};
@@ -36,30 +36,18 @@ const DECODE_BUDGET: u64 = 64 << 20;
 /// `RETRY_AFTER`.
 const ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
-/// The agent's three listeners, bound before start-up so tests can use port 0.
-pub struct Listeners {
-    /// OTLP/gRPC.
-    pub grpc: TcpListener,
-    /// OTLP/HTTP.
-    pub http: TcpListener,
-    /// `/metrics` and `/healthz`.
-    pub api: TcpListener,
-}
+/// The agent's three listeners: OTLP/gRPC, OTLP/HTTP, and `/metrics` + `/healthz`.
+pub type Listeners = ServerListeners;
 
-impl Listeners {
-    /// Bind the configured addresses.
-    pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Self> {
-        let bind = |a: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a} ({what})"))
-        };
-        Ok(Self {
-            grpc: bind(cfg.otlp_grpc, "otlp_grpc").await?,
-            http: bind(cfg.otlp_http, "otlp_http").await?,
-            api: bind(cfg.api, "api").await?,
-        })
-    }
+/// Binds the configured addresses.
+pub async fn bind_listeners(cfg: &AgentConfig) -> Result<Listeners, BindError> {
+    ServerListeners::bind(
+        cfg.otlp_grpc,
+        cfg.otlp_http,
+        cfg.api,
+        "/metrics and /healthz",
+    )
+    .await
 }
 
 /// The receivers' sink: the disk buffer.
@@ -99,16 +87,6 @@ impl IngestSink for BufferSink {
     }
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// This machine's host name.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -135,13 +113,13 @@ pub fn resource_defaults(cfg: &AgentConfig) -> Vec<KeyValue> {
     };
     let mut out = Vec::new();
     if !r.service_name.is_empty() {
-        out.push(string_kv("service.name", &r.service_name));
+        out.push(attr::string("service.name", &r.service_name));
     }
-    out.push(string_kv("service.instance.id", &instance));
-    out.push(string_kv("host.name", &host));
+    out.push(attr::string("service.instance.id", &instance));
+    out.push(attr::string("host.name", &host));
     for (k, v) in &r.attributes {
         if !out.iter().any(|kv| &kv.key == k) {
-            out.push(string_kv(k, v));
+            out.push(attr::string(k, v));
         }
     }
     out
@@ -228,6 +206,109 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
     (StatusCode::OK, axum::Json(body))
 }
 
+/// Open the disk buffer (on a blocking thread: recovery reads every segment).
+async fn open_buffer(
+    cfg: &AgentConfig,
+    metrics: BufferMetrics,
+) -> anyhow::Result<(Buffer, crate::buffer::Recovery)> {
+    let opts = BufferOptions {
+        max_size: cfg.buffer.max_size.get(),
+        segment_size: cfg.buffer.segment_size.get(),
+        when_full: cfg.buffer.when_full,
+        fsync: cfg.buffer.fsync,
+        fsync_interval: cfg.buffer.fsync_interval.get(),
+    };
+    let dir = cfg.buffer_dir.join(crate::buffer::SUBDIR);
+    tokio::task::spawn_blocking(move || Buffer::open(&dir, opts, metrics))
+        .await?
+        .context("cannot open the disk buffer")
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until `token` is cancelled.
+fn spawn_api(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    token: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let api = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state);
+    tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    })
+}
+
+/// The OTLP/gRPC and OTLP/HTTP receivers, stopped together.
+struct Receivers {
+    token: CancellationToken,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Receivers {
+    /// Serve OTLP on both listeners into `ingest`.
+    fn spawn(
+        cfg: &AgentConfig,
+        grpc: tokio::net::TcpListener,
+        http: tokio::net::TcpListener,
+        ingest: Arc<Ingest>,
+        registry: &Registry,
+    ) -> anyhow::Result<Self> {
+        let token = CancellationToken::new();
+        // The receivers face the local service only: plain TCP, default connection limits.
+        let families =
+            lookout_ingest::net::ListenerMetricsVec::register(registry, "lookout_agent")?;
+        let setup = |name| lookout_ingest::net::ListenerSetup {
+            name,
+            tls: None,
+            limits: lookout_config::ConnectionLimits::default(),
+            metrics: families.listener(name),
+        };
+        let grpc_setup = setup("otlp_grpc");
+        let grpc_task = tokio::spawn(ingest::grpc::serve(
+            lookout_ingest::net::incoming(grpc, grpc_setup.clone(), token.clone()),
+            ingest.clone(),
+            ingest::grpc::GrpcOptions {
+                max_message_size: cfg.limits.max_request_size.as_usize(),
+                tokens: None,
+                unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
+                max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
+            },
+            token.clone().cancelled_owned(),
+        ));
+        let http_router = ingest::http::router(
+            ingest.clone(),
+            cfg.limits.max_request_size.as_usize(),
+            cfg.limits.max_decompressed_size.as_usize(),
+        );
+        let http_setup = setup("otlp_http");
+        let http_task = tokio::spawn(lookout_ingest::net::serve_http(
+            lookout_ingest::net::incoming(http, http_setup.clone(), token.clone()),
+            http_router,
+            http_setup.limits.clone(),
+            token.clone(),
+            std::time::Duration::from_secs(10),
+        ));
+        Ok(Self {
+            token,
+            grpc: grpc_task,
+            http: http_task,
+        })
+    }
+
+    /// Stop accepting; in-flight requests finish first.
+    async fn stop(self) {
+        self.token.cancel();
+        if let Ok(Err(e)) = self.grpc.await {
+            tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
+        }
+        let _ = self.http.await;
+    }
+}
+
 /// Run the agent until `shutdown` is cancelled, then stop cleanly: stop the receivers
 /// (in-flight requests finish and are buffered), flush the tailer, close the buffer and
 /// give requests to the collector a short grace period. Everything acknowledged is in
@@ -243,25 +324,9 @@ pub async fn run(
     let ship_metrics = ShipMetrics::new(&registry)?;
 
     let buffer_dir = cfg.buffer_dir.clone();
-    let bopts = BufferOptions {
-        max_size: cfg.buffer.max_size.get(),
-        segment_size: cfg.buffer.segment_size.get(),
-        when_full: cfg.buffer.when_full,
-        fsync: cfg.buffer.fsync,
-        fsync_interval: cfg.buffer.fsync_interval.get(),
-    };
-    let (buffer, recovery) = {
-        let dir = buffer_dir.join(crate::buffer::SUBDIR);
-        tokio::task::spawn_blocking(move || Buffer::open(&dir, bopts, buffer_metrics))
-            .await?
-            .context("cannot open the disk buffer")?
-    };
+    let (buffer, recovery) = open_buffer(&cfg, buffer_metrics).await?;
 
-    let (grpc_addr, http_addr, api_addr) = (
-        listeners.grpc.local_addr()?,
-        listeners.http.local_addr()?,
-        listeners.api.local_addr()?,
-    );
+    let (grpc_addr, http_addr, api_addr) = listeners.local_addrs()?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
         otlp_http = %http_addr,
@@ -278,19 +343,8 @@ pub async fn run(
         ready: ready.clone(),
         process: ProcessMetrics::new(&registry)?,
     };
-    let api = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(api_state);
     let api_token = shutdown.child_token();
-    let api_task = {
-        let t = api_token.clone();
-        tokio::spawn(async move {
-            axum::serve(listeners.api, api)
-                .with_graceful_shutdown(t.cancelled_owned())
-                .await
-        })
-    };
+    let api_task = spawn_api(listeners.api, api_state, api_token.clone());
 
     // Shipping runs until the very end.
     let ship_token = CancellationToken::new();
@@ -317,41 +371,7 @@ pub async fn run(
         budget,
         receiver_metrics,
     ));
-    let recv_token = CancellationToken::new();
-    // The receivers face the local service only: plain TCP, default connection limits.
-    let families = lookout_ingest::net::ListenerMetricsVec::register(&registry, "lookout_agent")?;
-    let setup = |name| lookout_ingest::net::ListenerSetup {
-        name,
-        tls: None,
-        limits: lookout_config::ConnectionLimits::default(),
-        metrics: families.listener(name),
-    };
-    let grpc_setup = setup("otlp_grpc");
-    let grpc_task = tokio::spawn(ingest::grpc::serve(
-        lookout_ingest::net::incoming(listeners.grpc, grpc_setup.clone(), recv_token.clone()),
-        ingest.clone(),
-        ingest::grpc::GrpcOptions {
-            max_message_size: cfg.limits.max_request_size.as_usize(),
-            tokens: None,
-            unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
-            max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
-        },
-        recv_token.clone().cancelled_owned(),
-    ));
-    let http_router = ingest::http::router(
-        ingest.clone(),
-        cfg.limits.max_request_size.as_usize(),
-        cfg.limits.max_decompressed_size.as_usize(),
-    );
-    let http_setup = setup("otlp_http");
-    let http_task = tokio::spawn(lookout_ingest::net::serve_http(
-        lookout_ingest::net::incoming(listeners.http, http_setup.clone(), recv_token.clone()),
-        http_router,
-        http_setup.limits.clone(),
-        recv_token.clone(),
-        std::time::Duration::from_secs(10),
-    ));
-    drop(ingest);
+    let receivers = Receivers::spawn(&cfg, listeners.grpc, listeners.http, ingest, &registry)?;
 
     let sources_token = CancellationToken::new();
     let sources = crate::sources::spawn(
@@ -368,11 +388,7 @@ pub async fn run(
     tracing::info!("ready");
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    recv_token.cancel();
-    if let Ok(Err(e)) = grpc_task.await {
-        tracing::warn!(error = %e, "OTLP/gRPC server stopped with an error");
-    }
-    let _ = http_task.await;
+    receivers.stop().await;
     sources_token.cancel();
     for t in sources {
         let _ = t.await;

@@ -190,6 +190,38 @@ enum Outcome {
     },
 }
 
+/// Persist the buffer's ack position every 200 ms until `token` is cancelled.
+fn spawn_ack_flusher(buffer: Buffer, token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !token.is_cancelled() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = token.cancelled() => break,
+            }
+            let b = buffer.clone();
+            match tokio::task::spawn_blocking(move || b.flush_ack()).await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot persist the buffer's ack position")
+                }
+                Err(e) => tracing::error!(error = %e, "ack flush task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    })
+}
+
+impl Outcome {
+    /// The `outcome` label of `lookout_agent_exporter_requests_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok { .. } => "ok",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Permanent { .. } => "dropped",
+        }
+    }
+}
+
 enum Client {
     /// The configured compression, and gzip for receivers that do not take zstd.
     Grpc {
@@ -277,6 +309,23 @@ struct Shipper {
     token: BearerToken,
 }
 
+/// Why the bearer token file cannot be used (the token itself is never in the message).
+#[derive(Debug, thiserror::Error)]
+enum TokenFileError {
+    #[error("cannot read {}: {error}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {reason}", .path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        reason: lookout_config::TokenError,
+    },
+    #[error("{}: not a valid header value", .0.display())]
+    NotAHeaderValue(std::path::PathBuf),
+}
+
 /// The bearer token of `exporter.bearer_token_file`, re-read after the collector refuses
 /// it so a rotated token is picked up without a restart.
 struct BearerToken {
@@ -298,13 +347,15 @@ impl BearerToken {
         })
     }
 
-    fn read(path: &std::path::Path) -> Result<http::HeaderValue, String> {
+    fn read(path: &std::path::Path) -> Result<http::HeaderValue, TokenFileError> {
+        let at = || path.to_path_buf();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|error| TokenFileError::Read { path: at(), error })?;
         let token = text.trim();
-        lookout_config::validate_token(token).map_err(|r| format!("{}: {r}", path.display()))?;
+        lookout_config::validate_token(token)
+            .map_err(|reason| TokenFileError::Invalid { path: at(), reason })?;
         let mut v = http::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| format!("{}: not a valid header value", path.display()))?;
+            .map_err(|_| TokenFileError::NotAHeaderValue(at()))?;
         v.set_sensitive(true);
         Ok(v)
     }
@@ -483,27 +534,7 @@ impl Shipper {
         shutdown: CancellationToken,
     ) {
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency as usize));
-        let flusher = {
-            let buffer = self.buffer.clone();
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                while !token.is_cancelled() {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = token.cancelled() => break,
-                    }
-                    let b = buffer.clone();
-                    match tokio::task::spawn_blocking(move || b.flush_ack()).await {
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "cannot persist the buffer's ack position")
-                        }
-                        Err(e) => tracing::error!(error = %e, "ack flush task failed"),
-                        Ok(Ok(())) => {}
-                    }
-                }
-            })
-        };
+        let flusher = spawn_ack_flusher(self.buffer.clone(), shutdown.clone());
         let lag = {
             let me = self.clone();
             let token = shutdown.clone();
@@ -536,19 +567,7 @@ impl Shipper {
             let Some((batch, end, first_time)) = next else {
                 break;
             };
-            {
-                let mut inf = self.inflight.lock();
-                if inf.slots.is_empty() {
-                    inf.base = batch.id;
-                }
-                inf.slots.push_back(Slot {
-                    start: batch.start,
-                    end,
-                    items: batch.items,
-                    first_time,
-                    done: false,
-                });
-            }
+            self.track(&batch, end, first_time);
             if batch.delivered {
                 self.metrics
                     .skipped_items
@@ -575,7 +594,27 @@ impl Shipper {
         while tasks.join_next().await.is_some() {}
         flusher.abort();
         lag.abort();
-        // Batches done behind one that was cut off: recorded, so a restart skips them.
+        self.persist_progress().await;
+    }
+
+    /// Note `batch` (ending at `end`, its oldest record from `first_time`) as in flight.
+    fn track(&self, batch: &Batch, end: Pos, first_time: u64) {
+        let mut inf = self.inflight.lock();
+        if inf.slots.is_empty() {
+            inf.base = batch.id;
+        }
+        inf.slots.push_back(Slot {
+            start: batch.start,
+            end,
+            items: batch.items,
+            first_time,
+            done: false,
+        });
+    }
+
+    /// At shutdown: persist the ack position, and the batches done behind one that was cut
+    /// off, so that a restart skips them.
+    async fn persist_progress(&self) {
         let delivered: Vec<Delivered> = self
             .inflight
             .lock()
@@ -639,12 +678,12 @@ impl Shipper {
             self.metrics
                 .request_seconds
                 .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .requests
+                .with_label_values(&[signal, outcome.label()])
+                .inc();
             match outcome {
                 Outcome::Ok { rejected, message } => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[signal, "ok"])
-                        .inc();
                     let accepted = batch.items.saturating_sub(rejected);
                     self.metrics
                         .sent_items
@@ -666,10 +705,6 @@ impl Shipper {
                 }
                 Outcome::Permanent { reason, why } => {
                     self.metrics
-                        .requests
-                        .with_label_values(&[signal, "dropped"])
-                        .inc();
-                    self.metrics
                         .dropped_items
                         .with_label_values(&[signal, reason])
                         .inc_by(batch.items);
@@ -677,10 +712,6 @@ impl Shipper {
                     break;
                 }
                 Outcome::Retry { hint, reason, why } => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[signal, "retry"])
-                        .inc();
                     self.metrics
                         .retries
                         .with_label_values(&[signal, reason])

@@ -7,70 +7,29 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use lookout_agent::loadgen::SERVICES;
 use lookout_collector::store::logs::LogQuery;
 use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex, WriterOptions};
 use lookout_collector::store::{DocMapper, LogStore, SpanStore};
 use lookout_collector::traces::assemble::assemble;
 use lookout_ingest::batch::Batch;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-const WORDS: [&str; 24] = [
-    "request",
-    "completed",
-    "user",
-    "cart",
-    "payment",
-    "declined",
-    "timeout",
-    "retry",
-    "cache",
-    "miss",
-    "database",
-    "query",
-    "slow",
-    "order",
-    "shipped",
-    "inventory",
-    "stock",
-    "reserved",
-    "token",
-    "expired",
-    "session",
-    "created",
-    "upstream",
-    "error",
-];
-const SERVICES: [&str; 8] = [
-    "frontend",
-    "checkout",
-    "payment",
-    "inventory",
-    "shipping",
-    "email",
-    "cart",
-    "ads",
-];
+/// The words of log bodies and names: the load generator's first 24, the set the
+/// figures in docs/BENCHMARKS.md were taken with.
+const WORDS: &[&str] = lookout_agent::loadgen::WORDS.split_at(24).0;
 
 fn env_count(name: &str) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
-}
-
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
 }
 
 /// A cheap deterministic generator (xorshift) so runs are comparable.
@@ -90,7 +49,7 @@ impl Gen {
 fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
     let records = (0..n)
         .map(|i| {
-            let body: Vec<&str> = (0..24).map(|_| g.pick(&WORDS)).collect();
+            let body: Vec<&str> = (0..24).map(|_| g.pick(WORDS)).collect();
             let sev = [9, 9, 9, 9, 9, 9, 5, 13, 17][(g.next() % 9) as usize];
             LogRecord {
                 time_unix_nano: t0 + i as u64,
@@ -103,9 +62,9 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
                     ))),
                 }),
                 attributes: vec![
-                    kv("http.route", format!("/api/{}", g.pick(&WORDS))),
-                    kv("enduser.id", format!("user-{}", g.next() % 10_000)),
-                    kv("http.request.method", "GET".into()),
+                    attr::string("http.route", format!("/api/{}", g.pick(WORDS))),
+                    attr::string("enduser.id", format!("user-{}", g.next() % 10_000)),
+                    attr::string("http.request.method", "GET"),
                 ],
                 trace_id: g.next().to_le_bytes().repeat(2),
                 span_id: g.next().to_le_bytes().to_vec(),
@@ -117,8 +76,8 @@ fn log_batch(g: &mut Gen, service: &str, n: usize, t0: u64) -> Batch {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
                 attributes: vec![
-                    kv("service.name", service.into()),
-                    kv("host.name", "bench".into()),
+                    attr::string("service.name", service),
+                    attr::string("host.name", "bench"),
                 ],
                 ..Default::default()
             }),
@@ -141,13 +100,13 @@ fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
             spans.push(Span {
                 trace_id: id.to_vec(),
                 span_id: g.next().to_le_bytes().to_vec(),
-                name: format!("GET /api/{}", g.pick(&WORDS)),
+                name: format!("GET /api/{}", g.pick(WORDS)),
                 kind: 2,
                 start_time_unix_nano: t0 + s,
                 end_time_unix_nano: t0 + s + g.next() % 1_000_000_000,
                 attributes: vec![
-                    kv("http.route", "/api".into()),
-                    kv("http.request.method", "GET".into()),
+                    attr::string("http.route", "/api"),
+                    attr::string("http.request.method", "GET"),
                 ],
                 ..Default::default()
             });
@@ -156,7 +115,7 @@ fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
     Batch::Traces(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", service.into())],
+                attributes: vec![attr::string("service.name", service)],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {

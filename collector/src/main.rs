@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lookout_collector::server::{self, Listeners};
-use lookout_config::{CollectorConfig, HumanDuration};
+use lookout_collector::server;
+use lookout_config::{CollectorConfig, DurationError, HumanDuration};
 use tokio_util::sync::CancellationToken;
 
 // glibc malloc spent a quarter of the ingest CPU in profiles; mimalloc is much cheaper for
@@ -51,20 +51,14 @@ struct Args {
     check_config: bool,
 }
 
-fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+fn parse_duration(s: &str) -> Result<HumanDuration, DurationError> {
     lookout_config::parse_duration(s).map(HumanDuration)
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread starts: files that libraries create (tantivy's index files) get
-    // 0640 and directories 0750 at most, like ours (see `fsutil`).
-    lookout_ingest::fsutil::set_umask(lookout_ingest::fsutil::RESTRICTIVE_UMASK);
-    // Huge pages would keep whole 2 MiB regions of a sparse heap resident.
-    lookout_ingest::process::disable_transparent_huge_pages();
-    #[cfg(feature = "mimalloc")]
-    lookout_ingest::process::purge_freed_memory_promptly();
+    lookout_ingest::process::prepare_server_process();
     let args = Args::parse();
-    init_logging();
+    lookout_ingest::process::init_logging();
     let mut cfg: CollectorConfig = lookout_config::load(args.config.as_deref())?;
     if let Some(a) = args.otlp_grpc {
         cfg.otlp.grpc = a;
@@ -91,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listeners = Listeners::bind(&cfg).await?;
+        let listeners = server::bind_listeners(&cfg).await?;
         let shutdown = CancellationToken::new();
         lookout_ingest::process::cancel_on_signals(shutdown.clone());
         let opts = server::RunOptions {
@@ -100,15 +94,4 @@ fn main() -> anyhow::Result<()> {
         };
         server::run(cfg, listeners, opts, shutdown).await
     })
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use lookout_config::CollectorConfig;
-use lookout_ingest::net::{self, ListenerSetup};
+use lookout_ingest::net::{self, BindError, ListenerSetup, ServerListeners};
 use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions, Signal};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,29 +44,17 @@ use crate::wal::{Checkpoints, Record, Wal, WalMetrics, WalOptions};
 const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The three listeners, bound before start-up so tests can use port 0.
-pub struct Listeners {
-    /// OTLP/gRPC.
-    pub grpc: TcpListener,
-    /// OTLP/HTTP.
-    pub http: TcpListener,
-    /// Query API.
-    pub api: TcpListener,
-}
+pub type Listeners = ServerListeners;
 
-impl Listeners {
-    /// Bind the addresses of `cfg`.
-    pub async fn bind(cfg: &CollectorConfig) -> anyhow::Result<Self> {
-        let bind = |addr: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for {what} on {addr}"))
-        };
-        Ok(Self {
-            grpc: bind(cfg.otlp.grpc, "OTLP/gRPC").await?,
-            http: bind(cfg.otlp.http, "OTLP/HTTP").await?,
-            api: bind(cfg.api.listen, "the query API").await?,
-        })
-    }
+/// Bind the OTLP and query API addresses of `cfg`.
+pub async fn bind_listeners(cfg: &CollectorConfig) -> Result<Listeners, BindError> {
+    ServerListeners::bind(
+        cfg.otlp.grpc,
+        cfg.otlp.http,
+        cfg.api.listen,
+        "the query API",
+    )
+    .await
 }
 
 /// Options of [`run`] besides the configuration.

@@ -11,7 +11,7 @@ use crate::host::HostMetricsConfig;
 use crate::server::{ClientTlsConfig, Headers};
 use crate::tail::TailConfig;
 use crate::units::{ByteSize, HumanDuration};
-use crate::Validate;
+use crate::{Validate, Violation};
 
 /// Configuration of `lookout-agent`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -197,9 +197,100 @@ impl Default for ExporterConfig {
     }
 }
 
+impl BufferConfig {
+    /// Check the values; keys in errors are relative to `[buffer]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        if self.segment_size.get() < 64 << 10 {
+            return err(
+                "segment_size",
+                format!("must be at least 64KiB, got {}", self.segment_size),
+            );
+        }
+        if self.max_size.get() < 2 * self.segment_size.get() {
+            return err(
+                "max_size",
+                format!(
+                    "must be at least twice buffer.segment_size ({}), got {}",
+                    self.segment_size, self.max_size
+                ),
+            );
+        }
+        if self.fsync == FsyncPolicy::Interval && self.fsync_interval.get().is_zero() {
+            return err("fsync_interval", "must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+impl ExporterConfig {
+    /// Check the values; keys in errors are relative to `[exporter]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        self.tls.validate_with_prefix("tls")?;
+        if self.bearer_token_file.is_some()
+            && self
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+        {
+            return err(
+                "bearer_token_file",
+                "conflicts with an `authorization` entry in exporter.headers; keep one".into(),
+            );
+        }
+        if self.max_batch_items == 0 {
+            return err("max_batch_items", "must be at least 1".into());
+        }
+        if self.max_batch_size.get() < 1024 {
+            return err(
+                "max_batch_size",
+                format!("must be at least 1KiB, got {}", self.max_batch_size),
+            );
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            return err(
+                "concurrency",
+                format!("must be between 1 and 256, got {}", self.concurrency),
+            );
+        }
+        if self.timeout.get().is_zero() {
+            return err("timeout", "must be greater than 0".into());
+        }
+        if self.retry_initial_interval.get().is_zero() {
+            return err("retry_initial_interval", "must be greater than 0".into());
+        }
+        if self.retry_max_interval.get() < self.retry_initial_interval.get() {
+            return err(
+                "retry_max_interval",
+                "must be at least exporter.retry_initial_interval".into(),
+            );
+        }
+        for (k, v) in &self.headers {
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return err(
+                    &format!("headers.{k}"),
+                    "header names are ASCII letters, digits, '-' and '_'".into(),
+                );
+            }
+            if v.bytes().any(|c| c < 0x20 && c != b'\t' || c == 0x7f) {
+                return err(
+                    &format!("headers.{k}"),
+                    "header values may not contain control characters".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Validate for AgentConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
             return err(
                 "collector",
@@ -213,85 +304,8 @@ impl Validate for AgentConfig {
             return err("buffer_dir", "must not be empty".into());
         }
         self.limits.validate_with_prefix("limits")?;
-        let b = &self.buffer;
-        if b.segment_size.get() < 64 << 10 {
-            return err(
-                "buffer.segment_size",
-                format!("must be at least 64KiB, got {}", b.segment_size),
-            );
-        }
-        if b.max_size.get() < 2 * b.segment_size.get() {
-            return err(
-                "buffer.max_size",
-                format!(
-                    "must be at least twice buffer.segment_size ({}), got {}",
-                    b.segment_size, b.max_size
-                ),
-            );
-        }
-        if b.fsync == FsyncPolicy::Interval && b.fsync_interval.get().is_zero() {
-            return err("buffer.fsync_interval", "must be greater than 0".into());
-        }
-        let e = &self.exporter;
-        e.tls.validate_with_prefix("exporter.tls")?;
-        if e.bearer_token_file.is_some()
-            && e.headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("authorization"))
-        {
-            return err(
-                "exporter.bearer_token_file",
-                "conflicts with an `authorization` entry in exporter.headers; keep one".into(),
-            );
-        }
-        if e.max_batch_items == 0 {
-            return err("exporter.max_batch_items", "must be at least 1".into());
-        }
-        if e.max_batch_size.get() < 1024 {
-            return err(
-                "exporter.max_batch_size",
-                format!("must be at least 1KiB, got {}", e.max_batch_size),
-            );
-        }
-        if e.concurrency == 0 || e.concurrency > 256 {
-            return err(
-                "exporter.concurrency",
-                format!("must be between 1 and 256, got {}", e.concurrency),
-            );
-        }
-        if e.timeout.get().is_zero() {
-            return err("exporter.timeout", "must be greater than 0".into());
-        }
-        if e.retry_initial_interval.get().is_zero() {
-            return err(
-                "exporter.retry_initial_interval",
-                "must be greater than 0".into(),
-            );
-        }
-        if e.retry_max_interval.get() < e.retry_initial_interval.get() {
-            return err(
-                "exporter.retry_max_interval",
-                "must be at least exporter.retry_initial_interval".into(),
-            );
-        }
-        for (k, v) in &e.headers {
-            if k.is_empty()
-                || !k
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-            {
-                return err(
-                    &format!("exporter.headers.{k}"),
-                    "header names are ASCII letters, digits, '-' and '_'".into(),
-                );
-            }
-            if v.bytes().any(|c| c < 0x20 && c != b'\t' || c == 0x7f) {
-                return err(
-                    &format!("exporter.headers.{k}"),
-                    "header values may not contain control characters".into(),
-                );
-            }
-        }
+        self.buffer.validate().map_err(|v| v.under("buffer"))?;
+        self.exporter.validate().map_err(|v| v.under("exporter"))?;
         for k in self.resource.attributes.keys() {
             if k.is_empty() {
                 return err(
@@ -302,10 +316,9 @@ impl Validate for AgentConfig {
         }
         self.host_metrics
             .validate()
-            .map_err(|(k, r)| (format!("host_metrics.{k}"), r))?;
+            .map_err(|v| v.under("host_metrics"))?;
         for (i, t) in self.tail.iter().enumerate() {
-            t.validate()
-                .map_err(|(k, r)| (format!("tail[{i}].{k}"), r))?;
+            t.validate().map_err(|v| v.under(&format!("tail[{i}]")))?;
         }
         Ok(())
     }
@@ -313,20 +326,17 @@ impl Validate for AgentConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::parse;
+    use crate::testing::{assert_refused_at, parsed};
 
     #[test]
     fn empty_config_equals_defaults() {
-        let c: AgentConfig = parse("", Path::new("a.toml")).expect("parse");
-        assert_eq!(c, AgentConfig::default());
+        assert_eq!(parsed::<AgentConfig>("a.toml", ""), AgentConfig::default());
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        for (text, key) in [
+        let cases = [
             ("[buffer]\nwhen_full = \"explode\"\n", "buffer.when_full"),
             ("[buffer]\nmax_size = \"1MiB\"\n", "buffer.max_size"),
             ("[exporter]\nconcurrency = 0\n", "exporter.concurrency"),
@@ -340,9 +350,8 @@ mod tests {
             ),
             ("[limits]\nmax_attributes = 0\n", "limits.max_attributes"),
             ("[buffer]\nfsync = \"sometimes\"\n", "buffer.fsync"),
-        ] {
-            let e = parse::<AgentConfig>(text, Path::new("a.toml")).expect_err(text);
-            assert_eq!(e.key(), Some(key), "{text}: {e}");
+        ];
+        for e in assert_refused_at::<AgentConfig>("a.toml", &cases) {
             assert!(e.to_string().starts_with("a.toml: key `"), "{e}");
         }
     }

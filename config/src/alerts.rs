@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::units::HumanDuration;
+use crate::Violation;
 
 /// How and how often rules are evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -268,15 +269,15 @@ fn default_group_by() -> Vec<String> {
     vec!["alertname".into()]
 }
 
-/// Semantic checks of `[alerting]`, `[[alerts]]` and `[receivers]`: `(key, reason)`.
+/// Semantic checks of `[alerting]`, `[[alerts]]` and `[receivers]`.
 pub(crate) fn validate(
     alerting: &AlertingConfig,
     rules: &[AlertRule],
     receivers: &BTreeMap<String, ReceiverConfig>,
-) -> Result<(), (String, String)> {
+) -> Result<(), Violation> {
     if alerting.evaluation_interval.get() < Duration::from_millis(100) {
-        return Err((
-            "alerting.evaluation_interval".into(),
+        return Err(Violation::new(
+            "alerting.evaluation_interval",
             format!(
                 "must be at least 100ms, got {}",
                 alerting.evaluation_interval
@@ -284,8 +285,8 @@ pub(crate) fn validate(
         ));
     }
     if !alerting.external_url.is_empty() && !is_http_url(&alerting.external_url) {
-        return Err((
-            "alerting.external_url".into(),
+        return Err(Violation::new(
+            "alerting.external_url",
             format!(
                 "expected an http:// or https:// URL, got {:?}",
                 alerting.external_url
@@ -293,148 +294,164 @@ pub(crate) fn validate(
         ));
     }
     for (name, r) in receivers {
-        let key = |k: &str| format!("receivers.{name}.{k}");
-        if !is_http_url(&r.url) {
-            return Err((
-                key("url"),
-                format!("expected an http:// or https:// URL, got {:?}", r.url),
-            ));
-        }
-        if r.timeout.get().is_zero() {
-            return Err((key("timeout"), "must be greater than 0".into()));
-        }
-        for net in &r.allowed_networks {
-            let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
-            if !ok {
-                return Err((
-                    key("allowed_networks"),
-                    format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
-                ));
-            }
-        }
-        if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
-            return Err((
-                key("max_backoff"),
-                format!(
-                    "must be at least initial_backoff ({}) and both greater than 0, got {}",
-                    r.initial_backoff, r.max_backoff
-                ),
-            ));
-        }
-        if r.repeat_interval.get() < Duration::from_secs(1) {
-            return Err((
-                key("repeat_interval"),
-                format!("must be at least 1s, got {}", r.repeat_interval),
-            ));
-        }
-        for (h, v) in &r.headers {
-            let valid_name = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid_name {
-                return Err((key("headers"), format!("invalid header name {h:?}")));
-            }
-            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err((
-                    key("headers"),
-                    format!("value of header {h:?} contains a control character"),
-                ));
-            }
-        }
+        validate_receiver(r).map_err(|v| v.under(&format!("receivers.{name}")))?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, r) in rules.iter().enumerate() {
-        let key = |k: &str| format!("alerts[{i}].{k}");
-        if r.name.is_empty()
-            || !r
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
-        {
-            return Err((
-                key("name"),
-                format!(
-                    "must be non-empty letters, digits, '_', '-', '.', ':'; got {:?}",
-                    r.name
-                ),
-            ));
-        }
+        let key = format!("alerts[{i}]");
+        // A name seen before passed the name checks then: this order reports what the
+        // checks in sequence would.
         if !seen.insert(r.name.as_str()) {
-            return Err((key("name"), format!("duplicate rule name {:?}", r.name)));
-        }
-        match (&r.signal, &r.metric) {
-            (None, None) => {
-                return Err((
-                    key("signal"),
-                    "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`".into(),
-                ))
-            }
-            (Some(_), Some(_)) => {
-                return Err((key("metric"), "`signal` and `metric` are exclusive".into()))
-            }
-            (Some(_), None) => {
-                if !r.matchers.is_empty() {
-                    return Err((key("matchers"), "only metric rules take matchers".into()));
-                }
-                if r.aggregation.is_some() {
-                    return Err((
-                        key("aggregation"),
-                        "only metric rules take an aggregation".into(),
-                    ));
-                }
-            }
-            (None, Some(m)) => {
-                if m.is_empty() {
-                    return Err((key("metric"), "must not be empty".into()));
-                }
-                if r.operation.is_some() {
-                    return Err((
-                        key("operation"),
-                        "metric rules select series with `matchers`, not `operation`".into(),
-                    ));
-                }
-            }
-        }
-        if !r.threshold.is_finite() {
-            return Err((
-                key("threshold"),
-                format!("must be a finite number, got {}", r.threshold),
+            return Err(Violation::new(
+                format!("{key}.name"),
+                format!("duplicate rule name {:?}", r.name),
             ));
         }
-        if r.window.get() < Duration::from_secs(1) {
-            return Err((
-                key("window"),
-                format!("must be at least 1s, got {}", r.window),
+        validate_rule(r, receivers).map_err(|v| v.under(&key))?;
+    }
+    Ok(())
+}
+
+/// Checks of one `[receivers.NAME]`; keys are relative to it.
+fn validate_receiver(r: &ReceiverConfig) -> Result<(), Violation> {
+    if !is_http_url(&r.url) {
+        return Err(Violation::new(
+            "url",
+            format!("expected an http:// or https:// URL, got {:?}", r.url),
+        ));
+    }
+    if r.timeout.get().is_zero() {
+        return Err(Violation::new("timeout", "must be greater than 0"));
+    }
+    for net in &r.allowed_networks {
+        let ok = net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            return Err(Violation::new(
+                "allowed_networks",
+                format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {net:?}"),
             ));
         }
-        if r.receivers.is_empty() {
-            return Err((key("receivers"), "name at least one receiver".into()));
+    }
+    if r.initial_backoff.get().is_zero() || r.max_backoff < r.initial_backoff {
+        return Err(Violation::new(
+            "max_backoff",
+            format!(
+                "must be at least initial_backoff ({}) and both greater than 0, got {}",
+                r.initial_backoff, r.max_backoff
+            ),
+        ));
+    }
+    if r.repeat_interval.get() < Duration::from_secs(1) {
+        return Err(Violation::new(
+            "repeat_interval",
+            format!("must be at least 1s, got {}", r.repeat_interval),
+        ));
+    }
+    for (h, v) in &r.headers {
+        let valid_name = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            return Err(Violation::new(
+                "headers",
+                format!("invalid header name {h:?}"),
+            ));
         }
-        for name in &r.receivers {
-            if !receivers.contains_key(name) {
-                let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
-                return Err((
-                    key("receivers"),
-                    format!("no receiver {name:?} (defined: {known:?}); add [receivers.{name}]"),
-                ));
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(Violation::new(
+                "headers",
+                format!("value of header {h:?} contains a control character"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks of one `[[alerts]]` rule; keys are relative to it.
+fn validate_rule(
+    r: &AlertRule,
+    receivers: &BTreeMap<String, ReceiverConfig>,
+) -> Result<(), Violation> {
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    {
+        return Err(Violation::new(
+            "name",
+            format!(
+                "must be non-empty letters, digits, '_', '-', '.', ':'; got {:?}",
+                r.name
+            ),
+        ));
+    }
+    match (&r.signal, &r.metric) {
+        (None, None) => {
+            return Err(Violation::new("signal", "set either `signal` (latency_p50, latency_p90, latency_p95, latency_p99, error_rate, request_rate) or `metric`"))
+        }
+        (Some(_), Some(_)) => {
+            return Err(Violation::new("metric", "`signal` and `metric` are exclusive"))
+        }
+        (Some(_), None) => {
+            if !r.matchers.is_empty() {
+                return Err(Violation::new("matchers", "only metric rules take matchers"));
+            }
+            if r.aggregation.is_some() {
+                return Err(Violation::new("aggregation", "only metric rules take an aggregation"));
             }
         }
-        for l in r.labels.keys() {
-            if l.is_empty()
-                || l.starts_with(|c: char| c.is_ascii_digit())
-                || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err((key("labels"), format!("invalid label name {l:?}")));
+        (None, Some(m)) => {
+            if m.is_empty() {
+                return Err(Violation::new("metric", "must not be empty"));
             }
-            if matches!(
-                l.as_str(),
-                "alertname" | "service" | "operation" | "severity"
-            ) {
-                return Err((
-                    key("labels"),
-                    format!("label {l:?} is set by the rule itself"),
-                ));
+            if r.operation.is_some() {
+                return Err(Violation::new("operation", "metric rules select series with `matchers`, not `operation`"));
             }
+        }
+    }
+    if !r.threshold.is_finite() {
+        return Err(Violation::new(
+            "threshold",
+            format!("must be a finite number, got {}", r.threshold),
+        ));
+    }
+    if r.window.get() < Duration::from_secs(1) {
+        return Err(Violation::new(
+            "window",
+            format!("must be at least 1s, got {}", r.window),
+        ));
+    }
+    if r.receivers.is_empty() {
+        return Err(Violation::new("receivers", "name at least one receiver"));
+    }
+    for name in &r.receivers {
+        if !receivers.contains_key(name) {
+            let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
+            return Err(Violation::new(
+                "receivers",
+                format!("no receiver {name:?} (defined: {known:?}); add [receivers.{name}]"),
+            ));
+        }
+    }
+    for l in r.labels.keys() {
+        if l.is_empty()
+            || l.starts_with(|c: char| c.is_ascii_digit())
+            || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Violation::new(
+                "labels",
+                format!("invalid label name {l:?}"),
+            ));
+        }
+        if matches!(
+            l.as_str(),
+            "alertname" | "service" | "operation" | "severity"
+        ) {
+            return Err(Violation::new(
+                "labels",
+                format!("label {l:?} is set by the rule itself"),
+            ));
         }
     }
     Ok(())
@@ -449,9 +466,8 @@ fn is_http_url(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::{parse, CollectorConfig};
+    use crate::testing::{parsed, refused};
+    use crate::CollectorConfig;
 
     const RECEIVER: &str = "[receivers.oncall]\nurl = \"http://127.0.0.1:9000/hook\"\n";
 
@@ -460,7 +476,7 @@ mod tests {
     }
 
     fn key_of(text: &str) -> (String, String) {
-        let e = parse::<CollectorConfig>(text, Path::new("c.toml")).expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", text);
         (e.key().unwrap_or_default().to_string(), e.to_string())
     }
 
@@ -484,7 +500,7 @@ receivers = ["oncall"]
 url = "http://127.0.0.1:9000/hook"
 headers = { Authorization = "Bearer secret" }
 "#;
-        let c: CollectorConfig = parse(text, Path::new("c.toml")).expect("parse");
+        let c: CollectorConfig = parsed("c.toml", text);
         let r = &c.alerts[0];
         assert_eq!(r.signal, Some(super::AlertSignal::LatencyP99));
         assert_eq!(r.threshold, 500.0);
@@ -536,7 +552,7 @@ headers = { Authorization = "Bearer secret" }
             "/hook\"\n",
             "/hook\"\nheaders = { Authorization = \"Bearer hook-secret\" }\n",
         );
-        let c = parse::<CollectorConfig>(&text, Path::new("c.toml")).expect("parses");
+        let c: CollectorConfig = parsed("c.toml", &text);
         let debug = format!("{c:#?}");
         assert!(debug.contains("Authorization"), "{debug}");
         assert!(!debug.contains("hook-secret"), "{debug}");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
 use crate::server::{AuthConfig, ConnectionLimits, TlsConfig};
 use crate::units::{ByteSize, HumanDuration};
-use crate::Validate;
+use crate::{Validate, Violation};
 
 /// Configuration of `lookout-collector`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -161,8 +161,8 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// Check the limits; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((format!("{prefix}.{k}"), r));
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(format!("{prefix}.{k}"), r));
         if self.max_request_size.get() < 1024 {
             return err(
                 "max_request_size",
@@ -366,9 +366,82 @@ impl Default for MetricsConfig {
     }
 }
 
+impl TracesConfig {
+    /// Check the values; keys in errors are relative to `[traces]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        if self.completion_window.get() < std::time::Duration::from_secs(1) {
+            return err(
+                "completion_window",
+                format!("must be at least 1s, got {}", self.completion_window),
+            );
+        }
+        if self.max_open_bytes.get() < (1 << 20) {
+            return err(
+                "max_open_bytes",
+                format!("must be at least 1MiB, got {}", self.max_open_bytes),
+            );
+        }
+        if self.red_window.get() < std::time::Duration::from_secs(60) {
+            return err(
+                "red_window",
+                format!("must be at least 1m, got {}", self.red_window),
+            );
+        }
+        if self.max_operations_per_service == 0 || self.max_services == 0 {
+            return err(
+                if self.max_services == 0 {
+                    "max_services"
+                } else {
+                    "max_operations_per_service"
+                },
+                "must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl IndexConfig {
+    /// Check the values; keys in errors are relative to `[index]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        if self.partition.get().as_secs() < 60 {
+            return err(
+                "partition",
+                format!("must be at least 1m, got {}", self.partition),
+            );
+        }
+        if self.commit_interval.get().is_zero() {
+            return err("commit_interval", "must be greater than 0".into());
+        }
+        if self.commit_docs == 0 {
+            return err("commit_docs", "must be at least 1".into());
+        }
+        if self.writer_threads == 0 || self.writer_threads > 16 {
+            return err(
+                "writer_threads",
+                format!("must be between 1 and 16, got {}", self.writer_threads),
+            );
+        }
+        // tantivy needs at least 15 MB of heap per indexing thread.
+        let per_thread = self.writer_memory.get() / self.writer_threads as u64;
+        if per_thread < 15_000_000 {
+            return err(
+                "writer_memory",
+                format!(
+                    "must be at least 15MB per writer thread ({} threads), got {}",
+                    self.writer_threads, self.writer_memory
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Validate for CollectorConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if self.retention.get().as_secs() < 60 {
             return err(
                 "retention",
@@ -399,35 +472,7 @@ impl Validate for CollectorConfig {
                 format!("must be at least 1MiB, got {}", self.wal.segment_size),
             );
         }
-        let t = &self.traces;
-        if t.completion_window.get() < std::time::Duration::from_secs(1) {
-            return err(
-                "traces.completion_window",
-                format!("must be at least 1s, got {}", t.completion_window),
-            );
-        }
-        if t.max_open_bytes.get() < (1 << 20) {
-            return err(
-                "traces.max_open_bytes",
-                format!("must be at least 1MiB, got {}", t.max_open_bytes),
-            );
-        }
-        if t.red_window.get() < std::time::Duration::from_secs(60) {
-            return err(
-                "traces.red_window",
-                format!("must be at least 1m, got {}", t.red_window),
-            );
-        }
-        if t.max_operations_per_service == 0 || t.max_services == 0 {
-            return err(
-                if t.max_services == 0 {
-                    "traces.max_services"
-                } else {
-                    "traces.max_operations_per_service"
-                },
-                "must be at least 1".into(),
-            );
-        }
+        self.traces.validate().map_err(|v| v.under("traces"))?;
         if self.metrics.stale_after.get() < std::time::Duration::from_secs(10) {
             return err(
                 "metrics.stale_after",
@@ -437,36 +482,7 @@ impl Validate for CollectorConfig {
         if self.metrics.max_series == 0 {
             return err("metrics.max_series", "must be at least 1".into());
         }
-        let i = &self.index;
-        if i.partition.get().as_secs() < 60 {
-            return err(
-                "index.partition",
-                format!("must be at least 1m, got {}", i.partition),
-            );
-        }
-        if i.commit_interval.get().is_zero() {
-            return err("index.commit_interval", "must be greater than 0".into());
-        }
-        if i.commit_docs == 0 {
-            return err("index.commit_docs", "must be at least 1".into());
-        }
-        if i.writer_threads == 0 || i.writer_threads > 16 {
-            return err(
-                "index.writer_threads",
-                format!("must be between 1 and 16, got {}", i.writer_threads),
-            );
-        }
-        // tantivy needs at least 15 MB of heap per indexing thread.
-        let per_thread = i.writer_memory.get() / i.writer_threads as u64;
-        if per_thread < 15_000_000 {
-            return err(
-                "index.writer_memory",
-                format!(
-                    "must be at least 15MB per writer thread ({} threads), got {}",
-                    i.writer_threads, i.writer_memory
-                ),
-            );
-        }
+        self.index.validate().map_err(|v| v.under("index"))?;
         if self.ingest.max_pending_bytes.get() < 1 << 20 {
             return err(
                 "ingest.max_pending_bytes",
@@ -482,22 +498,19 @@ impl Validate for CollectorConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::parse;
+    use crate::testing::{parsed, refused};
 
     #[test]
     fn empty_config_equals_defaults() {
-        let c: CollectorConfig = parse("", Path::new("c.toml")).expect("parse");
+        let c: CollectorConfig = parsed("c.toml", "");
         assert_eq!(c, CollectorConfig::default());
         assert!(c.validate().is_ok());
     }
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = parse::<CollectorConfig>("[otlp]\ngrcp = \"127.0.0.1:1\"\n", Path::new("c.toml"))
-            .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[otlp]\ngrcp = \"127.0.0.1:1\"\n");
         assert_eq!(e.key(), Some("otlp.grcp"));
         let msg = e.to_string();
         assert!(
@@ -509,43 +522,34 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key() {
-        let e =
-            parse::<CollectorConfig>("[limits]\nmax_attributes = \"many\"\n", Path::new("c.toml"))
-                .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[limits]\nmax_attributes = \"many\"\n");
         assert_eq!(e.key(), Some("limits.max_attributes"));
     }
 
     #[test]
     fn bad_units_name_key() {
-        let e = parse::<CollectorConfig>("retention = \"a week\"\n", Path::new("c.toml"))
-            .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "retention = \"a week\"\n");
         assert_eq!(e.key(), Some("retention"));
-        let e = parse::<CollectorConfig>(
-            "[limits]\nmax_request_size = \"4 parsecs\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("must fail");
+        let e =
+            refused::<CollectorConfig>("c.toml", "[limits]\nmax_request_size = \"4 parsecs\"\n");
         assert_eq!(e.key(), Some("limits.max_request_size"));
         assert!(e.to_string().contains("unknown size unit"), "{e}");
     }
 
     #[test]
     fn semantic_checks_name_key() {
-        let e = parse::<CollectorConfig>(
+        let e = refused::<CollectorConfig>(
+            "c.toml",
             "[limits]\nmax_request_size = \"8MiB\"\nmax_decompressed_size = \"4MiB\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("must fail");
+        );
         assert_eq!(e.key(), Some("limits.max_decompressed_size"));
-        let e =
-            parse::<CollectorConfig>("[index]\nwriter_memory = \"1MiB\"\n", Path::new("c.toml"))
-                .expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[index]\nwriter_memory = \"1MiB\"\n");
         assert_eq!(e.key(), Some("index.writer_memory"));
     }
 
     #[test]
     fn malformed_toml_is_refused() {
-        let e = parse::<CollectorConfig>("[otlp\n", Path::new("c.toml")).expect_err("must fail");
+        let e = refused::<CollectorConfig>("c.toml", "[otlp\n");
         assert!(e.to_string().starts_with("c.toml:"), "{e}");
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::units::HumanDuration;
+use crate::Violation;
 
 /// Host and process metrics (Linux: read from `/proc` and `statvfs`).
 ///
@@ -59,10 +60,10 @@ impl HostMetricsConfig {
     }
 
     /// Check the values; keys in errors are relative to `[host_metrics]`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), Violation> {
         if self.interval.get() < std::time::Duration::from_secs(1) {
-            return Err((
-                "interval".into(),
+            return Err(Violation::new(
+                "interval",
                 format!("must be at least 1s, got {}", self.interval),
             ));
         }
@@ -73,21 +74,18 @@ impl HostMetricsConfig {
         ];
         let set: Vec<&str> = given.iter().filter(|(on, _)| *on).map(|g| g.1).collect();
         if let [first, second, ..] = set.as_slice() {
-            return Err((
-                (*second).to_string(),
+            return Err(Violation::new(
+                *second,
                 format!(
                     "only one of pid, pid_file and process_name may be set, {first} is set too"
                 ),
             ));
         }
         if self.process_name.contains('/') || self.process_name.trim() != self.process_name {
-            return Err((
-                "process_name".into(),
-                format!(
+            return Err(Violation::new("process_name", format!(
                     "expected a process name as in /proc/PID/comm (no '/', no surrounding spaces), got {:?}",
                     self.process_name
-                ),
-            ));
+                )));
         }
         Ok(())
     }
@@ -95,27 +93,27 @@ impl HostMetricsConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::{parse, AgentConfig};
+    use crate::testing::{assert_refused_at, parsed};
+    use crate::AgentConfig;
 
     #[test]
     fn host_metrics_keys_parse_and_default() {
-        let c: AgentConfig = parse(
+        let c: AgentConfig = parsed(
+            "a.toml",
             "[host_metrics]\ninterval = \"30s\"\nprocess_name = \"nginx\"\nfilesystems = false\n",
-            Path::new("a.toml"),
-        )
-        .expect("parse");
+        );
         assert_eq!(c.host_metrics.interval.get().as_secs(), 30);
         assert_eq!(c.host_metrics.process_name, "nginx");
         assert!(!c.host_metrics.filesystems && c.host_metrics.disks && c.host_metrics.network);
-        let d: AgentConfig = parse("[host_metrics]\n", Path::new("a.toml")).expect("parse");
-        assert_eq!(d, AgentConfig::default());
+        assert_eq!(
+            parsed::<AgentConfig>("a.toml", "[host_metrics]\n"),
+            AgentConfig::default()
+        );
     }
 
     #[test]
     fn host_metrics_errors_name_their_key() {
-        for (text, key) in [
+        let cases = [
             (
                 "[host_metrics]\ninterval = \"100ms\"\n",
                 "host_metrics.interval",
@@ -134,9 +132,7 @@ mod tests {
             ),
             ("[host_metrics]\npid = -1\n", "host_metrics.pid"),
             ("[host_metrics]\ncpu = true\n", "host_metrics.cpu"),
-        ] {
-            let e = parse::<AgentConfig>(text, Path::new("a.toml")).expect_err(text);
-            assert_eq!(e.key(), Some(key), "{text}: {e}");
-        }
+        ];
+        assert_refused_at::<AgentConfig>("a.toml", &cases);
     }
 }

@@ -30,9 +30,12 @@ pub use collector::{
 pub use host::HostMetricsConfig;
 pub use server::{
     validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, Headers, Secret, TlsConfig,
+    TokenError,
 };
 pub use tail::TailConfig;
-pub use units::{parse_bytes, parse_duration, ByteSize, HumanDuration};
+pub use units::{
+    parse_bytes, parse_duration, ByteSize, ByteSizeError, DurationError, HumanDuration,
+};
 
 /// Configuration of `lookout-tui`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -60,10 +63,10 @@ impl Default for TuiConfig {
 }
 
 impl Validate for TuiConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Violation> {
         if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
-            return Err((
-                "collector".into(),
+            return Err(Violation::new(
+                "collector",
                 format!(
                     "expected an http:// or https:// URL, got {:?}",
                     self.collector
@@ -108,10 +111,38 @@ impl ConfigError {
     }
 }
 
-/// Semantic checks beyond types: returns `(key, reason)` of the first violation.
+/// A value that parsed but breaks a rule: the dotted key at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {reason}")]
+pub struct Violation {
+    /// Dotted path of the key at fault, e.g. `exporter.concurrency`.
+    pub key: String,
+    /// Why the value was refused.
+    pub reason: String,
+}
+
+impl Violation {
+    /// A violation of `key`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same violation with its key placed under `prefix` (`prefix.key`).
+    pub fn under(self, prefix: &str) -> Self {
+        Self {
+            key: format!("{prefix}.{}", self.key),
+            reason: self.reason,
+        }
+    }
+}
+
+/// Semantic checks beyond types.
 pub trait Validate {
-    /// Check the values; `Err((dotted_key, reason))` on the first problem.
-    fn validate(&self) -> Result<(), (String, String)>;
+    /// Check the values; the first broken rule is the error.
+    fn validate(&self) -> Result<(), Violation>;
 }
 
 /// Load a configuration from `path`, or the defaults when `path` is `None`.
@@ -170,7 +201,7 @@ where
     })?;
     value
         .validate()
-        .map_err(|(key, reason)| ConfigError::Invalid {
+        .map_err(|Violation { key, reason }| ConfigError::Invalid {
             file: origin.to_path_buf(),
             key,
             reason,
@@ -193,20 +224,59 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// What the tests of every configuration do: parse a document, expect it refused.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::fmt::Debug;
+    use std::path::Path;
+
+    use serde::de::DeserializeOwned;
+
+    use crate::{parse, ConfigError, Validate};
+
+    /// `text` parsed as a `T` from a file called `file`; the test fails if it is refused.
+    pub(crate) fn parsed<T: DeserializeOwned + Validate>(file: &str, text: &str) -> T {
+        parse(text, Path::new(file)).expect(text)
+    }
+
+    /// Why `text`, which must be refused as a `T` from a file called `file`, is refused.
+    pub(crate) fn refused<T: DeserializeOwned + Validate + Debug>(
+        file: &str,
+        text: &str,
+    ) -> ConfigError {
+        parse::<T>(text, Path::new(file)).expect_err(text)
+    }
+
+    /// Asserts that every `(text, key)` is refused naming `key`; returns the errors.
+    #[track_caller]
+    pub(crate) fn assert_refused_at<T: DeserializeOwned + Validate + Debug>(
+        file: &str,
+        cases: &[(&str, &str)],
+    ) -> Vec<ConfigError> {
+        cases
+            .iter()
+            .map(|(text, key)| {
+                let e = refused::<T>(file, text);
+                assert_eq!(e.key(), Some(*key), "{text}: {e}");
+                e
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{parsed, refused};
     use super::*;
 
     #[test]
     fn empty_tui_config_equals_defaults() {
-        let c: TuiConfig = parse("", Path::new("t.toml")).expect("parse");
-        assert_eq!(c, TuiConfig::default());
+        assert_eq!(parsed::<TuiConfig>("t.toml", ""), TuiConfig::default());
     }
 
     #[test]
     fn tui_refuses_non_http_collector() {
-        let e = parse::<TuiConfig>("collector = \"localhost:7070\"", Path::new("t.toml"))
-            .expect_err("must fail");
+        let e = refused::<TuiConfig>("t.toml", "collector = \"localhost:7070\"");
         assert_eq!(e.key(), Some("collector"));
         assert!(e.to_string().starts_with("t.toml: key `collector`:"), "{e}");
     }

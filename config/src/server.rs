@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::units::HumanDuration;
+use crate::Violation;
 
 /// A secret string (a bearer token): never printed by `Debug`, so a logged config does
 /// not leak it.
@@ -83,22 +84,22 @@ fn default_reload_interval() -> HumanDuration {
 
 impl TlsConfig {
     /// Check the settings; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
         let key = |k: &str| format!("{prefix}.{k}");
         if self.cert_file.as_os_str().is_empty() {
-            return Err((key("cert_file"), "must not be empty".into()));
+            return Err(Violation::new(key("cert_file"), "must not be empty"));
         }
         if self.key_file.as_os_str().is_empty() {
-            return Err((key("key_file"), "must not be empty".into()));
+            return Err(Violation::new(key("key_file"), "must not be empty"));
         }
         if !matches!(self.min_version.as_str(), "1.2" | "1.3") {
-            return Err((
+            return Err(Violation::new(
                 key("min_version"),
                 format!("expected \"1.2\" or \"1.3\", got {:?}", self.min_version),
             ));
         }
         if self.reload_interval.get() < std::time::Duration::from_secs(1) {
-            return Err((
+            return Err(Violation::new(
                 key("reload_interval"),
                 format!("must be at least 1s, got {}", self.reload_interval),
             ));
@@ -120,34 +121,46 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// Check the settings; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
         for (i, t) in self.tokens.iter().enumerate() {
-            validate_token(t.expose()).map_err(|r| (format!("{prefix}.tokens[{i}]"), r))?;
+            validate_token(t.expose())
+                .map_err(|r| Violation::new(format!("{prefix}.tokens[{i}]"), r.to_string()))?;
         }
         if self
             .tokens_file
             .as_ref()
             .is_some_and(|p| p.as_os_str().is_empty())
         {
-            return Err((format!("{prefix}.tokens_file"), "must not be empty".into()));
+            return Err(Violation::new(
+                format!("{prefix}.tokens_file"),
+                "must not be empty",
+            ));
         }
         Ok(())
     }
 }
 
-/// Why `token` cannot be a bearer token (RFC 6750 `b64token` characters, 16+ long).
-pub fn validate_token(token: &str) -> Result<(), String> {
+/// Why a string cannot be a bearer token (the token itself is never part of the message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Shorter than 16 characters.
+    #[error("a token must be at least 16 characters, got {0}")]
+    TooShort(usize),
+    /// A character outside RFC 6750's `b64token` set.
+    #[error("a token may contain only letters, digits and -._~+/=")]
+    BadCharacter,
+}
+
+/// Checks that `token` can be a bearer token (RFC 6750 `b64token` characters, 16+ long).
+pub fn validate_token(token: &str) -> Result<(), TokenError> {
     if token.len() < 16 {
-        return Err(format!(
-            "a token must be at least 16 characters, got {}",
-            token.len()
-        ));
+        return Err(TokenError::TooShort(token.len()));
     }
     if !token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
     {
-        return Err("a token may contain only letters, digits and -._~+/=".into());
+        return Err(TokenError::BadCharacter);
     }
     Ok(())
 }
@@ -181,22 +194,20 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Check the settings; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
+        let key = |k: &str| format!("{prefix}.{k}");
         if self.max_connections == 0 {
-            return Err((
-                format!("{prefix}.max_connections"),
-                "must be at least 1".into(),
-            ));
+            return Err(Violation::new(key("max_connections"), "must be at least 1"));
         }
         if self.header_read_timeout.get() < std::time::Duration::from_millis(100) {
-            return Err((
-                format!("{prefix}.header_read_timeout"),
+            return Err(Violation::new(
+                key("header_read_timeout"),
                 format!("must be at least 100ms, got {}", self.header_read_timeout),
             ));
         }
         if self.idle_timeout < self.header_read_timeout {
-            return Err((
-                format!("{prefix}.idle_timeout"),
+            return Err(Violation::new(
+                key("idle_timeout"),
                 format!(
                     "must be at least header_read_timeout ({}), got {}",
                     self.header_read_timeout, self.idle_timeout
@@ -204,9 +215,9 @@ impl ConnectionLimits {
             ));
         }
         if self.max_concurrent_streams == 0 {
-            return Err((
-                format!("{prefix}.max_concurrent_streams"),
-                "must be at least 1".into(),
+            return Err(Violation::new(
+                key("max_concurrent_streams"),
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -229,11 +240,11 @@ pub struct ClientTlsConfig {
 
 impl ClientTlsConfig {
     /// Check the settings; keys in errors are `PREFIX.key`.
-    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), (String, String)> {
+    pub fn validate_with_prefix(&self, prefix: &str) -> Result<(), Violation> {
         if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err((
+            return Err(Violation::new(
                 format!("{prefix}.key_file"),
-                "cert_file and key_file go together".into(),
+                "cert_file and key_file go together",
             ));
         }
         Ok(())

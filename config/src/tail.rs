@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::units::{ByteSize, HumanDuration};
+use crate::Violation;
 
 /// Smallest accepted `max_line_length`.
 const MIN_LINE_LENGTH: u64 = 16;
@@ -89,8 +90,8 @@ impl TailConfig {
     }
 
     /// Check the values; keys in errors are relative to the entry.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
         if self.paths.is_empty() {
             return err("paths", "at least one glob pattern is needed".into());
         }
@@ -150,18 +151,13 @@ impl TailConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::{parse, AgentConfig};
+    use crate::testing::{parsed, refused};
+    use crate::AgentConfig;
 
     #[test]
     fn empty_entry_is_defaults_plus_paths() {
-        let c: AgentConfig = parse(
-            "[[tail]]\npaths = [\"/var/log/*.log\"]\n",
-            Path::new("a.toml"),
-        )
-        .expect("parse");
+        let c: AgentConfig = parsed("a.toml", "[[tail]]\npaths = [\"/var/log/*.log\"]\n");
         let want = TailConfig {
             paths: vec!["/var/log/*.log".into()],
             ..TailConfig::default()
@@ -189,7 +185,7 @@ timeout = "1s"
 
     #[test]
     fn documented_block_is_the_defaults() {
-        let c: AgentConfig = parse(DOCUMENTED, Path::new("a.toml")).expect("parse");
+        let c: AgentConfig = parsed("a.toml", DOCUMENTED);
         let want = TailConfig {
             paths: vec!["/var/log/shop/*.log".into()],
             ..TailConfig::default()
@@ -213,7 +209,7 @@ poll_interval = "100ms"
 start_pattern = '^\d{4}-'
 timeout = "2s"
 "#;
-        let c: AgentConfig = parse(text, Path::new("a.toml")).expect("parse");
+        let c: AgentConfig = parsed("a.toml", text);
         let t = &c.tail[0];
         assert!(t.starts_at_beginning());
         assert!(t.is_json());
@@ -273,7 +269,7 @@ timeout = "2s"
             ),
         ] {
             let text = format!("[[tail]]\n{body}\n");
-            let e = parse::<AgentConfig>(&text, Path::new("a.toml")).expect_err(&text);
+            let e = refused::<AgentConfig>("a.toml", &text);
             assert_eq!(e.key(), Some(key), "{text}: {e}");
             assert!(e.to_string().contains(reason), "{text}: {e}");
         }

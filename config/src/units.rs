@@ -31,14 +31,32 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing but white space.
+    #[error("empty duration")]
+    Empty,
+    /// Not humantime syntax.
+    #[error("invalid duration {input:?} ({reason}); expected e.g. 250ms, 30s, 15m, 7d")]
+    Invalid {
+        /// The text as given, trimmed.
+        input: String,
+        /// What humantime found wrong.
+        reason: humantime::DurationError,
+    },
+}
+
 /// Parse a duration such as `250ms`, `2s`, `15m`, `2h`, `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("invalid duration {s:?} ({e}); expected e.g. 250ms, 30s, 15m, 7d"))
+    humantime::parse_duration(s).map_err(|reason| DurationError::Invalid {
+        input: s.to_string(),
+        reason,
+    })
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -85,14 +103,33 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Why a byte size was refused; each variant holds the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    /// No number in front.
+    #[error("invalid size {0:?}; expected e.g. 4MiB, 512KiB or a byte count")]
+    Invalid(String),
+    /// A unit that is none of the known ones.
+    #[error("unknown size unit {unit:?} in {input:?}; use B, KiB, MiB, GiB, KB, MB or GB")]
+    UnknownUnit {
+        /// The unit, trimmed.
+        unit: String,
+        /// The whole text.
+        input: String,
+    },
+    /// More bytes than a `u64` holds.
+    #[error("size {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parse a byte size: `1048576`, `4MiB`, `512KiB`, `1GB`, `64 MB`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, ByteSizeError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("invalid size {s:?}; expected e.g. 4MiB, 512KiB or a byte count"))?;
+        .map_err(|_| ByteSizeError::Invalid(s.to_string()))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" => 1 << 10,
@@ -102,13 +139,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, KB, MB or GB"
-            ))
+            return Err(ByteSizeError::UnknownUnit {
+                unit: other.to_string(),
+                input: s.to_string(),
+            })
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .ok_or_else(|| ByteSizeError::TooLarge(s.to_string()))
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -142,6 +180,10 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert!(parse_bytes("99999999999999999999GiB").is_err());
         assert_eq!(ByteSize::mib(4).to_string(), "4MiB");
+        assert_eq!(
+            parse_bytes("4 parsecs").map_err(|e| e.to_string()),
+            Err("unknown size unit \"parsecs\" in \"4 parsecs\"; use B, KiB, MiB, GiB, KB, MB or GB".into())
+        );
     }
 
     #[test]
@@ -150,5 +192,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(
+            parse_duration("soon").map_err(|e| e.to_string()),
+            Err("invalid duration \"soon\" (expected number at 0); expected e.g. 250ms, 30s, 15m, 7d".into())
+        );
     }
 }

@@ -5,6 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use lookout_proto::api::{
+    AlertsResponse, DependenciesResponse, ServicesResponse, TraceResponse, TracesResponse,
+};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::client::{Fetch, FetchError, Fetched, LogsMode};
@@ -289,7 +292,7 @@ impl App {
                 Some(Fetch::Traces { query, seq })
             }
             Err(e) => {
-                self.traces.error = Some(e);
+                self.traces.error = Some(e.to_string());
                 self.traces.loading = false;
                 None
             }
@@ -861,8 +864,48 @@ impl App {
 
     /// Take an answer from the fetcher; returns follow-up fetches.
     pub fn on_fetched(&mut self, f: Fetched, took: Duration) -> Vec<Fetch> {
+        self.note_connection(f.error(), took);
+        // Unreachable: keep what is shown; the next tick retries.
+        let unreachable = f.error().is_some_and(FetchError::is_unreachable);
+        match f {
+            Fetched::Services(r) => self.on_services(r, unreachable),
+            Fetched::Logs { result, mode, seq } => {
+                if unreachable {
+                    if seq == self.logs.seq {
+                        self.logs.loading = false;
+                        self.logs.loading_older = false;
+                    }
+                } else {
+                    self.logs.on_answer(seq, mode, result);
+                    // A short first page with the cursor near its end: keep filling.
+                    if let Some(f) = self.fetch_older_logs() {
+                        return vec![f];
+                    }
+                }
+            }
+            Fetched::Traces { result, seq } => self.on_traces(result, seq, unreachable),
+            Fetched::Trace { result, seq } => return self.on_trace(result, seq, unreachable),
+            Fetched::SpanLogs { result, seq } => {
+                if let Some(o) = self.traces.open.as_mut() {
+                    if seq == o.span_logs_seq {
+                        let span = o
+                            .selected_span()
+                            .map(|s| s.span_id.clone())
+                            .unwrap_or_default();
+                        o.span_logs = Some((span, result.map(|r| r.logs)));
+                    }
+                }
+            }
+            Fetched::Dependencies(r) => self.on_dependencies(r, unreachable),
+            Fetched::Alerts(r) => self.on_alerts(r, unreachable),
+        }
+        Vec::new()
+    }
+
+    /// Count the request and update the connection state from its outcome.
+    fn note_connection(&mut self, error: Option<&FetchError>, took: Duration) {
         self.requests.0 += 1;
-        match f.error() {
+        match error {
             Some(FetchError::Unreachable(e)) => {
                 self.requests.1 += 1;
                 self.conn = match &self.conn {
@@ -886,133 +929,114 @@ impl App {
             }
             None => self.conn = Conn::Up { latency: took },
         }
-        // Unreachable: keep what is shown; the next tick retries.
-        let unreachable = f.error().is_some_and(FetchError::is_unreachable);
-        let msg = |e: FetchError| e.to_string();
-        match f {
-            Fetched::Services(r) => {
-                self.services_inflight = false;
-                match r {
-                    Ok(d) => {
-                        let keep = self.services.selected();
-                        self.services.data = Some(d);
-                        self.services.error = None;
-                        if let Some(k) = keep {
-                            let rows = self.services.rows();
-                            let n = rows.len();
-                            if let Some(i) = rows.iter().position(|s| s.service == k) {
-                                self.services.sel.select(i, n);
-                            }
-                        }
-                    }
-                    Err(e) if !unreachable => self.services.error = Some(msg(e)),
-                    Err(_) => {}
-                }
-            }
-            Fetched::Logs { result, mode, seq } => {
-                if unreachable {
-                    if seq == self.logs.seq {
-                        self.logs.loading = false;
-                        self.logs.loading_older = false;
-                    }
-                } else {
-                    self.logs.on_answer(seq, mode, result.map_err(msg));
-                    // A short first page with the cursor near its end: keep filling.
-                    if let Some(f) = self.fetch_older_logs() {
-                        return vec![f];
+    }
+
+    fn on_services(&mut self, r: Result<ServicesResponse, FetchError>, unreachable: bool) {
+        self.services_inflight = false;
+        match r {
+            Ok(d) => {
+                let keep = self.services.selected();
+                self.services.data = Some(d);
+                self.services.error = None;
+                if let Some(k) = keep {
+                    let rows = self.services.rows();
+                    let n = rows.len();
+                    if let Some(i) = rows.iter().position(|s| s.service == k) {
+                        self.services.sel.select(i, n);
                     }
                 }
             }
-            Fetched::Traces { result, seq } => {
-                if seq == self.traces.seq {
-                    self.traces.loading = false;
-                    match result {
-                        Ok(d) => {
-                            let keep = self.traces.selected_id();
-                            let n = d.traces.len();
-                            let idx = keep
-                                .and_then(|k| d.traces.iter().position(|t| t.trace_id == k))
-                                .unwrap_or(0);
-                            self.traces.list = Some(d);
-                            self.traces.sel.select(idx, n);
-                            self.traces.error = None;
-                        }
-                        Err(e) if !unreachable => self.traces.error = Some(msg(e)),
-                        Err(_) => {}
-                    }
+            Err(e) if !unreachable => self.services.error = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+
+    fn on_traces(&mut self, r: Result<TracesResponse, FetchError>, seq: u64, unreachable: bool) {
+        if seq != self.traces.seq {
+            return;
+        }
+        self.traces.loading = false;
+        match r {
+            Ok(d) => {
+                let keep = self.traces.selected_id();
+                let n = d.traces.len();
+                let idx = keep
+                    .and_then(|k| d.traces.iter().position(|t| t.trace_id == k))
+                    .unwrap_or(0);
+                self.traces.list = Some(d);
+                self.traces.sel.select(idx, n);
+                self.traces.error = None;
+            }
+            Err(e) if !unreachable => self.traces.error = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+
+    fn on_trace(
+        &mut self,
+        r: Result<TraceResponse, FetchError>,
+        seq: u64,
+        unreachable: bool,
+    ) -> Vec<Fetch> {
+        let Some(o) = self.traces.open.as_mut() else {
+            return Vec::new();
+        };
+        if seq != o.seq {
+            return Vec::new();
+        }
+        o.loading = false;
+        match r {
+            Ok(t) => {
+                let keep = o
+                    .focus_span
+                    .take()
+                    .or_else(|| o.selected_span().map(|s| s.span_id.clone()));
+                let w = Waterfall::new(t);
+                let idx = keep.and_then(|k| w.find_span(&k)).unwrap_or(0);
+                o.sel.select(idx, w.visible.len());
+                o.waterfall = Some(w);
+                o.error = None;
+                if o.detail {
+                    o.span_logs = None;
+                    return self.span_logs().into_iter().collect();
                 }
             }
-            Fetched::Trace { result, seq } => {
-                let Some(o) = self.traces.open.as_mut() else {
-                    return Vec::new();
-                };
-                if seq != o.seq {
-                    return Vec::new();
-                }
-                o.loading = false;
-                match result {
-                    Ok(t) => {
-                        let keep = o
-                            .focus_span
-                            .take()
-                            .or_else(|| o.selected_span().map(|s| s.span_id.clone()));
-                        let w = Waterfall::new(t);
-                        let idx = keep.and_then(|k| w.find_span(&k)).unwrap_or(0);
-                        o.sel.select(idx, w.visible.len());
-                        o.waterfall = Some(w);
-                        o.error = None;
-                        if o.detail {
-                            o.span_logs = None;
-                            return self.span_logs().into_iter().collect();
-                        }
-                    }
-                    Err(e) if !unreachable => o.error = Some(msg(e)),
-                    Err(_) => {}
-                }
-            }
-            Fetched::SpanLogs { result, seq } => {
-                if let Some(o) = self.traces.open.as_mut() {
-                    if seq == o.span_logs_seq {
-                        let span = o
-                            .selected_span()
-                            .map(|s| s.span_id.clone())
-                            .unwrap_or_default();
-                        o.span_logs = Some((span, result.map(|r| r.logs).map_err(msg)));
-                    }
-                }
-            }
-            Fetched::Dependencies(r) => {
-                self.graph_inflight = false;
-                match r {
-                    Ok(d) => {
-                        let keep = self.graph.focus.take().or_else(|| self.graph.selected());
-                        self.graph.data = Some(d);
-                        self.graph.error = None;
-                        let svcs = self.graph.services();
-                        if let Some(i) = keep.and_then(|k| svcs.iter().position(|s| *s == k)) {
-                            self.graph.sel.select(i, svcs.len());
-                        }
-                    }
-                    Err(e) if !unreachable => self.graph.error = Some(msg(e)),
-                    Err(_) => {}
-                }
-            }
-            Fetched::Alerts(r) => {
-                self.alerts_inflight = false;
-                match r {
-                    Ok(d) => {
-                        let n = d.rules.len();
-                        self.alerts.data = Some(d);
-                        let i = self.alerts.sel.selected();
-                        self.alerts.sel.select(i, n);
-                        self.alerts.error = None;
-                    }
-                    Err(e) if !unreachable => self.alerts.error = Some(msg(e)),
-                    Err(_) => {}
-                }
-            }
+            Err(e) if !unreachable => o.error = Some(e.to_string()),
+            Err(_) => {}
         }
         Vec::new()
+    }
+
+    fn on_dependencies(&mut self, r: Result<DependenciesResponse, FetchError>, unreachable: bool) {
+        self.graph_inflight = false;
+        match r {
+            Ok(d) => {
+                let keep = self.graph.focus.take().or_else(|| self.graph.selected());
+                self.graph.data = Some(d);
+                self.graph.error = None;
+                let svcs = self.graph.services();
+                if let Some(i) = keep.and_then(|k| svcs.iter().position(|s| *s == k)) {
+                    self.graph.sel.select(i, svcs.len());
+                }
+            }
+            Err(e) if !unreachable => self.graph.error = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+
+    fn on_alerts(&mut self, r: Result<AlertsResponse, FetchError>, unreachable: bool) {
+        self.alerts_inflight = false;
+        match r {
+            Ok(d) => {
+                let n = d.rules.len();
+                self.alerts.data = Some(d);
+                let i = self.alerts.sel.selected();
+                self.alerts.sel.select(i, n);
+                self.alerts.error = None;
+            }
+            Err(e) if !unreachable => self.alerts.error = Some(e.to_string()),
+            Err(_) => {}
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
+use lookout_proto::api::LogsResponse;
+
 use crate::app::{Action, App, Conn, View};
 use crate::client::{Fetch, FetchError, Fetched, LogsMode};
 use crate::fixtures;
@@ -40,14 +42,7 @@ fn loaded() -> App {
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     let f = a.update(Action::Show(View::Logs));
     let seq = logs_seq(&f);
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(fixtures::logs(60)),
-            mode: LogsMode::Replace,
-            seq,
-        },
-        MS,
-    );
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(60)));
     let f = a.update(Action::Show(View::Traces));
     let Some(Fetch::Traces { seq, .. }) = f.first() else {
         panic!("expected a trace search, got {f:?}");
@@ -96,6 +91,11 @@ fn render(app: &App, w: u16, h: u16) -> Vec<String> {
             line
         })
         .collect()
+}
+
+/// The fetcher's answer to logs query `seq`.
+fn answer_logs(a: &mut App, seq: u64, mode: LogsMode, result: Result<LogsResponse, FetchError>) {
+    a.on_fetched(Fetched::Logs { result, mode, seq }, MS);
 }
 
 fn screen(app: &App, w: u16, h: u16) -> String {
@@ -166,23 +166,9 @@ fn a_log_query_is_sent_and_stale_answers_are_ignored() {
     assert_eq!(query.from.as_deref(), Some("1h"));
     assert_eq!(mode, LogsMode::Replace);
     // The answer to the first query arrives late: ignored.
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(fixtures::logs(5)),
-            mode: LogsMode::Replace,
-            seq: first,
-        },
-        MS,
-    );
+    answer_logs(&mut a, first, LogsMode::Replace, Ok(fixtures::logs(5)));
     assert!(a.logs.entries.is_empty());
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(fixtures::logs(3)),
-            mode: LogsMode::Replace,
-            seq,
-        },
-        MS,
-    );
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(3)));
     assert_eq!(a.logs.entries.len(), 3);
     assert_eq!(a.logs.input.history(), ["severity:error AND timeout"]);
 }
@@ -194,16 +180,14 @@ fn a_refused_query_shows_the_collectors_message_and_keeps_the_rows() {
     a.update(Action::Focus);
     typed(&mut a, "body:(");
     let seq = logs_seq(&a.update(Action::Submit));
-    a.on_fetched(
-        Fetched::Logs {
-            result: Err(FetchError::Api {
-                status: 400,
-                message: "parameter `q`: syntax error at position 5".into(),
-            }),
-            mode: LogsMode::Replace,
-            seq,
-        },
-        MS,
+    answer_logs(
+        &mut a,
+        seq,
+        LogsMode::Replace,
+        Err(FetchError::Api {
+            status: 400,
+            message: "parameter `q`: syntax error at position 5".into(),
+        }),
     );
     assert_eq!(
         a.logs.error.as_deref(),
@@ -221,14 +205,7 @@ fn scrolling_near_the_end_fetches_older_logs_without_duplicates() {
     let seq = logs_seq(&a.update(Action::Show(View::Logs)));
     let page = fixtures::logs(200);
     let boundary = page.logs[199].clone();
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(page.clone()),
-            mode: LogsMode::Replace,
-            seq,
-        },
-        MS,
-    );
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(page.clone()));
     assert_eq!(a.logs.total, 2000);
     assert!(a.update(Action::Move(Move::Down)).is_empty());
     let f = a.update(Action::Move(Move::Bottom));
@@ -248,14 +225,7 @@ fn scrolling_near_the_end_fetches_older_logs_without_duplicates() {
     next.timestamp_unix_nano -= 1;
     next.body = "older".into();
     older.logs.push(next);
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(older),
-            mode: LogsMode::Older,
-            seq,
-        },
-        MS,
-    );
+    answer_logs(&mut a, seq, LogsMode::Older, Ok(older));
     assert_eq!(a.logs.entries.len(), 201);
     assert_eq!(a.logs.entries[200].body, "older");
     assert!(a.logs.exhausted, "a short page ends the scroll");
@@ -267,14 +237,7 @@ fn follow_mode_refreshes_on_every_tick_and_stops_when_scrolling() {
     a.update(Action::Show(View::Logs));
     assert!(a.tick().is_empty(), "a loaded list stays still");
     let seq = logs_seq(&a.update(Action::ToggleFollow));
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(fixtures::logs(10)),
-            mode: LogsMode::Replace,
-            seq,
-        },
-        MS,
-    );
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(10)));
     assert_eq!(logs_seq(&a.tick()), seq + 1);
     assert_shows(&screen(&a, 80, 24), &["FOLLOWING"]);
     a.update(Action::Move(Move::Down));
@@ -442,26 +405,31 @@ fn commands_switch_views_and_explain_mistakes() {
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
 
+/// Asserts that the screen shows every needle at each of [`SIZES`].
+#[track_caller]
+fn assert_shows_at_every_size(app: &App, needles: &[&str]) {
+    for (w, h) in SIZES {
+        assert_shows(&screen(app, w, h), needles);
+    }
+}
+
 #[test]
 fn services_view_renders_figures_and_operations() {
     let a = loaded();
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "1:Services",
-                "checkout",
-                "42/s",
-                "3.1%",
-                "95ms",
-                "payment",
-                "8.0%",
-                "● 3ms",
-                "? help",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "1:Services",
+            "checkout",
+            "42/s",
+            "3.1%",
+            "95ms",
+            "payment",
+            "8.0%",
+            "● 3ms",
+            "? help",
+        ],
+    );
     assert_shows(
         &screen(&a, 120, 40),
         &["Operations of checkout", "POST /checkout", "▆"],
@@ -486,35 +454,32 @@ fn services_view_renders_figures_and_operations() {
 fn logs_view_renders_rows_detail_and_hostile_bodies() {
     let mut a = loaded();
     a.update(Action::Show(View::Logs));
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "query:",
+            "range 1h",
+            "60 of 600 matches",
+            "20:00:00.000",
+            "order 0 placed",
+            "◆",
+            "multi⏎line\u{fffd}[2J",
+        ],
+    );
     for (w, h) in SIZES {
         let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "query:",
-                "range 1h",
-                "60 of 600 matches",
-                "20:00:00.000",
-                "order 0 placed",
-                "◆",
-            ],
-        );
         assert!(!s.contains('\u{1b}'), "escape sequences are neutralised");
-        assert_shows(&s, &["multi⏎line\u{fffd}[2J"]);
     }
     a.update(Action::Enter);
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "Log record",
-                "trace_id",
-                "(t opens the trace)",
-                "enduser.id = user-0",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "Log record",
+            "trace_id",
+            "(t opens the trace)",
+            "enduser.id = user-0",
+        ],
+    );
     assert_shows(&screen(&a, 120, 40), &["host.name = web-1"]);
     a.update(Action::DetailDown);
     a.update(Action::DetailDown);
@@ -530,45 +495,39 @@ fn logs_view_renders_rows_detail_and_hostile_bodies() {
 fn traces_list_renders_summaries_and_bars() {
     let mut a = loaded();
     a.update(Action::Show(View::Traces));
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "search:",
-                "40 traces",
-                "frontend: GET /checkout",
-                "○",
-                "●",
-                "◐",
-                "█",
-                "duration",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "search:",
+            "40 traces",
+            "frontend: GET /checkout",
+            "○",
+            "●",
+            "◐",
+            "█",
+            "duration",
+        ],
+    );
 }
 
 #[test]
 fn waterfall_renders_tree_bars_critical_path_and_warnings() {
     let mut a = loaded();
     open_trace(&mut a, 30);
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "● complete",
-                "frontend op-0",
-                "30 spans",
-                "clock_skew",
-                "▾",
-                "█",
-                "▒",
-                "!",
-                "1.00s",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "● complete",
+            "frontend op-0",
+            "30 spans",
+            "clock_skew",
+            "▾",
+            "█",
+            "▒",
+            "!",
+            "1.00s",
+        ],
+    );
     assert_shows(&screen(&a, 120, 40), &["~inventory op-3"]);
     // Select the failed span (span 2).
     if let Some(o) = a.traces.open.as_mut() {
@@ -578,10 +537,7 @@ fn waterfall_renders_tree_bars_critical_path_and_warnings() {
         o.sel.select(v, n);
     }
     a.update(Action::Enter);
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(&s, &["Span (Esc closes", "status", "error: card declined"]);
-    }
+    assert_shows_at_every_size(&a, &["Span (Esc closes", "status", "error: card declined"]);
     assert_shows(
         &screen(&a, 120, 40),
         &["http.route = /api/items/{id}", "exception"],
@@ -596,41 +552,35 @@ fn waterfall_renders_tree_bars_critical_path_and_warnings() {
 fn alerts_and_graph_views_render() {
     let mut a = loaded();
     a.update(Action::Show(View::Alerts));
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "firing",
-                "CheckoutSlow",
-                "latency_p99 > 500",
-                "1/1",
-                "ErrorsHigh",
-                "value 812",
-                "delivered (1 attempts)",
-                "failed (5 attempts)",
-                "receivers: oncall",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "firing",
+            "CheckoutSlow",
+            "latency_p99 > 500",
+            "1/1",
+            "ErrorsHigh",
+            "value 812",
+            "delivered (1 attempts)",
+            "failed (5 attempts)",
+            "receivers: oncall",
+        ],
+    );
     a.update(Action::Show(View::Graph));
     a.update(Action::Move(Move::Down)); // checkout, frontend, inventory, payment → frontend?
     a.update(Action::Move(Move::Up));
-    for (w, h) in SIZES {
-        let s = screen(&a, w, h);
-        assert_shows(
-            &s,
-            &[
-                "services (last 1h)",
-                "Callers of checkout",
-                "← frontend",
-                "checkout calls",
-                "→ payment",
-                "→ inventory",
-                "2,400",
-            ],
-        );
-    }
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "services (last 1h)",
+            "Callers of checkout",
+            "← frontend",
+            "checkout calls",
+            "→ payment",
+            "→ inventory",
+            "2,400",
+        ],
+    );
 }
 
 #[test]
@@ -659,17 +609,16 @@ fn empty_loading_and_unreachable_states_say_so() {
     a.update(Action::Show(View::Logs));
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     assert_shows(&screen(&a, 80, 24), &["Loading…"]);
-    a.on_fetched(
-        Fetched::Logs {
-            result: Ok(lookout_proto::api::LogsResponse {
-                total: 0,
-                logs: vec![],
-                took_ms: 0.1,
-            }),
-            mode: LogsMode::Replace,
-            seq: a.logs.seq,
-        },
-        MS,
+    let seq = a.logs.seq;
+    answer_logs(
+        &mut a,
+        seq,
+        LogsMode::Replace,
+        Ok(LogsResponse {
+            total: 0,
+            logs: vec![],
+            took_ms: 0.1,
+        }),
     );
     assert_shows(&screen(&a, 80, 24), &["No logs match in the last 1h"]);
     a.on_fetched(

@@ -21,7 +21,7 @@ use lookout_ingest::validate::Limits;
 use lookout_ingest::{
     Budget, Ingest, IngestError, IngestOptions, IngestSink, ReceiverMetrics, SinkRequest,
 };
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::attr;
 
 /// The process-wide tokio runtime (current thread; the blocking pool serves
 /// `spawn_blocking`).
@@ -88,16 +88,6 @@ impl Variant {
     }
 }
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// The collector's ingest path over a [`CheckingSink`], built once per variant, with
 /// the collector's default settings and a budget that never runs out.
 pub fn ingest(v: Variant) -> Arc<Ingest> {
@@ -120,9 +110,9 @@ pub fn ingest(v: Variant) -> Arc<Ingest> {
                 }
                 if v.enrich {
                     opts.resource_defaults = vec![
-                        kv("host.name", "fuzz-host"),
-                        kv("service.instance.id", "fuzz-1"),
-                        kv("service.name", "unknown_service"),
+                        attr::string("host.name", "fuzz-host"),
+                        attr::string("service.instance.id", "fuzz-1"),
+                        attr::string("service.name", "unknown_service"),
                     ];
                 }
                 let budget = Arc::new(Budget::new(1 << 40));

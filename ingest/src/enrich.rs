@@ -173,19 +173,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::signal::Signal;
+    use lookout_proto::attr;
     use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-    use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-    use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[test]
     fn appended_attributes_decode_as_one_resource() {
@@ -207,16 +198,25 @@ mod tests {
         };
         let req = ExportTraceServiceRequest {
             resource_spans: vec![
-                rs(vec![kv("service.name", "a"), kv("host.name", "mine")], true),
+                rs(
+                    vec![
+                        attr::string("service.name", "a"),
+                        attr::string("host.name", "mine"),
+                    ],
+                    true,
+                ),
                 rs(vec![], false),
-                rs(vec![kv("k", "v")], true),
+                rs(vec![attr::string("k", "v")], true),
             ],
         };
         let raw = req.encode_to_vec();
-        let defaults = vec![kv("host.name", "h1"), kv("service.instance.id", "i1")];
+        let defaults = vec![
+            attr::string("host.name", "h1"),
+            attr::string("service.instance.id", "i1"),
+        ];
         let mut batch = Batch::decode_protobuf(Signal::Traces, &raw).unwrap();
         let missing = missing(&batch, &defaults);
-        assert_eq!(missing[0], vec![kv("service.instance.id", "i1")]);
+        assert_eq!(missing[0], vec![attr::string("service.instance.id", "i1")]);
         assert_eq!(missing[1], defaults);
         assert!(add_to_batch(&mut batch, &missing));
         let appended = append_to_raw(&raw, &missing).unwrap();
@@ -237,6 +237,6 @@ mod tests {
     #[test]
     fn truncated_input_is_an_error() {
         let raw = [0x0a, 0x10, 0x01];
-        assert!(append_to_raw(&raw, &[vec![kv("a", "b")]]).is_err());
+        assert!(append_to_raw(&raw, &[vec![attr::string("a", "b")]]).is_err());
     }
 }

@@ -1,4 +1,32 @@
-//! Process-wide settings made first thing in `main`, before any thread starts.
+//! Process-wide settings made first thing in `main`, before any thread starts, and the
+//! logging set-up both server binaries share.
+
+/// The start-up settings of a server binary (collector, agent), to run first thing in
+/// `main` while the process is still single-threaded: the [`RESTRICTIVE_UMASK`] so that
+/// files libraries create (tantivy's index files) get 0640 and directories 0750 at most,
+/// like ours; transparent huge pages off, since they would keep whole 2 MiB regions of a
+/// sparse heap resident; and with mimalloc, freed memory returned promptly.
+///
+/// [`RESTRICTIVE_UMASK`]: crate::fsutil::RESTRICTIVE_UMASK
+pub fn prepare_server_process() {
+    crate::fsutil::set_umask(crate::fsutil::RESTRICTIVE_UMASK);
+    disable_transparent_huge_pages();
+    #[cfg(feature = "mimalloc")]
+    purge_freed_memory_promptly();
+}
+
+/// Logs to stderr, at the level `RUST_LOG` gives (default `info`), coloured only when
+/// stderr is a terminal.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
 
 /// Turn off transparent huge pages for this process (Linux), unless `MIMALLOC_ALLOW_THP`
 /// is set in the environment, which then decides as mimalloc documents it.

@@ -7,8 +7,15 @@
 
 use std::fmt::Write as _;
 
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use lookout_proto::otlp::logs::v1::LogRecord;
 use lookout_proto::otlp::metrics::v1::metric::Data;
+use lookout_proto::otlp::metrics::v1::Metric;
+use lookout_proto::otlp::resource::v1::Resource;
+use lookout_proto::otlp::trace::v1::Span;
 
 use crate::batch::Batch;
 
@@ -63,237 +70,259 @@ fn id_ok(id: &[u8], len: usize) -> bool {
 pub fn sanitize(batch: &mut Batch, limits: &Limits, now_unix_nano: u64) -> Report {
     let mut r = Report::default();
     match batch {
-        Batch::Traces(req) => {
-            for (ri, rs) in req.resource_spans.iter_mut().enumerate() {
-                if let Some(res) = rs.resource.as_mut() {
-                    limit_attrs(
-                        &mut res.attributes,
-                        &mut res.dropped_attributes_count,
-                        limits,
-                        &mut r,
-                    );
-                }
-                for (si, ss) in rs.scope_spans.iter_mut().enumerate() {
-                    if let Some(scope) = ss.scope.as_mut() {
-                        limit_attrs(
-                            &mut scope.attributes,
-                            &mut scope.dropped_attributes_count,
-                            limits,
-                            &mut r,
-                        );
-                    }
-                    let mut i = 0usize;
-                    ss.spans.retain_mut(|span| {
-                        let at = i;
-                        i += 1;
-                        let fault = if span.trace_id.len() != 16 {
-                            Some(format!(
-                                "trace_id must be 16 bytes, got {}",
-                                span.trace_id.len()
-                            ))
-                        } else if !id_ok(&span.trace_id, 16) {
-                            Some("trace_id is all zeros".to_string())
-                        } else if span.span_id.len() != 8 {
-                            Some(format!(
-                                "span_id must be 8 bytes, got {}",
-                                span.span_id.len()
-                            ))
-                        } else if !id_ok(&span.span_id, 8) {
-                            Some("span_id is all zeros".to_string())
-                        } else if !(span.parent_span_id.is_empty()
-                            || span.parent_span_id.len() == 8)
-                        {
-                            Some(format!(
-                                "parent_span_id must be empty or 8 bytes, got {}",
-                                span.parent_span_id.len()
-                            ))
-                        } else if span.start_time_unix_nano == 0 {
-                            Some("start_time_unix_nano is 0".to_string())
-                        } else if span.start_time_unix_nano > limits.max_time_unix_nano {
-                            Some("start_time_unix_nano is too far in the future".to_string())
-                        } else {
-                            None
-                        };
-                        if let Some(f) = fault {
-                            r.reject(format_args!(
-                                "resource_spans[{ri}].scope_spans[{si}].spans[{at}]: {f}"
-                            ));
-                            return false;
-                        }
-                        if span.parent_span_id.iter().all(|b| *b == 0)
-                            && !span.parent_span_id.is_empty()
-                        {
-                            span.parent_span_id.clear();
-                            r.modified = true;
-                        }
-                        limit_attrs(
-                            &mut span.attributes,
-                            &mut span.dropped_attributes_count,
-                            limits,
-                            &mut r,
-                        );
-                        for ev in &mut span.events {
-                            limit_attrs(
-                                &mut ev.attributes,
-                                &mut ev.dropped_attributes_count,
-                                limits,
-                                &mut r,
-                            );
-                        }
-                        for link in &mut span.links {
-                            limit_attrs(
-                                &mut link.attributes,
-                                &mut link.dropped_attributes_count,
-                                limits,
-                                &mut r,
-                            );
-                        }
-                        true
-                    });
-                }
-            }
-        }
-        Batch::Logs(req) => {
-            for (ri, rl) in req.resource_logs.iter_mut().enumerate() {
-                if let Some(res) = rl.resource.as_mut() {
-                    limit_attrs(
-                        &mut res.attributes,
-                        &mut res.dropped_attributes_count,
-                        limits,
-                        &mut r,
-                    );
-                }
-                for (si, sl) in rl.scope_logs.iter_mut().enumerate() {
-                    if let Some(scope) = sl.scope.as_mut() {
-                        limit_attrs(
-                            &mut scope.attributes,
-                            &mut scope.dropped_attributes_count,
-                            limits,
-                            &mut r,
-                        );
-                    }
-                    let mut i = 0usize;
-                    sl.log_records.retain_mut(|log| {
-                        let at = i;
-                        i += 1;
-                        // The time an event occurred is optional: fall back to the time it
-                        // was observed, then to the time it arrived here.
-                        if log.time_unix_nano == 0 {
-                            log.time_unix_nano = if log.observed_time_unix_nano != 0 {
-                                log.observed_time_unix_nano
-                            } else {
-                                now_unix_nano
-                            };
-                            r.modified = true;
-                        }
-                        let fault = if !(log.trace_id.is_empty() || log.trace_id.len() == 16) {
-                            Some(format!(
-                                "trace_id must be empty or 16 bytes, got {}",
-                                log.trace_id.len()
-                            ))
-                        } else if !(log.span_id.is_empty() || log.span_id.len() == 8) {
-                            Some(format!(
-                                "span_id must be empty or 8 bytes, got {}",
-                                log.span_id.len()
-                            ))
-                        } else if log.time_unix_nano > limits.max_time_unix_nano {
-                            Some("time_unix_nano is too far in the future".to_string())
-                        } else {
-                            None
-                        };
-                        if let Some(f) = fault {
-                            r.reject(format_args!(
-                                "resource_logs[{ri}].scope_logs[{si}].log_records[{at}]: {f}"
-                            ));
-                            return false;
-                        }
-                        // All-zero ids mean "no id".
-                        if !log.trace_id.is_empty() && !id_ok(&log.trace_id, 16) {
-                            log.trace_id.clear();
-                            r.modified = true;
-                        }
-                        if !log.span_id.is_empty() && !id_ok(&log.span_id, 8) {
-                            log.span_id.clear();
-                            r.modified = true;
-                        }
-                        if let Some(body) = log.body.as_mut() {
-                            limit_value(body, limits, &mut r, 0);
-                        }
-                        limit_attrs(
-                            &mut log.attributes,
-                            &mut log.dropped_attributes_count,
-                            limits,
-                            &mut r,
-                        );
-                        true
-                    });
-                }
-            }
-        }
-        Batch::Metrics(req) => {
-            for (ri, rm) in req.resource_metrics.iter_mut().enumerate() {
-                if let Some(res) = rm.resource.as_mut() {
-                    limit_attrs(
-                        &mut res.attributes,
-                        &mut res.dropped_attributes_count,
-                        limits,
-                        &mut r,
-                    );
-                }
-                for (si, sm) in rm.scope_metrics.iter_mut().enumerate() {
-                    let mut mi = 0usize;
-                    sm.metrics.retain_mut(|m| {
-                        let at = mi;
-                        mi += 1;
-                        let points = crate::batch::metric_points(m.data.as_ref());
-                        let fault = if m.name.is_empty() {
-                            Some("metric name is empty".to_string())
-                        } else if m.data.is_none() {
-                            Some(format!("metric {:?} has no data", m.name))
-                        } else {
-                            None
-                        };
-                        if let Some(f) = fault {
-                            // Every point of a nameless metric is lost; count them all.
-                            for _ in 0..points.max(1) {
-                                r.reject(format_args!(
-                                    "resource_metrics[{ri}].scope_metrics[{si}].metrics[{at}]: {f}"
-                                ));
-                            }
-                            return false;
-                        }
-                        let name = m.name.clone();
-                        let max_t = limits.max_time_unix_nano;
-                        let check = |t: u64, attrs: &mut Vec<KeyValue>, r: &mut Report| -> bool {
-                            if t == 0 {
-                                r.reject(format_args!("metric {name:?}: data point time_unix_nano is 0"));
-                                return false;
-                            }
-                            if t > max_t {
-                                r.reject(format_args!(
-                                    "metric {name:?}: data point time_unix_nano is too far in the future"
-                                ));
-                                return false;
-                            }
-                            let mut dropped = 0u32;
-                            limit_attrs(attrs, &mut dropped, limits, r);
-                            true
-                        };
-                        match m.data.as_mut() {
-                            Some(Data::Gauge(g)) => g.data_points.retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, &mut r)),
-                            Some(Data::Sum(s)) => s.data_points.retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, &mut r)),
-                            Some(Data::Histogram(h)) => h.data_points.retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, &mut r)),
-                            Some(Data::ExponentialHistogram(h)) => h.data_points.retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, &mut r)),
-                            Some(Data::Summary(s)) => s.data_points.retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, &mut r)),
-                            None => {}
-                        }
-                        true
-                    });
-                }
-            }
-        }
+        Batch::Traces(req) => sanitize_traces(req, limits, &mut r),
+        Batch::Logs(req) => sanitize_logs(req, limits, now_unix_nano, &mut r),
+        Batch::Metrics(req) => sanitize_metrics(req, limits, &mut r),
     }
     r
+}
+
+/// Limit the attributes of a resource, when there is one.
+fn limit_resource(res: Option<&mut Resource>, limits: &Limits, r: &mut Report) {
+    if let Some(res) = res {
+        limit_attrs(
+            &mut res.attributes,
+            &mut res.dropped_attributes_count,
+            limits,
+            r,
+        );
+    }
+}
+
+/// Limit the attributes of an instrumentation scope, when there is one.
+fn limit_scope(scope: Option<&mut InstrumentationScope>, limits: &Limits, r: &mut Report) {
+    if let Some(scope) = scope {
+        limit_attrs(
+            &mut scope.attributes,
+            &mut scope.dropped_attributes_count,
+            limits,
+            r,
+        );
+    }
+}
+
+fn sanitize_traces(req: &mut ExportTraceServiceRequest, limits: &Limits, r: &mut Report) {
+    for (ri, rs) in req.resource_spans.iter_mut().enumerate() {
+        limit_resource(rs.resource.as_mut(), limits, r);
+        for (si, ss) in rs.scope_spans.iter_mut().enumerate() {
+            limit_scope(ss.scope.as_mut(), limits, r);
+            let mut i = 0usize;
+            ss.spans.retain_mut(|span| {
+                let at = i;
+                i += 1;
+                if let Some(f) = span_fault(span, limits) {
+                    r.reject(format_args!(
+                        "resource_spans[{ri}].scope_spans[{si}].spans[{at}]: {f}"
+                    ));
+                    return false;
+                }
+                if span.parent_span_id.iter().all(|b| *b == 0) && !span.parent_span_id.is_empty() {
+                    span.parent_span_id.clear();
+                    r.modified = true;
+                }
+                limit_attrs(
+                    &mut span.attributes,
+                    &mut span.dropped_attributes_count,
+                    limits,
+                    r,
+                );
+                for ev in &mut span.events {
+                    limit_attrs(
+                        &mut ev.attributes,
+                        &mut ev.dropped_attributes_count,
+                        limits,
+                        r,
+                    );
+                }
+                for link in &mut span.links {
+                    limit_attrs(
+                        &mut link.attributes,
+                        &mut link.dropped_attributes_count,
+                        limits,
+                        r,
+                    );
+                }
+                true
+            });
+        }
+    }
+}
+
+/// Why `span` cannot be stored, if it cannot.
+fn span_fault(span: &Span, limits: &Limits) -> Option<String> {
+    if span.trace_id.len() != 16 {
+        Some(format!(
+            "trace_id must be 16 bytes, got {}",
+            span.trace_id.len()
+        ))
+    } else if !id_ok(&span.trace_id, 16) {
+        Some("trace_id is all zeros".to_string())
+    } else if span.span_id.len() != 8 {
+        Some(format!(
+            "span_id must be 8 bytes, got {}",
+            span.span_id.len()
+        ))
+    } else if !id_ok(&span.span_id, 8) {
+        Some("span_id is all zeros".to_string())
+    } else if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+        Some(format!(
+            "parent_span_id must be empty or 8 bytes, got {}",
+            span.parent_span_id.len()
+        ))
+    } else if span.start_time_unix_nano == 0 {
+        Some("start_time_unix_nano is 0".to_string())
+    } else if span.start_time_unix_nano > limits.max_time_unix_nano {
+        Some("start_time_unix_nano is too far in the future".to_string())
+    } else {
+        None
+    }
+}
+
+fn sanitize_logs(
+    req: &mut ExportLogsServiceRequest,
+    limits: &Limits,
+    now_unix_nano: u64,
+    r: &mut Report,
+) {
+    for (ri, rl) in req.resource_logs.iter_mut().enumerate() {
+        limit_resource(rl.resource.as_mut(), limits, r);
+        for (si, sl) in rl.scope_logs.iter_mut().enumerate() {
+            limit_scope(sl.scope.as_mut(), limits, r);
+            let mut i = 0usize;
+            sl.log_records.retain_mut(|log| {
+                let at = i;
+                i += 1;
+                // The time an event occurred is optional: fall back to the time it
+                // was observed, then to the time it arrived here.
+                if log.time_unix_nano == 0 {
+                    log.time_unix_nano = if log.observed_time_unix_nano != 0 {
+                        log.observed_time_unix_nano
+                    } else {
+                        now_unix_nano
+                    };
+                    r.modified = true;
+                }
+                if let Some(f) = log_fault(log, limits) {
+                    r.reject(format_args!(
+                        "resource_logs[{ri}].scope_logs[{si}].log_records[{at}]: {f}"
+                    ));
+                    return false;
+                }
+                // All-zero ids mean "no id".
+                if !log.trace_id.is_empty() && !id_ok(&log.trace_id, 16) {
+                    log.trace_id.clear();
+                    r.modified = true;
+                }
+                if !log.span_id.is_empty() && !id_ok(&log.span_id, 8) {
+                    log.span_id.clear();
+                    r.modified = true;
+                }
+                if let Some(body) = log.body.as_mut() {
+                    limit_value(body, limits, r, 0);
+                }
+                limit_attrs(
+                    &mut log.attributes,
+                    &mut log.dropped_attributes_count,
+                    limits,
+                    r,
+                );
+                true
+            });
+        }
+    }
+}
+
+/// Why `log` cannot be stored, if it cannot (its time already defaulted).
+fn log_fault(log: &LogRecord, limits: &Limits) -> Option<String> {
+    if !(log.trace_id.is_empty() || log.trace_id.len() == 16) {
+        Some(format!(
+            "trace_id must be empty or 16 bytes, got {}",
+            log.trace_id.len()
+        ))
+    } else if !(log.span_id.is_empty() || log.span_id.len() == 8) {
+        Some(format!(
+            "span_id must be empty or 8 bytes, got {}",
+            log.span_id.len()
+        ))
+    } else if log.time_unix_nano > limits.max_time_unix_nano {
+        Some("time_unix_nano is too far in the future".to_string())
+    } else {
+        None
+    }
+}
+
+fn sanitize_metrics(req: &mut ExportMetricsServiceRequest, limits: &Limits, r: &mut Report) {
+    for (ri, rm) in req.resource_metrics.iter_mut().enumerate() {
+        limit_resource(rm.resource.as_mut(), limits, r);
+        for (si, sm) in rm.scope_metrics.iter_mut().enumerate() {
+            let mut mi = 0usize;
+            sm.metrics.retain_mut(|m| {
+                let at = mi;
+                mi += 1;
+                let points = crate::batch::metric_points(m.data.as_ref());
+                let fault = if m.name.is_empty() {
+                    Some("metric name is empty".to_string())
+                } else if m.data.is_none() {
+                    Some(format!("metric {:?} has no data", m.name))
+                } else {
+                    None
+                };
+                if let Some(f) = fault {
+                    // Every point of a nameless metric is lost; count them all.
+                    for _ in 0..points.max(1) {
+                        r.reject(format_args!(
+                            "resource_metrics[{ri}].scope_metrics[{si}].metrics[{at}]: {f}"
+                        ));
+                    }
+                    return false;
+                }
+                sanitize_points(m, limits, r);
+                true
+            });
+        }
+    }
+}
+
+/// Remove the data points of `m` without a usable time and limit the attributes of
+/// the others.
+fn sanitize_points(m: &mut Metric, limits: &Limits, r: &mut Report) {
+    let name = m.name.clone();
+    let max_t = limits.max_time_unix_nano;
+    let check = |t: u64, attrs: &mut Vec<KeyValue>, r: &mut Report| -> bool {
+        if t == 0 {
+            r.reject(format_args!(
+                "metric {name:?}: data point time_unix_nano is 0"
+            ));
+            return false;
+        }
+        if t > max_t {
+            r.reject(format_args!(
+                "metric {name:?}: data point time_unix_nano is too far in the future"
+            ));
+            return false;
+        }
+        let mut dropped = 0u32;
+        limit_attrs(attrs, &mut dropped, limits, r);
+        true
+    };
+    match m.data.as_mut() {
+        Some(Data::Gauge(g)) => g
+            .data_points
+            .retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, r)),
+        Some(Data::Sum(s)) => s
+            .data_points
+            .retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, r)),
+        Some(Data::Histogram(h)) => h
+            .data_points
+            .retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, r)),
+        Some(Data::ExponentialHistogram(h)) => h
+            .data_points
+            .retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, r)),
+        Some(Data::Summary(s)) => s
+            .data_points
+            .retain_mut(|p| check(p.time_unix_nano, &mut p.attributes, r)),
+        None => {}
+    }
 }
 
 fn limit_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits, r: &mut Report) {
@@ -313,6 +342,23 @@ fn limit_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits, r:
 
 const MAX_DEPTH: usize = 16;
 
+/// Cut the elements of a nested array or key-value list at `depth` to the limits; false
+/// when it is nested too deep to keep any.
+fn limit_nested<T>(values: &mut Vec<T>, depth: usize, limits: &Limits, r: &mut Report) -> bool {
+    if depth >= MAX_DEPTH {
+        values.clear();
+        r.limited += 1;
+        r.modified = true;
+        return false;
+    }
+    if values.len() > limits.max_attributes {
+        r.limited += (values.len() - limits.max_attributes) as u64;
+        values.truncate(limits.max_attributes);
+        r.modified = true;
+    }
+    true
+}
+
 fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) {
     match v.value.as_mut() {
         Some(any_value::Value::StringValue(s)) if s.len() > limits.max_attribute_length => {
@@ -330,32 +376,16 @@ fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) 
             r.modified = true;
         }
         Some(any_value::Value::ArrayValue(a)) => {
-            if depth >= MAX_DEPTH {
-                a.values.clear();
-                r.limited += 1;
-                r.modified = true;
+            if !limit_nested(&mut a.values, depth, limits, r) {
                 return;
-            }
-            if a.values.len() > limits.max_attributes {
-                r.limited += (a.values.len() - limits.max_attributes) as u64;
-                a.values.truncate(limits.max_attributes);
-                r.modified = true;
             }
             for x in &mut a.values {
                 limit_value(x, limits, r, depth + 1);
             }
         }
         Some(any_value::Value::KvlistValue(kv)) => {
-            if depth >= MAX_DEPTH {
-                kv.values.clear();
-                r.limited += 1;
-                r.modified = true;
+            if !limit_nested(&mut kv.values, depth, limits, r) {
                 return;
-            }
-            if kv.values.len() > limits.max_attributes {
-                r.limited += (kv.values.len() - limits.max_attributes) as u64;
-                kv.values.truncate(limits.max_attributes);
-                r.modified = true;
             }
             for x in &mut kv.values {
                 if let Some(v) = x.value.as_mut() {
@@ -370,6 +400,7 @@ fn limit_value(v: &mut AnyValue, limits: &Limits, r: &mut Report, depth: usize) 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use lookout_proto::attr;
     use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
     use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -382,16 +413,6 @@ mod tests {
             max_attributes: 2,
             max_attribute_length: 8,
             max_time_unix_nano: 2_000,
-        }
-    }
-
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
         }
     }
 
@@ -448,7 +469,11 @@ mod tests {
                     log_records: vec![LogRecord {
                         time_unix_nano: 0,
                         observed_time_unix_nano: 0,
-                        attributes: vec![kv("a", "é123456789"), kv("b", "x"), kv("c", "y")],
+                        attributes: vec![
+                            attr::string("a", "é123456789"),
+                            attr::string("b", "x"),
+                            attr::string("c", "y"),
+                        ],
                         trace_id: vec![0; 16],
                         ..Default::default()
                     }],

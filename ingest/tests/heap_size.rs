@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use lookout_ingest::batch::Batch;
 use lookout_ingest::signal::Signal;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::metrics::v1::{
     metric, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
@@ -45,19 +46,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
-        attributes: vec![kv("service.name", service), kv("host.name", "web-1")],
+        attributes: vec![
+            attr::string("service.name", service),
+            attr::string("host.name", "web-1"),
+        ],
         ..Default::default()
     })
 }
@@ -73,11 +67,11 @@ fn traces() -> Vec<u8> {
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
             attributes: (0..8)
-                .map(|a| kv(&format!("attr.{a}"), &format!("value-{i}-{a}")))
+                .map(|a| attr::string(&format!("attr.{a}"), format!("value-{i}-{a}")))
                 .collect(),
             events: vec![span::Event {
                 name: "exception".into(),
-                attributes: vec![kv("exception.message", "boom")],
+                attributes: vec![attr::string("exception.message", "boom")],
                 ..Default::default()
             }],
             status: Some(Status {
@@ -111,7 +105,10 @@ fn logs() -> Vec<u8> {
                     "order {i} paid by customer {i} with card ending 4242"
                 ))),
             }),
-            attributes: vec![kv("http.method", "POST"), kv("order.id", &i.to_string())],
+            attributes: vec![
+                attr::string("http.method", "POST"),
+                attr::string("order.id", i.to_string()),
+            ],
             trace_id: vec![7; 16],
             span_id: vec![8; 8],
             ..Default::default()
@@ -138,7 +135,7 @@ fn metrics() -> Vec<u8> {
             data: Some(metric::Data::Histogram(Histogram {
                 data_points: (0..4)
                     .map(|p| HistogramDataPoint {
-                        attributes: vec![kv("route", &format!("/r/{p}"))],
+                        attributes: vec![attr::string("route", format!("/r/{p}"))],
                         count: 10,
                         bucket_counts: vec![1; 16],
                         explicit_bounds: vec![1.0; 15],

@@ -11,9 +11,9 @@ fn with(key: &str, value: Value) -> KeyValue {
     }
 }
 
-/// A string attribute.
-pub fn string(key: &str, value: &str) -> KeyValue {
-    with(key, Value::StringValue(value.to_string()))
+/// A string attribute; an owned `String` value is moved in, not copied.
+pub fn string(key: &str, value: impl Into<String>) -> KeyValue {
+    with(key, Value::StringValue(value.into()))
 }
 
 /// An integer attribute.

@@ -105,6 +105,37 @@ const SPAN: &str = "resourceSpans[0].scopeSpans[0].spans[0]";
 const LOG: &str = "resourceLogs[0].scopeLogs[0].logRecords[0]";
 const METRIC: &str = "resourceMetrics[0].scopeMetrics[0].metrics[0]";
 
+/// Asserts that the traces request whose only span is `span` is refused with `want`
+/// after the span's path.
+#[track_caller]
+fn assert_span_error(span: Value, want: &str) {
+    assert_eq!(error(decode_one_span(span)), format!("{SPAN}{want}"));
+}
+
+/// Asserts that the logs request whose only record is `record` is refused with `want`
+/// after the record's path.
+#[track_caller]
+fn assert_log_error(record: Value, want: &str) {
+    assert_eq!(error(decode_one_log(record)), format!("{LOG}{want}"));
+}
+
+/// Asserts that the metrics request whose only metric is `metric` is refused with `want`
+/// after the metric's path.
+#[track_caller]
+fn assert_metric_error(metric: Value, want: &str) {
+    assert_eq!(error(decode_one_metric(metric)), format!("{METRIC}{want}"));
+}
+
+/// Asserts that a log record whose one attribute has the value `v` is refused with `want`
+/// after the value's path.
+#[track_caller]
+fn assert_attr_value_error(v: Value, want: &str) {
+    assert_eq!(
+        error(attr_value(v)),
+        format!("{LOG}.attributes[0].value{want}")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The specification's example files
 
@@ -643,31 +674,23 @@ fn bad_ids() {
         ),
     ];
     for (span, want) in cases {
-        assert_eq!(error(decode_one_span(span)), format!("{SPAN}.{want}"));
+        assert_span_error(span, &format!(".{want}"));
     }
-    assert_eq!(
-        error(decode_one_log(json!({"traceId": "0102"}))),
-        format!("{LOG}.traceId: expected 32 hex characters, got 4")
+    assert_log_error(
+        json!({"traceId": "0102"}),
+        ".traceId: expected 32 hex characters, got 4",
     );
-    assert_eq!(
-        error(decode_one_log(json!({"spanId": "g102030405060708"}))),
-        format!("{LOG}.spanId: invalid hex character 'g' at position 0")
+    assert_log_error(
+        json!({"spanId": "g102030405060708"}),
+        ".spanId: invalid hex character 'g' at position 0",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"gauge": {"dataPoints": [{"exemplars": [{"spanId": "01"}]}]}})
-        )),
-        format!(
-            "{METRIC}.gauge.dataPoints[0].exemplars[0].spanId: expected 16 hex characters, got 2"
-        )
+    assert_metric_error(
+        json!({"gauge": {"dataPoints": [{"exemplars": [{"spanId": "01"}]}]}}),
+        ".gauge.dataPoints[0].exemplars[0].spanId: expected 16 hex characters, got 2",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"sum": {"dataPoints": [{"exemplars": [{"traceId": "0102030405060708"}]}]}})
-        )),
-        format!(
-            "{METRIC}.sum.dataPoints[0].exemplars[0].traceId: expected 32 hex characters, got 16"
-        )
+    assert_metric_error(
+        json!({"sum": {"dataPoints": [{"exemplars": [{"traceId": "0102030405060708"}]}]}}),
+        ".sum.dataPoints[0].exemplars[0].traceId: expected 32 hex characters, got 16",
     );
 }
 
@@ -734,7 +757,7 @@ fn wrong_json_types() {
         ),
     ];
     for (span, want) in cases {
-        assert_eq!(error(decode_one_span(span)), format!("{SPAN}.{want}"));
+        assert_span_error(span, &format!(".{want}"));
     }
     let prefix = "resourceSpans[0].scopeSpans[0]";
     assert_eq!(
@@ -771,42 +794,32 @@ fn wrong_json_types() {
         ))),
         "resourceLogs[0].schemaUrl: expected string, got array"
     );
-    assert_eq!(
-        error(decode_one_log(json!({"severityNumber": "INFO"}))),
-        format!("{LOG}.severityNumber: unknown severity number \"INFO\"")
+    assert_log_error(
+        json!({"severityNumber": "INFO"}),
+        ".severityNumber: unknown severity number \"INFO\"",
     );
-    assert_eq!(
-        error(decode_one_log(json!({"severityText": 9}))),
-        format!("{LOG}.severityText: expected string, got number")
+    assert_log_error(
+        json!({"severityText": 9}),
+        ".severityText: expected string, got number",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"sum": {"isMonotonic": "true"}}))),
-        format!("{METRIC}.sum.isMonotonic: expected boolean, got string")
+    assert_metric_error(
+        json!({"sum": {"isMonotonic": "true"}}),
+        ".sum.isMonotonic: expected boolean, got string",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"sum": {"aggregationTemporality": "DELTA"}})
-        )),
-        format!("{METRIC}.sum.aggregationTemporality: unknown aggregation temporality \"DELTA\"")
+    assert_metric_error(
+        json!({"sum": {"aggregationTemporality": "DELTA"}}),
+        ".sum.aggregationTemporality: unknown aggregation temporality \"DELTA\"",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"summary": {"dataPoints": [{"quantileValues": [{"quantile": "median"}]}]}}))),
-        format!("{METRIC}.summary.dataPoints[0].quantileValues[0].quantile: expected a number, got \"median\"")
+    assert_metric_error(
+        json!({"summary": {"dataPoints": [{"quantileValues": [{"quantile": "median"}]}]}}),
+        ".summary.dataPoints[0].quantileValues[0].quantile: expected a number, got \"median\"",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"exponentialHistogram": {"dataPoints": [{"positive": {"bucketCounts": [1, "x"]}}]}}))),
-        format!("{METRIC}.exponentialHistogram.dataPoints[0].positive.bucketCounts[1]: expected an integer, got \"x\"")
+    assert_metric_error(json!({"exponentialHistogram": {"dataPoints": [{"positive": {"bucketCounts": [1, "x"]}}]}}), ".exponentialHistogram.dataPoints[0].positive.bucketCounts[1]: expected an integer, got \"x\"");
+    assert_metric_error(
+        json!({"histogram": {"dataPoints": [{"explicitBounds": [1, null]}]}}),
+        ".histogram.dataPoints[0].explicitBounds[1]: expected number, got null",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"histogram": {"dataPoints": [{"explicitBounds": [1, null]}]}})
-        )),
-        format!("{METRIC}.histogram.dataPoints[0].explicitBounds[1]: expected number, got null")
-    );
-    assert_eq!(
-        error(decode_one_metric(json!({"name": ["x"]}))),
-        format!("{METRIC}.name: expected string, got array")
-    );
+    assert_metric_error(json!({"name": ["x"]}), ".name: expected string, got array");
 }
 
 #[test]
@@ -862,26 +875,21 @@ fn bad_integers() {
         ),
     ];
     for (span, want) in cases {
-        assert_eq!(error(decode_one_span(span)), format!("{SPAN}.{want}"));
+        assert_span_error(span, &format!(".{want}"));
     }
-    assert_eq!(
-        error(attr_value(json!({"intValue": "9223372036854775808"}))),
-        format!(
-            "{LOG}.attributes[0].value.intValue: 9223372036854775808 is out of range for int64"
-        )
+    assert_attr_value_error(
+        json!({"intValue": "9223372036854775808"}),
+        ".intValue: 9223372036854775808 is out of range for int64",
     );
-    assert_eq!(
-        error(attr_value(json!({"intValue": 2.5}))),
-        format!("{LOG}.attributes[0].value.intValue: expected an integer, got 2.5")
+    assert_attr_value_error(
+        json!({"intValue": 2.5}),
+        ".intValue: expected an integer, got 2.5",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"exponentialHistogram": {"dataPoints": [{"scale": "2147483648"}]}}))),
-        format!("{METRIC}.exponentialHistogram.dataPoints[0].scale: 2147483648 is out of range for int32")
+    assert_metric_error(
+        json!({"exponentialHistogram": {"dataPoints": [{"scale": "2147483648"}]}}),
+        ".exponentialHistogram.dataPoints[0].scale: 2147483648 is out of range for int32",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"histogram": {"dataPoints": [{"bucketCounts": [1, -2]}]}}))),
-        format!("{METRIC}.histogram.dataPoints[0].bucketCounts[1]: expected a non-negative integer (uint64), got -2")
-    );
+    assert_metric_error(json!({"histogram": {"dataPoints": [{"bucketCounts": [1, -2]}]}}), ".histogram.dataPoints[0].bucketCounts[1]: expected a non-negative integer (uint64), got -2");
     // Beyond 2^53 float notation would silently lose digits.
     assert!(error(decode_one_span(
         json!({"startTimeUnixNano": 1.5447126603e18})
@@ -938,35 +946,25 @@ fn bad_bytes() {
 
 #[test]
 fn oneofs_take_one_member() {
-    assert_eq!(
-        error(attr_value(json!({"stringValue": "a", "intValue": 1}))),
-        format!("{LOG}.attributes[0].value: only one of intValue and stringValue may be set")
+    assert_attr_value_error(
+        json!({"stringValue": "a", "intValue": 1}),
+        ": only one of intValue and stringValue may be set",
     );
-    assert_eq!(
-        error(decode_one_log(
-            json!({"body": {"arrayValue": {"values": [{"boolValue": true, "doubleValue": 1}]}}})
-        )),
-        format!(
-            "{LOG}.body.arrayValue.values[0]: only one of boolValue and doubleValue may be set"
-        )
+    assert_log_error(
+        json!({"body": {"arrayValue": {"values": [{"boolValue": true, "doubleValue": 1}]}}}),
+        ".body.arrayValue.values[0]: only one of boolValue and doubleValue may be set",
     );
-    assert_eq!(
-        error(decode_one_metric(json!({"gauge": {}, "sum": {}}))),
-        format!("{METRIC}: only one of gauge and sum may be set")
+    assert_metric_error(
+        json!({"gauge": {}, "sum": {}}),
+        ": only one of gauge and sum may be set",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"gauge": {"dataPoints": [{"asDouble": 1, "asInt": 1}]}})
-        )),
-        format!("{METRIC}.gauge.dataPoints[0]: only one of asDouble and asInt may be set")
+    assert_metric_error(
+        json!({"gauge": {"dataPoints": [{"asDouble": 1, "asInt": 1}]}}),
+        ".gauge.dataPoints[0]: only one of asDouble and asInt may be set",
     );
-    assert_eq!(
-        error(decode_one_metric(
-            json!({"gauge": {"dataPoints": [{"exemplars": [{"asDouble": 1, "asInt": "2"}]}]}})
-        )),
-        format!(
-            "{METRIC}.gauge.dataPoints[0].exemplars[0]: only one of asDouble and asInt may be set"
-        )
+    assert_metric_error(
+        json!({"gauge": {"dataPoints": [{"exemplars": [{"asDouble": 1, "asInt": "2"}]}]}}),
+        ".gauge.dataPoints[0].exemplars[0]: only one of asDouble and asInt may be set",
     );
 }
 

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lookout_config::HostMetricsConfig;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use lookout_proto::otlp::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum,
@@ -79,30 +80,30 @@ pub struct HostMetrics {
     errors: u64,
 }
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `metrics` under a resource with `attributes`, in the host metrics scope.
+fn under_resource(attributes: Vec<KeyValue>, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: SCOPE_NAME.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            }),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 fn read_into(path: impl AsRef<Path>, buf: &mut String) -> std::io::Result<()> {
@@ -284,7 +285,7 @@ fn pair(
 ) -> [(Vec<KeyValue>, V); 2] {
     let with = |d: &str| {
         let mut v = common.to_vec();
-        v.push(kv(key, d));
+        v.push(attr::string(key, d));
         v
     };
     [(with(a), V::I(va)), (with(b), V::I(vb))]
@@ -346,6 +347,24 @@ impl HostMetrics {
         }
     }
 
+    /// Read `path` and parse it with `parse`, giving the buffer back; `None` when either
+    /// fails, counted and warned about once (`unparsed` says what is wrong with the text).
+    fn read_parsed<T>(
+        &mut self,
+        g: Group,
+        path: &str,
+        unparsed: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let buf = self.read(g, path)?;
+        let parsed = parse(&buf);
+        self.buf = buf;
+        if parsed.is_none() {
+            self.failed(g, path, &unparsed);
+        }
+        parsed
+    }
+
     /// Collect every enabled group once. Never fails: unreadable groups are left out.
     pub fn collect(&mut self) -> ExportMetricsServiceRequest {
         let now = now_ns();
@@ -363,63 +382,30 @@ impl HostMetrics {
             self.collect_network(&mut sys);
         }
         let mut resource_metrics = Vec::with_capacity(2);
-        let scope = || {
-            Some(InstrumentationScope {
-                name: SCOPE_NAME.into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                ..Default::default()
-            })
-        };
         if !sys.out.is_empty() {
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: self.resource.clone(),
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: sys.out,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            resource_metrics.push(under_resource(self.resource.clone(), sys.out));
         }
         if let Some((stat, pid)) = self.watched_process() {
             let mut proc = Metrics::new(now);
             self.collect_process(&mut proc, pid, &stat);
             let mut attributes = self.resource.clone();
             attributes.retain(|a| a.key != "process.pid" && a.key != "process.executable.name");
-            attributes.push(kv_int("process.pid", i64::from(pid)));
-            attributes.push(kv("process.executable.name", &stat.comm));
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(Resource {
-                    attributes,
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: proc.out,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            attributes.push(attr::int("process.pid", i64::from(pid)));
+            attributes.push(attr::string("process.executable.name", &stat.comm));
+            resource_metrics.push(under_resource(attributes, proc.out));
         }
         ExportMetricsServiceRequest { resource_metrics }
     }
 
     fn collect_cpu(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Cpu, "/proc/stat") else {
-            return;
-        };
-        let stat = procfs::parse_stat(&buf);
-        self.buf = buf;
-        let Some(stat) = stat else {
-            self.failed(Group::Cpu, "/proc/stat", &"no cpu line");
+        let Some(stat) =
+            self.read_parsed(Group::Cpu, "/proc/stat", "no cpu line", procfs::parse_stat)
+        else {
             return;
         };
         self.boot_ns = stat.boot_time_s.saturating_mul(1_000_000_000);
         self.logical_cpus = stat.logical_cpus;
-        let mode = |name: &str| vec![kv("cpu.mode", name)];
+        let mode = |name: &str| vec![attr::string("cpu.mode", name)];
         let times = stat
             .cpu
             .modes()
@@ -467,13 +453,12 @@ impl HostMetrics {
     }
 
     fn collect_memory(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Memory, "/proc/meminfo") else {
-            return;
-        };
-        let info = procfs::parse_meminfo(&buf);
-        self.buf = buf;
-        let Some(info) = info else {
-            self.failed(Group::Memory, "/proc/meminfo", &"no MemTotal");
+        let Some(info) = self.read_parsed(
+            Group::Memory,
+            "/proc/meminfo",
+            "no MemTotal",
+            procfs::parse_meminfo,
+        ) else {
             return;
         };
         let states = [
@@ -482,7 +467,7 @@ impl HostMetrics {
             ("cached", info.cached),
             ("buffered", info.buffers),
         ];
-        let state = |s: &str| vec![kv("system.memory.state", s)];
+        let state = |s: &str| vec![attr::string("system.memory.state", s)];
         m.sum(
             "system.memory.usage",
             "By",
@@ -512,13 +497,12 @@ impl HostMetrics {
     }
 
     fn collect_load(&mut self, m: &mut Metrics) {
-        let Some(buf) = self.read(Group::Load, "/proc/loadavg") else {
-            return;
-        };
-        let load = procfs::parse_loadavg(&buf);
-        self.buf = buf;
-        let Some(load) = load else {
-            self.failed(Group::Load, "/proc/loadavg", &"unexpected format");
+        let Some(load) = self.read_parsed(
+            Group::Load,
+            "/proc/loadavg",
+            "unexpected format",
+            procfs::parse_loadavg,
+        ) else {
             return;
         };
         for (name, v) in [
@@ -559,7 +543,7 @@ impl HostMetrics {
         let mut io = Vec::with_capacity(disks.len() * 2);
         let mut ops = Vec::with_capacity(disks.len() * 2);
         for d in &disks {
-            let dev = [kv("system.device", d.name)];
+            let dev = [attr::string("system.device", d.name)];
             io.extend(pair(
                 "disk.io.direction",
                 ("read", "write"),
@@ -605,17 +589,17 @@ impl HostMetrics {
                 continue;
             };
             let common = [
-                kv("system.device", mount.device),
-                kv("system.filesystem.mountpoint", &mountpoint),
-                kv("system.filesystem.type", mount.fstype),
-                kv(
+                attr::string("system.device", mount.device),
+                attr::string("system.filesystem.mountpoint", &mountpoint),
+                attr::string("system.filesystem.type", mount.fstype),
+                attr::string(
                     "system.filesystem.mode",
                     if mount.read_only { "ro" } else { "rw" },
                 ),
             ];
             for (state, v) in [("used", used), ("free", free), ("reserved", reserved)] {
                 let mut a = common.to_vec();
-                a.push(kv("system.filesystem.state", state));
+                a.push(attr::string("system.filesystem.state", state));
                 usage.push((a, V::I(v)));
             }
             let total = used + free + reserved;
@@ -651,7 +635,7 @@ impl HostMetrics {
         let mut dropped = Vec::with_capacity(devs.len() * 2);
         const DIR: (&str, &str) = ("receive", "transmit");
         for d in &devs {
-            let dev = [kv("network.interface.name", d.name)];
+            let dev = [attr::string("network.interface.name", d.name)];
             let key = "network.io.direction";
             io.extend(pair(key, DIR, &dev, (d.rx_bytes, d.tx_bytes)));
             packets.extend(pair(key, DIR, &dev, (d.rx_packets, d.tx_packets)));
@@ -806,7 +790,7 @@ impl HostMetrics {
         let start = self
             .boot_ns
             .saturating_add((s.start_ticks as f64 / self.clk_tck * 1e9) as u64);
-        let mode = |name: &str| vec![kv("cpu.mode", name)];
+        let mode = |name: &str| vec![attr::string("cpu.mode", name)];
         m.sum(
             "process.cpu.time",
             "s",

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
+use lookout_proto::attr;
+use lookout_proto::otlp::common::v1::{any_value, AnyValue};
 use lookout_proto::otlp::metrics::v1::NumberDataPoint;
 
 use super::*;
@@ -17,7 +19,10 @@ fn cfg() -> HostMetricsConfig {
 }
 
 fn base() -> Vec<KeyValue> {
-    vec![kv("host.name", "test-host"), kv("service.name", "svc")]
+    vec![
+        attr::string("host.name", "test-host"),
+        attr::string("service.name", "svc"),
+    ]
 }
 
 fn attr<'a>(p: &'a NumberDataPoint, key: &str) -> Option<&'a str> {

@@ -78,6 +78,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lookout_config::TailConfig;
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -337,7 +338,7 @@ struct Group {
 impl Group {
     fn new(index: usize, cfg: &TailConfig, base: &[KeyValue]) -> anyhow::Result<Self> {
         cfg.validate()
-            .map_err(|(k, r)| anyhow::anyhow!("tail[{index}].{k}: {r}"))?;
+            .map_err(|v| anyhow::anyhow!("tail[{index}].{}: {}", v.key, v.reason))?;
         let exclude = cfg
             .exclude
             .iter()
@@ -351,7 +352,7 @@ impl Group {
         let mut attrs: Vec<KeyValue> = base.to_vec();
         let mut set = |key: &str, value: &str| {
             attrs.retain(|a| a.key != key);
-            attrs.push(record::kv(key, value));
+            attrs.push(attr::string(key, value));
         };
         if !cfg.service.is_empty() {
             set("service.name", &cfg.service);
@@ -402,6 +403,15 @@ struct Tracked {
     warned: bool,
 }
 
+/// A file opened to be tailed, and the first bytes it is identified by.
+struct Probe {
+    file: File,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    head: Vec<u8>,
+}
+
 /// A record in the batch.
 struct Pending {
     group: usize,
@@ -409,6 +419,27 @@ struct Pending {
     end: u64,
     bytes: usize,
     log: LogRecord,
+}
+
+/// Records read but not yet in an entry.
+#[derive(Default)]
+struct RecordBatch {
+    records: VecDeque<Pending>,
+    /// Estimated encoded size of `records`.
+    bytes: usize,
+    /// When the oldest record came in; `None` when empty.
+    started: Option<Instant>,
+}
+
+impl RecordBatch {
+    /// Whether the batch fills an entry, by record count or by size.
+    fn is_full(&self, max_records: usize) -> bool {
+        self.records.len() >= max_records || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// An entry ready to append and what to commit once it is stored.
@@ -435,9 +466,7 @@ struct Core {
     max_batch: usize,
     /// Round-robin start among files, so one busy file does not starve the others.
     rr: usize,
-    batch: VecDeque<Pending>,
-    batch_bytes: usize,
-    batch_started: Option<Instant>,
+    batch: RecordBatch,
     /// New files tracked since the last checkpoint write (must be written before their
     /// lines are appended, so that their ids can be recomputed after a crash).
     identity_dirty: bool,
@@ -494,9 +523,7 @@ impl Core {
             binary: HashMap::new(),
             max_batch: setup.max_batch_records.max(1),
             rr: 0,
-            batch: VecDeque::new(),
-            batch_bytes: 0,
-            batch_started: None,
+            batch: RecordBatch::default(),
             identity_dirty: false,
             dirty: false,
             buf: vec![0; CHUNK],
@@ -610,8 +637,9 @@ impl Core {
         }
     }
 
-    /// Open a newly found file and decide where to start reading it.
-    fn try_track(&mut self, gi: usize, path: &Path) {
+    /// Open `path` and read its head: `None` (warned about once, counted) when it cannot
+    /// be read, is binary, or has no complete first line to identify it by yet.
+    fn probe(&mut self, gi: usize, path: &Path) -> Option<Probe> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -624,7 +652,7 @@ impl Core {
                     self.metrics.error(kind);
                     warn!(path = %path.display(), error = %e, "cannot open log file; will retry");
                 }
-                return;
+                return None;
             }
         };
         let meta = match file.metadata() {
@@ -634,7 +662,7 @@ impl Core {
                     self.metrics.error("read");
                     warn!(path = %path.display(), error = %e, "cannot stat log file; will retry");
                 }
-                return;
+                return None;
             }
         };
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
@@ -644,19 +672,40 @@ impl Core {
                 self.metrics.error("read");
                 warn!(path = %path.display(), error = %e, "cannot read log file; will retry");
             }
-            return;
+            return None;
         }
         self.warned_paths.remove(path);
         if head.contains(&0) {
             self.binary.insert((dev, ino), gi);
             self.metrics.error("binary");
             warn!(path = %path.display(), "not tailing a binary file (NUL bytes in its first KiB)");
-            return;
+            return None;
         }
         // Wait for a complete first line (or a full fingerprint) before fixing the identity.
         if head.len() < FINGERPRINT_LEN && !head.contains(&b'\n') {
-            return;
+            return None;
         }
+        Some(Probe {
+            file,
+            dev,
+            ino,
+            size,
+            head,
+        })
+    }
+
+    /// Open a newly found file and decide where to start reading it.
+    fn try_track(&mut self, gi: usize, path: &Path) {
+        let Some(Probe {
+            file,
+            dev,
+            ino,
+            size,
+            head,
+        }) = self.probe(gi, path)
+        else {
+            return;
+        };
         let known = self.checkpoints.values().find(|c| {
             c.dev == dev
                 && c.ino == ino
@@ -724,8 +773,8 @@ impl Core {
             file,
             path: path.to_path_buf(),
             file_attrs: vec![
-                record::kv("log.file.path", path_str),
-                record::kv("log.file.name", name),
+                attr::string("log.file.path", path_str),
+                attr::string("log.file.name", name),
             ],
             read_offset: offset,
             lines: Lines::new(group.max_len),
@@ -745,24 +794,12 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             buf,
             max_batch,
             rr,
             ..
         } = self;
-        let group = &groups[gi];
-        let mut sink = BatchSink {
-            group,
-            gi,
-            metrics,
-            batch,
-            batch_bytes,
-            batch_started,
-            now,
-            observed: nanos_now(),
-        };
+        let mut sink = BatchSink::new(groups, gi, metrics, batch, now);
         let mut more = false;
         let n = files.len();
         let first = *rr % n.max(1);
@@ -772,7 +809,7 @@ impl Core {
             if t.group != gi || t.draining {
                 continue;
             }
-            if sink.batch.len() >= *max_batch || *sink.batch_bytes >= MAX_BATCH_BYTES {
+            if sink.batch.is_full(*max_batch) {
                 // Ship the batch first; come back at once. Not at its end: a file the
                 // globs lost must not be released before this read.
                 t.at_eof = false;
@@ -780,7 +817,7 @@ impl Core {
             } else {
                 more |= read_file(t, buf, &mut sink);
             }
-            if t.joiner.expired(now, group.multiline_timeout) {
+            if t.joiner.expired(now, sink.group.multiline_timeout) {
                 if let Some(r) = t.joiner.flush() {
                     sink.emit(t, r);
                 }
@@ -797,8 +834,6 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             checkpoints,
             dirty,
             ..
@@ -807,22 +842,12 @@ impl Core {
             if t.unmatched < RELEASE_POLLS || !t.at_eof {
                 continue;
             }
-            let group = &groups[t.group];
-            let mut sink = BatchSink {
-                group,
-                gi: t.group,
-                metrics,
-                batch,
-                batch_bytes,
-                batch_started,
-                now,
-                observed: nanos_now(),
-            };
+            let mut sink = BatchSink::new(groups, t.group, metrics, batch, now);
             // The file will not grow any more: an unterminated last line is complete.
             let end = t.read_offset;
             let mut records = Vec::new();
             if let Some(r) = t.lines.take_partial(end) {
-                metrics.lines.with_label_values(&[&group.label]).inc();
+                metrics.lines.with_label_values(&[&sink.group.label]).inc();
                 t.joiner.push(r, now, &mut |r| records.push(r));
             }
             records.extend(t.joiner.flush());
@@ -833,7 +858,7 @@ impl Core {
             let kind = if deleted { "delete" } else { "rename" };
             metrics
                 .rotations
-                .with_label_values(&[&group.label, kind])
+                .with_label_values(&[&sink.group.label, kind])
                 .inc();
             info!(path = %t.path.display(), file_id = t.id, offset = end, kind, "log file rotated away; released");
             t.draining = true;
@@ -857,22 +882,10 @@ impl Core {
             files,
             metrics,
             batch,
-            batch_bytes,
-            batch_started,
             ..
         } = self;
         for t in files.iter_mut() {
-            let group = &groups[t.group];
-            let mut sink = BatchSink {
-                group,
-                gi: t.group,
-                metrics,
-                batch,
-                batch_bytes,
-                batch_started,
-                now,
-                observed: nanos_now(),
-            };
+            let mut sink = BatchSink::new(groups, t.group, metrics, batch, now);
             if let Some(r) = t.joiner.flush() {
                 sink.emit(t, r);
             }
@@ -880,29 +893,27 @@ impl Core {
     }
 
     fn batch_due(&self, now: Instant, max_batch: usize, timeout: Duration) -> bool {
-        match self.batch_started {
+        match self.batch.started {
             None => false,
             Some(start) => {
-                self.batch.len() >= max_batch
-                    || self.batch_bytes >= MAX_BATCH_BYTES
-                    || now.saturating_duration_since(start) >= timeout
+                self.batch.is_full(max_batch) || now.saturating_duration_since(start) >= timeout
             }
         }
     }
 
     fn batch_deadline(&self, timeout: Duration) -> Option<Instant> {
-        self.batch_started.map(|s| s + timeout)
+        self.batch.started.map(|s| s + timeout)
     }
 
     /// Encode up to `max` records from the front of the batch as one entry.
     fn take_entry(&mut self, max: usize) -> Option<Outgoing> {
-        if self.batch.is_empty() {
-            self.batch_started = None;
+        if self.batch.records.is_empty() {
+            self.batch.started = None;
             return None;
         }
         let mut n = 0;
         let mut size = 0;
-        for p in self.batch.iter().take(max) {
+        for p in self.batch.records.iter().take(max) {
             if n > 0 && size + p.bytes > MAX_BATCH_BYTES {
                 break;
             }
@@ -912,8 +923,8 @@ impl Core {
         let mut resource_logs: Vec<(usize, Vec<LogRecord>)> = Vec::new();
         let mut positions: Vec<FilePosition> = Vec::new();
         let mut counts: Vec<(u64, usize)> = Vec::new();
-        for p in self.batch.drain(..n) {
-            self.batch_bytes = self.batch_bytes.saturating_sub(p.bytes);
+        for p in self.batch.records.drain(..n) {
+            self.batch.bytes = self.batch.bytes.saturating_sub(p.bytes);
             match resource_logs.iter_mut().find(|(g, _)| *g == p.group) {
                 Some((_, logs)) => logs.push(p.log),
                 None => resource_logs.push((p.group, vec![p.log])),
@@ -932,9 +943,8 @@ impl Core {
                 }
             }
         }
-        if self.batch.is_empty() {
-            self.batch_started = None;
-            self.batch_bytes = 0;
+        if self.batch.records.is_empty() {
+            self.batch.clear();
         }
         let per_group = resource_logs
             .iter()
@@ -995,8 +1005,6 @@ impl Core {
     /// Forget the batch without storing it (shutdown with a refusing buffer).
     fn discard_batch(&mut self) {
         self.batch.clear();
-        self.batch_bytes = 0;
-        self.batch_started = None;
     }
 
     fn checkpoint_bytes(&mut self) -> Vec<u8> {
@@ -1016,14 +1024,30 @@ struct BatchSink<'a> {
     group: &'a Group,
     gi: usize,
     metrics: &'a TailMetrics,
-    batch: &'a mut VecDeque<Pending>,
-    batch_bytes: &'a mut usize,
-    batch_started: &'a mut Option<Instant>,
+    batch: &'a mut RecordBatch,
     now: Instant,
     observed: u64,
 }
 
-impl BatchSink<'_> {
+impl<'a> BatchSink<'a> {
+    /// The sink of group `gi`; what it takes now is observed now.
+    fn new(
+        groups: &'a [Group],
+        gi: usize,
+        metrics: &'a TailMetrics,
+        batch: &'a mut RecordBatch,
+        now: Instant,
+    ) -> Self {
+        Self {
+            group: &groups[gi],
+            gi,
+            metrics,
+            batch,
+            now,
+            observed: nanos_now(),
+        }
+    }
+
     fn emit(&mut self, t: &mut Tracked, raw: Raw) {
         if raw.truncated {
             self.metrics
@@ -1040,17 +1064,29 @@ impl BatchSink<'_> {
                 .with_label_values(&[&self.group.label])
                 .inc();
         }
-        self.batch.push_back(Pending {
+        self.batch.records.push_back(Pending {
             group: self.gi,
             file_id: t.id,
             end: raw.end,
             bytes,
             log,
         });
-        *self.batch_bytes += bytes;
-        self.batch_started.get_or_insert(self.now);
+        self.batch.bytes += bytes;
+        self.batch.started.get_or_insert(self.now);
         t.inflight += 1;
     }
+}
+
+/// `t` cannot be read now: counted and warned about once, tried again at the next poll.
+/// Returns false: nothing more is waiting.
+fn read_failed(t: &mut Tracked, metrics: &TailMetrics, e: &std::io::Error, what: &str) -> bool {
+    if !t.warned {
+        t.warned = true;
+        metrics.error("read");
+        warn!(path = %t.path.display(), error = %e, "{what}");
+    }
+    t.at_eof = true;
+    false
 }
 
 /// Read one chunk of `t`; true if more is waiting.
@@ -1058,15 +1094,7 @@ fn read_file(t: &mut Tracked, buf: &mut [u8], sink: &mut BatchSink<'_>) -> bool 
     let label = &sink.group.label;
     let size = match t.file.metadata() {
         Ok(m) => m.len(),
-        Err(e) => {
-            if !t.warned {
-                t.warned = true;
-                sink.metrics.error("read");
-                warn!(path = %t.path.display(), error = %e, "cannot stat tailed file");
-            }
-            t.at_eof = true;
-            return false;
-        }
+        Err(e) => return read_failed(t, sink.metrics, &e, "cannot stat tailed file"),
     };
     if size < t.read_offset {
         sink.metrics
@@ -1090,13 +1118,7 @@ fn read_file(t: &mut Tracked, buf: &mut [u8], sink: &mut BatchSink<'_>) -> bool 
     let n = match t.file.read_at(&mut buf[..want], t.read_offset) {
         Ok(n) => n,
         Err(e) => {
-            if !t.warned {
-                t.warned = true;
-                sink.metrics.error("read");
-                warn!(path = %t.path.display(), error = %e, "cannot read tailed file; will retry");
-            }
-            t.at_eof = true;
-            return false;
+            return read_failed(t, sink.metrics, &e, "cannot read tailed file; will retry");
         }
     };
     t.warned = false;

@@ -35,15 +35,6 @@ pub fn string_value(s: impl Into<String>) -> AnyValue {
     }
 }
 
-/// A string attribute.
-pub fn kv(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(string_value(value)),
-        ..KeyValue::default()
-    }
-}
-
 /// Build the record of `raw` (a line or joined lines, terminators removed). Returns the
 /// record and whether `json` was asked for but the text was not a JSON object.
 pub fn build(raw: &[u8], json: bool, file_attrs: &[KeyValue], observed: u64) -> (LogRecord, bool) {
@@ -265,6 +256,7 @@ fn hex_id<const N: usize>(s: &str) -> Option<[u8; N]> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use lookout_proto::attr;
 
     fn attr<'a>(r: &'a LogRecord, k: &str) -> Option<&'a any_value::Value> {
         r.attributes
@@ -277,7 +269,7 @@ mod tests {
     #[test]
     fn json_fields_are_picked() {
         let line = br#"{"ts":"2024-05-01T10:00:00.5Z","level":"WARNING","msg":"disk low","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","http":{"status":503,"ok":false},"ratio":0.5,"tags":["a"],"nothing":null}"#;
-        let (r, non_json) = build(line, true, &[kv("log.file.name", "a.log")], 7);
+        let (r, non_json) = build(line, true, &[attr::string("log.file.name", "a.log")], 7);
         assert!(!non_json);
         assert_eq!(r.body, Some(string_value("disk low")));
         assert_eq!(r.severity_text, "WARNING");

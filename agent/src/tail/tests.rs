@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
+use lookout_proto::attr;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::any_value;
 use lookout_proto::otlp::logs::v1::LogRecord;
@@ -83,7 +84,8 @@ fn body(r: &LogRecord) -> String {
     }
 }
 
-fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+/// The string value of attribute `key`, if there is one.
+fn str_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     attrs
         .iter()
         .find(|a| a.key == key)
@@ -148,7 +150,7 @@ impl Harness {
         let setup = TailerSetup {
             entries,
             state_dir: self.path("state"),
-            base_resource: vec![record::kv("host.name", "box")],
+            base_resource: vec![attr::string("host.name", "box")],
             recovered,
             sink: self.sink.clone(),
             metrics: self.metrics.clone(),
@@ -165,6 +167,28 @@ impl Harness {
 
     fn start(&self, entry: TailConfig) -> Running {
         self.start_with(vec![entry], HashMap::new())
+    }
+
+    /// Tails `entry` until the sink holds exactly `want`, then stops.
+    async fn tail_until(&self, entry: TailConfig, want: &[&str]) {
+        let run = self.start(entry);
+        wait_bodies(&self.sink, want).await;
+        run.stop().await;
+    }
+
+    /// `lookout_agent_tail_errors_total` of `kind`.
+    fn errors(&self, kind: &str) -> u64 {
+        self.counter("lookout_agent_tail_errors_total", &[("kind", kind)])
+    }
+
+    /// `lookout_agent_tail_rotations_total` of `kind`.
+    fn rotations(&self, kind: &str) -> u64 {
+        self.counter("lookout_agent_tail_rotations_total", &[("kind", kind)])
+    }
+
+    /// Files tailed now, over all entries.
+    fn files_watched(&self) -> u64 {
+        self.counter("lookout_agent_tail_files_watched", &[])
     }
 
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -252,17 +276,20 @@ async fn lines_arrive_in_order_with_crlf_and_resource() {
     let (res, rec) = &recs[0];
     let res = res.resource.as_ref().unwrap();
     assert_eq!(
-        attr(&res.attributes, "service.name").as_deref(),
+        str_attr(&res.attributes, "service.name").as_deref(),
         Some("shop")
     );
-    assert_eq!(attr(&res.attributes, "team").as_deref(), Some("pay"));
-    assert_eq!(attr(&res.attributes, "host.name").as_deref(), Some("box"));
+    assert_eq!(str_attr(&res.attributes, "team").as_deref(), Some("pay"));
     assert_eq!(
-        attr(&rec.attributes, "log.file.path"),
+        str_attr(&res.attributes, "host.name").as_deref(),
+        Some("box")
+    );
+    assert_eq!(
+        str_attr(&rec.attributes, "log.file.path"),
         Some(log.to_string_lossy().into_owned())
     );
     assert_eq!(
-        attr(&rec.attributes, "log.file.name").as_deref(),
+        str_attr(&rec.attributes, "log.file.name").as_deref(),
         Some("app.log")
     );
     assert!(rec.observed_time_unix_nano > 0);
@@ -295,9 +322,7 @@ async fn start_at_end_skips_old_lines_but_not_new_files() {
 
     let h = Harness::new();
     append(&h.path("a.log"), "old1\nold2\n");
-    let run = h.start(h.entry("*.log"));
-    wait_bodies(&h.sink, &["old1", "old2"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("*.log"), &["old1", "old2"]).await;
 }
 
 #[tokio::test]
@@ -338,9 +363,7 @@ async fn recovered_offset_ahead_of_checkpoint_wins() {
     let h = Harness::new();
     let log = h.path("app.log");
     append(&log, "a\nb\n");
-    let run = h.start(h.entry("app.log"));
-    wait_bodies(&h.sink, &["a", "b"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("app.log"), &["a", "b"]).await;
     let pos = h.sink.last_position();
     assert_eq!(pos.offset, 4);
     // As if "c" was stored in the buffer but the agent died before the checkpoint.
@@ -386,11 +409,8 @@ async fn rotation_by_rename_during_writes_is_exactly_once() {
     got.sort_by_key(|b| b[2..].parse::<u32>().unwrap());
     let want: Vec<String> = (0..300).map(|i| format!("r-{i}")).collect();
     assert_eq!(got, want);
-    wait_until("old files released", || {
-        h.counter("lookout_agent_tail_rotations_total", &[("kind", "rename")]) == 2
-    })
-    .await;
-    assert_eq!(h.counter("lookout_agent_tail_files_watched", &[]), 1);
+    wait_until("old files released", || h.rotations("rename") == 2).await;
+    assert_eq!(h.files_watched(), 1);
     run.stop().await;
 }
 
@@ -410,13 +430,7 @@ async fn rotation_by_truncate_restarts_at_zero() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     append(&log, "x\ny\n");
     wait_bodies(&h.sink, &["line-one", "line-two", "line-three", "x", "y"]).await;
-    assert_eq!(
-        h.counter(
-            "lookout_agent_tail_rotations_total",
-            &[("kind", "truncate")]
-        ),
-        1
-    );
+    assert_eq!(h.rotations("truncate"), 1);
     run.stop().await;
     assert_eq!(h.sink.last_position().offset, 4);
 }
@@ -481,9 +495,8 @@ async fn json_lines_become_structured_records() {
     );
     let mut e = h.entry("app.log");
     e.format = "json".into();
-    let run = h.start(e);
-    wait_bodies(&h.sink, &["payment failed", "not json at all"]).await;
-    run.stop().await;
+    h.tail_until(e, &["payment failed", "not json at all"])
+        .await;
     let recs = h.sink.records();
     let r = &recs[0].1;
     assert_eq!(r.severity_text, "error");
@@ -543,10 +556,7 @@ async fn failing_sink_loses_and_repeats_nothing() {
     wait_bodies(&h.sink, &["a", "b", "c", "d"]).await;
     run.stop().await;
     settle(&h.sink, 4).await;
-    assert_eq!(
-        h.counter("lookout_agent_tail_errors_total", &[("kind", "sink")]),
-        2
-    );
+    assert_eq!(h.errors("sink"), 2);
 }
 
 #[tokio::test]
@@ -558,15 +568,10 @@ async fn refused_at_shutdown_is_read_again_after_restart() {
     wait_bodies(&h.sink, &["a"]).await;
     h.sink.fail.store(u32::MAX, Ordering::SeqCst);
     append(&log, "b\n");
-    wait_until("refusal", || {
-        h.counter("lookout_agent_tail_errors_total", &[("kind", "sink")]) > 0
-    })
-    .await;
+    wait_until("refusal", || h.errors("sink") > 0).await;
     run.stop().await;
     h.sink.fail.store(0, Ordering::SeqCst);
-    let run = h.start(h.entry("app.log"));
-    wait_bodies(&h.sink, &["a", "b"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("app.log"), &["a", "b"]).await;
 }
 
 #[tokio::test]
@@ -579,14 +584,8 @@ async fn file_deleted_while_tailed_is_read_to_its_end() {
     append(&log, "d2\nd3");
     std::fs::remove_file(&log).unwrap();
     wait_bodies(&h.sink, &["d1", "d2", "d3"]).await;
-    wait_until("released", || {
-        h.counter("lookout_agent_tail_files_watched", &[]) == 0
-    })
-    .await;
-    assert_eq!(
-        h.counter("lookout_agent_tail_rotations_total", &[("kind", "delete")]),
-        1
-    );
+    wait_until("released", || h.files_watched() == 0).await;
+    assert_eq!(h.rotations("delete"), 1);
     run.stop().await;
 }
 
@@ -609,20 +608,14 @@ async fn binary_and_unreadable_files_are_skipped() {
         wait_until("both text files", || h.sink.bodies().len() == 2).await;
     } else {
         wait_bodies(&h.sink, &["fine"]).await;
-        wait_until("permission error", || {
-            h.counter("lookout_agent_tail_errors_total", &[("kind", "permission")]) == 1
-        })
-        .await;
+        wait_until("permission error", || h.errors("permission") == 1).await;
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
         wait_bodies(&h.sink, &["fine", "hidden"]).await;
     }
     settle(&h.sink, 2).await;
-    assert_eq!(
-        h.counter("lookout_agent_tail_errors_total", &[("kind", "binary")]),
-        1
-    );
-    assert_eq!(h.counter("lookout_agent_tail_files_watched", &[]), 2);
+    assert_eq!(h.errors("binary"), 1);
+    assert_eq!(h.files_watched(), 2);
     run.stop().await;
 }
 
@@ -643,7 +636,7 @@ async fn exclude_and_several_entries() {
     let recs = h.sink.records();
     let svc = |b: &str| {
         let (rl, _) = recs.iter().find(|(_, r)| body(r) == b).unwrap();
-        attr(&rl.resource.as_ref().unwrap().attributes, "service.name")
+        str_attr(&rl.resource.as_ref().unwrap().attributes, "service.name")
     };
     assert_eq!(svc("a"), None);
     assert_eq!(svc("b").as_deref(), Some("other"));
@@ -675,9 +668,7 @@ async fn identity_survives_growth_and_distinguishes_new_files() {
     let h = Harness::new();
     let log = h.path("app.log");
     append(&log, "short\n");
-    let run = h.start(h.entry("app.log"));
-    wait_bodies(&h.sink, &["short"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("app.log"), &["short"]).await;
     let id = h.sink.last_position().file_id;
     // The file grows past the fingerprint length while the agent is stopped.
     let more: Vec<String> = (0..100)
@@ -703,16 +694,13 @@ async fn file_rewritten_while_stopped_is_read_from_the_start() {
     let h = Harness::new();
     let log = h.path("app.log");
     append(&log, "old-1\nold-2\n");
-    let run = h.start(h.entry("app.log"));
-    wait_bodies(&h.sink, &["old-1", "old-2"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("app.log"), &["old-1", "old-2"]).await;
     // copytruncate while stopped, then more lines than before: same inode, new content.
     std::fs::write(&log, "new-1\nnew-2\nnew-3\n").unwrap();
     let mut e = h.entry("app.log");
     e.start_at = "end".into();
-    let run = h.start(e);
-    wait_bodies(&h.sink, &["old-1", "old-2", "new-1", "new-2", "new-3"]).await;
-    run.stop().await;
+    h.tail_until(e, &["old-1", "old-2", "new-1", "new-2", "new-3"])
+        .await;
 }
 
 #[tokio::test]
@@ -738,14 +726,9 @@ async fn corrupt_checkpoint_file_is_set_aside() {
     std::fs::create_dir_all(h.path("state")).unwrap();
     std::fs::write(h.path("state").join(CHECKPOINT_FILE_NAME), "{not json").unwrap();
     append(&h.path("app.log"), "a\n");
-    let run = h.start(h.entry("app.log"));
-    wait_bodies(&h.sink, &["a"]).await;
-    run.stop().await;
+    h.tail_until(h.entry("app.log"), &["a"]).await;
     assert!(h.path("state").join("tail-checkpoints.json.bad").exists());
-    assert_eq!(
-        h.counter("lookout_agent_tail_errors_total", &[("kind", "checkpoint")]),
-        1
-    );
+    assert_eq!(h.errors("checkpoint"), 1);
     let cp = std::fs::read_to_string(h.path("state").join(CHECKPOINT_FILE_NAME)).unwrap();
     assert!(cp.contains("\"version\": 1"), "{cp}");
 }

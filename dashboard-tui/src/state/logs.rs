@@ -5,7 +5,7 @@ use lookout_proto::api::{LogEntry, LogsResponse};
 
 use super::input::LineInput;
 use super::list::Selection;
-use crate::client::{LogsMode, LogsQuery};
+use crate::client::{FetchError, LogsMode, LogsQuery};
 
 /// Time range presets: label and the `from` parameter (`None`: all retained data).
 pub const RANGES: [(&str, Option<&str>); 6] = [
@@ -132,7 +132,12 @@ impl LogsState {
     }
 
     /// Take an answer to query `seq`.
-    pub fn on_answer(&mut self, seq: u64, mode: LogsMode, result: Result<LogsResponse, String>) {
+    pub fn on_answer(
+        &mut self,
+        seq: u64,
+        mode: LogsMode,
+        result: Result<LogsResponse, FetchError>,
+    ) {
         if seq != self.seq {
             return;
         }
@@ -143,7 +148,7 @@ impl LogsState {
         let r = match result {
             Ok(r) => r,
             Err(e) => {
-                self.error = Some(e);
+                self.error = Some(e.to_string());
                 if mode == LogsMode::Replace {
                     self.loaded = true;
                 }

@@ -8,10 +8,41 @@ use lookout_proto::api::{LogEntry, TraceResponse, TracesResponse};
 use super::input::LineInput;
 use super::list::Selection;
 use super::logs::RANGES;
-use crate::client::TracesQuery;
+use crate::client::{FetchError, TracesQuery};
 
 /// Default time range index (1h) of the trace search.
 pub const DEFAULT_RANGE: usize = 1;
+
+/// Why the trace search line does not parse; each message names the term at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SearchError {
+    /// A term that is neither `KEY=VALUE` nor `error`.
+    #[error("`{0}`: expected KEY=VALUE or `error` (e.g. service=checkout min=250ms)")]
+    NotKeyValue(String),
+    /// `KEY=` or `=VALUE`.
+    #[error("`{0}`: empty key or value")]
+    EmptyKeyOrValue(String),
+    /// `status=` with anything but `error`.
+    #[error("`{0}`: only status=error is supported")]
+    Status(String),
+    /// `attr.=VALUE`.
+    #[error("`{0}`: missing attribute key")]
+    MissingAttributeKey(String),
+    /// `min=` or `max=` with something that is not a duration.
+    #[error("`{key}`: {error}")]
+    Duration {
+        /// The key as typed (`min`, `max_duration`, ...).
+        key: String,
+        /// Why the value is not a duration.
+        error: lookout_config::DurationError,
+    },
+    /// `limit=` outside 1 to 10000.
+    #[error("`limit`: expected 1 to 10000, got {0:?}")]
+    Limit(String),
+    /// An opening `"` without its closing one.
+    #[error("unclosed double quote")]
+    UnclosedQuote,
+}
 
 /// Parse the search line into query parameters of `GET /api/v1/traces`.
 ///
@@ -19,7 +50,7 @@ pub const DEFAULT_RANGE: usize = 1;
 /// `service=checkout op="POST /pay" min=250ms max=2s error http.route=/cart limit=50`.
 /// `KEY=VALUE` with a key that is not one of the search fields filters on a span
 /// attribute (`attr.KEY=VALUE` says so explicitly).
-pub fn parse_search(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_search(text: &str) -> Result<Vec<(String, String)>, SearchError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for term in split_terms(text)? {
         let lower = term.to_ascii_lowercase();
@@ -28,13 +59,11 @@ pub fn parse_search(text: &str) -> Result<Vec<(String, String)>, String> {
             continue;
         }
         let Some((k, v)) = term.split_once('=') else {
-            return Err(format!(
-                "`{term}`: expected KEY=VALUE or `error` (e.g. service=checkout min=250ms)"
-            ));
+            return Err(SearchError::NotKeyValue(term));
         };
         let (k, v) = (k.trim(), v.trim());
         if k.is_empty() || v.is_empty() {
-            return Err(format!("`{term}`: empty key or value"));
+            return Err(SearchError::EmptyKeyOrValue(term));
         }
         let param = match k {
             "service" | "svc" => "service".to_string(),
@@ -44,25 +73,28 @@ pub fn parse_search(text: &str) -> Result<Vec<(String, String)>, String> {
             "limit" => "limit".to_string(),
             "from" => "from".to_string(),
             "to" => "to".to_string(),
-            "status" => return Err(format!("`{term}`: only status=error is supported")),
+            "status" => return Err(SearchError::Status(term)),
             other => match other.strip_prefix("attr.") {
-                Some("") => return Err(format!("`{term}`: missing attribute key")),
+                Some("") => return Err(SearchError::MissingAttributeKey(term)),
                 Some(k) => format!("attr.{k}"),
                 None => format!("attr.{other}"),
             },
         };
         if param == "min_duration" || param == "max_duration" {
-            lookout_config::parse_duration(v).map_err(|e| format!("`{k}`: {e}"))?;
+            lookout_config::parse_duration(v).map_err(|error| SearchError::Duration {
+                key: k.to_string(),
+                error,
+            })?;
         }
         if param == "limit" && !matches!(v.parse::<u32>(), Ok(1..=10_000)) {
-            return Err(format!("`limit`: expected 1 to 10000, got {v:?}"));
+            return Err(SearchError::Limit(v.to_string()));
         }
         out.push((param, v.to_string()));
     }
     Ok(out)
 }
 
-fn split_terms(text: &str) -> Result<Vec<String>, String> {
+fn split_terms(text: &str) -> Result<Vec<String>, SearchError> {
     let mut terms = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -78,7 +110,7 @@ fn split_terms(text: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("unclosed double quote".into());
+        return Err(SearchError::UnclosedQuote);
     }
     if !cur.is_empty() {
         terms.push(cur);
@@ -240,7 +272,7 @@ pub struct OpenTrace {
     /// Scroll of the detail pane, lines.
     pub detail_scroll: u16,
     /// Logs of the selected span, once fetched: span id and the result.
-    pub span_logs: Option<(String, Result<Vec<LogEntry>, String>)>,
+    pub span_logs: Option<(String, Result<Vec<LogEntry>, FetchError>)>,
     /// Sequence number of the span logs request.
     pub span_logs_seq: u64,
 }
@@ -295,7 +327,7 @@ impl Default for TracesState {
 
 impl TracesState {
     /// The search as query parameters, or why the line does not parse.
-    pub fn query(&self) -> Result<TracesQuery, String> {
+    pub fn query(&self) -> Result<TracesQuery, SearchError> {
         let mut params = parse_search(self.input.text())?;
         if !params.iter().any(|(k, _)| k == "from") {
             if let Some(from) = RANGES[self.range.min(RANGES.len() - 1)].1 {
@@ -354,7 +386,7 @@ mod tests {
             ("attr.=x", "missing attribute key"),
         ] {
             let e = parse_search(text).expect_err(text);
-            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
         }
     }
 }

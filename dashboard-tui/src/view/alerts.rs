@@ -1,13 +1,15 @@
 //! Alerts (rules, instances, notifications, receivers) and the service graph.
 
+use lookout_proto::api::AlertRuleStatus;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
+use crate::state::list::Selection;
 
 fn value(v: f64) -> String {
     if v.abs() >= 100.0 {
@@ -22,11 +24,7 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
     let a = &app.alerts;
     let Some(d) = a.data.as_ref().filter(|d| !d.rules.is_empty()) else {
         let empty = "No alert rules. Add [[alerts]] to the collector's config\n(see config/examples/collector.toml).";
-        let mut lines = super::placeholder(app, a.data.is_none(), empty);
-        if let Some(e) = &a.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, area, lines);
+        super::draw_empty(f, area, app, a.data.is_none(), empty, a.error.as_deref());
         return;
     };
     let rules_h = (d.rules.len() as u16 + 2).min(area.height / 2).max(3);
@@ -36,114 +34,16 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(1),
     ])
     .areas(area);
-
-    let header = Row::new(["state", "rule", "condition", "window", "for", "firing"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
-    let (start, end) = a
-        .sel
-        .window(rules_area.height.saturating_sub(2) as usize, d.rules.len());
-    let rows: Vec<Row> = d.rules[start..end]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let firing = r.instances.iter().filter(|i| i.state == "firing").count();
-            let scope = match (&r.service, &r.operation) {
-                (Some(s), Some(o)) => format!(" [{s} {o}]"),
-                (Some(s), None) => format!(" [{s}]"),
-                _ => String::new(),
-            };
-            let row = Row::new(vec![
-                Cell::from(r.state.clone()).style(fmt::alert_style(&r.state)),
-                Cell::from(fmt::one_line(&r.name)),
-                Cell::from(fmt::one_line(&format!(
-                    "{} {} {}{scope}",
-                    r.signal,
-                    r.op,
-                    value(r.threshold)
-                ))),
-                Cell::from(r.window.clone()),
-                Cell::from(r.for_.clone()),
-                Cell::from(format!("{firing}/{}", r.instances.len())),
-            ]);
-            if start + i == a.sel.selected() {
-                row.style(Style::new().add_modifier(Modifier::REVERSED))
-            } else {
-                row
-            }
-        })
-        .collect();
-    f.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(9),
-                Constraint::Min(12),
-                Constraint::Min(20),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-            ],
-        )
-        .header(header)
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(format!(" Rules ({}) ", d.rules.len())),
-        ),
-        rules_area,
-    );
-
+    draw_rules(f, rules_area, &d.rules, &a.sel);
     if let Some(rule) = d.rules.get(a.sel.selected()) {
-        let mut lines: Vec<Line> = Vec::new();
-        if rule.instances.is_empty() {
-            lines.push(Line::raw("No data for this rule yet."));
-        }
-        for inst in &rule.instances {
-            let labels: Vec<String> = inst
-                .labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != "alertname")
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:<9}", inst.state), fmt::alert_style(&inst.state)),
-                Span::raw(fmt::one_line(&labels.join(" "))),
-                Span::raw(format!(
-                    "  value {}  since {}",
-                    inst.value.map_or("-".into(), value),
-                    inst.since.get(11..19).unwrap_or(&inst.since)
-                )),
-            ]));
-            for n in &inst.notifications {
-                let style = match n.result.as_str() {
-                    "delivered" => Style::new().fg(Color::Green),
-                    "failed" => Style::new().fg(Color::Red),
-                    _ => Style::new().fg(Color::Yellow),
-                };
-                let mut spans = vec![
-                    Span::raw(format!(
-                        "    → {} {} at {}: ",
-                        fmt::one_line(&n.receiver),
-                        n.status,
-                        n.queued_at.get(11..19).unwrap_or(&n.queued_at)
-                    )),
-                    Span::styled(format!("{} ({} attempts)", n.result, n.attempts), style),
-                ];
-                if let Some(e) = &n.error {
-                    spans.push(Span::styled(
-                        format!(" {}", fmt::one_line(e)),
-                        Style::new().fg(Color::Red),
-                    ));
-                }
-                lines.push(Line::from(spans));
-            }
-        }
         f.render_widget(
-            Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-                Block::new()
-                    .borders(Borders::TOP)
-                    .title(format!(" Instances of {} ", fmt::one_line(&rule.name))),
-            ),
+            Paragraph::new(instance_lines(rule))
+                .wrap(Wrap { trim: false })
+                .block(
+                    Block::new()
+                        .borders(Borders::TOP)
+                        .title(format!(" Instances of {} ", fmt::one_line(&rule.name))),
+                ),
             inst_area,
         );
     }
@@ -166,6 +66,106 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
     );
 }
 
+/// The table of rules, the selected one highlighted.
+fn draw_rules(f: &mut Frame, area: Rect, rules: &[AlertRuleStatus], sel: &Selection) {
+    let (start, end) = sel.window(area.height.saturating_sub(2) as usize, rules.len());
+    let rows: Vec<Row> = rules[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let firing = r.instances.iter().filter(|i| i.state == "firing").count();
+            let scope = match (&r.service, &r.operation) {
+                (Some(s), Some(o)) => format!(" [{s} {o}]"),
+                (Some(s), None) => format!(" [{s}]"),
+                _ => String::new(),
+            };
+            let row = Row::new(vec![
+                Cell::from(r.state.clone()).style(fmt::alert_style(&r.state)),
+                Cell::from(fmt::one_line(&r.name)),
+                Cell::from(fmt::one_line(&format!(
+                    "{} {} {}{scope}",
+                    r.signal,
+                    r.op,
+                    value(r.threshold)
+                ))),
+                Cell::from(r.window.clone()),
+                Cell::from(r.for_.clone()),
+                Cell::from(format!("{firing}/{}", r.instances.len())),
+            ]);
+            if start + i == sel.selected() {
+                row.style(SELECTED)
+            } else {
+                row
+            }
+        })
+        .collect();
+    f.render_widget(
+        titled_table(
+            &["state", "rule", "condition", "window", "for", "firing"],
+            rows,
+            [
+                Constraint::Length(9),
+                Constraint::Min(12),
+                Constraint::Min(20),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(6),
+            ],
+            format!(" Rules ({}) ", rules.len()),
+        ),
+        area,
+    );
+}
+
+/// The instances of a rule, each with its notifications under it.
+fn instance_lines(rule: &AlertRuleStatus) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if rule.instances.is_empty() {
+        lines.push(Line::raw("No data for this rule yet."));
+    }
+    for inst in &rule.instances {
+        let labels: Vec<String> = inst
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "alertname")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<9}", inst.state), fmt::alert_style(&inst.state)),
+            Span::raw(fmt::one_line(&labels.join(" "))),
+            Span::raw(format!(
+                "  value {}  since {}",
+                inst.value.map_or("-".into(), value),
+                inst.since.get(11..19).unwrap_or(&inst.since)
+            )),
+        ]));
+        for n in &inst.notifications {
+            let style = match n.result.as_str() {
+                "delivered" => Style::new().fg(Color::Green),
+                "failed" => Style::new().fg(Color::Red),
+                _ => Style::new().fg(Color::Yellow),
+            };
+            let mut spans = vec![
+                Span::raw(format!(
+                    "    → {} {} at {}: ",
+                    fmt::one_line(&n.receiver),
+                    n.status,
+                    n.queued_at.get(11..19).unwrap_or(&n.queued_at)
+                )),
+                Span::styled(format!("{} ({} attempts)", n.result, n.attempts), style),
+            ];
+            if let Some(e) = &n.error {
+                spans.push(Span::styled(
+                    format!(" {}", fmt::one_line(e)),
+                    Style::new().fg(Color::Red),
+                ));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    lines
+}
+
 /// Draw the service graph view: services on the left, callers and callees of the
 /// selected one on the right.
 pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
@@ -173,11 +173,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
     let services = g.services();
     if services.is_empty() {
         let empty = "No dependencies in the last hour.\nEdges come from client → server and producer → consumer span pairs.";
-        let mut lines = super::placeholder(app, g.data.is_none(), empty);
-        if let Some(e) = &g.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, area, lines);
+        super::draw_empty(f, area, app, g.data.is_none(), empty, g.error.as_deref());
         return;
     }
     let list_w = (area.width / 3).clamp(14, 30);
@@ -193,7 +189,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
     for (i, s) in services[start..end].iter().enumerate() {
         let mut l = Line::raw(fmt::one_line(s));
         if start + i == g.sel.selected() {
-            l = l.style(Style::new().add_modifier(Modifier::REVERSED));
+            l = l.style(SELECTED);
         }
         lines.push(l);
     }
@@ -239,7 +235,8 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
             })
             .collect();
         let empty = rows.is_empty();
-        let table = Table::new(
+        let table = titled_table(
+            &["service", "calls", "errors", "avg", "p95"],
             rows,
             [
                 Constraint::Min(14),
@@ -248,15 +245,7 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
             ],
-        )
-        .header(
-            Row::new(["service", "calls", "errors", "avg", "p95"])
-                .style(Style::new().add_modifier(Modifier::BOLD)),
-        )
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(fmt::one_line(&title)),
+            fmt::one_line(&title),
         );
         if empty {
             f.render_widget(

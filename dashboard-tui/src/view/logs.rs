@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{attribute_sections, field_line, fmt, DETAIL_KEY, SELECTED};
 use crate::app::App;
 use crate::state::logs::RANGES;
 
@@ -88,7 +88,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::raw(fmt::one_line(&e.body)));
         let mut line = Line::from(spans);
         if i == l.sel.selected() {
-            line = line.style(Style::new().add_modifier(Modifier::REVERSED));
+            line = line.style(SELECTED);
         }
         f.render_widget(line, Rect::new(area.x, area.y + row as u16, area.width, 1));
     }
@@ -103,69 +103,40 @@ fn short_sev(s: &str) -> &str {
 
 /// Lines of the detail pane of one record.
 pub fn detail_lines(e: &LogEntry) -> Vec<Line<'static>> {
-    let key = Style::new().fg(Color::Cyan);
+    let severity = format!(
+        "{} ({}{})",
+        e.severity,
+        e.severity_number,
+        if e.severity_text.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", fmt::one_line(&e.severity_text))
+        }
+    );
     let mut lines = vec![
-        Line::from(vec![
-            Span::styled("time      ", key),
-            Span::raw(e.timestamp.clone()),
-        ]),
-        Line::from(vec![
-            Span::styled("service   ", key),
-            Span::raw(fmt::one_line(&e.service)),
-        ]),
-        Line::from(vec![
-            Span::styled("severity  ", key),
-            Span::styled(
-                format!(
-                    "{} ({}{})",
-                    e.severity,
-                    e.severity_number,
-                    if e.severity_text.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {}", fmt::one_line(&e.severity_text))
-                    }
-                ),
-                fmt::severity_style(&e.severity),
-            ),
-        ]),
+        field_line("time", e.timestamp.clone()),
+        field_line("service", fmt::one_line(&e.service)),
+        field_line(
+            "severity",
+            Span::styled(severity, fmt::severity_style(&e.severity)),
+        ),
     ];
     if let Some(t) = &e.trace_id {
-        lines.push(Line::from(vec![
-            Span::styled("trace_id  ", key),
-            Span::raw(t.clone()),
-            Span::styled(
-                "  (t opens the trace)",
-                Style::new().add_modifier(Modifier::DIM),
-            ),
-        ]));
+        let mut line = field_line("trace_id", t.clone());
+        line.push_span(Span::styled(
+            "  (t opens the trace)",
+            Style::new().add_modifier(Modifier::DIM),
+        ));
+        lines.push(line);
     }
     if let Some(s) = &e.span_id {
-        lines.push(Line::from(vec![
-            Span::styled("span_id   ", key),
-            Span::raw(s.clone()),
-        ]));
+        lines.push(field_line("span_id", s.clone()));
     }
-    lines.push(Line::styled("body", key));
+    lines.push(Line::styled("body", DETAIL_KEY));
     for l in fmt::multi_line(&e.body, 20_000) {
         lines.push(Line::raw(format!("  {l}")));
     }
-    for (title, map) in [("attributes", &e.attributes), ("resource", &e.resource)] {
-        if map.is_empty() {
-            continue;
-        }
-        lines.push(Line::styled(title, key));
-        for (k, v) in map {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("  {}", fmt::one_line(k)),
-                    Style::new().fg(Color::Blue),
-                ),
-                Span::raw(" = "),
-                Span::raw(fmt::value(v)),
-            ]));
-        }
-    }
+    lines.extend(attribute_sections(&e.attributes, &e.resource));
     lines
 }
 

@@ -10,7 +10,7 @@ pub mod traces;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use crate::app::{App, Conn, View};
@@ -167,10 +167,7 @@ pub fn query_bar(
     .areas(area);
     input_line(f, bar, prompt, input, editing);
     if let Some(e) = error {
-        f.render_widget(
-            Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)),
-            err,
-        );
+        f.render_widget(error_line(e), err);
     }
     (status, rest)
 }
@@ -212,6 +209,58 @@ pub fn range_span(range: usize) -> Span<'static> {
     )
 }
 
+/// Style of the row or line under the cursor.
+pub const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
+
+/// A table under a top border titled `title`, with `columns` as its header row in bold.
+pub fn titled_table<'a>(
+    columns: &[&'a str],
+    rows: Vec<Row<'a>>,
+    widths: impl IntoIterator<Item = Constraint>,
+    title: String,
+) -> Table<'a> {
+    Table::new(rows, widths)
+        .header(Row::new(columns.to_vec()).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(Block::new().borders(Borders::TOP).title(title))
+}
+
+/// Style of the field names and section titles of detail panes.
+pub const DETAIL_KEY: Style = Style::new().fg(Color::Cyan);
+
+/// A line of a detail pane: the field name in a 10-column gutter, then the value.
+pub fn field_line(name: &str, value: impl Into<Span<'static>>) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{name:<10}"), DETAIL_KEY),
+        value.into(),
+    ])
+}
+
+/// The `attributes` and `resource` sections of a detail pane, each left out when empty:
+/// the title, then one `key = value` line per attribute.
+pub fn attribute_sections(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+    resource: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for (title, map) in [("attributes", attributes), ("resource", resource)] {
+        if map.is_empty() {
+            continue;
+        }
+        lines.push(Line::styled(title, DETAIL_KEY));
+        for (k, v) in map {
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("  {}", fmt::one_line(k)),
+                    Style::new().fg(Color::Blue),
+                ),
+                Span::raw(" = "),
+                Span::raw(fmt::value(v)),
+            ]));
+        }
+    }
+    lines
+}
+
 /// A message in the middle of an area (loading, empty, unreachable).
 pub fn message(f: &mut Frame, area: Rect, lines: Vec<Line<'_>>) {
     let w = usize::from(area.width.max(1));
@@ -223,6 +272,25 @@ pub fn message(f: &mut Frame, area: Rect, lines: Vec<Line<'_>>) {
         Paragraph::new(lines).centered().wrap(Wrap { trim: true }),
         r,
     );
+}
+
+/// An error message on one line, in red.
+pub fn error_line(e: &str) -> Line<'static> {
+    Line::styled(fmt::one_line(e), Style::new().fg(Color::Red))
+}
+
+/// A view with nothing to show: the [`placeholder`], and the last error under it.
+pub fn draw_empty(
+    f: &mut Frame,
+    area: Rect,
+    app: &App,
+    loading: bool,
+    empty: &str,
+    error: Option<&str>,
+) {
+    let mut lines = placeholder(app, loading, empty);
+    lines.extend(error.map(error_line));
+    message(f, area, lines);
 }
 
 /// The message shown in a view that has nothing to show: why, in the app's own words.

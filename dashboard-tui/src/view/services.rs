@@ -1,14 +1,15 @@
 //! Services: request rate, error rate and latency percentiles per service, with a
 //! sparkline of the rate, and the operations of the selected service.
 
+use lookout_proto::api::ServiceStats;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Cell, Row, Table};
+use ratatui::style::{Color, Style};
+use ratatui::widgets::{Cell, Row};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{fmt, titled_table, SELECTED};
 use crate::app::App;
+use crate::state::list::Selection;
 
 /// Draw the services view.
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -28,11 +29,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         } else {
             "No service matches the filter. Esc clears it."
         };
-        let mut lines = super::placeholder(app, s.data.is_none(), empty);
-        if let Some(e) = &s.error {
-            lines.push(Line::styled(fmt::one_line(e), Style::new().fg(Color::Red)));
-        }
-        super::message(f, rest, lines);
+        super::draw_empty(f, rest, app, s.data.is_none(), empty, s.error.as_deref());
         return;
     }
     let ops_h = if rest.height >= 18 {
@@ -42,9 +39,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     };
     let [list_area, ops_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
+    draw_service_table(f, list_area, &rows, &s.sel);
+    if ops_h == 0 {
+        return;
+    }
+    if let Some(service) = rows.get(s.sel.selected()) {
+        draw_operations(f, ops_area, service);
+    }
+}
 
-    let header = Row::new(["service", "rate", "err%", "p50", "p95", "p99", "rate trend"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
+/// The table of services, the selected one highlighted.
+fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], sel: &Selection) {
     // The service column fits the longest name (12 to 24 columns); the trend takes the
     // rest, so the sparkline is sized to its real width and its newest slices show.
     let svc_w = rows
@@ -65,7 +70,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(trend_w as u16),
     ];
     let height = list_area.height.saturating_sub(3) as usize;
-    let (start, end) = s.sel.window(height, rows.len());
+    let (start, end) = sel.window(height, rows.len());
     let body: Vec<Row> = rows[start..end]
         .iter()
         .enumerate()
@@ -88,8 +93,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(fmt::sparkline(&st.rate_history, trend_w.min(60)))
                     .style(Style::new().fg(Color::Cyan)),
             ]);
-            if start + i == s.sel.selected() {
-                row.style(Style::new().add_modifier(Modifier::REVERSED))
+            if start + i == sel.selected() {
+                row.style(SELECTED)
             } else {
                 row
             }
@@ -97,21 +102,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .collect();
     let title = format!(" Services ({}) ", rows.len());
     f.render_widget(
-        Table::new(body, widths)
-            .header(header)
-            .block(Block::new().borders(Borders::TOP).title(title)),
+        titled_table(
+            &["service", "rate", "err%", "p50", "p95", "p99", "rate trend"],
+            body,
+            widths,
+            title,
+        ),
         list_area,
     );
+}
 
-    if ops_h == 0 {
-        return;
-    }
-    let Some(sel) = rows.get(s.sel.selected()) else {
-        return;
-    };
-    let header = Row::new(["operation", "rate", "err%", "p50", "p95", "p99"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
-    let ops: Vec<Row> = sel
+/// The operations of `service`, as many as fit.
+fn draw_operations(f: &mut Frame, ops_area: Rect, service: &ServiceStats) {
+    let ops: Vec<Row> = service
         .operations
         .iter()
         .take(ops_area.height as usize)
@@ -127,7 +130,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     f.render_widget(
-        Table::new(
+        titled_table(
+            &["operation", "rate", "err%", "p50", "p95", "p99"],
             ops,
             [
                 Constraint::Min(16),
@@ -137,12 +141,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
             ],
-        )
-        .header(header)
-        .block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(format!(" Operations of {} ", fmt::one_line(&sel.service))),
+            format!(" Operations of {} ", fmt::one_line(&service.service)),
         ),
         ops_area,
     );

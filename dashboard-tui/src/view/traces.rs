@@ -8,8 +8,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::fmt;
+use super::{attribute_sections, field_line, fmt, DETAIL_KEY, SELECTED};
 use crate::app::App;
+use crate::client::FetchError;
 use crate::state::traces::{OpenTrace, Waterfall};
 
 /// Draw the traces view.
@@ -112,7 +113,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             ),
         ]);
         if start + r == t.sel.selected() {
-            line = line.style(Style::new().add_modifier(Modifier::REVERSED));
+            line = line.style(SELECTED);
         }
         f.render_widget(
             line,
@@ -235,112 +236,21 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
     let dur_w = 8;
     let bar_w = width.saturating_sub(label_w + dur_w + 2).max(1);
     let total = w.trace.duration_ns;
-    // Time axis: 0, the middle and the end.
-    let mid = fmt::duration_ns(total / 2);
-    let end = fmt::duration_ns(total);
-    let mut axis_text = format!("{:<label_w$} 0", "span");
-    let half = bar_w / 2;
-    let pad = half.saturating_sub(1 + mid.chars().count() / 2);
-    axis_text.push_str(&" ".repeat(pad));
-    axis_text.push_str(&mid);
-    let used = 1 + pad + mid.chars().count();
-    let pad = bar_w.saturating_sub(used + end.chars().count());
-    axis_text.push_str(&" ".repeat(pad));
-    axis_text.push_str(&end);
-    f.render_widget(
-        Line::styled(axis_text, Style::new().add_modifier(Modifier::BOLD)),
-        axis,
-    );
+    f.render_widget(axis_line(label_w, bar_w, total), axis);
 
     let (start, stop) = o.sel.window(rows_area.height as usize, w.visible.len());
     for (r, &row_idx) in w.visible[start..stop].iter().enumerate() {
-        let row = &w.rows[row_idx];
-        let Some(span) = w.trace.spans.get(row.span) else {
+        let Some(span) = w.trace.spans.get(w.rows[row_idx].span) else {
             continue;
         };
-        let color = fmt::service_color(row.service);
-        let err = span.status == "error";
-        // Label: indentation, fold marker, markers, service, operation.
-        let depth = row.depth as usize;
-        let indent = if depth > 12 {
-            format!("{:>22}… ", depth)
-        } else {
-            " ".repeat(depth * 2)
-        };
-        let fold = if row.descendants == 0 {
-            "  "
-        } else if w.collapsed[row_idx] {
-            "▸ "
-        } else {
-            "▾ "
-        };
-        let mut label = vec![Span::raw(indent), Span::raw(fold)];
-        if w.collapsed[row_idx] {
-            label.push(Span::styled(
-                format!("+{} ", row.descendants),
-                Style::new().add_modifier(Modifier::DIM),
-            ));
-        }
-        if err {
-            label.push(Span::styled(
-                "!",
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            ));
-        }
-        if span.skew_adjustment_ns != 0 {
-            label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
-        }
-        label.push(Span::styled(
-            fmt::one_line(&span.service),
-            Style::new().fg(color),
-        ));
-        label.push(Span::raw(" "));
-        label.push(Span::styled(
-            fmt::one_line(&span.operation),
-            if err {
-                Style::new().fg(Color::Red)
-            } else {
-                Style::new()
-            },
-        ));
-        let selected = start + r == o.sel.selected();
         let y = rows_area.y + r as u16;
-        let mut label_line = Line::from(label);
-        if selected {
-            label_line = label_line.style(Style::new().add_modifier(Modifier::REVERSED));
+        let mut label_line = Line::from(row_label(w, row_idx, span));
+        if start + r == o.sel.selected() {
+            label_line = label_line.style(SELECTED);
         }
         f.render_widget(label_line, Rect::new(area.x, y, label_w as u16, 1));
-
-        // Bar: critical parts in full blocks, the rest shaded.
-        let (a, b) = cols(
-            span.offset_ns,
-            span.offset_ns.saturating_add(span.duration_ns),
-            total,
-            bar_w,
-        );
-        let mut cells = vec![false; b - a];
-        for &(s, e) in &w.critical[row_idx] {
-            let (ca, cb) = cols(s, e, total, bar_w);
-            for c in ca.max(a)..cb.min(b) {
-                cells[c - a] = true;
-            }
-        }
-        let bar_style = Style::new().fg(if err { Color::Red } else { color });
-        let mut spans = vec![Span::raw(" ".repeat(a))];
-        let mut run = String::new();
-        let mut run_crit = cells.first().copied().unwrap_or(false);
-        for &c in &cells {
-            if c != run_crit && !run.is_empty() {
-                spans.push(Span::styled(std::mem::take(&mut run), bar_style));
-                run_crit = c;
-            }
-            run.push(if c { '█' } else { '▒' });
-        }
-        if !run.is_empty() {
-            spans.push(Span::styled(run, bar_style));
-        }
         f.render_widget(
-            Line::from(spans),
+            Line::from(row_bar(w, row_idx, span, bar_w)),
             Rect::new(area.x + label_w as u16 + 1, y, bar_w as u16, 1),
         );
         f.render_widget(
@@ -355,15 +265,148 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
     }
 }
 
+/// The time axis over the bars: 0, the middle and the end of the trace.
+fn axis_line(label_w: usize, bar_w: usize, total: u64) -> Line<'static> {
+    let mid = fmt::duration_ns(total / 2);
+    let end = fmt::duration_ns(total);
+    let mut axis_text = format!("{:<label_w$} 0", "span");
+    let half = bar_w / 2;
+    let pad = half.saturating_sub(1 + mid.chars().count() / 2);
+    axis_text.push_str(&" ".repeat(pad));
+    axis_text.push_str(&mid);
+    let used = 1 + pad + mid.chars().count();
+    let pad = bar_w.saturating_sub(used + end.chars().count());
+    axis_text.push_str(&" ".repeat(pad));
+    axis_text.push_str(&end);
+    Line::styled(axis_text, Style::new().add_modifier(Modifier::BOLD))
+}
+
+/// The label of waterfall row `row_idx`: indentation, fold marker, markers, service,
+/// operation.
+fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static>> {
+    let row = &w.rows[row_idx];
+    let err = span.status == "error";
+    let depth = row.depth as usize;
+    let indent = if depth > 12 {
+        format!("{:>22}… ", depth)
+    } else {
+        " ".repeat(depth * 2)
+    };
+    let fold = if row.descendants == 0 {
+        "  "
+    } else if w.collapsed[row_idx] {
+        "▸ "
+    } else {
+        "▾ "
+    };
+    let mut label = vec![Span::raw(indent), Span::raw(fold)];
+    if w.collapsed[row_idx] {
+        label.push(Span::styled(
+            format!("+{} ", row.descendants),
+            Style::new().add_modifier(Modifier::DIM),
+        ));
+    }
+    if err {
+        label.push(Span::styled(
+            "!",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if span.skew_adjustment_ns != 0 {
+        label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
+    }
+    label.push(Span::styled(
+        fmt::one_line(&span.service),
+        Style::new().fg(fmt::service_color(row.service)),
+    ));
+    label.push(Span::raw(" "));
+    label.push(Span::styled(
+        fmt::one_line(&span.operation),
+        if err {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        },
+    ));
+    label
+}
+
+/// The bar of waterfall row `row_idx`, `bar_w` columns for the whole trace: critical
+/// parts in full blocks, the rest shaded.
+fn row_bar(w: &Waterfall, row_idx: usize, span: &SpanView, bar_w: usize) -> Vec<Span<'static>> {
+    let total = w.trace.duration_ns;
+    let (a, b) = cols(
+        span.offset_ns,
+        span.offset_ns.saturating_add(span.duration_ns),
+        total,
+        bar_w,
+    );
+    let mut cells = vec![false; b - a];
+    for &(s, e) in &w.critical[row_idx] {
+        let (ca, cb) = cols(s, e, total, bar_w);
+        for c in ca.max(a)..cb.min(b) {
+            cells[c - a] = true;
+        }
+    }
+    let color = if span.status == "error" {
+        Color::Red
+    } else {
+        fmt::service_color(w.rows[row_idx].service)
+    };
+    let bar_style = Style::new().fg(color);
+    let mut spans = vec![Span::raw(" ".repeat(a))];
+    let mut run = String::new();
+    let mut run_crit = cells.first().copied().unwrap_or(false);
+    for &c in &cells {
+        if c != run_crit && !run.is_empty() {
+            spans.push(Span::styled(std::mem::take(&mut run), bar_style));
+            run_crit = c;
+        }
+        run.push(if c { '█' } else { '▒' });
+    }
+    if !run.is_empty() {
+        spans.push(Span::styled(run, bar_style));
+    }
+    spans
+}
+
 /// Lines of the span detail pane.
 pub fn span_detail_lines(
     span: &SpanView,
     w: &Waterfall,
-    logs: Option<&Result<Vec<LogEntry>, String>>,
+    logs: Option<&Result<Vec<LogEntry>, FetchError>>,
 ) -> Vec<Line<'static>> {
-    let key = Style::new().fg(Color::Cyan);
-    let kv =
-        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), key), Span::raw(v)]);
+    let mut lines = span_fields(span);
+    for wn in w
+        .trace
+        .warnings
+        .iter()
+        .filter(|x| x.span_id.as_deref() == Some(span.span_id.as_str()))
+    {
+        lines.push(Line::styled(
+            format!("⚠ {}: {}", wn.kind, fmt::one_line(&wn.message)),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    lines.extend(attribute_sections(&span.attributes, &span.resource));
+    lines.extend(events_and_links(span));
+    lines.push(Line::styled("logs of this span", DETAIL_KEY));
+    lines.extend(span_log_lines(logs));
+    lines
+}
+
+/// The span's own fields: name, kind, status, timing, ids and clock-skew shift.
+fn span_fields(span: &SpanView) -> Vec<Line<'static>> {
+    let status = if span.status_message.is_empty() {
+        span.status.clone()
+    } else {
+        format!("{}: {}", span.status, fmt::one_line(&span.status_message))
+    };
+    let status_style = if span.status == "error" {
+        Style::new().fg(Color::Red)
+    } else {
+        Style::new()
+    };
     let mut lines = vec![
         Line::styled(
             format!(
@@ -373,33 +416,19 @@ pub fn span_detail_lines(
             ),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        kv("kind", span.kind.clone()),
-        Line::from(vec![
-            Span::styled(format!("{:<10}", "status"), key),
-            Span::styled(
-                if span.status_message.is_empty() {
-                    span.status.clone()
-                } else {
-                    format!("{}: {}", span.status, fmt::one_line(&span.status_message))
-                },
-                if span.status == "error" {
-                    Style::new().fg(Color::Red)
-                } else {
-                    Style::new()
-                },
-            ),
-        ]),
-        kv("duration", fmt::duration_ns(span.duration_ns)),
-        kv("offset", format!("+{}", fmt::duration_ns(span.offset_ns))),
-        kv("start", span.start.clone()),
-        kv("span_id", span.span_id.clone()),
-        kv(
+        field_line("kind", span.kind.clone()),
+        field_line("status", Span::styled(status, status_style)),
+        field_line("duration", fmt::duration_ns(span.duration_ns)),
+        field_line("offset", format!("+{}", fmt::duration_ns(span.offset_ns))),
+        field_line("start", span.start.clone()),
+        field_line("span_id", span.span_id.clone()),
+        field_line(
             "parent",
             span.parent_span_id
                 .clone()
                 .unwrap_or_else(|| "(root)".into()),
         ),
-        kv("critical", if span.critical { "yes" } else { "no" }.into()),
+        field_line("critical", if span.critical { "yes" } else { "no" }),
     ];
     if span.skew_adjustment_ns != 0 {
         lines.push(Line::styled(
@@ -415,38 +444,14 @@ pub fn span_detail_lines(
             Style::new().fg(Color::Yellow),
         ));
     }
-    for wn in w
-        .trace
-        .warnings
-        .iter()
-        .filter(|x| x.span_id.as_deref() == Some(span.span_id.as_str()))
-    {
-        lines.push(Line::styled(
-            format!("⚠ {}: {}", wn.kind, fmt::one_line(&wn.message)),
-            Style::new().fg(Color::Yellow),
-        ));
-    }
-    for (title, map) in [
-        ("attributes", &span.attributes),
-        ("resource", &span.resource),
-    ] {
-        if map.is_empty() {
-            continue;
-        }
-        lines.push(Line::styled(title, key));
-        for (k, v) in map {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("  {}", fmt::one_line(k)),
-                    Style::new().fg(Color::Blue),
-                ),
-                Span::raw(" = "),
-                Span::raw(fmt::value(v)),
-            ]));
-        }
-    }
+    lines
+}
+
+/// The `events` and `links` sections, each left out when empty.
+fn events_and_links(span: &SpanView) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
     if !span.events.is_empty() {
-        lines.push(Line::styled("events", key));
+        lines.push(Line::styled("events", DETAIL_KEY));
         for e in &span.events {
             let attrs: Vec<String> = e
                 .attributes
@@ -462,22 +467,27 @@ pub fn span_detail_lines(
         }
     }
     if !span.links.is_empty() {
-        lines.push(Line::styled("links", key));
+        lines.push(Line::styled("links", DETAIL_KEY));
         for l in &span.links {
             lines.push(Line::raw(format!("  {} / {}", l.trace_id, l.span_id)));
         }
     }
-    lines.push(Line::styled("logs of this span", key));
+    lines
+}
+
+/// The span's log records, or where fetching them is.
+fn span_log_lines(logs: Option<&Result<Vec<LogEntry>, FetchError>>) -> Vec<Line<'static>> {
     match logs {
-        None => lines.push(Line::raw("  loading…")),
-        Some(Err(e)) => lines.push(Line::styled(
-            format!("  {}", fmt::one_line(e)),
+        None => vec![Line::raw("  loading…")],
+        Some(Err(e)) => vec![Line::styled(
+            format!("  {}", fmt::one_line(&e.to_string())),
             Style::new().fg(Color::Red),
-        )),
-        Some(Ok(l)) if l.is_empty() => lines.push(Line::raw("  none")),
-        Some(Ok(l)) => {
-            for e in l {
-                lines.push(Line::from(vec![
+        )],
+        Some(Ok(l)) if l.is_empty() => vec![Line::raw("  none")],
+        Some(Ok(l)) => l
+            .iter()
+            .map(|e| {
+                Line::from(vec![
                     Span::styled(
                         format!("  {} ", fmt::clock(e.timestamp_unix_nano)),
                         Style::new().add_modifier(Modifier::DIM),
@@ -487,11 +497,10 @@ pub fn span_detail_lines(
                         fmt::severity_style(&e.severity),
                     ),
                     Span::raw(fmt::one_line(&e.body)),
-                ]));
-            }
-        }
+                ])
+            })
+            .collect(),
     }
-    lines
 }
 
 fn draw_span_detail(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall, span: &SpanView) {

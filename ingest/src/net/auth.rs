@@ -97,7 +97,7 @@ fn read_tokens_file(path: &Path, key: &str) -> Result<Vec<Vec<u8>>, AuthError> {
             key: key.to_string(),
             path: path.to_path_buf(),
             line: i + 1,
-            reason,
+            reason: reason.to_string(),
         })?;
         out.push(t.as_bytes().to_vec());
     }

@@ -86,6 +86,62 @@ impl ListenerMetricsVec {
     }
 }
 
+/// A listener that could not be bound: which one, where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {addr}")]
+pub struct BindError {
+    /// What the listener serves, e.g. `OTLP/gRPC`.
+    pub what: &'static str,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why the operating system refused.
+    pub source: io::Error,
+}
+
+/// Binds `addr`; `what` names the listener in the error.
+pub async fn bind_listener(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { what, addr, source })
+}
+
+/// The three listeners of a server binary (collector or agent), bound before start-up so
+/// that tests can bind port 0 and read the addresses back.
+pub struct ServerListeners {
+    /// OTLP/gRPC.
+    pub grpc: TcpListener,
+    /// OTLP/HTTP.
+    pub http: TcpListener,
+    /// The binary's own HTTP API (the collector's query API, the agent's `/metrics`).
+    pub api: TcpListener,
+}
+
+impl ServerListeners {
+    /// Binds OTLP/gRPC on `grpc`, OTLP/HTTP on `http` and the binary's HTTP API on `api`;
+    /// `api_name` is what an error calls the last one.
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+        api_name: &'static str,
+    ) -> Result<Self, BindError> {
+        Ok(Self {
+            grpc: bind_listener(grpc, "OTLP/gRPC").await?,
+            http: bind_listener(http, "OTLP/HTTP").await?,
+            api: bind_listener(api, api_name).await?,
+        })
+    }
+
+    /// The bound addresses (OTLP/gRPC, OTLP/HTTP, API), with the ports that port 0 got.
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.grpc.local_addr()?,
+            self.http.local_addr()?,
+            self.api.local_addr()?,
+        ))
+    }
+}
+
 /// What a listener does besides accepting.
 #[derive(Clone)]
 pub struct ListenerSetup {

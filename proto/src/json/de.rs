@@ -26,7 +26,8 @@ use crate::otlp::trace::v1::span::{Event, Link, SpanKind};
 use crate::otlp::trace::v1::status::StatusCode;
 use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
-type R<T> = Result<T, JsonError>;
+/// What every decoding step returns: the decoded value or the fault with its field path.
+type DecodeResult<T> = Result<T, JsonError>;
 
 fn err(p: &Path<'_>, reason: impl Into<String>) -> JsonError {
     JsonError {
@@ -36,9 +37,9 @@ fn err(p: &Path<'_>, reason: impl Into<String>) -> JsonError {
 }
 
 /// Parses the body into a `Value`, rejecting non-UTF-8, non-JSON and too deeply nested input.
-pub(super) fn parse(body: &[u8]) -> R<Value> {
+pub(super) fn parse(body: &[u8]) -> DecodeResult<Value> {
     let root = Path::root();
-    check_depth(body).map_err(|reason| err(&root, reason))?;
+    check_depth(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     // `check_depth` bounds the nesting, so the parser's own limit (128) can go: it would
     // reject legitimate `AnyValue`s nested 40 levels deep.
@@ -50,7 +51,7 @@ pub(super) fn parse(body: &[u8]) -> R<Value> {
 
 /// Fails when arrays and objects nest deeper than `MAX_JSON_DEPTH`, in one linear scan
 /// that skips string contents. Syntax errors are left to the parser.
-fn check_depth(body: &[u8]) -> Result<(), String> {
+fn check_depth(body: &[u8]) -> DecodeResult<()> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -70,8 +71,11 @@ fn check_depth(body: &[u8]) -> Result<(), String> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_JSON_DEPTH {
-                    return Err(format!(
-                        "json nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+                    return Err(err(
+                        &Path::root(),
+                        format!(
+                            "json nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+                        ),
                     ));
                 }
             }
@@ -100,7 +104,7 @@ fn expected(p: &Path<'_>, what: &str, v: &Value) -> JsonError {
     err(p, format!("expected {what}, got {}", kind(v)))
 }
 
-fn object<'v>(v: &'v Value, p: &Path<'_>) -> R<&'v Map<String, Value>> {
+fn object<'v>(v: &'v Value, p: &Path<'_>) -> DecodeResult<&'v Map<String, Value>> {
     v.as_object().ok_or_else(|| expected(p, "object", v))
 }
 
@@ -108,7 +112,7 @@ fn object<'v>(v: &'v Value, p: &Path<'_>) -> R<&'v Map<String, Value>> {
 fn fields<'a>(
     v: &'a Value,
     p: &'a Path<'a>,
-) -> R<impl Iterator<Item = (&'a str, &'a Value, Path<'a>)>> {
+) -> DecodeResult<impl Iterator<Item = (&'a str, &'a Value, Path<'a>)>> {
     Ok(object(v, p)?
         .iter()
         .filter(|(_, v)| !v.is_null())
@@ -116,7 +120,11 @@ fn fields<'a>(
 }
 
 /// A repeated field: every element must decode, none is skipped.
-fn list<T>(v: &Value, p: &Path<'_>, mut f: impl FnMut(&Value, &Path<'_>) -> R<T>) -> R<Vec<T>> {
+fn list<T>(
+    v: &Value,
+    p: &Path<'_>,
+    mut f: impl FnMut(&Value, &Path<'_>) -> DecodeResult<T>,
+) -> DecodeResult<Vec<T>> {
     let items = v.as_array().ok_or_else(|| expected(p, "array", v))?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -125,14 +133,14 @@ fn list<T>(v: &Value, p: &Path<'_>, mut f: impl FnMut(&Value, &Path<'_>) -> R<T>
     Ok(out)
 }
 
-fn string(v: &Value, p: &Path<'_>) -> R<String> {
+fn string(v: &Value, p: &Path<'_>) -> DecodeResult<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         _ => Err(expected(p, "string", v)),
     }
 }
 
-fn boolean(v: &Value, p: &Path<'_>) -> R<bool> {
+fn boolean(v: &Value, p: &Path<'_>) -> DecodeResult<bool> {
     v.as_bool().ok_or_else(|| expected(p, "boolean", v))
 }
 
@@ -141,7 +149,7 @@ fn boolean(v: &Value, p: &Path<'_>) -> R<bool> {
 const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
 
 /// An integer written as a JSON number or a decimal string, checked against `[min, max]`.
-fn integer(v: &Value, p: &Path<'_>, min: i128, max: i128, ty: &str) -> R<i128> {
+fn integer(v: &Value, p: &Path<'_>, min: i128, max: i128, ty: &str) -> DecodeResult<i128> {
     let n = match v {
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
@@ -191,28 +199,28 @@ fn integer(v: &Value, p: &Path<'_>, min: i128, max: i128, ty: &str) -> R<i128> {
     Ok(n)
 }
 
-fn u64_(v: &Value, p: &Path<'_>) -> R<u64> {
+fn uint64(v: &Value, p: &Path<'_>) -> DecodeResult<u64> {
     let n = integer(v, p, 0, i128::from(u64::MAX), "uint64")?;
     u64::try_from(n).map_err(|_| err(p, format!("{n} is out of range for uint64")))
 }
 
-fn i64_(v: &Value, p: &Path<'_>) -> R<i64> {
+fn int64(v: &Value, p: &Path<'_>) -> DecodeResult<i64> {
     let n = integer(v, p, i128::from(i64::MIN), i128::from(i64::MAX), "int64")?;
     i64::try_from(n).map_err(|_| err(p, format!("{n} is out of range for int64")))
 }
 
-fn u32_(v: &Value, p: &Path<'_>) -> R<u32> {
+fn uint32(v: &Value, p: &Path<'_>) -> DecodeResult<u32> {
     let n = integer(v, p, 0, i128::from(u32::MAX), "uint32")?;
     u32::try_from(n).map_err(|_| err(p, format!("{n} is out of range for uint32")))
 }
 
-fn i32_(v: &Value, p: &Path<'_>) -> R<i32> {
+fn int32(v: &Value, p: &Path<'_>) -> DecodeResult<i32> {
     let n = integer(v, p, i128::from(i32::MIN), i128::from(i32::MAX), "int32")?;
     i32::try_from(n).map_err(|_| err(p, format!("{n} is out of range for int32")))
 }
 
 /// A double: a JSON number, `"NaN"`, `"Infinity"`, `"-Infinity"` or a decimal string.
-fn f64_(v: &Value, p: &Path<'_>) -> R<f64> {
+fn double(v: &Value, p: &Path<'_>) -> DecodeResult<f64> {
     match v {
         Value::Number(n) => n
             .as_f64()
@@ -245,33 +253,33 @@ fn enumeration(
     p: &Path<'_>,
     ty: &str,
     from_name: impl Fn(&str) -> Option<i32>,
-) -> R<i32> {
+) -> DecodeResult<i32> {
     match v {
         Value::String(s) => from_name(s).ok_or_else(|| err(p, format!("unknown {ty} {v}"))),
-        Value::Number(_) => i32_(v, p),
+        Value::Number(_) => int32(v, p),
         _ => Err(expected(p, &format!("{ty} (integer or name)"), v)),
     }
 }
 
-fn span_kind(v: &Value, p: &Path<'_>) -> R<i32> {
+fn span_kind(v: &Value, p: &Path<'_>) -> DecodeResult<i32> {
     enumeration(v, p, "span kind", |s| {
         SpanKind::from_str_name(s).map(|e| e as i32)
     })
 }
 
-fn status_code(v: &Value, p: &Path<'_>) -> R<i32> {
+fn status_code(v: &Value, p: &Path<'_>) -> DecodeResult<i32> {
     enumeration(v, p, "status code", |s| {
         StatusCode::from_str_name(s).map(|e| e as i32)
     })
 }
 
-fn severity_number(v: &Value, p: &Path<'_>) -> R<i32> {
+fn severity_number(v: &Value, p: &Path<'_>) -> DecodeResult<i32> {
     enumeration(v, p, "severity number", |s| {
         SeverityNumber::from_str_name(s).map(|e| e as i32)
     })
 }
 
-fn temporality(v: &Value, p: &Path<'_>) -> R<i32> {
+fn temporality(v: &Value, p: &Path<'_>) -> DecodeResult<i32> {
     enumeration(v, p, "aggregation temporality", |s| {
         AggregationTemporality::from_str_name(s).map(|e| e as i32)
     })
@@ -287,7 +295,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// A trace id (`len` 16) or span id (`len` 8): hex of either case; `""` is absent.
-fn id(v: &Value, p: &Path<'_>, len: usize) -> R<Vec<u8>> {
+fn id(v: &Value, p: &Path<'_>, len: usize) -> DecodeResult<Vec<u8>> {
     let s = match v {
         Value::String(s) => s,
         _ => return Err(expected(p, "hex string", v)),
@@ -327,7 +335,7 @@ const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Bytes: base64, standard or URL-safe alphabet, padded or not.
-fn bytes(v: &Value, p: &Path<'_>) -> R<Vec<u8>> {
+fn bytes(v: &Value, p: &Path<'_>) -> DecodeResult<Vec<u8>> {
     let s = match v {
         Value::String(s) => s,
         _ => return Err(expected(p, "base64 string", v)),
@@ -364,7 +372,7 @@ fn one_of(p: &Path<'_>, first: &str, second: &str) -> JsonError {
 // ---------------------------------------------------------------------------------------
 // Common
 
-fn any_value(v: &Value, p: &Path<'_>, depth: usize) -> R<AnyValue> {
+fn any_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<AnyValue> {
     use any_value::Value as V;
     if depth > MAX_ANY_VALUE_DEPTH {
         return Err(err(
@@ -377,8 +385,8 @@ fn any_value(v: &Value, p: &Path<'_>, depth: usize) -> R<AnyValue> {
         let value = match k {
             "stringValue" => V::StringValue(string(v, &fp)?),
             "boolValue" => V::BoolValue(boolean(v, &fp)?),
-            "intValue" => V::IntValue(i64_(v, &fp)?),
-            "doubleValue" => V::DoubleValue(f64_(v, &fp)?),
+            "intValue" => V::IntValue(int64(v, &fp)?),
+            "doubleValue" => V::DoubleValue(double(v, &fp)?),
             "arrayValue" => V::ArrayValue(array_value(v, &fp, depth)?),
             "kvlistValue" => V::KvlistValue(kvlist_value(v, &fp, depth)?),
             "bytesValue" => V::BytesValue(bytes(v, &fp)?),
@@ -394,7 +402,7 @@ fn any_value(v: &Value, p: &Path<'_>, depth: usize) -> R<AnyValue> {
     })
 }
 
-fn array_value(v: &Value, p: &Path<'_>, depth: usize) -> R<ArrayValue> {
+fn array_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<ArrayValue> {
     let mut out = ArrayValue::default();
     for (k, v, fp) in fields(v, p)? {
         if k == "values" {
@@ -404,7 +412,7 @@ fn array_value(v: &Value, p: &Path<'_>, depth: usize) -> R<ArrayValue> {
     Ok(out)
 }
 
-fn kvlist_value(v: &Value, p: &Path<'_>, depth: usize) -> R<KeyValueList> {
+fn kvlist_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<KeyValueList> {
     let mut out = KeyValueList::default();
     for (k, v, fp) in fields(v, p)? {
         if k == "values" {
@@ -414,7 +422,7 @@ fn kvlist_value(v: &Value, p: &Path<'_>, depth: usize) -> R<KeyValueList> {
     Ok(out)
 }
 
-fn key_value(v: &Value, p: &Path<'_>, depth: usize) -> R<KeyValue> {
+fn key_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<KeyValue> {
     let mut out = KeyValue::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -426,30 +434,30 @@ fn key_value(v: &Value, p: &Path<'_>, depth: usize) -> R<KeyValue> {
     Ok(out)
 }
 
-fn attributes(v: &Value, p: &Path<'_>) -> R<Vec<KeyValue>> {
+fn attributes(v: &Value, p: &Path<'_>) -> DecodeResult<Vec<KeyValue>> {
     list(v, p, |v, p| key_value(v, p, 1))
 }
 
-fn resource(v: &Value, p: &Path<'_>) -> R<Resource> {
+fn resource(v: &Value, p: &Path<'_>) -> DecodeResult<Resource> {
     let mut out = Resource::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn scope(v: &Value, p: &Path<'_>) -> R<InstrumentationScope> {
+fn scope(v: &Value, p: &Path<'_>) -> DecodeResult<InstrumentationScope> {
     let mut out = InstrumentationScope::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
             "name" => out.name = string(v, &fp)?,
             "version" => out.version = string(v, &fp)?,
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
             _ => {}
         }
     }
@@ -459,7 +467,7 @@ fn scope(v: &Value, p: &Path<'_>) -> R<InstrumentationScope> {
 // ---------------------------------------------------------------------------------------
 // Traces
 
-pub(super) fn traces(v: &Value) -> R<ExportTraceServiceRequest> {
+pub(super) fn traces(v: &Value) -> DecodeResult<ExportTraceServiceRequest> {
     let root = Path::root();
     let mut out = ExportTraceServiceRequest::default();
     for (k, v, fp) in fields(v, &root)? {
@@ -470,7 +478,7 @@ pub(super) fn traces(v: &Value) -> R<ExportTraceServiceRequest> {
     Ok(out)
 }
 
-fn resource_spans(v: &Value, p: &Path<'_>) -> R<ResourceSpans> {
+fn resource_spans(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceSpans> {
     let mut out = ResourceSpans::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -483,7 +491,7 @@ fn resource_spans(v: &Value, p: &Path<'_>) -> R<ResourceSpans> {
     Ok(out)
 }
 
-fn scope_spans(v: &Value, p: &Path<'_>) -> R<ScopeSpans> {
+fn scope_spans(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeSpans> {
     let mut out = ScopeSpans::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -496,7 +504,7 @@ fn scope_spans(v: &Value, p: &Path<'_>) -> R<ScopeSpans> {
     Ok(out)
 }
 
-fn span(v: &Value, p: &Path<'_>) -> R<Span> {
+fn span(v: &Value, p: &Path<'_>) -> DecodeResult<Span> {
     let mut out = Span::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -504,17 +512,17 @@ fn span(v: &Value, p: &Path<'_>) -> R<Span> {
             "spanId" => out.span_id = id(v, &fp, 8)?,
             "traceState" => out.trace_state = string(v, &fp)?,
             "parentSpanId" => out.parent_span_id = id(v, &fp, 8)?,
-            "flags" => out.flags = u32_(v, &fp)?,
+            "flags" => out.flags = uint32(v, &fp)?,
             "name" => out.name = string(v, &fp)?,
             "kind" => out.kind = span_kind(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = u64_(v, &fp)?,
-            "endTimeUnixNano" => out.end_time_unix_nano = u64_(v, &fp)?,
+            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
+            "endTimeUnixNano" => out.end_time_unix_nano = uint64(v, &fp)?,
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
             "events" => out.events = list(v, &fp, event)?,
-            "droppedEventsCount" => out.dropped_events_count = u32_(v, &fp)?,
+            "droppedEventsCount" => out.dropped_events_count = uint32(v, &fp)?,
             "links" => out.links = list(v, &fp, link)?,
-            "droppedLinksCount" => out.dropped_links_count = u32_(v, &fp)?,
+            "droppedLinksCount" => out.dropped_links_count = uint32(v, &fp)?,
             "status" => out.status = Some(status(v, &fp)?),
             _ => {}
         }
@@ -522,21 +530,21 @@ fn span(v: &Value, p: &Path<'_>) -> R<Span> {
     Ok(out)
 }
 
-fn event(v: &Value, p: &Path<'_>) -> R<Event> {
+fn event(v: &Value, p: &Path<'_>) -> DecodeResult<Event> {
     let mut out = Event::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
-            "timeUnixNano" => out.time_unix_nano = u64_(v, &fp)?,
+            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
             "name" => out.name = string(v, &fp)?,
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn link(v: &Value, p: &Path<'_>) -> R<Link> {
+fn link(v: &Value, p: &Path<'_>) -> DecodeResult<Link> {
     let mut out = Link::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -544,15 +552,15 @@ fn link(v: &Value, p: &Path<'_>) -> R<Link> {
             "spanId" => out.span_id = id(v, &fp, 8)?,
             "traceState" => out.trace_state = string(v, &fp)?,
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
-            "flags" => out.flags = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
+            "flags" => out.flags = uint32(v, &fp)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn status(v: &Value, p: &Path<'_>) -> R<Status> {
+fn status(v: &Value, p: &Path<'_>) -> DecodeResult<Status> {
     let mut out = Status::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -567,7 +575,7 @@ fn status(v: &Value, p: &Path<'_>) -> R<Status> {
 // ---------------------------------------------------------------------------------------
 // Logs
 
-pub(super) fn logs(v: &Value) -> R<ExportLogsServiceRequest> {
+pub(super) fn logs(v: &Value) -> DecodeResult<ExportLogsServiceRequest> {
     let root = Path::root();
     let mut out = ExportLogsServiceRequest::default();
     for (k, v, fp) in fields(v, &root)? {
@@ -578,7 +586,7 @@ pub(super) fn logs(v: &Value) -> R<ExportLogsServiceRequest> {
     Ok(out)
 }
 
-fn resource_logs(v: &Value, p: &Path<'_>) -> R<ResourceLogs> {
+fn resource_logs(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceLogs> {
     let mut out = ResourceLogs::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -591,7 +599,7 @@ fn resource_logs(v: &Value, p: &Path<'_>) -> R<ResourceLogs> {
     Ok(out)
 }
 
-fn scope_logs(v: &Value, p: &Path<'_>) -> R<ScopeLogs> {
+fn scope_logs(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeLogs> {
     let mut out = ScopeLogs::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -604,18 +612,18 @@ fn scope_logs(v: &Value, p: &Path<'_>) -> R<ScopeLogs> {
     Ok(out)
 }
 
-fn log_record(v: &Value, p: &Path<'_>) -> R<LogRecord> {
+fn log_record(v: &Value, p: &Path<'_>) -> DecodeResult<LogRecord> {
     let mut out = LogRecord::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
-            "timeUnixNano" => out.time_unix_nano = u64_(v, &fp)?,
-            "observedTimeUnixNano" => out.observed_time_unix_nano = u64_(v, &fp)?,
+            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
+            "observedTimeUnixNano" => out.observed_time_unix_nano = uint64(v, &fp)?,
             "severityNumber" => out.severity_number = severity_number(v, &fp)?,
             "severityText" => out.severity_text = string(v, &fp)?,
             "body" => out.body = Some(any_value(v, &fp, 1)?),
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = u32_(v, &fp)?,
-            "flags" => out.flags = u32_(v, &fp)?,
+            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
+            "flags" => out.flags = uint32(v, &fp)?,
             "traceId" => out.trace_id = id(v, &fp, 16)?,
             "spanId" => out.span_id = id(v, &fp, 8)?,
             "eventName" => out.event_name = string(v, &fp)?,
@@ -628,7 +636,7 @@ fn log_record(v: &Value, p: &Path<'_>) -> R<LogRecord> {
 // ---------------------------------------------------------------------------------------
 // Metrics
 
-pub(super) fn metrics(v: &Value) -> R<ExportMetricsServiceRequest> {
+pub(super) fn metrics(v: &Value) -> DecodeResult<ExportMetricsServiceRequest> {
     let root = Path::root();
     let mut out = ExportMetricsServiceRequest::default();
     for (k, v, fp) in fields(v, &root)? {
@@ -639,7 +647,7 @@ pub(super) fn metrics(v: &Value) -> R<ExportMetricsServiceRequest> {
     Ok(out)
 }
 
-fn resource_metrics(v: &Value, p: &Path<'_>) -> R<ResourceMetrics> {
+fn resource_metrics(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceMetrics> {
     let mut out = ResourceMetrics::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -652,7 +660,7 @@ fn resource_metrics(v: &Value, p: &Path<'_>) -> R<ResourceMetrics> {
     Ok(out)
 }
 
-fn scope_metrics(v: &Value, p: &Path<'_>) -> R<ScopeMetrics> {
+fn scope_metrics(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeMetrics> {
     let mut out = ScopeMetrics::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -665,7 +673,7 @@ fn scope_metrics(v: &Value, p: &Path<'_>) -> R<ScopeMetrics> {
     Ok(out)
 }
 
-fn metric(v: &Value, p: &Path<'_>) -> R<Metric> {
+fn metric(v: &Value, p: &Path<'_>) -> DecodeResult<Metric> {
     use metric::Data;
     let mut out = Metric::default();
     let mut data: Option<&str> = None;
@@ -703,7 +711,7 @@ fn metric(v: &Value, p: &Path<'_>) -> R<Metric> {
     Ok(out)
 }
 
-fn gauge(v: &Value, p: &Path<'_>) -> R<Gauge> {
+fn gauge(v: &Value, p: &Path<'_>) -> DecodeResult<Gauge> {
     let mut out = Gauge::default();
     for (k, v, fp) in fields(v, p)? {
         if k == "dataPoints" {
@@ -713,7 +721,7 @@ fn gauge(v: &Value, p: &Path<'_>) -> R<Gauge> {
     Ok(out)
 }
 
-fn sum(v: &Value, p: &Path<'_>) -> R<Sum> {
+fn sum(v: &Value, p: &Path<'_>) -> DecodeResult<Sum> {
     let mut out = Sum::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -726,7 +734,7 @@ fn sum(v: &Value, p: &Path<'_>) -> R<Sum> {
     Ok(out)
 }
 
-fn histogram(v: &Value, p: &Path<'_>) -> R<Histogram> {
+fn histogram(v: &Value, p: &Path<'_>) -> DecodeResult<Histogram> {
     let mut out = Histogram::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -738,7 +746,7 @@ fn histogram(v: &Value, p: &Path<'_>) -> R<Histogram> {
     Ok(out)
 }
 
-fn exponential_histogram(v: &Value, p: &Path<'_>) -> R<ExponentialHistogram> {
+fn exponential_histogram(v: &Value, p: &Path<'_>) -> DecodeResult<ExponentialHistogram> {
     let mut out = ExponentialHistogram::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
@@ -750,7 +758,7 @@ fn exponential_histogram(v: &Value, p: &Path<'_>) -> R<ExponentialHistogram> {
     Ok(out)
 }
 
-fn summary(v: &Value, p: &Path<'_>) -> R<Summary> {
+fn summary(v: &Value, p: &Path<'_>) -> DecodeResult<Summary> {
     let mut out = Summary::default();
     for (k, v, fp) in fields(v, p)? {
         if k == "dataPoints" {
@@ -760,7 +768,7 @@ fn summary(v: &Value, p: &Path<'_>) -> R<Summary> {
     Ok(out)
 }
 
-fn number_data_point(v: &Value, p: &Path<'_>) -> R<NumberDataPoint> {
+fn number_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<NumberDataPoint> {
     use number_data_point::Value as V;
     let mut out = NumberDataPoint::default();
     let mut value: Option<&str> = None;
@@ -771,11 +779,11 @@ fn number_data_point(v: &Value, p: &Path<'_>) -> R<NumberDataPoint> {
                 continue;
             }
             "startTimeUnixNano" => {
-                out.start_time_unix_nano = u64_(v, &fp)?;
+                out.start_time_unix_nano = uint64(v, &fp)?;
                 continue;
             }
             "timeUnixNano" => {
-                out.time_unix_nano = u64_(v, &fp)?;
+                out.time_unix_nano = uint64(v, &fp)?;
                 continue;
             }
             "exemplars" => {
@@ -783,11 +791,11 @@ fn number_data_point(v: &Value, p: &Path<'_>) -> R<NumberDataPoint> {
                 continue;
             }
             "flags" => {
-                out.flags = u32_(v, &fp)?;
+                out.flags = uint32(v, &fp)?;
                 continue;
             }
-            "asDouble" => V::AsDouble(f64_(v, &fp)?),
-            "asInt" => V::AsInt(i64_(v, &fp)?),
+            "asDouble" => V::AsDouble(double(v, &fp)?),
+            "asInt" => V::AsInt(int64(v, &fp)?),
             _ => continue,
         };
         if let Some(first) = value {
@@ -799,7 +807,7 @@ fn number_data_point(v: &Value, p: &Path<'_>) -> R<NumberDataPoint> {
     Ok(out)
 }
 
-fn exemplar(v: &Value, p: &Path<'_>) -> R<Exemplar> {
+fn exemplar(v: &Value, p: &Path<'_>) -> DecodeResult<Exemplar> {
     use exemplar::Value as V;
     let mut out = Exemplar::default();
     let mut value: Option<&str> = None;
@@ -810,7 +818,7 @@ fn exemplar(v: &Value, p: &Path<'_>) -> R<Exemplar> {
                 continue;
             }
             "timeUnixNano" => {
-                out.time_unix_nano = u64_(v, &fp)?;
+                out.time_unix_nano = uint64(v, &fp)?;
                 continue;
             }
             "spanId" => {
@@ -821,8 +829,8 @@ fn exemplar(v: &Value, p: &Path<'_>) -> R<Exemplar> {
                 out.trace_id = id(v, &fp, 16)?;
                 continue;
             }
-            "asDouble" => V::AsDouble(f64_(v, &fp)?),
-            "asInt" => V::AsInt(i64_(v, &fp)?),
+            "asDouble" => V::AsDouble(double(v, &fp)?),
+            "asInt" => V::AsInt(int64(v, &fp)?),
             _ => continue,
         };
         if let Some(first) = value {
@@ -834,86 +842,89 @@ fn exemplar(v: &Value, p: &Path<'_>) -> R<Exemplar> {
     Ok(out)
 }
 
-fn histogram_data_point(v: &Value, p: &Path<'_>) -> R<HistogramDataPoint> {
+fn histogram_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<HistogramDataPoint> {
     let mut out = HistogramDataPoint::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = u64_(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = u64_(v, &fp)?,
-            "count" => out.count = u64_(v, &fp)?,
-            "sum" => out.sum = Some(f64_(v, &fp)?),
-            "bucketCounts" => out.bucket_counts = list(v, &fp, u64_)?,
-            "explicitBounds" => out.explicit_bounds = list(v, &fp, f64_)?,
+            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
+            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
+            "count" => out.count = uint64(v, &fp)?,
+            "sum" => out.sum = Some(double(v, &fp)?),
+            "bucketCounts" => out.bucket_counts = list(v, &fp, uint64)?,
+            "explicitBounds" => out.explicit_bounds = list(v, &fp, double)?,
             "exemplars" => out.exemplars = list(v, &fp, exemplar)?,
-            "flags" => out.flags = u32_(v, &fp)?,
-            "min" => out.min = Some(f64_(v, &fp)?),
-            "max" => out.max = Some(f64_(v, &fp)?),
+            "flags" => out.flags = uint32(v, &fp)?,
+            "min" => out.min = Some(double(v, &fp)?),
+            "max" => out.max = Some(double(v, &fp)?),
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn exponential_histogram_data_point(v: &Value, p: &Path<'_>) -> R<ExponentialHistogramDataPoint> {
+fn exponential_histogram_data_point(
+    v: &Value,
+    p: &Path<'_>,
+) -> DecodeResult<ExponentialHistogramDataPoint> {
     let mut out = ExponentialHistogramDataPoint::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = u64_(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = u64_(v, &fp)?,
-            "count" => out.count = u64_(v, &fp)?,
-            "sum" => out.sum = Some(f64_(v, &fp)?),
-            "scale" => out.scale = i32_(v, &fp)?,
-            "zeroCount" => out.zero_count = u64_(v, &fp)?,
+            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
+            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
+            "count" => out.count = uint64(v, &fp)?,
+            "sum" => out.sum = Some(double(v, &fp)?),
+            "scale" => out.scale = int32(v, &fp)?,
+            "zeroCount" => out.zero_count = uint64(v, &fp)?,
             "positive" => out.positive = Some(buckets(v, &fp)?),
             "negative" => out.negative = Some(buckets(v, &fp)?),
-            "flags" => out.flags = u32_(v, &fp)?,
+            "flags" => out.flags = uint32(v, &fp)?,
             "exemplars" => out.exemplars = list(v, &fp, exemplar)?,
-            "min" => out.min = Some(f64_(v, &fp)?),
-            "max" => out.max = Some(f64_(v, &fp)?),
-            "zeroThreshold" => out.zero_threshold = f64_(v, &fp)?,
+            "min" => out.min = Some(double(v, &fp)?),
+            "max" => out.max = Some(double(v, &fp)?),
+            "zeroThreshold" => out.zero_threshold = double(v, &fp)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn buckets(v: &Value, p: &Path<'_>) -> R<Buckets> {
+fn buckets(v: &Value, p: &Path<'_>) -> DecodeResult<Buckets> {
     let mut out = Buckets::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
-            "offset" => out.offset = i32_(v, &fp)?,
-            "bucketCounts" => out.bucket_counts = list(v, &fp, u64_)?,
+            "offset" => out.offset = int32(v, &fp)?,
+            "bucketCounts" => out.bucket_counts = list(v, &fp, uint64)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn summary_data_point(v: &Value, p: &Path<'_>) -> R<SummaryDataPoint> {
+fn summary_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<SummaryDataPoint> {
     let mut out = SummaryDataPoint::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
             "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = u64_(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = u64_(v, &fp)?,
-            "count" => out.count = u64_(v, &fp)?,
-            "sum" => out.sum = f64_(v, &fp)?,
+            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
+            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
+            "count" => out.count = uint64(v, &fp)?,
+            "sum" => out.sum = double(v, &fp)?,
             "quantileValues" => out.quantile_values = list(v, &fp, value_at_quantile)?,
-            "flags" => out.flags = u32_(v, &fp)?,
+            "flags" => out.flags = uint32(v, &fp)?,
             _ => {}
         }
     }
     Ok(out)
 }
 
-fn value_at_quantile(v: &Value, p: &Path<'_>) -> R<ValueAtQuantile> {
+fn value_at_quantile(v: &Value, p: &Path<'_>) -> DecodeResult<ValueAtQuantile> {
     let mut out = ValueAtQuantile::default();
     for (k, v, fp) in fields(v, p)? {
         match k {
-            "quantile" => out.quantile = f64_(v, &fp)?,
-            "value" => out.value = f64_(v, &fp)?,
+            "quantile" => out.quantile = double(v, &fp)?,
+            "value" => out.value = double(v, &fp)?,
             _ => {}
         }
     }
@@ -926,89 +937,101 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn at<T>(f: impl Fn(&Value, &Path<'_>) -> R<T>, v: Value) -> R<T> {
+    fn at<T>(f: impl Fn(&Value, &Path<'_>) -> DecodeResult<T>, v: Value) -> DecodeResult<T> {
         let root = Path::root();
         let p = root.key("x");
         f(&v, &p)
     }
 
-    fn reason<T: std::fmt::Debug>(r: R<T>) -> String {
+    fn reason<T: std::fmt::Debug>(r: DecodeResult<T>) -> String {
         r.unwrap_err().reason
     }
 
     #[test]
     fn integers_as_numbers_and_strings() {
-        assert_eq!(at(u64_, json!(5)).unwrap(), 5);
-        assert_eq!(at(u64_, json!("18446744073709551615")).unwrap(), u64::MAX);
-        assert_eq!(at(u64_, json!(18446744073709551615u64)).unwrap(), u64::MAX);
-        assert_eq!(at(i64_, json!("-9223372036854775808")).unwrap(), i64::MIN);
-        assert_eq!(at(i64_, json!(-3)).unwrap(), -3);
-        assert_eq!(at(i64_, json!(1e3)).unwrap(), 1000);
-        assert_eq!(at(u32_, json!("4294967295")).unwrap(), u32::MAX);
-        assert_eq!(at(i32_, json!(-2147483648)).unwrap(), i32::MIN);
+        assert_eq!(at(uint64, json!(5)).unwrap(), 5);
+        assert_eq!(at(uint64, json!("18446744073709551615")).unwrap(), u64::MAX);
         assert_eq!(
-            reason(at(u64_, json!("18446744073709551616"))),
+            at(uint64, json!(18446744073709551615u64)).unwrap(),
+            u64::MAX
+        );
+        assert_eq!(at(int64, json!("-9223372036854775808")).unwrap(), i64::MIN);
+        assert_eq!(at(int64, json!(-3)).unwrap(), -3);
+        assert_eq!(at(int64, json!(1e3)).unwrap(), 1000);
+        assert_eq!(at(uint32, json!("4294967295")).unwrap(), u32::MAX);
+        assert_eq!(at(int32, json!(-2147483648)).unwrap(), i32::MIN);
+        assert_eq!(
+            reason(at(uint64, json!("18446744073709551616"))),
             "18446744073709551616 is out of range for uint64"
         );
         assert_eq!(
-            reason(at(u64_, json!(-1))),
+            reason(at(uint64, json!(-1))),
             "expected a non-negative integer (uint64), got -1"
         );
-        assert_eq!(reason(at(u64_, json!(1.5))), "expected an integer, got 1.5");
         assert_eq!(
-            reason(at(u64_, json!("1.5"))),
+            reason(at(uint64, json!(1.5))),
+            "expected an integer, got 1.5"
+        );
+        assert_eq!(
+            reason(at(uint64, json!("1.5"))),
             "expected an integer, got \"1.5\""
         );
-        assert_eq!(reason(at(u64_, json!(""))), "expected an integer, got \"\"");
         assert_eq!(
-            reason(at(u64_, json!(" 1"))),
+            reason(at(uint64, json!(""))),
+            "expected an integer, got \"\""
+        );
+        assert_eq!(
+            reason(at(uint64, json!(" 1"))),
             "expected an integer, got \" 1\""
         );
         assert_eq!(
-            reason(at(u64_, json!(true))),
+            reason(at(uint64, json!(true))),
             "expected integer, got boolean"
         );
         assert_eq!(
-            reason(at(u32_, json!(4294967296u64))),
+            reason(at(uint32, json!(4294967296u64))),
             "4294967296 is out of range for uint32"
         );
         assert_eq!(
-            reason(at(i32_, json!("2147483648"))),
+            reason(at(int32, json!("2147483648"))),
             "2147483648 is out of range for int32"
         );
         assert_eq!(
-            reason(at(i64_, json!("9".repeat(60)))),
+            reason(at(int64, json!("9".repeat(60)))),
             format!("\"{}\" is out of range for int64", "9".repeat(60))
         );
-        assert!(reason(at(u64_, json!(1.6e19))).contains("not exact"));
+        assert!(reason(at(uint64, json!(1.6e19))).contains("not exact"));
         assert_eq!(
-            reason(at(u64_, json!(1e20))),
+            reason(at(uint64, json!(1e20))),
             "1e+20 is out of range for uint64"
         );
     }
 
     #[test]
     fn doubles() {
-        assert_eq!(at(f64_, json!(1.5)).unwrap(), 1.5);
-        assert_eq!(at(f64_, json!(7)).unwrap(), 7.0);
-        assert_eq!(at(f64_, json!("-2.5e3")).unwrap(), -2500.0);
-        assert!(at(f64_, json!("NaN")).unwrap().is_nan());
-        assert_eq!(at(f64_, json!("Infinity")).unwrap(), f64::INFINITY);
-        assert_eq!(at(f64_, json!("-Infinity")).unwrap(), f64::NEG_INFINITY);
+        assert_eq!(at(double, json!(1.5)).unwrap(), 1.5);
+        assert_eq!(at(double, json!(7)).unwrap(), 7.0);
+        assert_eq!(at(double, json!("-2.5e3")).unwrap(), -2500.0);
+        assert!(at(double, json!("NaN")).unwrap().is_nan());
+        assert_eq!(at(double, json!("Infinity")).unwrap(), f64::INFINITY);
+        assert_eq!(at(double, json!("-Infinity")).unwrap(), f64::NEG_INFINITY);
         assert_eq!(
-            reason(at(f64_, json!("inf"))),
+            reason(at(double, json!("inf"))),
             "expected a number, got \"inf\""
         );
         assert_eq!(
-            reason(at(f64_, json!("nan"))),
+            reason(at(double, json!("nan"))),
             "expected a number, got \"nan\""
         );
-        assert_eq!(reason(at(f64_, json!("e"))), "expected a number, got \"e\"");
         assert_eq!(
-            reason(at(f64_, json!("1e999"))),
+            reason(at(double, json!("e"))),
+            "expected a number, got \"e\""
+        );
+        assert_eq!(
+            reason(at(double, json!("1e999"))),
             "\"1e999\" is out of range for double"
         );
-        assert_eq!(reason(at(f64_, json!([]))), "expected number, got array");
+        assert_eq!(reason(at(double, json!([]))), "expected number, got array");
     }
 
     #[test]

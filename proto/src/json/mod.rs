@@ -80,38 +80,31 @@ pub fn encode_metrics(req: &ExportMetricsServiceRequest) -> Vec<u8> {
 /// `{"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}`, or `{}` when
 /// `partial_success` is `None`.
 pub fn encode_trace_response(r: &ExportTraceServiceResponse) -> Vec<u8> {
+    let p = r.partial_success.as_ref();
     ser::partial_success(
-        r.partial_success
-            .as_ref()
-            .map(|p| ("rejectedSpans", p.rejected_spans, p.error_message.as_str())),
+        "rejectedSpans",
+        p.map(|p| (p.rejected_spans, &*p.error_message)),
     )
-    .into_bytes()
 }
 
 /// Encodes a logs export response:
 /// `{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"..."}}`, or `{}` when
 /// `partial_success` is `None`.
 pub fn encode_logs_response(r: &ExportLogsServiceResponse) -> Vec<u8> {
-    ser::partial_success(r.partial_success.as_ref().map(|p| {
-        (
-            "rejectedLogRecords",
-            p.rejected_log_records,
-            p.error_message.as_str(),
-        )
-    }))
-    .into_bytes()
+    let p = r.partial_success.as_ref();
+    ser::partial_success(
+        "rejectedLogRecords",
+        p.map(|p| (p.rejected_log_records, &*p.error_message)),
+    )
 }
 
 /// Encodes a metrics export response:
 /// `{"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"..."}}`, or `{}` when
 /// `partial_success` is `None`.
 pub fn encode_metrics_response(r: &ExportMetricsServiceResponse) -> Vec<u8> {
-    ser::partial_success(r.partial_success.as_ref().map(|p| {
-        (
-            "rejectedDataPoints",
-            p.rejected_data_points,
-            p.error_message.as_str(),
-        )
-    }))
-    .into_bytes()
+    let p = r.partial_success.as_ref();
+    ser::partial_success(
+        "rejectedDataPoints",
+        p.map(|p| (p.rejected_data_points, &*p.error_message)),
+    )
 }

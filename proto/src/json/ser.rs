@@ -177,11 +177,11 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn u64_item(out: &mut String, v: &u64) {
+fn uint64_item(out: &mut String, v: &u64) {
     let _ = write!(out, "\"{v}\"");
 }
 
-fn f64_item(out: &mut String, v: &f64) {
+fn double_item(out: &mut String, v: &f64) {
     write_f64(out, *v);
 }
 
@@ -473,8 +473,8 @@ fn histogram_data_point(out: &mut String, p: &HistogramDataPoint) {
     o.u64("timeUnixNano", p.time_unix_nano);
     o.u64("count", p.count);
     o.opt_f64("sum", p.sum);
-    o.list("bucketCounts", &p.bucket_counts, u64_item);
-    o.list("explicitBounds", &p.explicit_bounds, f64_item);
+    o.list("bucketCounts", &p.bucket_counts, uint64_item);
+    o.list("explicitBounds", &p.explicit_bounds, double_item);
     o.list("exemplars", &p.exemplars, exemplar);
     o.int("flags", p.flags);
     o.opt_f64("min", p.min);
@@ -504,7 +504,7 @@ fn exponential_histogram_data_point(out: &mut String, p: &ExponentialHistogramDa
 fn buckets(out: &mut String, b: &Buckets) {
     let mut o = Obj::begin(out);
     o.int("offset", b.offset);
-    o.list("bucketCounts", &b.bucket_counts, u64_item);
+    o.list("bucketCounts", &b.bucket_counts, uint64_item);
     o.end();
 }
 
@@ -531,17 +531,17 @@ fn value_at_quantile(out: &mut String, q: &ValueAtQuantile) {
 // Responses
 
 /// `{"partialSuccess":{"<rejected key>":"<n>","errorMessage":"..."}}`, or `{}`.
-pub(super) fn partial_success(p: Option<(&str, i64, &str)>) -> String {
+pub(super) fn partial_success(rejected_key: &str, p: Option<(i64, &str)>) -> Vec<u8> {
     let mut out = String::new();
     let mut o = Obj::begin(&mut out);
-    if let Some((rejected_key, rejected, message)) = p {
+    if let Some((rejected, message)) = p {
         let mut inner = Obj::begin(o.key("partialSuccess"));
         inner.i64(rejected_key, rejected);
         inner.str("errorMessage", message);
         inner.end();
     }
     o.end();
-    out
+    out.into_bytes()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lookout_agent::loadgen::{run, Args, EncodingArg, ProtocolArg, SignalArg, TraceShape};
-use lookout_collector::server::{self, Listeners};
+use lookout_collector::server;
 use lookout_config::CollectorConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ async fn collector() -> Running {
     // These tests count what lookout-loadgen sends at full speed into a debug build;
     // overload refusals (503) are the subject of other tests, so the queue is roomy.
     cfg.ingest.max_pending_bytes = lookout_config::ByteSize::mib(256);
-    let l = Listeners::bind(&cfg).await.expect("bind");
+    let l = server::bind_listeners(&cfg).await.expect("bind");
     let (grpc, http, api) = (
         l.grpc.local_addr().expect("addr"),
         l.http.local_addr().expect("addr"),
