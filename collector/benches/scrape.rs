@@ -47,7 +47,7 @@ fn exemplars(i: usize, value: f64) -> Vec<Exemplar> {
 /// Labels of series `i`: 50 routes × 4 methods × 2 status classes (400 combinations).
 fn attrs(i: usize) -> Vec<KeyValue> {
     vec![
-        attr::string("http.route", &format!("/api/v1/resource{}/{{id}}", i % 50)),
+        attr::string("http.route", format!("/api/v1/resource{}/{{id}}", i % 50)),
         attr::string(
             "http.request.method",
             ["GET", "POST", "PUT", "DELETE"][(i / 50) % 4],
@@ -112,9 +112,9 @@ fn request(target: usize) -> ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
                 attributes: vec![
-                    attr::string("service.name", &format!("service-{target}")),
-                    attr::string("service.instance.id", &format!("pod-{target}")),
-                    attr::string("host.name", &format!("node-{}", target % 3)),
+                    attr::string("service.name", format!("service-{target}")),
+                    attr::string("service.instance.id", format!("pod-{target}")),
+                    attr::string("host.name", format!("node-{}", target % 3)),
                     attr::string("telemetry.sdk.language", "rust"),
                 ],
                 ..Default::default()

@@ -34,7 +34,7 @@ fn resource(service: &str) -> Resource {
     Resource {
         attributes: vec![
             attr::string("service.name", service),
-            attr::string("service.instance.id", &format!("{service}-1")),
+            attr::string("service.instance.id", format!("{service}-1")),
             attr::string("deployment.environment.name", "demo"),
             attr::string("host.name", "demo-host"),
         ],
@@ -153,7 +153,7 @@ impl Shape {
             ]
         };
         let mut stock_attrs = http("GET", "/stock/{sku}", 200);
-        stock_attrs.push(attr::string("url.path", &format!("/stock/{}", self.sku)));
+        stock_attrs.push(attr::string("url.path", format!("/stock/{}", self.sku)));
         let client = |id, parent, name, start, dur, callee, error| DemoSpan {
             id,
             parent: Some(parent),
@@ -263,7 +263,7 @@ impl Shape {
             span_id: span.to_vec(),
             ..Default::default()
         };
-        let user_attr = || attr::string("enduser.id", &format!("user-{user}"));
+        let user_attr = || attr::string("enduser.id", format!("user-{user}"));
         let mut logs = vec![
             vec![log(
                 ids[0],

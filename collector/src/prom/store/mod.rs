@@ -489,7 +489,7 @@ mod tests {
                 "",
                 Data::Gauge(Gauge {
                     data_points: (0..n)
-                        .map(|i| num(0, t, 1.0, vec![attr::string("i", &i.to_string())]))
+                        .map(|i| num(0, t, 1.0, vec![attr::string("i", i.to_string())]))
                         .collect(),
                 }),
             )
@@ -515,7 +515,7 @@ mod tests {
             max_series_per_service: 100,
         });
         let points = (0..3)
-            .map(|i| num(0, T0, 1.0, vec![attr::string("i", &i.to_string())]))
+            .map(|i| num(0, T0, 1.0, vec![attr::string("i", i.to_string())]))
             .collect();
         let rep = s.apply(
             &request(vec![metric(
