@@ -362,7 +362,8 @@ pub async fn run(
     let mut ingest_opts = IngestOptions::new(&cfg.limits, RETRY_AFTER);
     ingest_opts.resource_defaults = defaults.clone();
     ingest_opts.admission_wait = ADMISSION_WAIT;
-    let budget = Arc::new(Budget::new(DECODE_BUDGET));
+    let budget =
+        Arc::new(Budget::new(DECODE_BUDGET).shown_on(receiver_metrics.pending_bytes.clone()));
     let ingest = Arc::new(Ingest::new(
         ingest_opts,
         Arc::new(BufferSink {

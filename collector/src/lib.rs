@@ -12,3 +12,6 @@ pub mod server;
 pub mod store;
 pub mod traces;
 pub mod wal;
+
+#[cfg(test)]
+mod testing;

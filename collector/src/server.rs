@@ -13,21 +13,22 @@
 //! the WAL drains, the store threads commit and exit.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use lookout_config::CollectorConfig;
 use lookout_ingest::net::{self, BindError, ListenerSetup, ServerListeners};
-use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions, Signal};
+use lookout_ingest::{self as ingest, Budget, Ingest, IngestOptions, ReceiverMetrics, Signal};
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 use crate::api::{self, ApiMetrics, ApiState};
-use crate::metrics::Metrics;
-use crate::prom::window::spawn_metrics_window;
+use crate::prom::window::{spawn_metrics_window, WindowSetup};
 use crate::prom::MetricStore;
 use crate::store::partition::WriterOptions;
 use crate::store::writer::IndexLabels;
@@ -38,7 +39,9 @@ use crate::store::{
 use crate::traces::metrics::TraceMetrics;
 use crate::traces::tracker::{self, TracesShared};
 use crate::wal::sink::WalSink;
-use crate::wal::{Checkpoints, Record, Wal, WalMetrics, WalOptions};
+use crate::wal::{
+    Checkpoints, Dispatch, Quarantine, Record, RecordReader, Wal, WalMetrics, WalOptions,
+};
 
 /// How long metric records stay in the WAL (the staleness window of OTLP metrics).
 const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -75,41 +78,34 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let api_addr = log_addresses(&cfg, &listeners)?;
-    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let security = Security::load(
-        &cfg,
-        opts.config_path.as_deref(),
-        &metrics.registry,
-        &shutdown,
-    )?;
-    let stores = Stores::open(&cfg)?;
+    let registry = Registry::new();
+    let receiver = ReceiverMetrics::register(&registry, "lookout")?;
+    let security = Security::load(&cfg, opts.config_path.as_deref(), &registry, &shutdown)?;
+    let ctx = Stage {
+        cfg: &cfg,
+        opts: &opts,
+        registry: &registry,
+        security: &security,
+        shutdown: &shutdown,
+    };
+    let stores = Stores::open(&ctx)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let live = Live::new(&cfg, &opts, &metrics, api_addr, &ready, &shutdown)?;
-    let api_task = serve_api(
-        &cfg,
-        &stores,
-        &live,
-        &metrics,
-        &security,
-        ready.clone(),
-        listeners.api,
-        &shutdown,
-    )?;
-    let budget = Arc::new(Budget::new(cfg.ingest.max_pending_bytes.get()));
-    let threads = StoreThreads::spawn(&cfg, &stores, &live, &budget, &metrics)?;
-    let wal = open_wal(&cfg, threads.dispatch, stores.checkpoints.clone(), &metrics).await?;
+    let live = Live::new(&ctx, api_addr, &ready)?;
+    let api_task = serve_api(&ctx, &stores, &live, ready.clone(), listeners.api)?;
+    let budget = Arc::new(
+        Budget::new(cfg.ingest.max_pending_bytes.get()).shown_on(receiver.pending_bytes.clone()),
+    );
+    let threads = StoreThreads::spawn(&ctx, &stores, &live, &budget)?;
+    let wal = open_wal(&ctx, &stores, threads.dispatch).await?;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
     let receivers = Receivers::serve(
-        &cfg,
-        &opts,
+        &ctx,
         wal.wal,
         budget,
-        &metrics,
-        &security,
+        receiver,
         listeners.grpc,
         listeners.http,
-        &shutdown,
     );
 
     shutdown.cancelled().await;
@@ -132,6 +128,17 @@ pub async fn run(
     Ok(())
 }
 
+/// What every stage of start-up reads: the configuration, the registry each subsystem
+/// registers its self-metrics on, listener security, and the shutdown token.
+struct Stage<'a> {
+    cfg: &'a CollectorConfig,
+    opts: &'a RunOptions,
+    /// Where each subsystem registers its self-metrics.
+    registry: &'a Registry,
+    security: &'a Security,
+    shutdown: &'a CancellationToken,
+}
+
 /// Log the bound addresses on one line (tests read it); returns the API's.
 fn log_addresses(cfg: &CollectorConfig, l: &Listeners) -> anyhow::Result<SocketAddr> {
     let (grpc, http, api) = (
@@ -149,16 +156,21 @@ fn log_addresses(cfg: &CollectorConfig, l: &Listeners) -> anyhow::Result<SocketA
     Ok(api)
 }
 
-/// The data directory's stores and the WAL checkpoints they start from.
+/// The data directory: its stores, the WAL checkpoints they start from, and the
+/// quarantine where the WAL and the stores set poison records aside.
 struct Stores {
     logs: LogStore,
     spans: SpanStore,
     traces: TraceStore,
     checkpoints: Arc<Checkpoints>,
+    wal_dir: PathBuf,
+    wal_metrics: WalMetrics,
+    quarantine: Arc<Quarantine>,
 }
 
 impl Stores {
-    fn open(cfg: &CollectorConfig) -> anyhow::Result<Self> {
+    fn open(ctx: &Stage<'_>) -> anyhow::Result<Self> {
+        let (cfg, registry) = (ctx.cfg, ctx.registry);
         let data = &cfg.data_dir;
         lookout_ingest::fsutil::create_dir_all(data)
             .with_context(|| format!("cannot create data directory {}", data.display()))?;
@@ -172,6 +184,8 @@ impl Stores {
             memory: writer.memory.clamp(15_000_000, 32 << 20),
             threads: 1,
         };
+        let wal_dir = data.join("wal");
+        let wal_metrics = WalMetrics::register(registry)?;
         Ok(Self {
             logs: LogStore::open(&data.join("logs"), width, writer)
                 .context("cannot open the log index")?,
@@ -180,6 +194,9 @@ impl Stores {
             traces: TraceStore::open(&data.join("traces"), width, summary_writer)
                 .context("cannot open the trace index")?,
             checkpoints: Arc::new(Checkpoints::default()),
+            quarantine: Arc::new(Quarantine::beside(&wal_dir, wal_metrics.clone())),
+            wal_dir,
+            wal_metrics,
         })
     }
 }
@@ -194,19 +211,13 @@ struct Live {
 }
 
 impl Live {
-    fn new(
-        cfg: &CollectorConfig,
-        opts: &RunOptions,
-        metrics: &Arc<Metrics>,
-        api_addr: SocketAddr,
-        ready: &Arc<AtomicBool>,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Self> {
+    fn new(ctx: &Stage<'_>, api_addr: SocketAddr, ready: &Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let (cfg, shutdown) = (ctx.cfg, ctx.shutdown);
         let traces = Arc::new(TracesShared::new(&cfg.traces));
         let metric_store = Arc::new(parking_lot::Mutex::new(MetricStore::new(
             crate::prom::StoreConfig::from(&cfg.metrics),
         )));
-        let alert_metrics = alerts::AlertMetrics::register(&metrics.registry)?;
+        let alert_metrics = alerts::AlertMetrics::register(ctx.registry)?;
         let alerts = alerts::spawn(
             alerts::AlertsSetup {
                 cfg: alerts::AlertsConfig::from_collector(cfg),
@@ -220,7 +231,7 @@ impl Live {
             shutdown.clone(),
         );
         #[cfg(unix)]
-        if let Some(path) = opts.config_path.clone() {
+        if let Some(path) = ctx.opts.config_path.clone() {
             tokio::spawn(reload_on_sighup(path, alerts.clone(), shutdown.clone()));
         }
         Ok(Self {
@@ -232,21 +243,18 @@ impl Live {
 }
 
 /// Serve the query API on `listener` until shutdown.
-#[allow(clippy::too_many_arguments)]
 fn serve_api(
-    cfg: &CollectorConfig,
+    ctx: &Stage<'_>,
     stores: &Stores,
     live: &Live,
-    metrics: &Metrics,
-    security: &Security,
     ready: Arc<AtomicBool>,
     listener: TcpListener,
-    shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let api_metrics = ApiMetrics::register(&metrics.registry)?;
+    let (cfg, security, shutdown) = (ctx.cfg, ctx.security, ctx.shutdown);
+    let api_metrics = ApiMetrics::register(ctx.registry)?;
     let state = ApiState {
         ready,
-        registry: metrics.registry.clone(),
+        registry: ctx.registry.clone(),
         guard: api::guard::QueryGuard::new(&cfg.query, api_metrics.refused.clone()),
         metrics: api_metrics,
         logs: stores.logs.clone(),
@@ -277,23 +285,23 @@ fn serve_api(
 
 /// The store threads fed from the WAL, and the dispatch that hands them records.
 struct StoreThreads {
-    dispatch: crate::wal::Dispatch,
+    dispatch: Dispatch,
     joins: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl StoreThreads {
     fn spawn(
-        cfg: &CollectorConfig,
+        ctx: &Stage<'_>,
         stores: &Stores,
         live: &Live,
         budget: &Arc<Budget>,
-        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let index_metrics = IndexMetrics::register(&metrics.registry)?;
+        let (cfg, registry) = (ctx.cfg, ctx.registry);
+        let index_metrics = IndexMetrics::register(registry)?;
         let ctx = IndexerContext {
-            checkpoints: stores.checkpoints.clone(),
             budget: budget.clone(),
-            metrics: metrics.clone(),
+            quarantine: stores.quarantine.clone(),
+            records: RecordReader::new(stores.wal_dir.clone()),
             index_metrics: index_metrics.clone(),
             cfg: cfg.index.clone(),
             retention: cfg.retention.get(),
@@ -319,7 +327,7 @@ impl StoreThreads {
             store: stores.traces.clone(),
             shared: live.traces.clone(),
             progress: tracker_progress,
-            metrics: TraceMetrics::register(&metrics.registry)?,
+            metrics: TraceMetrics::register(registry)?,
             index_metrics,
             cfg: cfg.traces.clone(),
             index_cfg: cfg.index.clone(),
@@ -349,12 +357,13 @@ impl StoreThreads {
             },
             ctx.clone(),
         )?;
-        let (metric_tx, metric_thread) = spawn_metrics_window(
-            METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
-            ctx,
-            live.metric_store.clone(),
-            crate::prom::StoreMetrics::register(&metrics.registry)?,
-        )?;
+        let (metric_tx, metric_thread) = spawn_metrics_window(WindowSetup {
+            window: METRICS_WINDOW.max(cfg.metrics.stale_after.get()),
+            store: live.metric_store.clone(),
+            metrics: crate::prom::StoreMetrics::register(registry)?,
+            checkpoints: stores.checkpoints.clone(),
+            quarantine: stores.quarantine.clone(),
+        })?;
         let dispatch = Box::new(move |rec: Record| {
             let tx = match rec.signal {
                 Signal::Logs => &log_tx,
@@ -384,22 +393,23 @@ struct OpenWal {
 }
 
 /// Replay the WAL into `dispatch` past `checkpoints`, then start its writer thread.
-async fn open_wal(
-    cfg: &CollectorConfig,
-    dispatch: crate::wal::Dispatch,
-    checkpoints: Arc<Checkpoints>,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<OpenWal> {
-    let dir = cfg.data_dir.join("wal");
+async fn open_wal(ctx: &Stage<'_>, stores: &Stores, dispatch: Dispatch) -> anyhow::Result<OpenWal> {
+    let cfg = ctx.cfg;
     let opts = WalOptions {
         segment_size: cfg.wal.segment_size.get(),
         fsync: cfg.wal.fsync,
     };
-    let metrics = WalMetrics::register(&metrics.registry).context("cannot register metrics")?;
-    let (wal, thread) =
-        tokio::task::spawn_blocking(move || Wal::open(&dir, opts, checkpoints, metrics, dispatch))
-            .await?
-            .context("cannot open the write-ahead log")?;
+    let (dir, quarantine, checkpoints, metrics) = (
+        stores.wal_dir.clone(),
+        stores.quarantine.clone(),
+        stores.checkpoints.clone(),
+        stores.wal_metrics.clone(),
+    );
+    let (wal, thread) = tokio::task::spawn_blocking(move || {
+        Wal::open_with_quarantine(&dir, &quarantine, opts, checkpoints, metrics, dispatch)
+    })
+    .await?
+    .context("cannot open the write-ahead log")?;
     Ok(OpenWal { wal, thread })
 }
 
@@ -411,32 +421,19 @@ struct Receivers {
 }
 
 impl Receivers {
-    #[allow(clippy::too_many_arguments)]
     fn serve(
-        cfg: &CollectorConfig,
-        opts: &RunOptions,
+        ctx: &Stage<'_>,
         wal: Wal,
         budget: Arc<Budget>,
-        metrics: &Metrics,
-        security: &Security,
+        receiver: ReceiverMetrics,
         grpc: TcpListener,
         http: TcpListener,
-        shutdown: &CancellationToken,
     ) -> Self {
+        let (cfg, security, shutdown) = (ctx.cfg, ctx.security, ctx.shutdown);
         let mut ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
         ingest_opts.admission_wait = cfg.ingest.admission_wait.get();
-        let sink = WalSink::new(
-            wal,
-            budget.clone(),
-            &metrics.receiver,
-            ingest_opts.retry_after,
-        );
-        let ingest = Arc::new(Ingest::new(
-            ingest_opts,
-            Arc::new(sink),
-            budget,
-            metrics.receiver.clone(),
-        ));
+        let sink = WalSink::new(wal, ingest_opts.retry_after);
+        let ingest = Arc::new(Ingest::new(ingest_opts, Arc::new(sink), budget, receiver));
         let grpc_conns = net::incoming(grpc, security.otlp_grpc.clone(), shutdown.clone());
         let grpc = tokio::spawn(ingest::grpc::serve(
             grpc_conns,
@@ -468,7 +465,8 @@ impl Receivers {
             shutdown.clone(),
             SHUTDOWN_GRACE,
         ));
-        let demo = opts
+        let demo = ctx
+            .opts
             .demo
             .then(|| tokio::spawn(crate::demo::run(ingest, shutdown.clone())));
         Self { grpc, http, demo }
@@ -502,7 +500,7 @@ impl Security {
     fn load(
         cfg: &CollectorConfig,
         config_path: Option<&std::path::Path>,
-        registry: &prometheus::Registry,
+        registry: &Registry,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let origin = config_path

@@ -127,7 +127,7 @@ fuzz_target!(|data: &[u8]| {
         Signal::Logs,
         Bytes::from_static(b"\x0a\x00"),
         None,
-        0,
+        None,
     )) {
         Ok(lsn) => {
             // W1: at or below a checkpoint, replay would skip the record.

@@ -16,6 +16,8 @@ pub struct Budget {
     waiting: AtomicU64,
     /// Woken whenever bytes are given back while someone waits.
     room: tokio::sync::Notify,
+    /// Shows the bytes in use (`*_ingest_pending_bytes`), set on every change.
+    gauge: Option<IntGauge>,
 }
 
 impl Budget {
@@ -26,6 +28,39 @@ impl Budget {
             max,
             waiting: AtomicU64::new(0),
             room: tokio::sync::Notify::new(),
+            gauge: None,
+        }
+    }
+
+    /// The same budget, its use shown on `gauge`.
+    pub fn shown_on(mut self, gauge: IntGauge) -> Self {
+        gauge.set(0);
+        self.gauge = Some(gauge);
+        self
+    }
+
+    /// A [`Charge`] of `n` bytes, waiting up to `wait` for room ([`Budget::take_within`]);
+    /// `None` when there is none.
+    pub async fn charge_within(self: &Arc<Self>, n: u64, wait: Duration) -> Option<Charge> {
+        self.take_within(n, wait).await.then(|| Charge {
+            budget: self.clone(),
+            n,
+        })
+    }
+
+    /// A [`Charge`] of `n` bytes taken even past the limit ([`Budget::take`]): memory that
+    /// is held already.
+    pub fn charge(self: &Arc<Self>, n: u64) -> Charge {
+        self.take(n);
+        Charge {
+            budget: self.clone(),
+            n,
+        }
+    }
+
+    fn show(&self) {
+        if let Some(g) = &self.gauge {
+            g.set(i64::try_from(self.used()).unwrap_or(i64::MAX));
         }
     }
 
@@ -80,18 +115,24 @@ impl Budget {
     /// Take `n` bytes if they fit, or if nothing is taken (so one request larger than
     /// the whole budget still goes through, alone).
     pub fn try_take(&self, n: u64) -> bool {
-        self.used
+        let taken = self
+            .used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 let next = u.checked_add(n)?;
                 (next <= self.max || u == 0).then_some(next)
             })
-            .is_ok()
+            .is_ok();
+        if taken {
+            self.show();
+        }
+        taken
     }
 
     /// Take `n` bytes even past the limit (memory that is held already), so admission
     /// stops until they are given back.
     pub fn take(&self, n: u64) {
         self.used.fetch_add(n, Ordering::AcqRel);
+        self.show();
     }
 
     /// Give back `n` bytes.
@@ -101,6 +142,7 @@ impl Budget {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(n))
             });
+        self.show();
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
@@ -117,21 +159,15 @@ impl Budget {
     }
 }
 
-/// Budget bytes held by one request, given back when dropped unless handed over (the
-/// collector's stores give it back once the record is applied). Dropping covers every
-/// early return and a request abandoned by its client mid-way.
+/// Budget bytes held by a request from admission until its store has applied it, given
+/// back when dropped: every early return, a request its client abandoned, a failed write
+/// and an applied record release it the same way.
 pub struct Charge {
     budget: Arc<Budget>,
-    gauge: IntGauge,
     n: u64,
 }
 
 impl Charge {
-    /// A charge for `n` bytes already taken from `budget`; `gauge` shows the budget's use.
-    pub fn taken(budget: Arc<Budget>, gauge: IntGauge, n: u64) -> Self {
-        Self { budget, gauge, n }
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.n
@@ -147,12 +183,6 @@ impl Charge {
             self.budget.release(self.n - n);
         }
         self.n = n;
-        self.gauge.set(self.budget.used() as i64);
-    }
-
-    /// Stop tracking the bytes here: whoever takes them must [`Budget::release`] them.
-    pub fn hand_over(mut self) -> u64 {
-        std::mem::take(&mut self.n)
     }
 }
 
@@ -160,7 +190,6 @@ impl Drop for Charge {
     fn drop(&mut self) {
         if self.n > 0 {
             self.budget.release(self.n);
-            self.gauge.set(self.budget.used() as i64);
         }
     }
 }
@@ -172,7 +201,8 @@ mod tests {
 
     #[test]
     fn budget_takes_a_lone_oversize_request_and_charges_can_grow() {
-        let budget = Arc::new(Budget::new(100));
+        let gauge = IntGauge::new("pending", "pending").unwrap();
+        let budget = Arc::new(Budget::new(100).shown_on(gauge.clone()));
         assert!(
             budget.try_take(150),
             "nothing waits: an oversize request goes alone"
@@ -181,13 +211,8 @@ mod tests {
         budget.release(150);
         assert!(budget.try_take(60));
         assert!(!budget.try_take(60), "60 + 60 is past the limit");
-        let gauge = IntGauge::new("pending", "pending").unwrap();
-        let mut charge = Charge {
-            budget: budget.clone(),
-            gauge: gauge.clone(),
-            n: 30,
-        };
-        budget.take(30);
+        let mut charge = budget.charge(30);
+        assert_eq!(gauge.get(), 90);
         charge.resize(200);
         assert_eq!(budget.used(), 260, "growing takes past the limit");
         assert_eq!(gauge.get(), 260);
@@ -195,6 +220,7 @@ mod tests {
         assert_eq!(budget.used(), 70);
         drop(charge);
         assert_eq!(budget.used(), 60);
+        assert_eq!(gauge.get(), 60);
     }
 
     #[tokio::test]

@@ -199,17 +199,12 @@ impl Ingest {
         transport: Transport,
         charge: u64,
     ) -> Result<Charge, IngestError> {
-        if self
+        if let Some(charge) = self
             .budget
-            .take_within(charge, self.opts.admission_wait)
+            .charge_within(charge, self.opts.admission_wait)
             .await
         {
-            self.metrics.pending_bytes.set(self.budget.used() as i64);
-            return Ok(Charge::taken(
-                self.budget.clone(),
-                self.metrics.pending_bytes.clone(),
-                charge,
-            ));
+            return Ok(charge);
         }
         let e = IngestError::Overloaded {
             message: format!(

@@ -692,16 +692,17 @@ mod tests {
 
     #[test]
     fn self_metrics_render_in_both_formats() {
-        let m = crate::metrics::Metrics::new().unwrap();
-        m.receiver
+        let registry = prometheus::Registry::new();
+        let receiver = lookout_ingest::ReceiverMetrics::register(&registry, "lookout").unwrap();
+        receiver
             .accepted_items
             .with_label_values(&["logs", "grpc"])
             .inc_by(3);
-        let wal = crate::wal::WalMetrics::register(&m.registry).unwrap();
+        let wal = crate::wal::WalMetrics::register(&registry).unwrap();
         wal.fsync_seconds.observe(0.002);
         wal.bytes.set(10);
         let mut w = Writer::new(Format::Text);
-        m.render(&mut w);
+        crate::metrics::render(&registry, &mut w);
         let text = w.finish();
         assert!(text.contains(
             "# TYPE lookout_receiver_accepted_items_total counter\nlookout_receiver_accepted_items_total{signal=\"logs\",transport=\"grpc\"} 3\n"
@@ -710,7 +711,7 @@ mod tests {
         assert!(text.contains("lookout_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
         crate::prom::testing::promtool_check_metrics(&text, true);
         let mut w = Writer::new(Format::OpenMetrics);
-        m.render(&mut w);
+        crate::metrics::render(&registry, &mut w);
         let om = w.finish();
         assert!(
             om.contains("# TYPE lookout_receiver_accepted_items counter\n"),

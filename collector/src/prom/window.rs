@@ -10,19 +10,34 @@ use std::time::{Duration, Instant};
 use lookout_ingest::Batch;
 
 use super::store::{MetricStore, StoreMetrics};
-use crate::store::IndexerContext;
-use crate::wal::Record;
+use crate::wal::{Checkpoints, Quarantine, Record};
 
-/// Metrics are not indexed here: each record is applied to `store` (the OTLP metrics
-/// exposed on `/metrics`), and kept in the WAL for `window` so a restart rebuilds the
-/// recent state, then released. `ctx` gives the checkpoints and the ingest budget;
-/// `metrics` counts what the store does.
+/// What the metrics thread needs.
+pub struct WindowSetup {
+    /// How long a record stays in the WAL after it is applied.
+    pub window: Duration,
+    /// The OTLP metrics exposed on `/metrics`.
+    pub store: Arc<parking_lot::Mutex<MetricStore>>,
+    /// What the store does, counted.
+    pub metrics: StoreMetrics,
+    /// Where the metrics signal's progress is published.
+    pub checkpoints: Arc<Checkpoints>,
+    /// Where poison records go.
+    pub quarantine: Arc<Quarantine>,
+}
+
+/// Start the thread: each record is applied to the store, its budget given back, and kept
+/// in the WAL for the window so a restart rebuilds the recent state, then released.
 pub fn spawn_metrics_window(
-    window: Duration,
-    ctx: IndexerContext,
-    store: Arc<parking_lot::Mutex<MetricStore>>,
-    metrics: StoreMetrics,
+    setup: WindowSetup,
 ) -> std::io::Result<(mpsc::Sender<Record>, JoinHandle<()>)> {
+    let WindowSetup {
+        window,
+        store,
+        metrics,
+        checkpoints,
+        quarantine,
+    } = setup;
     let (tx, rx) = mpsc::channel::<Record>();
     let handle = std::thread::Builder::new()
         .name("lookout-metrics".into())
@@ -33,13 +48,8 @@ pub fn spawn_metrics_window(
                 let r = rx.recv_timeout(Duration::from_secs(1));
                 match r {
                     Ok(rec) => {
-                        apply_metrics_record(&rec, &store, &metrics);
+                        apply_metrics_record(&rec, &store, &metrics, &quarantine);
                         held.push_back((rec.lsn, Instant::now()));
-                        ctx.budget.release(rec.charge);
-                        ctx.metrics
-                            .receiver
-                            .pending_bytes
-                            .set(ctx.budget.used() as i64);
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -55,8 +65,7 @@ pub fn spawn_metrics_window(
                     if at.elapsed() < window {
                         break;
                     }
-                    ctx.checkpoints
-                        .advance(lookout_ingest::signal::Signal::Metrics, lsn);
+                    checkpoints.advance(lookout_ingest::signal::Signal::Metrics, lsn);
                     held.pop_front();
                 }
             }
@@ -71,6 +80,7 @@ fn apply_metrics_record(
     rec: &Record,
     store: &parking_lot::Mutex<MetricStore>,
     metrics: &StoreMetrics,
+    quarantine: &Quarantine,
 ) {
     let now = lookout_ingest::clock::now_unix_nano();
     let decoded;
@@ -88,7 +98,7 @@ fn apply_metrics_record(
             }
             Ok(_) => return,
             Err(e) => {
-                rec.quarantine(&format!("cannot decode the metrics payload: {e}"));
+                quarantine.set_aside(rec, &format!("cannot decode the metrics payload: {e}"));
                 return;
             }
         },
@@ -104,10 +114,13 @@ fn apply_metrics_record(
     let report = match applied {
         Ok(r) => r,
         Err(panic) => {
-            rec.quarantine(&format!(
-                "applying it to the metrics store panicked: {}",
-                lookout_ingest::process::panic_message(panic.as_ref())
-            ));
+            quarantine.set_aside(
+                rec,
+                &format!(
+                    "applying it to the metrics store panicked: {}",
+                    lookout_ingest::process::panic_message(panic.as_ref())
+                ),
+            );
             return;
         }
     };
@@ -118,49 +131,23 @@ fn apply_metrics_record(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::path::Path;
 
     use bytes::Bytes;
     use lookout_ingest::Signal;
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::testing::{counter, quarantined};
     use crate::wal::QUARANTINE_DIR;
-
-    fn metric(m: &Metrics, name: &str) -> u64 {
-        m.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().iter())
-            .map(|x| x.get_counter().value() as u64)
-            .sum()
-    }
-
-    fn quarantined(root: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(root.join(QUARANTINE_DIR))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
 
     /// The metrics thread quarantines an undecodable replayed record and keeps applying.
     #[test]
     fn undecodable_metrics_record_is_quarantined() {
         let root = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry = prometheus::Registry::new();
         let q = Arc::new(crate::wal::Quarantine::new(
             root.path().join(QUARANTINE_DIR),
             root.path().join("wal"),
-            crate::wal::WalMetrics::register(&metrics.registry).unwrap(),
+            crate::wal::WalMetrics::register(&registry).unwrap(),
         ));
         let store = parking_lot::Mutex::new(MetricStore::new(super::super::StoreConfig::default()));
         let rec = |lsn: u64, payload: &'static [u8]| Record {
@@ -168,16 +155,15 @@ mod tests {
             signal: Signal::Metrics,
             payload: Bytes::from_static(payload),
             batch: None,
-            charge: 0,
+            charge: None,
             pos: crate::wal::WalPos {
                 segment: 3,
                 offset: lsn * 100,
             },
-            quarantine: Some(q.clone()),
         };
-        let store_metrics = StoreMetrics::register(&metrics.registry).unwrap();
-        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &store_metrics);
-        apply_metrics_record(&rec(2, &[]), &store, &store_metrics);
+        let store_metrics = StoreMetrics::register(&registry).unwrap();
+        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &store_metrics, &q);
+        apply_metrics_record(&rec(2, &[]), &store, &store_metrics, &q);
         let files = quarantined(root.path());
         assert_eq!(files.len(), 1);
         assert_eq!(
@@ -185,6 +171,9 @@ mod tests {
             "00000000000000000003-0000000100-lsn00000000000000000001.metrics"
         );
         assert_eq!(files[0].1, [0x0a, 0x05, 0xff]);
-        assert_eq!(metric(&metrics, "lookout_wal_quarantined_records_total"), 1);
+        assert_eq!(
+            counter(&registry, "lookout_wal_quarantined_records_total"),
+            1
+        );
     }
 }

@@ -23,8 +23,7 @@ use super::progress::Progress;
 use super::writer::{
     CommitPolicy, IndexLabels, ItemWriter, PartitionWriter, WriteError, WriterSetup, Written,
 };
-use crate::metrics::Metrics;
-use crate::wal::{Checkpoints, Quarantine, Record, WalPos};
+use crate::wal::{Quarantine, Record, RecordReader, WalPos};
 
 /// Turns batches into documents of one signal's index.
 pub trait DocMapper: Send + 'static {
@@ -42,15 +41,15 @@ pub trait DocMapper: Send + 'static {
     fn forward(&mut self, _lsn: u64, _replay: bool, _batch: Batch) {}
 }
 
-/// Shared pieces every store thread fed from the WAL needs.
+/// What every indexing thread needs.
 #[derive(Clone)]
 pub struct IndexerContext {
-    /// Where durable progress is published for WAL truncation.
-    pub checkpoints: Arc<Checkpoints>,
-    /// Released as records are applied.
+    /// The ingest budget: records kept after a failed write stay charged to it.
     pub budget: Arc<Budget>,
-    /// Self-metrics.
-    pub metrics: Arc<Metrics>,
+    /// Where poison records go.
+    pub quarantine: Arc<Quarantine>,
+    /// Reads back a record to write it again after a failure.
+    pub records: RecordReader,
     /// Index self-metrics.
     pub index_metrics: IndexMetrics,
     /// Commit policy and writer sizing.
@@ -65,18 +64,6 @@ pub struct IndexedRecord {
     lsn: u64,
     payload: bytes::Bytes,
     pos: WalPos,
-    log: Option<Arc<Quarantine>>,
-}
-
-impl IndexedRecord {
-    fn bytes(&self) -> std::io::Result<bytes::Bytes> {
-        match &self.log {
-            Some(log) if self.payload.is_empty() => {
-                log.read_back(self.pos, self.lsn).map(bytes::Bytes::from)
-            }
-            _ => Ok(self.payload.clone()),
-        }
-    }
 }
 
 /// Writes records' documents with a [`DocMapper`]: a record arriving now from its decoded
@@ -84,8 +71,21 @@ impl IndexedRecord {
 struct RecordWriter<M> {
     mapper: M,
     signal: Signal,
+    records: RecordReader,
     /// The decoded batch of the record being applied, with its LSN.
     fresh: Option<(u64, Batch)>,
+}
+
+impl<M> RecordWriter<M> {
+    fn bytes_of(&self, record: &IndexedRecord) -> std::io::Result<bytes::Bytes> {
+        if record.payload.is_empty() {
+            self.records
+                .read_back(record.pos, record.lsn)
+                .map(bytes::Bytes::from)
+        } else {
+            Ok(record.payload.clone())
+        }
+    }
 }
 
 impl<M: DocMapper> ItemWriter<PartitionedIndex, IndexedRecord> for RecordWriter<M> {
@@ -98,7 +98,7 @@ impl<M: DocMapper> ItemWriter<PartitionedIndex, IndexedRecord> for RecordWriter<
         let batch = match &self.fresh {
             Some((lsn, batch)) if *lsn == record.lsn => batch,
             _ => {
-                let bytes = record.bytes().map_err(|e| {
+                let bytes = self.bytes_of(record).map_err(|e| {
                     // Its segment was readable moments ago: this is a failing disk.
                     tracing::error!(signal = %self.signal, lsn = record.lsn, segment = record.pos.segment, offset = record.pos.offset, error = %e, "cannot read a record back from the write-ahead log to index it again; it is missing from the index");
                     WriteError::Dropped
@@ -151,11 +151,7 @@ pub fn spawn_indexer<M: DocMapper>(
         },
         progress: setup.progress,
         retention: ctx.retention,
-        held: Some(lookout_ingest::Charge::taken(
-            ctx.budget.clone(),
-            ctx.metrics.receiver.pending_bytes.clone(),
-            0,
-        )),
+        held: Some(ctx.budget.charge(0)),
     });
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         Indexer {
@@ -165,6 +161,7 @@ pub fn spawn_indexer<M: DocMapper>(
             records: RecordWriter {
                 mapper: setup.mapper,
                 signal,
+                records: ctx.records.clone(),
                 fresh: None,
             },
             ctx,
@@ -192,16 +189,8 @@ impl<M: DocMapper> Indexer<M> {
                 t.saturating_duration_since(Instant::now())
             });
             match rx.recv_timeout(timeout) {
-                Ok(rec) => {
-                    let charge = rec.charge;
-                    self.apply(rec);
-                    self.ctx.budget.release(charge);
-                    self.ctx
-                        .metrics
-                        .receiver
-                        .pending_bytes
-                        .set(self.ctx.budget.used() as i64);
-                }
+                // The record's budget charge goes with it once applied.
+                Ok(rec) => self.apply(rec),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.writer.close(now_unix_secs(), 0, &mut self.records);
@@ -223,7 +212,9 @@ impl<M: DocMapper> Indexer<M> {
             None => match Batch::decode_protobuf(signal, &rec.payload) {
                 Ok(b) => b,
                 Err(e) => {
-                    rec.quarantine(&format!("cannot decode the {signal} payload: {e}"));
+                    self.ctx
+                        .quarantine
+                        .set_aside(&rec, &format!("cannot decode the {signal} payload: {e}"));
                     self.skip(lsn);
                     return;
                 }
@@ -233,7 +224,6 @@ impl<M: DocMapper> Indexer<M> {
             lsn,
             payload: rec.payload.clone(),
             pos: rec.pos,
-            log: rec.quarantine.clone(),
         };
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.records.fresh = Some((lsn, batch));
@@ -247,10 +237,11 @@ impl<M: DocMapper> Indexer<M> {
         }));
         if let Err(panic) = applied {
             self.records.fresh = None;
-            rec.quarantine(&format!(
+            let reason = format!(
                 "applying it to the {signal} index panicked: {}",
                 lookout_ingest::process::panic_message(panic.as_ref())
-            ));
+            );
+            self.ctx.quarantine.set_aside(&rec, &reason);
             self.skip(lsn);
         }
     }
@@ -266,7 +257,6 @@ impl<M: DocMapper> Indexer<M> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
-    use std::path::Path;
 
     use bytes::Bytes;
     use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
@@ -277,7 +267,8 @@ mod tests {
     use super::*;
     use crate::store::logs::LogStore;
     use crate::store::partition::WriterOptions;
-    use crate::wal::{Wal, WalMetrics, WalOptions, QUARANTINE_DIR};
+    use crate::testing::{counter, quarantined};
+    use crate::wal::{Checkpoints, Wal, WalMetrics, WalOptions};
 
     fn logs(body: &str) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
@@ -330,31 +321,6 @@ mod tests {
         }
     }
 
-    fn metric(m: &Metrics, name: &str) -> u64 {
-        m.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().iter())
-            .map(|x| x.get_counter().value() as u64)
-            .sum()
-    }
-
-    fn quarantined(root: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(root.join(QUARANTINE_DIR))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
     /// Poison records — a payload prost cannot decode, and one whose indexing panics —
     /// are quarantined (one file each, named by WAL position) and counted, on replay and
     /// live; the records around them are indexed, and the checkpoint passes them so the
@@ -377,21 +343,25 @@ mod tests {
             )
             .unwrap();
             for p in [&good1, &garbage, &boom, &good2] {
-                wal.append(Signal::Logs, p.clone(), None, 0).await.unwrap();
+                wal.append(Signal::Logs, p.clone(), None, None)
+                    .await
+                    .unwrap();
             }
             drop(wal);
             h.join().unwrap();
         }
 
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry = prometheus::Registry::new();
+        let wal_metrics = WalMetrics::register(&registry).unwrap();
+        let quarantine = Arc::new(Quarantine::beside(&wal_dir, wal_metrics.clone()));
         let checkpoints = Arc::new(Checkpoints::default());
         let store =
             LogStore::open(&root.path().join("logs"), 3600, WriterOptions::default()).unwrap();
         let index = store.index().clone();
         let ctx = IndexerContext {
-            checkpoints: checkpoints.clone(),
             budget: Arc::new(Budget::new(1 << 30)),
-            metrics: metrics.clone(),
+            quarantine: quarantine.clone(),
+            records: RecordReader::new(wal_dir.clone()),
             index_metrics: IndexMetrics::register(&prometheus::Registry::new()).unwrap(),
             cfg: IndexConfig::default(),
             retention: Duration::from_secs(7 * 86400),
@@ -406,11 +376,12 @@ mod tests {
             progress: Progress::single(&checkpoints, Signal::Logs, index.checkpoint()),
         };
         let (tx, indexer) = spawn_indexer(setup, ctx).unwrap();
-        let (wal, h) = Wal::open(
+        let (wal, h) = Wal::open_with_quarantine(
             &wal_dir,
+            &quarantine,
             wal_opts(),
             checkpoints.clone(),
-            WalMetrics::register(&metrics.registry).unwrap(),
+            wal_metrics,
             Box::new(move |r| tx.send(r).unwrap()),
         )
         .unwrap();
@@ -420,7 +391,7 @@ mod tests {
                 Signal::Logs,
                 boom.clone(),
                 Some(Batch::Logs(logs("boom"))),
-                0,
+                None,
             )
             .await
             .unwrap();
@@ -447,7 +418,10 @@ mod tests {
         assert_eq!(files[0].1, garbage);
         assert_eq!(files[1].1, boom);
         assert_eq!(files[2].1, boom);
-        assert_eq!(metric(&metrics, "lookout_wal_quarantined_records_total"), 3);
+        assert_eq!(
+            counter(&registry, "lookout_wal_quarantined_records_total"),
+            3
+        );
         // The good records are indexed, and the checkpoint covers the poison ones.
         let docs: u64 = index
             .all()

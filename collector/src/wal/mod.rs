@@ -24,7 +24,7 @@
 //! as `missing_segment`.
 //!
 //! A record with a valid checksum that cannot be used (an unknown tag here, or a payload the
-//! stores cannot decode or apply, see [`Record::quarantine`]) is a *poison* record: its
+//! stores cannot decode or apply, see [`Quarantine::set_aside`]) is a *poison* record: its
 //! bytes are copied to the quarantine directory (`DATA_DIR/quarantine/`, one file per
 //! record named after its WAL position), it is counted on
 //! `lookout_wal_quarantined_records_total` and logged, its LSN counts as done (so its
@@ -32,6 +32,7 @@
 
 mod metrics;
 mod quarantine;
+mod read_back;
 mod replay;
 pub mod sink;
 mod writer;
@@ -50,10 +51,12 @@ use lookout_ingest::batch::Batch;
 use lookout_ingest::fsutil;
 use lookout_ingest::seglog;
 use lookout_ingest::signal::Signal;
+use lookout_ingest::Charge;
 
 pub use lookout_ingest::seglog::DamageKind;
 pub use metrics::WalMetrics;
 pub use quarantine::Quarantine;
+pub use read_back::RecordReader;
 use replay::Replay;
 use writer::{create_segment, Append, WalWriter};
 
@@ -133,42 +136,11 @@ pub struct Record {
     pub payload: Bytes,
     /// The decoded request, when the writer had it (not during replay).
     pub batch: Option<Batch>,
-    /// Bytes of ingest budget to release once the record is applied.
-    pub charge: u64,
+    /// The ingest budget the request holds (not during replay): dropping it once the
+    /// record is applied gives the budget back.
+    pub charge: Option<Charge>,
     /// Where the record is in the log.
     pub pos: WalPos,
-    /// Where [`Record::quarantine`] sets the record aside; `None` only for records made
-    /// outside the WAL (tests).
-    pub quarantine: Option<Arc<Quarantine>>,
-}
-
-impl Record {
-    /// Set this record aside as poison — its checksum is valid but a store cannot decode
-    /// or apply it: copy its bytes (the payload; else the encoded batch; else, when both
-    /// were consumed, the record read back from its segment) to the quarantine directory,
-    /// count it, and log it with `reason`. The caller skips the record. Returns the file
-    /// written, if any.
-    pub fn quarantine(&self, reason: &str) -> Option<PathBuf> {
-        let Some(q) = &self.quarantine else {
-            tracing::error!(lsn = self.lsn, signal = %self.signal, segment = self.pos.segment, offset = self.pos.offset, reason, "poison write-ahead log record skipped (no quarantine directory)");
-            return None;
-        };
-        let what = self.signal.as_str();
-        if !self.payload.is_empty() {
-            return q.put(self.pos, self.lsn, what, &self.payload, reason);
-        }
-        if let Some(b) = &self.batch {
-            return q.put(self.pos, self.lsn, what, &b.encode_protobuf(), reason);
-        }
-        match q.read_back(self.pos, self.lsn) {
-            Ok(bytes) => q.put(self.pos, self.lsn, what, &bytes, reason),
-            Err(e) => {
-                q.lost();
-                tracing::error!(lsn = self.lsn, signal = what, segment = self.pos.segment, offset = self.pos.offset, reason, error = %e, "poison write-ahead log record skipped; its bytes could not be read back for the quarantine");
-                None
-            }
-        }
-    }
 }
 
 /// Receives records in LSN order, once durable (or while replaying).
@@ -208,28 +180,24 @@ impl Wal {
         metrics: WalMetrics,
         dispatch: Dispatch,
     ) -> Result<(Wal, std::thread::JoinHandle<()>), WalError> {
-        let quarantine = default_quarantine_dir(dir);
+        let quarantine = Arc::new(Quarantine::beside(dir, metrics.clone()));
         Self::open_with_quarantine(dir, &quarantine, opts, checkpoints, metrics, dispatch)
     }
 
-    /// [`Wal::open`] with poison records going to `quarantine_dir`.
+    /// [`Wal::open`] with poison records of replay going to `quarantine` (the one the
+    /// stores use for theirs).
     pub fn open_with_quarantine(
         dir: &Path,
-        quarantine_dir: &Path,
+        quarantine: &Arc<Quarantine>,
         opts: WalOptions,
         checkpoints: Arc<Checkpoints>,
         metrics: WalMetrics,
         mut dispatch: Dispatch,
     ) -> Result<(Wal, std::thread::JoinHandle<()>), WalError> {
         fsutil::create_dir_all(dir).map_err(io_err(dir))?;
-        let quarantine = Arc::new(Quarantine::new(
-            quarantine_dir.to_path_buf(),
-            dir.to_path_buf(),
-            metrics.clone(),
-        ));
         let listed = seglog::list_segments(&FRAMING, dir)?;
         let started = Instant::now();
-        let mut replay = Replay::new(&checkpoints, &metrics, &quarantine, &mut dispatch);
+        let mut replay = Replay::new(&checkpoints, &metrics, quarantine, &mut dispatch);
         let last_lsn = replay.run(listed)?;
         let (replayed, segments) = (replay.replayed, replay.segments);
         // After the log emptied (every segment committed and deleted), numbering goes on
@@ -261,7 +229,6 @@ impl Wal {
             checkpoints,
             metrics,
             dispatch,
-            quarantine,
             last_truncate: Instant::now(),
         };
         writer.update_gauges();
@@ -274,13 +241,14 @@ impl Wal {
 
     /// Append one batch; resolves with its LSN once durable. `payload` is the protobuf
     /// export request of `signal`; `batch`, if given, is the same request decoded, handed
-    /// to the stores so they need not decode it again; `charge` travels with the record.
+    /// to the stores so they need not decode it again; `charge` travels with the record
+    /// (and is given back at once if the write fails).
     pub async fn append(
         &self,
         signal: Signal,
         payload: Bytes,
         batch: Option<Batch>,
-        charge: u64,
+        charge: Option<Charge>,
     ) -> Result<u64, Arc<WalError>> {
         self.submit(signal, payload, batch, charge)?.await
     }
@@ -292,7 +260,7 @@ impl Wal {
         signal: Signal,
         payload: Bytes,
         batch: Option<Batch>,
-        charge: u64,
+        charge: Option<Charge>,
     ) -> Result<impl std::future::Future<Output = Result<u64, Arc<WalError>>>, Arc<WalError>> {
         let (done, rx) = oneshot::channel();
         self.tx

@@ -1,18 +1,17 @@
 //! The quarantine directory of poison records: a valid checksum, unusable content.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use lookout_ingest::fsutil;
-use lookout_ingest::seglog::{framings::WAL_HEADER_LEN, u32_at, u64_at};
 
-use super::{WalMetrics, WalPos, FRAMING};
+use super::{Record, RecordReader, WalMetrics, WalPos};
 
-/// The quarantine directory of poison records, and its counter.
+/// The quarantine directory of poison records, and its counter. The stores are handed
+/// one at start-up and set aside what they cannot decode or apply.
 pub struct Quarantine {
     dir: PathBuf,
-    wal_dir: PathBuf,
+    /// Reads back a record whose bytes its store no longer holds.
+    records: RecordReader,
     metrics: WalMetrics,
 }
 
@@ -22,8 +21,41 @@ impl Quarantine {
     pub fn new(dir: PathBuf, wal_dir: PathBuf, metrics: WalMetrics) -> Self {
         Self {
             dir,
-            wal_dir,
+            records: RecordReader::new(wal_dir),
             metrics,
+        }
+    }
+
+    /// The quarantine of the WAL in `wal_dir`, in its default place
+    /// ([`super::default_quarantine_dir`]).
+    pub fn beside(wal_dir: &Path, metrics: WalMetrics) -> Self {
+        Self::new(
+            super::default_quarantine_dir(wal_dir),
+            wal_dir.to_path_buf(),
+            metrics,
+        )
+    }
+
+    /// Set `rec` aside as poison (its checksum is valid but a store cannot decode or apply
+    /// it): copy its bytes (the payload; else the encoded batch; else, when both were
+    /// consumed, the record read back from its segment) to the quarantine directory, count
+    /// it, and log it with `reason`. The caller skips the record. Returns the file
+    /// written, if any.
+    pub fn set_aside(&self, rec: &Record, reason: &str) -> Option<PathBuf> {
+        let what = rec.signal.as_str();
+        if !rec.payload.is_empty() {
+            return self.put(rec.pos, rec.lsn, what, &rec.payload, reason);
+        }
+        if let Some(b) = &rec.batch {
+            return self.put(rec.pos, rec.lsn, what, &b.encode_protobuf(), reason);
+        }
+        match self.records.read_back(rec.pos, rec.lsn) {
+            Ok(bytes) => self.put(rec.pos, rec.lsn, what, &bytes, reason),
+            Err(e) => {
+                self.metrics.quarantined_records.inc();
+                tracing::error!(lsn = rec.lsn, signal = what, segment = rec.pos.segment, offset = rec.pos.offset, reason, error = %e, "poison write-ahead log record skipped; its bytes could not be read back for the quarantine");
+                None
+            }
         }
     }
 
@@ -63,35 +95,5 @@ impl Quarantine {
                 None
             }
         }
-    }
-
-    /// Count a poison record whose bytes could not be had.
-    pub(super) fn lost(&self) {
-        self.metrics.quarantined_records.inc();
-    }
-
-    /// The payload of record `lsn` at `pos`, read back from its segment.
-    pub fn read_back(&self, pos: WalPos, lsn: u64) -> io::Result<Vec<u8>> {
-        let path = self
-            .wal_dir
-            .join(lookout_ingest::seglog::segment_name(&FRAMING, pos.segment));
-        let mut f = File::open(path)?;
-        f.seek(SeekFrom::Start(pos.offset))?;
-        let mut header = [0u8; WAL_HEADER_LEN];
-        f.read_exact(&mut header)?;
-        let len = u32_at(&header, 0);
-        if len > FRAMING.max_len || u64_at(&header, 8) != lsn {
-            return Err(io::Error::other("no such record at this position"));
-        }
-        let mut record = header.to_vec();
-        record.resize(WAL_HEADER_LEN + len as usize, 0);
-        f.read_exact(&mut record[WAL_HEADER_LEN..])?;
-        let (body, _) = FRAMING.parse(&record).map_err(|flaw| {
-            io::Error::other(format!(
-                "record read back is damaged: {}",
-                FRAMING.reason(flaw)
-            ))
-        })?;
-        Ok(body[FRAMING.uncounted..].to_vec())
     }
 }

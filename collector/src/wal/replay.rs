@@ -101,9 +101,8 @@ impl LogVisitor for Replay<'_> {
                 signal,
                 payload: Bytes::copy_from_slice(payload),
                 batch: None,
-                charge: 0,
+                charge: None,
                 pos,
-                quarantine: Some(self.quarantine.clone()),
             });
             self.replayed += 1;
             self.metrics.replayed_records.inc();

@@ -1,37 +1,24 @@
 //! The collector's ingest sink: a request is acknowledged once its WAL record is durable.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use lookout_ingest::{Budget, IngestError, IngestSink, ReceiverMetrics, SinkRequest};
-use prometheus::IntGauge;
+use lookout_ingest::{IngestError, IngestSink, SinkRequest};
 
 use super::{Wal, WalError};
 
-/// The collector's sink: its write-ahead log, whose stores release the budget once they
-/// have applied a record.
+/// The collector's sink: its write-ahead log. The request's budget charge travels with the
+/// record, and is given back when the store that applies it drops it (or at once, when
+/// the write fails).
 pub struct WalSink {
     wal: Wal,
-    budget: Arc<Budget>,
-    gauge: IntGauge,
     retry_after: Duration,
 }
 
 impl WalSink {
     /// A sink over `wal`.
-    pub fn new(
-        wal: Wal,
-        budget: Arc<Budget>,
-        metrics: &ReceiverMetrics,
-        retry_after: Duration,
-    ) -> Self {
-        Self {
-            wal,
-            budget,
-            gauge: metrics.pending_bytes.clone(),
-            retry_after,
-        }
+    pub fn new(wal: Wal, retry_after: Duration) -> Self {
+        Self { wal, retry_after }
     }
 }
 
@@ -45,28 +32,12 @@ impl IngestSink for WalSink {
             message: format!("cannot store the batch: {e}"),
             retry_after,
         };
-        let n = req.charge.bytes();
-        let fut = match self.wal.submit(req.signal, req.payload, Some(req.batch), n) {
-            Ok(fut) => {
-                // From here the stores release the budget, even if the request is abandoned.
-                req.charge.hand_over();
-                fut
-            }
-            Err(e) => return Err(unavailable(&e)),
-        };
-        let (budget, gauge) = (self.budget.clone(), self.gauge.clone());
+        let fut = self
+            .wal
+            .submit(req.signal, req.payload, Some(req.batch), Some(req.charge))
+            .map_err(|e| unavailable(&e))?;
         Ok(Box::pin(async move {
-            match fut.await {
-                Ok(_lsn) => Ok(()),
-                Err(e) => {
-                    if !matches!(*e, WalError::Closed) {
-                        // A failed write is never dispatched to the stores.
-                        budget.release(n);
-                        gauge.set(budget.used() as i64);
-                    }
-                    Err(unavailable(&e))
-                }
-            }
+            fut.await.map(|_lsn| ()).map_err(|e| unavailable(&e))
         }))
     }
 }
@@ -92,7 +63,7 @@ mod tests {
         budget: Arc<Budget>,
         limits: &lookout_config::LimitsConfig,
     ) -> Arc<Ingest> {
-        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let registry = prometheus::Registry::new();
         let (wal, _h) = Wal::open(
             dir,
             WalOptions {
@@ -100,18 +71,18 @@ mod tests {
                 fsync: false,
             },
             Arc::new(Checkpoints::default()),
-            WalMetrics::register(&metrics.registry).unwrap(),
+            WalMetrics::register(&registry).unwrap(),
             Box::new(|_| {}),
         )
         .unwrap();
         let cfg = lookout_config::CollectorConfig::default();
         let opts = IngestOptions::new(limits, cfg.ingest.retry_after.get());
-        let sink = WalSink::new(wal, budget.clone(), &metrics.receiver, opts.retry_after);
+        let sink = WalSink::new(wal, opts.retry_after);
         Arc::new(Ingest::new(
             opts,
             Arc::new(sink),
             budget,
-            metrics.receiver.clone(),
+            lookout_ingest::ReceiverMetrics::register(&registry, "lookout").unwrap(),
         ))
     }
 

@@ -52,7 +52,7 @@ async fn an_emptied_log_numbers_on_past_the_checkpoints() {
     cps.advance(Signal::Logs, 5);
     let (wal, h, _) = open(dir.path(), cps.clone());
     let lsn = wal
-        .append(Signal::Traces, Bytes::from(vec![9]), None, 0)
+        .append(Signal::Traces, Bytes::from(vec![9]), None, None)
         .await
         .unwrap();
     assert_eq!(lsn, 6);
@@ -72,7 +72,12 @@ async fn appends_are_replayed_after_restart() {
     let (wal, h, seen) = open(dir.path(), cps.clone());
     for i in 0..100u32 {
         let lsn = wal
-            .append(Signal::Logs, Bytes::from(i.to_le_bytes().to_vec()), None, 0)
+            .append(
+                Signal::Logs,
+                Bytes::from(i.to_le_bytes().to_vec()),
+                None,
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(lsn, u64::from(i) + 1);
@@ -87,7 +92,7 @@ async fn appends_are_replayed_after_restart() {
     assert_eq!(replayed[0].0, 41);
     assert_eq!(replayed[0].2, 40u32.to_le_bytes().to_vec());
     assert_eq!(
-        wal.append(Signal::Traces, Bytes::from(vec![1]), None, 0)
+        wal.append(Signal::Traces, Bytes::from(vec![1]), None, None)
             .await
             .unwrap(),
         101
@@ -102,7 +107,7 @@ async fn torn_tail_is_truncated_not_fatal() {
     let cps = Arc::new(Checkpoints::default());
     let (wal, h, _) = open(dir.path(), cps.clone());
     for _ in 0..3 {
-        wal.append(Signal::Traces, Bytes::from(vec![7; 100]), None, 0)
+        wal.append(Signal::Traces, Bytes::from(vec![7; 100]), None, None)
             .await
             .unwrap();
     }
@@ -116,7 +121,7 @@ async fn torn_tail_is_truncated_not_fatal() {
     let (wal, h, seen) = open(dir.path(), cps.clone());
     assert_eq!(seen.lock().unwrap().len(), 2);
     assert_eq!(
-        wal.append(Signal::Traces, Bytes::from(vec![1]), None, 0)
+        wal.append(Signal::Traces, Bytes::from(vec![1]), None, None)
             .await
             .unwrap(),
         3
@@ -220,7 +225,7 @@ impl Subject for WalSubject {
             Signal::Logs,
             Bytes::from(testkit::payload(seq)),
             None,
-            0,
+            None,
         ))
         .unwrap();
         assert_eq!(lsn, seq, "the log goes on from the highest LSN found");
@@ -303,7 +308,7 @@ fn unknown_tag_is_quarantined_and_replay_goes_on() {
     assert!(lines[0].contains("quarantine"), "{}", lines[0]);
 }
 
-/// Stores call [`Record::quarantine`] on records they cannot use: with the payload at
+/// Stores call [`Quarantine::set_aside`] on records they cannot use: with the payload at
 /// hand (replay), with only the decoded batch, and with neither (read back from the
 /// segment).
 #[tokio::test]
@@ -316,9 +321,11 @@ async fn records_quarantine_their_bytes_from_wherever_they_are() {
     let metrics = WalMetrics::register(&registry).unwrap();
     let files = Arc::new(Mutex::new(Vec::new()));
     let f = files.clone();
+    let quarantine = Arc::new(Quarantine::new(q.clone(), wal_dir.clone(), metrics.clone()));
+    let set_aside = quarantine.clone();
     let (wal, h) = Wal::open_with_quarantine(
         &wal_dir,
-        &q,
+        &quarantine,
         WalOptions {
             segment_size: 1 << 20,
             fsync: false,
@@ -329,18 +336,18 @@ async fn records_quarantine_their_bytes_from_wherever_they_are() {
             if r.lsn == 2 {
                 r.batch = None; // consumed by a store that then failed
             }
-            f.lock().unwrap().push(r.quarantine("test"));
+            f.lock().unwrap().push(set_aside.set_aside(&r, "test"));
         }),
     )
     .unwrap();
-    wal.append(Signal::Logs, Bytes::from_static(b"raw"), None, 0)
+    wal.append(Signal::Logs, Bytes::from_static(b"raw"), None, None)
         .await
         .unwrap();
     wal.append(
         Signal::Logs,
         Bytes::from_static(b"\x0a\x00"),
         Some(batch.clone()),
-        0,
+        None,
     )
     .await
     .unwrap();
@@ -348,7 +355,7 @@ async fn records_quarantine_their_bytes_from_wherever_they_are() {
         Signal::Metrics,
         Bytes::from_static(b"\x0a\x00"),
         Some(batch),
-        0,
+        None,
     )
     .await
     .unwrap();
@@ -389,7 +396,7 @@ async fn durable_segments_are_removed() {
     let mut last = 0;
     for _ in 0..48 {
         last = wal
-            .append(Signal::Logs, Bytes::from(vec![0; 64 << 10]), None, 0)
+            .append(Signal::Logs, Bytes::from(vec![0; 64 << 10]), None, None)
             .await
             .unwrap();
     }
@@ -397,16 +404,16 @@ async fn durable_segments_are_removed() {
     cps.advance(Signal::Logs, last);
     // A rotation triggers truncation.
     for _ in 0..17 {
-        wal.append(Signal::Metrics, Bytes::from(vec![0; 64 << 10]), None, 0)
+        wal.append(Signal::Metrics, Bytes::from(vec![0; 64 << 10]), None, None)
             .await
             .unwrap();
     }
     cps.advance(Signal::Metrics, u64::MAX);
-    wal.append(Signal::Metrics, Bytes::from(vec![0; 1 << 20]), None, 0)
+    wal.append(Signal::Metrics, Bytes::from(vec![0; 1 << 20]), None, None)
         .await
         .unwrap();
     // The writer rotates after answering; the next append is served after that.
-    wal.append(Signal::Metrics, Bytes::from(vec![0]), None, 0)
+    wal.append(Signal::Metrics, Bytes::from(vec![0]), None, None)
         .await
         .unwrap();
     let left = list_segments(dir.path()).len();

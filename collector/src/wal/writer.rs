@@ -12,11 +12,10 @@ use bytes::Bytes;
 use lookout_ingest::batch::Batch;
 use lookout_ingest::seglog::{self, Wait};
 use lookout_ingest::signal::Signal;
+use lookout_ingest::Charge;
 use tokio::sync::oneshot;
 
-use super::{
-    Checkpoints, Dispatch, Quarantine, Record, WalError, WalMetrics, WalOptions, WalPos, FRAMING,
-};
+use super::{Checkpoints, Dispatch, Record, WalError, WalMetrics, WalOptions, WalPos, FRAMING};
 
 /// Most bytes written in one group commit.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -26,7 +25,7 @@ pub(super) struct Append {
     pub signal: Signal,
     pub payload: Bytes,
     pub batch: Option<Batch>,
-    pub charge: u64,
+    pub charge: Option<Charge>,
     pub done: oneshot::Sender<Result<u64, Arc<WalError>>>,
 }
 
@@ -71,7 +70,6 @@ pub(super) struct WalWriter {
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: WalMetrics,
     pub dispatch: Dispatch,
-    pub quarantine: Arc<Quarantine>,
     pub last_truncate: Instant,
 }
 
@@ -158,7 +156,6 @@ impl WalWriter {
                 batch: a.batch,
                 charge: a.charge,
                 pos: WalPos { segment, offset },
-                quarantine: Some(self.quarantine.clone()),
             });
             let _ = a.done.send(Ok(lsn));
         }
