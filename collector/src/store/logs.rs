@@ -2,8 +2,6 @@
 //! `attributes.KEY`, resource attributes as `resource.KEY`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use lookout_proto::api::{LogEntry, LogsResponse};
 use lookout_proto::otlp::logs::v1::LogRecord;
@@ -20,8 +18,9 @@ use tantivy::tokenizer::TokenizerManager;
 use tantivy::{IndexWriter, Order, TantivyDocument, Term};
 
 use super::error::SearchError;
+use super::handle::{IndexSchema, StoreHandle};
 use super::indexer::DocMapper;
-use super::partition::{PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
+use super::partition::{PartitionMeta, PartitionedIndex};
 use lookout_ingest::values::{
     attrs_to_map, hex_id, resource_attributes, rfc3339, service_name, to_text,
 };
@@ -222,35 +221,21 @@ pub struct LogQuery {
 }
 
 /// The log index: its partitions and schema.
-#[derive(Clone)]
-pub struct LogStore {
-    index: Arc<PartitionedIndex>,
-    fields: LogFields,
+pub type LogStore = StoreHandle<LogFields>;
+
+impl IndexSchema for LogFields {
+    const SIGNAL: Signal = Signal::Logs;
+
+    fn build() -> Self {
+        Self::new()
+    }
+
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
 }
 
 impl LogStore {
-    /// Open the log partitions under `dir`.
-    pub fn open(
-        dir: &Path,
-        width_secs: i64,
-        writer: WriterOptions,
-    ) -> Result<Self, PartitionError> {
-        let fields = LogFields::new();
-        let index = PartitionedIndex::open_shared(
-            dir,
-            Signal::Logs,
-            fields.schema.clone(),
-            width_secs,
-            writer,
-        )?;
-        Ok(Self { index, fields })
-    }
-
-    /// The partitions.
-    pub fn index(&self) -> &Arc<PartitionedIndex> {
-        &self.index
-    }
-
     /// What turns log batches into documents of this index.
     pub fn mapper(&self) -> LogMapper {
         LogMapper::new(self.fields.clone())

@@ -7,6 +7,7 @@
 //! checkpoint.
 
 pub mod error;
+pub mod handle;
 pub mod indexer;
 pub mod logs;
 pub mod metrics;

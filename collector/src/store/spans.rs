@@ -6,9 +6,7 @@
 //! trace index's job (`store::traces`); this index only answers "every span of trace X",
 //! at any age within retention.
 
-use std::path::Path;
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
 
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -23,8 +21,9 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STO
 use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::error::SearchError;
+use super::handle::{IndexSchema, StoreHandle};
 use super::indexer::DocMapper;
-use super::partition::{Lookup, PartitionError, PartitionMeta, PartitionedIndex, WriterOptions};
+use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
 use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
 use lookout_ingest::{Batch, Signal};
 
@@ -72,35 +71,21 @@ pub struct SpanBatch {
 }
 
 /// The span index: its partitions and schema.
-#[derive(Clone)]
-pub struct SpanStore {
-    index: Arc<PartitionedIndex>,
-    fields: SpanFields,
+pub type SpanStore = StoreHandle<SpanFields>;
+
+impl IndexSchema for SpanFields {
+    const SIGNAL: Signal = Signal::Traces;
+
+    fn build() -> Self {
+        Self::new()
+    }
+
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
 }
 
 impl SpanStore {
-    /// Open the span partitions under `dir`.
-    pub fn open(
-        dir: &Path,
-        width_secs: i64,
-        writer: WriterOptions,
-    ) -> Result<Self, PartitionError> {
-        let fields = SpanFields::new();
-        let index = PartitionedIndex::open_shared(
-            dir,
-            Signal::Traces,
-            fields.schema.clone(),
-            width_secs,
-            writer,
-        )?;
-        Ok(Self { index, fields })
-    }
-
-    /// The partitions.
-    pub fn index(&self) -> &Arc<PartitionedIndex> {
-        &self.index
-    }
-
     /// What turns span batches into documents of this index, handing each record on to
     /// `tracker` when given.
     pub fn mapper(&self, tracker: Option<SyncSender<SpanBatch>>) -> SpanMapper {

@@ -5,8 +5,6 @@
 //! span), so filters hold on the trace, not on one span.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::Arc;
 
 use lookout_proto::api::TraceSummary;
 use lookout_proto::otlp::common::v1::AnyValue;
@@ -18,9 +16,8 @@ use tantivy::schema::{
 use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 
 use super::error::SearchError;
-use super::partition::{
-    Lookup, PartitionError, PartitionMeta, PartitionedIndex, TantivyWriter, WriterOptions,
-};
+use super::handle::{IndexSchema, StoreHandle};
+use super::partition::{Lookup, PartitionMeta, PartitionedIndex, TantivyWriter};
 use lookout_ingest::values::{rfc3339, to_text};
 use lookout_ingest::Signal;
 
@@ -296,35 +293,21 @@ impl TraceFields {
 }
 
 /// The trace index: its partitions and schema.
-#[derive(Clone)]
-pub struct TraceStore {
-    index: Arc<PartitionedIndex>,
-    fields: TraceFields,
+pub type TraceStore = StoreHandle<TraceFields>;
+
+impl IndexSchema for TraceFields {
+    const SIGNAL: Signal = Signal::Traces;
+
+    fn build() -> Self {
+        Self::new()
+    }
+
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
 }
 
 impl TraceStore {
-    /// Open the trace summary partitions under `dir`.
-    pub fn open(
-        dir: &Path,
-        width_secs: i64,
-        writer: WriterOptions,
-    ) -> Result<Self, PartitionError> {
-        let fields = TraceFields::new();
-        let index = PartitionedIndex::open_shared(
-            dir,
-            Signal::Traces,
-            fields.schema.clone(),
-            width_secs,
-            writer,
-        )?;
-        Ok(Self { index, fields })
-    }
-
-    /// The partitions.
-    pub fn index(&self) -> &Arc<PartitionedIndex> {
-        &self.index
-    }
-
     /// Add `doc` to an open writer of this index.
     pub fn add(&self, w: &mut TantivyWriter, doc: &TraceDoc) -> tantivy::Result<()> {
         self.fields.add(&w.writer, doc, &mut w.meta)
