@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lookout_collector::prom::{Format, MetricStore, StoreConfig, Writer};
+use lookout_collector::prom::{Exposition, Format, MetricStore, StoreConfig};
 use lookout_proto::attr;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
@@ -150,7 +150,7 @@ fn scrape(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
     for (name, format) in [("text", Format::Text), ("openmetrics", Format::OpenMetrics)] {
         let size = {
-            let mut w = Writer::new(format);
+            let mut w = Exposition::new(format);
             store.render(&mut w, NOW);
             w.finish().len()
         };
@@ -158,7 +158,7 @@ fn scrape(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                let mut w = Writer::new(format);
+                let mut w = Exposition::new(format);
                 store.render(&mut w, NOW);
                 w.finish()
             })

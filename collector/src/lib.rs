@@ -4,8 +4,6 @@
 pub mod alerts;
 pub mod api;
 pub mod demo;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod metrics;
 pub mod prom;
 pub mod server;

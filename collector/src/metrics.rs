@@ -9,6 +9,6 @@
 use prometheus::Registry;
 
 /// Write every metric of `registry` to an exposition.
-pub fn render(registry: &Registry, w: &mut crate::prom::Writer) {
+pub fn render(registry: &Registry, w: &mut crate::prom::Exposition) {
     crate::prom::expo::write_prometheus_families(w, &registry.gather());
 }

@@ -17,8 +17,8 @@ use libfuzzer_sys::fuzz_target;
 use lookout_collector::alerts::guard::{check_url, parse_net, NetPolicy};
 use lookout_collector::alerts::model::render;
 use lookout_collector::alerts::AlertsConfig;
-use lookout_ingest::IngestOptions;
 use lookout_config::{AgentConfig, CollectorConfig, ConfigError, TuiConfig};
+use lookout_ingest::IngestOptions;
 
 const ORIGIN: &str = "fuzz.toml";
 

@@ -16,11 +16,13 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lookout_ingest::batch::Batch;
-use lookout_collector::fuzzing::{parse_trace_id, ApiParams};
+use lookout_collector::api::lookup::parse_trace_id;
+use lookout_collector::api::params::ParamReader;
+use lookout_collector::api::ApiError;
 use lookout_collector::store::logs::{severity_floor, LogQuery, LogStore};
 use lookout_collector::store::partition::{meta_for_writing, WriterOptions};
 use lookout_collector::store::{DocMapper, SearchError};
+use lookout_ingest::batch::Batch;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue, KeyValueList};
 use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -28,7 +30,6 @@ use lookout_proto::otlp::resource::v1::Resource;
 
 /// Fixed "now" for relative times, so runs are reproducible: 2026-01-01T00:00:00Z.
 const NOW_NS: u64 = 1_767_225_600_000_000_000;
-
 
 fn av(v: V) -> Option<AnyValue> {
     Some(AnyValue { value: Some(v) })
@@ -178,13 +179,16 @@ fn run(query: &LogQuery) {
 }
 
 /// `GET /api/v1/logs` parameter handling, as in the API handler.
-fn log_params(params: Vec<(String, String)>) -> Result<LogQuery, String> {
-    let mut p = ApiParams::new(params);
+fn log_params(params: Vec<(String, String)>) -> Result<LogQuery, ApiError> {
+    let mut p = ParamReader::new(params);
     let q = p.take("q")?;
     let service = p.take("service")?;
     let min_severity = match p.take("severity")? {
         None => None,
-        Some(v) => Some(severity_floor(&v).ok_or("bad severity")?),
+        Some(v) => Some(
+            severity_floor(&v)
+                .ok_or_else(|| ApiError::new(http::StatusCode::BAD_REQUEST, "bad severity"))?,
+        ),
     };
     let (from_ns, to_ns) = p.time_range()?;
     let limit = p.limit()?;
@@ -201,7 +205,7 @@ fn log_params(params: Vec<(String, String)>) -> Result<LogQuery, String> {
 
 /// The other parameter parsers of the query API, on the same parameters.
 fn other_params(params: &[(String, String)]) {
-    let mut p = ApiParams::new(params.to_vec());
+    let mut p = ParamReader::new(params.to_vec());
     let _ = p.duration("min_duration");
     let _ = p.duration("max_duration");
     let _ = p.take_prefixed("attr.");

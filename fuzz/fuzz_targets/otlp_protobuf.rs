@@ -12,10 +12,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lookout_ingest::batch::Batch;
-use lookout_ingest::{Encoding, IngestError};
-use lookout_ingest::signal::{Signal, Transport};
 use lookout_fuzz::{bytes_of, ingest, runtime, Input, Variant};
+use lookout_ingest::batch::Batch;
+use lookout_ingest::signal::{Signal, Transport};
+use lookout_ingest::{Encoding, IngestError};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);

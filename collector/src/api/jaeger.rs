@@ -103,7 +103,7 @@ async fn operations(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
-        let mut p = ParamReader(params);
+        let mut p = ParamReader::new(params);
         let service = p
             .take("service")?
             .ok_or_else(|| ApiError::bad_request("parameter `service` is required"))?;
@@ -173,7 +173,7 @@ async fn traces(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
-        let mut p = ParamReader(params);
+        let mut p = ParamReader::new(params);
         let service = p.take("service")?;
         let operation = p.take("operation")?;
         let mut attributes = Vec::new();
@@ -284,7 +284,7 @@ async fn dependencies(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
-        let mut p = ParamReader(params);
+        let mut p = ParamReader::new(params);
         let now_ms = now_unix_nano() / 1_000_000;
         let end_ms = match p.take("endTs")? {
             Some(v) => v.parse::<u64>().map_err(|_| {

@@ -16,7 +16,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// Parse a 32-hex-digit trace id.
-pub(crate) fn parse_trace_id(v: &str) -> Result<[u8; 16], ApiError> {
+pub fn parse_trace_id(v: &str) -> Result<[u8; 16], ApiError> {
     let mut id = [0u8; 16];
     match hex::decode_to_slice(v, &mut id) {
         Ok(()) if v.len() == 32 => Ok(id),

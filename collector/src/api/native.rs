@@ -64,7 +64,7 @@ fn check_log_query(text: &str, cfg: &lookout_config::QueryConfig) -> Result<(), 
 }
 
 async fn get_logs(State(s): State<ApiState>, Query(params): Params) -> Result<Response, ApiError> {
-    let mut p = ParamReader(params);
+    let mut p = ParamReader::new(params);
     let q = p.take("q")?;
     let service = p.take("service")?;
     let min_severity = match p.take("severity")? {
@@ -103,7 +103,7 @@ async fn get_traces(
     State(s): State<ApiState>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let mut p = ParamReader(params);
+    let mut p = ParamReader::new(params);
     let service = p.take("service")?;
     let operation = p.take("operation")?;
     let min_duration_ns = p.duration("min_duration")?;
@@ -177,7 +177,7 @@ async fn get_services(
     State(s): State<ApiState>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let mut p = ParamReader(params);
+    let mut p = ParamReader::new(params);
     let window = p.duration("window")?.map_or(
         std::time::Duration::from_secs(300),
         std::time::Duration::from_nanos,
@@ -198,7 +198,7 @@ async fn get_dependencies(
     State(s): State<ApiState>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let mut p = ParamReader(params);
+    let mut p = ParamReader::new(params);
     let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
     p.finish()?;
     let now = now_unix_nano();

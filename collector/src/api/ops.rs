@@ -38,7 +38,7 @@ async fn get_metrics(State(s): State<ApiState>, headers: header::HeaderMap) -> R
     let format =
         crate::prom::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = blocking(move || {
-        let mut w = crate::prom::Writer::new(format);
+        let mut w = crate::prom::Exposition::new(format);
         crate::metrics::render(&s.registry, &mut w);
         s.shared.red.lock().render_prometheus(&mut w);
         s.shared.graph.lock().render_prometheus(&mut w);

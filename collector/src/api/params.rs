@@ -14,10 +14,15 @@ const MAX_LIMIT: usize = 10_000;
 pub(crate) type Params = Query<Vec<(String, String)>>;
 
 /// Query parameters, each read at most once; leftovers are refused by name.
-pub(crate) struct ParamReader(pub(crate) Vec<(String, String)>);
+pub struct ParamReader(Vec<(String, String)>);
 
 impl ParamReader {
-    pub(crate) fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+    /// Parameters in request order, as axum's `Query<Vec<(String, String)>>` yields them.
+    pub fn new(params: Vec<(String, String)>) -> Self {
+        Self(params)
+    }
+
+    pub fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         let mut found: Option<String> = None;
         let mut dup = false;
         self.0.retain(|(k, v)| {
@@ -37,7 +42,7 @@ impl ParamReader {
         Ok(found.filter(|v| !v.is_empty()))
     }
 
-    pub(crate) fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+    pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.0.retain(|(k, v)| match k.strip_prefix(prefix) {
             Some(rest) => {
@@ -49,14 +54,14 @@ impl ParamReader {
         out
     }
 
-    pub(crate) fn finish(self) -> Result<(), ApiError> {
+    pub fn finish(self) -> Result<(), ApiError> {
         match self.0.first() {
             None => Ok(()),
             Some((k, _)) => Err(ApiError::bad_request(format!("unknown parameter `{k}`"))),
         }
     }
 
-    pub(crate) fn limit(&mut self) -> Result<usize, ApiError> {
+    pub fn limit(&mut self) -> Result<usize, ApiError> {
         match self.take("limit")? {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {
@@ -70,10 +75,7 @@ impl ParamReader {
 
     /// [`Self::time_range`] no wider than `max`: without `from`, the last `max` before
     /// `to` (or now); an explicit wider range is refused.
-    pub(crate) fn time_range_within(
-        &mut self,
-        max: std::time::Duration,
-    ) -> Result<(u64, u64), ApiError> {
+    pub fn time_range_within(&mut self, max: std::time::Duration) -> Result<(u64, u64), ApiError> {
         let explicit_from = self.0.iter().any(|(k, v)| k == "from" && !v.is_empty());
         let (from, to) = self.time_range()?;
         let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
@@ -90,7 +92,7 @@ impl ParamReader {
         Ok((from, to))
     }
 
-    pub(crate) fn time_range(&mut self) -> Result<(u64, u64), ApiError> {
+    pub fn time_range(&mut self) -> Result<(u64, u64), ApiError> {
         let now = now_unix_nano();
         let from = match self.take("from")? {
             Some(v) => parse_time(&v, now)
@@ -108,7 +110,7 @@ impl ParamReader {
         Ok((from, to))
     }
 
-    pub(crate) fn duration(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub fn duration(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
         self.take(name)?
             .map(|v| {
                 lookout_config::parse_duration(&v)

@@ -147,10 +147,10 @@ pub struct Exemplar {
     pub timestamp_ns: Option<u64>,
 }
 
-/// Writes one exposition. Families are started with [`Writer::family`], then their
+/// Writes one exposition. Families are started with [`Exposition::family`], then their
 /// samples are written with the method of their kind; labels are passed rendered
 /// (`a="x",b="y"`, escaped, without braces; see [`push_labels`]).
-pub struct Writer {
+pub struct Exposition {
     format: Format,
     out: String,
     /// Family names and sample names written so far.
@@ -160,7 +160,7 @@ pub struct Writer {
     skipped: Vec<String>,
 }
 
-impl Writer {
+impl Exposition {
     /// An empty exposition in `format`.
     pub fn new(format: Format) -> Self {
         Self {
@@ -479,7 +479,7 @@ where
 
 /// Render the prometheus crate's families (the collector's self-metrics) through `w`.
 /// Counters named `..._total` keep their name; a counter without the suffix gets it.
-pub fn write_prometheus_families(w: &mut Writer, families: &[prometheus::proto::MetricFamily]) {
+pub fn write_prometheus_families(w: &mut Exposition, families: &[prometheus::proto::MetricFamily]) {
     use prometheus::proto::MetricType;
     let mut labels = String::new();
     for mf in families {
@@ -612,11 +612,11 @@ mod tests {
         let mut s = String::new();
         push_labels(&mut s, &[("a", "x\"y\\z\nw"), ("b", "plain")]);
         assert_eq!(s, r#"a="x\"y\\z\nw",b="plain""#);
-        let mut w = Writer::new(Format::Text);
+        let mut w = Exposition::new(Format::Text);
         w.family("g", Kind::Gauge, "say \"hi\"\\\nbye", "");
         let t = w.finish();
         assert!(t.starts_with("# HELP g say \"hi\"\\\\\\nbye\n"), "{t}");
-        let mut w = Writer::new(Format::OpenMetrics);
+        let mut w = Exposition::new(Format::OpenMetrics);
         w.family("g", Kind::Gauge, "say \"hi\"", "");
         let t = w.finish();
         assert!(t.contains("# HELP g say \\\"hi\\\"\n"), "{t}");
@@ -631,7 +631,7 @@ mod tests {
             timestamp_ns: Some(1_700_000_000_500_000_000),
         };
         let write = |format| {
-            let mut w = Writer::new(format);
+            let mut w = Exposition::new(format);
             assert!(w.family("req_duration_seconds", Kind::Counter, "Time.", "seconds"));
             w.counter("a=\"1\"", 2.0, Some(&ex));
             assert!(w.family("lat_seconds", Kind::Histogram, "Latency.", "seconds"));
@@ -701,7 +701,7 @@ mod tests {
         let wal = crate::wal::WalMetrics::register(&registry).unwrap();
         wal.fsync_seconds.observe(0.002);
         wal.bytes.set(10);
-        let mut w = Writer::new(Format::Text);
+        let mut w = Exposition::new(Format::Text);
         crate::metrics::render(&registry, &mut w);
         let text = w.finish();
         assert!(text.contains(
@@ -710,7 +710,7 @@ mod tests {
         assert!(text.contains("lookout_wal_fsync_duration_seconds_bucket{le=\"0.0025\"} 1\n"));
         assert!(text.contains("lookout_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
         crate::prom::testing::promtool_check_metrics(&text, true);
-        let mut w = Writer::new(Format::OpenMetrics);
+        let mut w = Exposition::new(Format::OpenMetrics);
         crate::metrics::render(&registry, &mut w);
         let om = w.finish();
         assert!(

@@ -8,7 +8,7 @@ pub mod expo;
 pub mod store;
 pub mod window;
 
-pub use expo::{Exemplar, Format, Kind, Writer};
+pub use expo::{Exemplar, Exposition, Format, Kind};
 pub use store::{MetricStore, SeriesSnapshot, SeriesValue, StoreConfig, StoreMetrics};
 
 /// Validation of expositions with `promtool`, shared by the unit tests.

@@ -52,7 +52,40 @@ pub enum PartitionError {
         /// Partition directory.
         path: PathBuf,
         /// The first difference found.
-        reason: String,
+        reason: SchemaMismatch,
+    },
+}
+
+/// How a partition's schema on disk differs from the one this build reads it with.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaMismatch {
+    /// A field of this build is not on disk.
+    #[error("field {id} ({name}) is missing")]
+    Missing {
+        /// Field number.
+        id: u32,
+        /// Its name here.
+        name: String,
+    },
+    /// The field with this number has another name on disk.
+    #[error("field {id} is {on_disk:?} on disk, {here:?} here")]
+    Renamed {
+        /// Field number.
+        id: u32,
+        /// Its name on disk.
+        on_disk: String,
+        /// Its name here.
+        here: String,
+    },
+    /// The field holds another type of value on disk.
+    #[error("field {name:?} holds {on_disk:?} on disk, {here:?} here")]
+    Retyped {
+        /// Field name.
+        name: String,
+        /// Value type on disk.
+        on_disk: tantivy::schema::Type,
+        /// Value type here.
+        here: tantivy::schema::Type,
     },
 }
 
@@ -537,34 +570,28 @@ fn open_partition(path: &Path, start: i64, schema: Schema) -> Result<Partition, 
 
 /// Whether an index written with `stored` can be read with the field handles of `current`:
 /// every current field has the same number, name and value type there.
-fn compatible(stored: &Schema, current: &Schema) -> Result<(), String> {
+fn compatible(stored: &Schema, current: &Schema) -> Result<(), SchemaMismatch> {
     for (field, entry) in current.fields() {
-        let Some(old) = stored
-            .fields()
-            .nth(field.field_id() as usize)
-            .map(|(_, e)| e)
-        else {
-            return Err(format!(
-                "field {} ({}) is missing",
-                field.field_id(),
-                entry.name()
-            ));
+        let id = field.field_id();
+        let Some(old) = stored.fields().nth(id as usize).map(|(_, e)| e) else {
+            return Err(SchemaMismatch::Missing {
+                id,
+                name: entry.name().to_string(),
+            });
         };
         if old.name() != entry.name() {
-            return Err(format!(
-                "field {} is {:?} on disk, {:?} here",
-                field.field_id(),
-                old.name(),
-                entry.name()
-            ));
+            return Err(SchemaMismatch::Renamed {
+                id,
+                on_disk: old.name().to_string(),
+                here: entry.name().to_string(),
+            });
         }
         if old.field_type().value_type() != entry.field_type().value_type() {
-            return Err(format!(
-                "field {:?} holds {:?} on disk, {:?} here",
-                entry.name(),
-                old.field_type().value_type(),
-                entry.field_type().value_type()
-            ));
+            return Err(SchemaMismatch::Retyped {
+                name: entry.name().to_string(),
+                on_disk: old.field_type().value_type(),
+                here: entry.field_type().value_type(),
+            });
         }
     }
     Ok(())

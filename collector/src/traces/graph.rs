@@ -15,7 +15,7 @@ use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 
 use super::red::{Hist, PromHist};
-use crate::prom::expo::{push_labels, Kind, Writer};
+use crate::prom::expo::{push_labels, Exposition, Kind};
 
 /// Settings of [`Graph`].
 #[derive(Debug, Clone)]
@@ -274,7 +274,7 @@ impl Graph {
     }
 
     /// Exposition of the cumulative edge series.
-    pub fn render_prometheus(&self, w: &mut Writer) {
+    pub fn render_prometheus(&self, w: &mut Exposition) {
         let mut rows: Vec<(&Edge, &EdgeTotal)> = self.totals.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
         let labels: Vec<String> = rows
@@ -392,7 +392,7 @@ mod tests {
         let mut g = Graph::new(GraphConfig::default());
         g.observe(100, "web", &sp(SpanKind::Client, 2, 1, 50, false));
         g.observe(100, "api", &sp(SpanKind::Server, 3, 2, 40, true));
-        let mut w = Writer::new(crate::prom::Format::Text);
+        let mut w = Exposition::new(crate::prom::Format::Text);
         g.render_prometheus(&mut w);
         let out = w.finish();
         assert!(
@@ -403,7 +403,7 @@ mod tests {
         ));
         assert!(out.contains("lookout_service_graph_request_server_seconds_bucket{client=\"web\",server=\"api\",le=\"0.05\"} 1\n"), "{out}");
         crate::prom::testing::promtool_check_metrics(&out, true);
-        let mut w = Writer::new(crate::prom::Format::OpenMetrics);
+        let mut w = Exposition::new(crate::prom::Format::OpenMetrics);
         g.render_prometheus(&mut w);
         let om = w.finish();
         assert!(

@@ -14,7 +14,7 @@ use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 
-use crate::prom::expo::{push_labels, Exemplar, Kind, Writer};
+use crate::prom::expo::{push_labels, Exemplar, Exposition, Kind};
 
 /// Name of the series that collects what is past a cardinality cap.
 pub const OVERFLOW: &str = "__overflow__";
@@ -125,7 +125,7 @@ impl PromHist {
 
     /// Write this histogram (`_bucket`, `_sum`, `_count` of the current family of `w`)
     /// with `labels` (rendered); `exemplars[i]` is bucket `i`'s exemplar, if any.
-    pub(crate) fn render(&self, w: &mut Writer, labels: &str, exemplars: &[Option<Exemplar>]) {
+    pub(crate) fn render(&self, w: &mut Exposition, labels: &str, exemplars: &[Option<Exemplar>]) {
         w.histogram(
             labels,
             &PROM_BUCKETS[..PROM_BUCKETS.len() - 1],
@@ -493,7 +493,7 @@ impl Red {
     /// Exposition of the cumulative series. In OpenMetrics, each calls counter carries
     /// the latest trace of its status and each duration bucket the trace of the slowest
     /// recent span (last [`EXEMPLAR_SLICES`] slices) that fell in it.
-    pub fn render_prometheus(&self, w: &mut Writer) {
+    pub fn render_prometheus(&self, w: &mut Exposition) {
         let mut rows: Vec<(&String, &String, &Series)> = self
             .services
             .iter()
@@ -696,7 +696,7 @@ mod tests {
         let mut red = Red::new(RedConfig::default());
         red.observe(100, "a\"b", &span("GET /x", SpanKind::Server, 3, true));
         red.observe(100, "a\"b", &span("GET /x", SpanKind::Server, 30, false));
-        let mut w = Writer::new(crate::prom::Format::Text);
+        let mut w = Exposition::new(crate::prom::Format::Text);
         red.render_prometheus(&mut w);
         let out = w.finish();
         assert!(out.contains("lookout_span_calls_total{service=\"a\\\"b\",operation=\"GET /x\",status_code=\"STATUS_CODE_ERROR\"} 1\n"), "{out}");
@@ -715,7 +715,7 @@ mod tests {
         slow.trace_id = vec![7; 16];
         red.observe(100, "api", &span("GET /x", SpanKind::Server, 3, false));
         red.observe(100, "api", &slow);
-        let mut w = Writer::new(crate::prom::Format::OpenMetrics);
+        let mut w = Exposition::new(crate::prom::Format::OpenMetrics);
         red.render_prometheus(&mut w);
         let out = w.finish();
         let sevens = "07".repeat(16);

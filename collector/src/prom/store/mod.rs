@@ -51,7 +51,7 @@ pub use report::{ApplyReport, DropReason, PointType, StoreMetrics};
 pub use snapshot::{SeriesSnapshot, SeriesValue};
 
 use super::convert::{self, PromKind};
-use super::expo::{render_labels, Writer};
+use super::expo::{render_labels, Exposition};
 use series::{DataPoint, Family, Names, PerJob, PointCtx, Series, Targets};
 use value::{PointUpdate, Update};
 
@@ -335,7 +335,7 @@ impl MetricStore {
     }
 
     /// Write every fresh series (and `target_info`) to `w`.
-    pub fn render(&self, w: &mut Writer, now_ns: u64) {
+    pub fn render(&self, w: &mut Exposition, now_ns: u64) {
         let stale = self.stale_ns();
         let fresh = |seen: u64| now_ns.saturating_sub(seen) <= stale;
         self.targets.render(w, fresh);

@@ -3,11 +3,11 @@
 use super::series::{Family, Targets};
 use super::value::ValueState;
 use crate::prom::convert::PromKind;
-use crate::prom::expo::{Kind, Writer};
+use crate::prom::expo::{Exposition, Kind};
 
 impl Targets {
     /// `target_info` of the targets `fresh` keeps.
-    pub(super) fn render(&self, w: &mut Writer, fresh: impl Fn(u64) -> bool) {
+    pub(super) fn render(&self, w: &mut Exposition, fresh: impl Fn(u64) -> bool) {
         if self.0.values().any(|t| fresh(t.seen_ns))
             && w.family("target", Kind::Info, "Target metadata", "")
         {
@@ -23,7 +23,7 @@ impl Family {
     pub(super) fn render(
         &self,
         name: &str,
-        w: &mut Writer,
+        w: &mut Exposition,
         fresh: impl Fn(u64) -> bool,
         cumulative: &mut Vec<u64>,
     ) {

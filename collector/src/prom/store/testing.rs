@@ -14,7 +14,7 @@ use lookout_proto::otlp::metrics::v1::{
 use lookout_proto::otlp::resource::v1::Resource;
 
 use super::{MetricStore, SeriesValue, StoreConfig};
-use crate::prom::{Format, Writer};
+use crate::prom::{Exposition, Format};
 
 pub(super) const S: u64 = 1_000_000_000;
 pub(super) const T0: u64 = 1_700_000_000 * S;
@@ -124,7 +124,7 @@ pub(super) fn store() -> MetricStore {
 }
 
 pub(super) fn render(s: &MetricStore, format: Format, now: u64) -> String {
-    let mut w = Writer::new(format);
+    let mut w = Exposition::new(format);
     s.render(&mut w, now);
     w.finish()
 }
