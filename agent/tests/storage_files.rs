@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,26 +11,7 @@ use lookout_agent::buffer::{scan, Buffer, BufferMetrics, BufferOptions, Read, SU
 use lookout_agent::sink::{Entry, FilePosition, Signal};
 use lookout_config::{FsyncPolicy, WhenFull};
 use lookout_ingest::fsutil;
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
+use lookout_tests::files::{mode, walk};
 
 #[tokio::test]
 async fn buffer_files_are_0640_and_directories_0750() {

@@ -6,59 +6,30 @@ use std::time::Duration;
 
 use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
-use lookout_tests::{free_addr, get_json, metric_value, poll, Agent, Collector};
+use lookout_tests::otlp::{log_record, logs_request, now_ns};
+use lookout_tests::{
+    free_addr, get_json, metric_value, poll, write_agent_config, Agent, Collector, ProtobufBody,
+};
 use prost::Message;
-
-use crate::util::{kv, now_ns};
 
 const PER_REQUEST: usize = 50;
 
+/// Logs of service `shop` with bodies `MARK nI` for `I` in `from..from + n`.
 fn logs(mark: &str, from: usize, n: usize, time: u64) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (from..from + n)
-                    .map(|i| LogRecord {
-                        time_unix_nano: time,
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!("{mark} n{i}"))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    logs_request(
+        "shop",
+        (from..from + n)
+            .map(|i| log_record(format!("{mark} n{i}"), time))
+            .collect(),
+    )
 }
 
 /// Send `requests` requests of logs marked `mark` to the agent over OTLP/HTTP; all must
 /// be acknowledged.
 async fn send_http(agent: &Agent, mark: &str, requests: usize) -> usize {
-    let client = reqwest::Client::new();
     for r in 0..requests {
         let body = logs(mark, r * PER_REQUEST, PER_REQUEST, now_ns()).encode_to_vec();
-        let resp = client
-            .post(agent.http_url("/v1/logs"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("POST to the agent");
-        assert_eq!(
-            resp.status(),
-            200,
-            "{}",
-            resp.text().await.unwrap_or_default()
-        );
+        agent.post_ok("/v1/logs", body).await;
     }
     requests * PER_REQUEST
 }
@@ -83,10 +54,10 @@ async fn log_total(c: &Collector, q: &str) -> u64 {
     b["total"].as_u64().unwrap_or(0)
 }
 
-async fn wait_shipped(agent: &Agent) {
-    poll(Duration::from_secs(30), "agent buffer drained", || async {
-        let (_, h) = get_json(&agent.api_url("/healthz")).await;
-        (h["buffer_unacked_bytes"].as_u64() == Some(0)).then_some(())
+/// Wait up to `secs` seconds until `c` finds at least `n` logs matching `q`.
+async fn wait_for_logs(c: &Collector, q: &str, n: usize, secs: u64, what: &str) {
+    poll(Duration::from_secs(secs), what, || async {
+        (log_total(c, q).await >= n as u64).then_some(())
     })
     .await;
 }
@@ -97,9 +68,7 @@ const FAST_RETRY: &str = "[exporter]\nretry_initial_interval = \"100ms\"\nretry_
 async fn collector_outage_and_agent_kill_9_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (data, buf) = (dir.path().join("data"), dir.path().join("buffer"));
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(&cfg, FAST_RETRY).expect("write config");
-    let cfg = cfg.display().to_string();
+    let cfg = write_agent_config(dir.path(), FAST_RETRY);
     let grpc = free_addr();
     let collector_url = format!("http://{grpc}");
     let c = Collector::start_on(grpc, &data, &[]);
@@ -124,7 +93,7 @@ async fn collector_outage_and_agent_kill_9_lose_nothing() {
         resource["service.name"], "shop",
         "the sender's own name wins"
     );
-    wait_shipped(&agent).await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     c.kill9();
 
     // The outage: the agent acknowledges into its buffer and keeps retrying.
@@ -148,28 +117,26 @@ async fn collector_outage_and_agent_kill_9_lose_nothing() {
 
     // Both come back; everything arrives exactly once.
     let agent = Agent::start(&buf, &collector_url, &["--config", &cfg]);
-    assert!(
-        agent
-            .output()
-            .contains("holds data not yet shipped; resuming"),
-        "{}",
-        agent.output()
-    );
+    agent.assert_logged("holds data not yet shipped; resuming");
     let c = Collector::start_on(grpc, &data, &[]);
     let after = send_http(&agent, "agentmarkafter", 4).await;
-    poll(
-        Duration::from_secs(60),
+    wait_for_logs(
+        &c,
+        "agentmarkduring",
+        during,
+        60,
         "logs sent during the outage",
-        || async { (log_total(&c, "agentmarkduring").await >= during as u64).then_some(()) },
     )
     .await;
-    poll(
-        Duration::from_secs(30),
+    wait_for_logs(
+        &c,
+        "agentmarkafter",
+        after,
+        30,
         "logs sent after the restart",
-        || async { (log_total(&c, "agentmarkafter").await >= after as u64).then_some(()) },
     )
     .await;
-    wait_shipped(&agent).await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     assert_eq!(log_total(&c, "agentmarkbefore").await, before as u64);
     assert_eq!(
         log_total(&c, "agentmarkduring").await,
@@ -195,28 +162,18 @@ async fn a_refused_batch_is_dropped_and_counted_and_the_rest_flow() {
     let c = Collector::start(&dir.path().join("data"), &[]);
     // The agent takes timestamps up to two days ahead; the collector only one hour, so it
     // answers 400 to a batch of only such records.
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!("{FAST_RETRY}[limits]\nmax_future_skew = \"48h\"\n"),
-    )
-    .expect("write config");
+    let cfg = write_agent_config(
+        dir.path(),
+        &format!("{FAST_RETRY}[limits]\nmax_future_skew = \"48h\"\n"),
+    );
     let agent = Agent::start(
         &dir.path().join("buffer"),
         &c.grpc_url(),
-        &["--config", &cfg.display().to_string()],
+        &["--config", &cfg],
     );
-    let client = reqwest::Client::new();
     let future = now_ns() + 24 * 3600 * 1_000_000_000;
     let bad = logs("agentbad", 0, 30, future).encode_to_vec();
-    let r = client
-        .post(agent.http_url("/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(bad)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), 200, "the agent accepts it");
+    agent.post_ok("/v1/logs", bad).await;
     poll(
         Duration::from_secs(20),
         "the refused batch counted",
@@ -230,17 +187,13 @@ async fn a_refused_batch_is_dropped_and_counted_and_the_rest_flow() {
         },
     )
     .await;
-    assert!(
-        agent.output().contains("refused a batch permanently"),
-        "{}",
-        agent.output()
-    );
+    agent.assert_logged("refused a batch permanently");
     let good = send_http(&agent, "agentgood", 5).await;
     poll(Duration::from_secs(20), "the good batches", || async {
         (log_total(&c, "agentgood").await == good as u64).then_some(())
     })
     .await;
-    wait_shipped(&agent).await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     assert_eq!(log_total(&c, "agentbad").await, 0);
 }
 
@@ -251,16 +204,13 @@ async fn tailed_files_survive_rotation_and_kill_9_without_loss_or_duplicates() {
     let logs_dir = dir.path().join("logs");
     std::fs::create_dir_all(&logs_dir).expect("mkdir");
     let c = Collector::start(&dir.path().join("data"), &[]);
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_agent_config(
+        dir.path(),
+        &format!(
             "{FAST_RETRY}[[tail]]\npaths = [\"{}/*.log\"]\nservice = \"tailsvc\"\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n",
             logs_dir.display()
         ),
-    )
-    .expect("write config");
-    let cfg = cfg.display().to_string();
+    );
     let buf = dir.path().join("buffer");
     let agent = Agent::start(&buf, &c.grpc_url(), &["--config", &cfg]);
     let app = logs_dir.join("app.log");
@@ -283,24 +233,21 @@ async fn tailed_files_survive_rotation_and_kill_9_without_loss_or_duplicates() {
     // read from its start.
     std::fs::rename(&app, logs_dir.join("app.log.1")).expect("rotate");
     write_lines(600, 1000);
-    poll(
-        Duration::from_secs(30),
-        "tailed lines across the rotation",
-        || async { (log_total(&c, "tailmark").await >= 1000).then_some(()) },
-    )
-    .await;
-    wait_shipped(&agent).await;
+    wait_for_logs(&c, "tailmark", 1000, 30, "tailed lines across the rotation").await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     // A crash between polls: the restart neither skips nor repeats lines.
     agent.kill9();
     write_lines(1000, 1300);
     let agent = Agent::start(&buf, &c.grpc_url(), &["--config", &cfg]);
-    poll(
-        Duration::from_secs(30),
+    wait_for_logs(
+        &c,
+        "tailmark",
+        1300,
+        30,
         "lines written while the agent was down",
-        || async { (log_total(&c, "tailmark").await >= 1300).then_some(()) },
     )
     .await;
-    wait_shipped(&agent).await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         log_total(&c, "tailmark").await,
@@ -322,18 +269,16 @@ async fn a_full_buffer_pushes_back_and_the_http_exporter_delivers_afterwards() {
     let data = dir.path().join("data");
     // Ship over OTLP/HTTP to a collector that is not there yet.
     let http = free_addr();
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_agent_config(
+        dir.path(),
+        &format!(
             "{FAST_RETRY}protocol = \"http\"\ncompression = \"zstd\"\n[buffer]\nmax_size = \"256KiB\"\nsegment_size = \"64KiB\"\n"
         ),
-    )
-    .expect("write config");
+    );
     let agent = Agent::start(
         &dir.path().join("buffer"),
         &format!("http://{http}"),
-        &["--config", &cfg.display().to_string()],
+        &["--config", &cfg],
     );
     let client = reqwest::Client::new();
     let mut accepted = 0usize;
@@ -342,8 +287,7 @@ async fn a_full_buffer_pushes_back_and_the_http_exporter_delivers_afterwards() {
         let body = logs("agentfull", r * PER_REQUEST, PER_REQUEST, now_ns()).encode_to_vec();
         let resp = client
             .post(agent.http_url("/v1/logs"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
+            .protobuf(body)
             .send()
             .await
             .expect("POST");
@@ -388,13 +332,15 @@ async fn a_full_buffer_pushes_back_and_the_http_exporter_delivers_afterwards() {
 
     // The collector appears on the HTTP port: everything accepted arrives.
     let c = Collector::start_at("127.0.0.1:0".parse().expect("addr"), http, &data, &[]);
-    poll(
-        Duration::from_secs(60),
+    wait_for_logs(
+        &c,
+        "agentfull",
+        accepted,
+        60,
         "buffered logs over OTLP/HTTP",
-        || async { (log_total(&c, "agentfull").await >= accepted as u64).then_some(()) },
     )
     .await;
-    wait_shipped(&agent).await;
+    agent.wait_shipped(Duration::from_secs(30)).await;
     assert_eq!(log_total(&c, "agentfull").await, accepted as u64);
     // With room again, the agent accepts.
     send_http(&agent, "agentroom", 1).await;
@@ -405,9 +351,7 @@ async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let buf = dir.path().join("buffer");
     // No collector: everything stays in the buffer; no host metrics, so the counts are exact.
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(&cfg, "[host_metrics]\nenabled = false\n").expect("write config");
-    let cfg_arg = cfg.display().to_string();
+    let cfg_arg = write_agent_config(dir.path(), "[host_metrics]\nenabled = false\n");
     let agent = Agent::start(
         &buf,
         &format!("http://{}", free_addr()),
@@ -461,19 +405,17 @@ async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
 async fn host_and_process_metrics_reach_the_collectors_metrics_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Collector::start(&dir.path().join("data"), &[]);
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_agent_config(
+        dir.path(),
+        &format!(
             "{FAST_RETRY}[resource]\nservice_name = \"sidecar\"\n[host_metrics]\ninterval = \"1s\"\npid = {}\n",
             std::process::id()
         ),
-    )
-    .expect("write config");
+    );
     let agent = Agent::start(
         &dir.path().join("buffer"),
         &c.grpc_url(),
-        &["--config", &cfg.display().to_string()],
+        &["--config", &cfg],
     );
     let text = poll(
         Duration::from_secs(30),

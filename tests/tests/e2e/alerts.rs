@@ -2,7 +2,6 @@
 //! rules fire and resolve, webhook bodies are Alertmanager v4, a failing receiver gets
 //! exactly one notification per change, state survives a restart, SIGHUP reloads rules.
 
-use crate::util::{kv, now_ns, post_protobuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,10 @@ use axum::routing::post;
 use axum::Router;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::KeyValue;
-use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode as SpanStatus;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use lookout_proto::otlp::trace::v1::{Span, Status};
+use lookout_tests::otlp::{kv, now_ns, resource, traces_request};
 use lookout_tests::{get_json, metric_value, poll, write_config, Collector};
 use prost::Message;
 use serde_json::Value;
@@ -62,6 +61,15 @@ impl Receiver {
     fn attempts(&self) -> usize {
         self.seen.lock().expect("lock").attempts.len()
     }
+
+    /// Wait up to 15 s for a delivered body with `status` (`firing`, `resolved`).
+    async fn wait_for(&self, status: &str) -> Value {
+        let what = format!("{status} notification");
+        poll(Duration::from_secs(15), &what, || async {
+            self.delivered().into_iter().find(|b| b["status"] == status)
+        })
+        .await
+    }
 }
 
 async fn hook(
@@ -94,42 +102,31 @@ fn spans(
 ) -> ExportTraceServiceRequest {
     let now = now_ns();
     let seed: u64 = rand::random();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
+    let spans = (0..n)
+        .map(|i| {
+            let mut trace = [0u8; 16];
+            trace[..8].copy_from_slice(&seed.to_be_bytes());
+            trace[8..].copy_from_slice(&(i + 1).to_be_bytes());
+            Span {
+                trace_id: trace.to_vec(),
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                name: "POST /pay".into(),
+                kind: kind as i32,
+                start_time_unix_nano: now - ms * 1_000_000,
+                end_time_unix_nano: now,
+                status: (error_every > 0 && i % error_every == 0).then(|| Status {
+                    code: SpanStatus::Error as i32,
+                    message: "boom".into(),
+                }),
                 ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..n)
-                    .map(|i| {
-                        let mut trace = [0u8; 16];
-                        trace[..8].copy_from_slice(&seed.to_be_bytes());
-                        trace[8..].copy_from_slice(&(i + 1).to_be_bytes());
-                        Span {
-                            trace_id: trace.to_vec(),
-                            span_id: (i + 1).to_be_bytes().to_vec(),
-                            name: "POST /pay".into(),
-                            kind: kind as i32,
-                            start_time_unix_nano: now - ms * 1_000_000,
-                            end_time_unix_nano: now,
-                            status: (error_every > 0 && i % error_every == 0).then(|| Status {
-                                code: SpanStatus::Error as i32,
-                                message: "boom".into(),
-                            }),
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+            }
+        })
+        .collect();
+    traces_request(service, spans)
 }
 
 async fn send(c: &Collector, req: &ExportTraceServiceRequest) {
-    post_protobuf(c, "/v1/traces", req.encode_to_vec()).await;
+    c.post_ok("/v1/traces", req.encode_to_vec()).await;
 }
 
 /// Checks every field of the Alertmanager webhook format version 4.
@@ -269,13 +266,7 @@ async fn latency_and_error_rules_fire_resolve_and_survive_restart_and_reload() {
     send(&c, &spans("ok-svc", SpanKind::Client, 20, 5, 1)).await;
 
     // Fires within for (1 s) + one evaluation interval (+ 2 retries of the receiver).
-    let firing = poll(Duration::from_secs(15), "firing notification", || async {
-        oncall
-            .delivered()
-            .into_iter()
-            .find(|b| b["status"] == "firing")
-    })
-    .await;
+    let firing = oncall.wait_for("firing").await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "fired after {took:?}");
     assert_v4(&firing);
@@ -368,13 +359,7 @@ async fn latency_and_error_rules_fire_resolve_and_survive_restart_and_reload() {
     );
     // Recovery: many fast requests bring p99 under the threshold.
     send(&c, &spans("pay-svc", SpanKind::Server, 10_000, 2, 0)).await;
-    let resolved = poll(Duration::from_secs(15), "resolved notification", || async {
-        oncall
-            .delivered()
-            .into_iter()
-            .find(|b| b["status"] == "resolved")
-    })
-    .await;
+    let resolved = oncall.wait_for("resolved").await;
     assert_v4(&resolved);
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
@@ -445,10 +430,7 @@ fn metrics_request(service: &str, depth: f64, processed: f64) -> Vec<u8> {
     };
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
+            resource: resource(service),
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![
                     Metric {
@@ -479,15 +461,11 @@ fn metrics_request(service: &str, depth: f64, processed: f64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn send_metrics(c: &Collector, body: Vec<u8>) {
-    post_protobuf(c, "/v1/metrics", body).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_rules_fire_on_otlp_metrics() {
     let hook = Receiver::start(0).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
+    let c = Collector::start_with_config(
         dir.path(),
         &format!(
             r#"
@@ -520,19 +498,17 @@ allowed_networks = ["127.0.0.0/8"]
             hook.url
         ),
     );
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("path")],
-    );
     // Below threshold for "orders" (the "audit" queue is above it but does not match).
-    send_metrics(&c, metrics_request("worker", 500.0, 100.0)).await;
+    c.post_ok("/v1/metrics", metrics_request("worker", 500.0, 100.0))
+        .await;
     poll(Duration::from_secs(10), "metric instances", || async {
         let (_, a) = get_json(&c.api_url("/api/v1/alerts")).await;
         (rule(&a, "Backlog")["instances"][0]["value"] == 500.0).then_some(())
     })
     .await;
     assert!(hook.delivered().is_empty());
-    send_metrics(&c, metrics_request("worker", 1500.0, 400.0)).await;
+    c.post_ok("/v1/metrics", metrics_request("worker", 1500.0, 400.0))
+        .await;
     let bodies = poll(Duration::from_secs(10), "two firing alerts", || async {
         let d = hook.delivered();
         (d.len() >= 2).then_some(d)

@@ -8,13 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, metric_value, poll, Collector};
+use lookout_proto::otlp::trace::v1::Span;
+use lookout_tests::otlp::{log_request, now_ns, traces_request};
+use lookout_tests::{get_json, metric_value, poll, post_protobuf, Collector};
 use prost::Message;
-
-use crate::util::{kv, log_request, now_ns};
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -56,28 +53,16 @@ fn trace(batch: usize) -> Vec<u8> {
     trace_id[8..].copy_from_slice(&(batch as u64 + 1).to_be_bytes());
     trace_id[0] = 0xdf;
     let now = now_ns();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "filler-traces")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id,
-                    span_id: (batch as u64 + 1).to_be_bytes().to_vec(),
-                    name: "fill".into(),
-                    kind: 2,
-                    start_time_unix_nano: now - 1_000_000,
-                    end_time_unix_nano: now,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    let span = Span {
+        trace_id,
+        span_id: (batch as u64 + 1).to_be_bytes().to_vec(),
+        name: "fill".into(),
+        kind: 2,
+        start_time_unix_nano: now - 1_000_000,
+        end_time_unix_nano: now,
+        ..Default::default()
+    };
+    traces_request("filler-traces", vec![span]).encode_to_vec()
 }
 
 /// Traces of service `filler-traces` found by trace search.
@@ -92,6 +77,22 @@ async fn total(c: &Collector) -> u64 {
     let (status, body) = get_json(&c.api_url("/api/v1/logs?q=diskfull&from=1h&limit=1")).await;
     assert_eq!(status, 200, "{body}");
     body["total"].as_u64().unwrap_or(0)
+}
+
+/// Wait until `c` finds `logs` logs and `traces` traces, `when` (for the messages).
+async fn wait_all_found(c: &Collector, logs: u64, traces: u64, when: &str) {
+    poll(
+        Duration::from_secs(30),
+        &format!("every acknowledged log {when}"),
+        || async { (total(c).await == logs).then_some(()) },
+    )
+    .await;
+    poll(
+        Duration::from_secs(30),
+        &format!("every acknowledged trace {when}"),
+        || async { (traces_found(c).await == traces).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,11 +119,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
         let client = client.clone();
         let url = c.http_url("/v1/logs");
         async move {
-            client
-                .post(url)
-                .header("content-type", "application/x-protobuf")
-                .body(logs(b, PER))
-                .send()
+            post_protobuf(&client, &url, logs(b, PER))
                 .await
                 .expect("POST")
         }
@@ -134,11 +131,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
         let client = client.clone();
         let url = c.http_url("/v1/traces");
         async move {
-            client
-                .post(url)
-                .header("content-type", "application/x-protobuf")
-                .body(trace(b))
-                .send()
+            post_protobuf(&client, &url, trace(b))
                 .await
                 .expect("POST")
                 .status()
@@ -192,18 +185,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
     }
 
     // Everything acknowledged is searchable, now and after a restart.
-    poll(
-        Duration::from_secs(30),
-        "every acknowledged log indexed",
-        || async { (total(&c).await == acked).then_some(()) },
-    )
-    .await;
-    poll(
-        Duration::from_secs(30),
-        "every acknowledged trace searchable",
-        || async { (traces_found(&c).await == traces_acked).then_some(()) },
-    )
-    .await;
+    wait_all_found(&c, acked, traces_acked, "found").await;
     let metrics = c.metrics().await;
     let unavailable = metric_value(
         &metrics,
@@ -213,18 +195,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
     assert!(unavailable >= 2.0, "refusals counted: {unavailable}");
     assert!(c.terminate().success());
     let c = Collector::start(&data, &["--config", &cfg_arg]);
-    poll(
-        Duration::from_secs(30),
-        "every log after restart",
-        || async { (total(&c).await == acked).then_some(()) },
-    )
-    .await;
-    poll(
-        Duration::from_secs(30),
-        "every trace after restart",
-        || async { (traces_found(&c).await == traces_acked).then_some(()) },
-    )
-    .await;
+    wait_all_found(&c, acked, traces_acked, "after the restart").await;
 }
 
 fn fs_free(path: &Path) -> u64 {

@@ -1,89 +1,31 @@
 //! Nothing acknowledged is lost: `kill -9` the collector in the middle of a write load,
 //! restart it on the same data directory, and find every acknowledged item.
 
-use crate::util::now_ns;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, poll, write_config, Collector, FAST_TRACES};
+use lookout_tests::otlp::{log_request, three_span_trace, writer_trace_id};
+use lookout_tests::{get_json, poll, post_acknowledged, write_config, Collector, FAST_TRACES};
 use prost::Message;
+
+use crate::util::assert_traces_whole;
 
 const WRITERS: usize = 4;
 const PER_REQUEST: usize = 20;
-
-fn resource() -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue("durable".into())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
-}
+const SERVICE: &str = "durable";
 
 fn log_batch(writer: usize, seq: usize) -> (Vec<String>, Vec<u8>) {
     let ids: Vec<String> = (0..PER_REQUEST)
         .map(|i| format!("w{writer}s{seq}i{i}"))
         .collect();
-    let req = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource(),
-            scope_logs: vec![ScopeLogs {
-                log_records: ids
-                    .iter()
-                    .map(|id| LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!("durablemark {id}"))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = log_request(SERVICE, ids.iter().map(|id| format!("durablemark {id}")));
     (ids, req.encode_to_vec())
 }
 
 fn trace_batch(writer: usize, seq: usize) -> (String, Vec<u8>) {
-    let mut trace = [0u8; 16];
-    trace[0] = 0xd0;
-    trace[1] = writer as u8;
-    trace[8..].copy_from_slice(&(seq as u64).to_be_bytes());
-    let t = now_ns();
-    let spans = (1..=3u8)
-        .map(|i| Span {
-            trace_id: trace.to_vec(),
-            span_id: vec![i; 8],
-            parent_span_id: if i == 1 { vec![] } else { vec![1; 8] },
-            name: format!("op{i}"),
-            start_time_unix_nano: t,
-            end_time_unix_nano: t + 1000,
-            ..Default::default()
-        })
-        .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let trace = writer_trace_id(0xd0, writer, seq);
+    let req = three_span_trace(SERVICE, trace);
     (hex::encode(trace), req.encode_to_vec())
 }
 
@@ -105,27 +47,13 @@ async fn kill_9_during_writes_loses_nothing_acknowledged() {
         tasks.push(tokio::spawn(async move {
             for seq in 0.. {
                 let (ids, body) = log_batch(w, seq);
-                let ok = client
-                    .post(&logs_url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                if !ok {
+                if !post_acknowledged(&client, &logs_url, body).await {
                     return;
                 }
                 acked_logs.lock().expect("lock").extend(ids);
                 if seq % 4 == 0 {
                     let (id, body) = trace_batch(w, seq);
-                    let ok = client
-                        .post(&traces_url)
-                        .header("content-type", "application/x-protobuf")
-                        .body(body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200);
-                    if !ok {
+                    if !post_acknowledged(&client, &traces_url, body).await {
                         return;
                     }
                     acked_traces.lock().expect("lock").push(id);
@@ -176,15 +104,7 @@ async fn kill_9_during_writes_loses_nothing_acknowledged() {
         acked_logs.len()
     );
     // And every acknowledged trace, whole.
-    for id in &acked_traces {
-        let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
-        assert_eq!(s, 200, "acknowledged trace {id} lost");
-        assert_eq!(
-            b["spans"].as_array().map(Vec::len),
-            Some(3),
-            "trace {id}: {b}"
-        );
-    }
+    assert_traces_whole(&c, &acked_traces).await;
 
     // A clean stop commits; the next start replays nothing it already has.
     assert!(c.terminate().success());
@@ -237,15 +157,8 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
     let cfg = cfg.display().to_string();
     let data = dir.path().join("data");
     let c = Collector::start(&data, &["--config", &cfg]);
-    let post = |c: &Collector, body: Vec<u8>| {
-        reqwest::Client::new()
-            .post(c.http_url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-    };
     let (id, body) = trace_batch(0, 1);
-    assert_eq!(post(&c, body).await.expect("post").status(), 200);
+    c.post_ok("/v1/traces", body).await;
     // Complete and summarised in the trace index.
     poll(Duration::from_secs(30), "the trace summary", || async {
         let (_, b) = get_json(&c.api_url("/api/v1/traces?limit=1")).await;
@@ -291,7 +204,7 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
     );
     // Ingest goes on, and new traces are found the same way.
     let (id, body) = trace_batch(0, 2);
-    assert_eq!(post(&c, body).await.expect("post").status(), 200);
+    c.post_ok("/v1/traces", body).await;
     let b = poll(Duration::from_secs(30), "the new trace", || async {
         let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
         (s == 200).then_some(b)

@@ -15,18 +15,46 @@ use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceCl
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, metric_value, poll, Agent, Collector, Stopped};
+use lookout_proto::otlp::common::v1::any_value;
+use lookout_tests::otlp::{log_request, three_span_trace, writer_trace_id};
+use lookout_tests::{
+    get_json, metric_value, poll, post_acknowledged, write_agent_config, Agent, Collector, Stopped,
+};
 use prost::Message;
 use rand::Rng;
 
-use crate::util::{kv, now_ns};
+use crate::util::assert_traces_whole;
 
 // ---------------------------------------------------------------------------------------
 // The fault proxy.
+
+/// An HTTP server of a router on loopback port 0; aborted on drop.
+struct Served {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(app: axum::Router) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test server");
+        let addr = listener.local_addr().expect("test server address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Served {
+            url: format!("http://{addr}"),
+            task,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// What the fault proxy saw and answered.
 #[derive(Default)]
@@ -64,17 +92,12 @@ struct ProxyState {
 /// An OTLP/HTTP proxy on loopback port 0 that answers 503 to a random `refuse` share of
 /// requests (half of them with `Retry-After: 1`) and forwards the rest to `upstream`.
 struct FaultProxy {
-    url: String,
+    server: Served,
     stats: Arc<ProxyStats>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FaultProxy {
     async fn start(upstream: String, refuse: f64) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fault proxy");
-        let addr = listener.local_addr().expect("proxy address");
         let stats = Arc::new(ProxyStats::default());
         let state = ProxyState {
             upstream,
@@ -86,20 +109,10 @@ impl FaultProxy {
             stats: stats.clone(),
         };
         let app = axum::Router::new().fallback(proxy).with_state(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         FaultProxy {
-            url: format!("http://{addr}"),
+            server: Served::start(app).await,
             stats,
-            task,
         }
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -182,32 +195,8 @@ async fn log_total(c: &Collector, query: &str) -> u64 {
     b["total"].as_u64().unwrap_or(0)
 }
 
-async fn wait_shipped(agent: &Agent, timeout: Duration) {
-    poll(timeout, "agent buffer drained", || async {
-        let (_, h) = get_json(&agent.api_url("/healthz")).await;
-        (h["buffer_unacked_bytes"].as_u64() == Some(0)).then_some(())
-    })
-    .await;
-}
-
-/// SIGTERM without blocking the runtime the writers run on.
-async fn terminate_collector(c: Collector) -> Stopped {
-    tokio::task::spawn_blocking(move || c.terminate_within(Duration::from_secs(40)))
-        .await
-        .expect("terminate task")
-}
-
-async fn terminate_agent(a: Agent) -> Stopped {
-    tokio::task::spawn_blocking(move || a.terminate_within(Duration::from_secs(40)))
-        .await
-        .expect("terminate task")
-}
-
-fn write_agent_config(dir: &std::path::Path) -> String {
-    let cfg = dir.join("agent.toml");
-    std::fs::write(&cfg, FAULT_AGENT).expect("write agent config");
-    cfg.display().to_string()
-}
+/// How long a SIGTERM may take before the process is killed (and the test fails).
+const TERM_TIMEOUT: Duration = Duration::from_secs(40);
 
 // ---------------------------------------------------------------------------------------
 // 1. A proxy refusing 70% of the agent's exports.
@@ -217,8 +206,12 @@ async fn the_agent_delivers_everything_exactly_once_through_a_proxy_refusing_70_
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Collector::start(&dir.path().join("data"), &[]);
     let proxy = FaultProxy::start(format!("http://{}", c.http), 0.7).await;
-    let cfg = write_agent_config(dir.path());
-    let agent = Agent::start(&dir.path().join("buffer"), &proxy.url, &["--config", &cfg]);
+    let cfg = write_agent_config(dir.path(), FAULT_AGENT);
+    let agent = Agent::start(
+        &dir.path().join("buffer"),
+        &proxy.server.url,
+        &["--config", &cfg],
+    );
 
     // The real load generator: 10k log records/s for 10 s into the agent over OTLP/gRPC.
     let out = tokio::process::Command::new(lookout_tests::bin("lookout-loadgen"))
@@ -324,71 +317,20 @@ async fn the_agent_delivers_everything_exactly_once_through_a_proxy_refusing_70_
 // 2. SIGTERM under a steady write load.
 
 const PER_REQUEST: usize = 20;
-
-fn resource() -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![kv("service.name", "sigterm")],
-        ..Default::default()
-    })
-}
+const SERVICE: &str = "sigterm";
 
 /// A request of `PER_REQUEST` logs of writer `w`, the `seq`th: their ids and the request.
 /// Bodies read `MARK wrW idID`, so one query per writer finds them.
-fn log_request(mark: &str, w: usize, seq: usize) -> (Vec<String>, ExportLogsServiceRequest) {
+fn writer_logs(mark: &str, w: usize, seq: usize) -> (Vec<String>, ExportLogsServiceRequest) {
     let ids: Vec<String> = (0..PER_REQUEST).map(|i| format!("{w}x{seq}x{i}")).collect();
-    let req = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource(),
-            scope_logs: vec![ScopeLogs {
-                log_records: ids
-                    .iter()
-                    .map(|id| LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!(
-                                "{mark} wr{w} id{id}"
-                            ))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = log_request(SERVICE, ids.iter().map(|id| format!("{mark} wr{w} id{id}")));
     (ids, req)
 }
 
 /// A whole three-span trace of writer `w`: its hex id and the request.
-fn trace_request(w: usize, seq: usize) -> (String, ExportTraceServiceRequest) {
-    let mut trace = [0u8; 16];
-    trace[0] = 0xfa;
-    trace[1] = w as u8;
-    trace[8..].copy_from_slice(&(seq as u64).to_be_bytes());
-    let t = now_ns();
-    let spans = (1..=3u8)
-        .map(|i| Span {
-            trace_id: trace.to_vec(),
-            span_id: vec![i; 8],
-            parent_span_id: if i == 1 { vec![] } else { vec![1; 8] },
-            name: format!("op{i}"),
-            start_time_unix_nano: t,
-            end_time_unix_nano: t + 1000,
-            ..Default::default()
-        })
-        .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    (hex::encode(trace), req)
+fn writer_trace(w: usize, seq: usize) -> (String, ExportTraceServiceRequest) {
+    let trace = writer_trace_id(0xfa, w, seq);
+    (hex::encode(trace), three_span_trace(SERVICE, trace))
 }
 
 /// What the writers got acknowledged: log ids per writer, trace ids.
@@ -405,82 +347,108 @@ impl Acked {
 }
 
 /// Writers 0 and 1 use OTLP/gRPC, 2 and 3 OTLP/HTTP; each sends logs, and every fourth
-/// request a trace, until `stop`. A failed request (refused, connection closed) is not
+/// request a trace, until stopped. A failed request (refused, connection closed) is not
 /// acknowledged and the writer carries on after a short pause.
 const WRITERS: usize = 4;
 
-fn spawn_writers(
+/// The running writers.
+struct Writers {
+    acked: Arc<Acked>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Start the writers against OTLP/gRPC `grpc` and OTLP/HTTP `http` (both URLs), with
+    /// `mark` in every log body; returns once 2000 logs are acknowledged.
+    async fn start(grpc: String, http: String, mark: &'static str, with_traces: bool) -> Writers {
+        let acked = Arc::new(Acked::default());
+        acked.logs.lock().expect("lock").resize(WRITERS, Vec::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..WRITERS)
+            .map(|w| {
+                let (grpc, http, acked, stop) =
+                    (grpc.clone(), http.clone(), acked.clone(), stop.clone());
+                tokio::spawn(write(w, grpc, http, mark, with_traces, acked, stop))
+            })
+            .collect();
+        poll(Duration::from_secs(30), "acknowledged writes", || async {
+            (acked.log_count() >= 2000).then_some(())
+        })
+        .await;
+        Writers { acked, stop, tasks }
+    }
+
+    /// Stop the writers and wait for them; returns the acknowledged log ids per writer and
+    /// trace ids.
+    async fn stop(self) -> (Vec<Vec<String>>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer");
+        }
+        let logs = self.acked.logs.lock().expect("lock").clone();
+        let traces = self.acked.traces.lock().expect("lock").clone();
+        (logs, traces)
+    }
+}
+
+/// Writer `w` of [`Writers`].
+async fn write(
+    w: usize,
     grpc: String,
     http: String,
-    mark: &'static str,
+    mark: &str,
     with_traces: bool,
     acked: Arc<Acked>,
     stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    acked.logs.lock().expect("lock").resize(WRITERS, Vec::new());
+) {
     let timeout = Duration::from_secs(20);
-    (0..WRITERS)
-        .map(|w| {
-            let (grpc, http, acked, stop) =
-                (grpc.clone(), http.clone(), acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(grpc)
-                    .expect("endpoint")
-                    .connect_lazy();
-                let mut logs_client = LogsServiceClient::new(channel.clone());
-                let mut traces_client = TraceServiceClient::new(channel);
-                let client = reqwest::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .expect("client");
-                let post = |path: &str, body: Vec<u8>| {
-                    client
-                        .post(format!("{http}{path}"))
-                        .header("content-type", "application/x-protobuf")
-                        .body(body)
-                        .send()
-                };
-                let use_grpc = w < 2;
-                let mut seq = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let (ids, req) = log_request(mark, w, seq);
-                    let ok = if use_grpc {
-                        matches!(
-                            tokio::time::timeout(timeout, logs_client.export(req)).await,
-                            Ok(Ok(_))
-                        )
-                    } else {
-                        post("/v1/logs", req.encode_to_vec())
-                            .await
-                            .is_ok_and(|r| r.status() == 200)
-                    };
-                    if ok {
-                        acked.logs.lock().expect("lock")[w].extend(ids);
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    if with_traces && seq % 4 == 0 {
-                        let (id, req) = trace_request(w, seq);
-                        let ok = if use_grpc {
-                            matches!(
-                                tokio::time::timeout(timeout, traces_client.export(req)).await,
-                                Ok(Ok(_))
-                            )
-                        } else {
-                            post("/v1/traces", req.encode_to_vec())
-                                .await
-                                .is_ok_and(|r| r.status() == 200)
-                        };
-                        if ok {
-                            acked.traces.lock().expect("lock").push(id);
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
+    let channel = tonic::transport::Endpoint::from_shared(grpc)
+        .expect("endpoint")
+        .connect_lazy();
+    let mut logs_client = LogsServiceClient::new(channel.clone());
+    let mut traces_client = TraceServiceClient::new(channel);
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client");
+    let (logs_url, traces_url) = (format!("{http}/v1/logs"), format!("{http}/v1/traces"));
+    let use_grpc = w < 2;
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let (ids, req) = writer_logs(mark, w, seq);
+        let ok = if use_grpc {
+            finished_ok(timeout, logs_client.export(req)).await
+        } else {
+            post_acknowledged(&client, &logs_url, req.encode_to_vec()).await
+        };
+        if ok {
+            acked.logs.lock().expect("lock")[w].extend(ids);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        if with_traces && seq % 4 == 0 {
+            let (id, req) = writer_trace(w, seq);
+            let ok = if use_grpc {
+                finished_ok(timeout, traces_client.export(req)).await
+            } else {
+                post_acknowledged(&client, &traces_url, req.encode_to_vec()).await
+            };
+            if ok {
+                acked.traces.lock().expect("lock").push(id);
+            }
+        }
+    }
+}
+
+/// Whether a gRPC call succeeded within `timeout`.
+async fn finished_ok<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> bool {
+    matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
 }
 
 /// How often each acknowledged log id of each writer is found on `c`; `None` while some
@@ -513,31 +481,8 @@ async fn find_logs(c: &Collector, mark: &str, acked: &[Vec<String>]) -> Option<V
 /// collector's `SHUTDOWN_GRACE`, the agent's receivers); a clean stop fits in it.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collector_sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let c = Collector::start(&data, &[]);
-    let acked = Arc::new(Acked::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(
-        c.grpc_url(),
-        format!("http://{}", c.http),
-        "collterm",
-        true,
-        acked.clone(),
-        stop.clone(),
-    );
-    poll(Duration::from_secs(30), "acknowledged writes", || async {
-        (acked.log_count() >= 2000).then_some(())
-    })
-    .await;
-    let before = acked.log_count();
-    let stopped = terminate_collector(c).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer");
-    }
+/// A clean stop: exit status 0 within [`STOP_WITHIN`], and the last word logged.
+fn assert_clean_stop(stopped: &Stopped) {
     let out = &stopped.output;
     assert!(
         stopped.status.is_some_and(|s| s.success()),
@@ -551,8 +496,19 @@ async fn collector_sigterm_under_load_exits_0_and_keeps_everything_acknowledged(
         stopped.took
     );
     assert!(out.lines().any(|l| l.ends_with(": stopped")), "{out}");
-    let logs = acked.logs.lock().expect("lock").clone();
-    let traces = acked.traces.lock().expect("lock").clone();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &[]);
+    let writers =
+        Writers::start(c.grpc_url(), format!("http://{}", c.http), "collterm", true).await;
+    let before = writers.acked.log_count();
+    let stopped = c.stop_within(TERM_TIMEOUT).await;
+    let (logs, traces) = writers.stop().await;
+    assert_clean_stop(&stopped);
     let total: usize = logs.iter().map(Vec::len).sum();
     eprintln!(
         "collector stopped in {:?}: {total} logs ({before} when signalled) and {} traces acknowledged",
@@ -572,16 +528,8 @@ async fn collector_sigterm_under_load_exits_0_and_keeps_everything_acknowledged(
         dups.iter().all(|d| *d == 0),
         "duplicated logs per writer: {dups:?}"
     );
-    for id in &traces {
-        let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
-        assert_eq!(s, 200, "acknowledged trace {id} lost");
-        assert_eq!(
-            b["spans"].as_array().map(Vec::len),
-            Some(3),
-            "trace {id}: {b}"
-        );
-    }
-    let stopped = terminate_collector(c).await;
+    assert_traces_whole(&c, &traces).await;
+    let stopped = c.stop_within(TERM_TIMEOUT).await;
     assert!(stopped.status.is_some_and(|s| s.success()), "{stopped:?}");
 }
 
@@ -592,47 +540,24 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
     // Through the fault proxy, so that exports are in flight and retried when the agent
     // is stopped, and its buffer holds data not yet shipped.
     let proxy = FaultProxy::start(format!("http://{}", c.http), 0.7).await;
-    let cfg = write_agent_config(dir.path());
+    let cfg = write_agent_config(dir.path(), FAULT_AGENT);
     let buf = dir.path().join("buffer");
-    let agent = Agent::start(&buf, &proxy.url, &["--config", &cfg]);
-    let acked = Arc::new(Acked::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(
+    let agent = Agent::start(&buf, &proxy.server.url, &["--config", &cfg]);
+    let writers = Writers::start(
         agent.grpc_url(),
         format!("http://{}", agent.http),
         "agentterm",
         false,
-        acked.clone(),
-        stop.clone(),
-    );
-    poll(Duration::from_secs(30), "acknowledged writes", || async {
-        (acked.log_count() >= 2000).then_some(())
-    })
+    )
     .await;
     poll(Duration::from_secs(30), "exports under way", || async {
         let m = agent.metrics().await;
         (metric_value(&m, SENT_LOGS).unwrap_or(0.0) > 0.0).then_some(())
     })
     .await;
-    let stopped = terminate_agent(agent).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer");
-    }
-    let out = &stopped.output;
-    assert!(
-        stopped.status.is_some_and(|s| s.success()),
-        "exit status {:?} after {:?}: {out}",
-        stopped.status,
-        stopped.took
-    );
-    assert!(
-        stopped.took < STOP_WITHIN,
-        "stopped after {:?}: {out}",
-        stopped.took
-    );
-    assert!(out.lines().any(|l| l.ends_with(": stopped")), "{out}");
-    let logs = acked.logs.lock().expect("lock").clone();
+    let stopped = agent.stop_within(TERM_TIMEOUT).await;
+    let (logs, _) = writers.stop().await;
+    assert_clean_stop(&stopped);
     let total: usize = logs.iter().map(Vec::len).sum();
 
     // The stopped agent left data to ship: the restart has work to do.
@@ -654,15 +579,9 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
     );
     // In-flight batches and their retries get the shutdown grace period, so a stop often
     // drains everything; when it does not, the restart must resume from the buffer.
-    let agent = Agent::start(&buf, &proxy.url, &["--config", &cfg]);
+    let agent = Agent::start(&buf, &proxy.server.url, &["--config", &cfg]);
     if unshipped > 0 {
-        assert!(
-            agent
-                .output()
-                .contains("holds data not yet shipped; resuming"),
-            "{}",
-            agent.output()
-        );
+        agent.assert_logged("holds data not yet shipped; resuming");
     }
     let dups = poll(
         Duration::from_secs(90),
@@ -670,7 +589,7 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
         || find_logs(&c, "agentterm", &logs),
     )
     .await;
-    wait_shipped(&agent, Duration::from_secs(60)).await;
+    agent.wait_shipped(Duration::from_secs(60)).await;
     let dups: usize = find_logs(&c, "agentterm", &logs)
         .await
         .unwrap_or(dups)
@@ -684,7 +603,7 @@ async fn agent_sigterm_under_load_exits_0_and_ships_everything_after_a_restart()
         dups as u64 <= unshipped,
         "{dups} duplicates, {unshipped} not shipped"
     );
-    let stopped = terminate_agent(agent).await;
+    let stopped = agent.stop_within(TERM_TIMEOUT).await;
     assert!(stopped.status.is_some_and(|s| s.success()), "{stopped:?}");
 }
 
@@ -697,18 +616,13 @@ const STALLED: &str = "record-000";
 /// An OTLP/HTTP logs receiver on loopback port 0 that records the bodies of the records it
 /// acknowledges; with `stall`, it never answers a request holding [`STALLED`].
 struct Recorder {
-    url: String,
+    server: Served,
     requests: Arc<AtomicU64>,
     bodies: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Recorder {
     async fn start(stall: bool) -> Recorder {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the recorder");
-        let addr = listener.local_addr().expect("recorder address");
         let requests = Arc::new(AtomicU64::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let (r, b) = (requests.clone(), bodies.clone());
@@ -744,14 +658,10 @@ impl Recorder {
                     .into_response()
             }
         });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Recorder {
-            url: format!("http://{addr}"),
+            server: Served::start(app).await,
             requests,
             bodies,
-            task,
         }
     }
 
@@ -760,40 +670,27 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_delivered_behind_one_cut_off_by_sigterm_are_not_sent_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = write_agent_config(
+        dir.path(),
         "[host_metrics]\nenabled = false\n[exporter]\nprotocol = \"http\"\ncompression = \"none\"\n\
          max_batch_items = 10\nbatch_timeout = \"20ms\"\nconcurrency = 4\ntimeout = \"2s\"\n",
-    )
-    .expect("write agent config");
-    let cfg = cfg.display().to_string();
+    );
     let buffer = dir.path().join("buffer");
 
     // The first export hangs; the nine after it are acknowledged.
     let first = Recorder::start(true).await;
-    let agent = Agent::start(&buffer, &first.url, &["--config", &cfg]);
-    let client = reqwest::Client::new();
+    let agent = Agent::start(&buffer, &first.server.url, &["--config", &cfg]);
     let all: Vec<String> = (0..100).map(|i| format!("record-{i:03}")).collect();
     for chunk in all.chunks(10) {
-        let body = crate::util::log_request("ooo", chunk.to_vec()).encode_to_vec();
-        let r = client
-            .post(agent.http_url("/v1/logs"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("POST to the agent");
-        assert_eq!(r.status(), 200);
+        agent
+            .post_ok(
+                "/v1/logs",
+                log_request("ooo", chunk.to_vec()).encode_to_vec(),
+            )
+            .await;
         // One buffer record per request, so batches of 10 items hold one request each.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -804,7 +701,7 @@ async fn batches_delivered_behind_one_cut_off_by_sigterm_are_not_sent_again() {
     )
     .await;
     assert_eq!(first.bodies().len(), 90, "one batch of 10 is stalled");
-    let stopped = terminate_agent(agent).await;
+    let stopped = agent.stop_within(TERM_TIMEOUT).await;
     assert!(
         stopped.status.is_some_and(|s| s.success()),
         "agent exit: {}",
@@ -818,8 +715,8 @@ async fn batches_delivered_behind_one_cut_off_by_sigterm_are_not_sent_again() {
 
     // After a restart only the stalled batch is sent.
     let second = Recorder::start(false).await;
-    let agent = Agent::start(&buffer, &second.url, &["--config", &cfg]);
-    wait_shipped(&agent, Duration::from_secs(30)).await;
+    let agent = Agent::start(&buffer, &second.server.url, &["--config", &cfg]);
+    agent.wait_shipped(Duration::from_secs(30)).await;
     let mut delivered = first.bodies();
     let resent = second.bodies();
     assert_eq!(resent.len(), 10, "only the stalled batch again: {resent:?}");

@@ -1,7 +1,6 @@
 //! OTLP ingest over raw HTTP and gRPC: OTLP/JSON, partial success, and every kind of bad
 //! input answered with the right status while the collector keeps serving.
 
-use crate::util::{kv, now_ns};
 use std::io::Write;
 use std::time::Duration;
 
@@ -9,16 +8,13 @@ use lookout_proto::otlp::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-use lookout_proto::otlp::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use lookout_proto::otlp::common::v1::{any_value, AnyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use lookout_tests::{get_json, poll, write_config, Collector, FAST_TRACES};
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
+use lookout_proto::otlp::logs::v1::LogRecord;
+use lookout_proto::otlp::trace::v1::Span;
+use lookout_tests::otlp::{kv, log_record, logs_request, now_ns, traces_request};
+use lookout_tests::{get_json, poll, promtool_check_metrics, Collector, ProtobufBody, FAST_TRACES};
 use prost::Message;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn span(trace: [u8; 16], id: u8, name: &str) -> Span {
     let t = now_ns();
@@ -32,47 +28,16 @@ fn span(trace: [u8; 16], id: u8, name: &str) -> Span {
     }
 }
 
-fn traces(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 fn logs(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: bodies
-                    .iter()
-                    .map(|b| LogRecord {
-                        time_unix_nano: now_ns(),
-                        severity_number: 9,
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue((*b).into())),
-                        }),
-                        attributes: vec![kv("http.route", "/api/cart")],
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let records = bodies
+        .iter()
+        .map(|b| LogRecord {
+            severity_number: 9,
+            attributes: vec![kv("http.route", "/api/cart")],
+            ..log_record(*b, now_ns())
+        })
+        .collect();
+    logs_request(service, records)
 }
 
 async fn post(url: &str, ct: &str, gzip: bool, body: Vec<u8>) -> reqwest::Response {
@@ -87,6 +52,22 @@ async fn post(url: &str, ct: &str, gzip: bool, body: Vec<u8>) -> reqwest::Respon
         body
     };
     req.body(body).send().await.expect("POST")
+}
+
+/// POST an OTLP/JSON document, gzipped or not.
+async fn post_json(url: &str, gzip: bool, doc: &Value) -> reqwest::Response {
+    post(url, "application/json", gzip, doc.to_string().into_bytes()).await
+}
+
+/// POST a protobuf body with `content-encoding: encoding` (already encoded).
+async fn post_encoded(url: &str, encoding: &str, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-encoding", encoding)
+        .protobuf(body)
+        .send()
+        .await
+        .expect("POST")
 }
 
 async fn rpc_status(r: reqwest::Response) -> (u16, tonic_types::Status) {
@@ -107,11 +88,7 @@ async fn log_total(c: &Collector, query: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_json_logs_and_traces_are_searchable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8 path")],
-    );
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
     let t = now_ns().to_string();
     let body = json!({"resourceLogs": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
@@ -129,13 +106,7 @@ async fn otlp_json_logs_and_traces_are_searchable() {
             "someFutureField": {"ignored": true}
         }]}]
     }]});
-    let r = post(
-        &c.http_url("/v1/logs"),
-        "application/json",
-        false,
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let r = post_json(&c.http_url("/v1/logs"), false, &body).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     let resp: serde_json::Value = r.json().await.expect("json response");
@@ -177,13 +148,7 @@ async fn otlp_json_logs_and_traces_are_searchable() {
              "name": "db", "kind": 3, "startTimeUnixNano": t, "endTimeUnixNano": t}
         ]}]
     }]});
-    let r = post(
-        &c.http_url("/v1/traces"),
-        "application/json",
-        true,
-        trace.to_string().into_bytes(),
-    )
-    .await;
+    let r = post_json(&c.http_url("/v1/traces"), true, &trace).await;
     assert_eq!(r.status(), 200);
     let t = poll(Duration::from_secs(10), "json trace", || async {
         let (s, b) = get_json(&c.api_url("/api/v1/traces/5B8EFFF798038103D269B633813FC60C")).await;
@@ -264,14 +229,7 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
             .status(),
         415
     );
-    let r = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "br")
-        .body(vec![1, 2, 3])
-        .send()
-        .await
-        .expect("POST");
+    let r = post_encoded(&url, "br", vec![1, 2, 3]).await;
     assert_eq!(r.status(), 415);
 
     // Over the size limit.
@@ -292,41 +250,19 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
 
     // A zstd bomb, and a good zstd body.
     let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 3).expect("zstd");
-    let r = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "zstd")
-        .body(bomb)
-        .send()
-        .await
-        .expect("POST");
-    let (code, st) = rpc_status(r).await;
+    let (code, st) = rpc_status(post_encoded(&url, "zstd", bomb).await).await;
     assert_eq!(code, 413);
     assert!(
         st.message.contains("zstd body inflates past the limit"),
         "{}",
         st.message
     );
-    let good = traces("zstd", vec![span([9u8; 16], 1, "zstd")]).encode_to_vec();
-    let r = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "zstd")
-        .body(zstd::encode_all(&good[..], 3).expect("zstd"))
-        .send()
-        .await
-        .expect("POST");
+    let good = traces_request("zstd", vec![span([9u8; 16], 1, "zstd")]).encode_to_vec();
+    let r = post_encoded(&url, "zstd", zstd::encode_all(&good[..], 3).expect("zstd")).await;
     assert_eq!(r.status(), 200);
 
     // Broken gzip.
-    let r = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip")
-        .body(vec![0x1f, 0x8b, 8, 0, 1, 2, 3])
-        .send()
-        .await
-        .expect("POST");
+    let r = post_encoded(&url, "gzip", vec![0x1f, 0x8b, 8, 0, 1, 2, 3]).await;
     assert_eq!(r.status(), 400);
 
     // Wrong method.
@@ -341,7 +277,7 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
     no_start.start_time_unix_nano = 0;
     let mut future = span(good, 4, "bad");
     future.start_time_unix_nano = now_ns() + 86_400_000_000_000;
-    let req = traces(
+    let req = traces_request(
         "partial",
         vec![span(good, 1, "ok"), bad_len, no_start, future],
     );
@@ -375,13 +311,13 @@ async fn bad_http_input_gets_precise_errors_and_nothing_else_is_lost() {
         &url,
         "application/x-protobuf",
         false,
-        traces("zero", vec![zero]).encode_to_vec(),
+        traces_request("zero", vec![zero]).encode_to_vec(),
     )
     .await;
     assert_eq!(r.status(), 400);
 
     // Invalid UTF-8 in a string field (span name = field 5 of Span).
-    let mut raw = traces("utf8", vec![span([9; 16], 9, "ABCD")]).encode_to_vec();
+    let mut raw = traces_request("utf8", vec![span([9; 16], 9, "ABCD")]).encode_to_vec();
     let pos = raw
         .windows(4)
         .position(|w| w == b"ABCD")
@@ -440,7 +376,7 @@ async fn grpc_statuses_follow_otlp() {
     let mut bad = span([3; 16], 2, "bad");
     bad.span_id = vec![1; 3];
     let resp = client
-        .export(traces("grpc", vec![span([3; 16], 1, "ok"), bad]))
+        .export(traces_request("grpc", vec![span([3; 16], 1, "ok"), bad]))
         .await
         .expect("export")
         .into_inner();
@@ -454,7 +390,7 @@ async fn grpc_statuses_follow_otlp() {
 
     // Every span invalid: INVALID_ARGUMENT.
     let e = client
-        .export(traces("grpc", vec![span([0; 16], 1, "zero")]))
+        .export(traces_request("grpc", vec![span([0; 16], 1, "zero")]))
         .await
         .expect_err("must fail");
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
@@ -469,7 +405,7 @@ async fn grpc_statuses_follow_otlp() {
         .expect("connect")
         .max_encoding_message_size(64 << 20);
     let e = plain
-        .export(traces("grpc", vec![big]))
+        .export(traces_request("grpc", vec![big]))
         .await
         .expect_err("must fail");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
@@ -482,7 +418,7 @@ async fn grpc_statuses_follow_otlp() {
 
     // Still serving.
     client
-        .export(traces("grpc", vec![span([5; 16], 1, "ok")]))
+        .export(traces_request("grpc", vec![span([5; 16], 1, "ok")]))
         .await
         .expect("export after errors");
 }
@@ -569,24 +505,6 @@ async fn metrics_endpoint_passes_promtool() {
         "{text}"
     );
     assert!(text.contains("lookout_wal_bytes"), "{text}");
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (apt-get install prometheus); .ci/run installs it");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, printed) = promtool_check_metrics(&text);
+    assert_eq!(code, Some(0), "promtool check metrics failed:\n{printed}");
 }

@@ -5,21 +5,16 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use lookout_tests::{get_json, metric_value, Collector};
+use lookout_tests::otlp::log_request;
+use lookout_tests::{get_json, metric_value, post_protobuf, Collector};
 use prost::Message;
-
-use crate::util::log_request;
 
 fn logs(service: &str, n: usize) -> Vec<u8> {
     log_request(service, (0..n).map(|i| format!("limited {i}"))).encode_to_vec()
 }
 
 async fn post(c: &Collector, body: Vec<u8>) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(c.http_url("/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
+    post_protobuf(&reqwest::Client::new(), &c.http_url("/v1/logs"), body)
         .await
         .expect("POST")
 }

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use lookout_agent::loadgen::{run, Args, EncodingArg, ProtocolArg, SignalArg, TraceShape};
+use lookout_agent::loadgen::{run, Args, EncodingArg, ProtocolArg, SignalArg, Summary, TraceShape};
 use lookout_collector::server;
 use lookout_config::CollectorConfig;
+use lookout_tests::{get_json, poll};
 use tokio_util::sync::CancellationToken;
 
 struct Running {
@@ -65,6 +66,14 @@ async fn collector() -> Running {
     }
 }
 
+impl Running {
+    /// Stop the collector and wait for a clean exit.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("clean stop");
+    }
+}
+
 fn args(endpoint: &str, protocol: ProtocolArg, signal: SignalArg) -> Args {
     Args {
         endpoint: Some(endpoint.to_string()),
@@ -81,6 +90,17 @@ fn args(endpoint: &str, protocol: ProtocolArg, signal: SignalArg) -> Args {
         threads: 1,
         ..Args::default()
     }
+}
+
+/// `rate` items/s of `signal` for 1 s over OTLP/gRPC into `c`.
+async fn run_at_rate(c: &Running, rate: u64, signal: SignalArg) -> Summary {
+    run(Args {
+        rate,
+        duration: Duration::from_secs(1),
+        ..args(&c.grpc, ProtocolArg::Grpc, signal)
+    })
+    .await
+    .expect("run")
 }
 
 async fn accepted(api: &str, signal: &str, transport: &str) -> u64 {
@@ -142,20 +162,13 @@ async fn every_signal_and_transport_is_acknowledged_and_counted() {
             "{signal}/{transport}"
         );
     }
-    c.shutdown.cancel();
-    c.task.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_and_refusals_are_counted_by_kind() {
     let c = collector().await;
-    let s = run(Args {
-        rate: 2000,
-        duration: Duration::from_secs(1),
-        ..args(&c.grpc, ProtocolArg::Grpc, SignalArg::Logs)
-    })
-    .await
-    .expect("run");
+    let s = run_at_rate(&c, 2000, SignalArg::Logs).await;
     // 2000 items/s for 1 s in batches of 100: 20 requests, late ones too on a busy
     // machine, never a flood.
     assert_eq!(s.requests_ok, 20, "{s}");
@@ -168,29 +181,7 @@ async fn rate_limit_holds_and_refusals_are_counted_by_kind() {
     .expect("run");
     assert_eq!(s.items_acked, 0);
     assert!(s.errors.get("connect").copied().unwrap_or(0) > 0, "{s}");
-    c.shutdown.cancel();
-    c.task.await.expect("join").expect("clean stop");
-}
-
-async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    let r = reqwest::get(url).await.expect("get");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
-}
-
-/// Poll `f` until it returns `Some`, for up to 20 s.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +219,7 @@ async fn signal_all_sends_correlated_spans_logs_and_metrics() {
     assert!(n("traces") > n("logs") && n("logs") > n("metrics"), "{s}");
 
     // Logs carry the trace and span ids of spans that were sent, by the same service.
-    let logs = eventually("logs indexed", || async {
+    let logs = poll(Duration::from_secs(20), "logs indexed", || async {
         let (st, v) = get_json(&format!("{}/api/v1/logs?limit=20", c.api)).await;
         let logs = v["logs"].as_array().cloned().unwrap_or_default();
         (st == 200 && logs.len() == 20).then_some(logs)
@@ -239,7 +230,7 @@ async fn signal_all_sends_correlated_spans_logs_and_metrics() {
         let span_id = log["span_id"].as_str().expect("span_id").to_string();
         let service = log["service"].as_str().unwrap_or_default().to_string();
         let url = format!("{}/api/v1/traces/{trace_id}", c.api);
-        let span = eventually("trace of a log", || async {
+        let span = poll(Duration::from_secs(20), "trace of a log", || async {
             let (st, v) = get_json(&url).await;
             (st == 200)
                 .then(|| {
@@ -266,8 +257,7 @@ async fn signal_all_sends_correlated_spans_logs_and_metrics() {
         t["services"].as_array().is_some_and(|s| s.len() >= 2),
         "{t}"
     );
-    c.shutdown.cancel();
-    c.task.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,13 +274,17 @@ async fn error_rate_one_makes_every_trace_fail_visibly() {
     assert!(s.traces > 0 && s.error_traces == s.traces, "{s}");
     // The run stops at its deadline mid-stream, so the last trace of a worker may lack
     // the spans still queued (its root comes last): examine one whose root arrived.
-    let whole = eventually("a whole error trace indexed", || async {
-        let (st, v) = get_json(&format!("{}/api/v1/traces?status=error&limit=20", c.api)).await;
-        let t = v["traces"].as_array().cloned().unwrap_or_default();
-        (st == 200)
-            .then(|| t.into_iter().find(|t| t["root_service"] == "frontend"))
-            .flatten()
-    })
+    let whole = poll(
+        Duration::from_secs(20),
+        "a whole error trace indexed",
+        || async {
+            let (st, v) = get_json(&format!("{}/api/v1/traces?status=error&limit=20", c.api)).await;
+            let t = v["traces"].as_array().cloned().unwrap_or_default();
+            (st == 200)
+                .then(|| t.into_iter().find(|t| t["root_service"] == "frontend"))
+                .flatten()
+        },
+    )
     .await;
     let id = whole["trace_id"].as_str().expect("trace_id");
     let (_, t) = get_json(&format!("{}/api/v1/traces/{id}", c.api)).await;
@@ -315,7 +309,7 @@ async fn error_rate_one_makes_every_trace_fail_visibly() {
         failed.iter().any(|sp| sp["parent_span_id"].is_null()),
         "{t}"
     );
-    let logs = eventually("error logs indexed", || async {
+    let logs = poll(Duration::from_secs(20), "error logs indexed", || async {
         let (_, v) = get_json(&format!("{}/api/v1/logs?severity=error&limit=50", c.api)).await;
         let l = v["logs"].as_array().cloned().unwrap_or_default();
         (!l.is_empty()).then_some(l)
@@ -324,20 +318,13 @@ async fn error_rate_one_makes_every_trace_fail_visibly() {
     assert!(logs
         .iter()
         .all(|l| l["trace_id"].is_string() && l["severity_number"] == 17));
-    c.shutdown.cancel();
-    c.task.await.expect("join").expect("clean stop");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signal_all_holds_a_fixed_rate_and_dry_run_sends_nothing() {
     let c = collector().await;
-    let s = run(Args {
-        rate: 3000,
-        duration: Duration::from_secs(1),
-        ..args(&c.grpc, ProtocolArg::Grpc, SignalArg::All)
-    })
-    .await
-    .expect("run");
+    let s = run_at_rate(&c, 3000, SignalArg::All).await;
     // 3000 items/s for 1 s in batches of 100: 30 requests over every signal.
     assert_eq!(s.requests_ok, 30, "{s}");
     assert!(
@@ -357,6 +344,5 @@ async fn signal_all_holds_a_fixed_rate_and_dry_run_sends_nothing() {
         "{s}"
     );
     assert_eq!(s.items_acked, s.requests_ok * 100);
-    c.shutdown.cancel();
-    c.task.await.expect("join").expect("clean stop");
+    c.stop().await;
 }

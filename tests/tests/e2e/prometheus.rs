@@ -4,12 +4,13 @@
 //! OpenMetrics) and answers queries for a RED metric, an OTLP metric and a RED exemplar.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lookout_tests::{poll, write_config, Collector, FAST_TRACES};
+use lookout_tests::{poll, promtool_check_metrics, Collector, FAST_TRACES};
+
+use crate::util::flush_and_shut_down;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -301,7 +302,7 @@ async fn sdk_metrics_on_the_metrics_endpoint() {
         &[("type", "sum")]
     )
     .is_some_and(|v| v >= 4.0));
-    promtool_check_metrics(&text);
+    assert_promtool_parses(&text);
 
     // OpenMetrics when asked for.
     let (ct, om) = scrape(&c, Some(OPENMETRICS)).await;
@@ -329,26 +330,11 @@ async fn sdk_metrics_on_the_metrics_endpoint() {
 /// `promtool check metrics` must parse the exposition. Lint problems are allowed: OTLP
 /// names chosen by services (such as `_milliseconds`) are valid but not what the linter
 /// likes.
-fn promtool_check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (apt-get install prometheus); .ci/run installs it");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    let msg =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+fn assert_promtool_parses(text: &str) {
+    let (code, msg) = promtool_check_metrics(text);
     // 0: clean; 3: lint problems only; anything else: the exposition did not parse.
     assert!(
-        matches!(out.status.code(), Some(0 | 3)),
+        matches!(code, Some(0 | 3)),
         "promtool check metrics failed: {msg}\n{text}"
     );
 }
@@ -452,11 +438,7 @@ async fn prometheus_scrapes_the_collector() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8 path")],
-    );
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
 
     // A server span (RED) and an OTLP counter.
     let spans = SpanExporter::builder()
@@ -491,14 +473,7 @@ async fn prometheus_scrapes_the_collector() {
         .u64_counter("e2e.scraped")
         .build()
         .add(5, &[KeyValue::new("kind", "test")]);
-    tokio::task::spawn_blocking(move || {
-        tracer_provider.force_flush().expect("flush spans");
-        meter_provider.force_flush().expect("flush metrics");
-        tracer_provider.shutdown().expect("shutdown tracer");
-        meter_provider.shutdown().expect("shutdown meter");
-    })
-    .await
-    .expect("flush task");
+    flush_and_shut_down(tracer_provider, None, meter_provider).await;
     poll(
         Duration::from_secs(20),
         "RED and OTLP series on /metrics",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lookout_tests::{get_json, metric_value, poll, write_config, Collector, FAST_TRACES};
+use lookout_tests::{get_json, metric_value, poll, Collector, FAST_TRACES};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer as _, TracerProvider as _};
@@ -17,6 +17,8 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+
+use crate::util::flush_and_shut_down;
 
 #[derive(Clone, Copy, Debug)]
 enum Transport {
@@ -31,23 +33,22 @@ struct Case {
     gzip: bool,
 }
 
+/// The three exporters of `case`, built from their (gRPC or HTTP) builders.
 fn exporters(c: &Collector, case: &Case) -> (SpanExporter, LogExporter, MetricExporter) {
-    let gzip = |on: bool| if on { Some(Compression::Gzip) } else { None };
+    let gzip = case.gzip.then_some(Compression::Gzip);
     match case.transport {
         Transport::Grpc => {
             let url = c.grpc_url();
-            let mut s = SpanExporter::builder().with_tonic().with_endpoint(&url);
-            let mut l = LogExporter::builder().with_tonic().with_endpoint(&url);
-            let mut m = MetricExporter::builder().with_tonic().with_endpoint(&url);
-            if let Some(z) = gzip(case.gzip) {
-                s = s.with_compression(z);
-                l = l.with_compression(z);
-                m = m.with_compression(z);
-            }
             (
-                s.build().expect("span exporter"),
-                l.build().expect("log exporter"),
-                m.build().expect("metric exporter"),
+                over_grpc(SpanExporter::builder().with_tonic(), &url, gzip)
+                    .build()
+                    .expect("span exporter"),
+                over_grpc(LogExporter::builder().with_tonic(), &url, gzip)
+                    .build()
+                    .expect("log exporter"),
+                over_grpc(MetricExporter::builder().with_tonic(), &url, gzip)
+                    .build()
+                    .expect("metric exporter"),
             )
         }
         Transport::HttpProtobuf | Transport::HttpJson => {
@@ -55,40 +56,51 @@ fn exporters(c: &Collector, case: &Case) -> (SpanExporter, LogExporter, MetricEx
                 Transport::HttpJson => Protocol::HttpJson,
                 _ => Protocol::HttpBinary,
             };
-            let mut s = SpanExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(c.http_url("/v1/traces"));
-            let mut l = LogExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(c.http_url("/v1/logs"));
-            let mut m = MetricExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(c.http_url("/v1/metrics"));
-            if let Some(z) = gzip(case.gzip) {
-                s = s.with_compression(z);
-                l = l.with_compression(z);
-                m = m.with_compression(z);
-            }
+            let http = |path: &str| (c.http_url(path), protocol, gzip);
             (
-                s.build().expect("span exporter"),
-                l.build().expect("log exporter"),
-                m.build().expect("metric exporter"),
+                over_http(SpanExporter::builder().with_http(), http("/v1/traces"))
+                    .build()
+                    .expect("span exporter"),
+                over_http(LogExporter::builder().with_http(), http("/v1/logs"))
+                    .build()
+                    .expect("log exporter"),
+                over_http(MetricExporter::builder().with_http(), http("/v1/metrics"))
+                    .build()
+                    .expect("metric exporter"),
             )
         }
+    }
+}
+
+/// A gRPC exporter builder sending to `url`, compressed with `gzip` if set.
+fn over_grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    url: &str,
+    gzip: Option<Compression>,
+) -> B {
+    let builder = builder.with_endpoint(url);
+    match gzip {
+        Some(z) => builder.with_compression(z),
+        None => builder,
+    }
+}
+
+/// An HTTP exporter builder sending to a URL with a protocol, compressed if set.
+fn over_http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    (url, protocol, gzip): (String, Protocol, Option<Compression>),
+) -> B {
+    let builder = builder.with_protocol(protocol).with_endpoint(url);
+    match gzip {
+        Some(z) => builder.with_compression(z),
+        None => builder,
     }
 }
 
 /// Send one trace of 4 spans, 5 logs and 2 metric points; check all arrive.
 async fn roundtrip(case: Case) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8 path")],
-    );
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
     let service = format!("sdk-{}", case.name);
     let marker = format!("sdkmark{}", case.name.replace('-', ""));
     let resource = Resource::builder()
@@ -160,17 +172,7 @@ async fn roundtrip(case: Case) {
         .build()
         .record(12.5, &[]);
 
-    // The SDK flushes on its own threads; keep the runtime's workers free.
-    tokio::task::spawn_blocking(move || {
-        tracer_provider.force_flush().expect("flush spans");
-        logger_provider.force_flush().expect("flush logs");
-        meter_provider.force_flush().expect("flush metrics");
-        tracer_provider.shutdown().expect("shutdown tracer");
-        logger_provider.shutdown().expect("shutdown logger");
-        meter_provider.shutdown().expect("shutdown meter");
-    })
-    .await
-    .expect("flush task");
+    flush_and_shut_down(tracer_provider, Some(logger_provider), meter_provider).await;
 
     // Traces: the whole trace by id, with parents.
     let trace = poll(Duration::from_secs(15), "trace from the SDK", || async {

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use lookout_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use lookout_tests::{metric_value, poll, Agent, Collector};
+use lookout_tests::otlp::log_request;
+use lookout_tests::{metric_value, poll, write_agent_config, Agent, Collector, ProtobufBody};
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-use crate::util::log_request;
 
 const INGEST_TOKEN: &str = "ingest-0123456789abcdef";
 const API_TOKEN: &str = "api-token-fedcba9876543210";
@@ -32,6 +31,12 @@ async fn hits(client: &reqwest::Client, api: &str, q: &str) -> u64 {
     v["total"].as_u64().unwrap_or(0)
 }
 
+/// The text of `/metrics` at `url`, fetched with `client` (a token, TLS).
+async fn metrics_with(client: &reqwest::Client, url: &str) -> String {
+    let r = client.get(url).send().await.expect("GET /metrics");
+    r.text().await.unwrap()
+}
+
 fn bearer(token: &str) -> reqwest::header::HeaderMap {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(
@@ -46,16 +51,12 @@ async fn bearer_tokens_guard_otlp_and_the_api_and_never_leak() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tokens = dir.path().join("ingest-tokens");
     std::fs::write(&tokens, format!("# agents\n{INGEST_TOKEN}\n")).expect("write");
-    let config = lookout_tests::write_config(
+    let c = Collector::start_with_config(
         dir.path(),
         &format!(
             "[otlp.auth]\ntokens_file = {:?}\n\n[api.auth]\ntokens = [\"{API_TOKEN}\"]\n",
             tokens.display().to_string()
         ),
-    );
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", &config.display().to_string()],
     );
     let plain = reqwest::Client::new();
     let body = logs("tokenized", 3).encode_to_vec();
@@ -63,8 +64,7 @@ async fn bearer_tokens_guard_otlp_and_the_api_and_never_leak() {
     // OTLP/HTTP: no token, a wrong token, then the right one.
     let r = plain
         .post(c.http_url("/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(body.clone())
+        .protobuf(body.clone())
         .send()
         .await
         .expect("POST");
@@ -90,8 +90,7 @@ async fn bearer_tokens_guard_otlp_and_the_api_and_never_leak() {
     let r = plain
         .post(c.http_url("/v1/logs"))
         .headers(bearer(INGEST_TOKEN))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
+        .protobuf(body)
         .send()
         .await
         .expect("POST");
@@ -146,41 +145,27 @@ async fn bearer_tokens_guard_otlp_and_the_api_and_never_leak() {
     // The agent ships with its token file.
     let token_file = dir.path().join("agent-token");
     std::fs::write(&token_file, format!("{INGEST_TOKEN}\n")).expect("write");
-    let agent_cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &agent_cfg,
-        format!(
+    let agent_cfg = write_agent_config(
+        dir.path(),
+        &format!(
             "[exporter]\nbearer_token_file = {:?}\nbatch_timeout = \"50ms\"\n",
             token_file.display().to_string()
         ),
-    )
-    .expect("write");
+    );
     let agent = Agent::start(
         &dir.path().join("buffer"),
         &c.grpc_url(),
-        &["--config", &agent_cfg.display().to_string()],
+        &["--config", &agent_cfg],
     );
-    let r = plain
-        .post(agent.http_url("/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(logs("shipped", 7).encode_to_vec())
-        .send()
-        .await
-        .expect("POST to the agent");
-    assert_eq!(r.status(), 200);
+    agent
+        .post_ok("/v1/logs", logs("shipped", 7).encode_to_vec())
+        .await;
     poll(Duration::from_secs(20), "7 shipped logs", || async {
         (hits(&api, &base, "shipped").await == 7).then_some(())
     })
     .await;
 
-    let metrics = api
-        .get(c.api_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_with(&api, &c.api_url("/metrics")).await;
     let refused = |l: &str| {
         metric_value(
             &metrics,
@@ -295,12 +280,7 @@ async fn tls_with_client_certificates_reload_and_an_agent_shipping_over_it() {
     let otlp = format!("https://127.0.0.1:{}/v1/logs", c.http.port());
     let body = logs("secured", 4).encode_to_vec();
     let post = |client: reqwest::Client, url: String, body: Vec<u8>| async move {
-        client
-            .post(url)
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
+        client.post(url).protobuf(body).send().await
     };
 
     // mTLS on OTLP: no client certificate, or one from another CA, is refused in the
@@ -318,8 +298,7 @@ async fn tls_with_client_certificates_reload_and_an_agent_shipping_over_it() {
     .expect_err("a client certificate of another CA");
     let plain = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{}/v1/logs", c.http.port()))
-        .header("content-type", "application/x-protobuf")
-        .body(body.clone())
+        .protobuf(body.clone())
         .timeout(Duration::from_secs(15))
         .send()
         .await;
@@ -345,30 +324,23 @@ async fn tls_with_client_certificates_reload_and_an_agent_shipping_over_it() {
     .await;
 
     // The agent ships over gRPC+TLS with the CA and its client certificate.
-    let agent_cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &agent_cfg,
-        format!(
+    let agent_cfg = write_agent_config(
+        dir.path(),
+        &format!(
             "[exporter]\nbatch_timeout = \"50ms\"\n\n[exporter.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
             s(&ca),
             s(&client_cert),
             s(&client_key)
         ),
-    )
-    .expect("write");
+    );
     let agent = Agent::start(
         &dir.path().join("buffer"),
         &format!("https://127.0.0.1:{}", c.grpc.port()),
-        &["--config", &agent_cfg.display().to_string()],
+        &["--config", &agent_cfg],
     );
-    let r = reqwest::Client::new()
-        .post(agent.http_url("/v1/logs"))
-        .header("content-type", "application/x-protobuf")
-        .body(logs("tunnelled", 6).encode_to_vec())
-        .send()
-        .await
-        .expect("POST to the agent");
-    assert_eq!(r.status(), 200);
+    agent
+        .post_ok("/v1/logs", logs("tunnelled", 6).encode_to_vec())
+        .await;
     poll(
         Duration::from_secs(20),
         "6 logs shipped over TLS",
@@ -390,14 +362,7 @@ async fn tls_with_client_certificates_reload_and_an_agent_shipping_over_it() {
     .await;
     c.wait_for_log("TLS certificate reloaded");
 
-    let metrics = api_client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_with(&api_client, &format!("{api}/metrics")).await;
     let failures = metric_value(
         &metrics,
         "lookout_tls_handshake_failures_total{listener=\"otlp_http\"}",

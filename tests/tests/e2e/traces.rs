@@ -1,7 +1,6 @@
 //! Trace assembly, completeness, search, RED metrics, service graph and the Jaeger API,
 //! against the real collector fed over OTLP/gRPC and OTLP/HTTP.
 
-use crate::util::{kv, now_ns, post_protobuf};
 use std::time::Duration;
 
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -10,6 +9,7 @@ use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use lookout_tests::otlp::{kv, now_ns};
 use lookout_tests::{get_json, metric_value, poll, write_config, Collector, FAST_TRACES};
 use prost::Message;
 use serde_json::Value;
@@ -72,7 +72,7 @@ fn request(spans: Vec<S>) -> ExportTraceServiceRequest {
 }
 
 async fn send_http(c: &Collector, req: &ExportTraceServiceRequest) {
-    post_protobuf(c, "/v1/traces", req.encode_to_vec()).await;
+    c.post_ok("/v1/traces", req.encode_to_vec()).await;
 }
 
 async fn send_grpc(c: &Collector, req: ExportTraceServiceRequest) {
@@ -107,11 +107,7 @@ async fn search(c: &Collector, query: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_services_shuffled_two_transports_skew_and_a_late_span() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8 path")],
-    );
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
     let trace: [u8; 16] = *b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36";
     let tid = hex::encode(trace);
     let t = now_ns() - 3_000 * MS;
@@ -345,7 +341,7 @@ async fn five_services_shuffled_two_transports_skew_and_a_late_span() {
     .await;
     assert_eq!(found["traces"].as_array().map(Vec::len), Some(1), "{found}");
     assert_eq!(found["traces"][0]["state"], "updated_late");
-    let (_, m) = reqwest_text(&c.api_url("/metrics")).await;
+    let m = c.metrics().await;
     assert_eq!(
         metric_value(&m, "lookout_traces_late_spans_total"),
         Some(1.0)
@@ -402,11 +398,6 @@ async fn five_services_shuffled_two_transports_skew_and_a_late_span() {
         .as_str()
         .expect("msg")
         .contains("minDuration"));
-}
-
-async fn reqwest_text(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.expect("GET");
-    (r.status().as_u16(), r.text().await.expect("body"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,7 +477,7 @@ async fn red_figures_match_the_sent_spans() {
     assert_eq!(ops.len(), 1, "ids in paths are normalised: {svc}");
     assert_eq!(ops[0]["operation"], "GET /items/{id}");
 
-    let (_, m) = reqwest_text(&c.api_url("/metrics")).await;
+    let m = c.metrics().await;
     assert_eq!(
         metric_value(
             &m,
@@ -516,11 +507,7 @@ async fn red_figures_match_the_sent_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_traces_are_reported_not_fatal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let c = Collector::start(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8 path")],
-    );
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
     let trace = [7u8; 16];
     let tid = hex::encode(trace);
     let t = now_ns() - 1_000 * MS;
@@ -575,7 +562,7 @@ async fn bad_traces_are_reported_not_fatal() {
         assert!(kinds.contains(&k), "{k} missing in {kinds:?}");
     }
     assert_eq!(tr["root_span_id"], "0000000000000005");
-    let (_, m) = reqwest_text(&c.api_url("/metrics")).await;
+    let m = c.metrics().await;
     assert!(
         metric_value(
             &m,
@@ -604,23 +591,13 @@ async fn open_traces_survive_kill_9_and_completed_ones_are_not_counted_twice() {
     let done = [0x11u8; 16];
     let open = [0x22u8; 16];
     use SpanKind::*;
+    // A span of the open trace, of service b.
+    let open_span = |id: u8, parent: Option<u8>, name: &str, kind: SpanKind, end: u64| {
+        request(vec![s("b", "h", open, id, parent, name, kind, t, end)])
+    };
     // The open trace starts first, so the replay after the crash starts before the
     // completed trace's spans and must not count them twice.
-    send_http(
-        &c,
-        &request(vec![s(
-            "b",
-            "h",
-            open,
-            1,
-            None,
-            "root",
-            Server,
-            t,
-            t + 10 * MS,
-        )]),
-    )
-    .await;
+    send_http(&c, &open_span(1, None, "root", Server, t + 10 * MS)).await;
     send_grpc(
         &c,
         request(vec![
@@ -636,17 +613,7 @@ async fn open_traces_survive_kill_9_and_completed_ones_are_not_counted_twice() {
     for _ in 0..60 {
         send_http(
             &c,
-            &request(vec![s(
-                "b",
-                "h",
-                open,
-                next_id,
-                Some(1),
-                "child",
-                Internal,
-                t,
-                t + 5 * MS,
-            )]),
+            &open_span(next_id, Some(1), "child", Internal, t + 5 * MS),
         )
         .await;
         next_id += 1;

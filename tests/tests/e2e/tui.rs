@@ -1,12 +1,13 @@
 //! The real `lookout-tui` in tmux against a real collector fed by the load generator:
 //! keys are sent with `tmux send-keys` and the screen read with `tmux capture-pane`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lookout_tests::{bin, free_addr, get_json, poll, write_config, Collector, FAST_TRACES};
+use lookout_tests::{bin, free_addr, get_json, poll, Collector, FAST_TRACES};
 
 /// A tmux server of its own (`-L`), so tests run in parallel; killed on drop.
 struct Tmux {
@@ -79,6 +80,16 @@ impl Tmux {
         self.wait_until(|s| needles.iter().all(|n| s.contains(n)), what)
     }
 
+    /// Wait until the dashboard exited with status 0 (`what` says on which occasion) and
+    /// left the alternate screen.
+    fn wait_for_clean_exit(&self, what: &str) {
+        let s = self.wait_for(&["lookout-tui-exited-0"], what);
+        assert!(
+            !s.contains("1:Services"),
+            "the alternate screen is left:\n{s}"
+        );
+    }
+
     /// Wait until `ok` holds for the screen; returns the screen.
     fn wait_until(&self, ok: impl Fn(&str) -> bool, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -111,6 +122,14 @@ fn tui_process(api: &str) -> String {
     )
 }
 
+/// The dashboard in an 80x24 tmux, talking to a collector not there (yet): the tmux and
+/// the collector's API address.
+fn tui_without_collector(dir: &Path) -> (Tmux, SocketAddr) {
+    let api = free_addr();
+    let tmux = Tmux::start(&tui_command(&api.to_string(), dir), 80, 24);
+    (tmux, api)
+}
+
 fn tui_command(api: &str, dir: &Path) -> String {
     format!(
         "{} --collector http://{api} --refresh 500ms --log-file {}; echo lookout-tui-exited-$?; sleep 60",
@@ -122,9 +141,7 @@ fn tui_command(api: &str, dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_in_tmux_searches_logs_opens_a_trace_shows_help_and_quits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), FAST_TRACES);
-    let cfg = cfg.display().to_string();
-    let c = Collector::start(&dir.path().join("data"), &["--config", &cfg]);
+    let c = Collector::start_with_config(dir.path(), FAST_TRACES);
     let out = Command::new(bin("lookout-loadgen"))
         .args(["--endpoint", &c.grpc_url(), "--signal", "all"])
         .args([
@@ -216,18 +233,13 @@ async fn tui_in_tmux_searches_logs_opens_a_trace_shows_help_and_quits() {
     tmux.keys(&["Escape"]);
     tmux.wait_for(&["search:", "traces", "duration bar"], "the traces list");
     tmux.keys(&["q"]);
-    let s = tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit");
-    assert!(
-        !s.contains("1:Services"),
-        "the alternate screen is left:\n{s}"
-    );
+    tmux.wait_for_clean_exit("lookout-tui to exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_waits_for_an_unreachable_collector_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = free_addr();
-    let tmux = Tmux::start(&tui_command(&api.to_string(), dir.path()), 80, 24);
+    let (tmux, api) = tui_without_collector(dir.path());
     tmux.wait_for(
         &[
             "Cannot reach the collector",
@@ -256,18 +268,13 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
         .status()
         .expect("pkill");
     assert!(killed.success(), "lookout-tui was running");
-    let s = tmux.wait_for(&["lookout-tui-exited-0"], "lookout-tui to exit on SIGTERM");
-    assert!(
-        !s.contains("1:Services"),
-        "the alternate screen is left:\n{s}"
-    );
+    tmux.wait_for_clean_exit("lookout-tui to exit on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_exits_when_its_terminal_goes_away() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = free_addr();
-    let tmux = Tmux::start(&tui_command(&api.to_string(), dir.path()), 80, 24);
+    let (tmux, api) = tui_without_collector(dir.path());
     tmux.wait_for(&["Cannot reach the collector"], "the dashboard");
     let pattern = tui_process(&api.to_string());
     let running = || {

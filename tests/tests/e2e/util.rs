@@ -1,65 +1,42 @@
-//! Small helpers shared by the end-to-end test modules.
+//! Checks shared by the end-to-end test modules.
 
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use lookout_tests::{get_json, Collector};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
-/// Now, in Unix nanoseconds.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
-/// A string attribute.
-pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
+/// Every trace of `ids` is found whole (three spans) on `c`.
+pub async fn assert_traces_whole(c: &Collector, ids: &[String]) {
+    for id in ids {
+        let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
+        assert_eq!(s, 200, "acknowledged trace {id} lost");
+        assert_eq!(
+            b["spans"].as_array().map(Vec::len),
+            Some(3),
+            "trace {id}: {b}"
+        );
     }
 }
 
-/// POST a protobuf export request to the collector's OTLP/HTTP `path`; expects 200.
-pub async fn post_protobuf(c: &lookout_tests::Collector, path: &str, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(c.http_url(path))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), 200);
-}
-
-/// A logs export request of `service` with one record per body, stamped now.
-pub fn log_request(
-    service: &str,
-    bodies: impl IntoIterator<Item = String>,
-) -> lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
-    use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use lookout_proto::otlp::resource::v1::Resource;
-    lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: bodies
-                    .into_iter()
-                    .map(|b| LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(b)),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+/// Flush and shut down OpenTelemetry SDK providers on a blocking thread: the SDK flushes
+/// on its own threads, so the runtime's workers stay free.
+pub async fn flush_and_shut_down(
+    tracer: SdkTracerProvider,
+    logger: Option<SdkLoggerProvider>,
+    meter: SdkMeterProvider,
+) {
+    tokio::task::spawn_blocking(move || {
+        tracer.force_flush().expect("flush spans");
+        if let Some(logger) = &logger {
+            logger.force_flush().expect("flush logs");
+        }
+        meter.force_flush().expect("flush metrics");
+        tracer.shutdown().expect("shutdown tracer");
+        if let Some(logger) = &logger {
+            logger.shutdown().expect("shutdown logger");
+        }
+        meter.shutdown().expect("shutdown meter");
+    })
+    .await
+    .expect("flush task");
 }

@@ -3,13 +3,7 @@
 //! outside the data directory or named after request data (service names, alert rule and
 //! receiver names).
 
-#![allow(clippy::unwrap_used, clippy::panic)]
-
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex};
@@ -17,52 +11,12 @@ use lookout_ingest::fsutil;
 use lookout_ingest::signal::Signal;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::resource::v1::Resource;
+use lookout_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
 use lookout_proto::otlp::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use lookout_tests::files::{mode, walk};
+use lookout_tests::otlp::{log_record, now_ns, resource};
+use lookout_tests::Collector;
 use prost::Message;
-
-fn mode(p: &Path) -> u32 {
-    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-/// Every entry under `root`, depth first.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-fn resource(service: &str) -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(service.into())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
-}
 
 /// Service names that would leave the data directory if they ever became paths.
 fn hostile_services() -> Vec<String> {
@@ -82,13 +36,7 @@ fn logs_request() -> ExportLogsServiceRequest {
             .map(|s| ResourceLogs {
                 resource: resource(s),
                 scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord {
-                        time_unix_nano: now_ns(),
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue("hello".into())),
-                        }),
-                        ..Default::default()
-                    }],
+                    log_records: vec![log_record("hello", now_ns())],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -144,11 +92,6 @@ fn poison_segment(wal: &Path) {
     std::io::Write::write_all(&mut f, &rec).unwrap();
 }
 
-fn addr(line: &str, name: &str) -> String {
-    let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-    line[start..].split_whitespace().next().unwrap().to_owned()
-}
-
 /// The real binary (which sets umask 027 at start-up) with a poison record in its WAL, an
 /// alert rule and a receiver with path-like names, and logs and spans of services named
 /// `../../…`, `/tmp/…`, with NUL bytes or 5000 bytes long. Afterwards every directory in
@@ -181,49 +124,13 @@ url = "http://127.0.0.1:9/hook"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout-collector"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--otlp-grpc", "127.0.0.1:0"])
-        .args(["--otlp-http", "127.0.0.1:0"])
-        .args(["--api", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut output = String::new();
-    let listening = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the collector did not start:\n{output}"));
-        output.push_str(&line);
-        output.push('\n');
-        if line.contains(" listening ") {
-            break line;
-        }
-    };
-    let http = addr(&listening, "otlp_http");
+    let c = Collector::start(&data, &["--config", config.to_str().unwrap()]);
     let client = reqwest::Client::new();
     for (path, body) in [
         ("/v1/logs", logs_request().encode_to_vec()),
         ("/v1/traces", traces_request().encode_to_vec()),
     ] {
-        let resp = client
-            .post(format!("http://{http}{path}"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
+        let resp = lookout_tests::post_protobuf(&client, &c.http_url(path), body)
             .await
             .unwrap();
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
@@ -236,17 +143,13 @@ url = "http://127.0.0.1:9/hook"
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A clean stop commits the indexes.
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        output.push_str(&line);
-        output.push('\n');
-    }
-    assert!(status.success(), "{status}\n{output}");
+    let stopped = c.stop_within(Duration::from_secs(60)).await;
+    let output = stopped.output;
+    assert!(
+        stopped.status.is_some_and(|s| s.success()),
+        "{:?}\n{output}",
+        stopped.status
+    );
 
     // The poison record was set aside under its WAL position.
     let q = data.join("quarantine");
