@@ -75,37 +75,14 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
-type ModeT = u16;
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-)))]
-type ModeT = u32;
-
-unsafe extern "C" {
-    fn umask(mask: ModeT) -> ModeT;
-}
-
 /// Set the process umask to `mask` (e.g. [`RESTRICTIVE_UMASK`]) and return the previous
 /// one. The umask is process-wide: call this first thing in `main`, before any thread
 /// starts.
 pub fn set_umask(mask: u32) -> u32 {
-    let mask = ModeT::try_from(mask & 0o777).unwrap_or(0o027);
+    let mask = libc::mode_t::try_from(mask & 0o777).unwrap_or(0o027);
     // SAFETY: umask(2) cannot fail and has no preconditions; it only swaps the process's
     // file mode creation mask.
-    let previous = unsafe { umask(mask) };
+    let previous = unsafe { libc::umask(mask) };
     // mode_t is u16 on the BSDs and macOS.
     #[allow(clippy::useless_conversion)]
     u32::from(previous)

@@ -9,12 +9,10 @@ use lookout_ingest::Signal;
 
 use super::partition::{PartitionError, PartitionedIndex, WriterOptions};
 
-/// The field handles of one index's schema.
-pub trait IndexSchema: Clone {
+/// The field handles of one index's schema; `Default` builds them.
+pub trait IndexSchema: Clone + Default {
     /// The signal the index holds.
     const SIGNAL: Signal;
-    /// Build the schema and its field handles.
-    fn build() -> Self;
     /// The schema.
     fn schema(&self) -> &tantivy::schema::Schema;
 }
@@ -33,7 +31,7 @@ impl<F: IndexSchema> StoreHandle<F> {
         width_secs: i64,
         writer: WriterOptions,
     ) -> Result<Self, PartitionError> {
-        let fields = F::build();
+        let fields = F::default();
         let index = PartitionedIndex::open_shared(
             dir,
             F::SIGNAL,

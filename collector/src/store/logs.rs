@@ -226,10 +226,6 @@ pub type LogStore = StoreHandle<LogFields>;
 impl IndexSchema for LogFields {
     const SIGNAL: Signal = Signal::Logs;
 
-    fn build() -> Self {
-        Self::new()
-    }
-
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -76,10 +76,6 @@ pub type SpanStore = StoreHandle<SpanFields>;
 impl IndexSchema for SpanFields {
     const SIGNAL: Signal = Signal::Traces;
 
-    fn build() -> Self {
-        Self::new()
-    }
-
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -298,10 +298,6 @@ pub type TraceStore = StoreHandle<TraceFields>;
 impl IndexSchema for TraceFields {
     const SIGNAL: Signal = Signal::Traces;
 
-    fn build() -> Self {
-        Self::new()
-    }
-
     fn schema(&self) -> &Schema {
         &self.schema
     }
