@@ -2,7 +2,7 @@
 //! acknowledged, read back in order by the shipper, and deleted once the collector has
 //! acknowledged it.
 //!
-//! Segments of checksummed records ([`format`], a [`lookout_ingest::seglog`] framing) are written by one thread that batches
+//! Segments of checksummed records ([`format`](mod@format), a [`lookout_ingest::seglog`] framing) are written by one thread that batches
 //! concurrent appends into one write and, with `fsync = "always"`, one `fdatasync` (group
 //! commit). The shipper reads with its own file handle, never past what was written, and
 //! acknowledges positions; the acknowledged position is persisted in `ack.pos` and
