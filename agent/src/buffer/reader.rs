@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use lookout_ingest::seglog::{classify, resync_budget, Flaw, Next, SegmentReader, SeqCursor};
 
 use super::format::{self, Record, FRAMING};
-use super::{Inner, Pos};
+use super::pos::Pos;
+use super::state::Inner;
 
 /// Reads records in order from a position, never past what was written.
 pub struct Reader {

@@ -1,14 +1,30 @@
 //! Start-up recovery: what the segments hold, damage counted, logged and stepped over, a
 //! damaged end of the buffer truncated, and acknowledged segments deleted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::Path;
 
 use lookout_ingest::seglog::{Damage, LogVisitor, Missing, SegmentFile};
 
+use super::error::{io_err, BufferError};
+use super::metrics::BufferMetrics;
+use super::pos::Pos;
 use super::scan::{DamageKind, SegmentScan};
-use super::{io_err, BufferError, BufferMetrics, Pos, Recovery, Seg};
+use super::state::Seg;
+
+/// What start-up found in the buffer.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Records not yet acknowledged.
+    pub unacked_records: u64,
+    /// Their items, by signal (traces, logs, metrics).
+    pub unacked_items: [u64; 3],
+    /// Damaged stretches skipped.
+    pub damaged: u64,
+    /// Latest position of each tailed file found in the buffer.
+    pub positions: HashMap<u64, u64>,
+}
 
 /// State of start-up recovery over all segments.
 pub(super) struct Recover<'a> {

@@ -8,7 +8,7 @@ use lookout_ingest::seglog::{self, SeqCursor};
 use serde::Serialize;
 
 use super::format::{self, FRAMING};
-use super::Pos;
+use super::pos::Pos;
 
 pub use lookout_ingest::seglog::{Damage, DamageKind};
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lookout_config::{FsyncPolicy, WhenFull};
+use prometheus::Registry;
 
 use lookout_ingest::seglog::testkit::{self, Logs, Opened, Subject};
 

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use lookout_config::FsyncPolicy;
 use lookout_ingest::seglog::{self, Wait};
 
+use super::error::BufferError;
 use super::format::{self, FRAMING};
-use super::{Append, BufferError, Inner, Seg};
+use super::state::{Append, Inner, Seg};
 use crate::sink::SinkError;
 
 /// Most bytes written in one group commit.

@@ -4,7 +4,7 @@ use lookout_ingest::seglog::metrics::register as reg;
 use lookout_ingest::seglog::DamageCounters;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
-use super::FRAMING;
+use super::record::FRAMING;
 
 /// Self-metrics of the write-ahead log, registered by [`WalMetrics::register`]. Cheap to
 /// clone.

@@ -30,16 +30,17 @@
 //! `lookout_wal_quarantined_records_total` and logged, its LSN counts as done (so its
 //! segment is deleted in due course), and replay goes on.
 
+mod checkpoints;
+mod error;
 mod metrics;
 mod quarantine;
 mod read_back;
+mod record;
 mod replay;
 pub mod sink;
 mod writer;
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,120 +54,22 @@ use lookout_ingest::seglog;
 use lookout_ingest::signal::Signal;
 use lookout_ingest::Charge;
 
+pub use checkpoints::Checkpoints;
+use error::io_err;
+pub use error::WalError;
 pub use lookout_ingest::seglog::DamageKind;
 pub use metrics::WalMetrics;
-pub use quarantine::Quarantine;
+pub use quarantine::{default_quarantine_dir, Quarantine, QUARANTINE_DIR};
 pub use read_back::RecordReader;
+pub use record::{Dispatch, Record, WalPos, FRAMING};
 use replay::Replay;
+pub use writer::WalOptions;
 use writer::{create_segment, Append, WalWriter};
-
-/// The framing of WAL records and segment files.
-pub use lookout_ingest::seglog::WAL as FRAMING;
-
-/// Name of the quarantine directory, beside the WAL directory (`DATA_DIR/quarantine`).
-pub const QUARANTINE_DIR: &str = "quarantine";
-
-/// Errors of the write-ahead log.
-#[derive(Debug, thiserror::Error)]
-pub enum WalError {
-    /// An I/O error on a WAL file.
-    #[error("write-ahead log i/o error on {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-    /// The writer thread is gone (shutting down).
-    #[error("write-ahead log is closed")]
-    Closed,
-    /// The log's sequence numbers are used up: only a damaged or forged log gets near
-    /// 2^64 records.
-    #[error("write-ahead log sequence numbers are exhausted (last {0}); the log is damaged, move it aside")]
-    Exhausted(u64),
-}
-
-impl From<seglog::Error> for WalError {
-    fn from(e: seglog::Error) -> Self {
-        match e {
-            seglog::Error::Io { path, source } => WalError::Io { path, source },
-        }
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Per-signal durable checkpoints: the highest LSN of each signal that its store has made
-/// durable on its own. LSNs start at 1; 0 means nothing.
-#[derive(Debug, Default)]
-pub struct Checkpoints([AtomicU64; 3]);
-
-impl Checkpoints {
-    /// The checkpoint of `signal`.
-    pub fn get(&self, signal: Signal) -> u64 {
-        self.0[signal.index()].load(Ordering::Acquire)
-    }
-    /// Raise the checkpoint of `signal` to `lsn` (never lowers it).
-    pub fn advance(&self, signal: Signal, lsn: u64) {
-        self.0[signal.index()].fetch_max(lsn, Ordering::AcqRel);
-    }
-}
-
-/// Where a record sits in the log: segment number and byte offset of its header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WalPos {
-    /// Segment number (the file `{segment:020}.wal`).
-    pub segment: u64,
-    /// Byte offset of the record in the segment.
-    pub offset: u64,
-}
-
-/// A record handed to the stores, in LSN order.
-pub struct Record {
-    /// Log sequence number.
-    pub lsn: u64,
-    /// Signal of the payload.
-    pub signal: Signal,
-    /// Protobuf export request; empty when `batch` is given.
-    pub payload: Bytes,
-    /// The decoded request, when the writer had it (not during replay).
-    pub batch: Option<Batch>,
-    /// The ingest budget the request holds (not during replay): dropping it once the
-    /// record is applied gives the budget back.
-    pub charge: Option<Charge>,
-    /// Where the record is in the log.
-    pub pos: WalPos,
-}
-
-/// Receives records in LSN order, once durable (or while replaying).
-pub type Dispatch = Box<dyn FnMut(Record) + Send>;
-
-/// Options of the WAL.
-#[derive(Debug, Clone)]
-pub struct WalOptions {
-    /// Start a new segment past this size.
-    pub segment_size: u64,
-    /// `fdatasync` before acknowledging.
-    pub fsync: bool,
-}
 
 /// Handle to the write-ahead log. Cloning shares the writer.
 #[derive(Clone)]
 pub struct Wal {
     tx: mpsc::Sender<Append>,
-}
-
-/// The quarantine directory of a WAL in `dir`: `quarantine` beside it.
-pub fn default_quarantine_dir(dir: &Path) -> PathBuf {
-    match dir.parent() {
-        Some(p) => p.join(QUARANTINE_DIR),
-        None => dir.join(QUARANTINE_DIR),
-    }
 }
 
 impl Wal {

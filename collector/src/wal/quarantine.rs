@@ -4,7 +4,20 @@ use std::path::{Path, PathBuf};
 
 use lookout_ingest::fsutil;
 
-use super::{Record, RecordReader, WalMetrics, WalPos};
+use super::metrics::WalMetrics;
+use super::read_back::RecordReader;
+use super::record::{Record, WalPos};
+
+/// Name of the quarantine directory, beside the WAL directory (`DATA_DIR/quarantine`).
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// The quarantine directory of a WAL in `dir`: `quarantine` beside it.
+pub fn default_quarantine_dir(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) => p.join(QUARANTINE_DIR),
+        None => dir.join(QUARANTINE_DIR),
+    }
+}
 
 /// The quarantine directory of poison records, and its counter. The stores are handed
 /// one at start-up and set aside what they cannot decode or apply.
@@ -27,10 +40,10 @@ impl Quarantine {
     }
 
     /// The quarantine of the WAL in `wal_dir`, in its default place
-    /// ([`super::default_quarantine_dir`]).
+    /// ([`default_quarantine_dir`]).
     pub fn beside(wal_dir: &Path, metrics: WalMetrics) -> Self {
         Self::new(
-            super::default_quarantine_dir(wal_dir),
+            default_quarantine_dir(wal_dir),
             wal_dir.to_path_buf(),
             metrics,
         )

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use lookout_ingest::seglog::{framings::WAL_HEADER_LEN, u32_at, u64_at};
 
-use super::{WalPos, FRAMING};
+use super::record::{WalPos, FRAMING};
 
 /// Reads records back from the WAL's segments. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -9,8 +9,12 @@ use lookout_ingest::seglog::{
 };
 use lookout_ingest::signal::Signal;
 
+use super::checkpoints::Checkpoints;
+use super::error::WalError;
+use super::metrics::WalMetrics;
+use super::quarantine::Quarantine;
+use super::record::{Dispatch, Record, WalPos, FRAMING};
 use super::writer::Segment;
-use super::{Checkpoints, Dispatch, Quarantine, Record, WalError, WalMetrics, WalPos, FRAMING};
 
 /// State of start-up replay over all segments.
 pub(super) struct Replay<'a> {

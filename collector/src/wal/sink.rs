@@ -5,7 +5,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use lookout_ingest::{IngestError, IngestSink, SinkRequest};
 
-use super::{Wal, WalError};
+use super::error::WalError;
+use super::Wal;
 
 /// The collector's sink: its write-ahead log. The request's budget charge travels with the
 /// record, and is given back when the store that applies it drops it (or at once, when

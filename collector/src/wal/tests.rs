@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use std::fs::{self, OpenOptions};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use lookout_ingest::seglog::testkit::{self, Logs, Opened, Subject};

@@ -15,7 +15,19 @@ use lookout_ingest::signal::Signal;
 use lookout_ingest::Charge;
 use tokio::sync::oneshot;
 
-use super::{Checkpoints, Dispatch, Record, WalError, WalMetrics, WalOptions, WalPos, FRAMING};
+use super::checkpoints::Checkpoints;
+use super::error::{io_err, WalError};
+use super::metrics::WalMetrics;
+use super::record::{Dispatch, Record, WalPos, FRAMING};
+
+/// Options of the WAL.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Start a new segment past this size.
+    pub segment_size: u64,
+    /// `fdatasync` before acknowledging.
+    pub fsync: bool,
+}
 
 /// Most bytes written in one group commit.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -163,13 +175,10 @@ impl WalWriter {
 
     fn write_group(&mut self, buf: &[u8]) -> Result<(), WalError> {
         let path = self.current.0.path.clone();
-        self.current
-            .1
-            .write_all(buf)
-            .map_err(super::io_err(&path))?;
+        self.current.1.write_all(buf).map_err(io_err(&path))?;
         if self.opts.fsync {
             let t = Instant::now();
-            self.current.1.sync_data().map_err(super::io_err(&path))?;
+            self.current.1.sync_data().map_err(io_err(&path))?;
             self.metrics
                 .fsync_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -184,7 +193,7 @@ impl WalWriter {
         let seq = self.current.0.seq + 1;
         let next = create_segment(&self.dir, seq)?;
         let old = std::mem::replace(&mut self.current, next);
-        old.1.sync_all().map_err(super::io_err(&old.0.path))?;
+        old.1.sync_all().map_err(io_err(&old.0.path))?;
         self.segments.push(old.0);
         self.update_gauges();
         self.maybe_truncate(true);

@@ -1,12 +1,11 @@
-//! Segment files: names, listing, creation, truncation and repair.
+//! Segment files: names, listing, creation and truncation.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use super::error::Error;
 use super::frame::Framing;
-use super::scan::{scan_segment, SegmentScan, SeqCursor};
-use super::Error;
 use crate::fsutil;
 
 /// A segment file: its number and path.
@@ -69,38 +68,4 @@ pub fn truncate(path: &Path, len: u64) -> io::Result<()> {
     let f = fs::OpenOptions::new().write(true).open(path)?;
     f.set_len(len)?;
     f.sync_all()
-}
-
-/// Rewrite a damaged segment with only its valid records (a torn tail is cut off; other
-/// damage goes through a temporary file, fsync and rename). Returns the scan of the
-/// segment as it was.
-pub fn repair_segment(framing: &'static Framing, path: &Path) -> io::Result<SegmentScan> {
-    let mut cursor = SeqCursor::new(framing.first_window);
-    let before = scan_segment(framing, path, &mut cursor, |_, _, _| {})?;
-    if before.damage.is_empty() {
-        return Ok(before);
-    }
-    if before.damage.len() == 1 && before.damage[0].tail {
-        truncate(path, before.damage[0].offset)?;
-    } else {
-        let data = fs::read(path)?;
-        let mut keep = Vec::with_capacity(data.len());
-        let mut at = 0u64;
-        for d in &before.damage {
-            keep.extend_from_slice(&data[at as usize..d.offset as usize]);
-            at = d.offset + d.len;
-        }
-        keep.extend_from_slice(&data[at.min(data.len() as u64) as usize..]);
-        let tmp = path.with_extension(format!("{}.tmp", framing.extension));
-        {
-            let mut f = fsutil::create_file(&tmp)?;
-            f.write_all(&keep)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-    }
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(before)
 }

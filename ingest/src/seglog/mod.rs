@@ -46,13 +46,16 @@
 //! truncated. A gap in segment numbers, or a jump in sequence numbers between segments
 //! that no damage explains, is `missing_segment`.
 
+pub mod classify;
 pub mod commit;
 pub mod damage;
+pub mod error;
 pub mod files;
 pub mod frame;
 pub mod framings;
 pub mod metrics;
 pub mod reader;
+pub mod repair;
 pub mod scan;
 
 #[cfg(any(test, feature = "testkit"))]
@@ -60,39 +63,14 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
-use std::io;
-use std::path::{Path, PathBuf};
-
+pub use classify::classify;
 pub use commit::{next_group, Wait};
-pub use damage::{classify, Damage, DamageKind};
-pub use files::{
-    create_segment, list_segments, repair_segment, segment_name, sync_dir, truncate, SegmentFile,
-};
+pub use damage::{Damage, DamageKind};
+pub use error::Error;
+pub use files::{create_segment, list_segments, segment_name, sync_dir, truncate, SegmentFile};
 pub use frame::{u32_at, u64_at, Flaw, Framing, Reasons, SeqWindow, FRAME_LEN, MAX_SEQ_JUMP};
 pub use framings::{BUFFER, WAL};
 pub use metrics::DamageCounters;
 pub use reader::{resync_budget, Next, SegmentReader};
+pub use repair::repair_segment;
 pub use scan::{scan_log, scan_segment, LogVisitor, Missing, SegmentScan, SeqCursor};
-
-/// Errors of segment-log files.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An I/O error on a segment file or the log's directory.
-    #[error("i/o error on {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl Error {
-    /// Wrap an I/O error on `path`.
-    pub fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}

@@ -3,11 +3,12 @@
 use std::fs;
 use std::path::Path;
 
-use super::damage::{classify, Damage};
+use super::classify::classify;
+use super::damage::Damage;
+use super::error::Error;
 use super::files::{truncate, SegmentFile};
 use super::frame::{u64_at, Framing, SeqWindow};
 use super::reader::{resync_budget, Next, SegmentReader};
-use super::Error;
 
 /// What is known of the sequence numbers before the next record: where resynchronisation
 /// looks for one.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::damage::DamageKind;
 use super::files::segment_name;
-use super::frame::Framing;
+use super::frame::{Framing, FRAME_LEN};
 
 /// Payload bytes of every record the tests write: `[seq as u8; PAYLOAD]`.
 pub const PAYLOAD: usize = 100;
@@ -138,7 +138,7 @@ pub fn damage(s: &impl Subject, path: &Path, r: usize, hit: Hit) {
         }
         Hit::BadTag => {
             d[at + s.tag_at()] = 0x7f;
-            let crc = crc32fast::hash(&d[at + super::FRAME_LEN..at + rec]);
+            let crc = crc32fast::hash(&d[at + FRAME_LEN..at + rec]);
             d[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         }
         Hit::ZeroRecord => d[at..at + rec].fill(0),
