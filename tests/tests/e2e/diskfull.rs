@@ -160,6 +160,10 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
     let msg = refused.text().await.unwrap_or_default();
     assert!(msg.contains("No space left on device"), "{msg}");
     // Refusals continue while the disk is full; the collector stays up and answers.
+    // The collector frees space by itself (WAL segments behind a checkpoint, merged
+    // index files), so top the disk up right before asking.
+    let topup = mnt.join("topup");
+    fill_up(&topup);
     assert_eq!(send(batch).await.status(), 503);
     assert_eq!(get_json(&c.api_url("/healthz")).await.0, 200);
     // Keep the disk full across several index commits (every 500 ms): they fail too.
@@ -167,6 +171,7 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
 
     // Free the space: within 30 s new batches are acknowledged again.
     std::fs::remove_file(&filler).expect("free");
+    std::fs::remove_file(&topup).expect("free");
     let started = Instant::now();
     poll(Duration::from_secs(30), "ingest resumes", || {
         let b = batch;
@@ -196,6 +201,20 @@ async fn a_full_disk_refuses_retryably_resumes_and_loses_nothing_acknowledged() 
     assert!(c.terminate().success());
     let c = Collector::start(&data, &["--config", &cfg_arg]);
     wait_all_found(&c, acked, traces_acked, "after the restart").await;
+}
+
+/// Append to `path` until the file system is full (to within a page).
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open top-up file");
+    for chunk in [1 << 20, 64 << 10, 4 << 10] {
+        let buf = vec![0u8; chunk];
+        while f.write_all(&buf).is_ok() {}
+    }
 }
 
 fn fs_free(path: &Path) -> u64 {
