@@ -503,6 +503,24 @@ const EXTERNAL_ERRORS: [(&str, &str); 2] = [
     ("PaymentDeclined", "card declined: insufficient funds"),
 ];
 
+/// `requests` trace requests as the load generator sends them with `args` (trace shape,
+/// batch, services, error and slow rates), from generator seed `seed`, the last trace
+/// ending now: for benchmarks of what stores them.
+pub fn trace_requests(args: &Args, seed: u64, requests: usize) -> Vec<ExportTraceServiceRequest> {
+    let args = Args {
+        signal: SignalArg::Traces,
+        ..args.clone()
+    };
+    let mut gen = Gen::new(&args, Rng(seed | 1), now_ns());
+    let mut out = Vec::with_capacity(requests);
+    while out.len() < requests {
+        if let Request::Traces(r) = gen.next_request(&args) {
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// Counts of what a generator produced.
 #[derive(Debug, Clone, Copy, Default)]
 struct GenStats {
