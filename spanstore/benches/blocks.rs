@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
     let reqs = requests();
     let buf = fill(&reqs);
     let spans = buf.len();
-    let bytes = buf.finish().expect("encode").expect("a block");
+    let bytes = buf.finish(1).expect("encode").expect("a block");
     let otlp: usize = reqs.iter().map(prost::Message::encoded_len).sum();
     eprintln!(
         "{spans} shop spans: block {} bytes = {:.1} bytes/span (OTLP protobuf {:.1} bytes/span); buffer {} MiB",
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(spans as u64));
     g.sample_size(10);
     g.bench_function("append", |b| b.iter(|| black_box(fill(&reqs).len())));
-    g.bench_function("encode", |b| b.iter(|| black_box(buf.finish())));
+    g.bench_function("encode", |b| b.iter(|| black_box(buf.finish(1))));
     g.finish();
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -5,7 +5,7 @@
 //! ```text
 //! file   := MAGIC chunk* footer footer_len:u32le footer_crc:u32le MAGIC
 //! chunk  := zstd frame of one column of one page, or of one block-wide section
-//! footer := version kind rows min_time max_time min_duration max_duration
+//! footer := version kind rows lsn min_time max_time min_duration max_duration
 //!           sections: count (id ref)*          -- dictionaries, trace index, filter
 //!           pages:    count (rows ncols ref*)* -- one ref per column
 //! ref    := offset len raw_len crc32(frame)    -- varints, crc u32le
@@ -95,6 +95,9 @@ pub struct Footer {
     pub kind: Kind,
     /// Rows in all pages.
     pub rows: u64,
+    /// Highest WAL sequence number whose data the block holds (the store's checkpoint is
+    /// the highest of its blocks').
+    pub lsn: u64,
     /// Row statistics.
     pub stats: Stats,
     /// Block-wide sections by id (schema-defined).
@@ -181,6 +184,7 @@ impl Footer {
         put_varint(&mut out, FORMAT_VERSION);
         out.push(self.kind as u8);
         put_varint(&mut out, self.rows);
+        put_varint(&mut out, self.lsn);
         for v in [
             self.stats.min_time,
             self.stats.max_time,
@@ -216,6 +220,7 @@ impl Footer {
         let kind = Kind::from_u8(c.u8().map_err(m)?)
             .ok_or_else(|| BlockErrorKind::Malformed("footer: unknown block kind".into()))?;
         let rows = c.varint().map_err(m)?;
+        let lsn = c.varint().map_err(m)?;
         let mut stat = || c.varint();
         let stats = Stats {
             min_time: stat().map_err(m)?,
@@ -268,6 +273,7 @@ impl Footer {
         Ok(Footer {
             kind,
             rows,
+            lsn,
             stats,
             sections,
             pages,
@@ -302,6 +308,7 @@ impl BlockBuilder {
             footer: Footer {
                 kind,
                 rows: 0,
+                lsn: 0,
                 stats: Stats::default(),
                 sections: Vec::new(),
                 pages: Vec::new(),
@@ -343,9 +350,10 @@ impl BlockBuilder {
         Ok(())
     }
 
-    /// The finished file's bytes.
-    pub fn finish(mut self, stats: Stats) -> Vec<u8> {
+    /// The finished file's bytes, with the rows' statistics and the WAL position covered.
+    pub fn finish(mut self, stats: Stats, lsn: u64) -> Vec<u8> {
         self.footer.stats = stats;
+        self.footer.lsn = lsn;
         let footer = self.footer.encode();
         self.buf.extend_from_slice(&footer);
         self.buf
@@ -486,12 +494,15 @@ mod tests {
         b.section(7, b"dictionary").unwrap();
         b.page(2, &[b"ab", b"cd"]).unwrap();
         b.page(1, &[b"e", b""]).unwrap();
-        b.finish(Stats {
-            min_time: 5,
-            max_time: 9,
-            min_duration: 1,
-            max_duration: 3,
-        })
+        b.finish(
+            Stats {
+                min_time: 5,
+                max_time: 9,
+                min_duration: 1,
+                max_duration: 3,
+            },
+            11,
+        )
     }
 
     #[test]
@@ -501,6 +512,7 @@ mod tests {
         let f = read_footer(bytes.as_slice(), p).unwrap();
         assert_eq!(f.kind, Kind::Spans);
         assert_eq!(f.rows, 3);
+        assert_eq!(f.lsn, 11);
         assert_eq!(f.stats.max_time, 9);
         assert_eq!(f.page_starts(), vec![0, 2, 3]);
         let what = || "x".to_string();

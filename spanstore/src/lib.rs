@@ -14,6 +14,8 @@ pub mod block;
 pub mod bloom;
 pub mod codec;
 pub mod spans;
+pub mod store;
 
 pub use block::{BlockError, BlockErrorKind};
 pub use spans::{SpanBlock, SpanBuffer, StoredSpan};
+pub use store::{SpanStore, StoreStats, TraceLookup};

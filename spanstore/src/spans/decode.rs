@@ -15,6 +15,8 @@ use crate::block::{read_chunk, read_footer, BlockError, ChunkRef, Footer, Kind, 
 use crate::bloom::{trace_hash, Bloom};
 use crate::codec::{unzigzag, Cursor, Malformed};
 
+use super::buffer::SpanBuffer;
+
 use super::{Col, Section, ValueTag, COLUMNS};
 
 /// A resource or scope as stored, with the schema URL it came with.
@@ -267,19 +269,6 @@ impl SpanBlock {
 }
 
 impl<S: Source + ?Sized> Context<'_, S> {
-    fn str(&self, id: u64, what: &'static str) -> Result<String, Malformed> {
-        let i = usize::try_from(id)
-            .ok()
-            .filter(|&i| i < self.dict.len())
-            .ok_or(Malformed { what, at: 0 })?;
-        std::str::from_utf8(self.dict.get(i))
-            .map(str::to_string)
-            .map_err(|_| Malformed {
-                what: "dictionary string not UTF-8",
-                at: i,
-            })
-    }
-
     fn resource(&mut self, id: usize) -> Result<Arc<TableEntry<Option<Resource>>>, Malformed> {
         let bad = Malformed {
             what: "resource id out of range",
@@ -402,10 +391,10 @@ impl<S: Source + ?Sized> Context<'_, S> {
             let mut attributes = Vec::with_capacity(if keep { nattrs } else { 0 });
             for _ in 0..nattrs {
                 let key = c[Col::AttrKeys as usize].varint()?;
-                let value = self.value(&mut c[Col::AttrValues as usize], keep)?;
+                let value = value(&mut c[Col::AttrValues as usize], keep, &self.dict)?;
                 if keep {
                     attributes.push(KeyValue {
-                        key: self.str(key, "attribute key id out of range")?,
+                        key: self.dict.string(key, "attribute key id out of range")?,
                         value,
                         key_strindex: 0,
                     });
@@ -426,7 +415,7 @@ impl<S: Source + ?Sized> Context<'_, S> {
             span.trace_id = trace_id.to_vec();
             span.span_id = span_id.to_vec();
             span.parent_span_id = parent;
-            span.name = self.str(name_id, "name id out of range")?;
+            span.name = self.dict.string(name_id, "name id out of range")?;
             span.kind = i32::try_from(kind).map_err(|_| Malformed {
                 what: "kind out of range",
                 at: i,
@@ -443,7 +432,9 @@ impl<S: Source + ?Sized> Context<'_, S> {
                         what: "status out of range",
                         at: i,
                     })?,
-                    message: self.str(message_id, "status message id out of range")?,
+                    message: self
+                        .dict
+                        .string(message_id, "status message id out of range")?,
                 }),
             };
             let res = usize::try_from(res).unwrap_or(usize::MAX);
@@ -464,64 +455,198 @@ impl<S: Source + ?Sized> Context<'_, S> {
         }
         Ok(())
     }
+}
 
-    /// One attribute value; built only when `keep`.
-    fn value(&self, c: &mut Cursor<'_>, keep: bool) -> Result<Option<AnyValue>, Malformed> {
-        let tag = c.u8()?;
-        let v = |v| Ok(Some(AnyValue { value: v }));
-        match tag {
-            t if t == ValueTag::Absent as u8 => Ok(None),
-            t if t == ValueTag::Empty as u8 => v(None),
-            t if t == ValueTag::Str as u8 => {
-                let id = c.varint()?;
-                if !keep {
-                    return Ok(None);
-                }
-                v(Some(V::StringValue(
-                    self.str(id, "string value id out of range")?,
-                )))
+/// Resources or scopes by id: the encoded value (see `buffer::present`) and schema URL.
+pub(super) trait Table {
+    /// Entry `id`, if there is one.
+    fn entry(&self, id: usize) -> Option<(&[u8], &[u8])>;
+}
+
+impl Table for Entries {
+    fn entry(&self, id: usize) -> Option<(&[u8], &[u8])> {
+        (2 * id + 1 < self.len()).then(|| (self.get(2 * id), self.get(2 * id + 1)))
+    }
+}
+
+/// Strings by dictionary id.
+pub(super) trait Strings {
+    /// String `id`, or `what` when there is none.
+    fn string(&self, id: u64, what: &'static str) -> Result<String, Malformed>;
+}
+
+impl Strings for Entries {
+    fn string(&self, id: u64, what: &'static str) -> Result<String, Malformed> {
+        let i = usize::try_from(id)
+            .ok()
+            .filter(|&i| i < self.len())
+            .ok_or(Malformed { what, at: 0 })?;
+        std::str::from_utf8(self.get(i))
+            .map(str::to_string)
+            .map_err(|_| Malformed {
+                what: "dictionary string not UTF-8",
+                at: i,
+            })
+    }
+}
+
+/// One attribute value; built only when `keep`.
+pub(super) fn value(
+    c: &mut Cursor<'_>,
+    keep: bool,
+    strings: &impl Strings,
+) -> Result<Option<AnyValue>, Malformed> {
+    let tag = c.u8()?;
+    let v = |v| Ok(Some(AnyValue { value: v }));
+    match tag {
+        t if t == ValueTag::Absent as u8 => Ok(None),
+        t if t == ValueTag::Empty as u8 => v(None),
+        t if t == ValueTag::Str as u8 => {
+            let id = c.varint()?;
+            if !keep {
+                return Ok(None);
             }
-            t if t == ValueTag::False as u8 => v(Some(V::BoolValue(false))),
-            t if t == ValueTag::True as u8 => v(Some(V::BoolValue(true))),
-            t if t == ValueTag::Int as u8 => v(Some(V::IntValue(unzigzag(c.varint()?)))),
-            t if t == ValueTag::Double as u8 => {
-                v(Some(V::DoubleValue(f64::from_bits(c.u64_le()?))))
-            }
-            t if t == ValueTag::Other as u8 => {
-                let b = c.bytes()?;
-                if !keep {
-                    return Ok(None);
-                }
-                AnyValue::decode(b).map(Some).map_err(|_| Malformed {
-                    what: "attribute value not an AnyValue",
-                    at: 0,
-                })
-            }
-            _ => Err(Malformed {
-                what: "unknown value tag",
-                at: usize::from(tag),
-            }),
+            v(Some(V::StringValue(
+                strings.string(id, "string value id out of range")?,
+            )))
         }
+        t if t == ValueTag::False as u8 => v(Some(V::BoolValue(false))),
+        t if t == ValueTag::True as u8 => v(Some(V::BoolValue(true))),
+        t if t == ValueTag::Int as u8 => v(Some(V::IntValue(unzigzag(c.varint()?)))),
+        t if t == ValueTag::Double as u8 => v(Some(V::DoubleValue(f64::from_bits(c.u64_le()?)))),
+        t if t == ValueTag::Other as u8 => {
+            let b = c.bytes()?;
+            if !keep {
+                return Ok(None);
+            }
+            AnyValue::decode(b).map(Some).map_err(|_| Malformed {
+                what: "attribute value not an AnyValue",
+                at: 0,
+            })
+        }
+        _ => Err(Malformed {
+            what: "unknown value tag",
+            at: usize::from(tag),
+        }),
     }
 }
 
 /// Entry `id` of a resource or scope table.
-fn table_entry<T: Message + Default>(
-    table: &Entries,
+pub(super) fn table_entry<T: Message + Default>(
+    table: &impl Table,
     id: usize,
     what: &'static str,
 ) -> Result<TableEntry<Option<T>>, Malformed> {
-    let encoded = table.get(2 * id);
+    let (encoded, schema_url) = table.entry(id).ok_or(Malformed { what, at: id })?;
     let value = match encoded.split_first() {
         None => None,
         Some((1, m)) => Some(T::decode(m).map_err(|_| Malformed { what, at: id })?),
         Some(_) => return Err(Malformed { what, at: id }),
     };
-    let schema_url = std::str::from_utf8(table.get(2 * id + 1))
+    let schema_url = std::str::from_utf8(schema_url)
         .map_err(|_| Malformed {
             what: "schema URL not UTF-8",
             at: id,
         })?
         .to_string();
     Ok(TableEntry { value, schema_url })
+}
+
+impl Strings for super::buffer::Dict {
+    fn string(&self, id: u64, what: &'static str) -> Result<String, Malformed> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.strings.get(i))
+            .map(|s| s.to_string())
+            .ok_or(Malformed { what, at: 0 })
+    }
+}
+
+impl Table for super::buffer::Table {
+    fn entry(&self, id: usize) -> Option<(&[u8], &[u8])> {
+        self.entries
+            .get(id)
+            .map(|(encoded, url)| (encoded.as_slice(), url.as_bytes()))
+    }
+}
+
+impl SpanBuffer {
+    /// Every span of `trace_id` the buffer holds, by start (spans with equal starts in the
+    /// order they came), as a block would give them back.
+    pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, Malformed> {
+        let mut rows: Vec<usize> = (0..self.len())
+            .filter(|&r| self.trace_ids[r] == *trace_id)
+            .collect();
+        rows.sort_by_key(|&r| (self.starts[r], r));
+        let mut resources = std::collections::HashMap::new();
+        let mut scopes = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let extras = self.extras_of(r);
+            let mut span = if extras.is_empty() {
+                Span::default()
+            } else {
+                Span::decode(extras).map_err(|_| Malformed {
+                    what: "extras not a span",
+                    at: r,
+                })?
+            };
+            span.trace_id = trace_id.to_vec();
+            span.span_id = self.span_ids[r].to_vec();
+            span.parent_span_id = if self.parents[r] == [0; 8] {
+                Vec::new()
+            } else {
+                self.parents[r].to_vec()
+            };
+            span.name = self.dict.string(u64::from(self.names[r]), "name id")?;
+            span.kind = self.kinds[r];
+            span.start_time_unix_nano = self.starts[r];
+            span.end_time_unix_nano = self.ends[r];
+            span.status = match self.statuses[r] {
+                0 => None,
+                s => Some(Status {
+                    code: i32::try_from(unzigzag(s - 1)).unwrap_or_default(),
+                    message: self
+                        .dict
+                        .string(u64::from(self.status_messages[r]), "status message id")?,
+                }),
+            };
+            let attrs = self.attr_range(r);
+            if !attrs.is_empty() {
+                let mut list = Vec::with_capacity(attrs.len());
+                for a in attrs {
+                    list.push(KeyValue {
+                        key: self.dict.string(u64::from(self.attr_keys[a]), "key id")?,
+                        value: value(&mut Cursor::new(self.attr_value(a)), true, &self.dict)?,
+                        key_strindex: 0,
+                    });
+                }
+                span.attributes = list;
+            }
+            let res = self.resource_ids[r] as usize;
+            let resource = match resources.get(&res) {
+                Some(e) => Arc::clone(e),
+                None => {
+                    let e = Arc::new(table_entry(&self.resources, res, "resource")?);
+                    resources.insert(res, e.clone());
+                    e
+                }
+            };
+            let sc = self.scope_ids[r] as usize;
+            let scope = match scopes.get(&sc) {
+                Some(e) => Arc::clone(e),
+                None => {
+                    let e = Arc::new(table_entry(&self.scopes, sc, "scope")?);
+                    scopes.insert(sc, e.clone());
+                    e
+                }
+            };
+            out.push(StoredSpan {
+                resource,
+                scope,
+                span,
+            });
+        }
+        Ok(out)
+    }
 }

@@ -12,9 +12,9 @@ use super::buffer::SpanBuffer;
 use super::{Col, Section, COLUMNS, MAX_PAGE_ROWS, PAGE_ROWS};
 
 impl SpanBuffer {
-    /// Encode every row as one block (the file's bytes), sorted by trace id then start.
-    /// `None` when the buffer is empty.
-    pub fn finish(&self) -> std::io::Result<Option<Vec<u8>>> {
+    /// Encode every row as one block (the file's bytes), sorted by trace id then start,
+    /// covering the WAL through `lsn`. `None` when the buffer is empty.
+    pub fn finish(&self, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
         if self.is_empty() {
             return Ok(None);
         }
@@ -49,12 +49,15 @@ impl SpanBuffer {
             max_d = max_d.max(d);
         }
         let stats = self.stats();
-        Ok(Some(b.finish(Stats {
-            min_time: stats.min_start,
-            max_time: stats.max_start,
-            min_duration: min_d,
-            max_duration: max_d,
-        })))
+        Ok(Some(b.finish(
+            Stats {
+                min_time: stats.min_start,
+                max_time: stats.max_start,
+                min_duration: min_d,
+                max_duration: max_d,
+            },
+            lsn,
+        )))
     }
 
     /// Where the page starting at sorted row `at` ends: at the first trace boundary past

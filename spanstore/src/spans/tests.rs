@@ -190,7 +190,7 @@ fn build(reqs: &[ResourceSpans]) -> Vec<u8> {
     for rs in reqs {
         buf.push_resource_spans(rs);
     }
-    buf.finish().unwrap().unwrap()
+    buf.finish(1).unwrap().unwrap()
 }
 
 #[test]
@@ -233,18 +233,27 @@ fn every_span_reads_back_exactly_and_by_trace_id() {
     let sample = (0..traces.len())
         .step_by(97)
         .chain([long, traces.len() - 1]);
-    for run in sample.map(|i| traces[i]) {
+    for run in sample.clone().map(|i| traces[i]) {
         let id: [u8; 16] = run[0].span.trace_id.as_slice().try_into().unwrap();
         let got = block.trace(bytes.as_slice(), &id).unwrap();
         assert_eq!(got.as_slice(), run);
     }
     assert!(block.trace(bytes.as_slice(), &[1; 16]).unwrap().is_empty());
+    // The buffer answers the same before it is cut into a block.
+    let mut buf = SpanBuffer::new();
+    for rs in &reqs {
+        buf.push_resource_spans(rs);
+    }
+    for run in sample.clone().map(|i| traces[i]) {
+        let id: [u8; 16] = run[0].span.trace_id.as_slice().try_into().unwrap();
+        assert_eq!(buf.trace(&id).unwrap().as_slice(), run);
+    }
 }
 
 #[test]
 fn an_empty_buffer_makes_no_block_and_bad_ids_are_counted() {
     let mut buf = SpanBuffer::new();
-    assert!(buf.finish().unwrap().is_none());
+    assert!(buf.finish(1).unwrap().is_none());
     buf.push_resource_spans(&ResourceSpans {
         scope_spans: vec![ScopeSpans {
             spans: vec![Span {

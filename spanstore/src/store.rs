@@ -1,0 +1,463 @@
+//! Span partitions on disk and the head being filled.
+//!
+//! ```text
+//! <dir>/<partition start, Unix s>/<sequence, 20 digits>.blk
+//! ```
+//!
+//! Partitions are keyed by ingest time, as every store of the collector is, so retention
+//! removes whole directories. One writer at a time fills the *head*, an in-memory
+//! [`SpanBuffer`]; [`SpanStore::cut`] encodes it into a block, writes it durably and makes
+//! it part of its partition. Lookups read the head, a head being cut, and the blocks whose
+//! filter may hold the trace, so what was written is found at once, durable or not; what
+//! is not durable yet is still in the WAL, and the checkpoint ([`SpanStore::checkpoint`])
+//! only passes what blocks hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lookout_proto::otlp::trace::v1::ResourceSpans;
+use parking_lot::{Mutex, RwLock};
+
+use crate::block::{write_durably, BlockError};
+use crate::spans::{BufferStats, SpanBlock, SpanBuffer, StoredSpan};
+
+/// File name extension of blocks.
+const BLOCK_EXT: &str = "blk";
+
+/// One block of a partition.
+#[derive(Debug)]
+pub struct BlockFile {
+    /// The open block (footer and filter).
+    pub block: SpanBlock,
+    /// Its size on disk.
+    pub bytes: u64,
+}
+
+/// One partition: its blocks, and those that could not be opened.
+#[derive(Debug, Default)]
+struct Partition {
+    blocks: Vec<Arc<BlockFile>>,
+    unreadable: Vec<Arc<BlockError>>,
+}
+
+/// The buffer being filled and the partition it belongs to.
+#[derive(Debug)]
+struct Head {
+    key: i64,
+    buf: SpanBuffer,
+}
+
+/// What the store holds, for gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Spans in blocks.
+    pub spans: u64,
+    /// Bytes of blocks on disk.
+    pub bytes: u64,
+    /// Blocks.
+    pub blocks: usize,
+    /// Partitions.
+    pub partitions: usize,
+    /// Blocks that could not be opened.
+    pub unreadable: usize,
+    /// Spans in the head (not in a block yet).
+    pub head_spans: u64,
+    /// Memory the head holds.
+    pub head_bytes: u64,
+}
+
+/// The spans of a trace, and the blocks that could not be read for it.
+#[derive(Debug, Default)]
+pub struct TraceLookup {
+    /// Every span found, blocks first (oldest first), then the head.
+    pub spans: Vec<StoredSpan>,
+    /// Blocks that may hold spans of the trace but could not be read.
+    pub unreadable: Vec<Arc<BlockError>>,
+}
+
+/// The span store; see the module documentation.
+#[derive(Debug)]
+pub struct SpanStore {
+    dir: PathBuf,
+    width_secs: i64,
+    partitions: RwLock<BTreeMap<i64, Partition>>,
+    /// The head, and a head being cut (readable until its block is in place).
+    head: RwLock<(Option<Head>, Option<Arc<SpanBuffer>>)>,
+    /// Sequence number of the next block.
+    next_seq: Mutex<u64>,
+}
+
+impl SpanStore {
+    /// Open the store in `dir` (created if missing), partitions `width_secs` wide. Blocks
+    /// that cannot be opened are kept, named in lookups and in [`Self::unreadable`];
+    /// leftovers of an interrupted write are removed.
+    pub fn open(dir: &Path, width_secs: i64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut partitions = BTreeMap::new();
+        let mut next_seq = 1;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let mut part = Partition::default();
+            let mut files: Vec<(u64, PathBuf)> = Vec::new();
+            for f in std::fs::read_dir(entry.path())? {
+                let path = f?.path();
+                match path.extension().and_then(|e| e.to_str()) {
+                    Some(BLOCK_EXT) => {
+                        let seq = path
+                            .file_stem()
+                            .and_then(|s| s.to_str())
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        files.push((seq, path));
+                    }
+                    Some("tmp") => {
+                        // A block whose write did not finish: its spans are still in the WAL.
+                        tracing::info!(file = %path.display(), "removing an unfinished block");
+                        std::fs::remove_file(&path)?;
+                    }
+                    _ => {}
+                }
+            }
+            files.sort();
+            for (seq, path) in files {
+                next_seq = next_seq.max(seq + 1);
+                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                match SpanBlock::open(&path) {
+                    Ok(block) => part.blocks.push(Arc::new(BlockFile { block, bytes })),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a span block cannot be read; lookups name it and answer from the rest");
+                        part.unreadable.push(Arc::new(e));
+                    }
+                }
+            }
+            partitions.insert(key, part);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            width_secs: width_secs.max(1),
+            partitions: RwLock::new(partitions),
+            head: RwLock::new((None, None)),
+            next_seq: Mutex::new(next_seq),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start of the partition that holds ingest time `unix_secs`.
+    pub fn key_for(&self, unix_secs: i64) -> i64 {
+        unix_secs.div_euclid(self.width_secs) * self.width_secs
+    }
+
+    /// Highest WAL sequence number that blocks hold.
+    pub fn checkpoint(&self) -> u64 {
+        self.partitions
+            .read()
+            .values()
+            .flat_map(|p| &p.blocks)
+            .map(|b| b.block.footer().lsn)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Start filling a head for partition `key`, dropping any head there was.
+    pub fn start_head(&self, key: i64) {
+        self.head.write().0 = Some(Head {
+            key,
+            buf: SpanBuffer::new(),
+        });
+    }
+
+    /// Drop the head and what it holds (its writer failed; its spans will be written
+    /// again from the WAL).
+    pub fn discard_head(&self) {
+        self.head.write().0 = None;
+    }
+
+    /// Add spans to the head; `false` when there is no head.
+    pub fn append(&self, rs: &ResourceSpans) -> bool {
+        match self.head.write().0.as_mut() {
+            Some(h) => {
+                h.buf.push_resource_spans(rs);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the head holds.
+    pub fn head_stats(&self) -> Option<BufferStats> {
+        self.head.read().0.as_ref().map(|h| h.buf.stats())
+    }
+
+    /// Cut the head into a block covering the WAL through `lsn`, write it durably and add
+    /// it to its partition; the head starts empty again. Nothing is written when the head
+    /// is empty. On failure the head's spans are dropped (the caller writes them again
+    /// from the WAL).
+    pub fn cut(&self, lsn: u64) -> Result<Option<PathBuf>, BlockError> {
+        let (key, buf) = {
+            let mut guard = self.head.write();
+            let (head, sealed) = &mut *guard;
+            let Some(h) = head.as_mut() else {
+                return Ok(None);
+            };
+            if h.buf.is_empty() {
+                return Ok(None);
+            }
+            let buf = Arc::new(std::mem::take(&mut h.buf));
+            *sealed = Some(buf.clone());
+            (h.key, buf)
+        };
+        let written = self.write_block(key, &buf, lsn);
+        // The block (if any) and the end of the sealed head become visible together.
+        let mut parts = self.partitions.write();
+        let mut head = self.head.write();
+        head.1 = None;
+        let file = written?;
+        let path = file.block.path().to_path_buf();
+        parts.entry(key).or_default().blocks.push(Arc::new(file));
+        Ok(Some(path))
+    }
+
+    fn write_block(&self, key: i64, buf: &SpanBuffer, lsn: u64) -> Result<BlockFile, BlockError> {
+        let seq = {
+            let mut next = self.next_seq.lock();
+            let seq = *next;
+            *next += 1;
+            seq
+        };
+        let dir = self.dir.join(key.to_string());
+        let path = dir.join(format!("{seq:020}.{BLOCK_EXT}"));
+        let io = |e: std::io::Error| BlockError::new(&path, e);
+        let bytes = buf.finish(lsn).map_err(io)?.unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        write_durably(&path, &bytes).map_err(io)?;
+        let block = SpanBlock::read(bytes.as_slice(), &path)?;
+        Ok(BlockFile {
+            block,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Every span of `trace_id`: in the blocks whose filter may hold it, in a head being
+    /// cut, and in the head.
+    pub fn trace(&self, trace_id: &[u8; 16]) -> TraceLookup {
+        let mut out = TraceLookup::default();
+        let (blocks, unreadable): (Vec<Arc<BlockFile>>, Vec<Arc<BlockError>>) = {
+            let parts = self.partitions.read();
+            (
+                parts
+                    .values()
+                    .flat_map(|p| &p.blocks)
+                    .filter(|b| b.block.may_contain(trace_id))
+                    .cloned()
+                    .collect(),
+                parts
+                    .values()
+                    .flat_map(|p| &p.unreadable)
+                    .cloned()
+                    .collect(),
+            )
+        };
+        out.unreadable = unreadable;
+        for b in blocks {
+            let read = std::fs::File::open(b.block.path())
+                .map_err(|e| BlockError::new(b.block.path(), e))
+                .and_then(|f| b.block.trace(&f, trace_id));
+            match read {
+                Ok(spans) => out.spans.extend(spans),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a span block cannot be read; the trace is answered without it");
+                    out.unreadable.push(Arc::new(e));
+                }
+            }
+        }
+        let head = self.head.read();
+        for buf in head
+            .1
+            .iter()
+            .map(|b| b.as_ref())
+            .chain(head.0.as_ref().map(|h| &h.buf))
+        {
+            match buf.trace(trace_id) {
+                Ok(spans) => out.spans.extend(spans),
+                Err(e) => tracing::error!(error = %e, "reading spans from memory failed"),
+            }
+        }
+        out
+    }
+
+    /// Blocks that could not be opened.
+    pub fn unreadable(&self) -> Vec<Arc<BlockError>> {
+        self.partitions
+            .read()
+            .values()
+            .flat_map(|p| &p.unreadable)
+            .cloned()
+            .collect()
+    }
+
+    /// Remove the partitions that ended before `cutoff_secs`, except `keep`; how many went.
+    pub fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
+        let doomed: Vec<i64> = self
+            .partitions
+            .read()
+            .keys()
+            .copied()
+            .filter(|k| k.saturating_add(self.width_secs) <= cutoff_secs && Some(*k) != keep)
+            .collect();
+        for key in &doomed {
+            self.partitions.write().remove(key);
+            let path = self.dir.join(key.to_string());
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(partition = %path.display(), "removed span partition past retention")
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %path.display(), error = %e, "cannot remove span partition")
+                }
+            }
+        }
+        doomed.len()
+    }
+
+    /// What the store holds.
+    pub fn stats(&self) -> StoreStats {
+        let parts = self.partitions.read();
+        let mut s = StoreStats {
+            partitions: parts.len(),
+            ..StoreStats::default()
+        };
+        for p in parts.values() {
+            s.unreadable += p.unreadable.len();
+            for b in &p.blocks {
+                s.blocks += 1;
+                s.spans += b.block.footer().rows;
+                s.bytes += b.bytes;
+            }
+        }
+        if let Some(h) = self.head_stats() {
+            s.head_spans = h.rows as u64;
+            s.head_bytes = h.bytes as u64;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use lookout_proto::otlp::trace::v1::{ScopeSpans, Span};
+
+    use super::*;
+
+    fn spans(trace: u8, n: u8) -> ResourceSpans {
+        ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n)
+                    .map(|i| Span {
+                        trace_id: vec![trace; 16],
+                        span_id: vec![i + 1; 8],
+                        name: format!("op{i}"),
+                        start_time_unix_nano: 1_000 + u64::from(i),
+                        end_time_unix_nano: 2_000,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spans_are_found_in_the_head_in_blocks_and_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), 3600).unwrap();
+        assert!(!store.append(&spans(1, 1)), "no head yet");
+        store.start_head(7200);
+        assert!(store.append(&spans(1, 3)));
+        assert_eq!(store.trace(&[1; 16]).spans.len(), 3);
+        let path = store.cut(5).unwrap().unwrap();
+        assert!(
+            path.starts_with(dir.path().join("7200")),
+            "{}",
+            path.display()
+        );
+        assert_eq!(store.checkpoint(), 5);
+        assert!(
+            store.cut(6).unwrap().is_none(),
+            "an empty head makes no block"
+        );
+        store.append(&spans(1, 2));
+        store.append(&spans(2, 1));
+        // Two from the block, two from the head.
+        assert_eq!(store.trace(&[1; 16]).spans.len(), 5);
+        store.cut(9).unwrap();
+        let stats = store.stats();
+        assert_eq!((stats.blocks, stats.spans, stats.partitions), (2, 6, 1));
+        drop(store);
+
+        let store = SpanStore::open(dir.path(), 3600).unwrap();
+        assert_eq!(store.checkpoint(), 9);
+        let found = store.trace(&[1; 16]);
+        assert_eq!(found.spans.len(), 5);
+        assert!(found.unreadable.is_empty());
+        assert_eq!(store.trace(&[2; 16]).spans.len(), 1);
+        assert!(store.trace(&[3; 16]).spans.is_empty());
+        // A new block does not overwrite an old one.
+        store.start_head(7200);
+        store.append(&spans(3, 1));
+        let p = store.cut(10).unwrap().unwrap();
+        assert!(p.ends_with("00000000000000000003.blk"), "{}", p.display());
+        assert_eq!(store.remove_older_than(7200 + 3600, None), 1);
+        assert!(store.trace(&[1; 16]).spans.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_block_is_named_and_the_rest_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), 3600).unwrap();
+        store.start_head(0);
+        store.append(&spans(1, 2));
+        let first = store.cut(1).unwrap().unwrap();
+        store.append(&spans(1, 1));
+        store.cut(2).unwrap();
+        drop(store);
+        let mut bytes = std::fs::read(&first).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        std::fs::write(&first, bytes).unwrap();
+        std::fs::write(dir.path().join("0").join("00000000000000000009.tmp"), b"x").unwrap();
+
+        let store = SpanStore::open(dir.path(), 3600).unwrap();
+        let found = store.trace(&[1; 16]);
+        assert_eq!(found.spans.len(), 1);
+        assert_eq!(found.unreadable.len(), 1);
+        assert!(
+            found.unreadable[0]
+                .to_string()
+                .contains(&first.display().to_string()),
+            "{}",
+            found.unreadable[0]
+        );
+        assert!(!dir
+            .path()
+            .join("0")
+            .join("00000000000000000009.tmp")
+            .exists());
+    }
+}
