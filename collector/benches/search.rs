@@ -9,7 +9,9 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion};
 use lookout_agent::loadgen::SERVICES;
 use lookout_collector::store::logs::LogQuery;
-use lookout_collector::store::partition::{PartitionMeta, PartitionedIndex, WriterOptions};
+use lookout_collector::store::partition::{
+    PartitionMeta, PartitionedIndex, TantivyWriter, WriterOptions,
+};
 use lookout_collector::store::{DocMapper, LogStore, SpanStore};
 use lookout_collector::traces::assemble::assemble;
 use lookout_ingest::batch::Batch;
@@ -127,22 +129,23 @@ fn span_batch(g: &mut Gen, ids: &[[u8; 16]], service: &str, t0: u64) -> Batch {
     })
 }
 
-fn build<M: DocMapper>(
+fn build<M: DocMapper<PartitionedIndex>>(
     idx: &PartitionedIndex,
     mut mapper: M,
     mut next: impl FnMut(u64) -> Option<Batch>,
 ) {
     let started = Instant::now();
-    let (part, mut writer) = idx.writer(0, 512 << 20, 2).expect("writer");
-    let mut meta = PartitionMeta {
+    let (part, writer) = idx.writer(0, 512 << 20, 2).expect("writer");
+    let meta = PartitionMeta {
         lsn: 0,
         min_ts: u64::MAX,
         max_ts: 0,
     };
+    let mut w = TantivyWriter { part, writer, meta };
     let mut docs = 0u64;
     let mut i = 0u64;
     while let Some(b) = next(i) {
-        docs += mapper.add(&b, &writer, &mut meta).expect("add").0;
+        docs += mapper.add(&b, &mut w).expect("add").docs;
         i += 1;
         if i.is_multiple_of(200) {
             eprintln!(
@@ -151,6 +154,11 @@ fn build<M: DocMapper>(
             );
         }
     }
+    let TantivyWriter {
+        part,
+        mut writer,
+        mut meta,
+    } = w;
     meta.lsn = 1;
     idx.commit(&part, &mut writer, meta).expect("commit");
     // The reader opens on the first search, after the merge: it sees the merged segments.
@@ -235,16 +243,22 @@ fn bench_logs(c: &mut Criterion) {
 fn bench_trace_lookup(c: &mut Criterion) {
     let n = env_count("LOOKOUT_BENCH_SPANS");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SpanStore::open(dir.path(), 3600, WriterOptions::default()).expect("open");
-    let idx = store.index().clone();
     let mut g = Gen(0x2545f4914f6cdd1d);
     let mut ids = Vec::new();
-    // Batches of 100 traces x 2 spans; each group of 100 traces spans 5 batches (n is
-    // rounded up to whole groups).
-    let mut group: Vec<[u8; 16]> = Vec::new();
-    build(&idx, store.mapper(None), |i| {
-        (i / 5 * 1000 < n).then(|| {
-            if i % 5 == 0 {
+    {
+        // Written straight into the block store, a block per 131072 spans as the
+        // collector cuts them by default.
+        let blocks =
+            lookout_spanstore::SpanStore::open(&dir.path().join("spanstore").join("spans"), 3600)
+                .expect("open");
+        blocks.start_head(0);
+        let started = Instant::now();
+        // Batches of 100 traces x 2 spans; each group of 100 traces spans 5 batches (n is
+        // rounded up to whole groups).
+        let mut group: Vec<[u8; 16]> = Vec::new();
+        let mut i = 0u64;
+        while i / 5 * 1000 < n {
+            if i.is_multiple_of(5) {
                 group = (0..100)
                     .map(|_| {
                         let mut id = [0u8; 16];
@@ -256,14 +270,33 @@ fn bench_trace_lookup(c: &mut Criterion) {
                 ids.extend_from_slice(&group);
             }
             let service = SERVICES[(i % 5) as usize];
-            span_batch(
+            let Batch::Traces(req) = span_batch(
                 &mut g,
                 &group,
                 service,
                 1_700_000_000_000_000_000 + i * 1000,
-            )
-        })
-    });
+            ) else {
+                unreachable!("span_batch makes spans");
+            };
+            for rs in &req.resource_spans {
+                blocks.append(rs);
+            }
+            if blocks.head_stats().is_some_and(|s| s.rows >= 131_072) {
+                blocks.cut(i + 1).expect("cut");
+            }
+            i += 1;
+        }
+        blocks.cut(i + 1).expect("cut");
+        let s = blocks.stats();
+        eprintln!(
+            "built {} spans in {} blocks ({:.1} bytes/span) in {:.1}s",
+            s.spans,
+            s.blocks,
+            s.bytes as f64 / s.spans as f64,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let store = SpanStore::open(dir.path(), 3600).expect("open");
     let mut k = 0usize;
     c.bench_function(&format!("trace_by_id_{n}_spans"), |b| {
         b.iter(|| {

@@ -1,13 +1,15 @@
 //! Start-up, wiring and shutdown of the collector, as a short composition of named stages:
 //!
 //! 1. [`Security::load`]: certificates and tokens of the three listeners;
-//! 2. [`Stores::open`]: the data directory and its indexes;
+//! 2. [`Stores::open`]: the data directory, its log and trace indexes and the span store;
 //! 3. [`Live::new`]: what is derived at ingest and read live (open traces, RED metrics,
 //!    the service graph, OTLP metrics for `/metrics`), and the alert engine over it;
-//! 4. [`serve_api`]: the query API (answers 503 on `/readyz` until step 6 is done);
+//! 4. [`serve_api`]: the query API (answers 503 on `/readyz` until step 7 is done);
 //! 5. [`StoreThreads::spawn`]: one thread per store, fed from the WAL in log order;
 //! 6. [`open_wal`]: replay of the WAL into them, then the writer thread;
-//! 7. [`Receivers::serve`]: OTLP/gRPC and OTLP/HTTP (and `--demo` traffic) into the WAL.
+//! 7. [`replay_applied`]: wait until the log and span stores applied what replay handed
+//!    them, so that ready means what was acknowledged before answers queries;
+//! 8. [`Receivers::serve`]: OTLP/gRPC and OTLP/HTTP (and `--demo` traffic) into the WAL.
 //!
 //! Shutdown runs the other way: receivers stop accepting and finish in-flight requests,
 //! the WAL drains, the store threads commit and exit.
@@ -30,8 +32,9 @@ use crate::alerts;
 use crate::api::{self, ApiMetrics, ApiState};
 use crate::prom::window::{spawn_metrics_window, WindowSetup};
 use crate::prom::MetricStore;
+use crate::store::backlog::Backlog;
 use crate::store::partition::WriterOptions;
-use crate::store::writer::IndexLabels;
+use crate::store::writer::{CommitPolicy, IndexLabels};
 use crate::store::{
     spawn_indexer, IndexMetrics, IndexerContext, IndexerSetup, LogStore, Progress, SpanStore,
     TraceStore,
@@ -95,8 +98,10 @@ pub async fn run(
     let budget = Arc::new(
         Budget::new(cfg.ingest.max_pending_bytes.get()).shown_on(receiver.pending_bytes.clone()),
     );
-    let threads = StoreThreads::spawn(&ctx, &stores, &live, &budget)?;
+    let backlog = Arc::new(Backlog::default());
+    let threads = StoreThreads::spawn(&ctx, &stores, &live, &budget, &backlog)?;
     let wal = open_wal(&ctx, &stores, threads.dispatch).await?;
+    replay_applied(&backlog, &shutdown).await;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
     let receivers = Receivers::serve(
@@ -126,6 +131,33 @@ pub async fn run(
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Wait until the log and span stores have applied every record the WAL replay handed
+/// them, so that what was acknowledged before a restart answers queries once ready.
+async fn replay_applied(backlog: &Backlog, shutdown: &CancellationToken) {
+    const QUERYABLE: [Signal; 2] = [Signal::Logs, Signal::Traces];
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    loop {
+        let pending = backlog.pending(&QUERYABLE);
+        if pending == 0 || shutdown.is_cancelled() {
+            break;
+        }
+        if last_report.elapsed() >= std::time::Duration::from_secs(5) {
+            last_report = std::time::Instant::now();
+            tracing::info!(
+                pending,
+                elapsed_s = started.elapsed().as_secs(),
+                "applying replayed records before becoming ready"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replayed records applied"
+    );
 }
 
 /// What every stage of start-up reads: the configuration, the registry each subsystem
@@ -189,8 +221,7 @@ impl Stores {
         Ok(Self {
             logs: LogStore::open(&data.join("logs"), width, writer)
                 .context("cannot open the log index")?,
-            spans: SpanStore::open(&data.join("spans"), width, writer)
-                .context("cannot open the span index")?,
+            spans: SpanStore::open(data, width).context("cannot open the span store")?,
             traces: TraceStore::open(&data.join("traces"), width, summary_writer)
                 .context("cannot open the trace index")?,
             checkpoints: Arc::new(Checkpoints::default()),
@@ -295,6 +326,7 @@ impl StoreThreads {
         stores: &Stores,
         live: &Live,
         budget: &Arc<Budget>,
+        backlog: &Arc<Backlog>,
     ) -> anyhow::Result<Self> {
         let (cfg, registry) = (ctx.cfg, ctx.registry);
         let index_metrics = IndexMetrics::register(registry)?;
@@ -303,8 +335,8 @@ impl StoreThreads {
             quarantine: stores.quarantine.clone(),
             records: RecordReader::new(stores.wal_dir.clone()),
             index_metrics: index_metrics.clone(),
-            cfg: cfg.index.clone(),
             retention: cfg.retention.get(),
+            backlog: backlog.clone(),
         };
         let cps = &stores.checkpoints;
         let log_progress = Progress::single(cps, Signal::Logs, stores.logs.index().checkpoint());
@@ -313,7 +345,7 @@ impl StoreThreads {
             cps,
             Signal::Traces,
             &[
-                stores.spans.index().checkpoint(),
+                stores.spans.checkpoint(),
                 stores.traces.index().checkpoint(),
             ],
         )
@@ -335,6 +367,7 @@ impl StoreThreads {
         })?;
         let (log_tx, log_thread) = spawn_indexer(
             IndexerSetup {
+                signal: Signal::Logs,
                 index: stores.logs.index().clone(),
                 labels: IndexLabels {
                     signal: "logs",
@@ -342,18 +375,21 @@ impl StoreThreads {
                 },
                 mapper: stores.logs.mapper(),
                 progress: log_progress,
+                policy: CommitPolicy::of_index(&cfg.index),
             },
             ctx.clone(),
         )?;
         let (span_tx, span_thread) = spawn_indexer(
             IndexerSetup {
-                index: stores.spans.index().clone(),
+                signal: Signal::Traces,
+                index: stores.spans.partitions().clone(),
                 labels: IndexLabels {
                     signal: "traces",
                     index: "spans",
                 },
                 mapper: stores.spans.mapper(Some(trace_tx)),
                 progress: span_progress,
+                policy: CommitPolicy::of_spans(&cfg.spans),
             },
             ctx.clone(),
         )?;
@@ -364,7 +400,9 @@ impl StoreThreads {
             checkpoints: stores.checkpoints.clone(),
             quarantine: stores.quarantine.clone(),
         })?;
+        let backlog = backlog.clone();
         let dispatch = Box::new(move |rec: Record| {
+            backlog.sent(rec.signal);
             let tx = match rec.signal {
                 Signal::Logs => &log_tx,
                 Signal::Traces => &span_tx,

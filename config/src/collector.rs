@@ -29,8 +29,10 @@ pub struct CollectorConfig {
     pub limits: LimitsConfig,
     /// Write-ahead log.
     pub wal: WalConfig,
-    /// Log and span indexes.
+    /// Log index and partition width.
     pub index: IndexConfig,
+    /// The span store's blocks.
+    pub spans: SpanStoreConfig,
     /// Back-pressure between the WAL and the indexes.
     pub ingest: IngestConfig,
     /// Trace assembly, RED metrics and the service graph.
@@ -56,6 +58,7 @@ impl Default for CollectorConfig {
             limits: LimitsConfig::default(),
             wal: WalConfig::default(),
             index: IndexConfig::default(),
+            spans: SpanStoreConfig::default(),
             ingest: IngestConfig::default(),
             traces: TracesConfig::default(),
             metrics: MetricsConfig::default(),
@@ -241,6 +244,52 @@ impl Default for IndexConfig {
             writer_memory: ByteSize::mib(64),
             writer_threads: 1,
         }
+    }
+}
+
+/// The span store: spans are held in memory (and answer lookups at once) until a block
+/// is cut from them, compressed and written durably; until then they are in the WAL only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanStoreConfig {
+    /// Cut a block at this many spans.
+    pub block_spans: u64,
+    /// Cut a block when the spans held take this much memory.
+    pub block_bytes: ByteSize,
+    /// Cut a block at least this often.
+    pub block_interval: HumanDuration,
+}
+
+impl Default for SpanStoreConfig {
+    fn default() -> Self {
+        Self {
+            block_spans: 131_072,
+            block_bytes: ByteSize::mib(64),
+            block_interval: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+impl SpanStoreConfig {
+    /// Check the values; keys in errors are relative to `[spans]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        if !(1..=4_194_304).contains(&self.block_spans) {
+            return err(
+                "block_spans",
+                format!("must be between 1 and 4194304, got {}", self.block_spans),
+            );
+        }
+        if !((1 << 20)..=(1 << 30)).contains(&self.block_bytes.get()) {
+            return err(
+                "block_bytes",
+                format!("must be between 1MiB and 1GiB, got {}", self.block_bytes),
+            );
+        }
+        if self.block_interval.get().is_zero() {
+            return err("block_interval", "must be greater than 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -483,6 +532,7 @@ impl Validate for CollectorConfig {
             return err("metrics.max_series", "must be at least 1".into());
         }
         self.index.validate().map_err(|v| v.under("index"))?;
+        self.spans.validate().map_err(|v| v.under("spans"))?;
         if self.ingest.max_pending_bytes.get() < 1 << 20 {
             return err(
                 "ingest.max_pending_bytes",

@@ -25,7 +25,7 @@ pub use alerts::{
 };
 pub use collector::{
     ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
-    QueryConfig, TracesConfig, WalConfig,
+    QueryConfig, SpanStoreConfig, TracesConfig, WalConfig,
 };
 pub use host::HostMetricsConfig;
 pub use server::{

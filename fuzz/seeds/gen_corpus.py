@@ -276,3 +276,14 @@ url = "http://10.0.0.1:9000/hook"
 allowed_networks = ["10.0.0.0/8"]
 """)
 write("config", "agent-bad-key", bytes([1]) + b"[buffer]\nmax_size = \"1GiB\"\nwhen_full = \"drop_oldest\"\nbogus = 1\n")
+
+# --- span_block: spans the harness builds into a block, whole or damaged ----------------
+# 5 bytes per span: trace, span id, parent choice, start, shape (see the target's doc).
+spans = b"".join(bytes([t, i, p, s, shape]) for t, i, p, s, shape in [
+    (0, 1, 0, 10, 0x30), (0, 2, 1, 11, 0x21), (0, 3, 2, 12, 0x52),
+    (1, 1, 0, 5, 0x13), (1, 9, 4, 4, 0x64), (2, 7, 0, 200, 0x75),
+])
+write("span_block", "structured", bytes([1]) + spans)
+write("span_block", "structured-damaged", bytes([3, 40, 0, 0x10, 0, 0]) + spans)
+write("span_block", "structured-cut", bytes([7, 9, 0, 0, 60, 0]) + spans)
+write("span_block", "raw-garbage", bytes([0]) + b"LKBLOCK\x01" + b"\x00" * 24 + b"LKBLOCK\x01")

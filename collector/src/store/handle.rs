@@ -1,6 +1,7 @@
 //! A store handle: one index's partitions together with the schema they are written in.
-//! [`super::LogStore`], [`super::SpanStore`] and [`super::TraceStore`] are handles of
-//! their schemas, each with its own searches.
+//! [`super::LogStore`], [`super::TraceStore`] and the legacy span index
+//! ([`super::legacy::LegacySpanStore`]) are handles of their schemas, each with its own
+//! searches.
 
 use std::path::Path;
 use std::sync::Arc;

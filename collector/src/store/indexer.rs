@@ -12,29 +12,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lookout_config::IndexConfig;
 use lookout_ingest::clock::now_unix_secs;
 use lookout_ingest::{Batch, Budget, Signal};
-use tantivy::{IndexWriter, TantivyDocument};
 
+use super::backlog::Backlog;
 use super::metrics::IndexMetrics;
-use super::partition::{PartitionMeta, PartitionedIndex, TantivyWriter};
 use super::progress::Progress;
 use super::writer::{
-    CommitPolicy, IndexLabels, ItemWriter, PartitionWriter, WriteError, WriterSetup, Written,
+    CommitPolicy, IndexLabels, ItemWriter, PartitionWriter, Partitions, WriteError, WriterSetup,
+    Written,
 };
 use crate::wal::{Quarantine, Record, RecordReader, WalPos};
 
-/// Turns batches into documents of one signal's index.
-pub trait DocMapper: Send + 'static {
-    /// Add the documents of `batch` to `writer`, widening `meta`'s time range; returns the
-    /// number of documents and their approximate size in bytes.
-    fn add(
-        &mut self,
-        batch: &Batch,
-        writer: &IndexWriter<TantivyDocument>,
-        meta: &mut PartitionMeta,
-    ) -> tantivy::Result<(u64, u64)>;
+/// Turns batches into what one signal's store holds, written with `P`'s writer.
+pub trait DocMapper<P: Partitions>: Send + 'static {
+    /// Add what `batch` holds to `writer`; returns what was added.
+    fn add(&mut self, batch: &Batch, writer: &mut P::Writer) -> Result<Written, WriteError>;
 
     /// Hand the record on once applied (the span mapper feeds the trace tracker); `replay`
     /// is set for records replayed from the WAL at start-up.
@@ -52,10 +45,10 @@ pub struct IndexerContext {
     pub records: RecordReader,
     /// Index self-metrics.
     pub index_metrics: IndexMetrics,
-    /// Commit policy and writer sizing.
-    pub cfg: IndexConfig,
     /// Partitions older than this are removed.
     pub retention: Duration,
+    /// Counts the records applied.
+    pub backlog: Arc<Backlog>,
 }
 
 /// A WAL record written into an index, kept until its commit: its payload when the record
@@ -88,10 +81,10 @@ impl<M> RecordWriter<M> {
     }
 }
 
-impl<M: DocMapper> ItemWriter<PartitionedIndex, IndexedRecord> for RecordWriter<M> {
+impl<P: Partitions, M: DocMapper<P>> ItemWriter<P, IndexedRecord> for RecordWriter<M> {
     fn write(
         &mut self,
-        w: &mut TantivyWriter,
+        w: &mut P::Writer,
         record: &mut IndexedRecord,
     ) -> Result<Written, WriteError> {
         let decoded;
@@ -109,8 +102,7 @@ impl<M: DocMapper> ItemWriter<PartitionedIndex, IndexedRecord> for RecordWriter<
                 &decoded
             }
         };
-        let (docs, bytes) = self.mapper.add(batch, &w.writer, &mut w.meta)?;
-        Ok(Written { docs, bytes })
+        self.mapper.add(batch, w)
     }
 
     fn held_bytes(&self, record: &IndexedRecord) -> u64 {
@@ -119,36 +111,36 @@ impl<M: DocMapper> ItemWriter<PartitionedIndex, IndexedRecord> for RecordWriter<
 }
 
 /// What an indexing thread writes, and how.
-pub struct IndexerSetup<M> {
-    /// The index.
-    pub index: Arc<PartitionedIndex>,
+pub struct IndexerSetup<P, M> {
+    /// The records' signal.
+    pub signal: Signal,
+    /// The store.
+    pub index: Arc<P>,
     /// Its metric labels.
     pub labels: IndexLabels,
     /// Turns batches into its documents.
     pub mapper: M,
     /// The index's durable progress.
     pub progress: Progress,
+    /// When to commit.
+    pub policy: CommitPolicy,
 }
 
 /// Start the indexing thread of `setup.index`. Records sent to the returned channel must
 /// arrive in WAL order; the thread commits on its policy and on channel close.
-pub fn spawn_indexer<M: DocMapper>(
-    setup: IndexerSetup<M>,
+pub fn spawn_indexer<P: Partitions, M: DocMapper<P>>(
+    setup: IndexerSetup<P, M>,
     ctx: IndexerContext,
 ) -> std::io::Result<(mpsc::Sender<Record>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Record>();
-    let signal = setup.index.signal;
+    let signal = setup.signal;
     let name = format!("lookout-index-{signal}");
     let skip_through = setup.index.checkpoint();
     let writer = PartitionWriter::new(WriterSetup {
         store: setup.index,
         labels: setup.labels,
         metrics: ctx.index_metrics.clone(),
-        policy: CommitPolicy {
-            max_docs: ctx.cfg.commit_docs,
-            max_bytes: ctx.cfg.commit_bytes.get(),
-            interval: ctx.cfg.commit_interval.get(),
-        },
+        policy: setup.policy,
         progress: setup.progress,
         retention: ctx.retention,
         held: Some(ctx.budget.charge(0)),
@@ -171,17 +163,17 @@ pub fn spawn_indexer<M: DocMapper>(
     Ok((tx, handle))
 }
 
-struct Indexer<M> {
+struct Indexer<P: Partitions, M> {
     /// Records through this WAL position are already committed in the index (replay
     /// still forwards them).
     skip_through: u64,
     signal: Signal,
-    writer: PartitionWriter<PartitionedIndex, IndexedRecord>,
+    writer: PartitionWriter<P, IndexedRecord>,
     records: RecordWriter<M>,
     ctx: IndexerContext,
 }
 
-impl<M: DocMapper> Indexer<M> {
+impl<P: Partitions, M: DocMapper<P>> Indexer<P, M> {
     fn run(mut self, rx: mpsc::Receiver<Record>) {
         self.writer.upkeep(now_unix_secs());
         loop {
@@ -190,7 +182,10 @@ impl<M: DocMapper> Indexer<M> {
             });
             match rx.recv_timeout(timeout) {
                 // The record's budget charge goes with it once applied.
-                Ok(rec) => self.apply(rec),
+                Ok(rec) => {
+                    self.apply(rec);
+                    self.ctx.backlog.applied(self.signal);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.writer.close(now_unix_secs(), 0, &mut self.records);
@@ -264,9 +259,11 @@ mod tests {
     use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
 
+    use lookout_config::IndexConfig;
+
     use super::*;
     use crate::store::logs::LogStore;
-    use crate::store::partition::WriterOptions;
+    use crate::store::partition::{PartitionedIndex, TantivyWriter, WriterOptions};
     use crate::testing::{counter, quarantined};
     use crate::wal::{Checkpoints, Wal, WalMetrics, WalOptions};
 
@@ -292,13 +289,12 @@ mod tests {
     /// that some data triggers).
     struct Touchy(crate::store::logs::LogMapper);
 
-    impl DocMapper for Touchy {
+    impl DocMapper<PartitionedIndex> for Touchy {
         fn add(
             &mut self,
             batch: &Batch,
-            writer: &IndexWriter<TantivyDocument>,
-            meta: &mut PartitionMeta,
-        ) -> tantivy::Result<(u64, u64)> {
+            writer: &mut TantivyWriter,
+        ) -> Result<Written, WriteError> {
             if let Batch::Logs(r) = batch {
                 let body = &r.resource_logs[0].scope_logs[0].log_records[0].body;
                 if let Some(AnyValue {
@@ -310,7 +306,7 @@ mod tests {
                     }
                 }
             }
-            self.0.add(batch, writer, meta)
+            self.0.add(batch, writer)
         }
     }
 
@@ -363,10 +359,11 @@ mod tests {
             quarantine: quarantine.clone(),
             records: RecordReader::new(wal_dir.clone()),
             index_metrics: IndexMetrics::register(&prometheus::Registry::new()).unwrap(),
-            cfg: IndexConfig::default(),
             retention: Duration::from_secs(7 * 86400),
+            backlog: Arc::default(),
         };
         let setup = IndexerSetup {
+            signal: Signal::Logs,
             index: index.clone(),
             labels: IndexLabels {
                 signal: "logs",
@@ -374,6 +371,7 @@ mod tests {
             },
             mapper: Touchy(store.mapper()),
             progress: Progress::single(&checkpoints, Signal::Logs, index.checkpoint()),
+            policy: CommitPolicy::of_index(&IndexConfig::default()),
         };
         let (tx, indexer) = spawn_indexer(setup, ctx).unwrap();
         let (wal, h) = Wal::open_with_quarantine(

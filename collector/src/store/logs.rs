@@ -15,12 +15,13 @@ use tantivy::schema::{
     TextOptions, Value as _, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::tokenizer::TokenizerManager;
-use tantivy::{IndexWriter, Order, TantivyDocument, Term};
+use tantivy::{Order, TantivyDocument, Term};
 
 use super::error::SearchError;
 use super::handle::{IndexSchema, StoreHandle};
 use super::indexer::DocMapper;
-use super::partition::{PartitionMeta, PartitionedIndex};
+use super::partition::{PartitionedIndex, TantivyWriter};
+use super::writer::{WriteError, Written};
 use lookout_ingest::values::{
     attrs_to_map, hex_id, resource_attributes, rfc3339, service_name, to_text,
 };
@@ -138,16 +139,12 @@ fn json_object(map: Map<String, Value>) -> OwnedValue {
     OwnedValue::Object(obj.into_iter().collect())
 }
 
-impl DocMapper for LogMapper {
-    fn add(
-        &mut self,
-        batch: &Batch,
-        writer: &IndexWriter<TantivyDocument>,
-        meta: &mut PartitionMeta,
-    ) -> tantivy::Result<(u64, u64)> {
+impl DocMapper<PartitionedIndex> for LogMapper {
+    fn add(&mut self, batch: &Batch, w: &mut TantivyWriter) -> Result<Written, WriteError> {
         let Batch::Logs(req) = batch else {
-            return Ok((0, 0));
+            return Ok(Written::default());
         };
+        let (writer, meta) = (&w.writer, &mut w.meta);
         let f = &self.f;
         let (mut docs, mut bytes) = (0u64, 0u64);
         for rl in &req.resource_logs {
@@ -192,7 +189,7 @@ impl DocMapper for LogMapper {
                 }
             }
         }
-        Ok((docs, bytes))
+        Ok(Written { docs, bytes })
     }
 }
 
@@ -412,12 +409,11 @@ mod tests {
                 ..Default::default()
             }],
         });
-        let (part, mut writer) = index.writer(0, 15 << 20, 1).unwrap();
-        let mut meta = meta_for_writing(&part);
-        LogMapper::new(f.clone())
-            .add(&batch, &writer, &mut meta)
-            .unwrap();
-        index.commit(&part, &mut writer, meta).unwrap();
+        let (part, writer) = index.writer(0, 15 << 20, 1).unwrap();
+        let meta = meta_for_writing(&part);
+        let mut w = TantivyWriter { part, writer, meta };
+        LogMapper::new(f.clone()).add(&batch, &mut w).unwrap();
+        index.commit(&w.part, &mut w.writer, w.meta).unwrap();
         (index, f)
     }
 

@@ -46,6 +46,9 @@ pub enum PartitionError {
         /// The error.
         source: std::io::Error,
     },
+    /// A span block cannot be read.
+    #[error("{0}")]
+    Block(std::sync::Arc<lookout_spanstore::BlockError>),
     /// A partition on disk has a schema this build cannot read.
     #[error("partition {path} has an incompatible schema: {reason}")]
     Schema {
@@ -477,6 +480,10 @@ pub struct TantivyWriter {
 impl Partitions for PartitionedIndex {
     type Writer = TantivyWriter;
     type Error = PartitionError;
+
+    fn checkpoint(&self) -> u64 {
+        PartitionedIndex::checkpoint(self)
+    }
 
     fn key_for(&self, unix_secs: i64) -> i64 {
         PartitionedIndex::key_for(self, unix_secs)

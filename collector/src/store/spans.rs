@@ -1,65 +1,34 @@
-//! The span index: one document per trace fragment (the spans of one trace that arrived
-//! in one batch under one resource and scope), held as protobuf (`ResourceSpans` with just
-//! those spans) and found by trace id. SDKs export a service's spans of a trace together,
-//! so a fragment usually holds several spans: fewer documents, terms and merges than one
-//! document per span. Searching traces by what they contain is the
-//! trace index's job (`store::traces`); this index only answers "every span of trace X",
-//! at any age within retention.
+//! The span store: spans in `lookout-spanstore`'s columnar blocks under
+//! `<data>/spanstore/spans/`, written from the WAL through the one partition writer (the
+//! head buffer is cut into a block when the writer commits), and found by trace id in the
+//! blocks and the head. Spans written by earlier releases (tantivy, `<data>/spans/`,
+//! [`super::legacy`]) are read as well until retention removes them.
 
+use std::path::Path;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Duration;
 
-use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-
+use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
+use lookout_ingest::Batch;
 use lookout_proto::api::{SpanEvent, SpanLink, SpanView};
+use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, Span};
-use prost::Message;
-use tantivy::collector::DocSetCollector;
-use tantivy::query::TermQuery;
-use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STORED};
-use tantivy::{IndexWriter, TantivyDocument, Term};
+use lookout_proto::otlp::trace::v1::Span;
+use lookout_spanstore::BlockError;
 
 use super::error::SearchError;
-use super::handle::{IndexSchema, StoreHandle};
 use super::indexer::DocMapper;
-use super::partition::{Lookup, PartitionMeta, PartitionedIndex};
-use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
-use lookout_ingest::{Batch, Signal};
+use super::legacy::LegacySpanStore;
+use super::partition::{Lookup, PartitionError, PartitionedIndex, WriterOptions};
+use super::writer::{PartitionStats, Partitions, WriteError, Written};
 
 /// Most spans returned for one trace.
 pub const MAX_TRACE_SPANS: usize = 100_000;
 
-/// Fields of the span schema.
-#[derive(Clone)]
-pub struct SpanFields {
-    /// The schema.
-    pub schema: Schema,
-    trace_id: Field,
-    payload: Field,
-}
-
-impl SpanFields {
-    /// Build the schema.
-    pub fn new() -> Self {
-        let mut b = Schema::builder();
-        let trace_id = b.add_bytes_field("trace_id", INDEXED);
-        let payload = b.add_bytes_field("payload", STORED);
-        Self {
-            schema: b.build(),
-            trace_id,
-            payload,
-        }
-    }
-}
-
-impl Default for SpanFields {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The spans of one WAL record, handed on by the span index once applied (to the trace
+/// The spans of one WAL record, handed on by the span store once applied (to the trace
 /// tracker).
 pub struct SpanBatch {
     /// WAL sequence number of the record.
@@ -70,111 +39,114 @@ pub struct SpanBatch {
     pub req: ExportTraceServiceRequest,
 }
 
-/// The span index: its partitions and schema.
-pub type SpanStore = StoreHandle<SpanFields>;
+/// The span blocks as the partition writer sees them, with the partitions of earlier
+/// releases (retention removes those too).
+pub struct BlockPartitions {
+    store: Arc<lookout_spanstore::SpanStore>,
+    legacy: Option<Arc<PartitionedIndex>>,
+}
 
-impl IndexSchema for SpanFields {
-    const SIGNAL: Signal = Signal::Traces;
+/// The writer of the head: spans go into the store's head buffer. Dropping it (after a
+/// failed cut) drops what the head holds, since the partition writer writes those spans
+/// again from the WAL.
+pub struct HeadWriter {
+    store: Arc<lookout_spanstore::SpanStore>,
+    /// Memory of the head after the last write.
+    bytes: u64,
+}
 
-    fn schema(&self) -> &Schema {
-        &self.schema
+impl Drop for HeadWriter {
+    fn drop(&mut self) {
+        self.store.discard_head();
     }
 }
 
-impl SpanStore {
-    /// What turns span batches into documents of this index, handing each record on to
-    /// `tracker` when given.
-    pub fn mapper(&self, tracker: Option<SyncSender<SpanBatch>>) -> SpanMapper {
-        SpanMapper::new(self.fields.clone(), tracker)
+impl Partitions for BlockPartitions {
+    type Writer = HeadWriter;
+    type Error = BlockError;
+
+    fn checkpoint(&self) -> u64 {
+        // Records an earlier release indexed are not written again after an upgrade.
+        let legacy = self.legacy.as_ref().map_or(0, |l| l.checkpoint());
+        self.store.checkpoint().max(legacy)
     }
 
-    /// Every stored span of `trace_id` in the partitions that can be read, as stored
-    /// (unordered); empty when there is none.
-    pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Lookup<Vec<SpanView>>, SearchError> {
-        get_spans(&self.index, &self.fields, trace_id)
+    fn key_for(&self, unix_secs: i64) -> i64 {
+        self.store.key_for(unix_secs)
+    }
+
+    fn open_writer(&self, key: i64) -> Result<HeadWriter, BlockError> {
+        self.store.start_head(key);
+        Ok(HeadWriter {
+            store: self.store.clone(),
+            bytes: 0,
+        })
+    }
+
+    fn commit(&self, writer: &mut HeadWriter, lsn: u64) -> Result<(), BlockError> {
+        self.store.cut(lsn)?;
+        writer.bytes = 0;
+        Ok(())
+    }
+
+    fn close_writer(&self, writer: HeadWriter) {
+        drop(writer);
+    }
+
+    fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
+        let legacy = self.legacy.as_ref().map_or(0, |l| {
+            Partitions::remove_older_than(l.as_ref(), cutoff_secs, None)
+        });
+        self.store.remove_older_than(cutoff_secs, keep) + legacy
+    }
+
+    fn close_idle_readers(&self, idle: Duration, _keep: Option<i64>) {
+        if let Some(l) = &self.legacy {
+            Partitions::close_idle_readers(l.as_ref(), idle, None);
+        }
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let s = self.store.stats();
+        let legacy = self
+            .legacy
+            .as_ref()
+            .map(|l| Partitions::stats(l.as_ref()))
+            .unwrap_or_default();
+        PartitionStats {
+            docs: s.spans + legacy.docs,
+            bytes: s.bytes + legacy.bytes,
+            partitions: s.partitions + legacy.partitions,
+            open_readers: legacy.open_readers,
+        }
     }
 }
 
-/// Adds spans to the index and hands each record on to the trace tracker.
+/// Adds spans to the head and hands each record on to the trace tracker.
 pub struct SpanMapper {
-    f: SpanFields,
-    buf: Vec<u8>,
-    order: Vec<usize>,
     tracker: Option<SyncSender<SpanBatch>>,
 }
 
-impl SpanMapper {
-    /// A mapper for `fields`, forwarding records to `tracker` when given.
-    pub fn new(f: SpanFields, tracker: Option<SyncSender<SpanBatch>>) -> Self {
-        Self {
-            f,
-            buf: Vec::new(),
-            order: Vec::new(),
-            tracker,
-        }
-    }
-}
-
-impl DocMapper for SpanMapper {
-    fn add(
-        &mut self,
-        batch: &Batch,
-        writer: &IndexWriter<TantivyDocument>,
-        meta: &mut PartitionMeta,
-    ) -> tantivy::Result<(u64, u64)> {
+impl DocMapper<BlockPartitions> for SpanMapper {
+    fn add(&mut self, batch: &Batch, w: &mut HeadWriter) -> Result<Written, WriteError> {
         let Batch::Traces(req) = batch else {
-            return Ok((0, 0));
+            return Ok(Written::default());
         };
-        let f = &self.f;
-        let (mut docs, mut bytes) = (0u64, 0u64);
+        let mut spans = 0u64;
         for rs in &req.resource_spans {
-            // The resource (and below, the scope) is encoded once and reused for each span.
-            let mut res_head = Vec::new();
-            if let Some(r) = &rs.resource {
-                prost::encoding::message::encode(1, r, &mut res_head);
+            if !w.store.append(rs) {
+                return Err(WriteError::Writer("the span store has no head open".into()));
             }
-            if !rs.schema_url.is_empty() {
-                prost::encoding::string::encode(3, &rs.schema_url, &mut res_head);
-            }
-            for ss in &rs.scope_spans {
-                let mut scope_head = Vec::new();
-                if let Some(sc) = &ss.scope {
-                    prost::encoding::message::encode(1, sc, &mut scope_head);
-                }
-                if !ss.schema_url.is_empty() {
-                    prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
-                }
-                // Spans of one trace become one document; sorting indices keeps it
-                // allocation-light and leaves span order within a trace as sent.
-                self.order.clear();
-                self.order.extend(0..ss.spans.len());
-                self.order
-                    .sort_by(|&a, &b| ss.spans[a].trace_id.cmp(&ss.spans[b].trace_id));
-                for run in self
-                    .order
-                    .chunk_by(|&a, &b| ss.spans[a].trace_id == ss.spans[b].trace_id)
-                {
-                    let mut doc = TantivyDocument::default();
-                    for &i in run {
-                        let start = ss.spans[i].start_time_unix_nano;
-                        meta.min_ts = meta.min_ts.min(start);
-                        meta.max_ts = meta.max_ts.max(start);
-                    }
-                    doc.add_bytes(f.trace_id, ss.spans[run[0]].trace_id.as_slice());
-                    encode_fragment(
-                        &mut self.buf,
-                        &res_head,
-                        &scope_head,
-                        run.iter().map(|&i| &ss.spans[i]),
-                    );
-                    bytes += self.buf.len() as u64;
-                    doc.add_bytes(f.payload, self.buf.as_slice());
-                    writer.add_document(doc)?;
-                    docs += 1;
-                }
-            }
+            spans += rs
+                .scope_spans
+                .iter()
+                .map(|ss| ss.spans.len() as u64)
+                .sum::<u64>();
         }
-        Ok((docs, bytes))
+        let now = w.store.head_stats().map_or(0, |s| s.bytes as u64);
+        let bytes = now.saturating_sub(w.bytes);
+        w.bytes = now;
+        Ok(Written { docs: spans, bytes })
     }
 
     fn forward(&mut self, lsn: u64, replay: bool, batch: Batch) {
@@ -188,67 +160,86 @@ impl DocMapper for SpanMapper {
     }
 }
 
-/// Encode `ResourceSpans { resource, scope_spans: [ScopeSpans { scope, spans }] }` from the
-/// pre-encoded resource and scope fields, without cloning anything.
-fn encode_fragment<'a>(
-    buf: &mut Vec<u8>,
-    res_head: &[u8],
-    scope_head: &[u8],
-    spans: impl Iterator<Item = &'a Span> + Clone,
-) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
-    buf.clear();
-    buf.extend_from_slice(res_head);
-    let spans_len: usize = spans
-        .clone()
-        .map(|s| {
-            let l = s.encoded_len();
-            key_len(2) + encoded_len_varint(l as u64) + l
-        })
-        .sum();
-    encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint((scope_head.len() + spans_len) as u64, buf);
-    buf.extend_from_slice(scope_head);
-    for span in spans {
-        prost::encoding::message::encode(2, span, buf);
-    }
+/// The span store: blocks, and the partitions of earlier releases. Cheap to clone.
+#[derive(Clone)]
+pub struct SpanStore {
+    parts: Arc<BlockPartitions>,
+    legacy: Option<LegacySpanStore>,
 }
 
-fn get_spans(
-    index: &PartitionedIndex,
-    f: &SpanFields,
-    trace_id: &[u8; 16],
-) -> Result<Lookup<Vec<SpanView>>, SearchError> {
-    let query = TermQuery::new(
-        Term::from_field_bytes(f.trace_id, &trace_id[..]),
-        IndexRecordOption::Basic,
-    );
-    let readable = index.readable();
-    let mut spans = Vec::new();
-    for searcher in &readable.found {
-        let addrs = searcher.search(&query, &DocSetCollector)?;
-        for addr in addrs {
-            if spans.len() >= MAX_TRACE_SPANS {
-                break;
-            }
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let Some(rs) = doc
-                .get_first(f.payload)
-                .and_then(|v| v.as_bytes())
-                .and_then(|b| ResourceSpans::decode(b).ok())
-            else {
-                continue;
-            };
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    if spans.len() < MAX_TRACE_SPANS {
-                        spans.push(span_view(&rs, span));
-                    }
-                }
-            }
-        }
+impl SpanStore {
+    /// Open the span store of data directory `data`, partitions `width_secs` wide: blocks
+    /// under `spanstore/spans/`, and the tantivy partitions of earlier releases under
+    /// `spans/` when there are any.
+    pub fn open(data: &Path, width_secs: i64) -> Result<Self, PartitionError> {
+        let dir = data.join("spanstore").join("spans");
+        let store = lookout_spanstore::SpanStore::open(&dir, width_secs)
+            .map_err(|source| PartitionError::Io { path: dir, source })?;
+        let legacy_dir = data.join("spans");
+        let legacy = if legacy_dir.is_dir() {
+            Some(LegacySpanStore::open(
+                &legacy_dir,
+                width_secs,
+                WriterOptions::default(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            parts: Arc::new(BlockPartitions {
+                store: Arc::new(store),
+                legacy: legacy.as_ref().map(|l| l.index().clone()),
+            }),
+            legacy,
+        })
     }
-    Ok(readable.map(|_| spans))
+
+    /// The blocks as the partition writer writes them.
+    pub fn partitions(&self) -> &Arc<BlockPartitions> {
+        &self.parts
+    }
+
+    /// The block store.
+    pub fn blocks(&self) -> &Arc<lookout_spanstore::SpanStore> {
+        &self.parts.store
+    }
+
+    /// Highest WAL sequence number held durably.
+    pub fn checkpoint(&self) -> u64 {
+        self.parts.checkpoint()
+    }
+
+    /// What adds span batches to the store, handing each record on to `tracker` when given.
+    pub fn mapper(&self, tracker: Option<SyncSender<SpanBatch>>) -> SpanMapper {
+        SpanMapper { tracker }
+    }
+
+    /// Every stored span of `trace_id` that can be read (unordered), and the blocks and
+    /// partitions that could not be; empty when there is none.
+    pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Lookup<Vec<SpanView>>, SearchError> {
+        let found = self.parts.store.trace(trace_id);
+        let mut spans: Vec<SpanView> = found
+            .spans
+            .iter()
+            .take(MAX_TRACE_SPANS)
+            .map(|s| span_view(s.resource.value.as_ref(), &s.span))
+            .collect();
+        let mut unreadable: Vec<PartitionError> = found
+            .unreadable
+            .into_iter()
+            .map(PartitionError::Block)
+            .collect();
+        if let Some(legacy) = &self.legacy {
+            let old = legacy.trace(trace_id)?;
+            let room = MAX_TRACE_SPANS.saturating_sub(spans.len());
+            spans.extend(old.found.into_iter().take(room));
+            unreadable.extend(old.unreadable);
+        }
+        Ok(Lookup {
+            found: spans,
+            unreadable,
+        })
+    }
 }
 
 fn kind_name(k: i32) -> &'static str {
@@ -270,8 +261,9 @@ fn status_name(code: i32) -> &'static str {
     }
 }
 
-fn span_view(rs: &ResourceSpans, span: &Span) -> SpanView {
-    let res_attrs = resource_attributes(rs.resource.as_ref());
+/// The API's view of `span` of `resource`.
+pub fn span_view(resource: Option<&Resource>, span: &Span) -> SpanView {
+    let res_attrs = resource_attributes(resource);
     SpanView {
         trace_id: hex::encode(&span.trace_id),
         span_id: hex::encode(&span.span_id),
@@ -318,63 +310,5 @@ fn span_view(rs: &ResourceSpans, span: &Span) -> SpanView {
                 attributes: attrs_to_map(&l.attributes),
             })
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use lookout_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-    use lookout_proto::otlp::resource::v1::Resource;
-    use lookout_proto::otlp::trace::v1::ScopeSpans;
-
-    use super::*;
-
-    #[test]
-    fn fragment_encoding_equals_prost() {
-        let rs = ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("svc".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "lib".into(),
-                    ..Default::default()
-                }),
-                spans: vec![
-                    Span {
-                        trace_id: vec![1; 16],
-                        span_id: vec![2; 8],
-                        name: "x".repeat(300),
-                        ..Default::default()
-                    },
-                    Span {
-                        trace_id: vec![1; 16],
-                        span_id: vec![3; 8],
-                        name: "y".into(),
-                        ..Default::default()
-                    },
-                ],
-                schema_url: "https://scope".into(),
-            }],
-            schema_url: "https://res".into(),
-        };
-        let mut res_head = Vec::new();
-        prost::encoding::message::encode(1, rs.resource.as_ref().unwrap(), &mut res_head);
-        prost::encoding::string::encode(3, &rs.schema_url, &mut res_head);
-        let ss = &rs.scope_spans[0];
-        let mut scope_head = Vec::new();
-        prost::encoding::message::encode(1, ss.scope.as_ref().unwrap(), &mut scope_head);
-        prost::encoding::string::encode(3, &ss.schema_url, &mut scope_head);
-        let mut buf = Vec::new();
-        encode_fragment(&mut buf, &res_head, &scope_head, ss.spans.iter());
-        assert_eq!(ResourceSpans::decode(buf.as_slice()).unwrap(), rs);
     }
 }

@@ -22,9 +22,11 @@ use super::progress::Progress;
 /// A time-partitioned store that a [`PartitionWriter`] writes to.
 pub trait Partitions: Send + Sync + 'static {
     /// An open writer of one partition.
-    type Writer;
+    type Writer: Send;
     /// Why opening or committing failed.
     type Error: std::fmt::Display;
+    /// Highest WAL sequence number the partitions hold durably (writing resumes after it).
+    fn checkpoint(&self) -> u64;
     /// Start of the partition (Unix seconds of ingest time) that holds `unix_secs`.
     fn key_for(&self, unix_secs: i64) -> i64;
     /// Open a writer on partition `key`, creating it if needed.
@@ -69,11 +71,17 @@ pub struct Written {
 pub enum WriteError {
     /// The writer failed: it is dropped, and the item is kept for the next one.
     #[error("{0}")]
-    Writer(#[from] tantivy::TantivyError),
+    Writer(Box<dyn std::error::Error + Send + Sync>),
     /// The item cannot be written at all (its writer said why in the log); it is dropped
     /// and counts as done.
     #[error("the item cannot be written")]
     Dropped,
+}
+
+impl From<tantivy::TantivyError> for WriteError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        WriteError::Writer(Box::new(e))
+    }
 }
 
 /// Writes items of type `I` into a writer of `P`: first when they arrive, and again into a
@@ -108,6 +116,26 @@ pub struct CommitPolicy {
     pub max_bytes: u64,
     /// This long after the first uncommitted write.
     pub interval: Duration,
+}
+
+impl CommitPolicy {
+    /// The policy of `[index]` (the log and trace indexes).
+    pub fn of_index(cfg: &lookout_config::IndexConfig) -> Self {
+        Self {
+            max_docs: cfg.commit_docs,
+            max_bytes: cfg.commit_bytes.get(),
+            interval: cfg.commit_interval.get(),
+        }
+    }
+
+    /// The policy of `[spans]`: when to cut a block.
+    pub fn of_spans(cfg: &lookout_config::SpanStoreConfig) -> Self {
+        Self {
+            max_docs: cfg.block_spans,
+            max_bytes: cfg.block_bytes.get(),
+            interval: cfg.block_interval.get(),
+        }
+    }
 }
 
 /// Longest wait before writing again after a failure, so ingest resumes within seconds of

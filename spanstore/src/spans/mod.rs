@@ -63,7 +63,8 @@ pub enum Col {
     Scope,
     /// Per row the attribute count, then each key's dictionary id.
     AttrKeys,
-    /// Per attribute a tag and its value ([`ValueTag`]).
+    /// Per attribute a tag (0 empty, 1 string, 2 false, 3 true, 4 int, 5 double, 6 other,
+    /// 7 absent) and its value.
     AttrValues,
     /// Per row the length of an encoded `Span` holding only its rarely set fields, then it.
     Extras,

@@ -13,4 +13,5 @@ mod sdk;
 mod security;
 mod traces;
 mod tui;
+mod upgrade;
 mod util;
