@@ -20,7 +20,7 @@ use lookout_collector::api::lookup::parse_trace_id;
 use lookout_collector::api::params::ParamReader;
 use lookout_collector::api::ApiError;
 use lookout_collector::store::logs::{severity_floor, LogQuery, LogStore};
-use lookout_collector::store::partition::{meta_for_writing, WriterOptions};
+use lookout_collector::store::partition::{meta_for_writing, TantivyWriter, WriterOptions};
 use lookout_collector::store::{DocMapper, SearchError};
 use lookout_ingest::batch::Batch;
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
@@ -150,17 +150,18 @@ fn store() -> &'static LogStore {
             ],
         });
         let key = index.key_for((NOW_NS / 1_000_000_000) as i64);
-        let (part, mut writer) = index.writer(key, 15 << 20, 1).expect("writer");
-        let mut meta = meta_for_writing(&part);
+        let (part, writer) = index.writer(key, 15 << 20, 1).expect("writer");
+        let meta = meta_for_writing(&part);
+        let mut w = TantivyWriter { part, writer, meta };
         let mut mapper = store.mapper();
-        mapper.add(&batch, &writer, &mut meta).expect("add");
-        meta.lsn = 1;
-        index.commit(&part, &mut writer, meta).expect("commit");
-        drop(writer);
+        mapper.add(&batch, &mut w).expect("add");
+        w.meta.lsn = 1;
+        index.commit(&w.part, &mut w.writer, w.meta).expect("commit");
+        drop(w.writer);
         // A search opens the partition's reader, which keeps its files open and mapped
         // (manual reload policy, nothing is written again, nothing closes idle readers
         // here), so the directory can go now instead of outliving the process.
-        part.searcher().expect("open the reader");
+        w.part.searcher().expect("open the reader");
         drop(dir);
         store
     })
