@@ -7,18 +7,13 @@
 #   bench/cpu-per-span.sh [seconds] [rate] [bindir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-15}
 rate=${2:-0}
 bin=${3:-./target/release}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-taskset -c 0 "$bin/lookout-collector" --data-dir "$work/data" --otlp-grpc 127.0.0.1:24317 \
-  --otlp-http 127.0.0.1:24318 --api 127.0.0.1:27070 2>"$work/collector.log" &
-pid=$!
-until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do
-  kill -0 $pid 2>/dev/null || { cat "$work/collector.log"; exit 1; }
-  sleep 0.1
-done
+start_collector "$bin" "$work/data"
 ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
 t0=$(ticks)
 out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \

@@ -11,6 +11,7 @@
 # RESOURCE_EXHAUSTED/RetryInfo, so overload shows up as slower acks, not as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-20}
 rate=${2:-0}
 work=$(mktemp -d)
@@ -26,13 +27,7 @@ config=()
 [ -n "${LOOKOUT_CONFIG:-}" ] && config=(--config "$LOOKOUT_CONFIG")
 for signal in $signals; do
   rm -rf "$work/data"
-  taskset -c 0 ./target/release/lookout-collector --data-dir "$work/data" "${config[@]}" --otlp-grpc 127.0.0.1:24317 \
-    --otlp-http 127.0.0.1:24318 --api 127.0.0.1:27070 2>"$work/collector.log" &
-  pid=$!
-  until curl -sf http://127.0.0.1:27070/readyz >/dev/null; do
-    kill -0 $pid 2>/dev/null || { cat "$work/collector.log"; exit 1; }
-    sleep 0.1
-  done
+  start_collector ./target/release "$work/data" "${config[@]}"
   start=$(date +%s.%N)
   out=$(loadgen http://127.0.0.1:24317 $signal)
   acked=$(echo "$out" | field items_acked)

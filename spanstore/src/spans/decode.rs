@@ -95,8 +95,8 @@ struct Context<'a, S: ?Sized> {
     dict: Entries,
     resources: Entries,
     scopes: Entries,
-    resource_cache: Vec<Option<Arc<TableEntry<Option<Resource>>>>>,
-    scope_cache: Vec<Option<Arc<TableEntry<Option<InstrumentationScope>>>>>,
+    resource_cache: TableCache<Resource>,
+    scope_cache: TableCache<InstrumentationScope>,
 }
 
 impl SpanBlock {
@@ -250,8 +250,8 @@ impl SpanBlock {
         let mut cx = Context {
             block: self,
             src,
-            resource_cache: vec![None; resources.len() / 2],
-            scope_cache: vec![None; scopes.len() / 2],
+            resource_cache: TableCache::new(resources.len() / 2),
+            scope_cache: TableCache::new(scopes.len() / 2),
             dict,
             resources,
             scopes,
@@ -269,37 +269,6 @@ impl SpanBlock {
 }
 
 impl<S: Source + ?Sized> Context<'_, S> {
-    fn resource(&mut self, id: usize) -> Result<Arc<TableEntry<Option<Resource>>>, Malformed> {
-        let bad = Malformed {
-            what: "resource id out of range",
-            at: id,
-        };
-        let slot = self.resource_cache.get(id).ok_or(bad)?;
-        if let Some(r) = slot {
-            return Ok(r.clone());
-        }
-        let entry = Arc::new(table_entry(&self.resources, id, "resource")?);
-        self.resource_cache[id] = Some(entry.clone());
-        Ok(entry)
-    }
-
-    fn scope(
-        &mut self,
-        id: usize,
-    ) -> Result<Arc<TableEntry<Option<InstrumentationScope>>>, Malformed> {
-        let bad = Malformed {
-            what: "scope id out of range",
-            at: id,
-        };
-        let slot = self.scope_cache.get(id).ok_or(bad)?;
-        if let Some(s) = slot {
-            return Ok(s.clone());
-        }
-        let entry = Arc::new(table_entry(&self.scopes, id, "scope")?);
-        self.scope_cache[id] = Some(entry.clone());
-        Ok(entry)
-    }
-
     /// Decode page `p`, keeping the rows in `want`.
     fn page(
         &mut self,
@@ -440,8 +409,8 @@ impl<S: Source + ?Sized> Context<'_, S> {
             let res = usize::try_from(res).unwrap_or(usize::MAX);
             let scope = usize::try_from(scope).unwrap_or(usize::MAX);
             out.push(StoredSpan {
-                resource: self.resource(res)?,
-                scope: self.scope(scope)?,
+                resource: self.resource_cache.get(&self.resources, res, "resource")?,
+                scope: self.scope_cache.get(&self.scopes, scope, "scope")?,
                 span,
             });
         }
@@ -531,6 +500,35 @@ pub(super) fn value(
     }
 }
 
+/// Resources or scopes decoded on first use, by table id.
+struct TableCache<T> {
+    slots: Vec<Option<Arc<TableEntry<Option<T>>>>>,
+}
+
+impl<T: Message + Default> TableCache<T> {
+    fn new(len: usize) -> Self {
+        Self {
+            slots: vec![None; len],
+        }
+    }
+
+    /// Entry `id` of `table`, decoded once; `what` names the table in errors.
+    fn get(
+        &mut self,
+        table: &impl Table,
+        id: usize,
+        what: &'static str,
+    ) -> Result<Arc<TableEntry<Option<T>>>, Malformed> {
+        let slot = self.slots.get_mut(id).ok_or(Malformed { what, at: id })?;
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(table_entry(table, id, what)?);
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+}
+
 /// Entry `id` of a resource or scope table.
 pub(super) fn table_entry<T: Message + Default>(
     table: &impl Table,
@@ -578,8 +576,8 @@ impl SpanBuffer {
             .filter(|&r| self.trace_ids[r] == *trace_id)
             .collect();
         rows.sort_by_key(|&r| (self.starts[r], r));
-        let mut resources = std::collections::HashMap::new();
-        let mut scopes = std::collections::HashMap::new();
+        let mut resources = TableCache::new(self.resources.entries.len());
+        let mut scopes = TableCache::new(self.scopes.entries.len());
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let extras = self.extras_of(r);
@@ -623,24 +621,9 @@ impl SpanBuffer {
                 }
                 span.attributes = list;
             }
-            let res = self.resource_ids[r] as usize;
-            let resource = match resources.get(&res) {
-                Some(e) => Arc::clone(e),
-                None => {
-                    let e = Arc::new(table_entry(&self.resources, res, "resource")?);
-                    resources.insert(res, e.clone());
-                    e
-                }
-            };
-            let sc = self.scope_ids[r] as usize;
-            let scope = match scopes.get(&sc) {
-                Some(e) => Arc::clone(e),
-                None => {
-                    let e = Arc::new(table_entry(&self.scopes, sc, "scope")?);
-                    scopes.insert(sc, e.clone());
-                    e
-                }
-            };
+            let resource =
+                resources.get(&self.resources, self.resource_ids[r] as usize, "resource")?;
+            let scope = scopes.get(&self.scopes, self.scope_ids[r] as usize, "scope")?;
             out.push(StoredSpan {
                 resource,
                 scope,
