@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Disk per span: lookout-collector on core 0 takes lookout-loadgen shop traces (core 1)
-# for SECONDS at RATE spans/s (0 = as fast as acknowledged), then stops cleanly (SIGTERM
+# for SECONDS at RATE spans/s (0 = as fast as acknowledged), waits COMPLETION_WAIT
+# (15 s) for every trace to complete and be summarised, then stops cleanly (SIGTERM
 # cuts the last block, commits the indexes); prints the bytes of the span store (and of
 # the tantivy span index of builds before it), of the trace summaries and of the WAL left,
 # per span acknowledged.
@@ -17,6 +18,9 @@ trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$wor
 start_collector "$bin" "$work/data"
 out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
   --trace-shape shop --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
+# Traces still open at a stop are not summarised (the WAL keeps them): wait out the
+# completion window (10 s by default) and a commit first.
+sleep "${COMPLETION_WAIT:-15}"
 kill -TERM $pid
 wait $pid || true
 size() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
