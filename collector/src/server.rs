@@ -34,6 +34,7 @@ use crate::prom::window::{spawn_metrics_window, WindowSetup};
 use crate::prom::MetricStore;
 use crate::store::backlog::Backlog;
 use crate::store::partition::WriterOptions;
+use crate::store::spans::SpanStoreMetrics;
 use crate::store::writer::{CommitPolicy, IndexLabels};
 use crate::store::{
     spawn_indexer, IndexMetrics, IndexerContext, IndexerSetup, LogStore, Progress, SpanStore,
@@ -218,10 +219,12 @@ impl Stores {
         };
         let wal_dir = data.join("wal");
         let wal_metrics = WalMetrics::register(registry)?;
+        let spans = SpanStore::open(data, width).context("cannot open the span store")?;
+        spans.export_metrics(SpanStoreMetrics::register(registry)?);
         Ok(Self {
             logs: LogStore::open(&data.join("logs"), width, writer)
                 .context("cannot open the log index")?,
-            spans: SpanStore::open(data, width).context("cannot open the span store")?,
+            spans,
             traces: TraceStore::open(&data.join("traces"), width, summary_writer)
                 .context("cannot open the trace index")?,
             checkpoints: Arc::new(Checkpoints::default()),

@@ -6,9 +6,10 @@
 
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use lookout_ingest::metrics::register as reg;
 use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
 use lookout_ingest::Batch;
 use lookout_proto::api::{SpanEvent, SpanLink, SpanView};
@@ -18,6 +19,7 @@ use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 use lookout_spanstore::BlockError;
+use prometheus::{IntCounter, IntGauge, Registry};
 
 use super::error::SearchError;
 use super::indexer::DocMapper;
@@ -44,6 +46,50 @@ pub struct SpanBatch {
 pub struct BlockPartitions {
     store: Arc<lookout_spanstore::SpanStore>,
     legacy: Option<Arc<PartitionedIndex>>,
+    metrics: OnceLock<SpanStoreMetrics>,
+}
+
+/// The span store's own self-metrics (its documents, bytes and partitions are in the
+/// index metrics with `signal="traces"`).
+#[derive(Clone)]
+pub struct SpanStoreMetrics {
+    blocks: IntGauge,
+    unreadable: IntGauge,
+    head_spans: IntGauge,
+    head_bytes: IntGauge,
+    written: IntCounter,
+    written_bytes: IntCounter,
+}
+
+impl SpanStoreMetrics {
+    /// Create the metrics and register them on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
+        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
+        Ok(Self {
+            blocks: gauge("lookout_spanstore_blocks", "Span blocks on disk.")?,
+            unreadable: gauge(
+                "lookout_spanstore_unreadable_blocks",
+                "Span blocks that cannot be read (named in lookups that may need them).",
+            )?,
+            head_spans: gauge(
+                "lookout_spanstore_head_spans",
+                "Spans held in memory, not yet cut into a block (they are in the WAL).",
+            )?,
+            head_bytes: gauge(
+                "lookout_spanstore_head_bytes",
+                "Memory of the spans not yet cut into a block, estimated.",
+            )?,
+            written: counter(
+                "lookout_spanstore_blocks_written_total",
+                "Span blocks cut and written durably.",
+            )?,
+            written_bytes: counter(
+                "lookout_spanstore_block_bytes_written_total",
+                "Bytes of span blocks written.",
+            )?,
+        })
+    }
 }
 
 /// The writer of the head: spans go into the store's head buffer. Dropping it (after a
@@ -84,8 +130,13 @@ impl Partitions for BlockPartitions {
     }
 
     fn commit(&self, writer: &mut HeadWriter, lsn: u64) -> Result<(), BlockError> {
-        self.store.cut(lsn)?;
+        let written = self.store.cut(lsn)?;
         writer.bytes = 0;
+        if let (Some(path), Some(m)) = (written, self.metrics.get()) {
+            m.written.inc();
+            m.written_bytes
+                .inc_by(std::fs::metadata(&path).map_or(0, |md| md.len()));
+        }
         Ok(())
     }
 
@@ -106,8 +157,16 @@ impl Partitions for BlockPartitions {
         }
     }
 
+    /// Also refreshes the span store's own gauges.
     fn stats(&self) -> PartitionStats {
         let s = self.store.stats();
+        if let Some(m) = self.metrics.get() {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.blocks.set(gauge(s.blocks as u64));
+            m.unreadable.set(gauge(s.unreadable as u64));
+            m.head_spans.set(gauge(s.head_spans));
+            m.head_bytes.set(gauge(s.head_bytes));
+        }
         let legacy = self
             .legacy
             .as_ref()
@@ -189,9 +248,16 @@ impl SpanStore {
             parts: Arc::new(BlockPartitions {
                 store: Arc::new(store),
                 legacy: legacy.as_ref().map(|l| l.index().clone()),
+                metrics: OnceLock::new(),
             }),
             legacy,
         })
+    }
+
+    /// Export the span store's own gauges and counters through `metrics` (once; later
+    /// calls are ignored).
+    pub fn export_metrics(&self, metrics: SpanStoreMetrics) {
+        let _ = self.parts.metrics.set(metrics);
     }
 
     /// The blocks as the partition writer writes them.

@@ -351,10 +351,13 @@ async fn buffer_verify_finds_and_repairs_a_corrupt_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let buf = dir.path().join("buffer");
     // No collector: everything stays in the buffer; no host metrics, so the counts are exact.
+    // The address is held by a listener that never answers, so that no other test's
+    // collector can take the port meanwhile.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let cfg_arg = write_agent_config(dir.path(), "[host_metrics]\nenabled = false\n");
     let agent = Agent::start(
         &buf,
-        &format!("http://{}", free_addr()),
+        &format!("http://{}", silent.local_addr().expect("addr")),
         &["--config", &cfg_arg],
     );
     send_http(&agent, "agentverify", 20).await;

@@ -10,7 +10,7 @@ use lookout_collector::store::legacy::LegacySpanStore;
 use lookout_collector::store::partition::{PartitionMeta, TantivyWriter, WriterOptions};
 use lookout_ingest::Batch;
 use lookout_tests::otlp::{three_span_trace, writer_trace_id};
-use lookout_tests::{get_json, poll, Collector};
+use lookout_tests::{get_json, metric_value, poll, Collector};
 use prost::Message;
 
 const SERVICE: &str = "upgraded";
@@ -80,8 +80,26 @@ async fn spans_written_before_the_span_store_are_found_after_the_upgrade() {
         (span_count(&c, &new).await == (200, 3)).then_some(())
     })
     .await;
+    // The SIGTERM below cuts the head into the first block.
+    let m = c.metrics().await;
+    assert_eq!(
+        metric_value(&m, "lookout_spanstore_blocks_written_total"),
+        Some(0.0),
+        "{m}"
+    );
     assert!(c.terminate().success());
     let c = Collector::start(&data, &[]);
+    let m = c.metrics().await;
+    assert_eq!(
+        metric_value(&m, "lookout_spanstore_blocks"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "lookout_spanstore_unreadable_blocks"),
+        Some(0.0),
+        "{m}"
+    );
     for id in old.iter().chain([&new]) {
         assert_eq!(
             span_count(&c, id).await,
