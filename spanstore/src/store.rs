@@ -256,23 +256,36 @@ impl SpanStore {
     /// cut, and in the head.
     pub fn trace(&self, trace_id: &[u8; 16]) -> TraceLookup {
         let mut out = TraceLookup::default();
-        let (blocks, unreadable): (Vec<Arc<BlockFile>>, Vec<Arc<BlockError>>) = {
+        let mut in_memory = Vec::new();
+        // One snapshot of the blocks and the heads, taken under both locks in the order
+        // `cut` takes them: a cut finishing meanwhile shows its spans either in the sealed
+        // head or in its block, never in neither nor both.
+        let blocks: Vec<Arc<BlockFile>> = {
             let parts = self.partitions.read();
-            (
-                parts
-                    .values()
-                    .flat_map(|p| &p.blocks)
-                    .filter(|b| b.block.may_contain(trace_id))
-                    .cloned()
-                    .collect(),
-                parts
-                    .values()
-                    .flat_map(|p| &p.unreadable)
-                    .cloned()
-                    .collect(),
-            )
+            let head = self.head.read();
+            for buf in head
+                .1
+                .iter()
+                .map(|b| b.as_ref())
+                .chain(head.0.as_ref().map(|h| &h.buf))
+            {
+                match buf.trace(trace_id) {
+                    Ok(spans) => in_memory.extend(spans),
+                    Err(e) => tracing::error!(error = %e, "reading spans from memory failed"),
+                }
+            }
+            out.unreadable = parts
+                .values()
+                .flat_map(|p| &p.unreadable)
+                .cloned()
+                .collect();
+            parts
+                .values()
+                .flat_map(|p| &p.blocks)
+                .filter(|b| b.block.may_contain(trace_id))
+                .cloned()
+                .collect()
         };
-        out.unreadable = unreadable;
         for b in blocks {
             let read = std::fs::File::open(b.block.path())
                 .map_err(|e| BlockError::new(b.block.path(), e))
@@ -285,18 +298,7 @@ impl SpanStore {
                 }
             }
         }
-        let head = self.head.read();
-        for buf in head
-            .1
-            .iter()
-            .map(|b| b.as_ref())
-            .chain(head.0.as_ref().map(|h| &h.buf))
-        {
-            match buf.trace(trace_id) {
-                Ok(spans) => out.spans.extend(spans),
-                Err(e) => tracing::error!(error = %e, "reading spans from memory failed"),
-            }
-        }
+        out.spans.extend(in_memory);
         out
     }
 
@@ -425,6 +427,38 @@ mod tests {
         assert!(p.ends_with("00000000000000000003.blk"), "{}", p.display());
         assert_eq!(store.remove_older_than(7200 + 3600, None), 1);
         assert!(store.trace(&[1; 16]).spans.is_empty());
+    }
+
+    /// A lookup racing a cut finds the spans being cut exactly once: in the sealed head or
+    /// in the new block.
+    #[test]
+    fn lookups_during_cuts_see_every_span_once() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SpanStore::open(dir.path(), 3600).unwrap());
+        store.start_head(0);
+        let appended = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (store, appended) = (store.clone(), appended.clone());
+            std::thread::spawn(move || {
+                for t in 1..=120u8 {
+                    store.append(&spans(t, 1));
+                    appended.store(u64::from(t), Ordering::Release);
+                    store.cut(u64::from(t)).unwrap();
+                }
+            })
+        };
+        let mut lookups = 0;
+        while !writer.is_finished() {
+            let t = appended.load(Ordering::Acquire) as u8;
+            if t > 0 {
+                let found = store.trace(&[t; 16]).spans.len();
+                assert_eq!(found, 1, "trace {t} during its cut");
+                lookups += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert!(lookups > 0);
     }
 
     #[test]
