@@ -373,14 +373,7 @@ impl<S: Source + ?Sized> Context<'_, S> {
             if !keep {
                 continue;
             }
-            let mut span = if extras.is_empty() {
-                Span::default()
-            } else {
-                Span::decode(extras).map_err(|_| Malformed {
-                    what: "extras not a span",
-                    at: i,
-                })?
-            };
+            let mut span = from_extras(extras, i)?;
             span.trace_id = trace_id.to_vec();
             span.span_id = span_id.to_vec();
             span.parent_span_id = parent;
@@ -394,18 +387,7 @@ impl<S: Source + ?Sized> Context<'_, S> {
             if !attributes.is_empty() {
                 span.attributes = attributes;
             }
-            span.status = match status {
-                0 => None,
-                s => Some(Status {
-                    code: i32::try_from(unzigzag(s - 1)).map_err(|_| Malformed {
-                        what: "status out of range",
-                        at: i,
-                    })?,
-                    message: self
-                        .dict
-                        .string(message_id, "status message id out of range")?,
-                }),
-            };
+            span.status = status_of(status, message_id, &self.dict, i)?;
             let res = usize::try_from(res).unwrap_or(usize::MAX);
             let scope = usize::try_from(scope).unwrap_or(usize::MAX);
             out.push(StoredSpan {
@@ -500,6 +482,37 @@ pub(super) fn value(
     }
 }
 
+/// A span holding row `row`'s rarely set fields (`extras`, empty for most rows).
+fn from_extras(extras: &[u8], row: usize) -> Result<Span, Malformed> {
+    if extras.is_empty() {
+        return Ok(Span::default());
+    }
+    Span::decode(extras).map_err(|_| Malformed {
+        what: "extras not a span",
+        at: row,
+    })
+}
+
+/// Row `row`'s status from its stored value (0 absent, else 1 + zigzag(code)) and the
+/// dictionary id of its message.
+fn status_of(
+    stored: u64,
+    message_id: u64,
+    strings: &impl Strings,
+    row: usize,
+) -> Result<Option<Status>, Malformed> {
+    if stored == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Status {
+        code: i32::try_from(unzigzag(stored - 1)).map_err(|_| Malformed {
+            what: "status out of range",
+            at: row,
+        })?,
+        message: strings.string(message_id, "status message id out of range")?,
+    }))
+}
+
 /// Resources or scopes decoded on first use, by table id.
 struct TableCache<T> {
     slots: Vec<Option<Arc<TableEntry<Option<T>>>>>,
@@ -580,15 +593,7 @@ impl SpanBuffer {
         let mut scopes = TableCache::new(self.scopes.entries.len());
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let extras = self.extras_of(r);
-            let mut span = if extras.is_empty() {
-                Span::default()
-            } else {
-                Span::decode(extras).map_err(|_| Malformed {
-                    what: "extras not a span",
-                    at: r,
-                })?
-            };
+            let mut span = from_extras(self.extras_of(r), r)?;
             span.trace_id = trace_id.to_vec();
             span.span_id = self.span_ids[r].to_vec();
             span.parent_span_id = if self.parents[r] == [0; 8] {
@@ -600,15 +605,12 @@ impl SpanBuffer {
             span.kind = self.kinds[r];
             span.start_time_unix_nano = self.starts[r];
             span.end_time_unix_nano = self.ends[r];
-            span.status = match self.statuses[r] {
-                0 => None,
-                s => Some(Status {
-                    code: i32::try_from(unzigzag(s - 1)).unwrap_or_default(),
-                    message: self
-                        .dict
-                        .string(u64::from(self.status_messages[r]), "status message id")?,
-                }),
-            };
+            span.status = status_of(
+                self.statuses[r],
+                u64::from(self.status_messages[r]),
+                &self.dict,
+                r,
+            )?;
             let attrs = self.attr_range(r);
             if !attrs.is_empty() {
                 let mut list = Vec::with_capacity(attrs.len());
