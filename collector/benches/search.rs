@@ -290,9 +290,9 @@ fn bench_trace_lookup(c: &mut Criterion) {
         let s = blocks.stats();
         eprintln!(
             "built {} spans in {} blocks ({:.1} bytes/span) in {:.1}s",
-            s.spans,
+            s.rows,
             s.blocks,
-            s.bytes as f64 / s.spans as f64,
+            s.bytes as f64 / s.rows as f64,
             started.elapsed().as_secs_f64()
         );
     }

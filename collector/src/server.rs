@@ -33,8 +33,8 @@ use crate::api::{self, ApiMetrics, ApiState};
 use crate::prom::window::{spawn_metrics_window, WindowSetup};
 use crate::prom::MetricStore;
 use crate::store::backlog::Backlog;
+use crate::store::blocks::BlockMetrics;
 use crate::store::partition::WriterOptions;
-use crate::store::spans::SpanStoreMetrics;
 use crate::store::writer::{CommitPolicy, IndexLabels};
 use crate::store::{
     spawn_indexer, IndexMetrics, IndexerContext, IndexerSetup, LogStore, Progress, SpanStore,
@@ -212,21 +212,18 @@ impl Stores {
             memory: cfg.index.writer_memory.as_usize(),
             threads: cfg.index.writer_threads,
         };
-        // The trace index takes one small summary per trace: a small single-threaded writer.
-        let summary_writer = WriterOptions {
-            memory: writer.memory.clamp(15_000_000, 32 << 20),
-            threads: 1,
-        };
         let wal_dir = data.join("wal");
         let wal_metrics = WalMetrics::register(registry)?;
         let spans = SpanStore::open(data, width).context("cannot open the span store")?;
-        spans.export_metrics(SpanStoreMetrics::register(registry)?);
+        let traces = TraceStore::open(data, width).context("cannot open the trace summaries")?;
+        let block_metrics = BlockMetrics::register(registry)?;
+        spans.partitions().export_metrics(block_metrics.clone());
+        traces.partitions().export_metrics(block_metrics);
         Ok(Self {
             logs: LogStore::open(&data.join("logs"), width, writer)
                 .context("cannot open the log index")?,
             spans,
-            traces: TraceStore::open(&data.join("traces"), width, summary_writer)
-                .context("cannot open the trace index")?,
+            traces,
             checkpoints: Arc::new(Checkpoints::default()),
             quarantine: Arc::new(Quarantine::beside(&wal_dir, wal_metrics.clone())),
             wal_dir,
@@ -347,10 +344,7 @@ impl StoreThreads {
         let mut trace_progress = Progress::of_stores(
             cps,
             Signal::Traces,
-            &[
-                stores.spans.checkpoint(),
-                stores.traces.index().checkpoint(),
-            ],
+            &[stores.spans.checkpoint(), stores.traces.checkpoint()],
         )
         .into_iter();
         let (Some(span_progress), Some(tracker_progress)) =
@@ -365,7 +359,7 @@ impl StoreThreads {
             metrics: TraceMetrics::register(registry)?,
             index_metrics,
             cfg: cfg.traces.clone(),
-            index_cfg: cfg.index.clone(),
+            blocks: cfg.spans.clone(),
             retention: cfg.retention.get(),
         })?;
         let (log_tx, log_thread) = spawn_indexer(

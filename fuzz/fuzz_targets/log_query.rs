@@ -156,7 +156,9 @@ fn store() -> &'static LogStore {
         let mut mapper = store.mapper();
         mapper.add(&batch, &mut w).expect("add");
         w.meta.lsn = 1;
-        index.commit(&w.part, &mut w.writer, w.meta).expect("commit");
+        index
+            .commit(&w.part, &mut w.writer, w.meta)
+            .expect("commit");
         drop(w.writer);
         // A search opens the partition's reader, which keeps its files open and mapped
         // (manual reload policy, nothing is written again, nothing closes idle readers

@@ -50,11 +50,14 @@ fn spans(input: &mut Input<'_>) -> Vec<Span> {
             ..Default::default()
         };
         if shape & 0x20 != 0 {
-            span.attributes.push(attr::string("http.route", format!("/r{}", shape % 3)));
-            span.attributes.push(attr::int("http.status_code", i64::from(shape)));
+            span.attributes
+                .push(attr::string("http.route", format!("/r{}", shape % 3)));
+            span.attributes
+                .push(attr::int("http.status_code", i64::from(shape)));
         }
         if shape & 0x40 != 0 {
-            span.attributes.push(attr::double("ratio", f64::from(shape) / 3.0));
+            span.attributes
+                .push(attr::double("ratio", f64::from(shape) / 3.0));
             span.trace_state = "k=v".into();
         }
         out.push(span);

@@ -287,3 +287,14 @@ write("span_block", "structured", bytes([1]) + spans)
 write("span_block", "structured-damaged", bytes([3, 40, 0, 0x10, 0, 0]) + spans)
 write("span_block", "structured-cut", bytes([7, 9, 0, 0, 60, 0]) + spans)
 write("span_block", "raw-garbage", bytes([0]) + b"LKBLOCK\x01" + b"\x00" * 24 + b"LKBLOCK\x01")
+
+# --- summary_block: summaries the harness builds into a block, whole or damaged ---------
+# 4 bytes per summary: trace, version step, start, shape (see the target's doc).
+rows = b"".join(bytes(r) for r in [
+    (0, 0, 10, 0x31), (0, 1, 9, 0x57), (1, 0, 40, 0x12), (2, 2, 200, 0x8f),
+    (1, 3, 41, 0x26), (3, 0, 90, 0xd3),
+])
+write("summary_block", "structured", bytes([1]) + rows)
+write("summary_block", "structured-damaged", bytes([3, 40, 0, 0x10, 0, 0]) + rows)
+write("summary_block", "structured-cut", bytes([7, 9, 0, 0, 60, 0]) + rows)
+write("summary_block", "raw-garbage", bytes([0]) + b"LKBLOCK\x01" + b"\x00" * 24 + b"LKBLOCK\x01")

@@ -99,12 +99,12 @@ fn main() {
     let stats = store.stats();
     println!(
         "built {} spans in {} blocks over {} partitions in {:.1}s ({:.0} spans/s); {:.1} bytes/span; open {:.1} ms",
-        stats.spans,
+        stats.rows,
         stats.blocks,
         stats.partitions,
         build.as_secs_f64(),
-        stats.spans as f64 / build.as_secs_f64(),
-        stats.bytes as f64 / stats.spans as f64,
+        stats.rows as f64 / build.as_secs_f64(),
+        stats.bytes as f64 / stats.rows as f64,
         open.as_secs_f64() * 1e3
     );
     let mut g = 0x9e37_79b9_7f4a_7c15u64;

@@ -25,11 +25,21 @@ pub fn trace_hash(id: &[u8; 16]) -> u64 {
     let mut b = [0u8; 8];
     a.copy_from_slice(&id[..8]);
     b.copy_from_slice(&id[8..]);
-    let mut h = u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29);
-    // The finaliser of SplitMix64: ids that are not random still spread.
+    // Ids that are not random still spread.
+    mix(u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29))
+}
+
+/// The finaliser of SplitMix64.
+fn mix(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// The key an attribute hash (FNV-1a of `KEY=VALUE`) goes into a filter as: its bits
+/// mixed once more, since the filter picks its block by the high half.
+pub fn attr_key(hash: u64) -> u64 {
+    mix(hash)
 }
 
 /// A split-block Bloom filter.

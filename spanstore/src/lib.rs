@@ -15,7 +15,9 @@ pub mod bloom;
 pub mod codec;
 pub mod spans;
 pub mod store;
+pub mod summaries;
+pub mod traceindex;
 
 pub use block::{BlockError, BlockErrorKind};
 pub use spans::{SpanBlock, SpanBuffer, StoredSpan};
-pub use store::{SpanStore, StoreStats, TraceLookup};
+pub use store::{BlockStore, Schema, SpanStore, StoreStats, TraceLookup};

@@ -1,16 +1,17 @@
-//! Span partitions on disk and the head being filled.
+//! Block partitions on disk and the head being filled, for any block schema ([`Schema`]):
+//! spans ([`SpanStore`]) and trace summaries ([`crate::summaries::SummaryStore`]).
 //!
 //! ```text
 //! <dir>/<partition start, Unix s>/<sequence, 20 digits>.blk
 //! ```
 //!
 //! Partitions are keyed by ingest time, as every store of the collector is, so retention
-//! removes whole directories. One writer at a time fills the *head*, an in-memory
-//! [`SpanBuffer`]; [`SpanStore::cut`] encodes it into a block, writes it durably and makes
-//! it part of its partition. Lookups read the head, a head being cut, and the blocks whose
-//! filter may hold the trace, so what was written is found at once, durable or not; what
-//! is not durable yet is still in the WAL, and the checkpoint ([`SpanStore::checkpoint`])
-//! only passes what blocks hold.
+//! removes whole directories. One writer at a time fills the *head*, an in-memory buffer;
+//! [`BlockStore::cut`] encodes it into a block, writes it durably and makes it part of its
+//! partition. Reads see the head, a head being cut, and the blocks, so what was written is
+//! found at once, durable or not; what is not durable yet is still in the WAL, and the
+//! checkpoint ([`BlockStore::checkpoint`]) only passes what blocks hold. Block sequence
+//! numbers grow across partitions and restarts: a later block holds later writes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,40 +20,121 @@ use std::sync::Arc;
 use lookout_proto::otlp::trace::v1::ResourceSpans;
 use parking_lot::{Mutex, RwLock};
 
-use crate::block::{write_durably, BlockError};
-use crate::spans::{BufferStats, SpanBlock, SpanBuffer, StoredSpan};
+use crate::block::{write_durably, BlockError, Footer, Source};
+use crate::spans::{SpanBlock, SpanBuffer, StoredSpan};
 
 /// File name extension of blocks.
 const BLOCK_EXT: &str = "blk";
 
+/// What a block store needs of a schema: its in-memory buffer and its open blocks.
+pub trait Schema: 'static {
+    /// Names the schema's blocks in logs ("span", "summary").
+    const NAME: &'static str;
+    /// Rows collected for the next block.
+    type Buffer: Default + std::fmt::Debug + Send + Sync;
+    /// An open block (its footer and what lookups keep in memory).
+    type Block: std::fmt::Debug + Send + Sync;
+    /// Rows and approximate memory of `buf`.
+    fn buffer_size(buf: &Self::Buffer) -> HeadStats;
+    /// `buf` as a block file covering the WAL through `lsn`; `None` when it is empty.
+    fn encode(buf: &Self::Buffer, lsn: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// Open the block in `src`, named `path` in errors.
+    fn read<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Self::Block, BlockError>;
+    /// The block's footer.
+    fn footer(block: &Self::Block) -> &Footer;
+}
+
+/// The span schema.
+#[derive(Debug)]
+pub struct Spans;
+
+impl Schema for Spans {
+    const NAME: &'static str = "span";
+    type Buffer = SpanBuffer;
+    type Block = SpanBlock;
+    fn buffer_size(buf: &SpanBuffer) -> HeadStats {
+        let s = buf.stats();
+        HeadStats {
+            rows: s.rows,
+            bytes: s.bytes,
+        }
+    }
+    fn encode(buf: &SpanBuffer, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
+        buf.finish(lsn)
+    }
+    fn read<S: Source + ?Sized>(src: &S, path: &Path) -> Result<SpanBlock, BlockError> {
+        SpanBlock::read(src, path)
+    }
+    fn footer(block: &SpanBlock) -> &Footer {
+        block.footer()
+    }
+}
+
 /// One block of a partition.
 #[derive(Debug)]
-pub struct BlockFile {
-    /// The open block (footer and filter).
-    pub block: SpanBlock,
+pub struct BlockFile<K: Schema> {
+    /// The open block.
+    pub block: K::Block,
+    /// Its file.
+    pub path: PathBuf,
+    /// Its sequence number (later blocks hold later writes).
+    pub seq: u64,
     /// Its size on disk.
     pub bytes: u64,
 }
 
+impl<K: Schema> BlockFile<K> {
+    /// The block's footer.
+    pub fn footer(&self) -> &Footer {
+        K::footer(&self.block)
+    }
+
+    /// Open the file for reading the block's chunks.
+    pub fn file(&self) -> Result<std::fs::File, BlockError> {
+        std::fs::File::open(&self.path).map_err(|e| BlockError::new(&self.path, e))
+    }
+}
+
 /// One partition: its blocks, and those that could not be opened.
-#[derive(Debug, Default)]
-struct Partition {
-    blocks: Vec<Arc<BlockFile>>,
+#[derive(Debug)]
+struct Partition<K: Schema> {
+    blocks: Vec<Arc<BlockFile<K>>>,
     unreadable: Vec<Arc<BlockError>>,
+}
+
+impl<K: Schema> Default for Partition<K> {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
 }
 
 /// The buffer being filled and the partition it belongs to.
 #[derive(Debug)]
-struct Head {
+struct Head<B> {
     key: i64,
-    buf: SpanBuffer,
+    buf: B,
+}
+
+/// The head, and a head being cut.
+type Heads<B> = (Option<Head<B>>, Option<Arc<B>>);
+
+/// Rows and memory of a head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Rows.
+    pub rows: usize,
+    /// Approximate heap bytes.
+    pub bytes: usize,
 }
 
 /// What the store holds, for gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Spans in blocks.
-    pub spans: u64,
+    /// Rows in blocks.
+    pub rows: u64,
     /// Bytes of blocks on disk.
     pub bytes: u64,
     /// Blocks.
@@ -61,10 +143,22 @@ pub struct StoreStats {
     pub partitions: usize,
     /// Blocks that could not be opened.
     pub unreadable: usize,
-    /// Spans in the head (not in a block yet).
-    pub head_spans: u64,
+    /// Rows in the head (not in a block yet).
+    pub head_rows: u64,
     /// Memory the head holds.
     pub head_bytes: u64,
+}
+
+/// A consistent view of a store: its blocks (by sequence number), the blocks that could not
+/// be opened, and what a reader took from the heads at the same moment.
+#[derive(Debug)]
+pub struct Snapshot<K: Schema, R> {
+    /// Every readable block, oldest first.
+    pub blocks: Vec<Arc<BlockFile<K>>>,
+    /// Blocks that could not be opened.
+    pub unreadable: Vec<Arc<BlockError>>,
+    /// What the reader took from the heads.
+    pub memory: R,
 }
 
 /// The spans of a trace, and the blocks that could not be read for it.
@@ -76,19 +170,22 @@ pub struct TraceLookup {
     pub unreadable: Vec<Arc<BlockError>>,
 }
 
-/// The span store; see the module documentation.
+/// Blocks of one schema in partitions, and the head; see the module documentation.
 #[derive(Debug)]
-pub struct SpanStore {
+pub struct BlockStore<K: Schema> {
     dir: PathBuf,
     width_secs: i64,
-    partitions: RwLock<BTreeMap<i64, Partition>>,
+    partitions: RwLock<BTreeMap<i64, Partition<K>>>,
     /// The head, and a head being cut (readable until its block is in place).
-    head: RwLock<(Option<Head>, Option<Arc<SpanBuffer>>)>,
+    head: RwLock<Heads<K::Buffer>>,
     /// Sequence number of the next block.
     next_seq: Mutex<u64>,
 }
 
-impl SpanStore {
+/// The span store.
+pub type SpanStore = BlockStore<Spans>;
+
+impl<K: Schema> BlockStore<K> {
     /// Open the store in `dir` (created if missing), partitions `width_secs` wide. Blocks
     /// that cannot be opened are kept, named in lookups and in [`Self::unreadable`];
     /// leftovers of an interrupted write are removed.
@@ -122,7 +219,7 @@ impl SpanStore {
                         files.push((seq, path));
                     }
                     Some("tmp") => {
-                        // A block whose write did not finish: its spans are still in the WAL.
+                        // A block whose write did not finish: its rows are still in the WAL.
                         tracing::info!(file = %path.display(), "removing an unfinished block");
                         std::fs::remove_file(&path)?;
                     }
@@ -133,10 +230,18 @@ impl SpanStore {
             for (seq, path) in files {
                 next_seq = next_seq.max(seq + 1);
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                match SpanBlock::open(&path) {
-                    Ok(block) => part.blocks.push(Arc::new(BlockFile { block, bytes })),
+                let read = std::fs::File::open(&path)
+                    .map_err(|e| BlockError::new(&path, e))
+                    .and_then(|f| K::read(&f, &path));
+                match read {
+                    Ok(block) => part.blocks.push(Arc::new(BlockFile {
+                        block,
+                        path,
+                        seq,
+                        bytes,
+                    })),
                     Err(e) => {
-                        tracing::error!(error = %e, "a span block cannot be read; lookups name it and answer from the rest");
+                        tracing::error!(error = %e, schema = K::NAME, "a block cannot be read; reads name it and answer from the rest");
                         part.unreadable.push(Arc::new(e));
                     }
                 }
@@ -168,7 +273,7 @@ impl SpanStore {
             .read()
             .values()
             .flat_map(|p| &p.blocks)
-            .map(|b| b.block.footer().lsn)
+            .map(|b| b.footer().lsn)
             .max()
             .unwrap_or(0)
     }
@@ -177,35 +282,29 @@ impl SpanStore {
     pub fn start_head(&self, key: i64) {
         self.head.write().0 = Some(Head {
             key,
-            buf: SpanBuffer::new(),
+            buf: K::Buffer::default(),
         });
     }
 
-    /// Drop the head and what it holds (its writer failed; its spans will be written
-    /// again from the WAL).
+    /// Drop the head and what it holds (its writer failed; its rows will be written again
+    /// from the WAL).
     pub fn discard_head(&self) {
         self.head.write().0 = None;
     }
 
-    /// Add spans to the head; `false` when there is no head.
-    pub fn append(&self, rs: &ResourceSpans) -> bool {
-        match self.head.write().0.as_mut() {
-            Some(h) => {
-                h.buf.push_resource_spans(rs);
-                true
-            }
-            None => false,
-        }
+    /// Add to the head with `f`; `None` when there is no head.
+    pub fn with_head<R>(&self, f: impl FnOnce(&mut K::Buffer) -> R) -> Option<R> {
+        self.head.write().0.as_mut().map(|h| f(&mut h.buf))
     }
 
     /// What the head holds.
-    pub fn head_stats(&self) -> Option<BufferStats> {
-        self.head.read().0.as_ref().map(|h| h.buf.stats())
+    pub fn head_stats(&self) -> Option<HeadStats> {
+        self.head.read().0.as_ref().map(|h| K::buffer_size(&h.buf))
     }
 
     /// Cut the head into a block covering the WAL through `lsn`, write it durably and add
     /// it to its partition; the head starts empty again. Nothing is written when the head
-    /// is empty. On failure the head's spans are dropped (the caller writes them again
+    /// is empty. On failure the head's rows are dropped (the caller writes them again
     /// from the WAL).
     pub fn cut(&self, lsn: u64) -> Result<Option<PathBuf>, BlockError> {
         let (key, buf) = {
@@ -214,7 +313,7 @@ impl SpanStore {
             let Some(h) = head.as_mut() else {
                 return Ok(None);
             };
-            if h.buf.is_empty() {
+            if K::buffer_size(&h.buf).rows == 0 {
                 return Ok(None);
             }
             let buf = Arc::new(std::mem::take(&mut h.buf));
@@ -227,12 +326,12 @@ impl SpanStore {
         let mut head = self.head.write();
         head.1 = None;
         let file = written?;
-        let path = file.block.path().to_path_buf();
+        let path = file.path.clone();
         parts.entry(key).or_default().blocks.push(Arc::new(file));
         Ok(Some(path))
     }
 
-    fn write_block(&self, key: i64, buf: &SpanBuffer, lsn: u64) -> Result<BlockFile, BlockError> {
+    fn write_block(&self, key: i64, buf: &K::Buffer, lsn: u64) -> Result<BlockFile<K>, BlockError> {
         let seq = {
             let mut next = self.next_seq.lock();
             let seq = *next;
@@ -242,64 +341,44 @@ impl SpanStore {
         let dir = self.dir.join(key.to_string());
         let path = dir.join(format!("{seq:020}.{BLOCK_EXT}"));
         let io = |e: std::io::Error| BlockError::new(&path, e);
-        let bytes = buf.finish(lsn).map_err(io)?.unwrap_or_default();
+        let bytes = K::encode(buf, lsn).map_err(io)?.unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(io)?;
         write_durably(&path, &bytes).map_err(io)?;
-        let block = SpanBlock::read(bytes.as_slice(), &path)?;
+        let block = K::read(bytes.as_slice(), &path)?;
         Ok(BlockFile {
             block,
+            path,
+            seq,
             bytes: bytes.len() as u64,
         })
     }
 
-    /// Every span of `trace_id`: in the blocks whose filter may hold it, in a head being
-    /// cut, and in the head.
-    pub fn trace(&self, trace_id: &[u8; 16]) -> TraceLookup {
-        let mut out = TraceLookup::default();
-        let mut in_memory = Vec::new();
-        // One snapshot of the blocks and the heads, taken under both locks in the order
-        // `cut` takes them: a cut finishing meanwhile shows its spans either in the sealed
-        // head or in its block, never in neither nor both.
-        let blocks: Vec<Arc<BlockFile>> = {
-            let parts = self.partitions.read();
-            let head = self.head.read();
-            for buf in head
-                .1
-                .iter()
-                .map(|b| b.as_ref())
-                .chain(head.0.as_ref().map(|h| &h.buf))
-            {
-                match buf.trace(trace_id) {
-                    Ok(spans) => in_memory.extend(spans),
-                    Err(e) => tracing::error!(error = %e, "reading spans from memory failed"),
-                }
-            }
-            out.unreadable = parts
+    /// The blocks and, at the same moment, what `in_memory` takes from the heads (a head
+    /// being cut first, then the head). Taken under both locks in the order `cut` takes
+    /// them: rows of a cut finishing meanwhile are either in a head or in a block, never in
+    /// neither nor both.
+    pub fn snapshot<R>(&self, in_memory: impl FnOnce(&[&K::Buffer]) -> R) -> Snapshot<K, R> {
+        let parts = self.partitions.read();
+        let head = self.head.read();
+        let bufs: Vec<&K::Buffer> = head
+            .1
+            .iter()
+            .map(|b| b.as_ref())
+            .chain(head.0.as_ref().map(|h| &h.buf))
+            .collect();
+        let memory = in_memory(&bufs);
+        let mut blocks: Vec<Arc<BlockFile<K>>> =
+            parts.values().flat_map(|p| &p.blocks).cloned().collect();
+        blocks.sort_by_key(|b| b.seq);
+        Snapshot {
+            blocks,
+            unreadable: parts
                 .values()
                 .flat_map(|p| &p.unreadable)
                 .cloned()
-                .collect();
-            parts
-                .values()
-                .flat_map(|p| &p.blocks)
-                .filter(|b| b.block.may_contain(trace_id))
-                .cloned()
-                .collect()
-        };
-        for b in blocks {
-            let read = std::fs::File::open(b.block.path())
-                .map_err(|e| BlockError::new(b.block.path(), e))
-                .and_then(|f| b.block.trace(&f, trace_id));
-            match read {
-                Ok(spans) => out.spans.extend(spans),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a span block cannot be read; the trace is answered without it");
-                    out.unreadable.push(Arc::new(e));
-                }
-            }
+                .collect(),
+            memory,
         }
-        out.spans.extend(in_memory);
-        out
     }
 
     /// Blocks that could not be opened.
@@ -326,10 +405,10 @@ impl SpanStore {
             let path = self.dir.join(key.to_string());
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {
-                    tracing::info!(partition = %path.display(), "removed span partition past retention")
+                    tracing::info!(partition = %path.display(), schema = K::NAME, "removed block partition past retention")
                 }
                 Err(e) => {
-                    tracing::warn!(partition = %path.display(), error = %e, "cannot remove span partition")
+                    tracing::warn!(partition = %path.display(), error = %e, "cannot remove block partition")
                 }
             }
         }
@@ -347,18 +426,55 @@ impl SpanStore {
             s.unreadable += p.unreadable.len();
             for b in &p.blocks {
                 s.blocks += 1;
-                s.spans += b.block.footer().rows;
+                s.rows += b.footer().rows;
                 s.bytes += b.bytes;
             }
         }
+        drop(parts);
         if let Some(h) = self.head_stats() {
-            s.head_spans = h.rows as u64;
+            s.head_rows = h.rows as u64;
             s.head_bytes = h.bytes as u64;
         }
         s
     }
 }
 
+impl SpanStore {
+    /// Add spans to the head; `false` when there is no head.
+    pub fn append(&self, rs: &ResourceSpans) -> bool {
+        self.with_head(|buf| buf.push_resource_spans(rs)).is_some()
+    }
+
+    /// Every span of `trace_id`: in the blocks whose filter may hold it, in a head being
+    /// cut, and in the head.
+    pub fn trace(&self, trace_id: &[u8; 16]) -> TraceLookup {
+        let snap = self.snapshot(|bufs| {
+            let mut spans = Vec::new();
+            for buf in bufs {
+                match buf.trace(trace_id) {
+                    Ok(found) => spans.extend(found),
+                    Err(e) => tracing::error!(error = %e, "reading spans from memory failed"),
+                }
+            }
+            spans
+        });
+        let mut out = TraceLookup {
+            spans: Vec::new(),
+            unreadable: snap.unreadable,
+        };
+        for b in snap.blocks.iter().filter(|b| b.block.may_contain(trace_id)) {
+            match b.file().and_then(|f| b.block.trace(&f, trace_id)) {
+                Ok(spans) => out.spans.extend(spans),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a span block cannot be read; the trace is answered without it");
+                    out.unreadable.push(Arc::new(e));
+                }
+            }
+        }
+        out.spans.extend(snap.memory);
+        out
+    }
+}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -410,7 +526,7 @@ mod tests {
         assert_eq!(store.trace(&[1; 16]).spans.len(), 5);
         store.cut(9).unwrap();
         let stats = store.stats();
-        assert_eq!((stats.blocks, stats.spans, stats.partitions), (2, 6, 1));
+        assert_eq!((stats.blocks, stats.rows, stats.partitions), (2, 6, 1));
         drop(store);
 
         let store = SpanStore::open(dir.path(), 3600).unwrap();

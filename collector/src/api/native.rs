@@ -11,7 +11,7 @@ use super::lookup::{blocking, load_trace, parse_trace_id};
 use super::params::{ParamReader, Params};
 use super::state::ApiState;
 use crate::store::logs::{severity_floor, LogQuery};
-use crate::store::traces::TraceQuery;
+use crate::store::traces::{api_summary, TraceQuery};
 
 /// Routes under `/api/v1`.
 pub fn router() -> Router<ApiState> {
@@ -149,7 +149,7 @@ async fn get_traces(
     let docs = blocking(move || Ok(s.traces.search(&query)?)).await?;
     timer.observe_duration();
     Ok(Json(lookout_proto::api::TracesResponse {
-        traces: docs.iter().map(|d| d.summary()).collect(),
+        traces: docs.iter().map(api_summary).collect(),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
     .into_response())

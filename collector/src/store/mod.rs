@@ -9,6 +9,7 @@
 //! [`progress::Progress`] as the WAL checkpoint.
 
 pub mod backlog;
+pub mod blocks;
 pub mod error;
 pub mod handle;
 pub mod indexer;

@@ -1,15 +1,12 @@
 //! The span store: spans in `lookout-spanstore`'s columnar blocks under
-//! `<data>/spanstore/spans/`, written from the WAL through the one partition writer (the
-//! head buffer is cut into a block when the writer commits), and found by trace id in the
-//! blocks and the head. Spans written by earlier releases (tantivy, `<data>/spans/`,
+//! `<data>/spanstore/spans/`, written from the WAL through the one partition writer
+//! ([`super::blocks`]), and found by trace id in the blocks and the head. Spans written by earlier releases (tantivy, `<data>/spans/`,
 //! [`super::legacy`]) are read as well until retention removes them.
 
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
-use lookout_ingest::metrics::register as reg;
 use lookout_ingest::values::{attrs_to_map, hex_id, resource_attributes, rfc3339, service_name};
 use lookout_ingest::Batch;
 use lookout_proto::api::{SpanEvent, SpanLink, SpanView};
@@ -18,14 +15,14 @@ use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
-use lookout_spanstore::BlockError;
-use prometheus::{IntCounter, IntGauge, Registry};
+use lookout_spanstore::store::Spans;
 
+use super::blocks::{BlockPartitions, HeadWriter};
 use super::error::SearchError;
 use super::indexer::DocMapper;
 use super::legacy::LegacySpanStore;
-use super::partition::{Lookup, PartitionError, PartitionedIndex, WriterOptions};
-use super::writer::{PartitionStats, Partitions, WriteError, Written};
+use super::partition::{Lookup, PartitionError, WriterOptions};
+use super::writer::{Partitions, WriteError, Written};
 
 /// Most spans returned for one trace.
 pub const MAX_TRACE_SPANS: usize = 100_000;
@@ -41,153 +38,13 @@ pub struct SpanBatch {
     pub req: ExportTraceServiceRequest,
 }
 
-/// The span blocks as the partition writer sees them, with the partitions of earlier
-/// releases (retention removes those too).
-pub struct BlockPartitions {
-    store: Arc<lookout_spanstore::SpanStore>,
-    legacy: Option<Arc<PartitionedIndex>>,
-    metrics: OnceLock<SpanStoreMetrics>,
-}
-
-/// The span store's own self-metrics (its documents, bytes and partitions are in the
-/// index metrics with `signal="traces"`).
-#[derive(Clone)]
-pub struct SpanStoreMetrics {
-    blocks: IntGauge,
-    unreadable: IntGauge,
-    head_spans: IntGauge,
-    head_bytes: IntGauge,
-    written: IntCounter,
-    written_bytes: IntCounter,
-}
-
-impl SpanStoreMetrics {
-    /// Create the metrics and register them on `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
-        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
-        Ok(Self {
-            blocks: gauge("lookout_spanstore_blocks", "Span blocks on disk.")?,
-            unreadable: gauge(
-                "lookout_spanstore_unreadable_blocks",
-                "Span blocks that cannot be read (named in lookups that may need them).",
-            )?,
-            head_spans: gauge(
-                "lookout_spanstore_head_spans",
-                "Spans held in memory, not yet cut into a block (they are in the WAL).",
-            )?,
-            head_bytes: gauge(
-                "lookout_spanstore_head_bytes",
-                "Memory of the spans not yet cut into a block, estimated.",
-            )?,
-            written: counter(
-                "lookout_spanstore_blocks_written_total",
-                "Span blocks cut and written durably.",
-            )?,
-            written_bytes: counter(
-                "lookout_spanstore_block_bytes_written_total",
-                "Bytes of span blocks written.",
-            )?,
-        })
-    }
-}
-
-/// The writer of the head: spans go into the store's head buffer. Dropping it (after a
-/// failed cut) drops what the head holds, since the partition writer writes those spans
-/// again from the WAL.
-pub struct HeadWriter {
-    store: Arc<lookout_spanstore::SpanStore>,
-    /// Memory of the head after the last write.
-    bytes: u64,
-}
-
-impl Drop for HeadWriter {
-    fn drop(&mut self) {
-        self.store.discard_head();
-    }
-}
-
-impl Partitions for BlockPartitions {
-    type Writer = HeadWriter;
-    type Error = BlockError;
-
-    fn checkpoint(&self) -> u64 {
-        // Records an earlier release indexed are not written again after an upgrade.
-        let legacy = self.legacy.as_ref().map_or(0, |l| l.checkpoint());
-        self.store.checkpoint().max(legacy)
-    }
-
-    fn key_for(&self, unix_secs: i64) -> i64 {
-        self.store.key_for(unix_secs)
-    }
-
-    fn open_writer(&self, key: i64) -> Result<HeadWriter, BlockError> {
-        self.store.start_head(key);
-        Ok(HeadWriter {
-            store: self.store.clone(),
-            bytes: 0,
-        })
-    }
-
-    fn commit(&self, writer: &mut HeadWriter, lsn: u64) -> Result<(), BlockError> {
-        let written = self.store.cut(lsn)?;
-        writer.bytes = 0;
-        if let (Some(path), Some(m)) = (written, self.metrics.get()) {
-            m.written.inc();
-            m.written_bytes
-                .inc_by(std::fs::metadata(&path).map_or(0, |md| md.len()));
-        }
-        Ok(())
-    }
-
-    fn close_writer(&self, writer: HeadWriter) {
-        drop(writer);
-    }
-
-    fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
-        let legacy = self.legacy.as_ref().map_or(0, |l| {
-            Partitions::remove_older_than(l.as_ref(), cutoff_secs, None)
-        });
-        self.store.remove_older_than(cutoff_secs, keep) + legacy
-    }
-
-    fn close_idle_readers(&self, idle: Duration, _keep: Option<i64>) {
-        if let Some(l) = &self.legacy {
-            Partitions::close_idle_readers(l.as_ref(), idle, None);
-        }
-    }
-
-    /// Also refreshes the span store's own gauges.
-    fn stats(&self) -> PartitionStats {
-        let s = self.store.stats();
-        if let Some(m) = self.metrics.get() {
-            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            m.blocks.set(gauge(s.blocks as u64));
-            m.unreadable.set(gauge(s.unreadable as u64));
-            m.head_spans.set(gauge(s.head_spans));
-            m.head_bytes.set(gauge(s.head_bytes));
-        }
-        let legacy = self
-            .legacy
-            .as_ref()
-            .map(|l| Partitions::stats(l.as_ref()))
-            .unwrap_or_default();
-        PartitionStats {
-            docs: s.spans + legacy.docs,
-            bytes: s.bytes + legacy.bytes,
-            partitions: s.partitions + legacy.partitions,
-            open_readers: legacy.open_readers,
-        }
-    }
-}
-
 /// Adds spans to the head and hands each record on to the trace tracker.
 pub struct SpanMapper {
     tracker: Option<SyncSender<SpanBatch>>,
 }
 
-impl DocMapper<BlockPartitions> for SpanMapper {
-    fn add(&mut self, batch: &Batch, w: &mut HeadWriter) -> Result<Written, WriteError> {
+impl DocMapper<BlockPartitions<Spans>> for SpanMapper {
+    fn add(&mut self, batch: &Batch, w: &mut HeadWriter<Spans>) -> Result<Written, WriteError> {
         let Batch::Traces(req) = batch else {
             return Ok(Written::default());
         };
@@ -202,10 +59,10 @@ impl DocMapper<BlockPartitions> for SpanMapper {
                 .map(|ss| ss.spans.len() as u64)
                 .sum::<u64>();
         }
-        let now = w.store.head_stats().map_or(0, |s| s.bytes as u64);
-        let bytes = now.saturating_sub(w.bytes);
-        w.bytes = now;
-        Ok(Written { docs: spans, bytes })
+        Ok(Written {
+            docs: spans,
+            bytes: w.grown(),
+        })
     }
 
     fn forward(&mut self, lsn: u64, replay: bool, batch: Batch) {
@@ -222,7 +79,7 @@ impl DocMapper<BlockPartitions> for SpanMapper {
 /// The span store: blocks, and the partitions of earlier releases. Cheap to clone.
 #[derive(Clone)]
 pub struct SpanStore {
-    parts: Arc<BlockPartitions>,
+    parts: Arc<BlockPartitions<Spans>>,
     legacy: Option<LegacySpanStore>,
 }
 
@@ -245,29 +102,23 @@ impl SpanStore {
             None
         };
         Ok(Self {
-            parts: Arc::new(BlockPartitions {
-                store: Arc::new(store),
-                legacy: legacy.as_ref().map(|l| l.index().clone()),
-                metrics: OnceLock::new(),
-            }),
+            parts: Arc::new(BlockPartitions::new(
+                store,
+                legacy.as_ref().map(|l| l.index().clone()),
+                "spans",
+            )),
             legacy,
         })
     }
 
-    /// Export the span store's own gauges and counters through `metrics` (once; later
-    /// calls are ignored).
-    pub fn export_metrics(&self, metrics: SpanStoreMetrics) {
-        let _ = self.parts.metrics.set(metrics);
-    }
-
     /// The blocks as the partition writer writes them.
-    pub fn partitions(&self) -> &Arc<BlockPartitions> {
+    pub fn partitions(&self) -> &Arc<BlockPartitions<Spans>> {
         &self.parts
     }
 
     /// The block store.
     pub fn blocks(&self) -> &Arc<lookout_spanstore::SpanStore> {
-        &self.parts.store
+        self.parts.store()
     }
 
     /// Highest WAL sequence number held durably.
@@ -283,7 +134,7 @@ impl SpanStore {
     /// Every stored span of `trace_id` that can be read (unordered), and the blocks and
     /// partitions that could not be; empty when there is none.
     pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Lookup<Vec<SpanView>>, SearchError> {
-        let found = self.parts.store.trace(trace_id);
+        let found = self.parts.store().trace(trace_id);
         let mut spans: Vec<SpanView> = found
             .spans
             .iter()

@@ -189,27 +189,8 @@ impl SpanBlock {
         src: &S,
     ) -> Result<(Vec<[u8; 16]>, Vec<u64>), BlockError> {
         let raw = self.section(src, Section::Traces)?;
-        let m = |m| self.malformed("trace index", m);
-        let mut c = Cursor::new(&raw);
-        let n = c.count(17).map_err(m)?;
-        let mut ids = Vec::with_capacity(n);
-        for _ in 0..n {
-            ids.push(c.array::<16>().map_err(m)?);
-        }
-        let mut starts = Vec::with_capacity(n + 1);
-        let mut at = 0u64;
-        starts.push(0);
-        for _ in 0..n {
-            at = at.saturating_add(c.varint().map_err(m)?);
-            starts.push(at);
-        }
-        if at != self.footer.rows || !ids.windows(2).all(|w| w[0] < w[1]) {
-            return Err(m(Malformed {
-                what: "trace index does not match the rows",
-                at: 0,
-            }));
-        }
-        Ok((ids, starts))
+        crate::traceindex::decode(&raw, self.footer.rows)
+            .map_err(|m| self.malformed("trace index", m))
     }
 
     /// Every span of `trace_id` in this block (none when it holds none), by start.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::block::{BlockBuilder, Kind, Stats};
-use crate::bloom::{trace_hash, Bloom};
 use crate::codec::{put_bytes, put_varint, zigzag};
+use crate::traceindex;
 
 use super::buffer::SpanBuffer;
 use super::{Col, Section, COLUMNS, MAX_PAGE_ROWS, PAGE_ROWS};
@@ -30,7 +30,8 @@ impl SpanBuffer {
             &encode_table(&self.resources.entries),
         )?;
         b.section(Section::Scopes as u32, &encode_table(&self.scopes.entries))?;
-        let (traces, filter) = self.encode_traces(&order);
+        let (traces, filter) =
+            traceindex::encode(order.iter().map(|&r| &self.trace_ids[r as usize]));
         b.section(Section::Traces as u32, &traces)?;
         b.section(Section::Filter as u32, &filter)?;
         let mut page = PageEncoder::default();
@@ -80,38 +81,6 @@ impl SpanBuffer {
             put_bytes(&mut out, s.as_bytes());
         }
         out
-    }
-
-    /// The trace index section and the filter section.
-    fn encode_traces(&self, order: &[u32]) -> (Vec<u8>, Vec<u8>) {
-        let mut ids: Vec<[u8; 16]> = Vec::new();
-        let mut counts: Vec<u64> = Vec::new();
-        for &r in order {
-            let id = self.trace_ids[r as usize];
-            if ids.last() == Some(&id) {
-                if let Some(c) = counts.last_mut() {
-                    *c += 1;
-                }
-            } else {
-                ids.push(id);
-                counts.push(1);
-            }
-        }
-        let mut out = Vec::with_capacity(ids.len() * 18 + 8);
-        put_varint(&mut out, ids.len() as u64);
-        for id in &ids {
-            out.extend_from_slice(id);
-        }
-        for c in counts {
-            put_varint(&mut out, c);
-        }
-        let mut bloom = Bloom::with_capacity(ids.len());
-        for id in &ids {
-            bloom.insert(trace_hash(id));
-        }
-        let mut filter = Vec::with_capacity(bloom.encoded_len());
-        bloom.encode(&mut filter);
-        (out, filter)
     }
 }
 

@@ -167,44 +167,11 @@ async fn replayed_spans_answer_as_soon_as_ready() {
     );
 }
 
-/// Copy `from` into `to`, files only (a partition directory is flat).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
-}
-
-/// Beside the only partition of `index`, a copy an hour older whose term dictionaries are
-/// cut off; returns the copy's directory.
-fn add_damaged_partition(index: &std::path::Path) -> String {
-    let parts: Vec<i64> = std::fs::read_dir(index)
-        .expect("index dir")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    assert_eq!(parts.len(), 1, "{}: {parts:?}", index.display());
-    let damaged = index.join((parts[0] - 3600).to_string());
-    copy_dir(&index.join(parts[0].to_string()), &damaged);
-    let mut cut = 0;
-    for e in std::fs::read_dir(&damaged).expect("read_dir") {
-        let p = e.expect("entry").path();
-        if p.extension().is_some_and(|x| x == "term") {
-            std::fs::write(&p, b"").expect("truncate");
-            cut += 1;
-        }
-    }
-    assert!(cut > 0, "no term dictionary in {}", damaged.display());
-    damaged.display().to_string()
-}
-
-/// Beside the only span block under `store` (the span store's directory), a copy with a
-/// damaged footer; returns the copy's path.
+/// Beside the only block under `store` (a block store's directory), a copy with a damaged
+/// footer; returns the copy's path.
 fn add_damaged_block(store: &std::path::Path) -> String {
     let mut blocks = Vec::new();
-    for part in std::fs::read_dir(store).expect("span store dir") {
+    for part in std::fs::read_dir(store).expect("block store dir") {
         for b in std::fs::read_dir(part.expect("entry").path()).expect("partition") {
             blocks.push(b.expect("entry").path());
         }
@@ -227,7 +194,7 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
     let c = Collector::start(&data, &["--config", &cfg]);
     let (id, body) = trace_batch(0, 1);
     c.post_ok("/v1/traces", body).await;
-    // Complete and summarised in the trace index.
+    // Complete and summarised.
     poll(Duration::from_secs(30), "the trace summary", || async {
         let (_, b) = get_json(&c.api_url("/api/v1/traces?limit=1")).await;
         (b["traces"][0]["trace_id"] == id.as_str()).then_some(())
@@ -235,7 +202,7 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
     .await;
     assert!(c.terminate().success());
     let spans = add_damaged_block(&data.join("spanstore").join("spans"));
-    let traces = add_damaged_partition(&data.join("traces"));
+    let traces = add_damaged_block(&data.join("spanstore").join("summaries"));
 
     // The collector starts; a lookup answers from the readable blocks and partitions and
     // names the damaged ones in warnings.

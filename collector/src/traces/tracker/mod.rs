@@ -22,9 +22,9 @@ use parking_lot::Mutex;
 use super::graph::{Graph, GraphConfig};
 use super::metrics::TraceMetrics;
 use super::red::{Red, RedConfig};
-use crate::store::partition::{PartitionedIndex, TantivyWriter};
+use crate::store::blocks::{BlockPartitions, HeadWriter};
 use crate::store::spans::SpanBatch;
-use crate::store::traces::{attr_value_hash, TraceDoc, TraceState, TraceStore};
+use crate::store::traces::{attr_value_hash, Summary, TraceState, TraceStore};
 use crate::store::writer::{
     CommitPolicy, IndexLabels, ItemWriter, PartitionWriter, WriteError, WriterSetup, Written,
 };
@@ -32,12 +32,9 @@ use crate::store::{IndexMetrics, Progress};
 use completed::RecentlyCompleted;
 use lookout_ingest::clock::{now_unix_nano, now_unix_secs};
 use lookout_ingest::values::{resource_attributes, service_name};
+use lookout_spanstore::summaries::Summaries;
 pub use open::OpenTraces;
 use open::{Names, OpenTrace};
-
-/// Summaries written but not yet committed, past which the trace index commits before its
-/// interval: they are kept in memory (`recent`) until then, about 1 KB each.
-const MAX_UNCOMMITTED: u64 = 20_000;
 
 /// What the API reads from the tracker.
 pub struct TracesShared {
@@ -72,7 +69,7 @@ impl TracesShared {
 
 /// Everything the tracker thread needs.
 pub struct TrackerSetup {
-    /// The trace index.
+    /// The trace summaries.
     pub store: TraceStore,
     /// State shared with the API.
     pub shared: Arc<TracesShared>,
@@ -84,25 +81,28 @@ pub struct TrackerSetup {
     pub index_metrics: IndexMetrics,
     /// Trace settings.
     pub cfg: TracesConfig,
-    /// Commit interval.
-    pub index_cfg: lookout_config::IndexConfig,
+    /// When summary blocks are cut (the `[spans]` block settings).
+    pub blocks: lookout_config::SpanStoreConfig,
     /// Partitions older than this are removed.
     pub retention: Duration,
 }
 
-/// Writes trace summaries into the trace index, and keeps those written since the last
-/// commit (not yet searchable) for lookups and for writing again after a failure.
+/// Writes trace summaries into the summary head, and keeps those written since the last
+/// cut (shared with the head) for writing again after a failure.
 struct SummaryWriter {
     store: TraceStore,
-    /// Newest version of each trace written since the last commit.
-    recent: HashMap<[u8; 16], TraceDoc>,
+    /// Newest version of each trace written since the last cut.
+    recent: HashMap<[u8; 16], Arc<Summary>>,
 }
 
-impl ItemWriter<PartitionedIndex, [u8; 16]> for SummaryWriter {
-    fn write(&mut self, w: &mut TantivyWriter, id: &mut [u8; 16]) -> Result<Written, WriteError> {
+impl ItemWriter<BlockPartitions<Summaries>, [u8; 16]> for SummaryWriter {
+    fn write(
+        &mut self,
+        w: &mut HeadWriter<Summaries>,
+        id: &mut [u8; 16],
+    ) -> Result<Written, WriteError> {
         let doc = self.recent.get(id).ok_or(WriteError::Dropped)?;
-        self.store.add(w, doc)?;
-        Ok(Written { docs: 1, bytes: 0 })
+        self.store.add(w, doc.clone())
     }
 }
 
@@ -117,25 +117,22 @@ pub fn spawn(
         metrics,
         index_metrics,
         cfg,
-        index_cfg,
+        blocks,
         retention,
     } = setup;
-    // A trace becomes searchable only after its idle window anyway, so the trace index
-    // commits less often than the others (fewer segments to merge): half that window,
-    // within [commit_interval, 5 s].
-    let commit_every = (cfg.completion_window.get() / 2)
-        .min(Duration::from_secs(5))
-        .max(index_cfg.commit_interval.get());
+    // Summaries are read from the head as soon as they are written; a cut makes them
+    // durable and lets the tracker's WAL checkpoint pass them.
+    let commit_every = blocks.block_interval.get();
     let writer = PartitionWriter::new(WriterSetup {
-        store: store.index().clone(),
+        store: store.partitions().clone(),
         labels: IndexLabels {
             signal: "trace_summaries",
             index: "traces",
         },
         metrics: index_metrics,
         policy: CommitPolicy {
-            max_docs: MAX_UNCOMMITTED,
-            max_bytes: u64::MAX,
+            max_docs: blocks.block_spans,
+            max_bytes: blocks.block_bytes.get(),
             interval: commit_every,
         },
         progress,
@@ -175,7 +172,7 @@ struct Tracker {
     idle: Duration,
     max_open_bytes: usize,
     commit_every: Duration,
-    writer: PartitionWriter<PartitionedIndex, [u8; 16]>,
+    writer: PartitionWriter<BlockPartitions<Summaries>, [u8; 16]>,
     summaries: SummaryWriter,
     /// Recently completed trace ids.
     completed: RecentlyCompleted,
@@ -216,12 +213,12 @@ impl Tracker {
         }
     }
 
-    /// The newest stored version of trace `id`: the one written since the last commit, or,
+    /// The newest stored version of trace `id`: the one written since the last cut, or,
     /// when the trace `may_be_stored` (replay, an old span, a trace completed lately), the
-    /// one in the index.
-    fn stored_version(&self, id: &[u8; 16], may_be_stored: bool) -> Option<TraceDoc> {
+    /// one in the store.
+    fn stored_version(&self, id: &[u8; 16], may_be_stored: bool) -> Option<Summary> {
         if let Some(d) = self.summaries.recent.get(id) {
-            return Some(d.clone());
+            return Some(Summary::clone(d));
         }
         if !may_be_stored {
             return None;
@@ -229,12 +226,12 @@ impl Tracker {
         match self.summaries.store.latest(id) {
             Ok(l) => {
                 for e in &l.unreadable {
-                    tracing::warn!(error = %e, "a trace index partition cannot be read; the trace's earlier summary may be missed");
+                    tracing::warn!(error = %e, "a summary block or partition cannot be read; the trace's earlier summary may be missed");
                 }
                 l.found
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the trace index; treating the span as a new trace");
+                tracing::warn!(error = %e, "cannot read the trace summaries; treating the span as a new trace");
                 None
             }
         }
@@ -396,7 +393,7 @@ impl Tracker {
             .inc();
         let id = doc.trace_id;
         self.completed.insert(&id);
-        self.summaries.recent.insert(id, doc);
+        self.summaries.recent.insert(id, Arc::new(doc));
         self.writer
             .write(now_unix_secs(), id, 0, &mut self.summaries);
     }
@@ -409,7 +406,7 @@ impl Tracker {
         }
     }
 
-    /// Commit the summaries written, recording the tracker's progress.
+    /// Cut the summaries written into a block, recording the tracker's progress.
     fn commit(&mut self) {
         self.last_commit = Instant::now();
         let safe = self.safe_lsn();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 
-use crate::store::traces::{attr_value_hash, TraceDoc, TraceState};
+use crate::store::traces::{attr_value_hash, Summary, TraceState};
 
 /// Most distinct `(service, operation)` pairs kept per trace.
 const MAX_OPS_PER_TRACE: usize = 64;
@@ -94,7 +94,7 @@ impl OpenTrace {
         }
     }
 
-    pub(super) fn from_stored(prev: TraceDoc, lsn: u64, now: Instant, names: &mut Names) -> Self {
+    pub(super) fn from_stored(prev: Summary, lsn: u64, now: Instant, names: &mut Names) -> Self {
         let mut acc = Self::new(prev.trace_id, lsn, now);
         acc.counted_through = prev.max_lsn;
         acc.max_lsn = prev.max_lsn;
@@ -191,12 +191,12 @@ impl OpenTrace {
         }
     }
 
-    pub(super) fn into_doc(self, names: &Names) -> TraceDoc {
+    pub(super) fn into_doc(self, names: &Names) -> Summary {
         let (root_service, root_operation) =
             self.root.map_or((String::new(), String::new()), |(s, o)| {
                 (names.name(s).to_string(), names.name(o).to_string())
             });
-        TraceDoc {
+        Summary {
             trace_id: self.id,
             version: self.prev_version,
             state: TraceState::Complete,

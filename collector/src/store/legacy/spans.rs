@@ -14,12 +14,12 @@ use tantivy::query::TermQuery;
 use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STORED};
 use tantivy::{TantivyDocument, Term};
 
-use super::error::SearchError;
-use super::handle::{IndexSchema, StoreHandle};
-use super::indexer::DocMapper;
-use super::partition::{Lookup, PartitionedIndex, TantivyWriter};
-use super::spans::{span_view, MAX_TRACE_SPANS};
-use super::writer::{WriteError, Written};
+use super::super::error::SearchError;
+use super::super::handle::{IndexSchema, StoreHandle};
+use super::super::indexer::DocMapper;
+use super::super::partition::{Lookup, PartitionedIndex, TantivyWriter};
+use super::super::spans::{span_view, MAX_TRACE_SPANS};
+use super::super::writer::{WriteError, Written};
 use lookout_ingest::{Batch, Signal};
 
 /// Fields of the span schema.

@@ -1,0 +1,210 @@
+//! Block stores (`lookout-spanstore`) as the partition writer sees them: the head is
+//! filled by writes and cut into a block when the writer commits. Spans and trace
+//! summaries are both written this way; the tantivy partitions of earlier releases beside
+//! them are counted in the checkpoint and removed by retention.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lookout_ingest::metrics::register as reg;
+use lookout_spanstore::{BlockError, BlockStore, Schema};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use super::partition::PartitionedIndex;
+use super::writer::{PartitionStats, Partitions};
+
+/// A block store with the partitions of earlier releases (retention removes those too).
+pub struct BlockPartitions<K: Schema> {
+    pub(super) store: Arc<BlockStore<K>>,
+    pub(super) legacy: Option<Arc<PartitionedIndex>>,
+    metrics: OnceLock<BlockMetrics>,
+    /// Value of the `kind` label of this store's metrics.
+    kind: &'static str,
+}
+
+impl<K: Schema> BlockPartitions<K> {
+    /// `store`, with `legacy` partitions beside it; its metrics are labelled `kind`.
+    pub fn new(
+        store: BlockStore<K>,
+        legacy: Option<Arc<PartitionedIndex>>,
+        kind: &'static str,
+    ) -> Self {
+        Self {
+            store: Arc::new(store),
+            legacy,
+            metrics: OnceLock::new(),
+            kind,
+        }
+    }
+
+    /// The block store.
+    pub fn store(&self) -> &Arc<BlockStore<K>> {
+        &self.store
+    }
+
+    /// Export this store's gauges and counters through `metrics` (once; later calls are
+    /// ignored).
+    pub fn export_metrics(&self, metrics: BlockMetrics) {
+        // Every series shows from the start, at zero.
+        let k = [self.kind];
+        metrics.written.with_label_values(&k);
+        metrics.written_bytes.with_label_values(&k);
+        let _ = self.metrics.set(metrics);
+        Partitions::stats(self);
+    }
+}
+
+/// The block stores' own self-metrics, labelled `kind` (`spans`, `summaries`); their rows,
+/// bytes and partitions are in the index metrics as well.
+#[derive(Clone)]
+pub struct BlockMetrics {
+    blocks: IntGaugeVec,
+    unreadable: IntGaugeVec,
+    head_rows: IntGaugeVec,
+    head_bytes: IntGaugeVec,
+    written: IntCounterVec,
+    written_bytes: IntCounterVec,
+}
+
+impl BlockMetrics {
+    /// Create the metrics and register them on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = |name: &str, help: &str| {
+            reg(
+                registry,
+                IntGaugeVec::new(Opts::new(name, help), &["kind"])?,
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            reg(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), &["kind"])?,
+            )
+        };
+        Ok(Self {
+            blocks: gauge("lookout_spanstore_blocks", "Blocks on disk.")?,
+            unreadable: gauge(
+                "lookout_spanstore_unreadable_blocks",
+                "Blocks that cannot be read (named in reads that may need them).",
+            )?,
+            head_rows: gauge(
+                "lookout_spanstore_head_rows",
+                "Rows held in memory, not yet cut into a block (they are in the WAL or the trace tracker's replay range).",
+            )?,
+            head_bytes: gauge(
+                "lookout_spanstore_head_bytes",
+                "Memory of the rows not yet cut into a block, estimated.",
+            )?,
+            written: counter(
+                "lookout_spanstore_blocks_written_total",
+                "Blocks cut and written durably.",
+            )?,
+            written_bytes: counter(
+                "lookout_spanstore_block_bytes_written_total",
+                "Bytes of blocks written.",
+            )?,
+        })
+    }
+}
+
+/// The writer of a head. Dropping it (after a failed cut) drops what the head holds,
+/// since the partition writer writes those rows again.
+pub struct HeadWriter<K: Schema> {
+    pub(super) store: Arc<BlockStore<K>>,
+    /// Memory of the head after the last write.
+    pub(super) bytes: u64,
+}
+
+impl<K: Schema> HeadWriter<K> {
+    /// Bytes the head grew by since the last call.
+    pub(super) fn grown(&mut self) -> u64 {
+        let now = self.store.head_stats().map_or(0, |s| s.bytes as u64);
+        let grown = now.saturating_sub(self.bytes);
+        self.bytes = now;
+        grown
+    }
+}
+
+impl<K: Schema> Drop for HeadWriter<K> {
+    fn drop(&mut self) {
+        self.store.discard_head();
+    }
+}
+
+impl<K: Schema> Partitions for BlockPartitions<K> {
+    type Writer = HeadWriter<K>;
+    type Error = BlockError;
+
+    fn checkpoint(&self) -> u64 {
+        // Records an earlier release indexed are not written again after an upgrade.
+        let legacy = self.legacy.as_ref().map_or(0, |l| l.checkpoint());
+        self.store.checkpoint().max(legacy)
+    }
+
+    fn key_for(&self, unix_secs: i64) -> i64 {
+        self.store.key_for(unix_secs)
+    }
+
+    fn open_writer(&self, key: i64) -> Result<HeadWriter<K>, BlockError> {
+        self.store.start_head(key);
+        Ok(HeadWriter {
+            store: self.store.clone(),
+            bytes: 0,
+        })
+    }
+
+    fn commit(&self, writer: &mut HeadWriter<K>, lsn: u64) -> Result<(), BlockError> {
+        let written = self.store.cut(lsn)?;
+        writer.bytes = 0;
+        if let (Some(path), Some(m)) = (written, self.metrics.get()) {
+            m.written.with_label_values(&[self.kind]).inc();
+            m.written_bytes
+                .with_label_values(&[self.kind])
+                .inc_by(std::fs::metadata(&path).map_or(0, |md| md.len()));
+        }
+        Ok(())
+    }
+
+    fn close_writer(&self, writer: HeadWriter<K>) {
+        drop(writer);
+    }
+
+    fn remove_older_than(&self, cutoff_secs: i64, keep: Option<i64>) -> usize {
+        let legacy = self.legacy.as_ref().map_or(0, |l| {
+            Partitions::remove_older_than(l.as_ref(), cutoff_secs, None)
+        });
+        self.store.remove_older_than(cutoff_secs, keep) + legacy
+    }
+
+    fn close_idle_readers(&self, idle: Duration, _keep: Option<i64>) {
+        if let Some(l) = &self.legacy {
+            Partitions::close_idle_readers(l.as_ref(), idle, None);
+        }
+    }
+
+    /// Also refreshes the store's own gauges.
+    fn stats(&self) -> PartitionStats {
+        let s = self.store.stats();
+        if let Some(m) = self.metrics.get() {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let k = [self.kind];
+            m.blocks.with_label_values(&k).set(gauge(s.blocks as u64));
+            m.unreadable
+                .with_label_values(&k)
+                .set(gauge(s.unreadable as u64));
+            m.head_rows.with_label_values(&k).set(gauge(s.head_rows));
+            m.head_bytes.with_label_values(&k).set(gauge(s.head_bytes));
+        }
+        let legacy = self
+            .legacy
+            .as_ref()
+            .map(|l| Partitions::stats(l.as_ref()))
+            .unwrap_or_default();
+        PartitionStats {
+            docs: s.rows + legacy.docs,
+            bytes: s.bytes + legacy.bytes,
+            partitions: s.partitions + legacy.partitions,
+            open_readers: legacy.open_readers,
+        }
+    }
+}
