@@ -4,7 +4,8 @@
 # (15 s) for every trace to complete and be summarised, then stops cleanly (SIGTERM
 # cuts the last block, commits the indexes); prints the bytes of the span store (and of
 # the tantivy span index of builds before it), of the trace summaries and of the WAL left,
-# per span acknowledged.
+# per span acknowledged (both layouts: tantivy under spans/ and traces/ in earlier
+# builds, blocks under spanstore/).
 #   cargo build --release -p lookout-collector -p lookout-agent
 #   bench/disk-per-span.sh [seconds] [rate] [bindir]
 set -euo pipefail
@@ -25,7 +26,7 @@ kill -TERM $pid
 wait $pid || true
 size() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 spans=$(( $(size "$work/data/spans") + $(size "$work/data/spanstore/spans") ))
-traces=$(size "$work/data/traces")
+traces=$(( $(size "$work/data/traces") + $(size "$work/data/spanstore/summaries") ))
 wal=$(size "$work/data/wal")
 echo "$out" | python3 -c "
 import json, sys

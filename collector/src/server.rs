@@ -102,6 +102,15 @@ pub async fn run(
     let backlog = Arc::new(Backlog::default());
     let threads = StoreThreads::spawn(&ctx, &stores, &live, &budget, &backlog)?;
     let wal = open_wal(&ctx, &stores, threads.dispatch).await?;
+    let compactor = tokio::spawn(crate::store::blocks::compact(
+        vec![
+            stores.spans.partitions().clone(),
+            stores.traces.partitions().clone(),
+        ],
+        cfg.spans.block_spans,
+        cfg.spans.compact_interval.get(),
+        shutdown.clone(),
+    ));
     replay_applied(&backlog, &shutdown).await;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
@@ -118,6 +127,7 @@ pub async fn run(
     tracing::info!("shutting down");
     receivers.stop().await?;
     api_task.await?;
+    compactor.await?;
     // Every Ingest (and so every WAL handle) is gone: the WAL thread drains and exits,
     // which closes the store channels; the store threads commit and exit.
     let mut joins = vec![("wal", wal.thread)];

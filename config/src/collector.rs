@@ -258,6 +258,9 @@ pub struct SpanStoreConfig {
     pub block_bytes: ByteSize,
     /// Cut a block at least this often.
     pub block_interval: HumanDuration,
+    /// Merge runs of small blocks of a partition (under half of `block_spans` rows each,
+    /// together at most `block_spans`) this often; `0s` never.
+    pub compact_interval: HumanDuration,
 }
 
 impl Default for SpanStoreConfig {
@@ -266,6 +269,7 @@ impl Default for SpanStoreConfig {
             block_spans: 131_072,
             block_bytes: ByteSize::mib(64),
             block_interval: HumanDuration::from_secs(30),
+            compact_interval: HumanDuration::from_secs(60),
         }
     }
 }

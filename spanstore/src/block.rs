@@ -34,6 +34,10 @@ const MAX_FOOTER_BYTES: u64 = 64 << 20;
 /// on span pages for about a tenth less disk.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// Section id, in blocks of every kind, of the sequence numbers of the blocks a compacted
+/// block replaces (count, then varints): at start-up, those are removed if still there.
+pub const SECTION_REPLACES: u32 = 100;
+
 /// What a block holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -451,6 +455,40 @@ pub fn read_footer<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Footer, B
         return Err(err(BlockErrorKind::FooterChecksum));
     }
     Footer::decode(&footer, data_end).map_err(err)
+}
+
+/// The sequence numbers of the blocks the block in `src` replaces (none unless compacted).
+pub fn replaced<S: Source + ?Sized>(
+    src: &S,
+    path: &Path,
+    footer: &Footer,
+) -> Result<Vec<u64>, BlockError> {
+    let Some((_, r)) = footer
+        .sections
+        .iter()
+        .find(|(id, _)| *id == SECTION_REPLACES)
+    else {
+        return Ok(Vec::new());
+    };
+    let raw = read_chunk(src, path, r, &|| "section Replaces".to_string())?;
+    let m = |m| BlockError::malformed(path, "replaced blocks", m);
+    let mut c = Cursor::new(&raw);
+    let n = c.count(1).map_err(m)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.varint().map_err(m)?);
+    }
+    Ok(out)
+}
+
+/// The [`SECTION_REPLACES`] section of `seqs`.
+pub fn replaces_section(seqs: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(seqs.len() * 3 + 1);
+    put_varint(&mut out, seqs.len() as u64);
+    for s in seqs {
+        put_varint(&mut out, *s);
+    }
+    out
 }
 
 /// Read, check and decompress one chunk; `what` names it in errors.

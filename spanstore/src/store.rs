@@ -36,12 +36,52 @@ pub trait Schema: 'static {
     type Block: std::fmt::Debug + Send + Sync;
     /// Rows and approximate memory of `buf`.
     fn buffer_size(buf: &Self::Buffer) -> HeadStats;
-    /// `buf` as a block file covering the WAL through `lsn`; `None` when it is empty.
-    fn encode(buf: &Self::Buffer, lsn: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// `buf` as a block file covering the WAL through `lsn` that replaces the blocks
+    /// `replaces` (compaction; empty for a cut); `None` when it is empty.
+    fn encode(buf: &Self::Buffer, lsn: u64, replaces: &[u64]) -> std::io::Result<Option<Vec<u8>>>;
+    /// Add every row of `block` (read from `src`) to `buf`.
+    fn merge_into<S: Source + ?Sized>(
+        buf: &mut Self::Buffer,
+        src: &S,
+        block: &Self::Block,
+    ) -> Result<(), BlockError>;
     /// Open the block in `src`, named `path` in errors.
     fn read<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Self::Block, BlockError>;
     /// The block's footer.
     fn footer(block: &Self::Block) -> &Footer;
+}
+
+/// Sequence numbers of the blocks that the blocks in `files` say they replace.
+fn replaced_in(files: &[(u64, PathBuf)]) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    for (_, path) in files {
+        let read = std::fs::File::open(path)
+            .map_err(|e| BlockError::new(path, e))
+            .and_then(|f| {
+                let footer = crate::block::read_footer(&f, path)?;
+                crate::block::replaced(&f, path, &footer)
+            });
+        // A block that cannot be read replaces nothing; it is named when opened.
+        if let Ok(seqs) = read {
+            out.extend(seqs);
+        }
+    }
+    out
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// The partition.
+    pub key: i64,
+    /// Blocks merged.
+    pub blocks: usize,
+    /// Rows in them.
+    pub rows: u64,
+    /// Bytes before and after.
+    pub bytes_before: u64,
+    /// Bytes of the new block.
+    pub bytes_after: u64,
 }
 
 /// The span schema.
@@ -59,8 +99,16 @@ impl Schema for Spans {
             bytes: s.bytes,
         }
     }
-    fn encode(buf: &SpanBuffer, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
-        buf.finish(lsn)
+    fn encode(buf: &SpanBuffer, lsn: u64, replaces: &[u64]) -> std::io::Result<Option<Vec<u8>>> {
+        buf.finish_replacing(lsn, replaces)
+    }
+    fn merge_into<S: Source + ?Sized>(
+        buf: &mut SpanBuffer,
+        src: &S,
+        block: &SpanBlock,
+    ) -> Result<(), BlockError> {
+        buf.push_stored(&block.all(src)?);
+        Ok(())
     }
     fn read<S: Source + ?Sized>(src: &S, path: &Path) -> Result<SpanBlock, BlockError> {
         SpanBlock::read(src, path)
@@ -180,6 +228,10 @@ pub struct BlockStore<K: Schema> {
     head: RwLock<Heads<K::Buffer>>,
     /// Sequence number of the next block.
     next_seq: Mutex<u64>,
+    /// Blocks compaction replaced, deleted once no reader holds them.
+    doomed: Mutex<Vec<Arc<BlockFile<K>>>>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
 }
 
 /// The span store.
@@ -227,7 +279,14 @@ impl<K: Schema> BlockStore<K> {
                 }
             }
             files.sort();
+            let replaced = replaced_in(&files);
             for (seq, path) in files {
+                if replaced.contains(&seq) {
+                    // A compaction finished writing the block that holds these rows.
+                    tracing::info!(file = %path.display(), "removing a block replaced by compaction");
+                    std::fs::remove_file(&path)?;
+                    continue;
+                }
                 next_seq = next_seq.max(seq + 1);
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let read = std::fs::File::open(&path)
@@ -254,6 +313,8 @@ impl<K: Schema> BlockStore<K> {
             partitions: RwLock::new(partitions),
             head: RwLock::new((None, None)),
             next_seq: Mutex::new(next_seq),
+            doomed: Mutex::new(Vec::new()),
+            compacting: Mutex::new(()),
         })
     }
 
@@ -320,7 +381,7 @@ impl<K: Schema> BlockStore<K> {
             *sealed = Some(buf.clone());
             (h.key, buf)
         };
-        let written = self.write_block(key, &buf, lsn);
+        let written = self.write_block(key, &buf, lsn, &[]);
         // The block (if any) and the end of the sealed head become visible together.
         let mut parts = self.partitions.write();
         let mut head = self.head.write();
@@ -331,7 +392,13 @@ impl<K: Schema> BlockStore<K> {
         Ok(Some(path))
     }
 
-    fn write_block(&self, key: i64, buf: &K::Buffer, lsn: u64) -> Result<BlockFile<K>, BlockError> {
+    fn write_block(
+        &self,
+        key: i64,
+        buf: &K::Buffer,
+        lsn: u64,
+        replaces: &[u64],
+    ) -> Result<BlockFile<K>, BlockError> {
         let seq = {
             let mut next = self.next_seq.lock();
             let seq = *next;
@@ -341,7 +408,9 @@ impl<K: Schema> BlockStore<K> {
         let dir = self.dir.join(key.to_string());
         let path = dir.join(format!("{seq:020}.{BLOCK_EXT}"));
         let io = |e: std::io::Error| BlockError::new(&path, e);
-        let bytes = K::encode(buf, lsn).map_err(io)?.unwrap_or_default();
+        let bytes = K::encode(buf, lsn, replaces)
+            .map_err(io)?
+            .unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(io)?;
         write_durably(&path, &bytes).map_err(io)?;
         let block = K::read(bytes.as_slice(), &path)?;
@@ -379,6 +448,98 @@ impl<K: Schema> BlockStore<K> {
                 .collect(),
             memory,
         }
+    }
+
+    /// Merge one run of small blocks of a partition (each under half of `target_rows`,
+    /// together at most `target_rows`, oldest first) into one block sorted like any other.
+    /// The new block names the blocks it replaces, so that a crash before they are deleted
+    /// leaves no row twice; readers holding a replaced block keep reading it until they
+    /// let it go. `None` when no partition has two such blocks in a row.
+    pub fn compact_once(&self, target_rows: u64) -> Result<Option<Compacted>, BlockError> {
+        let _one = self.compacting.lock();
+        self.sweep();
+        let Some((key, group)) = self.pick(target_rows) else {
+            return Ok(None);
+        };
+        let mut buf = K::Buffer::default();
+        let mut lsn = 0;
+        for b in &group {
+            K::merge_into(&mut buf, &b.file()?, &b.block)?;
+            lsn = lsn.max(b.footer().lsn);
+        }
+        let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
+        let file = self.write_block(key, &buf, lsn, &seqs)?;
+        drop(buf);
+        let done = Compacted {
+            key,
+            blocks: group.len(),
+            rows: group.iter().map(|b| b.footer().rows).sum(),
+            bytes_before: group.iter().map(|b| b.bytes).sum(),
+            bytes_after: file.bytes,
+        };
+        let mut parts = self.partitions.write();
+        let Some(part) = parts.get_mut(&key) else {
+            // Retention removed the partition meanwhile.
+            drop(parts);
+            let _ = std::fs::remove_file(&file.path);
+            return Ok(None);
+        };
+        part.blocks.retain(|b| !seqs.contains(&b.seq));
+        part.blocks.push(Arc::new(file));
+        drop(parts);
+        self.doomed.lock().extend(group);
+        self.sweep();
+        Ok(Some(done))
+    }
+
+    /// The oldest partition's first run of at least two small blocks.
+    fn pick(&self, target_rows: u64) -> Option<(i64, Vec<Arc<BlockFile<K>>>)> {
+        let parts = self.partitions.read();
+        for (key, p) in parts.iter() {
+            let mut blocks: Vec<&Arc<BlockFile<K>>> = p.blocks.iter().collect();
+            blocks.sort_by_key(|b| b.seq);
+            let mut run: Vec<Arc<BlockFile<K>>> = Vec::new();
+            let mut rows = 0u64;
+            for b in blocks {
+                let r = b.footer().rows;
+                let small = r.saturating_mul(2) < target_rows;
+                if small && rows + r <= target_rows {
+                    run.push(b.clone());
+                    rows += r;
+                    continue;
+                }
+                if run.len() >= 2 {
+                    return Some((*key, run));
+                }
+                run.clear();
+                rows = 0;
+                if small {
+                    run.push(b.clone());
+                    rows = r;
+                }
+            }
+            if run.len() >= 2 {
+                return Some((*key, run));
+            }
+        }
+        None
+    }
+
+    /// Delete the files of replaced blocks no reader holds any more.
+    fn sweep(&self) {
+        self.doomed.lock().retain(|b| {
+            if Arc::strong_count(b) > 1 {
+                return true;
+            }
+            match std::fs::remove_file(&b.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %b.path.display(), error = %e, "cannot remove a compacted block")
+                }
+            }
+            false
+        });
     }
 
     /// Blocks that could not be opened.
@@ -609,5 +770,61 @@ mod tests {
             .join("0")
             .join("00000000000000000009.tmp")
             .exists());
+    }
+
+    #[test]
+    fn compaction_merges_small_blocks_and_a_crash_midway_leaves_no_span_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), 3600).unwrap();
+        store.start_head(0);
+        for i in 0..5u8 {
+            store.append(&spans(1, 2));
+            store.append(&spans(10 + i, 3));
+            store.cut(u64::from(i) + 1).unwrap();
+        }
+        // A large block is left alone.
+        store.start_head(3600);
+        store.append(&spans(2, 50));
+        store.cut(6).unwrap();
+        let before: Vec<u64> = std::fs::read_dir(dir.path().join("0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+            .collect();
+        assert_eq!(before.len(), 5);
+        let first = dir.path().join("0").join(format!("{:020}.blk", before[0]));
+        let first_bytes = std::fs::read(&first).unwrap();
+        // A reader holding the old blocks keeps reading them.
+        let held = store.snapshot(|_| ());
+        let done = store.compact_once(40).unwrap().unwrap();
+        assert_eq!((done.key, done.blocks, done.rows), (0, 5, 25));
+        assert!(
+            store.compact_once(40).unwrap().is_none(),
+            "nothing left to merge"
+        );
+        assert_eq!(store.stats().blocks, 2);
+        assert_eq!(store.trace(&[1; 16]).spans.len(), 10);
+        for b in &held.blocks {
+            assert!(b.path.exists(), "a held block stays until let go");
+        }
+        drop(held);
+        store.compact_once(40).unwrap();
+        let files = std::fs::read_dir(dir.path().join("0")).unwrap().count();
+        assert_eq!(files, 1, "replaced blocks are deleted once let go");
+        assert_eq!(store.checkpoint(), 6);
+
+        // A crash after the new block was written but before the old ones went: put
+        // one back; opening removes it again.
+        drop(store);
+        let again = SpanStore::open(dir.path(), 3600).unwrap();
+        assert_eq!(again.trace(&[1; 16]).spans.len(), 10);
+        drop(again);
+        std::fs::write(&first, first_bytes).unwrap();
+        let reopened = SpanStore::open(dir.path(), 3600).unwrap();
+        assert!(!first.exists());
+        let found = reopened.trace(&[1; 16]);
+        assert_eq!(found.spans.len(), 10, "no span twice");
+        assert!(found.unreadable.is_empty());
+        assert_eq!(reopened.trace(&[12; 16]).spans.len(), 3);
     }
 }

@@ -49,8 +49,84 @@ impl<K: Schema> BlockPartitions<K> {
         let k = [self.kind];
         metrics.written.with_label_values(&k);
         metrics.written_bytes.with_label_values(&k);
+        metrics.compactions.with_label_values(&k);
+        metrics.compacted.with_label_values(&k);
         let _ = self.metrics.set(metrics);
         Partitions::stats(self);
+    }
+}
+
+/// A block store compaction can run on.
+pub trait Compact: Send + Sync {
+    /// Merge one run of small blocks (see `BlockStore::compact_once`); whether there was
+    /// one.
+    fn compact_once(&self, target_rows: u64) -> Result<bool, BlockError>;
+}
+
+impl<K: Schema> Compact for BlockPartitions<K> {
+    fn compact_once(&self, target_rows: u64) -> Result<bool, BlockError> {
+        let Some(done) = self.store.compact_once(target_rows)? else {
+            return Ok(false);
+        };
+        tracing::debug!(
+            kind = self.kind,
+            partition = done.key,
+            blocks = done.blocks,
+            rows = done.rows,
+            bytes_before = done.bytes_before,
+            bytes_after = done.bytes_after,
+            "compacted blocks"
+        );
+        if let Some(m) = self.metrics.get() {
+            let k = [self.kind];
+            m.compactions.with_label_values(&k).inc();
+            m.compacted.with_label_values(&k).inc_by(done.blocks as u64);
+            m.written.with_label_values(&k).inc();
+            m.written_bytes
+                .with_label_values(&k)
+                .inc_by(done.bytes_after);
+        }
+        Ok(true)
+    }
+}
+
+/// Every `interval`, merge runs of small blocks of `stores` (at most `target_rows` rows
+/// into one) until none is left or a minute has gone, on a blocking thread; until
+/// `shutdown`.
+pub async fn compact(
+    stores: Vec<Arc<dyn Compact>>,
+    target_rows: u64,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let stores = stores.clone();
+        let stop = shutdown.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            for s in &stores {
+                while !stop.is_cancelled() && std::time::Instant::now() < until {
+                    match s.compact_once(target_rows) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "compaction failed; the blocks stay as they are");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        if run.await.is_err() {
+            tracing::error!("compaction panicked");
+        }
     }
 }
 
@@ -64,6 +140,8 @@ pub struct BlockMetrics {
     head_bytes: IntGaugeVec,
     written: IntCounterVec,
     written_bytes: IntCounterVec,
+    compactions: IntCounterVec,
+    compacted: IntCounterVec,
 }
 
 impl BlockMetrics {
@@ -102,6 +180,14 @@ impl BlockMetrics {
             written_bytes: counter(
                 "lookout_spanstore_block_bytes_written_total",
                 "Bytes of blocks written.",
+            )?,
+            compactions: counter(
+                "lookout_spanstore_compactions_total",
+                "Runs of small blocks merged into one.",
+            )?,
+            compacted: counter(
+                "lookout_spanstore_compacted_blocks_total",
+                "Blocks merged away by compaction.",
             )?,
         })
     }

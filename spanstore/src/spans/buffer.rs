@@ -204,6 +204,38 @@ impl SpanBuffer {
         }
     }
 
+    /// Add spans read back from blocks (compaction), each shared resource and scope
+    /// interned once.
+    pub fn push_stored(&mut self, spans: &[super::StoredSpan]) {
+        let mut resources: HashMap<usize, u32, FxBuildHasher> = HashMap::default();
+        let mut scopes: HashMap<usize, u32, FxBuildHasher> = HashMap::default();
+        for s in spans {
+            let key = std::sync::Arc::as_ptr(&s.resource) as usize;
+            let res_id = match resources.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = self
+                        .resources
+                        .id(present(s.resource.value.as_ref()), &s.resource.schema_url);
+                    resources.insert(key, id);
+                    id
+                }
+            };
+            let key = std::sync::Arc::as_ptr(&s.scope) as usize;
+            let scope_id = match scopes.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = self
+                        .scopes
+                        .id(present(s.scope.value.as_ref()), &s.scope.schema_url);
+                    scopes.insert(key, id);
+                    id
+                }
+            };
+            self.push_span(res_id, scope_id, &s.span);
+        }
+    }
+
     /// Add one span of resource `res_id` and scope `scope_id` (table ids of this buffer).
     fn push_span(&mut self, res_id: u32, scope_id: u32, span: &Span) {
         let (Ok(trace_id), Ok(span_id)) = (

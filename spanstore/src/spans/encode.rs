@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxBuildHasher;
 
-use crate::block::{BlockBuilder, Kind, Stats};
+use crate::block::{replaces_section, BlockBuilder, Kind, Stats, SECTION_REPLACES};
 use crate::codec::{put_bytes, put_varint, zigzag};
 use crate::traceindex;
 
@@ -15,6 +15,11 @@ impl SpanBuffer {
     /// Encode every row as one block (the file's bytes), sorted by trace id then start,
     /// covering the WAL through `lsn`. `None` when the buffer is empty.
     pub fn finish(&self, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
+        self.finish_replacing(lsn, &[])
+    }
+
+    /// [`Self::finish`] for a compacted block that replaces blocks `replaces`.
+    pub fn finish_replacing(&self, lsn: u64, replaces: &[u64]) -> std::io::Result<Option<Vec<u8>>> {
         if self.is_empty() {
             return Ok(None);
         }
@@ -24,6 +29,9 @@ impl SpanBuffer {
             (self.trace_ids[r], self.starts[r], r)
         });
         let mut b = BlockBuilder::new(Kind::Spans);
+        if !replaces.is_empty() {
+            b.section(SECTION_REPLACES, &replaces_section(replaces))?;
+        }
         b.section(Section::Dictionary as u32, &self.encode_dictionary())?;
         b.section(
             Section::Resources as u32,

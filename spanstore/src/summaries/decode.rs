@@ -9,7 +9,7 @@ use crate::bloom::{attr_key, trace_hash, Bloom};
 use crate::codec::{unzigzag, Cursor, Malformed};
 use crate::traceindex;
 
-use super::{Col, Section, Summary, SummaryQuery, TraceState, COLUMNS};
+use super::{Col, Section, Summary, SummaryQuery, TraceState, COLUMNS, SUPERSEDED};
 
 /// An open summary block: its footer, filters and name tables, in memory.
 #[derive(Debug, Clone)]
@@ -308,7 +308,7 @@ impl SummaryBlock {
                 .ok_or(malformed_at("row past the trace index", i))?;
             let mut v = |col: Col| c[col as usize].varint();
             let version = v0.wrapping_add(v(Col::Version)?);
-            let state = TraceState::from_u64(v(Col::State)?);
+            let state = TraceState::from_u64(v(Col::State)? & !SUPERSEDED);
             let start = s0.wrapping_add(v(Col::Start)?);
             let end = start.wrapping_add(unzigzag(v(Col::Duration)?) as u64);
             let span_count = v(Col::SpanCount)?;
@@ -488,9 +488,9 @@ impl SummaryBlock {
         }))
     }
 
-    /// Rows matching `q`, at most `keep` of them (those of the latest trace starts). Every
-    /// version that matches is a hit; which one is its trace's newest is the caller's to
-    /// decide.
+    /// Rows matching `q` that are their trace's newest version in this block, at most
+    /// `keep` of them (those of the latest trace starts). Whether another block holds a
+    /// newer version is the caller's to decide.
     pub fn search<S: Source + ?Sized>(
         &self,
         src: &S,
@@ -539,14 +539,16 @@ impl SummaryBlock {
         let m = |m| self.malformed(&format!("page {p}"), m);
         let st = &self.footer.stats;
         let mut starts = None;
-        let mut alive = vec![true; rows];
+        // Only each trace's newest version in the block can be its newest at all.
+        let (_, states) = scalars(&self.column(src, p, Col::State)?, rows, false).map_err(m)?;
+        let mut alive: Vec<bool> = states.iter().map(|s| s & SUPERSEDED == 0).collect();
         let by_duration = q.min_duration_ns.is_some() || q.max_duration_ns.is_some();
         // Within the time range as a whole, starts are read only for the rows that match.
         if st.min_time < q.from_ns || st.max_time > q.to_ns || by_duration {
             let (s0, deltas) = scalars(&self.column(src, p, Col::Start)?, rows, true).map_err(m)?;
             for (a, &d) in alive.iter_mut().zip(&deltas) {
                 let s = s0.wrapping_add(d);
-                *a = s >= q.from_ns && s <= q.to_ns;
+                *a = *a && s >= q.from_ns && s <= q.to_ns;
             }
             starts = Some((s0, deltas));
         }

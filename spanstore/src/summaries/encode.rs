@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
 
-use crate::block::{BlockBuilder, Kind, Stats};
+use crate::block::{replaces_section, BlockBuilder, Kind, Stats, SECTION_REPLACES};
 use crate::bloom::{attr_key, Bloom};
 use crate::codec::{put_bytes, put_varint, zigzag};
 use crate::traceindex;
 
 use super::buffer::SummaryBuffer;
-use super::{Col, Section, Summary, COLUMNS, PAGE_ROWS};
+use super::{Col, Section, Summary, COLUMNS, PAGE_ROWS, SUPERSEDED};
 
 type Map<K> = HashMap<K, u32, FxBuildHasher>;
 
@@ -77,6 +77,11 @@ impl SummaryBuffer {
     /// Encode every row as one block (the file's bytes), sorted by trace id then version,
     /// covering the WAL through `lsn`. `None` when the buffer is empty.
     pub fn finish(&self, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
+        self.finish_replacing(lsn, &[])
+    }
+
+    /// [`Self::finish`] for a compacted block that replaces blocks `replaces`.
+    pub fn finish_replacing(&self, lsn: u64, replaces: &[u64]) -> std::io::Result<Option<Vec<u8>>> {
         let rows = &self.rows;
         if rows.is_empty() {
             return Ok(None);
@@ -104,6 +109,9 @@ impl SummaryBuffer {
             at = end;
         }
         let mut b = BlockBuilder::new(Kind::Summaries);
+        if !replaces.is_empty() {
+            b.section(SECTION_REPLACES, &replaces_section(replaces))?;
+        }
         let mut out = Vec::new();
         put_varint(&mut out, t.dict.len() as u64);
         for s in &t.dict {
@@ -166,10 +174,15 @@ fn encode_page<'a>(rows: &[&'a Summary], t: &mut Tables<'a>) -> [Vec<u8>; COLUMN
     put_varint(&mut cols[Col::Version as usize], v0);
     put_varint(&mut cols[Col::Start as usize], s0);
     put_varint(&mut cols[Col::MaxLsn as usize], l0);
-    for s in rows {
+    for (i, s) in rows.iter().enumerate() {
+        // A later version of the trace follows in this block (pages end at a trace).
+        let superseded = rows.get(i + 1).is_some_and(|n| n.trace_id == s.trace_id);
         let mut put = |c: Col, v: u64| put_varint(&mut cols[c as usize], v);
         put(Col::Version, s.version - v0);
-        put(Col::State, s.state as u64);
+        put(
+            Col::State,
+            s.state as u64 | if superseded { SUPERSEDED } else { 0 },
+        );
         put(Col::Start, s.start - s0);
         put(Col::Duration, zigzag(s.end.wrapping_sub(s.start) as i64));
         put(Col::SpanCount, s.span_count);

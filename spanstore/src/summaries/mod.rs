@@ -50,7 +50,8 @@ pub enum Section {
 pub enum Col {
     /// The page's lowest version, then per row the difference to it.
     Version,
-    /// Completeness ([`TraceState`]).
+    /// Completeness ([`TraceState`]), plus [`SUPERSEDED`] when a later version of the
+    /// trace follows in the block.
     State,
     /// The page's earliest start, then per row the difference to it.
     Start,
@@ -75,6 +76,10 @@ pub enum Col {
     /// The page's lowest WAL position, then per row the difference to it.
     MaxLsn,
 }
+
+/// Flag of [`Col::State`]: a later version of the row's trace follows in the block, so a
+/// search passes the row by.
+pub const SUPERSEDED: u64 = 0x80;
 
 /// Number of columns of a summary page.
 pub const COLUMNS: usize = Col::MaxLsn as usize + 1;
@@ -216,8 +221,18 @@ impl Schema for Summaries {
             bytes: buf.memory_bytes(),
         }
     }
-    fn encode(buf: &SummaryBuffer, lsn: u64) -> std::io::Result<Option<Vec<u8>>> {
-        buf.finish(lsn)
+    fn encode(buf: &SummaryBuffer, lsn: u64, replaces: &[u64]) -> std::io::Result<Option<Vec<u8>>> {
+        buf.finish_replacing(lsn, replaces)
+    }
+    fn merge_into<S: Source + ?Sized>(
+        buf: &mut SummaryBuffer,
+        src: &S,
+        block: &SummaryBlock,
+    ) -> Result<(), BlockError> {
+        for s in block.all(src)? {
+            buf.push(std::sync::Arc::new(s));
+        }
+        Ok(())
     }
     fn read<S: Source + ?Sized>(src: &S, path: &Path) -> Result<SummaryBlock, BlockError> {
         SummaryBlock::read(src, path)

@@ -40,8 +40,9 @@ struct Candidate {
 }
 
 impl SummaryStore {
-    /// The newest version of `trace_id`: in the head, in a head being cut, or in the latest
-    /// block that holds the trace.
+    /// The newest version of `trace_id`: in the head, in a head being cut, or the newest
+    /// of the blocks that hold the trace (compaction rewrites blocks, so block order says
+    /// nothing about versions).
     pub fn latest(&self, trace_id: &[u8; 16]) -> SummaryLookup {
         let snap =
             self.snapshot(|bufs| bufs.iter().rev().find_map(|b| b.latest(trace_id)).cloned());
@@ -50,18 +51,15 @@ impl SummaryStore {
             unreadable: snap.unreadable,
         };
         if out.found.is_some() {
+            // The heads hold the latest writes.
             return out;
         }
-        for b in snap
-            .blocks
-            .iter()
-            .rev()
-            .filter(|b| b.block.may_contain(trace_id))
-        {
+        for b in snap.blocks.iter().filter(|b| b.block.may_contain(trace_id)) {
             match b.file().and_then(|f| b.block.latest(&f, trace_id)) {
                 Ok(Some(s)) => {
-                    out.found = Some(s);
-                    break;
+                    if out.found.as_ref().is_none_or(|f| s.version > f.version) {
+                        out.found = Some(s);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -244,11 +242,11 @@ fn confirm(
         if newest_in_memory.get(&id).is_some_and(|&v| v > c.version) {
             continue;
         }
-        // Later versions are in later blocks (or in memory).
-        let after = c.block.map_or(blocks.len(), |b| b + 1);
+        // Versions in memory are newer than any block's; a block's may be newer than
+        // another's whatever their order.
         let mut superseded = false;
-        for (j, b) in blocks.iter().enumerate().skip(after) {
-            if !b.block.may_contain(&id) {
+        for (j, b) in blocks.iter().enumerate() {
+            if c.block.is_none() || c.block == Some(j) || !b.block.may_contain(&id) {
                 continue;
             }
             match files.get(j).and_then(|f| b.block.latest(f, &id)) {

@@ -308,7 +308,7 @@ fn searches_that_stop_early_answer_the_same() {
         to_ns: u64::MAX,
         ..SummaryQuery::default()
     };
-    for q in [
+    let queries = [
         base.clone(),
         SummaryQuery {
             service: Some("checkout".into()),
@@ -318,13 +318,31 @@ fn searches_that_stop_early_answer_the_same() {
             attrs: vec![100],
             ..base
         },
-    ] {
-        for limit in [1, 5, 20, 300] {
-            assert_eq!(
-                store.search(&q, limit).found,
-                brute(&all, &q, limit),
-                "{q:?} {limit}"
-            );
+    ];
+    let check = |store: &SummaryStore| {
+        for q in &queries {
+            for limit in [1, 5, 20, 300] {
+                assert_eq!(
+                    store.search(q, limit).found,
+                    brute(&all, q, limit),
+                    "{q:?} {limit}"
+                );
+            }
         }
-    }
+        for s in all.iter().step_by(37) {
+            let newest = all
+                .iter()
+                .filter(|o| o.trace_id == s.trace_id)
+                .max_by_key(|o| o.version);
+            assert_eq!(store.latest(&s.trace_id).found.as_ref(), newest);
+        }
+    };
+    check(&store);
+    // Compacted in runs (newer versions now sit in blocks older than the newest), then
+    // into one block: the same answers.
+    assert_eq!(store.compact_once(1000).unwrap().unwrap().blocks, 4);
+    check(&store);
+    while store.compact_once(10_000).unwrap().is_some() {}
+    assert_eq!(store.stats().blocks, 1);
+    check(&store);
 }

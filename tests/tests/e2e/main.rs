@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod compaction;
 mod diskfull;
 mod durability;
 mod faults;
