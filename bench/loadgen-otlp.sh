@@ -5,7 +5,8 @@
 #   pip install rotel   (optional: the rotel rows are skipped without it)
 #   cargo build --release -p lookout-collector -p lookout-agent
 #   bench/loadgen-otlp.sh [seconds] [rate]
-# Environment: SIGNALS (default "traces logs"), LOOKOUT_CONFIG (a collector config file
+# Environment: SIGNALS (default "traces logs"), SHAPE (trace shape, default flat;
+# wide: 20 attributes per span, large: 1,000-span traces), LOOKOUT_CONFIG (a collector config file
 # for the lookout runs), ROTEL=0 skips the rotel runs.
 # rate 0 (default) sends as fast as the server answers; lookout-loadgen honours
 # RESOURCE_EXHAUSTED/RetryInfo, so overload shows up as slower acks, not as errors.
@@ -18,7 +19,7 @@ work=$(mktemp -d)
 trap 'pkill -f "lookout-collector --data-dir $work" || true; pkill -f "rotel-agent start" || true; rm -rf "$work"' EXIT
 metric() { curl -s http://127.0.0.1:27070/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 loadgen() {
-  taskset -c 1 ./target/release/lookout-loadgen --endpoint "$1" --signal "$2" --trace-shape flat --duration "${secs}s" \
+  taskset -c 1 ./target/release/lookout-loadgen --endpoint "$1" --signal "$2" --trace-shape "${SHAPE:-flat}" --duration "${secs}s" \
     --rate "$rate" --json 2>/dev/null
 }
 field() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 2))"; }

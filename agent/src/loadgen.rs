@@ -343,6 +343,10 @@ pub enum TraceShape {
     /// Eight spans of one service per trace (the shape of the figures in
     /// docs/BENCHMARKS.md).
     Flat,
+    /// The flat shape with 20 attributes per span (the flat shape's eight and twelve more).
+    Wide,
+    /// Traces of 1,000 spans of one service: a root and its children.
+    Large,
 }
 
 /// A service of the shop, as an index into [`SERVICES`].
@@ -630,6 +634,8 @@ impl Gen {
             match args.trace_shape {
                 TraceShape::Shop => self.shop_trace(),
                 TraceShape::Flat => self.flat_trace(),
+                TraceShape::Wide => self.wide_trace(),
+                TraceShape::Large => self.large_trace(),
             }
             // The trace's logs become ready once all its spans have been sent.
             let sent_by = self.spans_taken + self.spans.len() as u64;
@@ -1118,6 +1124,52 @@ impl Gen {
         let first_span = self.spans.len();
         let svc = self.rng.below(self.services);
         flat_trace_spans(&mut self.rng, &mut self.spans, svc);
+        self.finish_trace(first_span, self.logs.len(), None);
+    }
+
+    /// A trace of the wide shape (`--trace-shape wide`).
+    fn wide_trace(&mut self) {
+        let first_span = self.spans.len();
+        let svc = self.rng.below(self.services);
+        flat_trace_spans(&mut self.rng, &mut self.spans, svc);
+        for (_, span) in self.spans.iter_mut().skip(first_span) {
+            for i in 0..12 {
+                let value = match i % 3 {
+                    0 => attr::string(&format!("app.tag.{i}"), format!("v{}", self.rng.below(50))),
+                    1 => attr::int(&format!("app.count.{i}"), self.rng.below(1_000) as i64),
+                    _ => attr::string(
+                        &format!("app.ref.{i}"),
+                        format!("ref-{}", self.rng.below(1_000_000)),
+                    ),
+                };
+                span.attributes.push(value);
+            }
+        }
+        self.finish_trace(first_span, self.logs.len(), None);
+    }
+
+    /// A trace of the large shape (`--trace-shape large`): the flat shape's spans
+    /// repeated under one root until there are 1,000.
+    fn large_trace(&mut self) {
+        let first_span = self.spans.len();
+        let svc = self.rng.below(self.services);
+        flat_trace_spans(&mut self.rng, &mut self.spans, svc);
+        let (trace, root) = match self.spans.get(first_span) {
+            Some((_, s)) => (s.trace_id.clone(), s.span_id.clone()),
+            None => return,
+        };
+        while self.spans.len() - first_span < 1000 {
+            let mut more = VecDeque::new();
+            flat_trace_spans(&mut self.rng, &mut more, svc);
+            for (svc, mut span) in more.into_iter().skip(1) {
+                span.trace_id = trace.clone();
+                span.parent_span_id = root.clone();
+                self.spans.push_back((svc, span));
+                if self.spans.len() - first_span == 1000 {
+                    break;
+                }
+            }
+        }
         self.finish_trace(first_span, self.logs.len(), None);
     }
 }

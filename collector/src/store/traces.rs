@@ -41,15 +41,12 @@ pub fn api_summary(s: &Summary) -> TraceSummary {
     }
 }
 
-/// Hash of an attribute `KEY=VALUE` as indexed and searched (FNV-1a, stable across
-/// releases and platforms).
+/// Hash of an attribute `KEY=VALUE` as stored in summary blocks and searched: XXH3-64 of
+/// the value seeded with XXH3-64 of the key (stable across releases and platforms; part
+/// of the block format).
 pub fn attr_hash(key: &str, value: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(std::iter::once(0)).chain(value.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(value.as_bytes(), xxh3_64(key.as_bytes()))
 }
 
 /// [`attr_hash`] of `key` and the value's text ([`to_text`]), without building the text

@@ -6,6 +6,9 @@
 //! Prometheus).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+// Seeded per process: keys come from clients.
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,12 +85,12 @@ struct EdgeTotal {
 /// Service graph state.
 pub struct Graph {
     cfg: GraphConfig,
-    pending: HashMap<Key, Half>,
+    pending: HashMap<Key, Half, RandomState>,
     order: VecDeque<(Key, u64)>,
     buckets: BTreeMap<u64, HashMap<Edge, EdgeStats>>,
     totals: HashMap<Edge, EdgeTotal>,
     /// Service names, shared by the halves and edges that name them.
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<str>, RandomState>,
     expired_unpaired: u64,
     dropped_pending: u64,
 }
@@ -103,13 +106,13 @@ impl Graph {
         let cap = cfg.max_pending.min(1 << 20);
         Self {
             cfg,
-            // Sized for the most halves at once: growing would hold the old and the new
-            // table together at the worst moment.
-            pending: HashMap::with_capacity(cap),
-            order: VecDeque::with_capacity(cap),
+            // Grown as halves wait: a table sized for the most at once spreads a few
+            // thousand entries over tens of MiB, one cache miss per span.
+            pending: HashMap::default(),
+            order: VecDeque::with_capacity(cap.min(4096)),
             buckets: BTreeMap::new(),
             totals: HashMap::new(),
-            names: HashSet::new(),
+            names: HashSet::default(),
             expired_unpaired: 0,
             dropped_pending: 0,
         }

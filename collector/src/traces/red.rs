@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+// Seeded per process: names come from clients.
+use foldhash::fast::RandomState;
 use std::time::Duration;
 
 use lookout_proto::api::{OperationStats, RedStats, ServiceStats, ServicesResponse};
@@ -187,7 +190,7 @@ struct Series {
 /// RED metrics of every service and operation.
 pub struct Red {
     cfg: RedConfig,
-    services: HashMap<String, HashMap<String, Series>>,
+    services: HashMap<String, HashMap<String, Series, RandomState>, RandomState>,
     overflowed: u64,
     expired: u64,
 }
@@ -252,7 +255,7 @@ impl Red {
     pub fn new(cfg: RedConfig) -> Self {
         Self {
             cfg,
-            services: HashMap::new(),
+            services: HashMap::default(),
             overflowed: 0,
             expired: 0,
         }

@@ -13,19 +13,23 @@ use crate::codec::{put_varint, zigzag};
 
 use super::ValueTag;
 
-/// Strings interned by the buffer, with id 0 the empty string.
+/// Strings interned by the buffer, with id 0 the empty string: their bytes one after the
+/// other in one arena, and a table of ids found by hash (each string is held once).
 #[derive(Debug)]
 pub(super) struct Dict {
-    ids: HashMap<Box<str>, u32, FxBuildHasher>,
-    pub(super) strings: Vec<Box<str>>,
+    ids: hashbrown::HashTable<u32>,
+    arena: String,
+    /// Per string the end of its bytes in `arena`.
+    ends: Vec<u32>,
     pub(super) bytes: usize,
 }
 
 impl Default for Dict {
     fn default() -> Self {
         let mut d = Self {
-            ids: HashMap::default(),
-            strings: Vec::new(),
+            ids: hashbrown::HashTable::new(),
+            arena: String::new(),
+            ends: Vec::new(),
             bytes: 0,
         };
         d.id("");
@@ -35,14 +39,57 @@ impl Default for Dict {
 
 impl Dict {
     pub(super) fn id(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
+        use std::hash::BuildHasher;
+        let hash = FxBuildHasher.hash_one(s);
+        let (arena, ends) = (&self.arena, &self.ends);
+        let get = |id: u32| {
+            let end = ends[id as usize] as usize;
+            let start = if id == 0 {
+                0
+            } else {
+                ends[id as usize - 1] as usize
+            };
+            &arena[start..end]
+        };
+        if let Some(&id) = self.ids.find(hash, |&id| get(id) == s) {
             return id;
         }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.into());
-        self.ids.insert(s.into(), id);
-        self.bytes += 2 * s.len() + 48;
+        let id = self.ends.len() as u32;
+        self.arena.push_str(s);
+        self.ends.push(self.arena.len() as u32);
+        let (arena, ends) = (&self.arena, &self.ends);
+        self.ids.insert_unique(hash, id, |&id| {
+            let end = ends[id as usize] as usize;
+            let start = if id == 0 {
+                0
+            } else {
+                ends[id as usize - 1] as usize
+            };
+            FxBuildHasher.hash_one(&arena[start..end])
+        });
+        self.bytes += s.len() + 16;
         id
+    }
+
+    /// String `id`.
+    pub(super) fn get(&self, id: usize) -> Option<&str> {
+        let end = *self.ends.get(id)? as usize;
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
+        self.arena.get(start..end)
+    }
+
+    /// Strings held.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Every string, by id.
+    pub(super) fn strings(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
     }
 }
 

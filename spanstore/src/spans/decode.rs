@@ -548,8 +548,8 @@ impl Strings for super::buffer::Dict {
     fn string(&self, id: u64, what: &'static str) -> Result<String, Malformed> {
         usize::try_from(id)
             .ok()
-            .and_then(|i| self.strings.get(i))
-            .map(|s| s.to_string())
+            .and_then(|i| self.get(i))
+            .map(str::to_string)
             .ok_or(Malformed { what, at: 0 })
     }
 }

@@ -84,8 +84,8 @@ impl SpanBuffer {
 
     fn encode_dictionary(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.dict.bytes / 2);
-        put_varint(&mut out, self.dict.strings.len() as u64);
-        for s in &self.dict.strings {
+        put_varint(&mut out, self.dict.len() as u64);
+        for s in self.dict.strings() {
             put_bytes(&mut out, s.as_bytes());
         }
         out

@@ -17,8 +17,19 @@ use tantivy::{DocAddress, IndexWriter, Order, Searcher, TantivyDocument, Term};
 use super::super::error::SearchError;
 use super::super::handle::{IndexSchema, StoreHandle};
 use super::super::partition::{Lookup, PartitionMeta, PartitionedIndex, TantivyWriter};
-use super::super::traces::{attr_hash, halves, Summary, TraceQuery, TraceState};
+use super::super::traces::{halves, Summary, TraceQuery, TraceState};
 use lookout_ingest::Signal;
+
+/// Hash of an attribute `KEY=VALUE` as the trace index of earlier releases stored it
+/// (FNV-1a of `KEY\0VALUE`).
+pub fn attr_hash(key: &str, value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(std::iter::once(0)).chain(value.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
 
 /// Separates service and operation in the combined term.
 const SEP: char = '\u{1f}';

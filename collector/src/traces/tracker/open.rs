@@ -2,6 +2,9 @@
 //! as hashes), in completion order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+// Seeded per process: keys come from clients.
+use foldhash::fast::RandomState;
 use std::time::Instant;
 
 use lookout_proto::otlp::trace::v1::status::StatusCode;
@@ -19,7 +22,7 @@ const MAX_SERVICES_PER_TRACE: usize = 64;
 /// Names of services and operations, stored once; traces refer to them by number.
 #[derive(Default)]
 pub(super) struct Names {
-    ids: HashMap<Box<str>, u32>,
+    ids: HashMap<Box<str>, u32, RandomState>,
     names: Vec<Box<str>>,
 }
 
@@ -226,7 +229,7 @@ impl OpenTrace {
 /// Traces being assembled.
 #[derive(Default)]
 pub struct OpenTraces {
-    pub(super) map: HashMap<[u8; 16], OpenTrace>,
+    pub(super) map: HashMap<[u8; 16], OpenTrace, RandomState>,
     /// Trace ids in the order their completion is due (checked lazily).
     pub(super) due: VecDeque<([u8; 16], Instant)>,
     /// First WAL positions of open traces (a multiset).
