@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use lookout_fuzz::Input;
+use lookout_fuzz::{BlockDamage, Input};
 use lookout_proto::attr;
 use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use lookout_spanstore::{SpanBlock, SpanBuffer};
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    let damage = (sel & 2 != 0).then(|| (input.u16(), input.byte(), input.u16()));
+    let damage = BlockDamage::read(&mut input, sel);
     let spans = spans(&mut input);
     let rs = ResourceSpans {
         resource: None,
@@ -93,18 +93,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(spans.is_empty());
         return;
     };
-    let mut damaged = false;
-    if let Some((at, xor, cut)) = damage {
-        let at = usize::from(at) % bytes.len();
-        if xor != 0 {
-            bytes[at] ^= xor;
-            damaged = true;
-        }
-        if sel & 4 != 0 {
-            bytes.truncate(usize::from(cut) % bytes.len());
-            damaged = true;
-        }
-    }
+    let damaged = damage.apply(&mut bytes);
     let read = SpanBlock::read(bytes.as_slice(), path).and_then(|block| {
         let all = block.all(bytes.as_slice())?;
         Ok((block, all))

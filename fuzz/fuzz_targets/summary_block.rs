@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use lookout_fuzz::Input;
+use lookout_fuzz::{BlockDamage, Input};
 use lookout_spanstore::summaries::{
     Summary, SummaryBlock, SummaryBuffer, SummaryQuery, TraceState,
 };
@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    let damage = (sel & 2 != 0).then(|| (input.u16(), input.byte(), input.u16()));
+    let damage = BlockDamage::read(&mut input, sel);
     let rows = summaries(&mut input);
     let mut buf = SummaryBuffer::new();
     for s in &rows {
@@ -123,18 +123,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(rows.is_empty());
         return;
     };
-    let mut damaged = false;
-    if let Some((at, xor, cut)) = damage {
-        let at = usize::from(at) % bytes.len();
-        if xor != 0 {
-            bytes[at] ^= xor;
-            damaged = true;
-        }
-        if sel & 4 != 0 {
-            bytes.truncate(usize::from(cut) % bytes.len());
-            damaged = true;
-        }
-    }
+    let damaged = damage.apply(&mut bytes);
     let read = SummaryBlock::read(bytes.as_slice(), path).and_then(|block| {
         let all = block.all(bytes.as_slice())?;
         Ok((block, all))

@@ -178,6 +178,37 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Damage the block targets do to a block they built, read from the input after the
+/// selector byte: when selector bit 1 is set, a u16 byte position, a byte XORed in there
+/// and, with bit 2, a u16 position the file is cut at.
+pub struct BlockDamage(Option<(u16, u8, u16)>, bool);
+
+impl BlockDamage {
+    /// Read the damage `sel` asks for from `input`.
+    pub fn read(input: &mut Input<'_>, sel: u8) -> Self {
+        let d = (sel & 2 != 0).then(|| (input.u16(), input.byte(), input.u16()));
+        Self(d, sel & 4 != 0)
+    }
+
+    /// Apply it to `bytes` (not empty); whether anything changed.
+    pub fn apply(&self, bytes: &mut Vec<u8>) -> bool {
+        let Some((at, xor, cut)) = self.0 else {
+            return false;
+        };
+        let mut damaged = false;
+        let at = usize::from(at) % bytes.len();
+        if xor != 0 {
+            bytes[at] ^= xor;
+            damaged = true;
+        }
+        if self.1 {
+            bytes.truncate(usize::from(cut) % bytes.len());
+            damaged = true;
+        }
+        damaged
+    }
+}
+
 /// Where the temporary directories of on-disk targets go: tmpfs when there is one.
 fn temp_root() -> &'static std::path::Path {
     let shm = std::path::Path::new("/dev/shm");

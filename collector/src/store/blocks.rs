@@ -3,6 +3,7 @@
 //! summaries are both written this way; the tantivy partitions of earlier releases beside
 //! them are counted in the checkpoint and removed by retention.
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,8 +11,38 @@ use lookout_ingest::metrics::register as reg;
 use lookout_spanstore::{BlockError, BlockStore, Schema};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::partition::PartitionedIndex;
+use super::handle::{IndexSchema, StoreHandle};
+use super::partition::{PartitionError, PartitionedIndex, WriterOptions};
 use super::writer::{PartitionStats, Partitions};
+
+/// A block store and the tantivy partitions of earlier releases beside it.
+pub(super) type WithLegacy<K, F> = (Arc<BlockPartitions<K>>, Option<StoreHandle<F>>);
+
+/// The block store of `kind` under `<data>/spanstore/<kind>/`, partitions `width_secs`
+/// wide, and the tantivy partitions of earlier releases under `<data>/<legacy>/` when
+/// there are any.
+pub(super) fn open_with_legacy<K: Schema, F: IndexSchema>(
+    data: &Path,
+    kind: &'static str,
+    legacy: &str,
+    width_secs: i64,
+) -> Result<WithLegacy<K, F>, PartitionError> {
+    let dir = data.join("spanstore").join(kind);
+    let store = BlockStore::<K>::open(&dir, width_secs)
+        .map_err(|source| PartitionError::Io { path: dir, source })?;
+    let legacy_dir = data.join(legacy);
+    let old = if legacy_dir.is_dir() {
+        Some(StoreHandle::<F>::open(
+            &legacy_dir,
+            width_secs,
+            WriterOptions::default(),
+        )?)
+    } else {
+        None
+    };
+    let parts = BlockPartitions::new(store, old.as_ref().map(|l| l.index().clone()), kind);
+    Ok((Arc::new(parts), old))
+}
 
 /// A block store with the partitions of earlier releases (retention removes those too).
 pub struct BlockPartitions<K: Schema> {

@@ -17,11 +17,11 @@ use lookout_proto::otlp::trace::v1::status::StatusCode;
 use lookout_proto::otlp::trace::v1::Span;
 use lookout_spanstore::store::Spans;
 
-use super::blocks::{BlockPartitions, HeadWriter};
+use super::blocks::{open_with_legacy, BlockPartitions, HeadWriter};
 use super::error::SearchError;
 use super::indexer::DocMapper;
 use super::legacy::LegacySpanStore;
-use super::partition::{Lookup, PartitionError, WriterOptions};
+use super::partition::{Lookup, PartitionError};
 use super::writer::{Partitions, WriteError, Written};
 
 /// Most spans returned for one trace.
@@ -88,27 +88,8 @@ impl SpanStore {
     /// under `spanstore/spans/`, and the tantivy partitions of earlier releases under
     /// `spans/` when there are any.
     pub fn open(data: &Path, width_secs: i64) -> Result<Self, PartitionError> {
-        let dir = data.join("spanstore").join("spans");
-        let store = lookout_spanstore::SpanStore::open(&dir, width_secs)
-            .map_err(|source| PartitionError::Io { path: dir, source })?;
-        let legacy_dir = data.join("spans");
-        let legacy = if legacy_dir.is_dir() {
-            Some(LegacySpanStore::open(
-                &legacy_dir,
-                width_secs,
-                WriterOptions::default(),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            parts: Arc::new(BlockPartitions::new(
-                store,
-                legacy.as_ref().map(|l| l.index().clone()),
-                "spans",
-            )),
-            legacy,
-        })
+        let (parts, legacy) = open_with_legacy(data, "spans", "spans", width_secs)?;
+        Ok(Self { parts, legacy })
     }
 
     /// The blocks as the partition writer writes them.

@@ -16,10 +16,10 @@ use lookout_proto::otlp::common::v1::AnyValue;
 use lookout_spanstore::summaries::{Summaries, SummaryQuery};
 pub use lookout_spanstore::summaries::{Summary, TraceState};
 
-use super::blocks::{BlockPartitions, HeadWriter};
+use super::blocks::{open_with_legacy, BlockPartitions, HeadWriter};
 use super::error::SearchError;
 use super::legacy::LegacyTraceStore;
-use super::partition::{Lookup, PartitionError, WriterOptions};
+use super::partition::{Lookup, PartitionError};
 use super::writer::{Partitions, WriteError, Written};
 
 /// The search-result summary of `s`.
@@ -125,27 +125,8 @@ impl TraceStore {
     /// under `spanstore/summaries/`, and the tantivy partitions of earlier releases under
     /// `traces/` when there are any.
     pub fn open(data: &Path, width_secs: i64) -> Result<Self, PartitionError> {
-        let dir = data.join("spanstore").join("summaries");
-        let store = lookout_spanstore::summaries::SummaryStore::open(&dir, width_secs)
-            .map_err(|source| PartitionError::Io { path: dir, source })?;
-        let legacy_dir = data.join("traces");
-        let legacy = if legacy_dir.is_dir() {
-            Some(LegacyTraceStore::open(
-                &legacy_dir,
-                width_secs,
-                WriterOptions::default(),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            parts: Arc::new(BlockPartitions::new(
-                store,
-                legacy.as_ref().map(|l| l.index().clone()),
-                "summaries",
-            )),
-            legacy,
-        })
+        let (parts, legacy) = open_with_legacy(data, "summaries", "traces", width_secs)?;
+        Ok(Self { parts, legacy })
     }
 
     /// The blocks as the partition writer writes them.
