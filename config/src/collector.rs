@@ -267,7 +267,7 @@ impl Default for SpanStoreConfig {
     fn default() -> Self {
         Self {
             block_spans: 131_072,
-            block_bytes: ByteSize::mib(64),
+            block_bytes: ByteSize::mib(32),
             block_interval: HumanDuration::from_secs(30),
             compact_interval: HumanDuration::from_secs(60),
         }
