@@ -279,7 +279,7 @@ fn bench_trace_lookup(c: &mut Criterion) {
                 unreachable!("span_batch makes spans");
             };
             for rs in &req.resource_spans {
-                blocks.append(rs);
+                blocks.append(rs, u64::MAX);
             }
             if blocks.head_stats().is_some_and(|s| s.rows >= 131_072) {
                 blocks.cut(i + 1).expect("cut");

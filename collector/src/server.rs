@@ -394,7 +394,9 @@ impl StoreThreads {
                     signal: "traces",
                     index: "spans",
                 },
-                mapper: stores.spans.mapper(Some(trace_tx)),
+                mapper: stores
+                    .spans
+                    .mapper(Some(trace_tx), cfg.spans.max_trace_bytes.get()),
                 progress: span_progress,
                 policy: CommitPolicy::of_spans(&cfg.spans),
             },

@@ -261,6 +261,9 @@ pub struct SpanStoreConfig {
     /// Merge runs of small blocks of a partition (under half of `block_spans` rows each,
     /// together at most `block_spans`) this often; `0s` never.
     pub compact_interval: HumanDuration,
+    /// Most bytes of one trace a block takes: spans of a trace past it are not stored
+    /// (counted in `lookout_spanstore_trace_too_large_spans_total`).
+    pub max_trace_bytes: ByteSize,
 }
 
 impl Default for SpanStoreConfig {
@@ -270,6 +273,7 @@ impl Default for SpanStoreConfig {
             block_bytes: ByteSize::mib(32),
             block_interval: HumanDuration::from_secs(30),
             compact_interval: HumanDuration::from_secs(60),
+            max_trace_bytes: ByteSize::mib(5),
         }
     }
 }
@@ -292,6 +296,15 @@ impl SpanStoreConfig {
         }
         if self.block_interval.get().is_zero() {
             return err("block_interval", "must be greater than 0".into());
+        }
+        if !((64 << 10)..=(1 << 30)).contains(&self.max_trace_bytes.get()) {
+            return err(
+                "max_trace_bytes",
+                format!(
+                    "must be between 64KiB and 1GiB, got {}",
+                    self.max_trace_bytes
+                ),
+            );
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ fn main() {
                                 s.end_time_unix_nano += if round == 1 { 0 } else { hour / 8 };
                             }
                         }
-                        store.append(rs);
+                        store.append(rs, u64::MAX);
                     }
                     if let Some(id) = req
                         .resource_spans

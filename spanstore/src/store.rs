@@ -601,9 +601,15 @@ impl<K: Schema> BlockStore<K> {
 }
 
 impl SpanStore {
-    /// Add spans to the head; `false` when there is no head.
-    pub fn append(&self, rs: &ResourceSpans) -> bool {
-        self.with_head(|buf| buf.push_resource_spans(rs)).is_some()
+    /// Add spans to the head, keeping at most about `max_trace_bytes` of one trace in it;
+    /// how many spans went past that cap, `None` when there is no head.
+    pub fn append(&self, rs: &ResourceSpans, max_trace_bytes: u64) -> Option<u64> {
+        self.with_head(|buf| {
+            let before = buf.stats().too_large;
+            buf.set_max_trace_bytes(max_trace_bytes);
+            buf.push_resource_spans(rs);
+            buf.stats().too_large - before
+        })
     }
 
     /// Every span of `trace_id`: in the blocks whose filter may hold it, in a head being
@@ -666,9 +672,12 @@ mod tests {
     fn spans_are_found_in_the_head_in_blocks_and_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpanStore::open(dir.path(), 3600).unwrap();
-        assert!(!store.append(&spans(1, 1)), "no head yet");
+        assert!(
+            store.append(&spans(1, 1), u64::MAX).is_none(),
+            "no head yet"
+        );
         store.start_head(7200);
-        assert!(store.append(&spans(1, 3)));
+        assert!(store.append(&spans(1, 3), u64::MAX).is_some());
         assert_eq!(store.trace(&[1; 16]).spans.len(), 3);
         let path = store.cut(5).unwrap().unwrap();
         assert!(
@@ -681,8 +690,8 @@ mod tests {
             store.cut(6).unwrap().is_none(),
             "an empty head makes no block"
         );
-        store.append(&spans(1, 2));
-        store.append(&spans(2, 1));
+        store.append(&spans(1, 2), u64::MAX);
+        store.append(&spans(2, 1), u64::MAX);
         // Two from the block, two from the head.
         assert_eq!(store.trace(&[1; 16]).spans.len(), 5);
         store.cut(9).unwrap();
@@ -699,7 +708,7 @@ mod tests {
         assert!(store.trace(&[3; 16]).spans.is_empty());
         // A new block does not overwrite an old one.
         store.start_head(7200);
-        store.append(&spans(3, 1));
+        store.append(&spans(3, 1), u64::MAX);
         let p = store.cut(10).unwrap().unwrap();
         assert!(p.ends_with("00000000000000000003.blk"), "{}", p.display());
         assert_eq!(store.remove_older_than(7200 + 3600, None), 1);
@@ -719,7 +728,7 @@ mod tests {
             let (store, appended) = (store.clone(), appended.clone());
             std::thread::spawn(move || {
                 for t in 1..=120u8 {
-                    store.append(&spans(t, 1));
+                    store.append(&spans(t, 1), u64::MAX);
                     appended.store(u64::from(t), Ordering::Release);
                     store.cut(u64::from(t)).unwrap();
                 }
@@ -743,9 +752,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SpanStore::open(dir.path(), 3600).unwrap();
         store.start_head(0);
-        store.append(&spans(1, 2));
+        store.append(&spans(1, 2), u64::MAX);
         let first = store.cut(1).unwrap().unwrap();
-        store.append(&spans(1, 1));
+        store.append(&spans(1, 1), u64::MAX);
         store.cut(2).unwrap();
         drop(store);
         let mut bytes = std::fs::read(&first).unwrap();
@@ -778,13 +787,13 @@ mod tests {
         let store = SpanStore::open(dir.path(), 3600).unwrap();
         store.start_head(0);
         for i in 0..5u8 {
-            store.append(&spans(1, 2));
-            store.append(&spans(10 + i, 3));
+            store.append(&spans(1, 2), u64::MAX);
+            store.append(&spans(10 + i, 3), u64::MAX);
             store.cut(u64::from(i) + 1).unwrap();
         }
         // A large block is left alone.
         store.start_head(3600);
-        store.append(&spans(2, 50));
+        store.append(&spans(2, 50), u64::MAX);
         store.cut(6).unwrap();
         let before: Vec<u64> = std::fs::read_dir(dir.path().join("0"))
             .unwrap()

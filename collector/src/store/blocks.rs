@@ -73,6 +73,11 @@ impl<K: Schema> BlockPartitions<K> {
         &self.store
     }
 
+    /// This store's metrics, once exported.
+    pub fn metrics(&self) -> Option<&BlockMetrics> {
+        self.metrics.get()
+    }
+
     /// Export this store's gauges and counters through `metrics` (once; later calls are
     /// ignored).
     pub fn export_metrics(&self, metrics: BlockMetrics) {
@@ -173,6 +178,8 @@ pub struct BlockMetrics {
     written_bytes: IntCounterVec,
     compactions: IntCounterVec,
     compacted: IntCounterVec,
+    /// Spans not stored: their trace went past `[spans] max_trace_bytes` in one block.
+    pub(super) too_large: prometheus::IntCounter,
 }
 
 impl BlockMetrics {
@@ -219,6 +226,13 @@ impl BlockMetrics {
             compacted: counter(
                 "lookout_spanstore_compacted_blocks_total",
                 "Blocks merged away by compaction.",
+            )?,
+            too_large: reg(
+                registry,
+                prometheus::IntCounter::new(
+                    "lookout_spanstore_trace_too_large_spans_total",
+                    "Spans not stored because their trace went past [spans] max_trace_bytes in one block.",
+                )?,
             )?,
         })
     }

@@ -41,6 +41,29 @@ pub struct SpanBatch {
 /// Adds spans to the head and hands each record on to the trace tracker.
 pub struct SpanMapper {
     tracker: Option<SyncSender<SpanBatch>>,
+    parts: Arc<BlockPartitions<Spans>>,
+    max_trace_bytes: u64,
+    /// When a dropped span was last logged.
+    warned: Option<std::time::Instant>,
+}
+
+impl SpanMapper {
+    fn dropped_too_large(&mut self, n: u64) {
+        if let Some(m) = self.parts.metrics() {
+            m.too_large.inc_by(n);
+        }
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+        {
+            self.warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                spans = n,
+                max_trace_bytes = self.max_trace_bytes,
+                "spans of a trace past [spans] max_trace_bytes in one block were not stored"
+            );
+        }
+    }
 }
 
 impl DocMapper<BlockPartitions<Spans>> for SpanMapper {
@@ -49,15 +72,20 @@ impl DocMapper<BlockPartitions<Spans>> for SpanMapper {
             return Ok(Written::default());
         };
         let mut spans = 0u64;
+        let mut too_large = 0;
         for rs in &req.resource_spans {
-            if !w.store.append(rs) {
-                return Err(WriteError::Writer("the span store has no head open".into()));
+            match w.store.append(rs, self.max_trace_bytes) {
+                Some(n) => too_large += n,
+                None => return Err(WriteError::Writer("the span store has no head open".into())),
             }
             spans += rs
                 .scope_spans
                 .iter()
                 .map(|ss| ss.spans.len() as u64)
                 .sum::<u64>();
+        }
+        if too_large > 0 {
+            self.dropped_too_large(too_large);
         }
         Ok(Written {
             docs: spans,
@@ -108,8 +136,17 @@ impl SpanStore {
     }
 
     /// What adds span batches to the store, handing each record on to `tracker` when given.
-    pub fn mapper(&self, tracker: Option<SyncSender<SpanBatch>>) -> SpanMapper {
-        SpanMapper { tracker }
+    pub fn mapper(
+        &self,
+        tracker: Option<SyncSender<SpanBatch>>,
+        max_trace_bytes: u64,
+    ) -> SpanMapper {
+        SpanMapper {
+            tracker,
+            parts: self.parts.clone(),
+            max_trace_bytes,
+            warned: None,
+        }
     }
 
     /// Every stored span of `trace_id` that can be read (unordered), and the blocks and

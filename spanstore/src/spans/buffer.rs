@@ -140,6 +140,8 @@ pub struct BufferStats {
     /// Spans refused for ids of the wrong length (the receivers' validation refuses them
     /// first; counted here so that none is dropped unseen).
     pub refused: u64,
+    /// Spans not kept because their trace already held `max_trace_bytes` in this buffer.
+    pub too_large: u64,
 }
 
 /// Spans collected for one block, column by column.
@@ -172,6 +174,9 @@ pub struct SpanBuffer {
     pub(super) extra_ends: Vec<u32>,
     pub(super) extras: Vec<u8>,
     stats: BufferStats,
+    /// Bytes each trace holds here, when a cap is set.
+    trace_bytes: HashMap<[u8; 16], u64, FxBuildHasher>,
+    max_trace_bytes: u64,
 }
 
 impl Default for SpanBuffer {
@@ -207,6 +212,8 @@ impl SpanBuffer {
             attr_value_ends: Vec::new(),
             extra_ends: Vec::new(),
             extras: Vec::new(),
+            trace_bytes: HashMap::default(),
+            max_trace_bytes: u64::MAX,
             stats: BufferStats {
                 min_start: u64::MAX,
                 ..BufferStats::default()
@@ -223,7 +230,8 @@ impl SpanBuffer {
                 + self.trace_ids.len() * ROW_BYTES
                 + self.attr_keys.len() * 8
                 + self.attr_values.len()
-                + self.extras.len(),
+                + self.extras.len()
+                + self.trace_bytes.len() * 32,
             ..self.stats
         }
     }
@@ -236,6 +244,12 @@ impl SpanBuffer {
     /// Whether no row is held.
     pub fn is_empty(&self) -> bool {
         self.trace_ids.is_empty()
+    }
+
+    /// Keep at most about `bytes` of any one trace (its spans past it are counted in
+    /// [`BufferStats::too_large`] and not kept); `u64::MAX` for no cap.
+    pub fn set_max_trace_bytes(&mut self, bytes: u64) {
+        self.max_trace_bytes = bytes;
     }
 
     /// Add every span of `rs`.
@@ -300,6 +314,20 @@ impl SpanBuffer {
                 return;
             }
         };
+        let capped = self.max_trace_bytes != u64::MAX;
+        if capped
+            && self
+                .trace_bytes
+                .get(&trace_id)
+                .is_some_and(|&b| b >= self.max_trace_bytes)
+        {
+            self.stats.too_large += 1;
+            return;
+        }
+        // What the span adds to the block, about: its columns and the strings it adds
+        // to the dictionary (a string the buffer holds already costs its id only).
+        let before =
+            self.attr_values.len() + self.extras.len() + self.attr_keys.len() * 4 + self.dict.bytes;
         self.trace_ids.push(trace_id);
         self.span_ids.push(span_id);
         self.parents.push(parent);
@@ -328,6 +356,14 @@ impl SpanBuffer {
         self.attr_ends.push(self.attr_keys.len() as u32);
         self.push_extras(span, strindex);
         self.extra_ends.push(self.extras.len() as u32);
+        if capped {
+            let after = self.attr_values.len()
+                + self.extras.len()
+                + self.attr_keys.len() * 4
+                + self.dict.bytes;
+            let grown = (after - before + ROW_BYTES) as u64;
+            *self.trace_bytes.entry(trace_id).or_default() += grown;
+        }
         self.stats.rows += 1;
         self.stats.min_start = self.stats.min_start.min(span.start_time_unix_nano);
         self.stats.max_start = self.stats.max_start.max(span.start_time_unix_nano);

@@ -304,3 +304,41 @@ fn damage_anywhere_is_an_error_naming_the_block() {
         );
     }
 }
+
+#[test]
+fn a_trace_past_the_byte_cap_keeps_its_first_spans_and_others_are_untouched() {
+    let span = |trace: u8, i: u8| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![i + 1; 8],
+        name: "op".into(),
+        attributes: vec![kv(
+            "blob",
+            Some(V::StringValue(format!("{i}{}", "x".repeat(1000)))),
+        )],
+        ..Default::default()
+    };
+    let rs = ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: (0..100).map(|i| span(1, i)).chain([span(2, 0)]).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut buf = SpanBuffer::new();
+    buf.set_max_trace_bytes(10_000);
+    buf.push_resource_spans(&rs);
+    let stats = buf.stats();
+    // About 1.1 KB a span: the trace keeps what fits (one span may pass the cap).
+    assert!(
+        (9..=11).contains(&stats.rows.saturating_sub(1)),
+        "{stats:?}"
+    );
+    assert_eq!(stats.too_large + stats.rows as u64, 101);
+    assert_eq!(buf.trace(&[2; 16]).unwrap().len(), 1);
+    let mut uncapped = SpanBuffer::new();
+    uncapped.push_resource_spans(&rs);
+    assert_eq!(
+        (uncapped.stats().rows, uncapped.stats().too_large),
+        (101, 0)
+    );
+}

@@ -179,3 +179,57 @@ max_query_clauses = 4
         Some(1.0)
     );
 }
+
+/// A trace past `[spans] max_trace_bytes` keeps its first spans; the rest are counted,
+/// and a trace beside it in the same request is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_trace_is_capped_and_its_neighbours_are_whole() {
+    use lookout_proto::attr;
+    use lookout_proto::otlp::trace::v1::Span;
+    use lookout_tests::otlp::traces_request;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start_with_config(dir.path(), "[spans]\nmax_trace_bytes = \"64KiB\"\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let span = |trace: u8, i: u16| Span {
+        trace_id: vec![trace; 16],
+        span_id: [&[trace][..], &i.to_be_bytes()[..], &[1; 5][..]].concat(),
+        name: "loop".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1000,
+        attributes: vec![attr::string(
+            "payload",
+            format!("{i:04}{}", "x".repeat(1000)),
+        )],
+        ..Default::default()
+    };
+    let spans: Vec<Span> = (0..200)
+        .map(|i| span(0xa1, i))
+        .chain((0..3).map(|i| span(0xb2, i)))
+        .collect();
+    c.post_ok(
+        "/v1/traces",
+        traces_request("runaway", spans).encode_to_vec(),
+    )
+    .await;
+    let count = |id: String| {
+        let c = &c;
+        async move {
+            let (s, b) = get_json(&c.api_url(&format!("/api/v1/traces/{id}"))).await;
+            assert_eq!(s, 200, "{b}");
+            b["spans"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let kept = count(hex::encode([0xa1; 16])).await;
+    // About 1.1 KB a span: some 58 fit under 64 KiB.
+    assert!((40..=70).contains(&kept), "kept {kept} of 200");
+    assert_eq!(count(hex::encode([0xb2; 16])).await, 3);
+    let m = c.metrics().await;
+    assert_eq!(
+        metric_value(&m, "lookout_spanstore_trace_too_large_spans_total"),
+        Some((200 - kept) as f64),
+        "{m}"
+    );
+}
