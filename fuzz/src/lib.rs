@@ -190,8 +190,27 @@ impl BlockDamage {
         Self(d, sel & 4 != 0)
     }
 
+    /// Apply it to `bytes` (not empty), then `read` them: a damaged block must be refused
+    /// with an error naming it (`fuzz.blk`), giving `None`; an undamaged one must read.
+    pub fn apply_and_read<T, E: std::fmt::Display>(
+        &self,
+        bytes: &mut Vec<u8>,
+        read: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Option<T> {
+        let damaged = self.apply(bytes);
+        match read(bytes) {
+            Ok(_) if damaged => panic!("a damaged block was read"),
+            Ok(v) => Some(v),
+            Err(e) if damaged => {
+                assert!(e.to_string().starts_with("block fuzz.blk: "), "{e}");
+                None
+            }
+            Err(e) => panic!("an undamaged block does not read: {e}"),
+        }
+    }
+
     /// Apply it to `bytes` (not empty); whether anything changed.
-    pub fn apply(&self, bytes: &mut Vec<u8>) -> bool {
+    fn apply(&self, bytes: &mut Vec<u8>) -> bool {
         let Some((at, xor, cut)) = self.0 else {
             return false;
         };
