@@ -1,7 +1,7 @@
 //! Start-up, wiring and shutdown of the collector, as a short composition of named stages:
 //!
 //! 1. [`Security::load`]: certificates and tokens of the three listeners;
-//! 2. [`Stores::open`]: the data directory, its log and trace indexes and the span store;
+//! 2. [`Stores::open`]: the data directory, its log index and the span and summary stores;
 //! 3. [`Live::new`]: what is derived at ingest and read live (open traces, RED metrics,
 //!    the service graph, OTLP metrics for `/metrics`), and the alert engine over it;
 //! 4. [`serve_api`]: the query API (answers 503 on `/readyz` until step 7 is done);

@@ -3,9 +3,9 @@
 use lookout_ingest::metrics::register as reg;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-/// Index self-metrics. Most are labelled by `signal` (`logs`, `traces` for the span index,
-/// `trace_summaries` for the trace index); the open readers by `index` (`logs`, `spans`,
-/// `traces`).
+/// Index self-metrics. Most are labelled by `signal` (`logs`, `traces` for the span store,
+/// `trace_summaries` for the summary store); the open readers by `index` (`logs`; `spans`
+/// and `traces` for tantivy partitions of earlier releases).
 #[derive(Clone)]
 pub struct IndexMetrics {
     /// Committed documents in the index.

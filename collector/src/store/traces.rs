@@ -95,7 +95,7 @@ pub struct TraceQuery {
 }
 
 impl TraceQuery {
-    fn blocks(&self) -> SummaryQuery {
+    fn summary_query(&self) -> SummaryQuery {
         SummaryQuery {
             service: self.service.clone(),
             operation: self.operation.clone(),
@@ -183,7 +183,7 @@ impl TraceStore {
     /// of each trace counts.
     pub fn search(&self, q: &TraceQuery) -> Result<Vec<Summary>, SearchError> {
         let limit = q.limit.max(1);
-        let found = self.parts.store().search(&q.blocks(), limit);
+        let found = self.parts.store().search(&q.summary_query(), limit);
         for e in &found.unreadable {
             tracing::warn!(error = %e, "a summary block cannot be read; the search is answered without it");
         }

@@ -119,7 +119,7 @@ pub struct CommitPolicy {
 }
 
 impl CommitPolicy {
-    /// The policy of `[index]` (the log and trace indexes).
+    /// The policy of `[index]` (the log index).
     pub fn of_index(cfg: &lookout_config::IndexConfig) -> Self {
         Self {
             max_docs: cfg.commit_docs,

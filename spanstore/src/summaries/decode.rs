@@ -236,16 +236,6 @@ impl SummaryBlock {
         self.rows(src, &ids, &starts, 0..self.footer.rows)
     }
 
-    /// The versions in rows `want`.
-    pub fn read_rows<S: Source + ?Sized>(
-        &self,
-        src: &S,
-        want: std::ops::Range<u64>,
-    ) -> Result<Vec<Summary>, BlockError> {
-        let (ids, starts) = self.trace_index(src)?;
-        self.rows(src, &ids, &starts, want)
-    }
-
     fn rows<S: Source + ?Sized>(
         &self,
         src: &S,

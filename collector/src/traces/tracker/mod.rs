@@ -1,5 +1,5 @@
 //! The trace tracker: follows every trace from its first span until it has been idle for
-//! the completion window, then writes its summary to the trace index; spans arriving
+//! the completion window, then writes its summary to the summary store; spans arriving
 //! after that re-open it and write a newer version (`updated_late`). It also feeds the RED
 //! metrics and the service graph.
 //!
