@@ -8,7 +8,9 @@
 //!
 //! Decoding, validation (`ingest::validate::sanitize`), enrichment (`ingest::enrich`,
 //! including the append to the raw protobuf) and the WAL payload encoding all run; the
-//! sink checks that the payload decodes to the batch handed to the stores.
+//! sink checks that the payload decodes to the batch handed to the stores. Whatever prost
+//! decodes, `prescan::scan` frames too, with the same item count and a decoded size at
+//! least `Batch::heap_size`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +25,13 @@ fuzz_target!(|data: &[u8]| {
     let signal = Signal::ALL[usize::from(sel & 3) % 3];
     let ingest = ingest(Variant::from_bits(sel >> 2));
     let body = input.rest();
+    // Whatever prost decodes, the wire walk frames, with the same items and a bound of
+    // the decoded size (admission charges that bound before decoding).
+    if let Ok(batch) = Batch::decode_protobuf(signal, body) {
+        let shape = lookout_ingest::prescan::scan(signal, body).expect("prost decoded it");
+        assert_eq!(shape.items, batch.item_count());
+        assert!(shape.decoded_bytes >= batch.heap_size());
+    }
     let result = if sel & 0x10 != 0 {
         // The gRPC receiver gets the request decoded by tonic's prost codec.
         let Ok(batch) = Batch::decode_protobuf(signal, body) else {

@@ -186,6 +186,22 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// Hold `n` bytes instead if the growth fits ([`Budget::try_take`]); whether it did.
+    /// For memory about to be allocated, which must not pass the limit.
+    pub fn try_grow(&mut self, n: u64) -> bool {
+        if n <= self.n {
+            return true;
+        }
+        if self.budget.try_take(n - self.n) {
+            self.n = n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         if self.n > 0 {

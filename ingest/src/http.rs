@@ -205,28 +205,44 @@ async fn read_request(
         return Ok((encoding, raw));
     };
     let limit = s.max_decompressed_size;
+    // The inflated body is held against the ingest budget as it grows, so that many small
+    // bodies that inflate to the limit at once cannot take more memory than the budget.
+    let first = (raw.len() * 4).clamp(64 << 10, limit);
+    let mut charge = s.ingest.reserve(first as u64).await.map_err(fail)?;
+    let ingest = s.ingest.clone();
     let inflate = move || -> Result<Bytes, IngestError> {
-        let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
         let invalid =
             |e: std::io::Error| IngestError::Invalid(format!("invalid {compression} body: {e}"));
-        if compression == "zstd" {
+        let mut reader: Box<dyn Read> = if compression == "zstd" {
             let mut dec = zstd::stream::read::Decoder::new(&raw[..]).map_err(invalid)?;
             // A frame may ask for a window of up to 2 GiB; 32 MiB is plenty for OTLP.
             dec.window_log_max(25).map_err(invalid)?;
-            dec.take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(invalid)?;
+            Box::new(dec.take(limit as u64 + 1))
         } else {
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(invalid)?;
+            Box::new(flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1))
+        };
+        let mut out = Vec::with_capacity(first);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = reader.read(&mut buf).map_err(invalid)?;
+            if n == 0 {
+                break;
+            }
+            if out.len() + n > out.capacity() {
+                let want = (out.capacity() * 2).max(out.len() + n).min(limit + n);
+                if !charge.try_grow(want as u64) {
+                    return Err(ingest.overloaded());
+                }
+                out.reserve_exact(want - out.len());
+            }
+            out.extend_from_slice(&buf[..n]);
         }
         if out.len() > limit {
             return Err(IngestError::TooLarge(format!(
                 "{compression} body inflates past the limit of {limit} bytes"
             )));
         }
+        drop(charge);
         Ok(Bytes::from(out))
     };
     let inflated = tokio::task::spawn_blocking(inflate)

@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
+pub mod prescan;
 pub mod process;
 pub mod quota;
 pub mod seglog;

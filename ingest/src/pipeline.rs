@@ -19,12 +19,15 @@ use crate::clock::now_unix_nano;
 use crate::enrich;
 use crate::error::IngestError;
 use crate::metrics::ReceiverMetrics;
+use crate::prescan;
 use crate::quota;
 use crate::signal::{Signal, Transport};
 use crate::validate::{self, sanitize, Limits};
 
-/// Admission charges a request this many times its protobuf size before decoding it; once
-/// decoded, the charge becomes what the request really holds ([`Batch::heap_size`]).
+/// Admission charges an OTLP/JSON body (or a batch decoded elsewhere) this many times its
+/// size before decoding it; a protobuf body is charged what [`prescan`] finds it will
+/// hold. Once decoded, the charge becomes what the request really holds
+/// ([`Batch::heap_size`]).
 const DECODED_EXPANSION: u64 = 3;
 
 /// Bodies larger than this are decoded on the blocking pool, off the reactor.
@@ -149,9 +152,11 @@ impl Ingest {
         body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
-        let charge = self
-            .admit(signal, transport, body.len() as u64 * DECODED_EXPANSION)
-            .await?;
+        let need = match encoding {
+            Encoding::Protobuf => self.size_protobuf(signal, transport, &body).await?,
+            Encoding::Json => body.len() as u64 * DECODED_EXPANSION,
+        };
+        let charge = self.admit(signal, transport, need).await?;
         let body_len = body.len();
         let this = self.clone();
         let work = move || this.prepare_bytes(signal, body, encoding);
@@ -193,29 +198,94 @@ impl Ingest {
         self.finish(signal, transport, prepared, charge).await
     }
 
+    /// What decoding `body` will hold, found before decoding it ([`prescan`]): a request
+    /// that cannot be framed, holds too many items, or would take more than the whole
+    /// ingest budget once decoded is refused here, before it is allocated.
+    async fn size_protobuf(
+        self: &Arc<Self>,
+        signal: Signal,
+        transport: Transport,
+        body: &bytes::Bytes,
+    ) -> Result<u64, IngestError> {
+        let scanned = if body.len() > INLINE_DECODE_LIMIT {
+            let b = body.clone();
+            tokio::task::spawn_blocking(move || prescan::scan(signal, &b))
+                .await
+                .map_err(|e| IngestError::Unavailable {
+                    message: format!("decoder task failed: {e}"),
+                    retry_after: self.opts.retry_after,
+                })?
+        } else {
+            prescan::scan(signal, body)
+        };
+        let refuse = |e: IngestError, items: Option<u64>| {
+            self.count_refused(signal, transport, &e, items);
+            Err(e)
+        };
+        let shape = match scanned {
+            Ok(s) => s,
+            Err(e) => {
+                return refuse(
+                    IngestError::Invalid(format!("invalid protobuf {}: {e}", request_name(signal))),
+                    None,
+                )
+            }
+        };
+        if shape.items > self.opts.max_items_per_request {
+            return refuse(
+                too_many_items(signal, shape.items, self.opts.max_items_per_request),
+                Some(shape.items),
+            );
+        }
+        if shape.decoded_bytes > self.budget.max() {
+            return refuse(
+                IngestError::TooLarge(format!(
+                    "{} of {} bytes would take {} bytes decoded, more than the whole ingest \
+                     budget ({} bytes); send fewer {} or attributes per request",
+                    request_name(signal),
+                    body.len(),
+                    shape.decoded_bytes,
+                    self.budget.max(),
+                    signal.item_name()
+                )),
+                Some(shape.items),
+            );
+        }
+        Ok(shape.decoded_bytes + body.len() as u64)
+    }
+
     async fn admit(
         &self,
         signal: Signal,
         transport: Transport,
         charge: u64,
     ) -> Result<Charge, IngestError> {
-        if let Some(charge) = self
-            .budget
-            .charge_within(charge, self.opts.admission_wait)
-            .await
-        {
-            return Ok(charge);
+        let charged = self.reserve(charge).await;
+        if let Err(e) = &charged {
+            self.count_refused(signal, transport, e, None);
         }
-        let e = IngestError::Overloaded {
+        charged
+    }
+
+    /// `n` bytes of the ingest budget, waiting for room as admission does; the refusal is
+    /// not counted (the caller counts it with the request).
+    pub(crate) async fn reserve(&self, n: u64) -> Result<Charge, IngestError> {
+        match self.budget.charge_within(n, self.opts.admission_wait).await {
+            Some(charge) => Ok(charge),
+            None => Err(self.overloaded()),
+        }
+    }
+
+    /// The refusal of a request the budget has no room for.
+    pub(crate) fn overloaded(&self) -> IngestError {
+        IngestError::Overloaded {
             message: format!(
                 "collector is overloaded: {} bytes are waiting to be indexed (limit {}); retry later",
                 self.budget.used(),
                 self.budget.max()
             ),
             retry_after: self.opts.retry_after,
-        };
-        self.count_refused(signal, transport, &e, None);
-        Err(e)
+        }
     }
 
     fn prepare_bytes(
@@ -250,11 +320,11 @@ impl Ingest {
         };
         let items = batch.item_count();
         if items > self.opts.max_items_per_request {
-            return Err(IngestError::TooLarge(format!(
-                "{items} {} in one request, more than the limit of {}; send smaller batches",
-                batch.signal().item_name(),
-                self.opts.max_items_per_request
-            )));
+            return Err(too_many_items(
+                batch.signal(),
+                items,
+                self.opts.max_items_per_request,
+            ));
         }
         let mut report = sanitize(&mut batch, &limits, now_unix_nano());
         let rate_limited = self.apply_rates(&mut batch, &mut report)?;
@@ -525,6 +595,13 @@ pub fn encode_response(signal: Signal, encoding: Encoding, a: &Accepted) -> Vec<
             }
         }
     }
+}
+
+fn too_many_items(signal: Signal, items: u64, max: u64) -> IngestError {
+    IngestError::TooLarge(format!(
+        "{items} {} in one request, more than the limit of {max}; send smaller batches",
+        signal.item_name()
+    ))
 }
 
 fn request_name(signal: Signal) -> &'static str {

@@ -235,6 +235,18 @@ impl<B: Binary> Server<B> {
         assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
     }
 
+    /// Its peak resident memory so far (`VmHWM` in `/proc/PID/status`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/PID/status")
+            * 1024
+    }
+
     /// Everything it logged so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

@@ -97,7 +97,8 @@ mod tests {
             .export_bytes(
                 Signal::Logs,
                 Transport::Http,
-                bytes::Bytes::from(vec![0u8; 20]),
+                // One empty `ResourceLogs`: a few hundred bytes decoded.
+                bytes::Bytes::from_static(&[0x0a, 0x00]),
                 Encoding::Protobuf,
             )
             .await

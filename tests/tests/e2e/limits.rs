@@ -233,3 +233,129 @@ async fn a_runaway_trace_is_capped_and_its_neighbours_are_whole() {
         "{m}"
     );
 }
+
+/// An export request of one span with `attributes` empty attributes, built on the wire (2
+/// bytes each) so that the test never holds it decoded.
+fn attribute_bomb(attributes: usize) -> Vec<u8> {
+    use prost::encoding::{bytes, encode_key, encode_varint, WireType};
+    let mut span = Vec::with_capacity(2 * attributes + 64);
+    bytes::encode(1, &vec![7u8; 16], &mut span);
+    bytes::encode(2, &vec![9u8; 8], &mut span);
+    let now = lookout_tests::otlp::now_ns();
+    prost::encoding::fixed64::encode(7, &now, &mut span);
+    prost::encoding::fixed64::encode(8, &(now + 1_000), &mut span);
+    for _ in 0..attributes {
+        encode_key(9, WireType::LengthDelimited, &mut span);
+        encode_varint(0, &mut span);
+    }
+    let wrap = |field: u32, inner: &[u8]| {
+        let mut out = Vec::with_capacity(inner.len() + 16);
+        encode_key(field, WireType::LengthDelimited, &mut out);
+        encode_varint(inner.len() as u64, &mut out);
+        out.extend_from_slice(inner);
+        out
+    };
+    wrap(1, &wrap(2, &wrap(2, &span)))
+}
+
+/// Send `body` as it is to `TraceService/Export` at `addr`.
+async fn export_raw_traces(
+    addr: std::net::SocketAddr,
+    body: Vec<u8>,
+) -> Result<bytes::Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(
+        tonic::Request::new(bytes::Bytes::from(body)),
+        path,
+        lookout_ingest::grpc::RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(body).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// A small gzip body that decodes into gigabytes (16M empty attributes in 31 KB) is
+/// refused before it is decoded, by the collector and by the agent, over OTLP/HTTP and
+/// OTLP/gRPC; memory stays near its idle size and both keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decode_amplification_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let agent = lookout_tests::Agent::start(&dir.path().join("buffer"), &c.grpc_url(), &[]);
+    let bomb = attribute_bomb(15_000_000);
+    let gz = gzip(&bomb);
+    assert!(gz.len() < 64 << 10, "{} bytes compressed", gz.len());
+    // Four at once to each: before sizing on the wire, each took over 1 GB decoded.
+    let client = reqwest::Client::new();
+    let sends = [&c.http, &agent.http]
+        .into_iter()
+        .flat_map(|addr| std::iter::repeat_n(format!("http://{addr}/v1/traces"), 4))
+        .map(|url| {
+            let (client, gz) = (client.clone(), gz.clone());
+            async move {
+                client
+                    .post(url)
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "gzip")
+                    .body(gz)
+                    .send()
+                    .await
+                    .expect("POST")
+            }
+        });
+    // Each is refused as too large once inflated and sized; while others inflate at
+    // the same time, the budget may have no room and the answer is 503 with a retry hint.
+    let mut too_large = 0;
+    for r in futures::future::join_all(sends).await {
+        let code = r.status().as_u16();
+        let status = tonic_types::Status::decode(r.bytes().await.expect("body")).expect("Status");
+        match code {
+            413 => {
+                too_large += 1;
+                assert!(
+                    status
+                        .message
+                        .contains("bytes decoded, more than the whole ingest budget"),
+                    "{}",
+                    status.message
+                );
+            }
+            503 => assert!(status.message.contains("overloaded"), "{}", status.message),
+            other => panic!("{other}: {}", status.message),
+        }
+    }
+    assert!(too_large >= 2, "{too_large} of 8 refused as too large");
+    // The same over gRPC, uncompressed within the 4 MiB message limit (2M attributes).
+    let grpc_bomb = attribute_bomb(2_000_000);
+    for server in [c.grpc, agent.grpc] {
+        let e = export_raw_traces(server, grpc_bomb.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("bytes decoded"), "{}", e.message());
+    }
+    for (name, peak) in [
+        ("collector", c.peak_rss_bytes()),
+        ("agent", agent.peak_rss_bytes()),
+    ] {
+        eprintln!("{name}: peak RSS {} MiB", peak >> 20);
+        assert!(peak < 200 << 20, "{name} peaked at {} MiB", peak >> 20);
+    }
+    // Both still take ordinary requests.
+    c.post_ok("/v1/logs", logs("after-the-bombs", 10)).await;
+    agent.post_ok("/v1/logs", logs("after-the-bombs", 10)).await;
+}
