@@ -328,7 +328,9 @@ fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             tonic::Code::InvalidArgument
         }
-        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+            tonic::Code::ResourceExhausted
+        }
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
         StatusCode::NOT_FOUND => tonic::Code::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,

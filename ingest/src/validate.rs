@@ -173,6 +173,9 @@ fn span_fault(span: &Span, limits: &Limits) -> Option<String> {
         Some("start_time_unix_nano is 0".to_string())
     } else if span.start_time_unix_nano > limits.max_time_unix_nano {
         Some("start_time_unix_nano is too far in the future".to_string())
+    } else if span.end_time_unix_nano > limits.max_time_unix_nano {
+        // An end of u64::MAX would make the span last for centuries in RED and alerts.
+        Some("end_time_unix_nano is too far in the future".to_string())
     } else {
         None
     }
@@ -434,6 +437,10 @@ mod tests {
             span(vec![0; 16], vec![1; 8], 1_000),
             span(vec![1; 16], vec![1; 8], 0),
             span(vec![1; 16], vec![1; 8], 5_000),
+            Span {
+                end_time_unix_nano: u64::MAX,
+                ..span(vec![1; 16], vec![2; 8], 1_000)
+            },
         ];
         let mut b = Batch::Traces(ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
@@ -445,8 +452,20 @@ mod tests {
             }],
         });
         let r = sanitize(&mut b, &limits(), 1_000);
-        assert_eq!(r.rejected, 4);
+        assert_eq!(r.rejected, 5);
         assert_eq!(b.item_count(), 1);
+        let mut only_end = b.clone();
+        if let Batch::Traces(req) = &mut only_end {
+            req.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = 2_001;
+        }
+        let r2 = sanitize(&mut only_end, &limits(), 1_000);
+        assert_eq!(r2.rejected, 1);
+        assert!(
+            r2.message
+                .contains("spans[0]: end_time_unix_nano is too far in the future"),
+            "{}",
+            r2.message
+        );
         assert!(
             r.message
                 .contains("spans[1]: trace_id must be 16 bytes, got 5"),

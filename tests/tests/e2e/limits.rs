@@ -83,6 +83,13 @@ max_query_clauses = 4
     let r = post(&c, logs("noisy", 10)).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
+    let status = tonic_types::Status::decode(r.bytes().await.unwrap()).expect("Status");
+    assert_eq!(
+        status.code,
+        tonic::Code::ResourceExhausted as i32,
+        "{}",
+        status.message
+    );
     assert_eq!(post(&c, logs("quiet", 10)).await.status(), 200);
 
     // A slow client that never finishes its headers is cut off; others are served.
@@ -134,6 +141,10 @@ max_query_clauses = 4
         (
             "/api/v1/traces?from=1d&to=1h".to_string(),
             "wider than query.max_range",
+        ),
+        (
+            "/api/v1/traces?limit=10000".to_string(),
+            "parameter `limit`: expected an integer from 1 to 1000",
         ),
     ] {
         let (status, body) = get_json(&c.api_url(&path)).await;
