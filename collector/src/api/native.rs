@@ -13,6 +13,10 @@ use super::state::ApiState;
 use crate::store::logs::{severity_floor, LogQuery};
 use crate::store::traces::{api_summary, TraceQuery};
 
+/// Most trace summaries one search returns (each is confirmed as its trace's newest
+/// version, so a search costs in proportion).
+const MAX_TRACE_LIMIT: usize = 1000;
+
 /// Routes under `/api/v1`.
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -127,7 +131,7 @@ async fn get_traces(
         attributes.push((key, v));
     }
     let (from_ns, to_ns) = p.time_range_within(s.query.max_range.get())?;
-    let limit = p.limit()?.min(1000);
+    let limit = p.limit_within(MAX_TRACE_LIMIT)?;
     p.finish()?;
     let query = TraceQuery {
         service,

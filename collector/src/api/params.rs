@@ -62,12 +62,17 @@ impl ParamReader {
     }
 
     pub fn limit(&mut self) -> Result<usize, ApiError> {
+        self.limit_within(MAX_LIMIT)
+    }
+
+    /// `limit`, from 1 to `max` (default [`DEFAULT_LIMIT`] or `max` if smaller).
+    pub fn limit_within(&mut self, max: usize) -> Result<usize, ApiError> {
         match self.take("limit")? {
-            None => Ok(DEFAULT_LIMIT),
+            None => Ok(DEFAULT_LIMIT.min(max)),
             Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
                 _ => Err(ApiError::bad_request(format!(
-                    "parameter `limit`: expected an integer from 1 to {MAX_LIMIT}, got {v:?}"
+                    "parameter `limit`: expected an integer from 1 to {max}, got {v:?}"
                 ))),
             },
         }

@@ -68,7 +68,7 @@ fn trace(batch: usize) -> Vec<u8> {
 /// Traces of service `filler-traces` found by trace search.
 async fn traces_found(c: &Collector) -> u64 {
     let (status, body) =
-        get_json(&c.api_url("/api/v1/traces?service=filler-traces&from=1h&limit=10000")).await;
+        get_json(&c.api_url("/api/v1/traces?service=filler-traces&from=1h&limit=1000")).await;
     assert_eq!(status, 200, "{body}");
     body["traces"].as_array().map_or(0, |t| t.len() as u64)
 }
