@@ -213,8 +213,9 @@ pub struct ReceiverConfig {
     /// `webhook` (default) or `alertmanager`.
     #[serde(default)]
     pub kind: ReceiverKind,
-    /// Where notifications are posted (http:// or https://).
-    pub url: String,
+    /// Where notifications are posted (http:// or https://); user information in it is
+    /// never printed.
+    pub url: crate::server::CredentialUrl,
     /// Extra request headers, e.g. `Authorization`.
     #[serde(default)]
     pub headers: crate::server::Headers,

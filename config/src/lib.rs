@@ -29,8 +29,8 @@ pub use collector::{
 };
 pub use host::HostMetricsConfig;
 pub use server::{
-    validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, Headers, Secret, TlsConfig,
-    TokenError,
+    redact_url, validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, CredentialUrl,
+    Headers, Secret, TlsConfig, TokenError,
 };
 pub use tail::TailConfig;
 pub use units::{

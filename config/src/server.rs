@@ -26,6 +26,50 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A URL that may carry credentials (`https://user:pass@host/...`): `Debug` and
+/// [`CredentialUrl::redacted`] show `***` in their place.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CredentialUrl(pub String);
+
+impl CredentialUrl {
+    /// The URL with its user information replaced by `***`, for logs and messages.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+/// `url` with the user information of its authority (`user:pass@`) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let host = &authority[at + 1..];
+    match scheme {
+        Some(s) => format!("{s}://***@{host}{path}"),
+        None => format!("***@{host}{path}"),
+    }
+}
+
+impl std::fmt::Debug for CredentialUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::ops::Deref for CredentialUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Extra request headers of an outgoing client (webhooks, the agent's exporter). Their
 /// values often carry credentials, so `Debug` shows only the names.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -248,5 +292,36 @@ impl ClientTlsConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        for (url, shown) in [
+            (
+                "https://user:pass@hooks.example.com/a?b=c",
+                "https://***@hooks.example.com/a?b=c",
+            ),
+            ("http://token@10.0.0.1:9000", "http://***@10.0.0.1:9000"),
+            (
+                "http://hooks.example.com/x@y",
+                "http://hooks.example.com/x@y",
+            ),
+            ("http://a:b@c@host/", "http://***@host/"),
+            ("user:pw@host", "***@host"),
+            (
+                "https://plain.example.com/hook",
+                "https://plain.example.com/hook",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let u = CredentialUrl("https://u:secret@h/".into());
+        assert!(!format!("{u:?}").contains("secret"));
+        assert_eq!(&*u, "https://u:secret@h/");
     }
 }

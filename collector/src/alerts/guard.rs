@@ -144,14 +144,14 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// host the policy refuses (names are checked by [`GuardedResolver`] at connect time).
 pub fn check_url(url: &str, policy: &NetPolicy) -> Result<(), UrlRefused> {
     let parsed = reqwest::Url::parse(url).map_err(|source| UrlRefused::Invalid {
-        url: url.to_string(),
+        url: lookout_config::redact_url(url),
         source,
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlRefused::Scheme(parsed.scheme().to_string()));
     }
     match parsed.host() {
-        None => Err(UrlRefused::NoHost(url.to_string())),
+        None => Err(UrlRefused::NoHost(lookout_config::redact_url(url))),
         Some(url::Host::Ipv4(v4)) => Ok(policy.check(IpAddr::V4(v4))?),
         Some(url::Host::Ipv6(v6)) => Ok(policy.check(IpAddr::V6(v6))?),
         Some(url::Host::Domain(_)) => Ok(()),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use lookout_config::{ReceiverConfig, ReceiverKind};
+use lookout_config::{redact_url, ReceiverConfig, ReceiverKind};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -142,14 +142,14 @@ impl Delivery {
             }
         };
         let url = match cfg.kind {
-            ReceiverKind::Webhook => cfg.url.clone(),
+            ReceiverKind::Webhook => cfg.url.0.clone(),
             ReceiverKind::Alertmanager => {
                 format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'))
             }
         };
         let refused = check_url(&url, &policy).err();
         if let Some(reason) = &refused {
-            tracing::warn!(receiver = %name, url = %url, reason = %reason, "receiver URL refused; its notifications will fail");
+            tracing::warn!(receiver = %name, url = %redact_url(&url), reason = %reason, "receiver URL refused; its notifications will fail");
         }
         Some(Self {
             name,
@@ -262,8 +262,10 @@ async fn post(client: &reqwest::Client, url: &str, cfg: &ReceiverConfig, body: &
                 }
             }
         }
-        Err(e) if e.is_builder() => Attempt::Final(format!("bad request: {e}")),
+        // Without the URL: it may carry credentials (`user:pass@`).
+        Err(e) if e.is_builder() => Attempt::Final(format!("bad request: {}", e.without_url())),
         Err(e) => {
+            let e = e.without_url();
             if let Some(r) = super::guard::refusal(&e) {
                 return Attempt::Final(format!("refused: {r}"));
             }

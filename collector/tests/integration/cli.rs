@@ -64,3 +64,17 @@ fn invalid_flag_value_is_refused() {
         "invalid duration",
     );
 }
+
+#[test]
+fn check_config_never_shows_credentials_of_receiver_urls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        "[receivers.oncall]\nurl = \"https://hook-user:hunter2@hooks.example.com/x\"\n",
+    )
+    .expect("write");
+    let shown = stdout_of_success(collector().arg("--config").arg(&path).arg("--check-config"));
+    assert!(shown.contains("https://***@hooks.example.com/x"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
