@@ -26,8 +26,24 @@ impl HumanDuration {
 }
 
 impl fmt::Display for HumanDuration {
+    /// In the largest unit that divides it (`31d`, `90m`, `1500ms`), as it is written in
+    /// a config file; humantime's own form turns 31 days into "1month 13h 26m 24s".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let ms = self.0.as_millis();
+        if self.0.subsec_nanos() % 1_000_000 != 0 {
+            return write!(f, "{}", humantime::format_duration(self.0));
+        }
+        for (unit, name) in [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ] {
+            if ms > 0 && ms % unit == 0 {
+                return write!(f, "{}{name}", ms / unit);
+            }
+        }
+        write!(f, "{ms}ms")
     }
 }
 
@@ -169,6 +185,22 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_written() {
+        for (d, shown) in [
+            (Duration::from_secs(31 * 86_400), "31d"),
+            (Duration::from_secs(2 * 3600), "2h"),
+            (Duration::from_secs(90 * 60), "90m"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::ZERO, "0ms"),
+        ] {
+            let h = HumanDuration(d);
+            assert_eq!(h.to_string(), shown);
+            assert_eq!(parse_duration(shown).ok(), Some(d), "{shown} reads back");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -132,6 +132,9 @@ pub enum TimeError {
     /// An RFC 3339 time before the Unix epoch.
     #[error("time {0:?} is before 1970")]
     BeforeEpoch(String),
+    /// An RFC 3339 time past what nanoseconds since 1970 hold in 64 bits (2554).
+    #[error("time {0:?} is after 2554")]
+    AfterRange(String),
     /// Neither RFC 3339 nor a relative time.
     #[error(
         "expected RFC 3339 (2026-01-02T15:04:05Z) or a relative time (15m, 2h, 7d), got {0:?}"
@@ -147,7 +150,13 @@ pub fn parse_time(v: &str, now_ns: u64) -> Result<u64, TimeError> {
     }
     if let Ok(t) = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339) {
         let ns = t.unix_timestamp_nanos();
-        return u64::try_from(ns).map_err(|_| TimeError::BeforeEpoch(v.to_string()));
+        return u64::try_from(ns).map_err(|_| {
+            if ns < 0 {
+                TimeError::BeforeEpoch(v.to_string())
+            } else {
+                TimeError::AfterRange(v.to_string())
+            }
+        });
     }
     if v.starts_with(|c: char| c.is_ascii_digit()) && !v.contains('-') && !v.contains(':') {
         if let Ok(d) = lookout_config::parse_duration(v) {
@@ -171,6 +180,15 @@ mod tests {
             Some(1_000_000_000)
         );
         assert!(parse_time("yesterday", now).is_err());
-        assert!(parse_time("1969-12-31T23:59:59Z", now).is_err());
+        assert_eq!(
+            parse_time("1969-12-31T23:59:59Z", now),
+            Err(TimeError::BeforeEpoch("1969-12-31T23:59:59Z".into()))
+        );
+        assert_eq!(
+            parse_time("9999-12-31T23:59:59Z", now)
+                .map_err(|e| e.to_string())
+                .unwrap_err(),
+            "time \"9999-12-31T23:59:59Z\" is after 2554"
+        );
     }
 }
