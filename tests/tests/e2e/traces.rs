@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use lookout_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use lookout_proto::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
@@ -513,7 +515,8 @@ async fn bad_traces_are_reported_not_fatal() {
     let t = now_ns() - 1_000 * MS;
     use SpanKind::*;
     let spans = vec![
-        // A 2-cycle, a self parent, a missing parent, a duplicate id, a span of ten years.
+        // A 2-cycle, a self parent, a missing parent, a duplicate id, a span ending ten
+        // years ahead (refused: past `limits.max_future_skew`).
         s("a", "h", trace, 1, Some(2), "x", Server, t, t + MS),
         s("a", "h", trace, 2, Some(1), "y", Server, t, t + MS),
         s("a", "h", trace, 3, Some(3), "self", Server, t, t + MS),
@@ -529,19 +532,38 @@ async fn bad_traces_are_reported_not_fatal() {
             t,
             t + MS,
         ),
+        s("a", "h", trace, 5, None, "root", Server, t, t + 500 * MS),
         s(
             "a",
             "h",
             trace,
-            5,
-            None,
-            "root",
+            6,
+            Some(5),
+            "ten years",
             Server,
             t,
             t + 10 * 365 * 86_400_000 * MS,
         ),
     ];
-    send_http(&c, &request(spans)).await;
+    let r = lookout_tests::post_protobuf(
+        &reqwest::Client::new(),
+        &c.http_url("/v1/traces"),
+        request(spans).encode_to_vec(),
+    )
+    .await
+    .expect("POST");
+    assert_eq!(r.status(), 200);
+    let resp =
+        ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
+    let partial = resp.partial_success.expect("partial_success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial
+            .error_message
+            .contains("end_time_unix_nano is too far in the future"),
+        "{}",
+        partial.error_message
+    );
     let tr = poll(Duration::from_secs(15), "assembled", || async {
         let (st, b) = get_json(&c.api_url(&format!("/api/v1/traces/{tid}"))).await;
         (st == 200 && b["span_count"] == 5).then_some(b)
