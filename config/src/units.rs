@@ -30,7 +30,7 @@ impl fmt::Display for HumanDuration {
     /// a config file; humantime's own form turns 31 days into "1month 13h 26m 24s".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if self.0.subsec_nanos() % 1_000_000 != 0 {
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{}", humantime::format_duration(self.0));
         }
         for (unit, name) in [
@@ -39,7 +39,7 @@ impl fmt::Display for HumanDuration {
             (60_000, "m"),
             (1_000, "s"),
         ] {
-            if ms > 0 && ms % unit == 0 {
+            if ms > 0 && ms.is_multiple_of(unit) {
                 return write!(f, "{}{name}", ms / unit);
             }
         }
