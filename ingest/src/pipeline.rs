@@ -157,19 +157,12 @@ impl Ingest {
             Encoding::Json => body.len() as u64 * DECODED_EXPANSION,
         };
         let charge = self.admit(signal, transport, need).await?;
-        let body_len = body.len();
         let this = self.clone();
-        let work = move || this.prepare_bytes(signal, body, encoding);
-        let prepared = if body_len > INLINE_DECODE_LIMIT {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| IngestError::Unavailable {
-                    message: format!("decoder task failed: {e}"),
-                    retry_after: self.opts.retry_after,
-                })?
-        } else {
-            work()
-        };
+        let prepared = self
+            .off_reactor(body.len(), "decoder", move || {
+                this.prepare_bytes(signal, body, encoding)
+            })
+            .await?;
         self.finish(signal, transport, prepared, charge).await
     }
 
@@ -184,18 +177,30 @@ impl Ingest {
         let charge = self
             .admit(signal, transport, wire_size as u64 * DECODED_EXPANSION)
             .await?;
-        let prepared = if wire_size > INLINE_DECODE_LIMIT {
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.prepare(batch, None))
-                .await
-                .map_err(|e| IngestError::Unavailable {
-                    message: format!("encoder task failed: {e}"),
-                    retry_after: self.opts.retry_after,
-                })?
-        } else {
-            self.prepare(batch, None)
-        };
+        let this = self.clone();
+        let prepared = self
+            .off_reactor(wire_size, "encoder", move || this.prepare(batch, None))
+            .await?;
         self.finish(signal, transport, prepared, charge).await
+    }
+
+    /// Run `work` on a request of `size` bytes: inline when small, on the blocking pool
+    /// when large, so that the reactor is never held for long.
+    async fn off_reactor<T: Send + 'static>(
+        &self,
+        size: usize,
+        what: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, IngestError> {
+        if size <= INLINE_DECODE_LIMIT {
+            return Ok(work());
+        }
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| IngestError::Unavailable {
+                message: format!("{what} task failed: {e}"),
+                retry_after: self.opts.retry_after,
+            })
     }
 
     /// What decoding `body` will hold, found before decoding it ([`prescan`]): a request
@@ -207,17 +212,10 @@ impl Ingest {
         transport: Transport,
         body: &bytes::Bytes,
     ) -> Result<u64, IngestError> {
-        let scanned = if body.len() > INLINE_DECODE_LIMIT {
-            let b = body.clone();
-            tokio::task::spawn_blocking(move || prescan::scan(signal, &b))
-                .await
-                .map_err(|e| IngestError::Unavailable {
-                    message: format!("decoder task failed: {e}"),
-                    retry_after: self.opts.retry_after,
-                })?
-        } else {
-            prescan::scan(signal, body)
-        };
+        let b = body.clone();
+        let scanned = self
+            .off_reactor(body.len(), "decoder", move || prescan::scan(signal, &b))
+            .await?;
         let refuse = |e: IngestError, items: Option<u64>| {
             self.count_refused(signal, transport, &e, items);
             Err(e)
