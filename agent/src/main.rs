@@ -147,6 +147,11 @@ fn buffer_command(dir: &Path, action: BufferAction) -> anyhow::Result<i32> {
         BufferAction::Inspect { json } => (json, false),
         BufferAction::Verify { repair, json } => (json, repair),
     };
+    // Repairing rewrites segments: never under a running agent.
+    let _lock = match dir.parent() {
+        Some(buffer_dir) if repair => Some(lookout_ingest::fsutil::DirLock::acquire(buffer_dir)?),
+        _ => None,
+    };
     let mut report = Report {
         dir: dir.display().to_string(),
         ack,

@@ -324,6 +324,8 @@ pub async fn run(
     let ship_metrics = ShipMetrics::new(&registry)?;
 
     let buffer_dir = cfg.buffer_dir.clone();
+    // Two agents on one buffer would ship each record twice and tail each file twice.
+    let _lock = lookout_ingest::fsutil::DirLock::acquire(&buffer_dir)?;
     let (buffer, recovery) = open_buffer(&cfg, buffer_metrics).await?;
 
     let (grpc_addr, http_addr, api_addr) = listeners.local_addrs()?;

@@ -81,6 +81,9 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything in the data directory is read: a second collector on it would
+    // lose what both acknowledge.
+    let _lock = lookout_ingest::fsutil::DirLock::acquire(&cfg.data_dir)?;
     let api_addr = log_addresses(&cfg, &listeners)?;
     let registry = Registry::new();
     let receiver = ReceiverMetrics::register(&registry, "lookout")?;

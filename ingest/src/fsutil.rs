@@ -88,6 +88,80 @@ pub fn set_umask(mask: u32) -> u32 {
     u32::from(previous)
 }
 
+/// An exclusive lock on a data or buffer directory: `flock(2)` on `<dir>/LOCK`, which
+/// holds the owner's PID. Held until dropped; the kernel releases it when the process
+/// exits, `kill -9` included, so a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Why a directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error(
+        "{} is in use by another process (pid {pid}); stop that process or choose another directory",
+        dir.display()
+    )]
+    Held {
+        /// The directory.
+        dir: PathBuf,
+        /// The PID written by the holder (`unknown` if unreadable).
+        pid: String,
+    },
+    /// The directory or its lock file cannot be created or locked.
+    #[error("cannot lock {}: {source}", dir.display())]
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+impl DirLock {
+    /// Name of the lock file inside the directory.
+    pub const FILE: &'static str = "LOCK";
+
+    /// Create `dir` if needed and lock it, or say which process holds it. Take it before
+    /// anything in the directory is read.
+    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let io = |source| LockError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        create_dir_all(dir).map_err(io)?;
+        let mut file = open_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(Self::FILE))
+            .map_err(io)?;
+        // SAFETY: flock(2) on a descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(LockError::Held {
+                    dir: dir.to_path_buf(),
+                    pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
+                });
+            }
+            return Err(io(e));
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// Why a name cannot be a path component.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -140,6 +214,26 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_directory_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = DirLock::acquire(&data).unwrap();
+        let e = DirLock::acquire(&data).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "in use by another process (pid {})",
+                std::process::id()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains(&data.display().to_string()), "{msg}");
+        drop(first);
+        let again = DirLock::acquire(&data).unwrap();
+        drop(again);
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777

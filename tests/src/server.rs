@@ -235,6 +235,11 @@ impl<B: Binary> Server<B> {
         assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its peak resident memory so far (`VmHWM` in `/proc/PID/status`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -252,3 +252,93 @@ async fn damaged_partitions_are_named_and_lookups_answer_from_the_rest() {
         "{m}"
     );
 }
+
+/// A second collector on a running one's data directory, a second agent on a running
+/// one's buffer, and `buffer verify --repair` under a running agent are refused before
+/// they read anything, naming the PID that holds the directory; the first keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_belongs_to_one_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &[]);
+    let buffer = dir.path().join("buffer");
+    let agent = lookout_tests::Agent::start(&buffer, &c.grpc_url(), &[]);
+    // Runs `bin args`; it must exit (not start serving) within 10 s, saying who holds the
+    // directory.
+    let refused = |bin: &str, args: &[&str], holder: u32| {
+        let mut child = std::process::Command::new(lookout_tests::bin(bin))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{bin} {args:?} started on a directory in use");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+            .expect("stderr");
+        assert!(!status.success(), "{bin} {args:?}: {err}");
+        assert!(
+            err.contains(&format!("in use by another process (pid {holder})")),
+            "{bin} {args:?}: {err}"
+        );
+    };
+    let listen = [
+        "--otlp-grpc",
+        "127.0.0.1:0",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+    ];
+    let data_arg = data.display().to_string();
+    refused(
+        "lookout-collector",
+        &[&listen[..], &["--data-dir", &data_arg]].concat(),
+        c.pid(),
+    );
+    let buffer_arg = buffer.display().to_string();
+    refused(
+        "lookout-agent",
+        &[
+            &listen[..],
+            &["--buffer-dir", &buffer_arg, "--collector", &c.grpc_url()],
+        ]
+        .concat(),
+        agent.pid(),
+    );
+    refused(
+        "lookout-agent",
+        &["buffer", "verify", "--repair", "--buffer-dir", &buffer_arg],
+        agent.pid(),
+    );
+    // The first ones still take data and answer.
+    agent
+        .post_ok(
+            "/v1/logs",
+            log_request("locked", ["still here".to_string()]).encode_to_vec(),
+        )
+        .await;
+    c.post_ok(
+        "/v1/logs",
+        log_request("locked", ["still here".to_string()]).encode_to_vec(),
+    )
+    .await;
+    // Once the holder is gone, the directory can be opened again.
+    drop(agent);
+    let c2_dir = data.clone();
+    drop(c);
+    let again = Collector::start(&c2_dir, &[]);
+    let (status, _) = lookout_tests::get_json(&again.api_url("/readyz")).await;
+    assert_eq!(status, 200);
+}
