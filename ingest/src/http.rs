@@ -144,12 +144,13 @@ async fn read_request(
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
         "application/json" => Encoding::Json,
         _ => {
+            drain(body, DRAIN_LIMIT).await;
             return Err((
                 Encoding::Json,
                 IngestError::UnsupportedMedia(format!(
                 "unsupported content-type {ct:?}; use application/x-protobuf or application/json"
             )),
-            ))
+            ));
         }
     };
     let fail = |e| (encoding, e);
@@ -162,9 +163,10 @@ async fn read_request(
         Some("gzip") => Some("gzip"),
         Some("zstd") => Some("zstd"),
         Some(other) => {
+            drain(body, DRAIN_LIMIT).await;
             return Err(fail(IngestError::UnsupportedMedia(format!(
                 "unsupported content-encoding {other:?}; use gzip, zstd or none"
-            ))))
+            ))));
         }
     };
     let too_large = |n: String| {

@@ -169,13 +169,36 @@ pub async fn require_bearer(State(auth): State<HttpAuth>, req: Request, next: Ne
         return next.run(req).await;
     }
     auth.refused.inc();
-    let mut res = (auth.reject)(req.headers());
+    let (parts, body) = req.into_parts();
+    // Read what the client is sending before answering: an HTTP/1.1 client still
+    // writing its body would otherwise see a reset connection instead of the 401.
+    drain(body).await;
+    let mut res = (auth.reject)(&parts.headers);
     *res.status_mut() = StatusCode::UNAUTHORIZED;
     res.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"lookout\""),
     );
     res
+}
+
+/// Most bytes of a refused request's body read before answering, and for how long.
+const DRAIN_LIMIT: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn drain(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut n = 0usize;
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            n += chunk.len();
+            if n > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 /// tonic interceptor refusing calls without an accepted token with UNAUTHENTICATED

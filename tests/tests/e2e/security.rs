@@ -370,3 +370,66 @@ async fn tls_with_client_certificates_reload_and_an_agent_shipping_over_it() {
     .unwrap_or(0.0);
     assert!(failures >= 2.0, "handshake failures counted: {failures}");
 }
+
+/// Every early refusal reaches the client whole, over TLS with HTTP/2 as over plain
+/// HTTP/1.1, even while the client is still sending its body: 401 without a token, 413
+/// for an oversize body, 415 for a wrong content type; a hundred times each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refusals_always_reach_the_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "lookout");
+    let (cert, key, _) = pki.issue("server", "lookout-1", &["localhost", "127.0.0.1"]);
+    let ca = pki.ca_file("lookout");
+    let config = lookout_tests::write_config(
+        dir.path(),
+        &format!(
+            "[otlp.tls]\ncert_file = {:?}\nkey_file = {:?}\n\n[otlp.auth]\ntokens = [\"{INGEST_TOKEN}\"]\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    let c = Collector::launch(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    c.wait_for_log(" ready");
+    let url = format!("https://localhost:{}/v1/traces", c.http.port());
+    let h2 = tls_client(&ca, None);
+    let h1 = {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .http1_only()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let big = vec![b' '; 3 << 20];
+    let huge = vec![b' '; 5 << 20];
+    for (name, client) in [("HTTP/2", &h2), ("HTTP/1.1", &h1)] {
+        for i in 0..100 {
+            for (body, content_type, auth, want) in [
+                (b"{}".to_vec(), "application/json", false, 401),
+                (big.clone(), "application/json", false, 401),
+                (huge.clone(), "application/json", true, 413),
+                (big.clone(), "text/plain", true, 415),
+            ] {
+                let mut req = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body);
+                if auth {
+                    req = req.bearer_auth(INGEST_TOKEN);
+                }
+                let r = req
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} request {i} ({want}): no answer: {e:?}"));
+                assert_eq!(r.status().as_u16(), want, "{name} request {i}");
+                if name == "HTTP/2" {
+                    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+                }
+            }
+        }
+    }
+}
