@@ -209,7 +209,7 @@ async fn read_request(
     let limit = s.max_decompressed_size;
     // The inflated body is held against the ingest budget as it grows, so that many small
     // bodies that inflate to the limit at once cannot take more memory than the budget.
-    let first = (raw.len() * 4).clamp(64 << 10, limit);
+    let first = (raw.len() * 4).max(64 << 10).min(limit);
     let mut charge = s.ingest.reserve(first as u64).await.map_err(fail)?;
     let ingest = s.ingest.clone();
     let inflate = move || -> Result<Bytes, IngestError> {
