@@ -50,6 +50,21 @@ impl Batch {
         })
     }
 
+    /// Decode an OTLP/JSON body of `signal`, telling `grow` what the decoded batch holds
+    /// as it grows ([`lookout_proto::json::decode_traces_metered`]).
+    pub fn decode_json_metered(
+        signal: Signal,
+        bytes: &[u8],
+        grow: lookout_proto::json::Grow<'_>,
+    ) -> Result<Batch, lookout_proto::json::JsonError> {
+        use lookout_proto::json;
+        Ok(match signal {
+            Signal::Traces => Batch::Traces(json::decode_traces_metered(bytes, grow)?),
+            Signal::Logs => Batch::Logs(json::decode_logs_metered(bytes, grow)?),
+            Signal::Metrics => Batch::Metrics(json::decode_metrics_metered(bytes, grow)?),
+        })
+    }
+
     /// Protobuf encoding, as written to the WAL.
     pub fn encode_protobuf(&self) -> Vec<u8> {
         match self {

@@ -24,10 +24,10 @@ use crate::quota;
 use crate::signal::{Signal, Transport};
 use crate::validate::{self, sanitize, Limits};
 
-/// Admission charges an OTLP/JSON body (or a batch decoded elsewhere) this many times its
-/// size before decoding it; a protobuf body is charged what [`prescan`] finds it will
-/// hold. Once decoded, the charge becomes what the request really holds
-/// ([`Batch::heap_size`]).
+/// Admission charges a batch decoded elsewhere (OTLP/gRPC) this many times its wire size.
+/// A protobuf body is charged what [`prescan`] finds it will hold; an OTLP/JSON body is
+/// charged its size, then what its decoding allocates as it grows. Once decoded, the
+/// charge becomes what the request really holds ([`Batch::heap_size`]).
 const DECODED_EXPANSION: u64 = 3;
 
 /// Bodies larger than this are decoded on the blocking pool, off the reactor.
@@ -106,6 +106,8 @@ impl IngestOptions {
                 max_attributes: limits.max_attributes as usize,
                 max_attribute_length: limits.max_attribute_length.as_usize(),
                 max_time_unix_nano: 0,
+                max_span_duration_nanos: u64::try_from(limits.max_span_duration.get().as_nanos())
+                    .unwrap_or(u64::MAX),
             },
             max_future_skew: limits.max_future_skew.get(),
             retry_after,
@@ -154,13 +156,13 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         let need = match encoding {
             Encoding::Protobuf => self.size_protobuf(signal, transport, &body).await?,
-            Encoding::Json => body.len() as u64 * DECODED_EXPANSION,
+            Encoding::Json => body.len() as u64,
         };
         let charge = self.admit(signal, transport, need).await?;
         let this = self.clone();
-        let prepared = self
+        let (prepared, charge) = self
             .off_reactor(body.len(), "decoder", move || {
-                this.prepare_bytes(signal, body, encoding)
+                this.prepare_bytes(signal, body, encoding, charge)
             })
             .await?;
         self.finish(signal, transport, prepared, charge).await
@@ -291,17 +293,52 @@ impl Ingest {
         signal: Signal,
         body: bytes::Bytes,
         encoding: Encoding,
-    ) -> Result<Prepared, IngestError> {
+        mut charge: Charge,
+    ) -> (Result<Prepared, IngestError>, Charge) {
         let batch = match encoding {
             Encoding::Protobuf => Batch::decode_protobuf(signal, &body).map_err(|e| {
                 IngestError::Invalid(format!("invalid protobuf {}: {e}", request_name(signal)))
-            })?,
-            Encoding::Json => Batch::decode_json(signal, &body).map_err(|e| {
-                IngestError::Invalid(format!("invalid OTLP/JSON {}: {e}", request_name(signal)))
-            })?,
+            }),
+            Encoding::Json => self.decode_json(signal, &body, &mut charge),
         };
         let raw = (encoding == Encoding::Protobuf).then_some(body);
-        self.prepare(batch, raw)
+        (batch.and_then(|b| self.prepare(b, raw)), charge)
+    }
+
+    /// Decodes an OTLP/JSON body, growing `charge` with what the decoding allocates:
+    /// a request that would take more than the whole budget is refused (413), one the
+    /// budget has no room for now is refused as overload (503), both as soon as they pass.
+    fn decode_json(
+        &self,
+        signal: Signal,
+        body: &[u8],
+        charge: &mut Charge,
+    ) -> Result<Batch, IngestError> {
+        let base = charge.bytes();
+        let max = self.budget.max();
+        let mut refusal = None;
+        let decoded = Batch::decode_json_metered(signal, body, &mut |heap| {
+            if heap > max {
+                refusal = Some(IngestError::TooLarge(format!(
+                    "{} of {} bytes would take over {max} bytes decoded, more than the \
+                     whole ingest budget ({max} bytes); send fewer {} or attributes per request",
+                    request_name(signal),
+                    body.len(),
+                    signal.item_name()
+                )));
+                return Err(format!("decoded request passes {max} bytes"));
+            }
+            if !charge.try_grow(base.saturating_add(heap)) {
+                refusal = Some(self.overloaded());
+                return Err("no room left in the ingest budget".to_owned());
+            }
+            Ok(())
+        });
+        decoded.map_err(|e| {
+            refusal.unwrap_or_else(|| {
+                IngestError::Invalid(format!("invalid OTLP/JSON {}: {e}", request_name(signal)))
+            })
+        })
     }
 
     /// Check and limit; encode for the WAL unless the raw protobuf can be kept as is.

@@ -1746,3 +1746,60 @@ fn large_requests_decode_in_linear_time() {
     assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 50_000);
     assert_eq!(decode_traces(&encode_traces(&req)).unwrap(), req);
 }
+
+/// One span with `n` empty attributes (`{}`, 3 bytes of JSON each).
+fn attribute_bomb(n: usize) -> Vec<u8> {
+    let mut out =
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"s","attributes":["#.to_vec();
+    for i in 0..n {
+        out.extend_from_slice(if i == 0 { b"{}" } else { b",{}" });
+    }
+    out.extend_from_slice(b"]}]}]}]}");
+    out
+}
+
+#[test]
+fn metered_decoding_reports_what_it_allocates_as_it_grows() {
+    use lookout_proto::json::decode_traces_metered;
+    let n = 100_000;
+    let body = attribute_bomb(n);
+    let mut told = Vec::new();
+    let req = decode_traces_metered(&body, &mut |heap| {
+        told.push(heap);
+        Ok(())
+    })
+    .unwrap();
+    let attrs = &req.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert_eq!(attrs.len(), n);
+    // Told in steps, increasing, and at least what the attribute array holds.
+    assert!(told.len() >= 5, "{told:?}");
+    assert!(told.windows(2).all(|w| w[0] < w[1]), "{told:?}");
+    let held = (attrs.capacity() * std::mem::size_of::<KeyValue>()) as u64;
+    let last = *told.last().unwrap();
+    assert!(
+        last >= held / 2 && last <= 2 * held + (64 << 10),
+        "{last} vs {held}"
+    );
+
+    // Refusing stops the decode where it is, with the refusal's reason.
+    let mut calls = 0;
+    let e = decode_traces_metered(&body, &mut |heap| {
+        calls += 1;
+        if heap > 1 << 20 {
+            Err("over the budget".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    assert_eq!(e.reason, "over the budget");
+    assert!(
+        e.path
+            .starts_with("resourceSpans[0].scopeSpans[0].spans[0].attributes["),
+        "{}",
+        e.path
+    );
+    assert!(calls < 40, "{calls} calls");
+    // The unmetered decoder decodes the same request whole.
+    assert_eq!(decode_traces(&body).unwrap(), req);
+}

@@ -1,13 +1,24 @@
-//! OTLP/JSON decoding over `serde_json::Value`.
+//! OTLP/JSON decoding, streamed from the parser straight into the prost messages.
+//!
+//! No `serde_json::Value` tree of the document is built: objects and arrays are walked
+//! as they are parsed, only scalars become (leaf) `Value`s, and unknown members are
+//! skipped without being allocated. Every heap byte the decoded message takes (strings,
+//! ids, the element arrays of repeated fields) is counted as it is allocated and
+//! reported to the caller's `grow` callback in steps, so that a caller can stop a
+//! request whose decoded form would not fit its memory budget before it is built.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{DecodeError, Engine as _};
-use serde::Deserialize as _;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::path::Path;
-use super::{JsonError, MAX_ANY_VALUE_DEPTH, MAX_JSON_DEPTH};
+use super::{Grow, JsonError, MAX_ANY_VALUE_DEPTH, MAX_JSON_DEPTH};
 use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -29,6 +40,9 @@ use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 /// What every decoding step returns: the decoded value or the fault with its field path.
 type DecodeResult<T> = Result<T, JsonError>;
 
+/// `grow` is called each time this many more bytes have been counted.
+const GROW_STEP: u64 = 64 << 10;
+
 fn err(p: &Path<'_>, reason: impl Into<String>) -> JsonError {
     JsonError {
         path: p.render(),
@@ -36,17 +50,39 @@ fn err(p: &Path<'_>, reason: impl Into<String>) -> JsonError {
     }
 }
 
-/// Parses the body into a `Value`, rejecting non-UTF-8, non-JSON and too deeply nested input.
-pub(super) fn parse(body: &[u8]) -> DecodeResult<Value> {
+/// Decodes the message `T` from `body`, reporting its growing heap size to `grow`.
+pub(super) fn decode<T: Message>(body: &[u8], grow: Grow<'_>) -> DecodeResult<T> {
     let root = Path::root();
     check_depth(body)?;
+    let cx = Cx {
+        fault: RefCell::new(None),
+        used: Cell::new(0),
+        reported: Cell::new(0),
+        grow: RefCell::new(grow),
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     // `check_depth` bounds the nesting, so the parser's own limit (128) can go: it would
     // reject legitimate `AnyValue`s nested 40 levels deep.
     de.disable_recursion_limit();
-    let value = Value::deserialize(&mut de).map_err(|e| err(&root, e.to_string()))?;
-    de.end().map_err(|e| err(&root, e.to_string()))?;
-    Ok(value)
+    let seed = MessageSeed::<T> {
+        cx: &cx,
+        path: &root,
+        depth: 0,
+        null_ok: false,
+        _t: PhantomData,
+    };
+    let decoded = seed
+        .deserialize(&mut de)
+        .and_then(|msg| de.end().map(|()| msg));
+    match decoded {
+        Ok(msg) => Ok(msg.unwrap_or_default()),
+        // A fault of ours travels through the parser as an opaque error; the parser's own
+        // (syntax, UTF-8, trailing characters) are about the document as a whole.
+        Err(e) => Err(cx
+            .fault
+            .into_inner()
+            .unwrap_or_else(|| err(&root, e.to_string()))),
+    }
 }
 
 /// Fails when arrays and objects nest deeper than `MAX_JSON_DEPTH`, in one linear scan
@@ -87,6 +123,534 @@ fn check_depth(body: &[u8]) -> DecodeResult<()> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Streaming
+
+/// State shared by every step of one decode.
+pub(super) struct Cx<'g> {
+    /// The first fault found; the parser carries only an opaque error up to `decode`.
+    fault: RefCell<Option<JsonError>>,
+    /// Heap bytes of the message decoded so far.
+    used: Cell<u64>,
+    /// `used` when `grow` was last told.
+    reported: Cell<u64>,
+    grow: RefCell<Grow<'g>>,
+}
+
+impl Cx<'_> {
+    /// Records `e` (the first fault wins) and returns the error that unwinds the parser.
+    fn fail<E: de::Error>(&self, e: JsonError) -> E {
+        let mut fault = self.fault.borrow_mut();
+        if fault.is_none() {
+            *fault = Some(e);
+        }
+        E::custom("invalid OTLP/JSON")
+    }
+
+    /// Counts `bytes` about to be (or just) allocated at `p`.
+    fn count<E: de::Error>(&self, bytes: usize, p: &Path<'_>) -> Result<(), E> {
+        let used = self.used.get().saturating_add(bytes as u64);
+        self.used.set(used);
+        if used < self.reported.get().saturating_add(GROW_STEP) {
+            return Ok(());
+        }
+        self.reported.set(used);
+        let told = (self.grow.borrow_mut())(used);
+        told.map_err(|reason| self.fail(err(p, reason)))
+    }
+}
+
+/// Heap bytes of a decoded scalar.
+pub(super) trait Heap {
+    fn heap(&self) -> usize {
+        0
+    }
+}
+
+impl Heap for String {
+    fn heap(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Heap for Vec<u8> {
+    fn heap(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Heap for u64 {}
+impl Heap for i64 {}
+impl Heap for u32 {}
+impl Heap for i32 {}
+impl Heap for f64 {}
+impl Heap for bool {}
+
+/// An OTLP message decoded from a JSON object, member by member.
+pub(super) trait Message: Default {
+    /// Decodes the member `m.key` into `self`. A member it does not read is skipped.
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error>;
+
+    /// Checked before the first member is read.
+    fn enter(_p: &Path<'_>, _depth: usize) -> DecodeResult<()> {
+        Ok(())
+    }
+}
+
+/// One member of an object being decoded: its key, its path, and its value still in the
+/// parser, to be read once by one of the methods below.
+pub(super) struct Member<'a, 'g, 'de, A> {
+    map: &'a mut A,
+    cx: &'a Cx<'g>,
+    /// The object's path (for faults about the object, such as a second oneof member).
+    obj: &'a Path<'a>,
+    /// The member's path.
+    path: &'a Path<'a>,
+    key: &'a str,
+    /// Nesting of `AnyValue`s at the object: 0 outside attributes and bodies.
+    depth: usize,
+    read: bool,
+    _de: PhantomData<&'de ()>,
+}
+
+impl<'de, A: MapAccess<'de>> Member<'_, '_, 'de, A> {
+    fn fail(&self, e: JsonError) -> A::Error {
+        self.cx.fail(e)
+    }
+
+    /// The value as a leaf `Value` (objects and arrays are skipped and stand as empty
+    /// ones, for the type fault); `None` for `null`, which is the default value.
+    fn scalar(&mut self) -> Result<Option<Value>, A::Error> {
+        self.read = true;
+        let v = self.map.next_value_seed(ScalarSeed)?;
+        Ok((!v.is_null()).then_some(v))
+    }
+
+    /// A scalar through `f`, or `None` for `null`.
+    fn take<T: Heap>(
+        &mut self,
+        f: impl FnOnce(Value, &Path<'_>) -> DecodeResult<T>,
+    ) -> Result<Option<T>, A::Error> {
+        let Some(v) = self.scalar()? else {
+            return Ok(None);
+        };
+        let x = f(v, self.path).map_err(|e| self.fail(e))?;
+        self.cx.count(x.heap(), self.path)?;
+        Ok(Some(x))
+    }
+
+    /// Sets `dst` to a scalar read by `f` (by reference), unless the value is `null`.
+    fn set<T: Heap>(
+        &mut self,
+        dst: &mut T,
+        f: impl FnOnce(&Value, &Path<'_>) -> DecodeResult<T>,
+    ) -> Result<(), A::Error> {
+        if let Some(x) = self.take(|v, p| f(&v, p))? {
+            *dst = x;
+        }
+        Ok(())
+    }
+
+    /// Sets `dst` to `Some` of a scalar read by `f`, unless the value is `null`.
+    fn opt<T: Heap>(
+        &mut self,
+        dst: &mut Option<T>,
+        f: impl FnOnce(&Value, &Path<'_>) -> DecodeResult<T>,
+    ) -> Result<(), A::Error> {
+        if let Some(x) = self.take(|v, p| f(&v, p))? {
+            *dst = Some(x);
+        }
+        Ok(())
+    }
+
+    /// Sets `dst` to a string, unless the value is `null`.
+    fn string(&mut self, dst: &mut String) -> Result<(), A::Error> {
+        if let Some(s) = self.take(string)? {
+            *dst = s;
+        }
+        Ok(())
+    }
+
+    /// A nested message at AnyValue depth `depth`, or `None` for `null`.
+    fn message<T: Message>(&mut self, depth: usize) -> Result<Option<T>, A::Error> {
+        self.read = true;
+        self.map.next_value_seed(MessageSeed::<T> {
+            cx: self.cx,
+            path: self.path,
+            depth,
+            null_ok: true,
+            _t: PhantomData,
+        })
+    }
+
+    /// Sets `dst` to `Some` of a nested message, unless the value is `null`.
+    fn set_message<T: Message>(&mut self, dst: &mut Option<T>) -> Result<(), A::Error> {
+        if let Some(x) = self.message(self.depth)? {
+            *dst = Some(x);
+        }
+        Ok(())
+    }
+
+    /// Sets `dst` to a repeated field whose elements are at AnyValue depth `depth`,
+    /// unless the value is `null`. Every element must decode; none is skipped.
+    fn list<T: Element>(&mut self, dst: &mut Vec<T>, depth: usize) -> Result<(), A::Error> {
+        self.read = true;
+        let list = self.map.next_value_seed(ListSeed::<T> {
+            cx: self.cx,
+            path: self.path,
+            depth,
+            _t: PhantomData,
+        })?;
+        if let Some(list) = list {
+            *dst = list;
+        }
+        Ok(())
+    }
+
+    /// `attributes`: key-values at AnyValue depth 1.
+    fn attributes(&mut self, dst: &mut Vec<KeyValue>) -> Result<(), A::Error> {
+        self.list(dst, 1)
+    }
+
+    /// Stores `value` in the oneof `dst` named `name`: a second, different member of the
+    /// same oneof is a fault (a repeated key replaces, as for any member).
+    fn one_of<V>(
+        &self,
+        dst: &mut Option<V>,
+        value: Option<V>,
+        name: impl Fn(&V) -> &'static str,
+    ) -> Result<(), A::Error> {
+        let Some(value) = value else {
+            return Ok(());
+        };
+        if let Some(first) = dst.as_ref().map(&name) {
+            if first != self.key {
+                return Err(self.fail(one_of(self.obj, first, self.key)));
+            }
+        }
+        *dst = Some(value);
+        Ok(())
+    }
+}
+
+/// A member key: borrowed from the input unless it holds escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl std::ops::Deref for Key<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(s))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(s.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(s))
+    }
+}
+
+/// Reads any value as a leaf `Value`; an object or array is skipped (nothing of it is
+/// kept) and stands as an empty one, so that the scalar's reader names the type fault.
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+        // The parser yields finite doubles only.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Value, S::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Array(Vec::new()))
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Value, M::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Object(Map::new()))
+    }
+}
+
+/// Decodes a message `T` from an object; `None` for `null` where that is allowed (a
+/// member), a fault where it is not (the document, an element of a repeated field).
+struct MessageSeed<'a, 'g, T> {
+    cx: &'a Cx<'g>,
+    path: &'a Path<'a>,
+    depth: usize,
+    null_ok: bool,
+    _t: PhantomData<T>,
+}
+
+impl<T: Message> MessageSeed<'_, '_, T> {
+    fn not_object<E: de::Error>(&self, got: &str) -> E {
+        self.cx
+            .fail(err(self.path, format!("expected object, got {got}")))
+    }
+}
+
+impl<'de, T: Message> DeserializeSeed<'de> for MessageSeed<'_, '_, T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Message> Visitor<'de> for MessageSeed<'_, '_, T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<T>, M::Error> {
+        T::enter(self.path, self.depth).map_err(|e| self.cx.fail(e))?;
+        let mut out = T::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let path = self.path.key(&key);
+            let mut m = Member {
+                map: &mut map,
+                cx: self.cx,
+                obj: self.path,
+                path: &path,
+                key: &key,
+                depth: self.depth,
+                read: false,
+                _de: PhantomData,
+            };
+            out.member(&mut m)?;
+            if !m.read {
+                m.map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Some(out))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        if self.null_ok {
+            Ok(None)
+        } else {
+            Err(self.not_object("null"))
+        }
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        self.visit_unit()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<T>, E> {
+        Err(self.not_object("boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<T>, E> {
+        Err(self.not_object("number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<T>, E> {
+        Err(self.not_object("number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<T>, E> {
+        Err(self.not_object("number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<T>, E> {
+        Err(self.not_object("string"))
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, _: S) -> Result<Option<T>, S::Error> {
+        Err(self.not_object("array"))
+    }
+}
+
+/// An element of a repeated field.
+pub(super) trait Element: Sized {
+    fn decode<'de, D: Deserializer<'de>>(
+        d: D,
+        cx: &Cx<'_>,
+        p: &Path<'_>,
+        depth: usize,
+    ) -> Result<Self, D::Error>;
+}
+
+impl<T: Message> Element for T {
+    fn decode<'de, D: Deserializer<'de>>(
+        d: D,
+        cx: &Cx<'_>,
+        p: &Path<'_>,
+        depth: usize,
+    ) -> Result<T, D::Error> {
+        let seed = MessageSeed::<T> {
+            cx,
+            path: p,
+            depth,
+            null_ok: false,
+            _t: PhantomData,
+        };
+        Ok(seed.deserialize(d)?.unwrap_or_default())
+    }
+}
+
+impl Element for u64 {
+    fn decode<'de, D: Deserializer<'de>>(
+        d: D,
+        cx: &Cx<'_>,
+        p: &Path<'_>,
+        _: usize,
+    ) -> Result<u64, D::Error> {
+        uint64(&ScalarSeed.deserialize(d)?, p).map_err(|e| cx.fail(e))
+    }
+}
+
+impl Element for f64 {
+    fn decode<'de, D: Deserializer<'de>>(
+        d: D,
+        cx: &Cx<'_>,
+        p: &Path<'_>,
+        _: usize,
+    ) -> Result<f64, D::Error> {
+        double(&ScalarSeed.deserialize(d)?, p).map_err(|e| cx.fail(e))
+    }
+}
+
+/// One element of a repeated field, at its index's path.
+struct ElementSeed<'a, 'g, T> {
+    cx: &'a Cx<'g>,
+    path: &'a Path<'a>,
+    depth: usize,
+    _t: PhantomData<T>,
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for ElementSeed<'_, '_, T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::decode(d, self.cx, self.path, self.depth)
+    }
+}
+
+/// A repeated field: an array, or `None` for `null`.
+struct ListSeed<'a, 'g, T> {
+    cx: &'a Cx<'g>,
+    path: &'a Path<'a>,
+    depth: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> ListSeed<'_, '_, T> {
+    fn not_array<E: de::Error>(&self, got: &str) -> E {
+        self.cx
+            .fail(err(self.path, format!("expected array, got {got}")))
+    }
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for ListSeed<'_, '_, T> {
+    type Value = Option<Vec<T>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Vec<T>>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Element> Visitor<'de> for ListSeed<'_, '_, T> {
+    type Value = Option<Vec<T>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Option<Vec<T>>, S::Error> {
+        let mut out: Vec<T> = Vec::new();
+        loop {
+            let path = self.path.index(out.len());
+            if out.len() == out.capacity() {
+                // Count the growth before it is allocated.
+                let more = out.capacity().max(4);
+                self.cx
+                    .count(more.saturating_mul(std::mem::size_of::<T>()), &path)?;
+                out.reserve_exact(more);
+            }
+            let seed = ElementSeed::<T> {
+                cx: self.cx,
+                path: &path,
+                depth: self.depth,
+                _t: PhantomData,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(x) => out.push(x),
+                None => break,
+            }
+        }
+        Ok(Some(out))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<Vec<T>>, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<Vec<T>>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<Vec<T>>, E> {
+        Err(self.not_array("boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<Vec<T>>, E> {
+        Err(self.not_array("number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<Vec<T>>, E> {
+        Err(self.not_array("number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<Vec<T>>, E> {
+        Err(self.not_array("number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<Vec<T>>, E> {
+        Err(self.not_array("string"))
+    }
+    fn visit_map<M: MapAccess<'de>>(self, _: M) -> Result<Option<Vec<T>>, M::Error> {
+        Err(self.not_array("object"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Scalars
 
 fn kind(v: &Value) -> &'static str {
@@ -104,39 +668,10 @@ fn expected(p: &Path<'_>, what: &str, v: &Value) -> JsonError {
     err(p, format!("expected {what}, got {}", kind(v)))
 }
 
-fn object<'v>(v: &'v Value, p: &Path<'_>) -> DecodeResult<&'v Map<String, Value>> {
-    v.as_object().ok_or_else(|| expected(p, "object", v))
-}
-
-/// The non-null fields of the object `v`, each with its path.
-fn fields<'a>(
-    v: &'a Value,
-    p: &'a Path<'a>,
-) -> DecodeResult<impl Iterator<Item = (&'a str, &'a Value, Path<'a>)>> {
-    Ok(object(v, p)?
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(move |(k, v)| (k.as_str(), v, p.key(k))))
-}
-
-/// A repeated field: every element must decode, none is skipped.
-fn list<T>(
-    v: &Value,
-    p: &Path<'_>,
-    mut f: impl FnMut(&Value, &Path<'_>) -> DecodeResult<T>,
-) -> DecodeResult<Vec<T>> {
-    let items = v.as_array().ok_or_else(|| expected(p, "array", v))?;
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        out.push(f(item, &p.index(i))?);
-    }
-    Ok(out)
-}
-
-fn string(v: &Value, p: &Path<'_>) -> DecodeResult<String> {
+fn string(v: Value, p: &Path<'_>) -> DecodeResult<String> {
     match v {
-        Value::String(s) => Ok(s.clone()),
-        _ => Err(expected(p, "string", v)),
+        Value::String(s) => Ok(s),
+        v => Err(expected(p, "string", &v)),
     }
 }
 
@@ -372,563 +907,595 @@ fn one_of(p: &Path<'_>, first: &str, second: &str) -> JsonError {
 // ---------------------------------------------------------------------------------------
 // Common
 
-fn any_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<AnyValue> {
+/// The member name of a value of the `AnyValue` oneof.
+fn any_value_name(v: &any_value::Value) -> &'static str {
     use any_value::Value as V;
-    if depth > MAX_ANY_VALUE_DEPTH {
-        return Err(err(
-            p,
-            format!("value nested deeper than {MAX_ANY_VALUE_DEPTH} levels"),
-        ));
+    match v {
+        V::StringValue(_) => "stringValue",
+        V::BoolValue(_) => "boolValue",
+        V::IntValue(_) => "intValue",
+        V::DoubleValue(_) => "doubleValue",
+        V::ArrayValue(_) => "arrayValue",
+        V::KvlistValue(_) => "kvlistValue",
+        V::BytesValue(_) => "bytesValue",
+        // Not carried in OTLP/JSON (profiles only), so never decoded.
+        V::StringValueStrindex(_) => "stringValueStrindex",
     }
-    let mut found: Option<(&str, V)> = None;
-    for (k, v, fp) in fields(v, p)? {
-        let value = match k {
-            "stringValue" => V::StringValue(string(v, &fp)?),
-            "boolValue" => V::BoolValue(boolean(v, &fp)?),
-            "intValue" => V::IntValue(int64(v, &fp)?),
-            "doubleValue" => V::DoubleValue(double(v, &fp)?),
-            "arrayValue" => V::ArrayValue(array_value(v, &fp, depth)?),
-            "kvlistValue" => V::KvlistValue(kvlist_value(v, &fp, depth)?),
-            "bytesValue" => V::BytesValue(bytes(v, &fp)?),
-            _ => continue,
+}
+
+impl Message for AnyValue {
+    fn enter(p: &Path<'_>, depth: usize) -> DecodeResult<()> {
+        if depth > MAX_ANY_VALUE_DEPTH {
+            return Err(err(
+                p,
+                format!("value nested deeper than {MAX_ANY_VALUE_DEPTH} levels"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        use any_value::Value as V;
+        let value = match m.key {
+            "stringValue" => m.take(string)?.map(V::StringValue),
+            "boolValue" => m.take(|v, p| boolean(&v, p))?.map(V::BoolValue),
+            "intValue" => m.take(|v, p| int64(&v, p))?.map(V::IntValue),
+            "doubleValue" => m.take(|v, p| double(&v, p))?.map(V::DoubleValue),
+            "arrayValue" => m.message(m.depth)?.map(V::ArrayValue),
+            "kvlistValue" => m.message(m.depth)?.map(V::KvlistValue),
+            "bytesValue" => m.take(|v, p| bytes(&v, p))?.map(V::BytesValue),
+            _ => return Ok(()),
         };
-        if let Some((first, _)) = found {
-            return Err(one_of(p, first, k));
-        }
-        found = Some((k, value));
+        m.one_of(&mut self.value, value, any_value_name)
     }
-    Ok(AnyValue {
-        value: found.map(|(_, v)| v),
-    })
 }
 
-fn array_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<ArrayValue> {
-    let mut out = ArrayValue::default();
-    for (k, v, fp) in fields(v, p)? {
-        if k == "values" {
-            out.values = list(v, &fp, |v, p| any_value(v, p, depth + 1))?;
+impl Message for ArrayValue {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        if m.key == "values" {
+            m.list(&mut self.values, m.depth + 1)?;
         }
+        Ok(())
     }
-    Ok(out)
 }
 
-fn kvlist_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<KeyValueList> {
-    let mut out = KeyValueList::default();
-    for (k, v, fp) in fields(v, p)? {
-        if k == "values" {
-            out.values = list(v, &fp, |v, p| key_value(v, p, depth + 1))?;
+impl Message for KeyValueList {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        if m.key == "values" {
+            m.list(&mut self.values, m.depth + 1)?;
         }
+        Ok(())
     }
-    Ok(out)
 }
 
-fn key_value(v: &Value, p: &Path<'_>, depth: usize) -> DecodeResult<KeyValue> {
-    let mut out = KeyValue::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "key" => out.key = string(v, &fp)?,
-            "value" => out.value = Some(any_value(v, &fp, depth)?),
-            _ => {}
+impl Message for KeyValue {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "key" => m.string(&mut self.key),
+            "value" => m.set_message(&mut self.value),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn attributes(v: &Value, p: &Path<'_>) -> DecodeResult<Vec<KeyValue>> {
-    list(v, p, |v, p| key_value(v, p, 1))
-}
-
-fn resource(v: &Value, p: &Path<'_>) -> DecodeResult<Resource> {
-    let mut out = Resource::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            _ => {}
+impl Message for Resource {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn scope(v: &Value, p: &Path<'_>) -> DecodeResult<InstrumentationScope> {
-    let mut out = InstrumentationScope::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "name" => out.name = string(v, &fp)?,
-            "version" => out.version = string(v, &fp)?,
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            _ => {}
+impl Message for InstrumentationScope {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "name" => m.string(&mut self.name),
+            "version" => m.string(&mut self.version),
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
 // Traces
 
-pub(super) fn traces(v: &Value) -> DecodeResult<ExportTraceServiceRequest> {
-    let root = Path::root();
-    let mut out = ExportTraceServiceRequest::default();
-    for (k, v, fp) in fields(v, &root)? {
-        if k == "resourceSpans" {
-            out.resource_spans = list(v, &fp, resource_spans)?;
+impl Message for ExportTraceServiceRequest {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resourceSpans" => m.list(&mut self.resource_spans, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn resource_spans(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceSpans> {
-    let mut out = ResourceSpans::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "resource" => out.resource = Some(resource(v, &fp)?),
-            "scopeSpans" => out.scope_spans = list(v, &fp, scope_spans)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ResourceSpans {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resource" => m.set_message(&mut self.resource),
+            "scopeSpans" => m.list(&mut self.scope_spans, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn scope_spans(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeSpans> {
-    let mut out = ScopeSpans::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "scope" => out.scope = Some(scope(v, &fp)?),
-            "spans" => out.spans = list(v, &fp, span)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ScopeSpans {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "scope" => m.set_message(&mut self.scope),
+            "spans" => m.list(&mut self.spans, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn span(v: &Value, p: &Path<'_>) -> DecodeResult<Span> {
-    let mut out = Span::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "traceId" => out.trace_id = id(v, &fp, 16)?,
-            "spanId" => out.span_id = id(v, &fp, 8)?,
-            "traceState" => out.trace_state = string(v, &fp)?,
-            "parentSpanId" => out.parent_span_id = id(v, &fp, 8)?,
-            "flags" => out.flags = uint32(v, &fp)?,
-            "name" => out.name = string(v, &fp)?,
-            "kind" => out.kind = span_kind(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
-            "endTimeUnixNano" => out.end_time_unix_nano = uint64(v, &fp)?,
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            "events" => out.events = list(v, &fp, event)?,
-            "droppedEventsCount" => out.dropped_events_count = uint32(v, &fp)?,
-            "links" => out.links = list(v, &fp, link)?,
-            "droppedLinksCount" => out.dropped_links_count = uint32(v, &fp)?,
-            "status" => out.status = Some(status(v, &fp)?),
-            _ => {}
-        }
-    }
-    Ok(out)
+fn trace_id(v: &Value, p: &Path<'_>) -> DecodeResult<Vec<u8>> {
+    id(v, p, 16)
 }
 
-fn event(v: &Value, p: &Path<'_>) -> DecodeResult<Event> {
-    let mut out = Event::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
-            "name" => out.name = string(v, &fp)?,
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            _ => {}
-        }
-    }
-    Ok(out)
+fn span_id(v: &Value, p: &Path<'_>) -> DecodeResult<Vec<u8>> {
+    id(v, p, 8)
 }
 
-fn link(v: &Value, p: &Path<'_>) -> DecodeResult<Link> {
-    let mut out = Link::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "traceId" => out.trace_id = id(v, &fp, 16)?,
-            "spanId" => out.span_id = id(v, &fp, 8)?,
-            "traceState" => out.trace_state = string(v, &fp)?,
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            "flags" => out.flags = uint32(v, &fp)?,
-            _ => {}
+impl Message for Span {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "traceId" => m.set(&mut self.trace_id, trace_id),
+            "spanId" => m.set(&mut self.span_id, span_id),
+            "traceState" => m.string(&mut self.trace_state),
+            "parentSpanId" => m.set(&mut self.parent_span_id, span_id),
+            "flags" => m.set(&mut self.flags, uint32),
+            "name" => m.string(&mut self.name),
+            "kind" => m.set(&mut self.kind, span_kind),
+            "startTimeUnixNano" => m.set(&mut self.start_time_unix_nano, uint64),
+            "endTimeUnixNano" => m.set(&mut self.end_time_unix_nano, uint64),
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            "events" => m.list(&mut self.events, 0),
+            "droppedEventsCount" => m.set(&mut self.dropped_events_count, uint32),
+            "links" => m.list(&mut self.links, 0),
+            "droppedLinksCount" => m.set(&mut self.dropped_links_count, uint32),
+            "status" => m.set_message(&mut self.status),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn status(v: &Value, p: &Path<'_>) -> DecodeResult<Status> {
-    let mut out = Status::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "message" => out.message = string(v, &fp)?,
-            "code" => out.code = status_code(v, &fp)?,
-            _ => {}
+impl Message for Event {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "timeUnixNano" => m.set(&mut self.time_unix_nano, uint64),
+            "name" => m.string(&mut self.name),
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            _ => Ok(()),
         }
     }
-    Ok(out)
+}
+
+impl Message for Link {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "traceId" => m.set(&mut self.trace_id, trace_id),
+            "spanId" => m.set(&mut self.span_id, span_id),
+            "traceState" => m.string(&mut self.trace_state),
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            "flags" => m.set(&mut self.flags, uint32),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Message for Status {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "message" => m.string(&mut self.message),
+            "code" => m.set(&mut self.code, status_code),
+            _ => Ok(()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Logs
 
-pub(super) fn logs(v: &Value) -> DecodeResult<ExportLogsServiceRequest> {
-    let root = Path::root();
-    let mut out = ExportLogsServiceRequest::default();
-    for (k, v, fp) in fields(v, &root)? {
-        if k == "resourceLogs" {
-            out.resource_logs = list(v, &fp, resource_logs)?;
+impl Message for ExportLogsServiceRequest {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resourceLogs" => m.list(&mut self.resource_logs, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn resource_logs(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceLogs> {
-    let mut out = ResourceLogs::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "resource" => out.resource = Some(resource(v, &fp)?),
-            "scopeLogs" => out.scope_logs = list(v, &fp, scope_logs)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ResourceLogs {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resource" => m.set_message(&mut self.resource),
+            "scopeLogs" => m.list(&mut self.scope_logs, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn scope_logs(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeLogs> {
-    let mut out = ScopeLogs::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "scope" => out.scope = Some(scope(v, &fp)?),
-            "logRecords" => out.log_records = list(v, &fp, log_record)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ScopeLogs {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "scope" => m.set_message(&mut self.scope),
+            "logRecords" => m.list(&mut self.log_records, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn log_record(v: &Value, p: &Path<'_>) -> DecodeResult<LogRecord> {
-    let mut out = LogRecord::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
-            "observedTimeUnixNano" => out.observed_time_unix_nano = uint64(v, &fp)?,
-            "severityNumber" => out.severity_number = severity_number(v, &fp)?,
-            "severityText" => out.severity_text = string(v, &fp)?,
-            "body" => out.body = Some(any_value(v, &fp, 1)?),
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "droppedAttributesCount" => out.dropped_attributes_count = uint32(v, &fp)?,
-            "flags" => out.flags = uint32(v, &fp)?,
-            "traceId" => out.trace_id = id(v, &fp, 16)?,
-            "spanId" => out.span_id = id(v, &fp, 8)?,
-            "eventName" => out.event_name = string(v, &fp)?,
-            _ => {}
+impl Message for LogRecord {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "timeUnixNano" => m.set(&mut self.time_unix_nano, uint64),
+            "observedTimeUnixNano" => m.set(&mut self.observed_time_unix_nano, uint64),
+            "severityNumber" => m.set(&mut self.severity_number, severity_number),
+            "severityText" => m.string(&mut self.severity_text),
+            "body" => {
+                if let Some(body) = m.message(1)? {
+                    self.body = Some(body);
+                }
+                Ok(())
+            }
+            "attributes" => m.attributes(&mut self.attributes),
+            "droppedAttributesCount" => m.set(&mut self.dropped_attributes_count, uint32),
+            "flags" => m.set(&mut self.flags, uint32),
+            "traceId" => m.set(&mut self.trace_id, trace_id),
+            "spanId" => m.set(&mut self.span_id, span_id),
+            "eventName" => m.string(&mut self.event_name),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
 // Metrics
 
-pub(super) fn metrics(v: &Value) -> DecodeResult<ExportMetricsServiceRequest> {
-    let root = Path::root();
-    let mut out = ExportMetricsServiceRequest::default();
-    for (k, v, fp) in fields(v, &root)? {
-        if k == "resourceMetrics" {
-            out.resource_metrics = list(v, &fp, resource_metrics)?;
+impl Message for ExportMetricsServiceRequest {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resourceMetrics" => m.list(&mut self.resource_metrics, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn resource_metrics(v: &Value, p: &Path<'_>) -> DecodeResult<ResourceMetrics> {
-    let mut out = ResourceMetrics::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "resource" => out.resource = Some(resource(v, &fp)?),
-            "scopeMetrics" => out.scope_metrics = list(v, &fp, scope_metrics)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ResourceMetrics {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "resource" => m.set_message(&mut self.resource),
+            "scopeMetrics" => m.list(&mut self.scope_metrics, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn scope_metrics(v: &Value, p: &Path<'_>) -> DecodeResult<ScopeMetrics> {
-    let mut out = ScopeMetrics::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "scope" => out.scope = Some(scope(v, &fp)?),
-            "metrics" => out.metrics = list(v, &fp, metric)?,
-            "schemaUrl" => out.schema_url = string(v, &fp)?,
-            _ => {}
+impl Message for ScopeMetrics {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "scope" => m.set_message(&mut self.scope),
+            "metrics" => m.list(&mut self.metrics, 0),
+            "schemaUrl" => m.string(&mut self.schema_url),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn metric(v: &Value, p: &Path<'_>) -> DecodeResult<Metric> {
+/// The member name of a value of the `Metric.data` oneof.
+fn metric_data_name(d: &metric::Data) -> &'static str {
     use metric::Data;
-    let mut out = Metric::default();
-    let mut data: Option<&str> = None;
-    for (k, v, fp) in fields(v, p)? {
-        let d = match k {
-            "name" => {
-                out.name = string(v, &fp)?;
-                continue;
-            }
-            "description" => {
-                out.description = string(v, &fp)?;
-                continue;
-            }
-            "unit" => {
-                out.unit = string(v, &fp)?;
-                continue;
-            }
-            "metadata" => {
-                out.metadata = attributes(v, &fp)?;
-                continue;
-            }
-            "gauge" => Data::Gauge(gauge(v, &fp)?),
-            "sum" => Data::Sum(sum(v, &fp)?),
-            "histogram" => Data::Histogram(histogram(v, &fp)?),
-            "exponentialHistogram" => Data::ExponentialHistogram(exponential_histogram(v, &fp)?),
-            "summary" => Data::Summary(summary(v, &fp)?),
-            _ => continue,
+    match d {
+        Data::Gauge(_) => "gauge",
+        Data::Sum(_) => "sum",
+        Data::Histogram(_) => "histogram",
+        Data::ExponentialHistogram(_) => "exponentialHistogram",
+        Data::Summary(_) => "summary",
+    }
+}
+
+impl Message for Metric {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        use metric::Data;
+        let data = match m.key {
+            "name" => return m.string(&mut self.name),
+            "description" => return m.string(&mut self.description),
+            "unit" => return m.string(&mut self.unit),
+            "metadata" => return m.attributes(&mut self.metadata),
+            "gauge" => m.message(0)?.map(Data::Gauge),
+            "sum" => m.message(0)?.map(Data::Sum),
+            "histogram" => m.message(0)?.map(Data::Histogram),
+            "exponentialHistogram" => m.message(0)?.map(Data::ExponentialHistogram),
+            "summary" => m.message(0)?.map(Data::Summary),
+            _ => return Ok(()),
         };
-        if let Some(first) = data {
-            return Err(one_of(p, first, k));
-        }
-        data = Some(k);
-        out.data = Some(d);
+        m.one_of(&mut self.data, data, metric_data_name)
     }
-    Ok(out)
 }
 
-fn gauge(v: &Value, p: &Path<'_>) -> DecodeResult<Gauge> {
-    let mut out = Gauge::default();
-    for (k, v, fp) in fields(v, p)? {
-        if k == "dataPoints" {
-            out.data_points = list(v, &fp, number_data_point)?;
+impl Message for Gauge {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "dataPoints" => m.list(&mut self.data_points, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn sum(v: &Value, p: &Path<'_>) -> DecodeResult<Sum> {
-    let mut out = Sum::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "dataPoints" => out.data_points = list(v, &fp, number_data_point)?,
-            "aggregationTemporality" => out.aggregation_temporality = temporality(v, &fp)?,
-            "isMonotonic" => out.is_monotonic = boolean(v, &fp)?,
-            _ => {}
+impl Message for Sum {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "dataPoints" => m.list(&mut self.data_points, 0),
+            "aggregationTemporality" => m.set(&mut self.aggregation_temporality, temporality),
+            "isMonotonic" => m.set(&mut self.is_monotonic, boolean),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn histogram(v: &Value, p: &Path<'_>) -> DecodeResult<Histogram> {
-    let mut out = Histogram::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "dataPoints" => out.data_points = list(v, &fp, histogram_data_point)?,
-            "aggregationTemporality" => out.aggregation_temporality = temporality(v, &fp)?,
-            _ => {}
+impl Message for Histogram {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "dataPoints" => m.list(&mut self.data_points, 0),
+            "aggregationTemporality" => m.set(&mut self.aggregation_temporality, temporality),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn exponential_histogram(v: &Value, p: &Path<'_>) -> DecodeResult<ExponentialHistogram> {
-    let mut out = ExponentialHistogram::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "dataPoints" => out.data_points = list(v, &fp, exponential_histogram_data_point)?,
-            "aggregationTemporality" => out.aggregation_temporality = temporality(v, &fp)?,
-            _ => {}
+impl Message for ExponentialHistogram {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "dataPoints" => m.list(&mut self.data_points, 0),
+            "aggregationTemporality" => m.set(&mut self.aggregation_temporality, temporality),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn summary(v: &Value, p: &Path<'_>) -> DecodeResult<Summary> {
-    let mut out = Summary::default();
-    for (k, v, fp) in fields(v, p)? {
-        if k == "dataPoints" {
-            out.data_points = list(v, &fp, summary_data_point)?;
+impl Message for Summary {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "dataPoints" => m.list(&mut self.data_points, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn number_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<NumberDataPoint> {
-    use number_data_point::Value as V;
-    let mut out = NumberDataPoint::default();
-    let mut value: Option<&str> = None;
-    for (k, v, fp) in fields(v, p)? {
-        let val = match k {
-            "attributes" => {
-                out.attributes = attributes(v, &fp)?;
-                continue;
-            }
-            "startTimeUnixNano" => {
-                out.start_time_unix_nano = uint64(v, &fp)?;
-                continue;
-            }
-            "timeUnixNano" => {
-                out.time_unix_nano = uint64(v, &fp)?;
-                continue;
-            }
-            "exemplars" => {
-                out.exemplars = list(v, &fp, exemplar)?;
-                continue;
-            }
-            "flags" => {
-                out.flags = uint32(v, &fp)?;
-                continue;
-            }
-            "asDouble" => V::AsDouble(double(v, &fp)?),
-            "asInt" => V::AsInt(int64(v, &fp)?),
-            _ => continue,
+/// The member name of a value of the `NumberDataPoint.value` oneof.
+fn number_name(v: &number_data_point::Value) -> &'static str {
+    match v {
+        number_data_point::Value::AsDouble(_) => "asDouble",
+        number_data_point::Value::AsInt(_) => "asInt",
+    }
+}
+
+/// The member name of a value of the `Exemplar.value` oneof.
+fn exemplar_name(v: &exemplar::Value) -> &'static str {
+    match v {
+        exemplar::Value::AsDouble(_) => "asDouble",
+        exemplar::Value::AsInt(_) => "asInt",
+    }
+}
+
+impl Message for NumberDataPoint {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        use number_data_point::Value as V;
+        let value = match m.key {
+            "attributes" => return m.attributes(&mut self.attributes),
+            "startTimeUnixNano" => return m.set(&mut self.start_time_unix_nano, uint64),
+            "timeUnixNano" => return m.set(&mut self.time_unix_nano, uint64),
+            "exemplars" => return m.list(&mut self.exemplars, 0),
+            "flags" => return m.set(&mut self.flags, uint32),
+            "asDouble" => m.take(|v, p| double(&v, p))?.map(V::AsDouble),
+            "asInt" => m.take(|v, p| int64(&v, p))?.map(V::AsInt),
+            _ => return Ok(()),
         };
-        if let Some(first) = value {
-            return Err(one_of(p, first, k));
-        }
-        value = Some(k);
-        out.value = Some(val);
+        m.one_of(&mut self.value, value, number_name)
     }
-    Ok(out)
 }
 
-fn exemplar(v: &Value, p: &Path<'_>) -> DecodeResult<Exemplar> {
-    use exemplar::Value as V;
-    let mut out = Exemplar::default();
-    let mut value: Option<&str> = None;
-    for (k, v, fp) in fields(v, p)? {
-        let val = match k {
-            "filteredAttributes" => {
-                out.filtered_attributes = attributes(v, &fp)?;
-                continue;
-            }
-            "timeUnixNano" => {
-                out.time_unix_nano = uint64(v, &fp)?;
-                continue;
-            }
-            "spanId" => {
-                out.span_id = id(v, &fp, 8)?;
-                continue;
-            }
-            "traceId" => {
-                out.trace_id = id(v, &fp, 16)?;
-                continue;
-            }
-            "asDouble" => V::AsDouble(double(v, &fp)?),
-            "asInt" => V::AsInt(int64(v, &fp)?),
-            _ => continue,
+impl Message for Exemplar {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        use exemplar::Value as V;
+        let value = match m.key {
+            "filteredAttributes" => return m.attributes(&mut self.filtered_attributes),
+            "timeUnixNano" => return m.set(&mut self.time_unix_nano, uint64),
+            "spanId" => return m.set(&mut self.span_id, span_id),
+            "traceId" => return m.set(&mut self.trace_id, trace_id),
+            "asDouble" => m.take(|v, p| double(&v, p))?.map(V::AsDouble),
+            "asInt" => m.take(|v, p| int64(&v, p))?.map(V::AsInt),
+            _ => return Ok(()),
         };
-        if let Some(first) = value {
-            return Err(one_of(p, first, k));
-        }
-        value = Some(k);
-        out.value = Some(val);
+        m.one_of(&mut self.value, value, exemplar_name)
     }
-    Ok(out)
 }
 
-fn histogram_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<HistogramDataPoint> {
-    let mut out = HistogramDataPoint::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
-            "count" => out.count = uint64(v, &fp)?,
-            "sum" => out.sum = Some(double(v, &fp)?),
-            "bucketCounts" => out.bucket_counts = list(v, &fp, uint64)?,
-            "explicitBounds" => out.explicit_bounds = list(v, &fp, double)?,
-            "exemplars" => out.exemplars = list(v, &fp, exemplar)?,
-            "flags" => out.flags = uint32(v, &fp)?,
-            "min" => out.min = Some(double(v, &fp)?),
-            "max" => out.max = Some(double(v, &fp)?),
-            _ => {}
+impl Message for HistogramDataPoint {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "attributes" => m.attributes(&mut self.attributes),
+            "startTimeUnixNano" => m.set(&mut self.start_time_unix_nano, uint64),
+            "timeUnixNano" => m.set(&mut self.time_unix_nano, uint64),
+            "count" => m.set(&mut self.count, uint64),
+            "sum" => m.opt(&mut self.sum, double),
+            "bucketCounts" => m.list(&mut self.bucket_counts, 0),
+            "explicitBounds" => m.list(&mut self.explicit_bounds, 0),
+            "exemplars" => m.list(&mut self.exemplars, 0),
+            "flags" => m.set(&mut self.flags, uint32),
+            "min" => m.opt(&mut self.min, double),
+            "max" => m.opt(&mut self.max, double),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn exponential_histogram_data_point(
-    v: &Value,
-    p: &Path<'_>,
-) -> DecodeResult<ExponentialHistogramDataPoint> {
-    let mut out = ExponentialHistogramDataPoint::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
-            "count" => out.count = uint64(v, &fp)?,
-            "sum" => out.sum = Some(double(v, &fp)?),
-            "scale" => out.scale = int32(v, &fp)?,
-            "zeroCount" => out.zero_count = uint64(v, &fp)?,
-            "positive" => out.positive = Some(buckets(v, &fp)?),
-            "negative" => out.negative = Some(buckets(v, &fp)?),
-            "flags" => out.flags = uint32(v, &fp)?,
-            "exemplars" => out.exemplars = list(v, &fp, exemplar)?,
-            "min" => out.min = Some(double(v, &fp)?),
-            "max" => out.max = Some(double(v, &fp)?),
-            "zeroThreshold" => out.zero_threshold = double(v, &fp)?,
-            _ => {}
+impl Message for ExponentialHistogramDataPoint {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "attributes" => m.attributes(&mut self.attributes),
+            "startTimeUnixNano" => m.set(&mut self.start_time_unix_nano, uint64),
+            "timeUnixNano" => m.set(&mut self.time_unix_nano, uint64),
+            "count" => m.set(&mut self.count, uint64),
+            "sum" => m.opt(&mut self.sum, double),
+            "scale" => m.set(&mut self.scale, int32),
+            "zeroCount" => m.set(&mut self.zero_count, uint64),
+            "positive" => m.set_message(&mut self.positive),
+            "negative" => m.set_message(&mut self.negative),
+            "flags" => m.set(&mut self.flags, uint32),
+            "exemplars" => m.list(&mut self.exemplars, 0),
+            "min" => m.opt(&mut self.min, double),
+            "max" => m.opt(&mut self.max, double),
+            "zeroThreshold" => m.set(&mut self.zero_threshold, double),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn buckets(v: &Value, p: &Path<'_>) -> DecodeResult<Buckets> {
-    let mut out = Buckets::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "offset" => out.offset = int32(v, &fp)?,
-            "bucketCounts" => out.bucket_counts = list(v, &fp, uint64)?,
-            _ => {}
+impl Message for Buckets {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "offset" => m.set(&mut self.offset, int32),
+            "bucketCounts" => m.list(&mut self.bucket_counts, 0),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn summary_data_point(v: &Value, p: &Path<'_>) -> DecodeResult<SummaryDataPoint> {
-    let mut out = SummaryDataPoint::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "attributes" => out.attributes = attributes(v, &fp)?,
-            "startTimeUnixNano" => out.start_time_unix_nano = uint64(v, &fp)?,
-            "timeUnixNano" => out.time_unix_nano = uint64(v, &fp)?,
-            "count" => out.count = uint64(v, &fp)?,
-            "sum" => out.sum = double(v, &fp)?,
-            "quantileValues" => out.quantile_values = list(v, &fp, value_at_quantile)?,
-            "flags" => out.flags = uint32(v, &fp)?,
-            _ => {}
+impl Message for SummaryDataPoint {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "attributes" => m.attributes(&mut self.attributes),
+            "startTimeUnixNano" => m.set(&mut self.start_time_unix_nano, uint64),
+            "timeUnixNano" => m.set(&mut self.time_unix_nano, uint64),
+            "count" => m.set(&mut self.count, uint64),
+            "sum" => m.set(&mut self.sum, double),
+            "quantileValues" => m.list(&mut self.quantile_values, 0),
+            "flags" => m.set(&mut self.flags, uint32),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
-fn value_at_quantile(v: &Value, p: &Path<'_>) -> DecodeResult<ValueAtQuantile> {
-    let mut out = ValueAtQuantile::default();
-    for (k, v, fp) in fields(v, p)? {
-        match k {
-            "quantile" => out.quantile = double(v, &fp)?,
-            "value" => out.value = double(v, &fp)?,
-            _ => {}
+impl Message for ValueAtQuantile {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        m: &mut Member<'_, '_, 'de, A>,
+    ) -> Result<(), A::Error> {
+        match m.key {
+            "quantile" => m.set(&mut self.quantile, double),
+            "value" => m.set(&mut self.value, double),
+            _ => Ok(()),
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -1080,6 +1647,8 @@ mod tests {
         assert!(check_depth(ok.as_bytes()).is_ok());
         let quoted = format!("[\"\\\"{}\"]", "[".repeat(1000));
         assert!(check_depth(quoted.as_bytes()).is_ok());
-        assert!(parse(quoted.as_bytes()).is_ok());
+        let e =
+            decode::<ExportTraceServiceRequest>(quoted.as_bytes(), &mut |_| Ok(())).unwrap_err();
+        assert_eq!(e.reason, "expected object, got array");
     }
 }

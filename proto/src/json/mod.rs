@@ -46,19 +46,50 @@ pub struct JsonError {
     pub reason: String,
 }
 
+/// Told the heap bytes a decoding request holds so far, as it grows; an `Err` stops
+/// decoding, with that reason at the path reached. See [`decode_traces_metered`].
+pub type Grow<'g> = &'g mut dyn FnMut(u64) -> Result<(), String>;
+
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest` (the body of `POST /v1/traces`).
 pub fn decode_traces(body: &[u8]) -> Result<ExportTraceServiceRequest, JsonError> {
-    de::traces(&de::parse(body)?)
+    de::decode(body, &mut |_| Ok(()))
 }
 
 /// Decodes an OTLP/JSON `ExportLogsServiceRequest` (the body of `POST /v1/logs`).
 pub fn decode_logs(body: &[u8]) -> Result<ExportLogsServiceRequest, JsonError> {
-    de::logs(&de::parse(body)?)
+    de::decode(body, &mut |_| Ok(()))
 }
 
 /// Decodes an OTLP/JSON `ExportMetricsServiceRequest` (the body of `POST /v1/metrics`).
 pub fn decode_metrics(body: &[u8]) -> Result<ExportMetricsServiceRequest, JsonError> {
-    de::metrics(&de::parse(body)?)
+    de::decode(body, &mut |_| Ok(()))
+}
+
+/// Decodes like [`decode_traces`], telling `grow` the heap bytes of the decoded request
+/// (strings, ids and repeated fields; an upper bound of what it holds) each time they
+/// have grown by 64 KiB, before the growth is allocated where it can be: a caller stops
+/// a request whose decoded form would not fit its memory budget by refusing.
+pub fn decode_traces_metered(
+    body: &[u8],
+    grow: Grow<'_>,
+) -> Result<ExportTraceServiceRequest, JsonError> {
+    de::decode(body, grow)
+}
+
+/// [`decode_logs`], metered as [`decode_traces_metered`] is.
+pub fn decode_logs_metered(
+    body: &[u8],
+    grow: Grow<'_>,
+) -> Result<ExportLogsServiceRequest, JsonError> {
+    de::decode(body, grow)
+}
+
+/// [`decode_metrics`], metered as [`decode_traces_metered`] is.
+pub fn decode_metrics_metered(
+    body: &[u8],
+    grow: Grow<'_>,
+) -> Result<ExportMetricsServiceRequest, JsonError> {
+    de::decode(body, grow)
 }
 
 /// Encodes a trace export request as canonical OTLP/JSON.

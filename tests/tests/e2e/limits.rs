@@ -269,6 +269,25 @@ fn attribute_bomb(attributes: usize) -> Vec<u8> {
     wrap(1, &wrap(2, &wrap(2, &span)))
 }
 
+/// One OTLP/JSON span with `attributes` empty attributes (`{}`, 3 bytes each).
+fn json_attribute_bomb(attributes: usize) -> Vec<u8> {
+    let now = lookout_tests::otlp::now_ns();
+    let mut out = format!(
+        "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{{\"traceId\":\"{}\",\
+         \"spanId\":\"{}\",\"name\":\"bomb\",\"startTimeUnixNano\":\"{now}\",\
+         \"endTimeUnixNano\":\"{}\",\"attributes\":[",
+        "07".repeat(16),
+        "09".repeat(8),
+        now + 1_000
+    )
+    .into_bytes();
+    for i in 0..attributes {
+        out.extend_from_slice(if i == 0 { b"{}" } else { b",{}" });
+    }
+    out.extend_from_slice(b"]}]}]}]}");
+    out
+}
+
 /// Send `body` as it is to `TraceService/Export` at `addr`.
 async fn export_raw_traces(
     addr: std::net::SocketAddr,
@@ -359,6 +378,47 @@ async fn decode_amplification_is_refused_before_decoding() {
         assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
         assert!(e.message().contains("bytes decoded"), "{}", e.message());
     }
+    // The same as OTLP/JSON: 10M empty attributes in 30 MB, 29 KB gzipped. Before the
+    // JSON decoder counted what it allocates, four of these took the collector past 900 MiB
+    // and were accepted.
+    let json_bomb = gzip(&json_attribute_bomb(10_000_000));
+    assert!(json_bomb.len() < 64 << 10, "{} bytes", json_bomb.len());
+    let sends = [&c.http, &agent.http]
+        .into_iter()
+        .flat_map(|addr| std::iter::repeat_n(format!("http://{addr}/v1/traces"), 4))
+        .map(|url| {
+            let (client, body) = (client.clone(), json_bomb.clone());
+            async move {
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("POST")
+            }
+        });
+    let mut too_large = 0;
+    for r in futures::future::join_all(sends).await {
+        let code = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        match code {
+            413 => {
+                too_large += 1;
+                assert!(
+                    text.contains("decoded, more than the whole ingest budget"),
+                    "{text}"
+                );
+            }
+            503 => assert!(text.contains("overloaded"), "{text}"),
+            other => panic!("{other}: {text}"),
+        }
+    }
+    assert!(
+        too_large >= 2,
+        "{too_large} of 8 JSON bombs refused as too large"
+    );
     for (name, peak) in [
         ("collector", c.peak_rss_bytes()),
         ("agent", agent.peak_rss_bytes()),
