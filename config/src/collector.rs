@@ -138,6 +138,10 @@ pub struct LimitsConfig {
     pub max_attribute_length: ByteSize,
     /// Timestamps further than this in the future are refused.
     pub max_future_skew: HumanDuration,
+    /// Longest span accepted (end time minus start time); a longer one is refused and
+    /// reported in `partial_success`, so that one bad clock cannot make a latency
+    /// percentile or an alert.
+    pub max_span_duration: HumanDuration,
     /// Most items (spans, log records, data points) in one request; larger requests are
     /// refused whole (HTTP 413 / RESOURCE_EXHAUSTED without a retry hint).
     pub max_items_per_request: u64,
@@ -156,6 +160,7 @@ impl Default for LimitsConfig {
             max_attributes: 128,
             max_attribute_length: ByteSize::kib(16),
             max_future_skew: HumanDuration::from_secs(3600),
+            max_span_duration: HumanDuration::from_secs(7 * 86_400),
             max_items_per_request: 100_000,
             max_items_per_second_per_service: 1_000_000,
         }
@@ -186,6 +191,12 @@ impl LimitsConfig {
         }
         if self.max_items_per_request == 0 {
             return err("max_items_per_request", "must be at least 1".into());
+        }
+        if self.max_span_duration.get() < std::time::Duration::from_secs(1) {
+            return err(
+                "max_span_duration",
+                format!("must be at least 1s, got {}", self.max_span_duration),
+            );
         }
         if self.max_attribute_length.get() < 16 {
             return err(

@@ -106,6 +106,7 @@ pub fn ingest(v: Variant) -> Arc<Ingest> {
                         max_attributes: 2,
                         max_attribute_length: 8,
                         max_time_unix_nano: 0,
+                        max_span_duration_nanos: 1_000,
                     };
                 }
                 if v.enrich {

@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_attribute_length: usize,
     /// Latest acceptable timestamp, in Unix nanoseconds.
     pub max_time_unix_nano: u64,
+    /// Longest acceptable span (end minus start), in nanoseconds.
+    pub max_span_duration_nanos: u64,
 }
 
 /// What the checks removed or changed.
@@ -176,6 +178,18 @@ fn span_fault(span: &Span, limits: &Limits) -> Option<String> {
     } else if span.end_time_unix_nano > limits.max_time_unix_nano {
         // An end of u64::MAX would make the span last for centuries in RED and alerts.
         Some("end_time_unix_nano is too far in the future".to_string())
+    } else if span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano)
+        > limits.max_span_duration_nanos
+    {
+        // A start in 1970 with a correct end would do the same as an end in 2500.
+        let secs = |n: u64| lookout_config::HumanDuration::from_secs(n / 1_000_000_000);
+        Some(format!(
+            "span lasts {}, longer than limits.max_span_duration ({})",
+            secs(span.end_time_unix_nano - span.start_time_unix_nano),
+            secs(limits.max_span_duration_nanos)
+        ))
     } else {
         None
     }
@@ -416,6 +430,7 @@ mod tests {
             max_attributes: 2,
             max_attribute_length: 8,
             max_time_unix_nano: 2_000,
+            max_span_duration_nanos: 500,
         }
     }
 
@@ -441,6 +456,10 @@ mod tests {
                 end_time_unix_nano: u64::MAX,
                 ..span(vec![1; 16], vec![2; 8], 1_000)
             },
+            Span {
+                end_time_unix_nano: 1_501,
+                ..span(vec![1; 16], vec![3; 8], 1_000)
+            },
         ];
         let mut b = Batch::Traces(ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
@@ -452,7 +471,7 @@ mod tests {
             }],
         });
         let r = sanitize(&mut b, &limits(), 1_000);
-        assert_eq!(r.rejected, 5);
+        assert_eq!(r.rejected, 6);
         assert_eq!(b.item_count(), 1);
         let mut only_end = b.clone();
         if let Batch::Traces(req) = &mut only_end {

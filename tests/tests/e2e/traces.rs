@@ -516,7 +516,8 @@ async fn bad_traces_are_reported_not_fatal() {
     use SpanKind::*;
     let spans = vec![
         // A 2-cycle, a self parent, a missing parent, a duplicate id, a span ending ten
-        // years ahead (refused: past `limits.max_future_skew`).
+        // years ahead (refused: past `limits.max_future_skew`), a span of 30 days ending
+        // now (refused: longer than `limits.max_span_duration`, 7 days).
         s("a", "h", trace, 1, Some(2), "x", Server, t, t + MS),
         s("a", "h", trace, 2, Some(1), "y", Server, t, t + MS),
         s("a", "h", trace, 3, Some(3), "self", Server, t, t + MS),
@@ -544,6 +545,17 @@ async fn bad_traces_are_reported_not_fatal() {
             t,
             t + 10 * 365 * 86_400_000 * MS,
         ),
+        s(
+            "a",
+            "h",
+            trace,
+            7,
+            Some(5),
+            "thirty days",
+            Server,
+            t - 30 * 86_400_000 * MS,
+            t,
+        ),
     ];
     let r = lookout_tests::post_protobuf(
         &reqwest::Client::new(),
@@ -556,14 +568,17 @@ async fn bad_traces_are_reported_not_fatal() {
     let resp =
         ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
     let partial = resp.partial_success.expect("partial_success");
-    assert_eq!(partial.rejected_spans, 1);
-    assert!(
-        partial
-            .error_message
-            .contains("end_time_unix_nano is too far in the future"),
-        "{}",
-        partial.error_message
-    );
+    assert_eq!(partial.rejected_spans, 2);
+    for reason in [
+        "end_time_unix_nano is too far in the future",
+        "span lasts 30d, longer than limits.max_span_duration (7d)",
+    ] {
+        assert!(
+            partial.error_message.contains(reason),
+            "{}",
+            partial.error_message
+        );
+    }
     let tr = poll(Duration::from_secs(15), "assembled", || async {
         let (st, b) = get_json(&c.api_url(&format!("/api/v1/traces/{tid}"))).await;
         (st == 200 && b["span_count"] == 5).then_some(b)
