@@ -133,6 +133,7 @@ impl Wal {
             metrics,
             dispatch,
             last_truncate: Instant::now(),
+            torn: false,
         };
         writer.update_gauges();
         let handle = std::thread::Builder::new()

@@ -2,6 +2,7 @@
 use std::fs::{self, OpenOptions};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use lookout_ingest::seglog::testkit::{self, Logs, Opened, Subject};
 use prometheus::Registry;
@@ -421,4 +422,79 @@ async fn durable_segments_are_removed() {
     assert!(left <= 2, "{left} segments left");
     drop(wal);
     h.join().unwrap();
+}
+
+/// A writer over segment 1 of `dir` with `file` as its open handle, dispatching nowhere.
+fn writer_over(dir: &Path, segment: writer::Segment, file: fs::File) -> writer::WalWriter {
+    writer::WalWriter {
+        dir: dir.to_path_buf(),
+        opts: WalOptions {
+            segment_size: 1 << 20,
+            fsync: true,
+        },
+        segments: Vec::new(),
+        current: (segment, file),
+        next_lsn: 1,
+        checkpoints: Arc::new(Checkpoints::default()),
+        metrics: wal_metrics(),
+        dispatch: Box::new(|_| {}),
+        last_truncate: Instant::now(),
+        torn: false,
+    }
+}
+
+/// Commit one record of `payload` through `w`: its LSN, or the error.
+fn commit_one(w: &mut writer::WalWriter, payload: &'static [u8]) -> Result<u64, Arc<WalError>> {
+    let (done, mut rx) = oneshot::channel();
+    let mut group = vec![writer::Append {
+        signal: Signal::Logs,
+        payload: Bytes::from_static(payload),
+        batch: None,
+        charge: None,
+        done,
+    }];
+    w.commit(&mut group, &mut Vec::new());
+    rx.try_recv().unwrap()
+}
+
+/// Issue 19: every refused batch of a full disk used to start a new segment file (4,870
+/// in 90 s). A failed append now leaves the log as it was — what it may have left in the
+/// file is cut off — and the next append goes to the same segment, with the LSN the
+/// failed one would have had.
+#[tokio::test]
+async fn a_failed_append_is_cut_off_and_the_next_goes_to_the_same_segment() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, file) = writer::create_segment(dir.path(), 1).unwrap();
+    let path = segment.path.clone();
+    drop(file);
+    // A handle that cannot write (nor truncate): appends fail, as on a full disk.
+    let mut w = writer_over(dir.path(), segment, fs::File::open(&path).unwrap());
+    for _ in 0..3 {
+        let e = commit_one(&mut w, b"refused").unwrap_err();
+        assert!(matches!(*e, WalError::Io { .. }), "{e}");
+    }
+    assert_eq!(list_segments(dir.path()).len(), 1, "no segment per failure");
+    // Part of a failed write reached the file.
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xab; 7])
+        .unwrap();
+    // The disk has room again.
+    w.current.1 = OpenOptions::new().append(true).open(&path).unwrap();
+    assert_eq!(commit_one(&mut w, b"kept").unwrap(), 1);
+    drop(w);
+    assert_eq!(list_segments(dir.path()).len(), 1);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        (seglog::framings::WAL_HEADER_LEN + b"kept".len()) as u64,
+        "the partial write is cut off"
+    );
+    let (_wal, _h, seen) = open(dir.path(), Arc::new(Checkpoints::default()));
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![(1, Signal::Logs, b"kept".to_vec())]
+    );
 }

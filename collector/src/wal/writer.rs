@@ -83,6 +83,9 @@ pub(super) struct WalWriter {
     pub metrics: WalMetrics,
     pub dispatch: Dispatch,
     pub last_truncate: Instant,
+    /// A write failed and the open segment may hold part of it past `current.0.len`:
+    /// cut it off before the next write.
+    pub torn: bool,
 }
 
 impl WalWriter {
@@ -115,7 +118,7 @@ impl WalWriter {
 
     /// Write `group` as one write (and fsync), then hand its records to the stores and
     /// answer each append; on failure, answer each with the error.
-    fn commit(&mut self, group: &mut Vec<Append>, buf: &mut Vec<u8>) {
+    pub(super) fn commit(&mut self, group: &mut Vec<Append>, buf: &mut Vec<u8>) {
         buf.clear();
         if self.next_lsn.checked_add(group.len() as u64).is_none() {
             let e = Arc::new(WalError::Exhausted(self.next_lsn));
@@ -132,20 +135,18 @@ impl WalWriter {
             offsets.push(base + buf.len() as u64);
             encode_record(buf, first_lsn + i as u64, a.signal.tag(), &a.payload);
         }
-        if let Err(e) = self.write_group(buf) {
+        if let Err(e) = self.cut_failed_write().and_then(|()| self.write_group(buf)) {
             tracing::error!(error = %e, "write-ahead log append failed; refusing the batch");
             // Leave no partial record behind: the LSNs of the refused records are used
-            // again, and must not also be in the log with the refused data.
-            if let Err(e) = self.current.1.set_len(self.current.0.len) {
-                tracing::error!(segment = %self.current.0.path.display(), error = %e, "cannot cut a failed write off the write-ahead log; start-up will skip it as damage");
+            // again, and must not also be in the log with the refused data. The next
+            // group goes to the same segment, after the last record acknowledged.
+            self.torn = true;
+            if let Err(e) = self.cut_failed_write() {
+                tracing::error!(segment = %self.current.0.path.display(), error = %e, "cannot cut a failed write off the write-ahead log; it is cut before the next write, or skipped as damage at start-up");
             }
             let e = Arc::new(e);
             for a in group.drain(..) {
                 let _ = a.done.send(Err(e.clone()));
-            }
-            // The file may still hold a partial write; continue in a fresh segment.
-            if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "cannot start a new write-ahead log segment");
             }
             return;
         }
@@ -189,11 +190,26 @@ impl WalWriter {
         Ok(())
     }
 
+    /// After a failed write, cut the open segment back to its last acknowledged record
+    /// (a failed write may have left part of a group behind); nothing to do otherwise.
+    fn cut_failed_write(&mut self) -> Result<(), WalError> {
+        if self.torn {
+            let (segment, file) = &self.current;
+            file.set_len(segment.len).map_err(io_err(&segment.path))?;
+            self.torn = false;
+        }
+        Ok(())
+    }
+
+    /// Close the open segment and start the next one. On failure the open segment stays
+    /// open, and whole: it is closed only once durable, and only for a new one.
     fn rotate(&mut self) -> Result<(), WalError> {
-        let seq = self.current.0.seq + 1;
-        let next = create_segment(&self.dir, seq)?;
+        self.current
+            .1
+            .sync_all()
+            .map_err(io_err(&self.current.0.path))?;
+        let next = create_segment(&self.dir, self.current.0.seq + 1)?;
         let old = std::mem::replace(&mut self.current, next);
-        old.1.sync_all().map_err(io_err(&old.0.path))?;
         self.segments.push(old.0);
         self.update_gauges();
         self.maybe_truncate(true);
