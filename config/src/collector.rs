@@ -216,6 +216,13 @@ pub struct WalConfig {
     pub segment_size: ByteSize,
     /// `fsync` before acknowledging. Turning this off trades durability for speed.
     pub fsync: bool,
+    /// Free space on the data directory's file system kept for the stores: while
+    /// writing a batch would leave less than this free, the WAL refuses it (503 /
+    /// UNAVAILABLE with a retry hint). Index commits and span blocks are written into
+    /// this room; they let the WAL delete its segments, so the collector recovers by
+    /// itself once the load drops. At least `segment_size`, as the WAL frees space a
+    /// whole segment at a time.
+    pub reserve: ByteSize,
 }
 
 impl Default for WalConfig {
@@ -223,7 +230,33 @@ impl Default for WalConfig {
         Self {
             segment_size: ByteSize::mib(64),
             fsync: true,
+            reserve: ByteSize::mib(128),
         }
+    }
+}
+
+impl WalConfig {
+    /// Check the values; keys in errors are relative to `[wal]`.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let err = |k: &str, r: String| Err(Violation::new(k, r));
+        if self.segment_size.get() < (1 << 20) {
+            return err(
+                "segment_size",
+                format!("must be at least 1MiB, got {}", self.segment_size),
+            );
+        }
+        if self.reserve < self.segment_size {
+            return err(
+                "reserve",
+                format!(
+                    "must be at least wal.segment_size ({}), got {}: the write-ahead log frees \
+                     space a whole segment at a time, once the stores have committed its \
+                     records into the reserved room",
+                    self.segment_size, self.reserve
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -543,12 +576,7 @@ impl Validate for CollectorConfig {
         self.api
             .connections
             .validate_with_prefix("api.connections")?;
-        if self.wal.segment_size.get() < (1 << 20) {
-            return err(
-                "wal.segment_size",
-                format!("must be at least 1MiB, got {}", self.wal.segment_size),
-            );
-        }
+        self.wal.validate().map_err(|v| v.under("wal"))?;
         self.traces.validate().map_err(|v| v.under("traces"))?;
         if self.metrics.stale_after.get() < std::time::Duration::from_secs(10) {
             return err(
@@ -623,6 +651,33 @@ mod tests {
         assert_eq!(e.key(), Some("limits.max_decompressed_size"));
         let e = refused::<CollectorConfig>("c.toml", "[index]\nwriter_memory = \"1MiB\"\n");
         assert_eq!(e.key(), Some("index.writer_memory"));
+    }
+
+    #[test]
+    fn wal_reserve_is_at_least_a_segment() {
+        let e = refused::<CollectorConfig>(
+            "c.toml",
+            "[wal]\nsegment_size = \"16MiB\"\nreserve = \"8MiB\"\n",
+        );
+        assert_eq!(e.key(), Some("wal.reserve"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("must be at least wal.segment_size (16MiB), got 8MiB"),
+            "{msg}"
+        );
+        // A larger segment needs a larger reserve than the default.
+        let e = refused::<CollectorConfig>("c.toml", "[wal]\nsegment_size = \"256MiB\"\n");
+        assert_eq!(e.key(), Some("wal.reserve"));
+        let e = refused::<CollectorConfig>("c.toml", "[wal]\nreserve = \"0B\"\n");
+        assert_eq!(e.key(), Some("wal.reserve"));
+        let c: CollectorConfig = parsed(
+            "c.toml",
+            "[wal]\nsegment_size = \"1MiB\"\nreserve = \"1MiB\"\n",
+        );
+        assert!(c.validate().is_ok());
+        assert_eq!(c.wal.reserve, ByteSize::mib(1));
+        let e = refused::<CollectorConfig>("c.toml", "[wal]\nsegment_size = \"512KiB\"\n");
+        assert_eq!(e.key(), Some("wal.segment_size"));
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn open(dir: &Path, cps: &Arc<Checkpoints>) -> (Wal, std::thread::JoinHandle<()>
         WalOptions {
             segment_size: 1 << 20,
             fsync: false,
+            reserve: 0,
         },
         cps.clone(),
         metrics(),

@@ -88,6 +88,36 @@ pub fn set_umask(mask: u32) -> u32 {
     u32::from(previous)
 }
 
+/// Space of a file system, from `statvfs(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Bytes free for unprivileged writers (`f_bavail × f_frsize`): what is left before
+    /// writes fail with `ENOSPC` (root may also use the blocks reserved for it).
+    pub available: u64,
+    /// Size of the file system (`f_blocks × f_frsize`).
+    pub total: u64,
+}
+
+/// Space of the file system holding `path`.
+// The field types are u32 or u64 depending on the target.
+#[allow(clippy::useless_conversion)]
+pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `s` a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = u64::from(s.f_frsize);
+    Ok(FsSpace {
+        available: u64::from(s.f_bavail).saturating_mul(frsize),
+        total: u64::from(s.f_blocks).saturating_mul(frsize),
+    })
+}
+
 /// An exclusive lock on a data or buffer directory: `flock(2)` on `<dir>/LOCK`, which
 /// holds the owner's PID. Held until dropped; the kernel releases it when the process
 /// exits, `kill -9` included, so a crash never leaves a stale lock behind.
@@ -233,6 +263,18 @@ mod tests {
         drop(first);
         let again = DirLock::acquire(&data).unwrap();
         drop(again);
+    }
+
+    #[test]
+    fn fs_space_reads_the_file_system_of_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = fs_space(dir.path()).unwrap();
+        assert!(
+            space.total > 0 && space.available <= space.total,
+            "{space:?}"
+        );
+        let e = fs_space(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     fn mode(p: &Path) -> u32 {

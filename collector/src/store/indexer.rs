@@ -314,6 +314,7 @@ mod tests {
         WalOptions {
             segment_size: 1 << 20,
             fsync: false,
+            reserve: 0,
         }
     }
 

@@ -19,6 +19,28 @@ pub enum WalError {
     /// The writer thread is gone (shutting down).
     #[error("write-ahead log is closed")]
     Closed,
+    /// Writing the batch would leave less than `wal.reserve` free on the data disk: the
+    /// room is kept for the stores' commits, which let the log delete segments.
+    #[error("data disk has {free} bytes free, below wal.reserve ({reserve} bytes) plus this batch ({batch} bytes); the reserve is kept for index commits, and writes resume once indexing lets the write-ahead log free space")]
+    Reserve {
+        /// Free bytes on the data disk.
+        free: u64,
+        /// `wal.reserve`.
+        reserve: u64,
+        /// Bytes of the refused group.
+        batch: u64,
+    },
+    /// `wal.reserve` is not less than the whole file system of the log: no batch could
+    /// ever be written.
+    #[error("wal.reserve ({reserve} bytes) is not less than the size of the file system holding {} ({total} bytes): no batch could ever be written; lower wal.reserve (and wal.segment_size) or give the data directory a larger volume", dir.display())]
+    ReserveTooLarge {
+        /// The log's directory.
+        dir: PathBuf,
+        /// `wal.reserve`.
+        reserve: u64,
+        /// Size of its file system.
+        total: u64,
+    },
     /// The log's sequence numbers are used up: only a damaged or forged log gets near
     /// 2^64 records.
     #[error("write-ahead log sequence numbers are exhausted (last {0}); the log is damaged, move it aside")]

@@ -30,6 +30,10 @@ pub struct WalMetrics {
     /// WAL records with a valid checksum that could not be decoded or applied, moved to
     /// `DATA_DIR/quarantine/`.
     pub quarantined_records: IntCounter,
+    /// Free bytes on the WAL's file system (for unprivileged writers), as last read.
+    pub disk_free_bytes: IntGauge,
+    /// Batches refused because writing them would leave less than `wal.reserve` free.
+    pub reserve_refusals: IntCounter,
 }
 
 impl WalMetrics {
@@ -102,6 +106,20 @@ impl WalMetrics {
                 IntCounter::new(
                     "lookout_wal_quarantined_records_total",
                     "Write-ahead log records with a valid checksum that could not be decoded or applied, set aside in the quarantine directory.",
+                )?,
+            )?,
+            disk_free_bytes: reg(
+                registry,
+                IntGauge::new(
+                    "lookout_wal_disk_free_bytes",
+                    "Free bytes on the file system of the write-ahead log (the data disk), as last read.",
+                )?,
+            )?,
+            reserve_refusals: reg(
+                registry,
+                IntCounter::new(
+                    "lookout_wal_reserve_refusals_total",
+                    "Batches the write-ahead log refused (503 / UNAVAILABLE) because writing them would leave less than wal.reserve free on the data disk.",
                 )?,
             )?,
         })

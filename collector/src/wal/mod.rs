@@ -23,6 +23,14 @@
 //! segment missing, or empty while the LSNs around it show records were there, is counted
 //! as `missing_segment`.
 //!
+//! The log keeps `wal.reserve` free on its file system for the stores ([`room`]): a group
+//! whose write would leave less is refused (503 / UNAVAILABLE with a retry hint), counted
+//! on `lookout_wal_reserve_refusals_total`, and logged when refusals start; the stores
+//! commit into that room, their checkpoints let the log delete segments, and writes are
+//! taken again once the free space is back above the reserve. A write that fails anyway
+//! (a disk filled by someone else) is cut off the open segment, and the next group is
+//! written to the same segment.
+//!
 //! A record with a valid checksum that cannot be used (an unknown tag here, or a payload the
 //! stores cannot decode or apply, see [`Quarantine::set_aside`]) is a *poison* record: its
 //! bytes are copied to the quarantine directory (`DATA_DIR/quarantine/`, one file per
@@ -37,6 +45,7 @@ mod quarantine;
 mod read_back;
 mod record;
 mod replay;
+mod room;
 pub mod sink;
 mod writer;
 
@@ -63,6 +72,7 @@ pub use quarantine::{default_quarantine_dir, Quarantine, QUARANTINE_DIR};
 pub use read_back::RecordReader;
 pub use record::{Dispatch, Record, WalPos, FRAMING};
 use replay::Replay;
+use room::Room;
 pub use writer::WalOptions;
 use writer::{create_segment, Append, WalWriter};
 
@@ -98,6 +108,8 @@ impl Wal {
         mut dispatch: Dispatch,
     ) -> Result<(Wal, std::thread::JoinHandle<()>), WalError> {
         fsutil::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut room = Room::of_dir(dir, opts.reserve, metrics.clone());
+        room.check_at_start()?;
         let listed = seglog::list_segments(&FRAMING, dir)?;
         let started = Instant::now();
         let mut replay = Replay::new(&checkpoints, &metrics, quarantine, &mut dispatch);
@@ -134,6 +146,7 @@ impl Wal {
             dispatch,
             last_truncate: Instant::now(),
             torn: false,
+            room,
         };
         writer.update_gauges();
         let handle = std::thread::Builder::new()

@@ -70,6 +70,7 @@ mod tests {
             WalOptions {
                 segment_size: 1 << 20,
                 fsync: false,
+                reserve: 0,
             },
             Arc::new(Checkpoints::default()),
             WalMetrics::register(&registry).unwrap(),

@@ -24,6 +24,7 @@ fn open(dir: &Path, cps: Arc<Checkpoints>) -> (Wal, std::thread::JoinHandle<()>,
         WalOptions {
             segment_size: 1 << 20,
             fsync: true,
+            reserve: 0,
         },
         cps,
         wal_metrics(),
@@ -171,6 +172,7 @@ fn replay(
             WalOptions {
                 segment_size: 1 << 20,
                 fsync: false,
+                reserve: 0,
             },
             Arc::new(Checkpoints::default()),
             metrics,
@@ -331,6 +333,7 @@ async fn records_quarantine_their_bytes_from_wherever_they_are() {
         WalOptions {
             segment_size: 1 << 20,
             fsync: false,
+            reserve: 0,
         },
         Arc::new(Checkpoints::default()),
         metrics,
@@ -431,6 +434,7 @@ fn writer_over(dir: &Path, segment: writer::Segment, file: fs::File) -> writer::
         opts: WalOptions {
             segment_size: 1 << 20,
             fsync: true,
+            reserve: 0,
         },
         segments: Vec::new(),
         current: (segment, file),
@@ -440,6 +444,7 @@ fn writer_over(dir: &Path, segment: writer::Segment, file: fs::File) -> writer::
         dispatch: Box::new(|_| {}),
         last_truncate: Instant::now(),
         torn: false,
+        room: room::Room::of_dir(dir, 0, wal_metrics()),
     }
 }
 
@@ -497,4 +502,37 @@ async fn a_failed_append_is_cut_off_and_the_next_goes_to_the_same_segment() {
         seen.lock().unwrap().clone(),
         vec![(1, Signal::Logs, b"kept".to_vec())]
     );
+}
+
+/// A group that would leave less than `wal.reserve` free is refused without touching the
+/// log, and counted; once the stores have freed space, the next takes its LSN.
+#[tokio::test]
+async fn a_group_that_would_eat_into_the_reserve_is_refused_and_the_log_left_as_it_was() {
+    use lookout_ingest::fsutil::FsSpace;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, file) = writer::create_segment(dir.path(), 1).unwrap();
+    let path = segment.path.clone();
+    let mut w = writer_over(dir.path(), segment, file);
+    let free = Arc::new(AtomicU64::new((8 << 20) + 10));
+    let f = free.clone();
+    w.room = room::Room::with_probe(
+        dir.path(),
+        8 << 20,
+        w.metrics.clone(),
+        Box::new(move || {
+            Ok(FsSpace {
+                available: f.load(Ordering::Relaxed),
+                total: 1 << 30,
+            })
+        }),
+    );
+    let e = commit_one(&mut w, b"refused").unwrap_err();
+    assert!(matches!(*e, WalError::Reserve { .. }), "{e}");
+    assert_eq!(w.metrics.reserve_refusals.get(), 1);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    free.store(16 << 20, Ordering::Relaxed);
+    std::thread::sleep(room::LOOK_AGAIN);
+    assert_eq!(commit_one(&mut w, b"kept").unwrap(), 1);
+    assert_eq!(list_segments(dir.path()).len(), 1);
 }

@@ -19,6 +19,7 @@ use super::checkpoints::Checkpoints;
 use super::error::{io_err, WalError};
 use super::metrics::WalMetrics;
 use super::record::{Dispatch, Record, WalPos, FRAMING};
+use super::room::Room;
 
 /// Options of the WAL.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct WalOptions {
     pub segment_size: u64,
     /// `fdatasync` before acknowledging.
     pub fsync: bool,
+    /// Refuse a group while writing it would leave less than this free on the log's file
+    /// system (`wal.reserve`).
+    pub reserve: u64,
 }
 
 /// Most bytes written in one group commit.
@@ -71,6 +75,13 @@ pub(super) fn encode_record(buf: &mut Vec<u8>, lsn: u64, tag: u8, payload: &[u8]
     FRAMING.finish(buf, start);
 }
 
+/// Answer every append of `group` with `e`; their charges go back with them.
+fn refuse(group: &mut Vec<Append>, e: &Arc<WalError>) {
+    for a in group.drain(..) {
+        let _ = a.done.send(Err(e.clone()));
+    }
+}
+
 /// The WAL's writer thread: owns the open segment and the list of closed ones.
 pub(super) struct WalWriter {
     pub dir: PathBuf,
@@ -86,6 +97,8 @@ pub(super) struct WalWriter {
     /// A write failed and the open segment may hold part of it past `current.0.len`:
     /// cut it off before the next write.
     pub torn: bool,
+    /// Free space of the log's file system, held against `wal.reserve`.
+    pub room: Room,
 }
 
 impl WalWriter {
@@ -98,6 +111,7 @@ impl WalWriter {
                 Wait::Group => {}
                 Wait::Idle => {
                     self.maybe_truncate(false);
+                    self.room.refresh();
                     continue;
                 }
                 Wait::Closed => break,
@@ -117,15 +131,14 @@ impl WalWriter {
     }
 
     /// Write `group` as one write (and fsync), then hand its records to the stores and
-    /// answer each append; on failure, answer each with the error.
+    /// answer each append; on failure, or when writing it would eat into `wal.reserve`,
+    /// answer each with the error.
     pub(super) fn commit(&mut self, group: &mut Vec<Append>, buf: &mut Vec<u8>) {
         buf.clear();
         if self.next_lsn.checked_add(group.len() as u64).is_none() {
             let e = Arc::new(WalError::Exhausted(self.next_lsn));
             tracing::error!(error = %e, "refusing the batch");
-            for a in group.drain(..) {
-                let _ = a.done.send(Err(e.clone()));
-            }
+            refuse(group, &e);
             return;
         }
         let first_lsn = self.next_lsn;
@@ -134,6 +147,11 @@ impl WalWriter {
         for (i, a) in group.iter().enumerate() {
             offsets.push(base + buf.len() as u64);
             encode_record(buf, first_lsn + i as u64, a.signal.tag(), &a.payload);
+        }
+        if let Err(e) = self.room.admit(buf.len() as u64, group.len() as u64) {
+            // Logged by `room` when refusals start, not per batch.
+            refuse(group, &Arc::new(e));
+            return;
         }
         if let Err(e) = self.cut_failed_write().and_then(|()| self.write_group(buf)) {
             tracing::error!(error = %e, "write-ahead log append failed; refusing the batch");
@@ -144,12 +162,10 @@ impl WalWriter {
             if let Err(e) = self.cut_failed_write() {
                 tracing::error!(segment = %self.current.0.path.display(), error = %e, "cannot cut a failed write off the write-ahead log; it is cut before the next write, or skipped as damage at start-up");
             }
-            let e = Arc::new(e);
-            for a in group.drain(..) {
-                let _ = a.done.send(Err(e.clone()));
-            }
+            refuse(group, &Arc::new(e));
             return;
         }
+        self.room.wrote(buf.len() as u64);
         self.next_lsn += group.len() as u64;
         self.metrics.records.inc_by(group.len() as u64);
         let segment = self.current.0.seq;
