@@ -370,15 +370,20 @@ impl BlockBuilder {
 }
 
 /// Write `bytes` to `path` durably: a temporary file beside it, fsync'd, renamed over
-/// `path`, then the directory fsync'd. A crash leaves either no block or the whole block.
+/// `path`, then the directory fsync'd. A crash leaves either no block or the whole block;
+/// a failure (a full disk) removes the temporary file, so the space it took is free for
+/// the next try.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
@@ -526,6 +531,22 @@ pub fn read_chunk<S: Source + ?Sized>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A block cut that fails (here the rename, on a full disk the write) leaves no
+    /// temporary file holding space until the next start; the next try can succeed.
+    #[test]
+    fn a_failed_durable_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.blk");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("in-the-way"), b"x").unwrap();
+        write_durably(&path, b"block").unwrap_err();
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::remove_dir_all(&path).unwrap();
+        write_durably(&path, b"block").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"block");
+        assert!(!path.with_extension("tmp").exists());
+    }
 
     fn sample() -> Vec<u8> {
         let mut b = BlockBuilder::new(Kind::Spans);
