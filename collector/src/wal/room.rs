@@ -172,6 +172,11 @@ impl Room {
         })
     }
 
+    /// Whether the last group was refused for want of space.
+    pub fn refusing(&self) -> bool {
+        self.refusing.is_some()
+    }
+
     /// The log wrote `bytes`.
     pub fn wrote(&mut self, bytes: u64) {
         self.written = self.written.saturating_add(bytes);

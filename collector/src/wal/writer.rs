@@ -35,6 +35,10 @@ pub struct WalOptions {
 
 /// Most bytes written in one group commit.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// How often durable segments are looked for (and at every rotation).
+const TRUNCATE_EVERY: Duration = Duration::from_secs(5);
+/// How often while batches are refused for want of space.
+const TRUNCATE_EVERY_WHILE_REFUSING: Duration = Duration::from_millis(250);
 
 /// One append waiting for the writer.
 pub(super) struct Append {
@@ -106,7 +110,11 @@ impl WalWriter {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut group: Vec<Append> = Vec::new();
         loop {
-            let tick = Duration::from_secs(1);
+            let tick = if self.room.refusing() {
+                TRUNCATE_EVERY_WHILE_REFUSING
+            } else {
+                Duration::from_secs(1)
+            };
             match seglog::next_group(&rx, tick, MAX_GROUP_BYTES, |a| a.payload.len(), &mut group) {
                 Wait::Group => {}
                 Wait::Idle => {
@@ -235,7 +243,13 @@ impl WalWriter {
     /// Delete the oldest closed segments whose every record is durable in its store. Only
     /// the oldest: the segments left stay contiguous, so a missing one is damage.
     fn maybe_truncate(&mut self, force: bool) {
-        if !force && self.last_truncate.elapsed() < Duration::from_secs(5) {
+        // While the reserve refuses batches, deleted segments are what lets them in again.
+        let every = if self.room.refusing() {
+            TRUNCATE_EVERY_WHILE_REFUSING
+        } else {
+            TRUNCATE_EVERY
+        };
+        if !force && self.last_truncate.elapsed() < every {
             return;
         }
         self.last_truncate = Instant::now();
