@@ -21,13 +21,13 @@ pub enum WalError {
     Closed,
     /// Writing the batch would leave less than `wal.reserve` free on the data disk: the
     /// room is kept for the stores' commits, which let the log delete segments.
-    #[error("data disk has {free} bytes free, below wal.reserve ({reserve} bytes) plus this batch ({batch} bytes); the reserve is kept for index commits, and writes resume once indexing lets the write-ahead log free space")]
+    #[error("data disk has {free} bytes free, below wal.reserve ({reserve} bytes) plus the batches being written ({batch} bytes); the reserve is kept for index commits, and writes resume once indexing lets the write-ahead log free space")]
     Reserve {
         /// Free bytes on the data disk.
         free: u64,
         /// `wal.reserve`.
         reserve: u64,
-        /// Bytes of the refused group.
+        /// Bytes of the refused group (the batches written together).
         batch: u64,
     },
     /// `wal.reserve` is not less than the whole file system of the log: no batch could

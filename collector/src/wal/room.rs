@@ -142,7 +142,7 @@ impl Room {
                     free,
                     reserve = self.reserve,
                     batch = bytes,
-                    "the data disk has less free space than wal.reserve (plus the batch): refusing batches (503 / UNAVAILABLE) until the stores' commits let the write-ahead log free space"
+                    "the data disk has less free space than wal.reserve (plus the batches being written): refusing batches (503 / UNAVAILABLE) until the stores' commits let the write-ahead log free space"
                 );
                 self.refusing = Some(Refusing {
                     since: now,
@@ -263,7 +263,7 @@ mod tests {
         let e = room.admit(10 << 20, 1).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(&format!("data disk has {} bytes free, below wal.reserve ({} bytes) plus this batch ({} bytes)", 70 << 20, 64 << 20, 10 << 20)),
+            msg.contains(&format!("data disk has {} bytes free, below wal.reserve ({} bytes) plus the batches being written ({} bytes)", 70 << 20, 64 << 20, 10 << 20)),
             "{msg}"
         );
         assert!(msg.contains("writes resume once"), "{msg}");
