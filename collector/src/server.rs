@@ -448,7 +448,7 @@ async fn open_wal(ctx: &Stage<'_>, stores: &Stores, dispatch: Dispatch) -> anyho
     let opts = WalOptions {
         segment_size: cfg.wal.segment_size.get(),
         fsync: cfg.wal.fsync,
-        reserve: cfg.wal.reserve.get(),
+        reserve: cfg.wal.reserve().get(),
     };
     let (dir, quarantine, checkpoints, metrics) = (
         stores.wal_dir.clone(),

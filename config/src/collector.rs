@@ -221,8 +221,9 @@ pub struct WalConfig {
     /// UNAVAILABLE with a retry hint). Index commits and span blocks are written into
     /// this room; they let the WAL delete its segments, so the collector recovers by
     /// itself once the load drops. At least `segment_size`, as the WAL frees space a
-    /// whole segment at a time.
-    pub reserve: ByteSize,
+    /// whole segment at a time; unset, two segments and at least 128 MiB
+    /// ([`WalConfig::reserve`]).
+    pub reserve: Option<ByteSize>,
 }
 
 impl Default for WalConfig {
@@ -230,12 +231,19 @@ impl Default for WalConfig {
         Self {
             segment_size: ByteSize::mib(64),
             fsync: true,
-            reserve: ByteSize::mib(128),
+            reserve: None,
         }
     }
 }
 
 impl WalConfig {
+    /// The free space kept: `reserve` when set, else two segments and at least 128 MiB, so
+    /// that a larger `segment_size` raises the default with it.
+    pub fn reserve(&self) -> ByteSize {
+        self.reserve
+            .unwrap_or_else(|| ByteSize(self.segment_size.get().saturating_mul(2).max(128 << 20)))
+    }
+
     /// Check the values; keys in errors are relative to `[wal]`.
     pub fn validate(&self) -> Result<(), Violation> {
         let err = |k: &str, r: String| Err(Violation::new(k, r));
@@ -245,14 +253,15 @@ impl WalConfig {
                 format!("must be at least 1MiB, got {}", self.segment_size),
             );
         }
-        if self.reserve < self.segment_size {
+        if self.reserve() < self.segment_size {
             return err(
                 "reserve",
                 format!(
                     "must be at least wal.segment_size ({}), got {}: the write-ahead log frees \
                      space a whole segment at a time, once the stores have committed its \
                      records into the reserved room",
-                    self.segment_size, self.reserve
+                    self.segment_size,
+                    self.reserve()
                 ),
             );
         }
@@ -665,9 +674,11 @@ mod tests {
             msg.contains("must be at least wal.segment_size (16MiB), got 8MiB"),
             "{msg}"
         );
-        // A larger segment needs a larger reserve than the default.
-        let e = refused::<CollectorConfig>("c.toml", "[wal]\nsegment_size = \"256MiB\"\n");
-        assert_eq!(e.key(), Some("wal.reserve"));
+        // A larger segment raises the default reserve with it.
+        let c: CollectorConfig = parsed("c.toml", "[wal]\nsegment_size = \"256MiB\"\n");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.wal.reserve(), ByteSize::mib(512));
+        assert_eq!(CollectorConfig::default().wal.reserve(), ByteSize::mib(128));
         let e = refused::<CollectorConfig>("c.toml", "[wal]\nreserve = \"0B\"\n");
         assert_eq!(e.key(), Some("wal.reserve"));
         let c: CollectorConfig = parsed(
@@ -675,7 +686,7 @@ mod tests {
             "[wal]\nsegment_size = \"1MiB\"\nreserve = \"1MiB\"\n",
         );
         assert!(c.validate().is_ok());
-        assert_eq!(c.wal.reserve, ByteSize::mib(1));
+        assert_eq!(c.wal.reserve(), ByteSize::mib(1));
         let e = refused::<CollectorConfig>("c.toml", "[wal]\nsegment_size = \"512KiB\"\n");
         assert_eq!(e.key(), Some("wal.segment_size"));
     }
