@@ -276,6 +276,7 @@ impl Receivers {
                 tokens: None,
                 unauthenticated: grpc_setup.metrics.unauthenticated.clone(),
                 max_concurrent_streams: grpc_setup.limits.max_concurrent_streams,
+                request_timeout: grpc_setup.limits.request_timeout.get(),
             },
             token.clone().cancelled_owned(),
         ));
@@ -283,6 +284,7 @@ impl Receivers {
             ingest.clone(),
             cfg.limits.max_request_size.as_usize(),
             cfg.limits.max_decompressed_size.as_usize(),
+            grpc_setup.limits.request_timeout.get(),
         );
         let http_setup = setup("otlp_http");
         let http_task = tokio::spawn(lookout_ingest::net::serve_http(

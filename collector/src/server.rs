@@ -494,6 +494,7 @@ impl Receivers {
                 tokens: security.otlp_tokens.clone(),
                 unauthenticated: security.otlp_grpc.metrics.unauthenticated.clone(),
                 max_concurrent_streams: cfg.otlp.connections.max_concurrent_streams,
+                request_timeout: cfg.otlp.connections.request_timeout.get(),
             },
             shutdown.clone().cancelled_owned(),
         ));
@@ -502,6 +503,7 @@ impl Receivers {
                 ingest.clone(),
                 cfg.limits.max_request_size.as_usize(),
                 cfg.limits.max_decompressed_size.as_usize(),
+                cfg.otlp.connections.request_timeout.get(),
             ),
             security.otlp_tokens.clone(),
             &[],

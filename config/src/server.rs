@@ -215,9 +215,16 @@ pub fn validate_token(token: &str) -> Result<(), TokenError> {
 pub struct ConnectionLimits {
     /// Most connections open at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Time a client has to complete the TLS handshake and send its request headers
-    /// (slowloris protection).
+    /// Most connections open at once from one IP address; more are closed as they are
+    /// accepted, so that one client cannot take every slot.
+    pub max_connections_per_address: usize,
+    /// Time a client has to complete the TLS handshake and send its first bytes, and, on
+    /// HTTP/1.1 its request headers, on HTTP/2 each frame and each header block, once
+    /// begun (slowloris protection).
     pub header_read_timeout: HumanDuration,
+    /// Time an OTLP request has from its headers to the end of its body (gRPC: to its
+    /// answer), however steadily the body trickles in.
+    pub request_timeout: HumanDuration,
     /// Most concurrent HTTP/2 streams (gRPC calls) per connection.
     pub max_concurrent_streams: u32,
     /// A connection with no bytes in either direction for this long is closed, so idle
@@ -229,7 +236,9 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_address: 256,
             header_read_timeout: HumanDuration::from_secs(10),
+            request_timeout: HumanDuration::from_secs(60),
             max_concurrent_streams: 100,
             idle_timeout: HumanDuration::from_secs(120),
         }
@@ -242,6 +251,18 @@ impl ConnectionLimits {
         let key = |k: &str| format!("{prefix}.{k}");
         if self.max_connections == 0 {
             return Err(Violation::new(key("max_connections"), "must be at least 1"));
+        }
+        if self.max_connections_per_address == 0 {
+            return Err(Violation::new(
+                key("max_connections_per_address"),
+                "must be at least 1",
+            ));
+        }
+        if self.request_timeout.get() < std::time::Duration::from_secs(1) {
+            return Err(Violation::new(
+                key("request_timeout"),
+                format!("must be at least 1s, got {}", self.request_timeout),
+            ));
         }
         if self.header_read_timeout.get() < std::time::Duration::from_millis(100) {
             return Err(Violation::new(

@@ -15,6 +15,10 @@ pub enum IngestError {
     /// Wrong `Content-Type` or `Content-Encoding` (HTTP only).
     #[error("{0}")]
     UnsupportedMedia(String),
+    /// The body did not arrive within `request_timeout` (HTTP only; gRPC calls end with
+    /// CANCELLED from tonic's own timeout).
+    #[error("{0}")]
+    TimedOut(String),
     /// The receiver asks the sender to slow down (a full agent buffer): HTTP 429 and
     /// gRPC RESOURCE_EXHAUSTED, both with a retry hint, so OTLP clients retry.
     #[error("{message}")]
@@ -50,6 +54,7 @@ impl IngestError {
             IngestError::Invalid(_) => S::BAD_REQUEST,
             IngestError::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedMedia(_) => S::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::TimedOut(_) => S::REQUEST_TIMEOUT,
             IngestError::Throttled { .. } => S::TOO_MANY_REQUESTS,
             IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
                 S::SERVICE_UNAVAILABLE
@@ -70,6 +75,7 @@ impl IngestError {
             IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
                 tonic::Code::Unavailable
             }
+            IngestError::TimedOut(_) => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -89,6 +95,7 @@ impl IngestError {
             IngestError::Invalid(_) => "invalid",
             IngestError::TooLarge(_) => "too_large",
             IngestError::UnsupportedMedia(_) => "unsupported_media",
+            IngestError::TimedOut(_) => "timed_out",
             IngestError::Overloaded { .. } => "overloaded",
             IngestError::Throttled { .. } => "throttled",
             IngestError::Unavailable { .. } => "unavailable",

@@ -188,6 +188,8 @@ pub struct GrpcOptions {
     pub unauthenticated: prometheus::IntCounter,
     /// Most concurrent calls per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Longest a call may take, its request body included (CANCELLED after it).
+    pub request_timeout: std::time::Duration,
 }
 
 /// Serve OTLP/gRPC on the connections of `conns` (see [`crate::net::incoming`]) until
@@ -213,6 +215,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(opts.max_concurrent_streams))
+        .timeout(opts.request_timeout)
         .layer(tower::util::MapResponseLayer::new(remap_status))
         .layer(tonic::service::InterceptorLayer::new(
             crate::net::auth::grpc_interceptor(opts.tokens, opts.unauthenticated),

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,18 +25,22 @@ pub struct HttpState {
     ingest: Arc<Ingest>,
     max_request_size: usize,
     max_decompressed_size: usize,
+    request_timeout: Duration,
 }
 
-/// The OTLP/HTTP router.
+/// The OTLP/HTTP router; a request body must be in within `request_timeout` of the
+/// headers, however steadily it trickles in (408).
 pub fn router(
     ingest: Arc<Ingest>,
     max_request_size: usize,
     max_decompressed_size: usize,
+    request_timeout: Duration,
 ) -> Router {
     let state = HttpState {
         ingest,
         max_request_size,
         max_decompressed_size,
+        request_timeout,
     };
     Router::new()
         .route("/v1/traces", post(traces).fallback(method_not_allowed))
@@ -188,7 +193,19 @@ async fn read_request(
     }
     let mut body = body.into_data_stream();
     let mut raw = bytes::BytesMut::with_capacity(content_length.map_or(0, |l| l as usize));
-    while let Some(chunk) = body.next().await {
+    let deadline = tokio::time::Instant::now() + s.request_timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.next()).await else {
+            return Err(fail(IngestError::TimedOut(format!(
+                "request body not complete within {:?} ({} bytes read); \
+                 [otlp.connections] request_timeout",
+                s.request_timeout,
+                raw.len()
+            ))));
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| {
             fail(IngestError::Invalid(format!(
                 "cannot read request body: {e}"
@@ -261,9 +278,13 @@ async fn drain(body: Body, limit: u64) -> u64 {
     drain_stream(body.into_data_stream(), limit).await
 }
 
+/// Longest a refused request's body is read before answering.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 async fn drain_stream(mut body: axum::body::BodyDataStream, limit: u64) -> u64 {
     let mut n = 0u64;
-    while let Some(Ok(chunk)) = body.next().await {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
         n += chunk.len() as u64;
         if n > limit {
             break;

@@ -16,16 +16,73 @@ pub fn prepare_server_process() {
 }
 
 /// Logs to stderr, at the level `RUST_LOG` gives (default `info`), coloured only when
-/// stderr is a terminal.
+/// stderr is a terminal. The HTTP/2 libraries' warnings about one peer (a GOAWAY for
+/// too many resets, say) are let through once per [`LIBRARY_WARNING_INTERVAL`]: a
+/// client resetting streams on purpose must not also flood the log.
 pub fn init_logging() {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let throttle = tracing_subscriber::filter::FilterFn::new(|meta| {
+        !is_library_warning(meta.target(), *meta.level()) || LIBRARY_WARNINGS.allow(now_secs())
+    });
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter)
+        .with_filter(throttle);
+    tracing_subscriber::registry().with(fmt).init();
+}
+
+/// At most one warning of the HTTP/2 libraries is logged per this many seconds.
+pub const LIBRARY_WARNING_INTERVAL: u64 = 10;
+
+/// A warning or error of `h2` or `hyper`: about one connection's peer, not about us.
+fn is_library_warning(target: &str, level: tracing::Level) -> bool {
+    level <= tracing::Level::WARN
+        && (target == "h2" || target.starts_with("h2::") || target.starts_with("hyper"))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+static LIBRARY_WARNINGS: Throttle = Throttle::new(LIBRARY_WARNING_INTERVAL);
+
+/// Lets one event through per `interval` seconds.
+struct Throttle {
+    interval: u64,
+    /// The second after which the next event may pass.
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new(interval: u64) -> Self {
+        Self {
+            interval,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now + self.interval,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
 }
 
 /// Turn off transparent huge pages for this process (Linux), unless `MIMALLOC_ALLOW_THP`
@@ -111,6 +168,28 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn library_warnings_pass_once_per_interval() {
+        use super::{is_library_warning, Throttle};
+        use tracing::Level;
+        assert!(is_library_warning(
+            "h2::proto::streams::streams",
+            Level::WARN
+        ));
+        assert!(is_library_warning("hyper::proto::h2::server", Level::ERROR));
+        assert!(!is_library_warning("h2::codec", Level::INFO));
+        assert!(!is_library_warning(
+            "lookout_collector::server",
+            Level::WARN
+        ));
+        let t = Throttle::new(10);
+        assert!(t.allow(100));
+        assert!(!t.allow(100));
+        assert!(!t.allow(109));
+        assert!(t.allow(110));
+        assert!(!t.allow(111));
+    }
+
     #[test]
     #[cfg(target_os = "linux")]
     fn thp_is_off_after_the_call() {

@@ -6,13 +6,15 @@
 //! [`serve_http`] (axum routers) or to tonic via [`conn_stream`].
 
 pub mod auth;
+mod frames;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use self::auth::Tokens;
+use self::frames::FrameWatch;
 pub use self::tls::ReloadingTls;
 
 /// Self-metrics of one listener.
@@ -35,6 +38,11 @@ pub struct ListenerMetrics {
     pub tls_handshake_failures: IntCounter,
     /// Requests refused for a missing or wrong bearer token.
     pub unauthenticated: IntCounter,
+    /// Connections closed as accepted: their address had `max_connections_per_address`.
+    pub refused_connections: IntCounter,
+    /// Connections closed for silence, or for a frame, header block or request headers
+    /// not finished within `header_read_timeout`.
+    pub timed_out_connections: IntCounter,
 }
 
 /// The listener metric families, registered once per process.
@@ -43,11 +51,14 @@ pub struct ListenerMetricsVec {
     open: prometheus::IntGaugeVec,
     tls: prometheus::IntCounterVec,
     auth: prometheus::IntCounterVec,
+    refused: prometheus::IntCounterVec,
+    timed_out: prometheus::IntCounterVec,
 }
 
 impl ListenerMetricsVec {
-    /// Register `PREFIX_listener_open_connections`, `PREFIX_tls_handshake_failures_total`
-    /// and `PREFIX_unauthenticated_requests_total`, each by `listener`.
+    /// Register `PREFIX_listener_open_connections`, `PREFIX_tls_handshake_failures_total`,
+    /// `PREFIX_unauthenticated_requests_total`, `PREFIX_listener_refused_connections_total`
+    /// and `PREFIX_listener_timed_out_connections_total`, each by `listener`.
     pub fn register(registry: &prometheus::Registry, prefix: &str) -> prometheus::Result<Self> {
         let open = prometheus::IntGaugeVec::new(
             prometheus::Opts::new(
@@ -70,10 +81,34 @@ impl ListenerMetricsVec {
             ),
             &["listener"],
         )?;
+        let refused = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                format!("{prefix}_listener_refused_connections_total"),
+                "Connections closed as they were accepted because their address had \
+                 max_connections_per_address open, by listener.",
+            ),
+            &["listener"],
+        )?;
+        let timed_out = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                format!("{prefix}_listener_timed_out_connections_total"),
+                "Connections closed for silence, or for request headers, an HTTP/2 frame or \
+                 header block not finished within header_read_timeout, by listener.",
+            ),
+            &["listener"],
+        )?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(tls.clone()))?;
         registry.register(Box::new(auth.clone()))?;
-        Ok(Self { open, tls, auth })
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(timed_out.clone()))?;
+        Ok(Self {
+            open,
+            tls,
+            auth,
+            refused,
+            timed_out,
+        })
     }
 
     /// The metrics of listener `name` (a fixed name, never request data).
@@ -82,6 +117,8 @@ impl ListenerMetricsVec {
             open_connections: self.open.with_label_values(&[name]),
             tls_handshake_failures: self.tls.with_label_values(&[name]),
             unauthenticated: self.auth.with_label_values(&[name]),
+            refused_connections: self.refused.with_label_values(&[name]),
+            timed_out_connections: self.timed_out.with_label_values(&[name]),
         }
     }
 }
@@ -168,20 +205,61 @@ pub struct Conn {
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     _slot: Slot,
-    /// Fires when the connection has been silent too long: `header_read_timeout` before
-    /// its first byte, `idle_timeout` after any later byte.
+    /// Fires when the peer is late: `header_read_timeout` after accepting until its first
+    /// byte, and after beginning an HTTP/2 frame or header block until it is finished;
+    /// `idle_timeout` after any byte either way otherwise.
     silence: Pin<Box<tokio::time::Sleep>>,
+    header_timeout: Duration,
     idle_timeout: Duration,
+    /// The peer has sent a byte: until then our own writes (HTTP/2 SETTINGS) do not
+    /// count as activity.
+    heard_from_peer: bool,
+    frames: FrameWatch,
+    /// Since when the peer has been in the middle of an HTTP/2 frame or header block.
+    busy_since: Option<tokio::time::Instant>,
+    timed_out: IntCounter,
 }
 
 struct Slot {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
+    /// The count of the peer's address, given back on drop.
+    per_address: Option<(IpAddr, Arc<PerAddress>)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.open.dec();
+        if let Some((ip, counts)) = self.per_address.take() {
+            counts.release(ip);
+        }
+    }
+}
+
+/// Connections open per peer address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Count one more connection from `ip` unless it has `max` open already.
+    fn try_take(&self, ip: IpAddr, max: usize) -> bool {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
     }
 }
 
@@ -192,6 +270,7 @@ impl Conn {
         remote: SocketAddr,
         slot: Slot,
         limits: &ConnectionLimits,
+        timed_out: IntCounter,
     ) -> Self {
         Self {
             stream,
@@ -199,7 +278,12 @@ impl Conn {
             remote: Some(remote),
             _slot: slot,
             silence: Box::pin(tokio::time::sleep(limits.header_read_timeout.get())),
+            header_timeout: limits.header_read_timeout.get(),
             idle_timeout: limits.idle_timeout.get(),
+            heard_from_peer: false,
+            frames: FrameWatch::default(),
+            busy_since: None,
+            timed_out,
         }
     }
 
@@ -208,9 +292,40 @@ impl Conn {
         self.remote
     }
 
+    /// Bytes went one way or the other: move the deadline.
     fn heard(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        if !self.heard_from_peer {
+            return;
+        }
+        let deadline = match self.busy_since {
+            Some(since) => since + self.header_timeout,
+            None => tokio::time::Instant::now() + self.idle_timeout,
+        };
         self.silence.as_mut().reset(deadline);
+    }
+
+    /// The peer sent `bytes`; `Err` when it is past the deadline of what it began.
+    fn heard_from(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.heard_from_peer = true;
+        let now = tokio::time::Instant::now();
+        let step = self.frames.feed(bytes);
+        if step.completed || !step.busy {
+            self.busy_since = step.busy.then_some(now);
+        } else if self.busy_since.is_none() {
+            self.busy_since = Some(now);
+        }
+        if let Some(since) = self.busy_since {
+            if now.duration_since(since) > self.header_timeout {
+                return Err(self.late("an HTTP/2 frame or header block took too long"));
+            }
+        }
+        self.heard();
+        Ok(())
+    }
+
+    fn late(&self, what: &str) -> io::Error {
+        self.timed_out.inc();
+        io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
     }
 }
 
@@ -226,12 +341,19 @@ impl AsyncRead for Conn {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
         match r {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.heard(),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                let this = &mut *self;
+                if let Err(e) = this.heard_from(&buf.filled()[before..]) {
+                    return Poll::Ready(Err(e));
+                }
+            }
             Poll::Pending if self.silence.as_mut().poll(cx).is_ready() => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection silent for too long",
-                )));
+                let what = if self.busy_since.is_some() {
+                    "an HTTP/2 frame or header block took too long"
+                } else {
+                    "connection silent for too long"
+                };
+                return Poll::Ready(Err(self.late(what)));
             }
             _ => {}
         }
@@ -300,7 +422,8 @@ impl tonic::transport::server::Connected for Conn {
 
 /// Accept connections on `listener` until `shutdown`; ready connections arrive on the
 /// returned channel. At most `max_connections` are open at once (the rest wait in the
-/// kernel's queue), and a TLS handshake must finish within `header_read_timeout`.
+/// kernel's queue), at most `max_connections_per_address` from one IP address (more
+/// are closed at once), and a TLS handshake must finish within `header_read_timeout`.
 pub fn incoming(
     listener: TcpListener,
     setup: ListenerSetup,
@@ -308,6 +431,8 @@ pub fn incoming(
 ) -> mpsc::Receiver<Conn> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(setup.limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let mut refusals_logged = None::<tokio::time::Instant>;
     let local = listener.local_addr().ok();
     tokio::spawn(async move {
         loop {
@@ -327,15 +452,42 @@ pub fn incoming(
                 },
                 () = shutdown.cancelled() => return,
             };
+            let ip = remote.ip();
+            if !per_address.try_take(ip, setup.limits.max_connections_per_address) {
+                setup.metrics.refused_connections.inc();
+                // One line a minute at most: a flood must not flood the log too.
+                if refusals_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    refusals_logged = Some(tokio::time::Instant::now());
+                    tracing::warn!(
+                        listener = setup.name,
+                        address = %ip,
+                        max = setup.limits.max_connections_per_address,
+                        "closing connections from an address over its connection limit \
+                         (max_connections_per_address; counted in \
+                         *_listener_refused_connections_total)"
+                    );
+                }
+                drop(tcp);
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             setup.metrics.open_connections.inc();
             let slot = Slot {
                 _permit: permit,
                 open: setup.metrics.open_connections.clone(),
+                per_address: Some((ip, per_address.clone())),
             };
+            let timed_out = setup.metrics.timed_out_connections.clone();
             match &setup.tls {
                 None => {
-                    let conn = Conn::new(Stream::Plain(tcp), local, remote, slot, &setup.limits);
+                    let conn = Conn::new(
+                        Stream::Plain(tcp),
+                        local,
+                        remote,
+                        slot,
+                        &setup.limits,
+                        timed_out,
+                    );
                     if tx.send(conn).await.is_err() {
                         return;
                     }
@@ -356,6 +508,7 @@ pub fn incoming(
                                     remote,
                                     slot,
                                     &limits,
+                                    timed_out,
                                 );
                                 let _ = tx.send(conn).await;
                             }

@@ -430,3 +430,224 @@ async fn decode_amplification_is_refused_before_decoding() {
     c.post_ok("/v1/logs", logs("after-the-bombs", 10)).await;
     agent.post_ok("/v1/logs", logs("after-the-bombs", 10)).await;
 }
+
+/// The HTTP/2 client preface, a SETTINGS frame and the start of a HEADERS frame: what a
+/// client trickling its first request sends, a byte at a time.
+fn h2_opening() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    // HEADERS, 64 bytes announced, END_HEADERS, stream 1; its payload never ends.
+    out.extend_from_slice(&[0, 0, 64, 0x1, 0x4, 0, 0, 0, 1]);
+    out.extend(std::iter::repeat_n(0x82u8, 64));
+    out
+}
+
+/// How long the server keeps a connection that sends `fast` at once and then `slow` a
+/// byte every `gap`: until a read sees the end, a write fails, or `give_up`.
+async fn kept_while_trickling(
+    addr: std::net::SocketAddr,
+    fast: &[u8],
+    slow: &[u8],
+    gap: Duration,
+    give_up: Duration,
+) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(fast).await.expect("write");
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let writer = async {
+        if slow.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        for b in slow.iter().cycle() {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        () = writer => {}
+        () = tokio::time::sleep(give_up) => {}
+    }
+    started.elapsed()
+}
+
+/// One attacker's connection, again and again from `from` until `stop`: it sends nothing,
+/// or trickles the opening of an HTTP/2 request a byte every 300 ms, and reconnects as
+/// soon as it is closed.
+async fn hostile(
+    addr: std::net::SocketAddr,
+    from: std::net::IpAddr,
+    trickle: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opening = h2_opening();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
+            return;
+        };
+        if sock.bind(std::net::SocketAddr::new(from, 0)).is_err() {
+            return;
+        }
+        if let Ok(s) = sock.connect(addr).await {
+            let (mut rd, mut wr) = s.into_split();
+            let mut buf = [0u8; 1024];
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if trickle {
+                    if wr.write_all(&opening[sent..=sent]).await.is_err() {
+                        break;
+                    }
+                    sent = (sent + 1) % opening.len();
+                }
+                match tokio::time::timeout(Duration::from_millis(300), rd.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Thousands of connections that never send a request (silent, or trickling HTTP/2
+/// frames a byte at a time, reconnecting when closed) cannot starve a real client: the
+/// HTTP/2 preface, frames and header blocks have the header timeout as HTTP/1.1 headers
+/// do (the server's own SETTINGS do not count as the peer being heard), and one address
+/// holds at most `max_connections_per_address` of a listener's slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_connections_cannot_starve_a_real_client() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start_with_config(
+        dir.path(),
+        "[otlp.connections]\nheader_read_timeout = \"2s\"\nmax_connections_per_address = 200\n\
+         request_timeout = \"3s\"\n",
+    );
+    // An OTLP/HTTP body trickled a byte every 300 ms is cut at request_timeout (408).
+    let took = kept_while_trickling(
+        c.http,
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+          Content-Length: 100000\r\n\r\n",
+        b"x",
+        Duration::from_millis(300),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(took < Duration::from_secs(6), "trickled body kept {took:?}");
+
+    // Silent on gRPC: closed at the header timeout although the server wrote SETTINGS.
+    let took = kept_while_trickling(
+        c.grpc,
+        b"",
+        b"",
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(
+        took < Duration::from_secs(5),
+        "silent gRPC connection kept {took:?}"
+    );
+    // A HEADERS frame trickled a byte every 300 ms, on gRPC and on OTLP/HTTP (h2c): every
+    // byte is activity, but the frame must be finished within the header timeout.
+    let opening = h2_opening();
+    for addr in [c.grpc, c.http] {
+        let took = kept_while_trickling(
+            addr,
+            &opening[..33],
+            &opening[33..],
+            Duration::from_millis(300),
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(
+            took < Duration::from_secs(5),
+            "{addr}: trickled HEADERS kept {took:?}"
+        );
+    }
+
+    // 1,200 attackers on each OTLP listener from 127.0.0.2, more than the 1,024 slots.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut tasks = Vec::new();
+    for addr in [c.grpc, c.http] {
+        for i in 0..1_200 {
+            tasks.push(tokio::spawn(hostile(
+                addr,
+                attacker,
+                i % 2 == 0,
+                stop.clone(),
+            )));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = c.metrics().await;
+    for listener in ["otlp_grpc", "otlp_http"] {
+        let open = metric_value(
+            &m,
+            &format!("lookout_listener_open_connections{{listener=\"{listener}\"}}"),
+        )
+        .unwrap_or(0.0);
+        eprintln!("{listener}: {open} connections open among the attackers");
+        assert!(open <= 210.0, "{listener}: {open} open");
+    }
+
+    // A real client exports over both transports the whole time, within a 3 s timeout.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let mut exports = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = http
+            .post(c.http_url("/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(logs("steady", 5))
+            .send()
+            .await
+            .expect("OTLP/HTTP export within 3 s among hostile connections");
+        assert_eq!(r.status(), 200);
+        let grpc = tokio::time::timeout(
+            Duration::from_secs(3),
+            export_raw_traces(c.grpc, Vec::new()),
+        )
+        .await
+        .expect("OTLP/gRPC export within 3 s among hostile connections");
+        grpc.expect("gRPC export");
+        exports += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert!(exports >= 10, "{exports} exports in 8 s");
+
+    let m = c.metrics().await;
+    for listener in ["otlp_grpc", "otlp_http"] {
+        for family in ["refused", "timed_out"] {
+            let name =
+                format!("lookout_listener_{family}_connections_total{{listener=\"{listener}\"}}");
+            let n = metric_value(&m, &name).unwrap_or(0.0);
+            assert!(n > 0.0, "{name} = {n}");
+        }
+    }
+    // Still serving once they are gone.
+    assert_eq!(post(&c, logs("after", 1)).await.status(), 200);
+}
