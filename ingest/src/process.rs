@@ -26,8 +26,16 @@ pub fn init_logging() {
     use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let throttle = tracing_subscriber::filter::FilterFn::new(|meta| {
+    // Asked at every event of those call sites (`sometimes`), not once per call site.
+    let throttle = tracing_subscriber::filter::DynFilterFn::new(|meta, _| {
         !is_library_warning(meta.target(), *meta.level()) || LIBRARY_WARNINGS.allow(now_secs())
+    })
+    .with_callsite_filter(|meta| {
+        if is_library_warning(meta.target(), *meta.level()) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
     });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -651,3 +651,61 @@ async fn hostile_connections_cannot_starve_a_real_client() {
     // Still serving once they are gone.
     assert_eq!(post(&c, logs("after", 1)).await.status(), 200);
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client opening streams and resetting them at
+/// once gets a GOAWAY, and the HTTP/2 library's warning about it is logged once per
+/// 10 s however many connections do it, not once per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_resets_end_in_goaway_and_do_not_flood_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start_with_config(dir.path(), "");
+    let mut goaways = 0;
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(c.grpc)
+            .await
+            .expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+        let driver = tokio::spawn(connection);
+        let mut client = client;
+        for _ in 0..5_000 {
+            let Ok(ready) = client.clone().ready().await else {
+                break;
+            };
+            client = ready;
+            let req = http::Request::post(format!(
+                "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                c.grpc
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+            match client.send_request(req, false) {
+                Ok((_response, mut body)) => body.send_reset(h2::Reason::CANCEL),
+                Err(_) => break,
+            }
+        }
+        drop(client);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the connection ends")
+        {
+            if e.is_go_away() {
+                goaways += 1;
+            }
+        }
+    }
+    eprintln!("{goaways} of 20 connections got GOAWAY");
+    assert!(goaways >= 5, "{goaways} of 20 connections got GOAWAY");
+    // The collector still serves.
+    assert_eq!(post(&c, logs("after-resets", 1)).await.status(), 200);
+    let log = c.output();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("h2::"))
+        .count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} h2 warnings for {goaways} GOAWAYs:\n{log}"
+    );
+}
