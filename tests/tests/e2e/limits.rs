@@ -483,6 +483,59 @@ async fn kept_while_trickling(
     started.elapsed()
 }
 
+/// A gRPC Export whose body comes a byte per DATA frame every 300 ms: its `grpc-status`
+/// and how long the server took to end it.
+async fn grpc_trickled_body(addr: std::net::SocketAddr) -> (Option<String>, Duration) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::post(format!(
+        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    let (response, mut body) = client.send_request(req, false).expect("send");
+    let started = Instant::now();
+    let trickle = async {
+        // A message header announcing 1,000 bytes, then the bytes one at a time.
+        let mut first = vec![0u8];
+        first.extend_from_slice(&1_000u32.to_be_bytes());
+        if body.send_data(bytes::Bytes::from(first), false).is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if body
+                .send_data(bytes::Bytes::from_static(&[0]), false)
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let status = tokio::select! {
+        r = response => match r {
+            Ok(mut r) => {
+                let status = r.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("?").to_owned());
+                match status {
+                    Some(s) => Some(s),
+                    None => {
+                        let trailers = r.body_mut().trailers().await.ok().flatten();
+                        trailers.and_then(|t| t.get("grpc-status").map(|v| v.to_str().unwrap_or("?").to_owned()))
+                    }
+                }
+            }
+            Err(e) => Some(format!("stream error: {e}")),
+        },
+        () = trickle => Some("body refused".to_owned()),
+        () = tokio::time::sleep(Duration::from_secs(15)) => None,
+    };
+    (status, started.elapsed())
+}
+
 /// One attacker's connection, again and again from `from` until `stop`: it sends nothing,
 /// or trickles the opening of an HTTP/2 request a byte every 300 ms, and reconnects as
 /// soon as it is closed.
@@ -548,7 +601,20 @@ async fn hostile_connections_cannot_starve_a_real_client() {
         Duration::from_secs(15),
     )
     .await;
+    eprintln!("trickled OTLP/HTTP body ended after {took:?}");
     assert!(took < Duration::from_secs(6), "trickled body kept {took:?}");
+    // The same over gRPC, one small DATA frame every 300 ms (each frame complete, so only
+    // the call's deadline applies): the call ends at request_timeout with an error status.
+    let (status, took) = grpc_trickled_body(c.grpc).await;
+    eprintln!("trickled gRPC body ended after {took:?}, grpc-status {status:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "trickled gRPC body kept {took:?}"
+    );
+    assert!(
+        status.as_deref().is_some_and(|s| s != "0"),
+        "grpc-status {status:?}"
+    );
 
     // Silent on gRPC: closed at the header timeout although the server wrote SETTINGS.
     let took = kept_while_trickling(
@@ -559,6 +625,7 @@ async fn hostile_connections_cannot_starve_a_real_client() {
         Duration::from_secs(15),
     )
     .await;
+    eprintln!("silent gRPC connection closed after {took:?}");
     assert!(
         took < Duration::from_secs(5),
         "silent gRPC connection kept {took:?}"
@@ -575,6 +642,7 @@ async fn hostile_connections_cannot_starve_a_real_client() {
             Duration::from_secs(15),
         )
         .await;
+        eprintln!("{addr}: trickled HEADERS closed after {took:?}");
         assert!(
             took < Duration::from_secs(5),
             "{addr}: trickled HEADERS kept {took:?}"
