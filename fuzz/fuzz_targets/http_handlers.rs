@@ -46,12 +46,13 @@ fn routers() -> &'static [[Router; 2]; 2] {
                 tight_limits: false,
             });
             if small {
-                router(ingest, 1 << 10, 4 << 10)
+                router(ingest, 1 << 10, 4 << 10, std::time::Duration::from_secs(10))
             } else {
                 router(
                     ingest,
                     cfg.limits.max_request_size.as_usize(),
                     cfg.limits.max_decompressed_size.as_usize(),
+                    cfg.otlp.connections.request_timeout.get(),
                 )
             }
         };
