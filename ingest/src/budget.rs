@@ -202,6 +202,13 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// Hold what `other` holds as well, in this one charge.
+    pub fn absorb(&mut self, mut other: Charge) {
+        self.n += std::mem::take(&mut other.n);
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         if self.n > 0 {

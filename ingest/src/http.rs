@@ -109,10 +109,10 @@ async fn not_found() -> Response {
 
 async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) -> Response {
     let (encoding, result) = match read_request(&s, &headers, body).await {
-        Ok((encoding, bytes)) => (
+        Ok((encoding, bytes, held)) => (
             encoding,
             s.ingest
-                .export_bytes(signal, Transport::Http, bytes, encoding)
+                .export_bytes_held(signal, Transport::Http, bytes, encoding, held)
                 .await,
         ),
         Err((encoding, e)) => {
@@ -129,12 +129,13 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     }
 }
 
-/// Content type, size and compression checks; returns the inflated body.
+/// Content type, size and compression checks; returns the inflated body, and the budget
+/// charge that holds it when it was inflated.
 async fn read_request(
     s: &HttpState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Encoding, Bytes), (Encoding, IngestError)> {
+) -> Result<(Encoding, Bytes, Option<crate::budget::Charge>), (Encoding, IngestError)> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -221,7 +222,7 @@ async fn read_request(
     }
     let raw = raw.freeze();
     let Some(compression) = compression else {
-        return Ok((encoding, raw));
+        return Ok((encoding, raw, None));
     };
     let limit = s.max_decompressed_size;
     // The inflated body is held against the ingest budget as it grows, so that many small
@@ -229,7 +230,7 @@ async fn read_request(
     let first = (raw.len() * 4).max(64 << 10).min(limit);
     let mut charge = s.ingest.reserve(first as u64).await.map_err(fail)?;
     let ingest = s.ingest.clone();
-    let inflate = move || -> Result<Bytes, IngestError> {
+    let inflate = move || -> Result<(Bytes, crate::budget::Charge), IngestError> {
         let invalid =
             |e: std::io::Error| IngestError::Invalid(format!("invalid {compression} body: {e}"));
         let mut reader: Box<dyn Read> = if compression == "zstd" {
@@ -261,14 +262,15 @@ async fn read_request(
                 "{compression} body inflates past the limit of {limit} bytes"
             )));
         }
-        drop(charge);
-        Ok(Bytes::from(out))
+        // The charge goes on holding the inflated body until the request is stored.
+        charge.resize(out.len() as u64);
+        Ok((Bytes::from(out), charge))
     };
-    let inflated = tokio::task::spawn_blocking(inflate)
+    let (inflated, held) = tokio::task::spawn_blocking(inflate)
         .await
         .map_err(|e| fail(IngestError::Invalid(format!("inflate task failed: {e}"))))?
         .map_err(fail)?;
-    Ok((encoding, inflated))
+    Ok((encoding, inflated, Some(held)))
 }
 
 /// Most bytes of an oversize body read and discarded before answering 413.

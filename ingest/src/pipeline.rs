@@ -154,11 +154,32 @@ impl Ingest {
         body: bytes::Bytes,
         encoding: Encoding,
     ) -> Result<Accepted, IngestError> {
+        self.export_bytes_held(signal, transport, body, encoding, None)
+            .await
+    }
+
+    /// [`Ingest::export_bytes`] for a body already held against the budget by `held`
+    /// (inflated from gzip or zstd): it stays counted while the request waits for the
+    /// rest of its admission, instead of being held uncounted meanwhile.
+    pub async fn export_bytes_held(
+        self: &Arc<Self>,
+        signal: Signal,
+        transport: Transport,
+        body: bytes::Bytes,
+        encoding: Encoding,
+        held: Option<Charge>,
+    ) -> Result<Accepted, IngestError> {
         let need = match encoding {
             Encoding::Protobuf => self.size_protobuf(signal, transport, &body).await?,
             Encoding::Json => body.len() as u64,
         };
-        let charge = self.admit(signal, transport, need).await?;
+        let already = held.as_ref().map_or(0, Charge::bytes);
+        let mut charge = self
+            .admit(signal, transport, need.saturating_sub(already))
+            .await?;
+        if let Some(held) = held {
+            charge.absorb(held);
+        }
         let this = self.clone();
         let (prepared, charge) = self
             .off_reactor(body.len(), "decoder", move || {
