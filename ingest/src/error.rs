@@ -89,6 +89,17 @@ impl IngestError {
         }
     }
 
+    /// Every [`IngestError::reason`], for metrics that show each at 0 from the start.
+    pub const REASONS: [&'static str; 7] = [
+        "invalid",
+        "too_large",
+        "unsupported_media",
+        "timed_out",
+        "overloaded",
+        "throttled",
+        "unavailable",
+    ];
+
     /// Label used for the refused-items counter and the request outcome.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -106,6 +117,30 @@ impl IngestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_listed() {
+        let all = [
+            IngestError::Invalid(String::new()),
+            IngestError::TooLarge(String::new()),
+            IngestError::UnsupportedMedia(String::new()),
+            IngestError::TimedOut(String::new()),
+            IngestError::Overloaded {
+                message: String::new(),
+                retry_after: Duration::ZERO,
+            },
+            IngestError::Throttled {
+                message: String::new(),
+                retry_after: Duration::ZERO,
+            },
+            IngestError::Unavailable {
+                message: String::new(),
+                retry_after: Duration::ZERO,
+            },
+        ];
+        let reasons: Vec<_> = all.iter().map(IngestError::reason).collect();
+        assert_eq!(reasons, IngestError::REASONS);
+    }
 
     #[test]
     fn oversize_is_permanent_not_retryable() {

@@ -48,7 +48,7 @@ impl ReceiverMetrics {
             "Bytes of admitted requests not yet stored (ingest queue depth).",
         )?;
         registry.register(Box::new(pending_bytes.clone()))?;
-        Ok(Self {
+        let m = Self {
             accepted_items: counter(
                 "accepted_items_total",
                 "Items durably accepted, by signal and transport.",
@@ -75,6 +75,33 @@ impl ReceiverMetrics {
                 &["signal"],
             )?,
             pending_bytes,
-        })
+        };
+        m.show_zeros();
+        Ok(m)
+    }
+
+    /// Create every series of the OTLP transports at 0, so that `rate()` and alerts on a
+    /// refusal or a drop have data before the first one happens.
+    fn show_zeros(&self) {
+        use crate::error::IngestError;
+        use crate::signal::{Signal, Transport};
+        for signal in Signal::ALL {
+            for transport in [Transport::Grpc, Transport::Http] {
+                let (s, t) = (signal.as_str(), transport.as_str());
+                self.accepted_items.with_label_values(&[s, t]);
+                for reason in IngestError::REASONS {
+                    self.refused_items.with_label_values(&[s, t, reason]);
+                    self.requests.with_label_values(&[s, t, reason]);
+                }
+                for reason in ["invalid", "rate_limited"] {
+                    self.dropped_items.with_label_values(&[s, t, reason]);
+                }
+                for outcome in ["ok", "partial"] {
+                    self.requests.with_label_values(&[s, t, outcome]);
+                }
+            }
+            self.limited_attributes
+                .with_label_values(&[signal.as_str()]);
+        }
     }
 }
