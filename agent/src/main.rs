@@ -79,7 +79,14 @@ enum BufferAction {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => lookout_config::report_error(&*e),
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     lookout_ingest::process::prepare_server_process();
     let args = Args::parse();
     lookout_ingest::process::init_logging();

@@ -281,3 +281,22 @@ mod tests {
         assert!(e.to_string().starts_with("t.toml: key `collector`:"), "{e}");
     }
 }
+
+/// What a binary's `main` does with the error that ends it: `Error: ...` and a numbered
+/// "Caused by" list on stderr, as anyhow prints it, but never a backtrace, even with
+/// `RUST_BACKTRACE=1` (a config error is a message for the user, not a crash); exit code 1.
+pub fn report_error(e: &(dyn std::error::Error + 'static)) -> std::process::ExitCode {
+    use std::fmt::Write as _;
+    let mut out = format!("Error: {e}");
+    let causes: Vec<String> = std::iter::successors(e.source(), |c| c.source())
+        .map(ToString::to_string)
+        .collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for (i, c) in causes.iter().enumerate() {
+            let _ = write!(out, "\n    {i}: {c}");
+        }
+    }
+    eprintln!("{out}");
+    std::process::ExitCode::FAILURE
+}

@@ -39,7 +39,14 @@ struct Args {
     log_file: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => lookout_config::report_error(&*e),
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut cfg: TuiConfig = lookout_config::load(args.config.as_deref())?;
     if let Some(c) = args.collector {

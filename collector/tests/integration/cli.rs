@@ -29,13 +29,25 @@ fn bad_config_names_file_key_and_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("collector.toml");
     std::fs::write(&path, "[limits]\nmax_attributes = 0\n").expect("write");
-    assert_fails_saying(
+    let err = assert_fails_saying(
         collector().arg("--config").arg(&path),
         &format!(
             "{}: key `limits.max_attributes`: must be at least 1",
             path.display()
         ),
     );
+    assert!(err.starts_with("Error: "), "{err}");
+    // Rust users often have RUST_BACKTRACE=1 set: the message stays the same, with no
+    // backtrace under it.
+    let with_backtrace = assert_fails_saying(
+        collector()
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_BACKTRACE", "1"),
+        "key `limits.max_attributes`: must be at least 1",
+    );
+    assert_eq!(with_backtrace, err);
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
 }
 
 #[test]
