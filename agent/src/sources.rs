@@ -44,7 +44,7 @@ pub fn spawn(
     if let Some(t) = crate::host::spawn(
         crate::host::HostMetricsSetup {
             cfg: cfg.host_metrics.clone(),
-            base_resource,
+            base_resource: host_resource(base_resource),
             sink,
             registry: registry.clone(),
         },
@@ -53,4 +53,40 @@ pub fn spawn(
         tasks.push(t);
     }
     Ok(tasks)
+}
+
+/// `service.name` of the host metrics when `[resource] service_name` is not set: their
+/// Prometheus `job` on the collector, instead of `unknown_service`.
+pub const HOST_METRICS_SERVICE: &str = "lookout-agent";
+
+/// The resource of host metrics: `base` with [`HOST_METRICS_SERVICE`] as `service.name`
+/// unless it has one.
+fn host_resource(mut base: Vec<KeyValue>) -> Vec<KeyValue> {
+    if !base.iter().any(|kv| kv.key == "service.name") {
+        base.insert(
+            0,
+            lookout_proto::attr::string("service.name", HOST_METRICS_SERVICE),
+        );
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_metrics_are_named_after_the_agent_unless_a_service_is_configured() {
+        let host = lookout_proto::attr::string("host.name", "h");
+        let r = host_resource(vec![host.clone()]);
+        assert_eq!(r[0].key, "service.name");
+        assert_eq!(
+            lookout_proto::attr::string("service.name", "lookout-agent"),
+            r[0]
+        );
+        let own = lookout_proto::attr::string("service.name", "sidecar");
+        let r = host_resource(vec![own.clone(), host]);
+        assert_eq!(r.iter().filter(|kv| kv.key == "service.name").count(), 1);
+        assert_eq!(r[0], own);
+    }
 }
