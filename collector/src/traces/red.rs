@@ -193,6 +193,9 @@ pub struct Red {
     services: HashMap<String, HashMap<String, Series, RandomState>, RandomState>,
     overflowed: u64,
     expired: u64,
+    /// Since when spans have been counted (Unix seconds): a window reaching further back
+    /// covers only this much, and rates divide by what it covers.
+    started_s: Option<u64>,
 }
 
 /// Replace id-like path segments with `{id}` and drop query strings, so that
@@ -258,7 +261,15 @@ impl Red {
             services: HashMap::default(),
             overflowed: 0,
             expired: 0,
+            started_s: None,
         }
+    }
+
+    /// Counting started at `now_s` (Unix seconds); without it, at the first span or
+    /// expiry pass.
+    pub fn started_at(mut self, now_s: u64) -> Self {
+        self.started_s = Some(now_s);
+        self
     }
 
     /// Spans counted under `__overflow__`.
@@ -274,6 +285,7 @@ impl Red {
     /// Record one span arriving at `now_s` (Unix seconds); only server and consumer spans
     /// count.
     pub fn observe(&mut self, now_s: u64, service: &str, span: &Span) {
+        self.started_s.get_or_insert(now_s);
         if span.kind != SpanKind::Server as i32 && span.kind != SpanKind::Consumer as i32 {
             return;
         }
@@ -347,6 +359,7 @@ impl Red {
 
     /// Drop series idle longer than the idle expiry, and slices older than the window.
     pub fn expire(&mut self, now_s: u64) {
+        self.started_s.get_or_insert(now_s);
         let idle = self.cfg.idle_expiry.as_secs();
         let keep = self.cfg.window.as_secs() + self.cfg.slice.as_secs().max(1);
         let mut expired = 0u64;
@@ -366,6 +379,13 @@ impl Red {
         }
         self.services.retain(|_, ops| !ops.is_empty());
         self.expired += expired;
+    }
+
+    /// Seconds of the last `window_s` in which spans were being counted: the whole window
+    /// once the collector has run that long, less just after a start.
+    fn covered_s(&self, now_s: u64, window_s: u64) -> u64 {
+        let up = self.started_s.map_or(window_s, |s| now_s.saturating_sub(s));
+        up.clamp(1, window_s.max(1))
     }
 
     fn stats_of<'a>(
@@ -420,7 +440,7 @@ impl Red {
         RedStats {
             requests,
             errors,
-            request_rate: requests as f64 / window_s as f64,
+            request_rate: requests as f64 / self.covered_s(now_s, window_s) as f64,
             error_rate: if requests == 0 {
                 0.0
             } else {
@@ -616,8 +636,8 @@ mod tests {
 
     #[test]
     fn counts_rates_and_percentiles() {
-        let mut red = Red::new(RedConfig::default());
         let now = 1_000_000u64;
+        let mut red = Red::new(RedConfig::default()).started_at(now - 3_600);
         for i in 1..=1000u64 {
             red.observe(now, "api", &span("GET /x", SpanKind::Server, i, i % 4 == 0));
         }
@@ -633,6 +653,28 @@ mod tests {
         }
         assert_eq!(s.rate_history.len(), 6);
         assert!(!s.exemplar_trace_ids.is_empty());
+    }
+
+    #[test]
+    fn rates_divide_by_the_time_covered_since_the_start() {
+        let start = 1_000_000u64;
+        let mut red = Red::new(RedConfig::default()).started_at(start);
+        // 5 requests a second for the 30 s since the start.
+        for t in 0..30u64 {
+            for _ in 0..5 {
+                red.observe(
+                    start + t,
+                    "api",
+                    &span("GET /x", SpanKind::Server, 1, false),
+                );
+            }
+        }
+        let s = red
+            .stats(start + 30, Duration::from_secs(300), "api", None)
+            .unwrap();
+        assert_eq!(s.requests, 150);
+        // Before: 150 / 300 s = 0.5/s, so `request_rate < 1` fired after every restart.
+        assert!((s.request_rate - 5.0).abs() < 1e-9, "{}", s.request_rate);
     }
 
     #[test]

@@ -51,13 +51,16 @@ impl TracesShared {
     pub fn new(cfg: &TracesConfig) -> Self {
         Self {
             open: Mutex::new(OpenTraces::default()),
-            red: Mutex::new(Red::new(RedConfig {
-                window: cfg.red_window.get(),
-                max_operations_per_service: cfg.max_operations_per_service,
-                max_services: cfg.max_services,
-                idle_expiry: cfg.series_idle_expiry.get(),
-                ..RedConfig::default()
-            })),
+            red: Mutex::new(
+                Red::new(RedConfig {
+                    window: cfg.red_window.get(),
+                    max_operations_per_service: cfg.max_operations_per_service,
+                    max_services: cfg.max_services,
+                    idle_expiry: cfg.series_idle_expiry.get(),
+                    ..RedConfig::default()
+                })
+                .started_at(now_unix_nano() / 1_000_000_000),
+            ),
             graph: Mutex::new(Graph::new(GraphConfig {
                 pair_ttl: cfg.graph_pair_wait.get(),
                 history: cfg.graph_history.get(),
