@@ -607,7 +607,34 @@ impl Validate for CollectorConfig {
                 ),
             );
         }
-        crate::alerts::validate(&self.alerting, &self.alerts, &self.receivers)
+        crate::alerts::validate(&self.alerting, &self.alerts, &self.receivers)?;
+        // RED rules read the RED state: 10 s slices over `traces.red_window`.
+        for (i, r) in self.alerts.iter().enumerate() {
+            if r.signal.is_none() {
+                continue;
+            }
+            let key = format!("alerts[{i}].window");
+            if r.window.get() < std::time::Duration::from_secs(10) {
+                return Err(Violation::new(
+                    key,
+                    format!(
+                        "must be at least 10s, the time slice of RED metrics, got {}",
+                        r.window
+                    ),
+                ));
+            }
+            if r.window > self.traces.red_window {
+                return Err(Violation::new(
+                    key,
+                    format!(
+                        "must be at most traces.red_window ({}), as RED metrics keep no \
+                         more, got {}",
+                        self.traces.red_window, r.window
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -615,6 +642,30 @@ impl Validate for CollectorConfig {
 mod tests {
     use super::*;
     use crate::testing::{parsed, refused};
+
+    #[test]
+    fn red_rule_windows_fit_the_red_state() {
+        let rule = |window: &str, extra: &str| {
+            format!(
+                "{extra}[[alerts]]\nname = \"slow\"\nsignal = \"request_rate\"\nop = \"<\"\n\
+                 threshold = 1.0\nwindow = \"{window}\"\nreceivers = [\"r\"]\n\
+                 [receivers.r]\nurl = \"http://127.0.0.1:9/hook\"\n"
+            )
+        };
+        let e = refused::<CollectorConfig>("c.toml", &rule("2h", ""));
+        assert_eq!(e.key(), Some("alerts[0].window"));
+        assert!(
+            e.to_string().contains(
+                "must be at most traces.red_window (1h), as RED metrics keep no more, got 2h"
+            ),
+            "{e}"
+        );
+        let e = refused::<CollectorConfig>("c.toml", &rule("5s", ""));
+        assert_eq!(e.key(), Some("alerts[0].window"));
+        assert!(e.to_string().contains("at least 10s"), "{e}");
+        let c: CollectorConfig = parsed("c.toml", &rule("2h", "[traces]\nred_window = \"3h\"\n"));
+        assert!(c.validate().is_ok());
+    }
 
     #[test]
     fn empty_config_equals_defaults() {
