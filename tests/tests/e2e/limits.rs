@@ -449,7 +449,10 @@ async fn decode_amplification_is_refused_before_decoding() {
         ("agent", agent.peak_rss_bytes()),
     ] {
         eprintln!("{name}: peak RSS {} MiB", peak >> 20);
-        assert!(peak < 200 << 20, "{name} peaked at {} MiB", peak >> 20);
+        // The 64 MiB budget, plus what it does not count: a growing array's old copy
+        // during a reallocation, the gzip'd bodies, a debug build's heap (183–203 MiB
+        // seen). Without the accounting one bomb took 959 MiB.
+        assert!(peak < 256 << 20, "{name} peaked at {} MiB", peak >> 20);
     }
     // Both still take ordinary requests.
     c.post_ok("/v1/logs", logs("after-the-bombs", 10)).await;
