@@ -34,7 +34,9 @@ use lookout_proto::otlp::metrics::v1::{
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use lookout_proto::otlp::resource::v1::Resource;
-use lookout_proto::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use lookout_proto::otlp::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, SpanFlags, Status,
+};
 use prost::Message;
 use serde::Serialize;
 use tonic::codec::CompressionEncoding;
@@ -1082,7 +1084,8 @@ impl Gen {
         (cursor + dur + self.us(20, 200), failure)
     }
 
-    fn push_span(&mut self, span: Span, svc: Svc) {
+    fn push_span(&mut self, mut span: Span, svc: Svc) {
+        span.flags = sdk_flags(&span);
         self.spans.push_back((svc, span));
     }
 
@@ -1322,7 +1325,25 @@ fn flat_trace_spans(rng: &mut Rng, out: &mut VecDeque<(Svc, Span)>, svc: Svc) {
             }),
             ..Default::default()
         };
+        let span = Span {
+            flags: sdk_flags(&span),
+            ..span
+        };
         out.push_back((svc, span));
+    }
+}
+
+/// Span flags as current SDKs set them (OTLP 1.1): whether the parent is known to be
+/// remote, and is. Server spans with a parent continue a context from another service.
+fn sdk_flags(span: &Span) -> u32 {
+    let has = SpanFlags::ContextHasIsRemoteMask as u32;
+    let remote = SpanFlags::ContextIsRemoteMask as u32;
+    let from_elsewhere =
+        span.kind == span::SpanKind::Server as i32 && span.parent_span_id.iter().any(|b| *b != 0);
+    if from_elsewhere {
+        has | remote
+    } else {
+        has
     }
 }
 

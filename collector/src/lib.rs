@@ -7,6 +7,7 @@ pub mod demo;
 pub mod metrics;
 pub mod prom;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod traces;
 pub mod wal;

@@ -383,7 +383,7 @@ impl StoreThreads {
                     signal: "logs",
                     index: "logs",
                 },
-                mapper: stores.logs.mapper(),
+                mapper: stores.logs.mapper().telling(live.traces.services.clone()),
                 progress: log_progress,
                 policy: CommitPolicy::of_index(&cfg.index),
             },
@@ -411,6 +411,7 @@ impl StoreThreads {
             metrics: crate::prom::StoreMetrics::register(registry)?,
             checkpoints: stores.checkpoints.clone(),
             quarantine: stores.quarantine.clone(),
+            services: live.traces.services.clone(),
         })?;
         let backlog = backlog.clone();
         let dispatch = Box::new(move |rec: Record| {

@@ -39,6 +39,8 @@ fn red(rate: f64, err: f64, p50: f64) -> RedStats {
 /// Four services of a small shop.
 pub fn services() -> ServicesResponse {
     let svc = |name: &str, rate: f64, err: f64, p50: f64, ops: &[&str]| ServiceStats {
+        signals: vec!["traces".into()],
+        last_seen_unix_nano: 0,
         service: name.into(),
         stats: red(rate, err, p50),
         operations: ops
@@ -313,6 +315,7 @@ pub fn dependencies() -> DependenciesResponse {
         errors,
         avg_ms: 42.0,
         p95_ms: 120.0,
+        inferred: false,
     };
     DependenciesResponse {
         edges: vec![

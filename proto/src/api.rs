@@ -269,6 +269,13 @@ pub struct ServiceStats {
     pub stats: RedStats,
     /// Per operation (normalised names), by request count, highest first.
     pub operations: Vec<OperationStats>,
+    /// The signals the service sent (`traces`, `logs`, `metrics`) in the last 24 hours
+    /// of this collector's run; a service with no entry spans is listed with zero figures.
+    #[serde(default)]
+    pub signals: Vec<String>,
+    /// When the service last sent any signal, Unix nanoseconds (0: not known).
+    #[serde(default)]
+    pub last_seen_unix_nano: u64,
 }
 
 /// One operation of a service.
@@ -303,6 +310,11 @@ pub struct DependencyEdge {
     pub avg_ms: f64,
     /// 95th percentile latency (server side), ms.
     pub p95_ms: f64,
+    /// Every call of the range was inferred from the caller's client span alone (its
+    /// `peer.service`, `server.address`, ...): the callee sent no span of the call, and
+    /// latencies are the client's.
+    #[serde(default)]
+    pub inferred: bool,
 }
 
 /// Answer of `GET /api/v1/alerts`: every rule with its instances, and the receivers.

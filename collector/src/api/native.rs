@@ -194,8 +194,43 @@ async fn get_services(
         )));
     }
     let now_s = now_unix_nano() / 1_000_000_000;
-    let res = s.shared.red.lock().services(now_s, window);
+    let mut res = s.shared.red.lock().services(now_s, window);
+    let seen = s.shared.services.all();
+    let idle = s.shared.red.lock().idle_stats(now_s, window);
+    list_every_service(&mut res, &seen, &idle);
     Ok(Json(res).into_response())
+}
+
+/// Add the signals and last-seen time of each service with RED figures, and list every
+/// other service that sent a signal with `idle` (zero) figures.
+fn list_every_service(
+    res: &mut lookout_proto::api::ServicesResponse,
+    seen: &[(String, crate::services::Seen)],
+    idle: &lookout_proto::api::RedStats,
+) {
+    let mut extra = Vec::new();
+    for (name, s) in seen {
+        let signals: Vec<String> = s.signals().map(|x| x.as_str().to_string()).collect();
+        let last = s.last().saturating_mul(1_000_000_000);
+        match res
+            .services
+            .binary_search_by(|x| x.service.as_str().cmp(name))
+        {
+            Ok(i) => {
+                res.services[i].signals = signals;
+                res.services[i].last_seen_unix_nano = last;
+            }
+            Err(_) => extra.push(lookout_proto::api::ServiceStats {
+                service: name.clone(),
+                stats: idle.clone(),
+                operations: Vec::new(),
+                signals,
+                last_seen_unix_nano: last,
+            }),
+        }
+    }
+    res.services.extend(extra);
+    res.services.sort_by(|a, b| a.service.cmp(&b.service));
 }
 
 async fn get_dependencies(

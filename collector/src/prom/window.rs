@@ -24,6 +24,8 @@ pub struct WindowSetup {
     pub checkpoints: Arc<Checkpoints>,
     /// Where poison records go.
     pub quarantine: Arc<Quarantine>,
+    /// Told which services sent metrics.
+    pub services: Arc<crate::services::Directory>,
 }
 
 /// Start the thread: each record is applied to the store, its budget given back, and kept
@@ -37,6 +39,7 @@ pub fn spawn_metrics_window(
         metrics,
         checkpoints,
         quarantine,
+        services,
     } = setup;
     let (tx, rx) = mpsc::channel::<Record>();
     let handle = std::thread::Builder::new()
@@ -48,7 +51,7 @@ pub fn spawn_metrics_window(
                 let r = rx.recv_timeout(Duration::from_secs(1));
                 match r {
                     Ok(rec) => {
-                        apply_metrics_record(&rec, &store, &metrics, &quarantine);
+                        apply_metrics_record(&rec, &store, &metrics, &quarantine, &services);
                         held.push_back((rec.lsn, Instant::now()));
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -81,6 +84,7 @@ fn apply_metrics_record(
     store: &parking_lot::Mutex<MetricStore>,
     metrics: &StoreMetrics,
     quarantine: &Quarantine,
+    services: &crate::services::Directory,
 ) {
     let now = lookout_ingest::clock::now_unix_nano();
     let decoded;
@@ -103,6 +107,20 @@ fn apply_metrics_record(
             }
         },
     };
+    services.saw_all(
+        lookout_ingest::signal::Signal::Metrics,
+        req.resource_metrics
+            .iter()
+            .map(|rm| {
+                lookout_ingest::values::service_name(lookout_ingest::values::resource_attributes(
+                    rm.resource.as_ref(),
+                ))
+            })
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        now / 1_000_000_000,
+    );
     let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut s = store.lock();
         if replay {
@@ -162,8 +180,20 @@ mod tests {
             },
         };
         let store_metrics = StoreMetrics::register(&registry).unwrap();
-        apply_metrics_record(&rec(1, &[0x0a, 0x05, 0xff]), &store, &store_metrics, &q);
-        apply_metrics_record(&rec(2, &[]), &store, &store_metrics, &q);
+        apply_metrics_record(
+            &rec(1, &[0x0a, 0x05, 0xff]),
+            &store,
+            &store_metrics,
+            &q,
+            &crate::services::Directory::new(10),
+        );
+        apply_metrics_record(
+            &rec(2, &[]),
+            &store,
+            &store_metrics,
+            &q,
+            &crate::services::Directory::new(10),
+        );
         let files = quarantined(root.path());
         assert_eq!(files.len(), 1);
         assert_eq!(

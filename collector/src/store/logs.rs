@@ -2,6 +2,7 @@
 //! `attributes.KEY`, resource attributes as `resource.KEY`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use lookout_proto::api::{LogEntry, LogsResponse};
 use lookout_proto::otlp::logs::v1::LogRecord;
@@ -22,6 +23,8 @@ use super::handle::{IndexSchema, StoreHandle};
 use super::indexer::DocMapper;
 use super::partition::{PartitionedIndex, TantivyWriter};
 use super::writer::{WriteError, Written};
+use crate::services::Directory;
+use lookout_ingest::clock::now_unix_nano;
 use lookout_ingest::values::{
     attrs_to_map, hex_id, resource_attributes, rfc3339, service_name, to_text,
 };
@@ -122,12 +125,19 @@ pub fn severity_floor(name: &str) -> Option<u32> {
 /// Adds log records to the index.
 pub struct LogMapper {
     f: LogFields,
+    services: Option<Arc<Directory>>,
 }
 
 impl LogMapper {
     /// A mapper for `fields`.
     pub fn new(f: LogFields) -> Self {
-        Self { f }
+        Self { f, services: None }
+    }
+
+    /// Also tell `services` which services sent logs.
+    pub fn telling(mut self, services: Arc<Directory>) -> Self {
+        self.services = Some(services);
+        self
     }
 }
 
@@ -147,6 +157,18 @@ impl DocMapper<PartitionedIndex> for LogMapper {
         let (writer, meta) = (&w.writer, &mut w.meta);
         let f = &self.f;
         let (mut docs, mut bytes) = (0u64, 0u64);
+        if let Some(dir) = &self.services {
+            let names: Vec<String> = req
+                .resource_logs
+                .iter()
+                .map(|rl| service_name(resource_attributes(rl.resource.as_ref())))
+                .collect();
+            dir.saw_all(
+                Signal::Logs,
+                names.iter().map(String::as_str),
+                now_unix_nano() / 1_000_000_000,
+            );
+        }
         for rl in &req.resource_logs {
             let res_attrs = resource_attributes(rl.resource.as_ref());
             let service = service_name(res_attrs);

@@ -4,6 +4,13 @@
 //! wait for their partner a bounded time in a bounded table; paired calls are counted per
 //! edge in time buckets (for `/api/v1/dependencies` over a range) and cumulatively (for
 //! Prometheus).
+//!
+//! Beyond client/server pairs: a span of any kind whose parent is remote (span flags) is a
+//! callee half like a server span, and the entry classifier (`traces::entry`) links a
+//! child to a parent in another service through [`Graph::link`]. A client span whose
+//! callee never sends a span is, when it names its peer (`peer.service`,
+//! `server.address`, ...), an inferred call to that peer, as Tempo's and the
+//! Collector's virtual nodes are.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -13,9 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_proto::api::{DependenciesResponse, DependencyEdge};
+use lookout_proto::otlp::common::v1::any_value::Value as AnyValue;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
-use lookout_proto::otlp::trace::v1::Span;
+use lookout_proto::otlp::trace::v1::{Span, SpanFlags};
 
 use super::red::{Hist, PromHist};
 use crate::prom::expo::{push_labels, Exposition, Kind};
@@ -57,6 +65,43 @@ struct Half {
     duration_ns: u64,
     error: bool,
     at_s: u64,
+    /// What a caller names as its peer, for an inferred call when no callee comes.
+    peer: Option<Arc<str>>,
+}
+
+/// Attributes of a client span that name the service it calls, most specific first.
+const PEER_ATTRIBUTES: [&str; 5] = [
+    "peer.service",
+    "server.address",
+    "net.peer.name",
+    "db.system.name",
+    "db.system",
+];
+
+/// Most distinct inferred peers; past it, calls to new ones are not inferred.
+const MAX_PEERS: usize = 1000;
+
+/// Whether `span`'s parent is in another process, as its SDK marked it (span flags,
+/// OTLP 1.1): `Some(true)` remote, `Some(false)` local, `None` not marked.
+pub(crate) fn parent_is_remote(span: &Span) -> Option<bool> {
+    const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
+    const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
+    (span.flags & HAS_IS_REMOTE != 0).then_some(span.flags & IS_REMOTE != 0)
+}
+
+fn peer_of(span: &Span) -> Option<&str> {
+    PEER_ATTRIBUTES.iter().find_map(|key| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == *key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(AnyValue::StringValue(s)) if !s.is_empty() && s.len() <= 255 => {
+                    Some(s.as_str())
+                }
+                _ => None,
+            })
+    })
 }
 
 type Key = ([u8; 16], [u8; 8]);
@@ -70,6 +115,8 @@ const MAX_NAMES: usize = 10_000;
 #[derive(Debug, Default, Clone)]
 struct EdgeStats {
     calls: u64,
+    /// Calls inferred from a client span alone.
+    inferred: u64,
     errors: u64,
     sum_ns: u128,
     hist: Hist,
@@ -91,6 +138,8 @@ pub struct Graph {
     totals: HashMap<Edge, EdgeTotal>,
     /// Service names, shared by the halves and edges that name them.
     names: HashSet<Arc<str>, RandomState>,
+    /// Peers that calls were inferred to.
+    peers: HashSet<Arc<str>, RandomState>,
     expired_unpaired: u64,
     dropped_pending: u64,
 }
@@ -113,6 +162,7 @@ impl Graph {
             buckets: BTreeMap::new(),
             totals: HashMap::new(),
             names: HashSet::default(),
+            peers: HashSet::default(),
             expired_unpaired: 0,
             dropped_pending: 0,
         }
@@ -137,7 +187,10 @@ impl Graph {
         let (side, key_id) = if kind == SpanKind::Client as i32 || kind == SpanKind::Producer as i32
         {
             (Side::Caller, id8(&span.span_id))
-        } else if kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32 {
+        } else if kind == SpanKind::Server as i32
+            || kind == SpanKind::Consumer as i32
+            || parent_is_remote(span) == Some(true)
+        {
             (Side::Callee, id8(&span.parent_span_id))
         } else {
             return;
@@ -146,8 +199,13 @@ impl Graph {
             return;
         };
         let key = (trace, key_id);
+        let peer = match side {
+            Side::Caller => peer_of(span).map(|p| self.name(p)),
+            Side::Callee => None,
+        };
         let half = Half {
             side,
+            peer,
             service: self.name(service),
             duration_ns: span
                 .end_time_unix_nano
@@ -165,7 +223,7 @@ impl Graph {
                 } else {
                     (other, half)
                 };
-                self.record(now_s, caller, callee);
+                self.record(now_s, caller, callee, false);
             }
             Some(other) => {
                 // Same side twice (a duplicate span): keep the first.
@@ -186,6 +244,20 @@ impl Graph {
         }
     }
 
+    /// The peer a caller that got no callee names, unless it names itself or the peer
+    /// cap is reached.
+    fn inferred_callee(&mut self, half: &Half) -> Option<Arc<str>> {
+        let peer = half.peer.clone().filter(|p| *p != half.service)?;
+        if self.peers.contains(&peer) {
+            return Some(peer);
+        }
+        if self.peers.len() >= MAX_PEERS {
+            return None;
+        }
+        self.peers.insert(peer.clone());
+        Some(peer)
+    }
+
     fn name(&mut self, service: &str) -> Arc<str> {
         if let Some(n) = self.names.get(service) {
             return n.clone();
@@ -197,7 +269,56 @@ impl Graph {
         n
     }
 
-    fn record(&mut self, now_s: u64, caller: Half, callee: Half) {
+    /// The service of the client or producer span `(trace, span)` waiting for its callee.
+    pub(crate) fn waiting_caller(&self, trace: &[u8; 16], span: [u8; 8]) -> Option<&str> {
+        self.pending
+            .get(&(*trace, span))
+            .filter(|h| h.side == Side::Caller)
+            .map(|h| &*h.service)
+    }
+
+    /// A call from `parent_service` into `child_service`, found by the entry classifier:
+    /// the child span `(duration_ns, error)` has its parent `(trace, parent)` in another
+    /// service. When that parent is a client span waiting for its callee, they pair.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn link(
+        &mut self,
+        now_s: u64,
+        trace: [u8; 16],
+        parent: [u8; 8],
+        parent_service: &str,
+        child_service: &str,
+        duration_ns: u64,
+        error: bool,
+    ) {
+        let callee = Half {
+            side: Side::Callee,
+            service: self.name(child_service),
+            duration_ns,
+            error,
+            at_s: now_s,
+            peer: None,
+        };
+        let caller = match self.pending.remove(&(trace, parent)) {
+            Some(h) if h.side == Side::Caller => h,
+            other => {
+                if let Some(h) = other {
+                    self.pending.insert((trace, parent), h);
+                }
+                Half {
+                    side: Side::Caller,
+                    service: self.name(parent_service),
+                    duration_ns,
+                    error: false,
+                    at_s: now_s,
+                    peer: None,
+                }
+            }
+        };
+        self.record(now_s, caller, callee, false);
+    }
+
+    fn record(&mut self, now_s: u64, caller: Half, callee: Half, inferred: bool) {
         let error = caller.error || callee.error;
         let edge = (caller.service, callee.service);
         let w = self.cfg.bucket.as_secs().max(1);
@@ -208,6 +329,7 @@ impl Graph {
             .entry(edge.clone())
             .or_default();
         b.calls += 1;
+        b.inferred += u64::from(inferred);
         b.errors += u64::from(error);
         b.sum_ns += u128::from(callee.duration_ns);
         b.hist.record(callee.duration_ns);
@@ -225,9 +347,25 @@ impl Graph {
                 break;
             }
             self.order.pop_front();
-            if self.pending.get(&k).is_some_and(|h| h.at_s == at) {
-                self.pending.remove(&k);
-                self.expired_unpaired += 1;
+            if self.pending.get(&k).is_none_or(|h| h.at_s != at) {
+                continue;
+            }
+            let Some(half) = self.pending.remove(&k) else {
+                continue;
+            };
+            match self.inferred_callee(&half) {
+                Some(peer) => {
+                    let callee = Half {
+                        side: Side::Callee,
+                        service: peer,
+                        duration_ns: half.duration_ns,
+                        error: false,
+                        at_s: now_s,
+                        peer: None,
+                    };
+                    self.record(now_s, half, callee, true);
+                }
+                None => self.expired_unpaired += 1,
             }
         }
         let cutoff = now_s.saturating_sub(self.cfg.history.as_secs());
@@ -248,6 +386,7 @@ impl Graph {
             for (edge, s) in edges {
                 let a = agg.entry(edge).or_default();
                 a.calls += s.calls;
+                a.inferred += s.inferred;
                 a.errors += s.errors;
                 a.sum_ns += s.sum_ns;
                 a.hist.merge(&s.hist);
@@ -266,6 +405,7 @@ impl Graph {
                     s.sum_ns as f64 / s.calls as f64 / 1e6
                 },
                 p95_ms: s.hist.quantile_ms(0.95),
+                inferred: s.calls > 0 && s.inferred == s.calls,
             })
             .collect();
         edges.sort_by(|a, b| {
@@ -291,7 +431,7 @@ impl Graph {
         if w.family(
             "lookout_service_graph_request",
             Kind::Counter,
-            "Calls between services (client or producer to server or consumer).",
+            "Calls between services (client or producer span to its child in another service, or inferred from the peer a client span names).",
             "",
         ) {
             for (l, (_, t)) in labels.iter().zip(&rows) {

@@ -18,6 +18,11 @@ pub struct TraceMetrics {
     pub late_spans: IntCounter,
     /// Spans the tracker could not attribute, by reason.
     pub invalid_spans: IntCounterVec,
+    /// Spans without remote-parent flags waiting for their parent to tell whether they
+    /// enter their service.
+    pub entry_waiting: IntGauge,
+    /// Such spans whose parent never came, counted as entries of their service.
+    pub entry_orphans: IntCounter,
 }
 
 impl TraceMetrics {
@@ -67,6 +72,20 @@ impl TraceMetrics {
                 "lookout_traces_invalid_spans_total",
                 "Spans the trace tracker skipped, by reason.",
                 "reason",
+            )?,
+            entry_waiting: reg(
+                registry,
+                IntGauge::new(
+                    "lookout_traces_entry_waiting_spans",
+                    "Spans without remote-parent flags waiting for their parent to tell whether they enter their service.",
+                )?,
+            )?,
+            entry_orphans: reg(
+                registry,
+                IntCounter::new(
+                    "lookout_traces_entry_orphan_spans_total",
+                    "Spans whose parent never came within traces.graph_pair_wait, counted as entry spans of their service.",
+                )?,
             )?,
         })
     }

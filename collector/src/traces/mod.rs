@@ -2,6 +2,7 @@
 //! RED metrics and the service graph derived from spans at ingest.
 
 pub mod assemble;
+pub mod entry;
 pub mod graph;
 pub mod metrics;
 pub mod red;

@@ -1,5 +1,5 @@
 //! RED metrics derived from spans at ingest (the idea of the OpenTelemetry Collector's
-//! spanmetrics connector): per service and operation, from server and consumer spans,
+//! spanmetrics connector): per service and operation, from entry spans (`traces::entry`),
 //! request and error counts and a latency histogram, over a sliding window of time slices
 //! for the API and alerting, and as cumulative Prometheus series. Cardinality is bounded:
 //! ids in operation names are normalised, operations per service and services are capped
@@ -243,6 +243,33 @@ pub fn normalise_operation(name: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// What RED keeps of one entry span.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// Operation (span name, normalised when recorded).
+    pub name: &'a str,
+    /// End minus start.
+    pub duration_ns: u64,
+    /// 0 unset, 1 ok, 2 error.
+    pub status: usize,
+    /// The span's trace, when its id is valid.
+    pub trace: Option<[u8; 16]>,
+}
+
+impl<'a> Call<'a> {
+    /// The call that `span` stands for.
+    pub fn of(span: &'a Span) -> Self {
+        Self {
+            name: &span.name,
+            duration_ns: span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano),
+            status: status_index(span),
+            trace: span.trace_id.as_slice().try_into().ok(),
+        }
+    }
+}
+
 fn status_index(span: &Span) -> usize {
     match span.status.as_ref().map(|s| s.code) {
         Some(c) if c == StatusCode::Ok as i32 => 1,
@@ -282,14 +309,21 @@ impl Red {
         self.expired
     }
 
-    /// Record one span arriving at `now_s` (Unix seconds); only server and consumer spans
-    /// count.
+    /// Record one span arriving at `now_s` (Unix seconds) if it is a server or consumer
+    /// span. Spans of other kinds that enter a service are counted through
+    /// [`Red::record`] by the entry classifier (`traces::entry`).
     pub fn observe(&mut self, now_s: u64, service: &str, span: &Span) {
         self.started_s.get_or_insert(now_s);
         if span.kind != SpanKind::Server as i32 && span.kind != SpanKind::Consumer as i32 {
             return;
         }
-        let op = normalise_operation(&span.name);
+        self.record(now_s, service, &Call::of(span));
+    }
+
+    /// Count one call (an entry span) of `service` arriving at `now_s` (Unix seconds).
+    pub fn record(&mut self, now_s: u64, service: &str, call: &Call<'_>) {
+        self.started_s.get_or_insert(now_s);
+        let op = normalise_operation(call.name);
         let mut svc_key = service;
         if !self.services.contains_key(service) && self.services.len() >= self.cfg.max_services {
             svc_key = OVERFLOW;
@@ -314,12 +348,10 @@ impl Red {
             Some(s) => s,
             None => ops.entry(op_key.to_string()).or_default(),
         };
-        let dur = span
-            .end_time_unix_nano
-            .saturating_sub(span.start_time_unix_nano);
-        let st = status_index(span);
+        let dur = call.duration_ns;
+        let st = call.status.min(2);
         series.calls[st] += 1;
-        if let Ok(id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) {
+        if let Some(id) = call.trace {
             series.last_trace[st] = Some(id);
         }
         series.prom.record(dur);
@@ -336,7 +368,7 @@ impl Red {
         if let Some(slice) = series.slices.back_mut() {
             slice.requests += 1;
             slice.hist.record(dur);
-            let id: Option<[u8; 16]> = span.trace_id.as_slice().try_into().ok();
+            let id = call.trace;
             if st == 2 {
                 slice.errors += 1;
                 slice.last_error = id.or(slice.last_error);
@@ -478,6 +510,8 @@ impl Red {
                     service: name.clone(),
                     stats: self.stats_of(now_s, window, ops.values()),
                     operations,
+                    signals: Vec::new(),
+                    last_seen_unix_nano: 0,
                 }
             })
             .collect();
@@ -486,6 +520,12 @@ impl Red {
             window_s: window.as_secs(),
             services,
         }
+    }
+
+    /// Figures of a service without entry spans over `window`: zero, with a history of
+    /// the same length as the others'.
+    pub fn idle_stats(&self, now_s: u64, window: Duration) -> RedStats {
+        self.stats_of(now_s, window, std::iter::empty())
     }
 
     /// Figures of one service (all operations, or one normalised operation) over `window`.
@@ -528,7 +568,7 @@ impl Red {
         if w.family(
             "lookout_span_calls",
             Kind::Counter,
-            "Server and consumer spans by service, operation and status code.",
+            "Entry spans (server, consumer, root, or with a parent in another service) by service, operation and status code.",
             "",
         ) {
             for (svc, op, s) in &rows {

@@ -13,7 +13,7 @@ use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use lookout_proto::otlp::common::v1::KeyValue;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode as SpanStatus;
-use lookout_proto::otlp::trace::v1::{Span, Status};
+use lookout_proto::otlp::trace::v1::{Span, SpanFlags, Status};
 use lookout_tests::otlp::{kv, now_ns, resource, traces_request};
 use lookout_tests::{get_json, metric_value, poll, write_config, Collector};
 use prost::Message;
@@ -93,6 +93,8 @@ async fn hook(
 }
 
 /// `n` spans of `service` lasting `ms` each; every `error_every`-th has status error.
+/// Spans of other kinds than server are children of a local parent, as an SDK marks
+/// them, so they are not requests.
 fn spans(
     service: &str,
     kind: SpanKind,
@@ -110,6 +112,12 @@ fn spans(
             Span {
                 trace_id: trace.to_vec(),
                 span_id: (i + 1).to_be_bytes().to_vec(),
+                parent_span_id: if kind == SpanKind::Server {
+                    Vec::new()
+                } else {
+                    vec![0xaa; 8]
+                },
+                flags: SpanFlags::ContextHasIsRemoteMask as u32,
                 name: "POST /pay".into(),
                 kind: kind as i32,
                 start_time_unix_nano: now - ms * 1_000_000,

@@ -12,6 +12,7 @@ mod loadgen;
 mod prometheus;
 mod sdk;
 mod security;
+mod services;
 mod traces;
 mod tui;
 mod upgrade;

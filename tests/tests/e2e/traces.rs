@@ -10,7 +10,7 @@ use lookout_proto::otlp::collector::trace::v1::{
 use lookout_proto::otlp::resource::v1::Resource;
 use lookout_proto::otlp::trace::v1::span::SpanKind;
 use lookout_proto::otlp::trace::v1::status::StatusCode;
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
 use lookout_tests::otlp::{kv, now_ns};
 use lookout_tests::{get_json, metric_value, poll, write_config, Collector, FAST_TRACES};
 use prost::Message;
@@ -432,20 +432,22 @@ async fn red_figures_match_the_sent_spans() {
         }
         spans.push(x);
     }
-    // Client spans do not count as requests.
+    // Client spans under a local parent do not count as requests.
     let mut trace = [9u8; 16];
     trace[0] = 2;
-    spans.push(s(
+    let mut client = s(
         "red-svc",
         "h1",
         trace,
-        1,
-        None,
+        2,
+        Some(1),
         "GET /x",
         SpanKind::Client,
         now - MS,
         now,
-    ));
+    );
+    client.span.flags = SpanFlags::ContextHasIsRemoteMask as u32;
+    spans.push(client);
     let (grpc_half, http_half) = spans.split_at(100);
     let to_req = |v: &[S]| {
         request(

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use lookout_config::TracesConfig;
 use parking_lot::Mutex;
 
+use super::entry::Entries;
 use super::graph::{Graph, GraphConfig};
 use super::metrics::TraceMetrics;
 use super::red::{Red, RedConfig};
+use crate::services::Directory;
 use crate::store::blocks::{BlockPartitions, HeadWriter};
 use crate::store::spans::SpanBatch;
 use crate::store::traces::{attr_value_hash, Summary, TraceState, TraceStore};
@@ -31,6 +33,7 @@ use crate::store::writer::{
 use crate::store::{IndexMetrics, Progress};
 use completed::RecentlyCompleted;
 use lookout_ingest::clock::{now_unix_nano, now_unix_secs};
+use lookout_ingest::signal::Signal;
 use lookout_ingest::values::{resource_attributes, service_name};
 use lookout_spanstore::summaries::Summaries;
 pub use open::OpenTraces;
@@ -44,6 +47,8 @@ pub struct TracesShared {
     pub red: Mutex<Red>,
     /// Service graph.
     pub graph: Mutex<Graph>,
+    /// Every service that sent any signal.
+    pub services: Arc<Directory>,
 }
 
 impl TracesShared {
@@ -66,6 +71,7 @@ impl TracesShared {
                 history: cfg.graph_history.get(),
                 ..GraphConfig::default()
             })),
+            services: Arc::new(Directory::new(cfg.max_services)),
         }
     }
 }
@@ -159,6 +165,10 @@ pub fn spawn(
                     recent: HashMap::new(),
                 },
                 completed: RecentlyCompleted::new(),
+                entries: Entries::new(
+                    GraphConfig::default().max_pending,
+                    cfg.graph_pair_wait.get().as_secs().max(1),
+                ),
                 names: Names::default(),
                 last_lsn: 0,
                 last_commit: Instant::now(),
@@ -179,6 +189,8 @@ struct Tracker {
     summaries: SummaryWriter,
     /// Recently completed trace ids.
     completed: RecentlyCompleted,
+    /// Which spans enter their service.
+    entries: Entries,
     /// Service and operation names.
     names: Names,
     last_lsn: u64,
@@ -204,6 +216,7 @@ impl Tracker {
                 }
             }
             self.complete_due(Instant::now());
+            self.expire_entries();
             if self.last_commit.elapsed() >= self.commit_every || self.writer.commit_due() {
                 self.commit();
             }
@@ -252,24 +265,25 @@ impl Tracker {
         );
         let lsn = msg.lsn;
         self.last_lsn = self.last_lsn.max(lsn);
+        let services: Vec<String> = msg
+            .req
+            .resource_spans
+            .iter()
+            .map(|rs| service_name(resource_attributes(rs.resource.as_ref())))
+            .collect();
         {
             let mut red = self.shared.red.lock();
             let mut graph = self.shared.graph.lock();
-            for rs in &msg.req.resource_spans {
-                let attrs = resource_attributes(rs.resource.as_ref());
-                let service = service_name(attrs);
-                for ss in &rs.scope_spans {
-                    for span in &ss.spans {
-                        red.observe(now_s, &service, span);
-                        graph.observe(now_s, &service, span);
-                    }
-                }
-            }
+            self.entries
+                .observe(now_s, &msg.req, &services, &mut red, &mut graph);
         }
+        self.shared
+            .services
+            .saw_all(Signal::Traces, services.iter().map(String::as_str), now_s);
         let mut open = std::mem::take(&mut *self.shared.open.lock());
-        for rs in &msg.req.resource_spans {
+        for (rs, service) in msg.req.resource_spans.iter().zip(&services) {
             let attrs = resource_attributes(rs.resource.as_ref());
-            let service_id = self.names.id(&service_name(attrs));
+            let service_id = self.names.id(service);
             let res_hashes: Vec<u64> = attrs
                 .iter()
                 .map(|kv| attr_value_hash(&kv.key, kv.value.as_ref()))
@@ -418,11 +432,28 @@ impl Tracker {
         }
     }
 
+    /// Count spans whose parent did not come as entries of their service, and give the
+    /// graph's halves that waited their time up (or infer their callee).
+    fn expire_entries(&mut self) {
+        let now_s = now_unix_nano() / 1_000_000_000;
+        self.shared.graph.lock().expire(now_s);
+        if self.entries.due(now_s) {
+            let before = self.entries.orphans();
+            self.entries.expire(now_s, &mut self.shared.red.lock());
+            self.metrics
+                .entry_orphans
+                .inc_by(self.entries.orphans() - before);
+        }
+        self.metrics
+            .entry_waiting
+            .set(self.entries.waiting() as i64);
+    }
+
     fn upkeep(&mut self) {
         self.last_upkeep = Some(Instant::now());
         let now_s = now_unix_nano() / 1_000_000_000;
         self.shared.red.lock().expire(now_s);
-        self.shared.graph.lock().expire(now_s);
+        self.shared.services.expire(now_s);
         self.writer.upkeep(now_unix_secs());
     }
 }
