@@ -44,7 +44,7 @@ struct Args {
     /// Disk buffer directory [default: ./lookout-agent-buffer].
     #[arg(long, value_name = "DIR", global = true)]
     buffer_dir: Option<PathBuf>,
-    /// Print the effective configuration and exit.
+    /// Validate the configuration, print it as TOML (secrets masked) and exit.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -108,7 +108,10 @@ fn run() -> anyhow::Result<()> {
     }
     lookout_config::Validate::validate(&cfg).map_err(|v| anyhow::anyhow!("<flags>: {v}"))?;
     if args.check_config {
-        println!("{cfg:#?}");
+        print!(
+            "{}",
+            lookout_config::to_toml_masked(&cfg, args.config.as_deref())?
+        );
         return Ok(());
     }
     if let Some(Command::Buffer { action }) = args.command {

@@ -46,7 +46,7 @@ struct Args {
     /// inventory) so there is something to look at.
     #[arg(long)]
     demo: bool,
-    /// Validate the configuration, print it and exit.
+    /// Validate the configuration, print it as TOML (secrets masked) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -83,7 +83,10 @@ fn run() -> anyhow::Result<()> {
         cfg.retention = r;
     }
     if args.check_config {
-        println!("{cfg:#?}");
+        print!(
+            "{}",
+            lookout_config::to_toml_masked(&cfg, args.config.as_deref())?
+        );
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

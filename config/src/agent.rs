@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::collector::LimitsConfig;
 use crate::host::HostMetricsConfig;
@@ -14,7 +14,7 @@ use crate::units::{ByteSize, HumanDuration};
 use crate::{Validate, Violation};
 
 /// Configuration of `lookout-agent`. Every key is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// OTLP/gRPC listen address for the local service.
@@ -24,6 +24,7 @@ pub struct AgentConfig {
     /// Listen address of `/metrics` and `/healthz`.
     pub api: SocketAddr,
     /// OTLP endpoint of the collector (gRPC by default, see `exporter.protocol`).
+    #[serde(serialize_with = "crate::print::masked_url")]
     pub collector: String,
     /// Disk buffer directory (also holds the tail checkpoints).
     pub buffer_dir: PathBuf,
@@ -60,7 +61,7 @@ impl Default for AgentConfig {
 }
 
 /// Resource enrichment. Attributes are added only where the sender did not set them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceConfig {
     /// `service.name` for data that has none (empty: leave it to the sender).
@@ -74,7 +75,7 @@ pub struct ResourceConfig {
 }
 
 /// What a full buffer does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Refuse new data with a retry hint (HTTP 429 / gRPC RESOURCE_EXHAUSTED); the sender
@@ -85,7 +86,7 @@ pub enum WhenFull {
 }
 
 /// When the buffer calls `fdatasync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
     /// Before every acknowledgement (group commit): survives power loss.
@@ -98,7 +99,7 @@ pub enum FsyncPolicy {
 }
 
 /// The disk buffer between receiving and shipping.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     /// Most bytes of buffered data on disk.
@@ -126,7 +127,7 @@ impl Default for BufferConfig {
 }
 
 /// Transport to the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportProtocol {
     /// OTLP/gRPC.
@@ -136,7 +137,7 @@ pub enum ExportProtocol {
 }
 
 /// Compression of shipped requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// None.
@@ -148,7 +149,7 @@ pub enum Compression {
 }
 
 /// Shipping to the collector.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
     /// `grpc` or `http`.
@@ -170,6 +171,7 @@ pub struct ExporterConfig {
     /// Longest retry delay.
     pub retry_max_interval: HumanDuration,
     /// Extra request headers (gRPC metadata), e.g. `{ authorization = "Bearer ..." }`.
+    #[serde(serialize_with = "crate::print::masked_headers")]
     pub headers: Headers,
     /// File holding the bearer token sent to the collector (`otlp.auth` there); read at
     /// start-up, never logged.

@@ -4,19 +4,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::HumanDuration;
 use crate::Violation;
 
 /// How and how often rules are evaluated.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
     /// Every rule is evaluated this often.
     pub evaluation_interval: HumanDuration,
     /// Base URL of this collector as users reach it, for `generatorURL` and the query
     /// links in annotations; empty means `http://` + the API listen address.
+    #[serde(serialize_with = "crate::print::masked_url")]
     pub external_url: String,
 }
 
@@ -30,7 +31,7 @@ impl Default for AlertingConfig {
 }
 
 /// A span-derived signal of a service (and operation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertSignal {
     /// Median latency, ms.
@@ -62,7 +63,7 @@ impl AlertSignal {
 }
 
 /// How the series of a metric rule are combined into one value per instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     /// Mean of the latest values (gauges, counters).
@@ -90,7 +91,7 @@ pub enum Aggregation {
 }
 
 /// Comparison of the value with the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, Default)]
 pub enum CompareOp {
     /// value > threshold
     #[default]
@@ -130,7 +131,7 @@ impl CompareOp {
 }
 
 /// One alert rule (`[[alerts]]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     /// Rule name, the `alertname` label; unique.
@@ -196,7 +197,7 @@ fn default_severity() -> String {
 }
 
 /// How a receiver is talked to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiverKind {
     /// POST of an Alertmanager webhook (version 4) body to `url`.
@@ -207,7 +208,7 @@ pub enum ReceiverKind {
 }
 
 /// One notification target (`[receivers.NAME]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// `webhook` (default) or `alertmanager`.
@@ -215,9 +216,10 @@ pub struct ReceiverConfig {
     pub kind: ReceiverKind,
     /// Where notifications are posted (http:// or https://); user information in it is
     /// never printed.
+    #[serde(serialize_with = "crate::print::masked_credential_url")]
     pub url: crate::server::CredentialUrl,
     /// Extra request headers, e.g. `Authorization`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::print::masked_headers")]
     pub headers: crate::server::Headers,
     /// Time limit of one delivery attempt.
     #[serde(default = "default_timeout")]

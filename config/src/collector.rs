@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
 use crate::server::{AuthConfig, ConnectionLimits, TlsConfig};
@@ -12,7 +12,7 @@ use crate::units::{ByteSize, HumanDuration};
 use crate::{Validate, Violation};
 
 /// Configuration of `lookout-collector`. Every key is optional.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     /// Directory owned by the collector: WAL, log and span indexes.
@@ -70,7 +70,7 @@ impl Default for CollectorConfig {
 }
 
 /// OTLP listeners.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// OTLP/gRPC listen address.
@@ -98,7 +98,7 @@ impl Default for OtlpConfig {
 }
 
 /// Query API listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Listen address of the query API, `/metrics`, `/healthz` and `/readyz`.
@@ -123,7 +123,7 @@ impl Default for ApiConfig {
 }
 
 /// Limits applied to every OTLP request.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request body accepted on the wire (compressed size), like gRPC's 4 MiB.
@@ -209,7 +209,7 @@ impl LimitsConfig {
 }
 
 /// Write-ahead log.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
     /// A new segment file is started when the current one reaches this size.
@@ -270,7 +270,7 @@ impl WalConfig {
 }
 
 /// Log and span indexes (tantivy).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
     /// Width of a time partition; retention removes whole partitions.
@@ -302,7 +302,7 @@ impl Default for IndexConfig {
 
 /// The span store: spans are held in memory (and answer lookups at once) until a block
 /// is cut from them, compressed and written durably; until then they are in the WAL only.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpanStoreConfig {
     /// Cut a block at this many spans.
@@ -364,7 +364,7 @@ impl SpanStoreConfig {
 }
 
 /// Back-pressure between the write-ahead log and the indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Most memory held by requests in flight (being written or waiting to be indexed):
@@ -391,7 +391,7 @@ impl Default for IngestConfig {
 }
 
 /// Trace assembly, RED metrics and the service graph.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesConfig {
     /// A trace is complete once no span of it arrived for this long; spans arriving later
@@ -432,7 +432,7 @@ impl Default for TracesConfig {
 }
 
 /// Limits of the query API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// A query (`/api/v1/...`, `/jaeger/api/...`) running longer gets 503.
@@ -461,7 +461,7 @@ impl Default for QueryConfig {
 }
 
 /// OTLP metrics received from services, exposed on `/metrics` for Prometheus.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// A series with no new data point for this long is no longer exposed.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::HumanDuration;
 use crate::Violation;
@@ -11,7 +11,7 @@ use crate::Violation;
 ///
 /// At most one of `pid`, `pid_file` and `process_name` names the watched process; with
 /// none of them only host metrics are collected.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostMetricsConfig {
     /// Collect at all.

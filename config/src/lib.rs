@@ -2,12 +2,15 @@
 //!
 //! Each binary reads an optional TOML file (`--config FILE`); every key has a default
 //! defined once here, unknown keys are refused, and every error names the file, the key
-//! and the reason. Command-line flags are applied on top by the binaries.
+//! and the reason. Command-line flags are applied on top by the binaries, and
+//! [`to_toml_masked`] prints the result (`--check-config`) as a config file with its
+//! secrets masked.
 
 mod agent;
 mod alerts;
 mod collector;
 mod host;
+mod print;
 mod server;
 mod tail;
 mod units;
@@ -28,6 +31,7 @@ pub use collector::{
     QueryConfig, SpanStoreConfig, TracesConfig, WalConfig,
 };
 pub use host::HostMetricsConfig;
+pub use print::{to_toml_masked, PrintError, MASK};
 pub use server::{
     redact_url, validate_token, AuthConfig, ClientTlsConfig, ConnectionLimits, CredentialUrl,
     Headers, Secret, TlsConfig, TokenError,
@@ -38,10 +42,11 @@ pub use units::{
 };
 
 /// Configuration of `lookout-tui`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TuiConfig {
     /// Base URL of the collector's query API.
+    #[serde(serialize_with = "crate::print::masked_url")]
     pub collector: String,
     /// How often the open view refreshes.
     pub refresh: HumanDuration,

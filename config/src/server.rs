@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::HumanDuration;
 use crate::Violation;
 
 /// A secret string (a bearer token): never printed by `Debug`, so a logged config does
-/// not leak it.
+/// not leak it. Not `Serialize` on purpose: a config field of this type names a masking
+/// serializer (`--check-config` prints `"<secret>"`), or the config does not compile.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
@@ -27,7 +28,8 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A URL that may carry credentials (`https://user:pass@host/...`): `Debug` and
-/// [`CredentialUrl::redacted`] show `***` in their place.
+/// [`CredentialUrl::redacted`] show `***` in their place. Not `Serialize` on purpose, like
+/// [`Secret`].
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct CredentialUrl(pub String);
@@ -41,6 +43,11 @@ impl CredentialUrl {
 
 /// `url` with the user information of its authority (`user:pass@`) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
+    replace_userinfo(url, "***")
+}
+
+/// `url` with the user information of its authority (`user:pass@`) replaced by `with`.
+pub(crate) fn replace_userinfo(url: &str, with: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
@@ -52,8 +59,8 @@ pub fn redact_url(url: &str) -> String {
     };
     let host = &authority[at + 1..];
     match scheme {
-        Some(s) => format!("{s}://***@{host}{path}"),
-        None => format!("***@{host}{path}"),
+        Some(s) => format!("{s}://{with}@{host}{path}"),
+        None => format!("{with}@{host}{path}"),
     }
 }
 
@@ -71,7 +78,8 @@ impl std::ops::Deref for CredentialUrl {
 }
 
 /// Extra request headers of an outgoing client (webhooks, the agent's exporter). Their
-/// values often carry credentials, so `Debug` shows only the names.
+/// values often carry credentials, so `Debug` shows only the names. Not `Serialize` on
+/// purpose, like [`Secret`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Headers(pub std::collections::BTreeMap<String, String>);
@@ -100,7 +108,7 @@ impl<'a> IntoIterator for &'a Headers {
 }
 
 /// TLS of a listener (rustls; TLS 1.2 and 1.3).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
@@ -153,10 +161,11 @@ impl TlsConfig {
 }
 
 /// Bearer-token authentication of a listener: enabled when any token is configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Accepted tokens (`Authorization: Bearer TOKEN`).
+    #[serde(serialize_with = "crate::print::masked_secrets")]
     pub tokens: Vec<Secret>,
     /// A file with more accepted tokens, one per line (`#` comments and blank lines
     /// skipped), so secrets stay out of the config file.
@@ -210,7 +219,7 @@ pub fn validate_token(token: &str) -> Result<(), TokenError> {
 }
 
 /// Connection handling of a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionLimits {
     /// Most connections open at once; more wait in the kernel's accept queue.
@@ -290,7 +299,7 @@ impl ConnectionLimits {
 }
 
 /// TLS towards a server (the agent's exporter, the dashboard): trust and identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsConfig {
     /// PEM CA bundle trusted for the server's certificate (instead of the system roots).

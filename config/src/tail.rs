@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, HumanDuration};
 use crate::Violation;
@@ -14,7 +14,7 @@ const MAX_LINE_LENGTH: u64 = 16 << 20;
 
 /// One `[[tail]]` entry: a group of files read the same way and shipped with the same
 /// resource.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TailConfig {
     /// Glob patterns of the files to tail, e.g. `/var/log/shop/*.log`. Include rotated
@@ -59,7 +59,7 @@ impl Default for TailConfig {
 }
 
 /// `[tail.multiline]`: how lines are joined into records.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MultilineConfig {
     /// Regular expression; a line matching it starts a new record and other lines are

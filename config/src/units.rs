@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as `250ms`, `2s`, `15m`, `7d` (humantime syntax).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +81,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
         parse_duration(&s)
             .map(HumanDuration)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Written as it is read: the [`Display`](fmt::Display) form, e.g. `"7d"`, `"250ms"`.
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -182,6 +189,13 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Written as it is read: the [`Display`](fmt::Display) form, e.g. `"4MiB"`, `"1000B"`.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +213,37 @@ mod tests {
             let h = HumanDuration(d);
             assert_eq!(h.to_string(), shown);
             assert_eq!(parse_duration(shown).ok(), Some(d), "{shown} reads back");
+        }
+    }
+
+    #[test]
+    fn serialized_as_written_and_read_back() {
+        #[derive(Debug, PartialEq, Deserialize, Serialize)]
+        struct Keys {
+            d: HumanDuration,
+            b: ByteSize,
+        }
+        for (d, b, shown) in [
+            (
+                HumanDuration::from_secs(7 * 86_400),
+                ByteSize::mib(4),
+                "d = \"7d\"\nb = \"4MiB\"\n",
+            ),
+            (
+                HumanDuration(Duration::new(1, 500_000)),
+                ByteSize(1000),
+                "d = \"1s 500us\"\nb = \"1000B\"\n",
+            ),
+            (
+                HumanDuration::default(),
+                ByteSize(0),
+                "d = \"0ms\"\nb = \"0B\"\n",
+            ),
+        ] {
+            let keys = Keys { d, b };
+            let text = toml::to_string(&keys).expect("serializes");
+            assert_eq!(text, shown);
+            assert_eq!(toml::from_str::<Keys>(&text).ok(), Some(keys), "{text}");
         }
     }
 

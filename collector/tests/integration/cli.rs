@@ -1,7 +1,9 @@
 //! The collector binary's command line: help, config errors, flag overrides.
 
+use std::path::Path;
 use std::process::Command;
 
+use lookout_config::{CollectorConfig, HumanDuration, Secret, MASK};
 use lookout_tests::cli::{assert_fails_saying, help_listing, stdout_of_success};
 
 fn collector() -> Command {
@@ -48,6 +50,16 @@ fn bad_config_names_file_key_and_reason() {
     );
     assert_eq!(with_backtrace, err);
     assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    // --check-config refuses it the same way, printing nothing.
+    let out = collector()
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), err);
 }
 
 #[test]
@@ -66,7 +78,10 @@ fn flags_override_the_file() {
     ]));
     assert!(shown.contains("127.0.0.1:2222"), "{shown}");
     assert!(!shown.contains("127.0.0.1:1111"), "{shown}");
-    assert!(shown.contains("172800"), "retention from the file: {shown}");
+    assert!(
+        shown.contains("\nretention = \"2d\"\n"),
+        "retention from the file: {shown}"
+    );
 }
 
 #[test]
@@ -77,16 +92,89 @@ fn invalid_flag_value_is_refused() {
     );
 }
 
+/// No Rust debug forms (`CollectorConfig {`, `HumanDuration(604800s)`) in `--check-config`.
+fn assert_no_debug_forms(shown: &str) {
+    for debug in [
+        "CollectorConfig",
+        "HumanDuration",
+        "ByteSize",
+        "Secret(",
+        " {\n",
+    ] {
+        assert!(!shown.contains(debug), "{debug:?} in:\n{shown}");
+    }
+}
+
 #[test]
-fn check_config_never_shows_credentials_of_receiver_urls() {
+fn check_config_prints_toml_that_reads_back() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/collector.toml");
+    let shown = stdout_of_success(collector().arg("--config").arg(&example).args([
+        "--retention",
+        "2d",
+        "--check-config",
+    ]));
+    assert_no_debug_forms(&shown);
+    let first = shown.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "# Effective configuration of {}, command-line flags applied; secrets masked.",
+            example.display()
+        )
+    );
+    let back: CollectorConfig =
+        lookout_config::parse(&shown, Path::new("printed.toml")).expect("reads back");
+    let mut want: CollectorConfig = lookout_config::load(Some(&example)).expect("example");
+    want.retention = HumanDuration::from_secs(2 * 86_400);
+    // The example's receiver has an Authorization header: its value is masked.
+    for r in want.receivers.values_mut() {
+        r.headers.0.values_mut().for_each(|v| *v = MASK.into());
+    }
+    assert_eq!(back, want, "{shown}");
+
+    // Without a file: the defaults.
+    let shown = stdout_of_success(collector().arg("--check-config"));
+    assert!(
+        shown.starts_with("# Effective configuration of the defaults"),
+        "{shown}"
+    );
+    let back: CollectorConfig =
+        lookout_config::parse(&shown, Path::new("printed.toml")).expect("reads back");
+    assert_eq!(back, CollectorConfig::default());
+}
+
+#[test]
+fn check_config_never_shows_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("collector.toml");
     std::fs::write(
         &path,
-        "[receivers.oncall]\nurl = \"https://hook-user:hunter2@hooks.example.com/x\"\n",
+        "[otlp.auth]\ntokens = [\"ingest-token-0123456789\"]\n\
+         [api.tls]\ncert_file = \"/etc/lookout/api.pem\"\nkey_file = \"/etc/lookout/api-key.pem\"\n\
+         [receivers.oncall]\nurl = \"https://hook-user:hunter2@hooks.example.com/x\"\n\
+         headers = { Authorization = \"Bearer hook-header-secret\" }\n",
     )
     .expect("write");
     let shown = stdout_of_success(collector().arg("--config").arg(&path).arg("--check-config"));
-    assert!(shown.contains("https://***@hooks.example.com/x"), "{shown}");
-    assert!(!shown.contains("hunter2"), "{shown}");
+    for secret in [
+        "ingest-token-0123456789",
+        "hunter2",
+        "hook-user",
+        "hook-header-secret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in:\n{shown}");
+    }
+    for masked in [
+        "tokens = [\"<secret>\"]",
+        "url = \"https://<secret>@hooks.example.com/x\"",
+        "Authorization = \"<secret>\"",
+        // The key file's path is no secret.
+        "key_file = \"/etc/lookout/api-key.pem\"",
+    ] {
+        assert!(shown.contains(masked), "{masked} missing from:\n{shown}");
+    }
+    assert_no_debug_forms(&shown);
+    // Still TOML with the keys of a config file (a masked token is no valid token).
+    let back: CollectorConfig = toml::from_str(&shown).expect("reads back");
+    assert_eq!(back.otlp.auth.tokens, [Secret(MASK.into())]);
 }
