@@ -82,6 +82,7 @@ fn run() -> anyhow::Result<()> {
     if let Some(r) = args.retention {
         cfg.retention = r;
     }
+    lookout_config::Validate::validate(&cfg).map_err(|v| anyhow::anyhow!("<flags>: {v}"))?;
     if args.check_config {
         print!(
             "{}",

@@ -90,6 +90,12 @@ fn invalid_flag_value_is_refused() {
         collector().args(["--retention", "forever"]),
         "invalid duration",
     );
+    // A value the file would refuse is refused from a flag too, before anything starts.
+    let err = assert_fails_saying(
+        collector().args(["--retention", "10s", "--check-config"]),
+        "<flags>: key `retention`",
+    );
+    assert!(err.contains("at least"), "{err}");
 }
 
 /// No Rust debug forms (`CollectorConfig {`, `HumanDuration(604800s)`) in `--check-config`.
