@@ -88,6 +88,9 @@ fn run() -> anyhow::Result<()> {
             "{}",
             lookout_config::to_toml_masked(&cfg, args.config.as_deref())?
         );
+        for w in lookout_collector::alerts::guard::preflight(cfg.receivers.iter()) {
+            eprintln!("warning: {w}");
+        }
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -241,8 +241,9 @@ impl Engine {
             cfg.alerting.external_url.trim_end_matches('/').to_string()
         };
         // Receivers are restarted with their new settings; undelivered notifications
-        // of receivers that remain are queued again.
-        for (_, r) in std::mem::take(&mut self.receivers) {
+        // of receivers that remain are queued again, and their counts kept.
+        let old: BTreeMap<String, Receiver> = std::mem::take(&mut self.receivers);
+        for r in old.values() {
             r.stop.cancel();
         }
         for (name, rc) in &cfg.receivers {
@@ -261,10 +262,15 @@ impl Engine {
                     cfg: rc.clone(),
                     tx,
                     stop,
-                    delivered: 0,
-                    failed: 0,
+                    delivered: old.get(name).map_or(0, |o| o.delivered),
+                    failed: old.get(name).map_or(0, |o| o.failed),
                 },
             );
+            // A receiver that changed (or, at start, any receiver) gets the firing alerts
+            // it failed to take again: the fix is what the user is waiting for.
+            if first || old.get(name).is_none_or(|o| o.cfg != *rc) {
+                self.resend_failed(name);
+            }
         }
         let names: BTreeSet<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
         let before = self.instances.len();
@@ -301,6 +307,37 @@ impl Engine {
         self.cfg = cfg;
         self.dirty = true;
         self.publish();
+    }
+
+    /// Forget that `receiver` was told of firing alerts whose notification failed, so the
+    /// next evaluation sends them again.
+    fn resend_failed(&mut self, receiver: &str) {
+        let failed = |fp: &String| {
+            self.notes
+                .get(&(fp.clone(), receiver.to_string()))
+                .is_some_and(|n| n.result == "failed")
+        };
+        let mut again = 0usize;
+        let mut emptied = Vec::new();
+        for (k, g) in self.groups.iter_mut().filter(|((r, _), _)| r == receiver) {
+            let before = g.notified.len();
+            g.notified.retain(|fp| !failed(fp));
+            again += before - g.notified.len();
+            if g.notified.is_empty() {
+                emptied.push(k.clone());
+            }
+        }
+        for k in emptied {
+            self.groups.remove(&k);
+        }
+        if again > 0 {
+            tracing::info!(
+                receiver,
+                alerts = again,
+                "firing alerts whose notification failed are sent again"
+            );
+            self.dirty = true;
+        }
     }
 
     fn tick(&mut self, now: i64) {

@@ -158,6 +158,42 @@ pub fn check_url(url: &str, policy: &NetPolicy) -> Result<(), UrlRefused> {
     }
 }
 
+/// What the guard will refuse among `receivers`, checked now (names resolved once): one
+/// line per receiver that will not be reached, naming its key, for `--check-config`.
+pub fn preflight<'a>(
+    receivers: impl Iterator<Item = (&'a String, &'a lookout_config::ReceiverConfig)>,
+) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for (name, rc) in receivers {
+        let key = format!("receivers.{name}.url");
+        let policy = NetPolicy::new(&rc.allowed_networks);
+        if let Err(e) = check_url(&rc.url.0, &policy) {
+            out.push(format!("{key}: {e}; every notification to it will fail"));
+            continue;
+        }
+        let Ok(parsed) = reqwest::Url::parse(&rc.url.0) else {
+            continue;
+        };
+        let (Some(url::Host::Domain(host)), Some(port)) =
+            (parsed.host(), parsed.port_or_known_default())
+        else {
+            continue;
+        };
+        match (host, port).to_socket_addrs() {
+            Ok(addrs) => {
+                if let Some(refused) = addrs.filter_map(|a| policy.check(a.ip()).err()).next() {
+                    out.push(format!(
+                        "{key}: {host} resolves to {refused}; every notification to it will fail"
+                    ));
+                }
+            }
+            Err(e) => out.push(format!("{key}: cannot resolve {host} now: {e}")),
+        }
+    }
+    out
+}
+
 /// A host name that resolves to an address the policy refuses; final, not worth a retry.
 #[derive(Debug, thiserror::Error)]
 #[error("{host} resolves to {address}")]

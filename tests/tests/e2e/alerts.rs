@@ -549,3 +549,64 @@ allowed_networks = ["127.0.0.0/8"]
         .expect("busy");
     assert_eq!(busy["alerts"][0]["annotations"]["value"], "300");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_fixed_by_a_reload_gets_the_firing_alert_it_missed() {
+    let hook = Receiver::start(0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Loopback without allowed_networks: the request-forgery guard refuses it.
+    let refused = config(&hook.url, &hook.url).replace(
+        "allowed_networks = [\"127.0.0.0/8\"]\n\n[receivers.errors]",
+        "\n[receivers.errors]",
+    );
+    let cfg = write_config(dir.path(), &refused);
+    // --check-config says so before anything runs.
+    let check = std::process::Command::new(lookout_tests::bin("lookout-collector"))
+        .args(["--config", cfg.to_str().expect("path"), "--check-config"])
+        .output()
+        .expect("run --check-config");
+    assert!(check.status.success(), "{check:?}");
+    let warned = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        warned.contains("warning: receivers.oncall.url: 127.0.0.1 is in a loopback range"),
+        "{warned}"
+    );
+    assert!(!warned.contains("receivers.errors"), "{warned}");
+
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("path")],
+    );
+    send(&c, &spans("pay-svc", SpanKind::Server, 50, 500, 0)).await;
+    let note = |a: &Value| a["rules"][0]["instances"][0]["notifications"][0].clone();
+    let failed = poll(Duration::from_secs(15), "failed notification", || async {
+        let (_, a) = get_json(&c.api_url("/api/v1/alerts")).await;
+        (note(&a)["result"] == "failed").then_some(a)
+    })
+    .await;
+    assert_eq!(note(&failed)["attempts"], 1, "{failed}");
+    assert_eq!(hook.attempts(), 0);
+
+    // Fixed and reloaded: the firing alert is sent now, not after repeat_interval (4 h).
+    std::fs::write(&cfg, config(&hook.url, &hook.url)).expect("write");
+    c.signal("HUP");
+    let firing = hook.wait_for("firing").await;
+    assert_eq!(firing["alerts"][0]["labels"]["alertname"], "PayP99");
+    let (_, after) = get_json(&c.api_url("/api/v1/alerts")).await;
+    assert_eq!(note(&after)["result"], "delivered", "{after}");
+    // The receiver's counts survive the reload: one failed, one delivered.
+    let oncall = after["receivers"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "oncall"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (oncall["failed"].clone(), oncall["delivered"].clone()),
+        (1.into(), 1.into()),
+        "{after}"
+    );
+    // Exactly once: a second reload with nothing changed sends nothing more.
+    c.signal("HUP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.delivered().len(), 1);
+}
