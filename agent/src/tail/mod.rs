@@ -481,6 +481,23 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The observed time of the last line read, so every line gets a later one.
+static LAST_OBSERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An observed time after every one given before: lines read in one poll are 1 ns apart
+/// in the order they were read (file offset order), so newest-first is exact.
+fn next_observed(now: u64) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut prev = LAST_OBSERVED.load(Relaxed);
+    loop {
+        let next = now.max(prev.saturating_add(1));
+        match LAST_OBSERVED.compare_exchange_weak(prev, next, Relaxed, Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 fn nanos_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1056,8 +1073,8 @@ impl<'a> BatchSink<'a> {
                 .inc();
         }
         let bytes = raw.bytes.len() + t.path.as_os_str().len() * 2 + 64;
-        let (log, non_json) =
-            record::build(&raw.bytes, self.group.json, &t.file_attrs, self.observed);
+        let observed = next_observed(self.observed);
+        let (log, non_json) = record::build(&raw.bytes, self.group.json, &t.file_attrs, observed);
         if non_json {
             self.metrics
                 .non_json

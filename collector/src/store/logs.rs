@@ -337,7 +337,10 @@ fn search(
                 .map(|(ts, addr)| (ts.unwrap_or(0), i, addr)),
         );
     }
-    hits.sort_by_key(|h| std::cmp::Reverse(h.0));
+    // Newest first; within one timestamp, the later document (read later) first.
+    hits.sort_by(|a, b| {
+        (b.0, b.1, b.2.segment_ord, b.2.doc_id).cmp(&(a.0, a.1, a.2.segment_ord, a.2.doc_id))
+    });
     hits.truncate(limit);
     let mut logs = Vec::with_capacity(hits.len());
     for (_, i, addr) in hits {
@@ -447,6 +450,41 @@ mod tests {
             limit: 10,
             ..Default::default()
         }
+    }
+
+    /// Lines read in one poll of a tailed file may share a timestamp: newest first then
+    /// means the line stored last first (before: `300, 298, 299, 296, 297`).
+    #[test]
+    fn equal_timestamps_come_back_in_reverse_order_of_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = LogFields::new();
+        let index =
+            PartitionedIndex::open(dir.path(), Signal::Logs, f.schema.clone(), 3600).unwrap();
+        let rec = |i: u32| LogRecord {
+            time_unix_nano: 5_000 + u64::from(i / 3),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!("line {i}"))),
+            }),
+            ..Default::default()
+        };
+        let batch = Batch::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: (0..9).map(rec).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let (part, writer) = index.writer(0, 15 << 20, 1).unwrap();
+        let meta = meta_for_writing(&part);
+        let mut w = TantivyWriter { part, writer, meta };
+        LogMapper::new(f.clone()).add(&batch, &mut w).unwrap();
+        index.commit(&w.part, &mut w.writer, w.meta).unwrap();
+        let found = search(&index, &f, &query("line")).unwrap();
+        let bodies: Vec<&str> = found.logs.iter().map(|l| l.body.as_str()).collect();
+        let want: Vec<String> = (0..9).rev().map(|i| format!("line {i}")).collect();
+        assert_eq!(bodies, want);
     }
 
     /// Found by the `log_query` fuzz target: queries that parse but whose weight cannot be

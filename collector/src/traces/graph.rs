@@ -90,18 +90,22 @@ pub(crate) fn parent_is_remote(span: &Span) -> Option<bool> {
 }
 
 fn peer_of(span: &Span) -> Option<&str> {
-    PEER_ATTRIBUTES.iter().find_map(|key| {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key == *key)
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| match &v.value {
-                Some(AnyValue::StringValue(s)) if !s.is_empty() && s.len() <= 255 => {
-                    Some(s.as_str())
-                }
-                _ => None,
-            })
-    })
+    // One pass over the attributes, keeping the most specific key seen.
+    let mut best: Option<(usize, &str)> = None;
+    for kv in &span.attributes {
+        let Some(rank) = PEER_ATTRIBUTES.iter().position(|k| *k == kv.key) else {
+            continue;
+        };
+        if best.is_some_and(|(r, _)| r <= rank) {
+            continue;
+        }
+        if let Some(AnyValue::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            if !v.is_empty() && v.len() <= 255 {
+                best = Some((rank, v));
+            }
+        }
+    }
+    best.map(|(_, v)| v)
 }
 
 type Key = ([u8; 16], [u8; 8]);

@@ -256,6 +256,20 @@ async fn tailed_files_survive_rotation_and_kill_9_without_loss_or_duplicates() {
     );
     let (_, b) = get_json(&c.api_url("/api/v1/logs?q=line1299&limit=1")).await;
     assert_eq!(b["logs"][0]["service"], "tailsvc", "{b}");
+    // Newest first is the reverse of the file: the 300 lines read after the restart (a
+    // few polls, many lines each) come back in exact order.
+    let (_, b) = get_json(&c.api_url("/api/v1/logs?q=tailmark&limit=300")).await;
+    let bodies: Vec<&str> = b["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["body"].as_str())
+        .collect();
+    let want: Vec<String> = (1000..1300)
+        .rev()
+        .map(|i| format!("tailmark line{i}"))
+        .collect();
+    assert_eq!(bodies, want, "newest first, in file order");
     assert!(
         b["logs"][0]["attributes"]["log.file.path"].is_string(),
         "{b}"
