@@ -184,3 +184,28 @@ fn check_config_never_shows_secrets() {
     let back: CollectorConfig = toml::from_str(&shown).expect("reads back");
     assert_eq!(back.otlp.auth.tokens, [Secret(MASK.into())]);
 }
+
+/// The README's example of a refused config is what the binary prints, word for word.
+#[test]
+fn readme_config_error_example_is_what_is_printed() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let shown = readme
+        .lines()
+        .find(|l| l.starts_with("Error: collector.toml: key `otlp.grcp`"))
+        .expect("the README shows the error");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[otlp]\ngrcp = \"127.0.0.1:4317\"\n",
+    )
+    .expect("write");
+    let out = collector()
+        .current_dir(dir.path())
+        .args(["--config", "collector.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), shown);
+}
