@@ -591,6 +591,11 @@ impl App {
                 if arg.is_empty() && self.logs.loaded {
                     return Vec::new();
                 }
+                // An explicit query says what it wants: it replaces the service filter
+                // that `l` on a service set.
+                if !arg.is_empty() {
+                    self.logs.service = None;
+                }
                 self.logs.input.set(arg);
                 self.logs.input.commit();
                 self.logs.editing = false;
@@ -706,6 +711,10 @@ impl App {
                 l.editing = false;
                 l.input.commit();
                 l.sel.select(0, 0);
+                // A query naming its own service replaces the service filter.
+                if names_a_service(l.input.text()) {
+                    l.service = None;
+                }
                 return vec![self.search_logs()];
             }
             Action::Back if l.editing => l.editing = false,
@@ -1047,6 +1056,13 @@ fn step_range(range: usize, longer: bool) -> usize {
     } else {
         range.saturating_sub(1)
     }
+}
+
+/// True when a logs query has a `service:` term of its own.
+fn names_a_service(query: &str) -> bool {
+    query
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .any(|t| t.trim_start_matches('+').starts_with("service:"))
 }
 
 /// A search value in double quotes when it holds spaces.

@@ -401,6 +401,47 @@ fn commands_switch_views_and_explain_mistakes() {
     assert!(a.quit);
 }
 
+#[test]
+fn an_explicit_logs_query_replaces_the_service_filter_of_l() {
+    let mut a = loaded();
+    // `l` on checkout filters the logs by service.
+    let f = a.update(Action::OpenLogs);
+    let Some(Fetch::Logs { query, seq, .. }) = f.first().cloned() else {
+        panic!("expected logs, got {f:?}");
+    };
+    assert_eq!(query.service.as_deref(), Some("checkout"));
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(5)));
+    assert_shows(&screen(&a, 80, 24), &["service checkout (x clears)"]);
+    // `:logs service:payment` asks for payment's logs, not payment's within checkout's.
+    let f = a.run_command("logs service:payment");
+    let Some(Fetch::Logs { query, seq, .. }) = f.first().cloned() else {
+        panic!("expected logs, got {f:?}");
+    };
+    assert_eq!((query.q.as_str(), query.service), ("service:payment", None));
+    answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(5)));
+    let s = screen(&a, 80, 24);
+    assert!(!s.contains("service checkout"), "{s}");
+    // The same through the query bar: a query naming a service replaces the filter, one
+    // that does not keeps it.
+    a.services.sel.select(0, 4);
+    a.update(Action::Show(View::Services));
+    a.update(Action::OpenLogs);
+    a.update(Action::Focus);
+    a.update(Action::Edit(Edit::KillToStart));
+    typed(&mut a, "timeout");
+    let f = a.update(Action::Submit);
+    assert!(
+        matches!(f.first(), Some(Fetch::Logs { query, .. }) if query.service.as_deref() == Some("checkout"))
+    );
+    a.update(Action::Focus);
+    typed(&mut a, " AND service:inventory");
+    let f = a.update(Action::Submit);
+    assert!(
+        matches!(f.first(), Some(Fetch::Logs { query, .. }) if query.service.is_none()),
+        "{f:?}"
+    );
+}
+
 // ---- rendering ----
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];

@@ -22,6 +22,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             fmt::one_line(svc),
             Style::new().fg(Color::Cyan),
         ));
+        st.push(Span::styled(
+            " (x clears)",
+            Style::new().add_modifier(Modifier::DIM),
+        ));
     }
     if l.loaded {
         st.push(Span::raw(format!(

@@ -366,7 +366,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("t", "open the trace of the log"),
             ("f", "follow new logs (live tail)"),
             ("[ ]", "shorter / longer time range"),
-            ("x", "clear the service filter"),
+            (
+                "x",
+                "clear the service filter (a query naming a service replaces it)",
+            ),
         ],
     ),
     (
