@@ -83,6 +83,19 @@ pub enum Conn {
         /// Failed requests in a row.
         failures: u32,
     },
+    /// Something answered at the collector's URL, but not as a Lookout query API (an OTLP
+    /// port, another server); requests keep being retried every refresh.
+    NotLookout {
+        /// What answered, and how.
+        error: String,
+    },
+}
+
+impl Conn {
+    /// True when the latest request got no Lookout answer.
+    pub fn is_bad(&self) -> bool {
+        matches!(self, Conn::Down { .. } | Conn::NotLookout { .. })
+    }
 }
 
 /// Everything a key can do.
@@ -874,8 +887,9 @@ impl App {
     /// Take an answer from the fetcher; returns follow-up fetches.
     pub fn on_fetched(&mut self, f: Fetched, took: Duration) -> Vec<Fetch> {
         self.note_connection(f.error(), took);
-        // Unreachable: keep what is shown; the next tick retries.
-        let unreachable = f.error().is_some_and(FetchError::is_unreachable);
+        // Unreachable, or not a Lookout API: keep what is shown; the header says why and
+        // the next tick retries.
+        let unreachable = f.error().is_some_and(FetchError::is_connection);
         match f {
             Fetched::Services(r) => self.on_services(r, unreachable),
             Fetched::Logs { result, mode, seq } => {
@@ -930,6 +944,12 @@ impl App {
                         since: Instant::now(),
                         failures: 1,
                     },
+                };
+            }
+            Some(e @ FetchError::NotLookout(_)) => {
+                self.requests.1 += 1;
+                self.conn = Conn::NotLookout {
+                    error: e.to_string(),
                 };
             }
             Some(_) => {

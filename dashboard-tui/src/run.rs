@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::Terminal;
 use tokio::sync::mpsc;
 
-use crate::app::{Action, App, Conn};
+use crate::app::{Action, App};
 use crate::client::{Client, Fetch, Fetched};
 use crate::state::input::Edit;
 use crate::view;
@@ -71,8 +71,9 @@ where
             Some((answer, took)) = res_rx.recv() => spawn(app.on_fetched(answer, took)),
             _ = tick.tick() => {
                 let mut due = app.tick();
-                // A view with nothing to refresh still probes a collector that is down.
-                if due.is_empty() && matches!(app.conn, Conn::Down { .. }) {
+                // A view with nothing to refresh still probes a collector that is down
+                // (or not a collector).
+                if due.is_empty() && app.conn.is_bad() {
                     due.push(Fetch::Services);
                 }
                 spawn(due)

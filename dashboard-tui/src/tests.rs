@@ -102,6 +102,12 @@ fn screen(app: &App, w: u16, h: u16) -> String {
     render(app, w, h).join("\n")
 }
 
+/// The screen's text with every run of blanks and line ends as one space, so that text
+/// wrapped over lines reads as one.
+fn flat(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[track_caller]
 fn assert_shows(s: &str, needles: &[&str]) {
     for n in needles {
@@ -340,6 +346,44 @@ fn an_unreachable_collector_keeps_the_data_and_recovers() {
     assert!(a.services.data.is_some());
     assert_shows(&screen(&a, 80, 24), &["unreachable (2×)", "checkout"]);
     assert_eq!(a.tick(), vec![Fetch::Services], "retried on the next tick");
+    a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    assert!(matches!(a.conn, Conn::Up { .. }));
+}
+
+#[test]
+fn a_server_that_is_not_lookout_is_shown_in_red_not_as_loading() {
+    let mut a = app();
+    a.start();
+    let otlp = "http://127.0.0.1:4318/api/v1/services answered 404 Not Found: {\"code\":5}";
+    a.on_fetched(
+        Fetched::Services(Err(FetchError::NotLookout(otlp.into()))),
+        MS,
+    );
+    assert!(a.conn.is_bad());
+    for (w, h) in [(80, 24), (120, 40)] {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &flat(&s),
+            &[
+                "✕ not a Lookout API",
+                "not a Lookout query API: http://127.0.0.1:4318/api/v1/services",
+                "answered 404 Not Found",
+                "not an OTLP port",
+            ],
+        );
+        assert!(!s.contains("Loading") && !s.contains('●'), "{s}");
+    }
+    // The header is red: the status cell is drawn in red.
+    let mut t = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    t.draw(|f| crate::view::draw(f, &a)).expect("draw");
+    let buf = t.backend().buffer().clone();
+    let x = (0..80u16)
+        .find(|&x| buf[(x, 0)].symbol() == "✕")
+        .expect("status mark");
+    assert_eq!(buf[(x, 0)].fg, ratatui::style::Color::Red);
+    // Retried on the next tick even where nothing is due, and back to green once a
+    // collector answers.
+    assert_eq!(a.tick(), vec![Fetch::Services]);
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     assert!(matches!(a.conn, Conn::Up { .. }));
 }

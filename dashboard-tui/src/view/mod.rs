@@ -76,6 +76,10 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
             format!("✕ unreachable ({failures}×), retrying"),
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
+        Conn::NotLookout { .. } => Span::styled(
+            "✕ not a Lookout API",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
     };
     let status_w = status.width() as u16 + 1;
     let [left, right] =
@@ -306,6 +310,16 @@ pub fn placeholder(app: &App, loading: bool, empty: &str) -> Vec<Line<'static>> 
                 "Retrying every {}s. Start it with: lookout-collector --demo",
                 app.refresh.as_secs().max(1)
             )),
+        ],
+        Conn::NotLookout { error } => vec![
+            Line::styled(
+                fmt::one_line(error),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Line::raw(
+                "Point --collector at the collector's query API (default http://127.0.0.1:7070), not an OTLP port.",
+            ),
+            Line::raw(format!("Retrying every {}s.", app.refresh.as_secs().max(1))),
         ],
         Conn::Connecting => vec![Line::raw(format!("Connecting to {}…", app.collector))],
         Conn::Up { .. } if loading => vec![Line::raw("Loading…")],

@@ -272,6 +272,29 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_pointed_at_an_otlp_port_says_it_is_not_a_lookout_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    // OTLP/HTTP answers 404 with its own JSON; OTLP/gRPC speaks only HTTP/2.
+    for (addr, answered) in [
+        (c.http, "answered 404 Not Found"),
+        (c.grpc, "answered something that is not HTTP/1.1"),
+    ] {
+        let tmux = Tmux::start(&tui_command(&addr.to_string(), dir.path()), 100, 24);
+        let s = tmux.wait_for(
+            &["✕ not a Lookout API", "not a Lookout query API:", answered],
+            "the dashboard to say the port is not a Lookout query API",
+        );
+        assert!(
+            !s.contains("Loading") && !s.contains('●'),
+            "no green status, no endless loading:\n{s}"
+        );
+        tmux.keys(&["q"]);
+        tmux.wait_for_clean_exit("lookout-tui to exit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_exits_when_its_terminal_goes_away() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tmux, api) = tui_without_collector(dir.path());
