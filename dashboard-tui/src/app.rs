@@ -239,6 +239,8 @@ impl App {
             View::Logs => {
                 if (self.logs.follow || !self.logs.loaded) && !self.logs.loading {
                     out.push(self.search_logs());
+                } else if !self.logs.editing {
+                    out.extend(self.refresh_logs());
                 }
             }
             View::Traces => match &self.traces.open {
@@ -277,11 +279,23 @@ impl App {
         self.logs.seq = seq;
         self.logs.loading = true;
         self.logs.loading_older = false;
+        self.logs.refreshing = false;
         Fetch::Logs {
             query: self.logs.query(),
             mode: LogsMode::Replace,
             seq,
         }
+    }
+
+    /// The newest page of a loaded list outside follow mode, joined at its top.
+    fn refresh_logs(&mut self) -> Option<Fetch> {
+        let query = self.logs.refresh_query()?;
+        self.logs.refreshing = true;
+        Some(Fetch::Logs {
+            query,
+            mode: LogsMode::Newer,
+            seq: self.logs.seq,
+        })
     }
 
     /// The page of logs older than those loaded, when one is due.
@@ -710,9 +724,14 @@ impl App {
                 let n = l.entries.len();
                 l.sel.apply(m, n);
                 l.detail_scroll = 0;
+                l.seen_top();
                 if l.follow && l.sel.selected() > 0 {
                     l.follow = false;
                     self.flash = Some("follow off (f to follow again)".into());
+                }
+                // At the top with newer records waiting: load them.
+                if l.newer_waiting && l.sel.selected() == 0 {
+                    return vec![self.search_logs()];
                 }
                 if let Some(f) = self.fetch_older_logs() {
                     return vec![f];
@@ -897,6 +916,7 @@ impl App {
                     if seq == self.logs.seq {
                         self.logs.loading = false;
                         self.logs.loading_older = false;
+                        self.logs.refreshing = false;
                     }
                 } else {
                     self.logs.on_answer(seq, mode, result);

@@ -117,6 +117,9 @@ pub enum LogsMode {
     Replace,
     /// Older records for infinite scroll: append.
     Older,
+    /// The newest page on a refresh: records newer than the list's first join it at the
+    /// top, the cursor and the rows on screen stay where they were.
+    Newer,
 }
 
 /// An answer from the fetcher.

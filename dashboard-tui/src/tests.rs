@@ -241,7 +241,6 @@ fn scrolling_near_the_end_fetches_older_logs_without_duplicates() {
 fn follow_mode_refreshes_on_every_tick_and_stops_when_scrolling() {
     let mut a = loaded();
     a.update(Action::Show(View::Logs));
-    assert!(a.tick().is_empty(), "a loaded list stays still");
     let seq = logs_seq(&a.update(Action::ToggleFollow));
     answer_logs(&mut a, seq, LogsMode::Replace, Ok(fixtures::logs(10)));
     assert_eq!(logs_seq(&a.tick()), seq + 1);
@@ -249,6 +248,84 @@ fn follow_mode_refreshes_on_every_tick_and_stops_when_scrolling() {
     a.update(Action::Move(Move::Down));
     assert!(!a.logs.follow);
     assert!(a.flash.as_deref().unwrap_or("").contains("follow off"));
+}
+
+/// A record newer than every one of [`fixtures::logs`], `i` seconds after the newest.
+fn newer_log(i: u64) -> lookout_proto::api::LogEntry {
+    let mut e = fixtures::logs(1).logs.remove(0);
+    e.timestamp_unix_nano += i * 1_000_000_000;
+    e.body = format!("newer record {i}");
+    e
+}
+
+#[test]
+fn logs_refresh_outside_follow_mode_and_keep_the_rows_in_place() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Logs));
+    for _ in 0..25 {
+        a.update(Action::Move(Move::Down));
+    }
+    let before = render(&a, 80, 24);
+    let row_of = |screen: &[String], needle: &str| screen.iter().position(|l| l.contains(needle));
+    let sel_row = row_of(&before, "order 25 placed").expect("the selected record is shown");
+    // Every refresh asks for the newest page, to be joined at the top; one at a time.
+    let f = a.tick();
+    let Some(Fetch::Logs { mode, seq, query }) = f.first().cloned() else {
+        panic!("expected a refresh of the logs, got {f:?}");
+    };
+    assert_eq!((mode, seq), (LogsMode::Newer, a.logs.seq));
+    assert_eq!(query.from.as_deref(), Some("1h"));
+    assert!(a.tick().is_empty(), "one refresh at a time");
+    // Three records arrived: they join the top, the cursor stays on its record, and the
+    // screen shows the same rows in the same places.
+    let mut page = fixtures::logs(60);
+    page.total = 603;
+    page.logs.truncate(57);
+    for i in 1..=3 {
+        page.logs.insert(0, newer_log(i));
+    }
+    answer_logs(&mut a, seq, LogsMode::Newer, Ok(page));
+    assert_eq!(a.logs.entries.len(), 63);
+    assert_eq!(a.logs.entries[0].body, "newer record 3");
+    assert_eq!(
+        a.logs.selected().map(|e| e.body.as_str()),
+        Some("order 25 placed for user-75")
+    );
+    let after = render(&a, 80, 24);
+    assert_eq!(
+        row_of(&after, "order 25 placed"),
+        Some(sel_row),
+        "{after:#?}"
+    );
+    assert_eq!(after[3..], before[3..], "the rows on screen did not move");
+    assert_shows(&after.join("\n"), &["63 of 603 matches", "↑3 new"]);
+    // Going to the top shows them and forgets the count.
+    a.update(Action::Move(Move::Top));
+    assert_shows(&screen(&a, 80, 24), &["newer record 3"]);
+    assert_eq!(a.logs.new_above, 0);
+    // More than a page arrived while reading further down: the list stays, and says so;
+    // going to the top loads the newest.
+    a.update(Action::Move(Move::PageDown));
+    let seq = logs_seq(&a.tick());
+    let flood = LogsResponse {
+        total: 5000,
+        logs: (10..20).rev().map(newer_log).collect(),
+        took_ms: 1.0,
+    };
+    answer_logs(&mut a, seq, LogsMode::Newer, Ok(flood));
+    assert_eq!(a.logs.entries.len(), 63);
+    assert_shows(&screen(&a, 80, 24), &["newer records: g or r loads them"]);
+    let f = a.update(Action::Move(Move::Top));
+    assert!(
+        matches!(
+            f.first(),
+            Some(Fetch::Logs {
+                mode: LogsMode::Replace,
+                ..
+            })
+        ),
+        "{f:?}"
+    );
 }
 
 #[test]

@@ -35,6 +35,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             l.took_ms
         )));
     }
+    if l.new_above > 0 {
+        st.push(Span::styled(
+            format!("  ↑{} new", fmt::count(l.new_above as u64)),
+            Style::new().fg(Color::Green),
+        ));
+    }
+    if l.newer_waiting {
+        st.push(Span::styled(
+            "  newer records: g or r loads them",
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if l.follow {
         st.push(Span::styled(
             "  FOLLOWING",

@@ -378,7 +378,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("Enter", "detail pane with every attribute"),
             ("J K", "scroll the detail pane"),
             ("t", "open the trace of the log"),
-            ("f", "follow new logs (live tail)"),
+            (
+                "f",
+                "follow new logs (live tail); without it new ones join the top (↑N new)",
+            ),
             ("[ ]", "shorter / longer time range"),
             (
                 "x",

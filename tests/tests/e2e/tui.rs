@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lookout_tests::{bin, free_addr, get_json, poll, Collector, FAST_TRACES};
+use lookout_tests::otlp::log_request;
+use lookout_tests::{bin, free_addr, get_json, poll, post_acknowledged, Collector, FAST_TRACES};
+use prost::Message;
 
 /// A tmux server of its own (`-L`), so tests run in parallel; killed on drop.
 struct Tmux {
@@ -269,6 +271,44 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
         .expect("pkill");
     assert!(killed.success(), "lookout-tui was running");
     tmux.wait_for_clean_exit("lookout-tui to exit on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_logs_refresh_without_follow_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let client = reqwest::Client::new();
+    let send = |body: &str| {
+        let req = log_request("refresher", [body.to_string()]).encode_to_vec();
+        let (client, url) = (client.clone(), c.http_url("/v1/logs"));
+        async move { assert!(post_acknowledged(&client, &url, req).await) }
+    };
+    let searchable = |what: &'static str| {
+        let url = c.api_url(&format!("/api/v1/logs?q={what}&limit=1"));
+        async move {
+            poll(Duration::from_secs(30), what, || async {
+                let (_, l) = get_json(&url).await;
+                (l["total"].as_u64().unwrap_or(0) > 0).then_some(())
+            })
+            .await
+        }
+    };
+    send("firstrecord").await;
+    searchable("firstrecord").await;
+    let tmux = Tmux::start(&tui_command(&c.api.to_string(), dir.path()), 100, 30);
+    tmux.wait_for(&["1:Services"], "the dashboard");
+    tmux.keys(&["2"]);
+    tmux.wait_for(&["firstrecord", "1 of 1 matches"], "the logs view");
+    // Not following: a record sent now shows up by itself, at the top, without moving the
+    // row under the cursor.
+    send("secondrecord").await;
+    searchable("secondrecord").await;
+    let s = tmux.wait_for(&["2 of 2 matches", "↑1 new"], "the refresh to join it");
+    assert!(!s.contains("FOLLOWING"), "{s}");
+    tmux.keys(&["g"]);
+    tmux.wait_for(&["secondrecord", "firstrecord"], "both records at the top");
+    tmux.keys(&["q"]);
+    tmux.wait_for_clean_exit("lookout-tui to exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
