@@ -761,6 +761,43 @@ fn help_lists_the_keys() {
     }
 }
 
+/// The text inside the help box (between its side borders), flattened.
+fn help_text(a: &App, w: u16, h: u16) -> String {
+    let rows: Vec<String> = render(a, w, h)
+        .into_iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once('│')?;
+            let (inner, _) = rest.rsplit_once('│')?;
+            Some(inner.to_string())
+        })
+        .collect();
+    flat(&rows.join(" "))
+}
+
+#[test]
+fn help_wraps_so_every_key_reads_whole_at_80_120_and_200_columns() {
+    let mut a = loaded();
+    a.update(Action::ToggleHelp);
+    let colon = crate::view::KEYS[0]
+        .1
+        .iter()
+        .find(|(k, _)| *k == ":")
+        .map(|(_, what)| *what)
+        .expect("the : line");
+    for (w, h) in [(80, 24), (120, 40), (200, 50)] {
+        assert_shows(&help_text(&a, w, h), &[&flat(colon)]);
+    }
+    // Tall enough for all of it: every description reads whole at each width.
+    for w in [80, 120, 200] {
+        let text = help_text(&a, w, 200);
+        for (_, keys) in crate::view::KEYS {
+            for (k, what) in *keys {
+                assert_shows(&text, &[&format!("{} {}", flat(k), flat(what))]);
+            }
+        }
+    }
+}
+
 #[test]
 fn empty_loading_and_unreachable_states_say_so() {
     let mut a = app();

@@ -127,6 +127,42 @@ pub fn multi_line(s: &str, max: usize) -> Vec<String> {
     out
 }
 
+/// `text` word-wrapped into lines of at most `width` characters; a word longer than a
+/// line is cut across lines.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    let mut cur_w = 0;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        if cur_w > 0 && cur_w + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut cur));
+            cur_w = 0;
+        }
+        while word.len() > width {
+            if cur_w > 0 {
+                lines.push(std::mem::take(&mut cur));
+                cur_w = 0;
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        if word.is_empty() {
+            continue;
+        }
+        if cur_w > 0 {
+            cur.push(' ');
+            cur_w += 1;
+        }
+        cur_w += word.len();
+        cur.extend(word);
+    }
+    if cur_w > 0 || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
 /// A JSON attribute value as text: strings bare, everything else as JSON.
 pub fn value(v: &serde_json::Value) -> String {
     match v {
@@ -221,6 +257,17 @@ mod tests {
         assert_eq!(one_line(&long).chars().count(), 1000);
         assert_eq!(multi_line("a\nb\u{1b}", 100), ["a", "b\u{fffd}"]);
         assert_eq!(multi_line("abcdef", 3), ["abc…"]);
+    }
+
+    #[test]
+    fn wrap_breaks_at_words_and_cuts_long_ones() {
+        assert_eq!(
+            wrap("command: services, logs Q, traces S", 16),
+            ["command:", "services, logs", "Q, traces S"]
+        );
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij x", 4), ["abcd", "efgh", "ij x"]);
+        assert_eq!(wrap("", 4), [""]);
     }
 
     #[test]

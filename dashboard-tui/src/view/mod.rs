@@ -423,10 +423,13 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
-    let w = area.width.min(78);
-    let h = area.height;
-    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, h);
+/// Width of the key column of the help, indentation included.
+const HELP_KEY_W: usize = 20;
+
+/// The help's lines for a box `inner` columns wide: each key's text wraps under its
+/// text column, so every word is readable at any width.
+pub fn help_lines(inner: usize) -> Vec<Line<'static>> {
+    let text_w = inner.saturating_sub(HELP_KEY_W).max(10);
     let mut lines = Vec::new();
     for (section, keys) in KEYS {
         lines.push(Line::styled(
@@ -434,12 +437,26 @@ fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
             Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
         ));
         for (k, what) in *keys {
-            lines.push(Line::from(vec![
-                Span::styled(format!("  {k:<18}"), Style::new().fg(Color::Cyan)),
-                Span::raw(what.to_string()),
-            ]));
+            for (i, part) in fmt::wrap(what, text_w).into_iter().enumerate() {
+                let key = if i == 0 { *k } else { "" };
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("  {key:<w$}", w = HELP_KEY_W - 2),
+                        Style::new().fg(Color::Cyan),
+                    ),
+                    Span::raw(part),
+                ]));
+            }
         }
     }
+    lines
+}
+
+fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
+    let w = area.width.min(100);
+    let h = area.height;
+    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, h);
+    let lines = help_lines(usize::from(w.saturating_sub(2)));
     let max_scroll = (lines.len() as u16).saturating_sub(h.saturating_sub(2));
     f.render_widget(Clear, r);
     f.render_widget(
