@@ -596,10 +596,12 @@ fn services_view_renders_figures_and_operations() {
         &screen(&a, 120, 40),
         &["Operations of checkout", "POST /checkout", "▆"],
     );
-    // The newest rate slice (the highest here) is drawn at the end of the row.
+    // The newest complete rate slice (the highest here) is drawn at the end of the row;
+    // the slice still filling after it is not drawn.
     let mut a = a;
     if let Some(d) = a.services.data.as_mut() {
         d.services[0].stats.rate_history = (1..=30).map(f64::from).collect();
+        d.services[0].stats.rate_history.push(0.5);
     }
     let newest = '█';
     for (w, h) in SIZES {
@@ -610,6 +612,32 @@ fn services_view_renders_figures_and_operations() {
         assert_eq!(row.trim_end().chars().last(), Some(newest), "{row}");
     }
     assert_shows(&screen(&a, 120, 40), &["POST /checkout"]);
+}
+
+#[test]
+fn the_rate_slice_still_filling_is_not_drawn_as_a_drop() {
+    let mut a = loaded();
+    if let Some(d) = a.services.data.as_mut() {
+        // A steady 10/s, and the current slice two seconds into its ten: 2/s so far.
+        d.services[0].stats.rate_history = vec![10.0; 29];
+        d.services[0].stats.rate_history.push(2.0);
+    }
+    for (w, h) in [(80, 24), (200, 50)] {
+        let row = render(&a, w, h)
+            .into_iter()
+            .find(|l| l.starts_with("checkout"))
+            .expect("a checkout row");
+        let trend: String = row
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(|c| *c != ' ')
+            .collect();
+        assert!(
+            !trend.is_empty() && trend.chars().all(|c| c == '█'),
+            "a steady rate draws flat: {row}"
+        );
+    }
 }
 
 #[test]

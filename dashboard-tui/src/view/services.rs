@@ -90,7 +90,7 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
                 Cell::from(fmt::ms(st.p50_ms)),
                 Cell::from(fmt::ms(st.p95_ms)),
                 Cell::from(fmt::ms(st.p99_ms)),
-                Cell::from(fmt::sparkline(&st.rate_history, trend_w.min(60)))
+                Cell::from(fmt::sparkline(complete(&st.rate_history), trend_w.min(60)))
                     .style(Style::new().fg(Color::Cyan)),
             ]);
             if start + i == sel.selected() {
@@ -110,6 +110,12 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
         ),
         list_area,
     );
+}
+
+/// A rate history without its newest point: that time slice is still filling (the
+/// collector counts it from its start to now), so drawn it would read as a drop.
+fn complete(history: &[f64]) -> &[f64] {
+    &history[..history.len().saturating_sub(1)]
 }
 
 /// The operations of `service`, as many as fit.
