@@ -15,6 +15,7 @@ use crate::state::alerts::{AlertsState, GraphState};
 use crate::state::input::{Edit, LineInput};
 use crate::state::list::Move;
 use crate::state::logs::{LogsState, RANGES};
+use crate::state::metrics::MetricsState;
 use crate::state::services::ServicesState;
 use crate::state::traces::{OpenTrace, TracesState, Waterfall};
 
@@ -31,16 +32,19 @@ pub enum View {
     Alerts,
     /// Service graph.
     Graph,
+    /// OTLP metrics received, from the collector's Prometheus exposition.
+    Metrics,
 }
 
 impl View {
     /// Every view in tab order.
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Services,
         View::Logs,
         View::Traces,
         View::Alerts,
         View::Graph,
+        View::Metrics,
     ];
 
     /// Tab title.
@@ -51,6 +55,7 @@ impl View {
             View::Traces => "Traces",
             View::Alerts => "Alerts",
             View::Graph => "Graph",
+            View::Metrics => "Metrics",
         }
     }
 
@@ -151,6 +156,8 @@ pub enum Action {
     DetailDown,
     /// Scroll the detail pane up.
     DetailUp,
+    /// Show the collector's own `lookout_*` series in the metrics view, or hide them.
+    ToggleSelfMetrics,
 }
 
 /// The whole dashboard state.
@@ -180,6 +187,8 @@ pub struct App {
     pub alerts: AlertsState,
     /// Service graph view.
     pub graph: GraphState,
+    /// Metrics view.
+    pub metrics: MetricsState,
     /// Requests sent, and how many failed.
     pub requests: (u64, u64),
     /// Set by [`Action::Quit`].
@@ -188,6 +197,7 @@ pub struct App {
     services_inflight: bool,
     alerts_inflight: bool,
     graph_inflight: bool,
+    metrics_inflight: bool,
 }
 
 impl App {
@@ -206,12 +216,14 @@ impl App {
             traces: TracesState::default(),
             alerts: AlertsState::default(),
             graph: GraphState::default(),
+            metrics: MetricsState::default(),
             requests: (0, 0),
             quit: false,
             seq: 0,
             services_inflight: false,
             alerts_inflight: false,
             graph_inflight: false,
+            metrics_inflight: false,
         }
     }
 
@@ -227,6 +239,7 @@ impl App {
                 View::Services => self.services.editing,
                 View::Logs => self.logs.editing,
                 View::Traces => self.traces.editing && self.traces.open.is_none(),
+                View::Metrics => self.metrics.editing,
                 _ => false,
             }
     }
@@ -258,6 +271,11 @@ impl App {
             },
             View::Alerts => out.extend(self.fetch_alerts()),
             View::Graph => out.extend(self.fetch_graph()),
+            View::Metrics => {}
+        }
+        // Once opened, the metrics view keeps scraping so its history builds up.
+        if self.view == View::Metrics || self.metrics.active {
+            out.extend(self.fetch_metrics());
         }
         out
     }
@@ -268,6 +286,10 @@ impl App {
 
     fn fetch_alerts(&mut self) -> Option<Fetch> {
         (!std::mem::replace(&mut self.alerts_inflight, true)).then_some(Fetch::Alerts)
+    }
+
+    fn fetch_metrics(&mut self) -> Option<Fetch> {
+        (!std::mem::replace(&mut self.metrics_inflight, true)).then_some(Fetch::Metrics)
     }
 
     fn fetch_graph(&mut self) -> Option<Fetch> {
@@ -376,6 +398,10 @@ impl App {
             View::Traces => self.traces.list.is_none() && self.traces.open.is_none(),
             View::Alerts => self.alerts.data.is_none(),
             View::Graph => self.graph.data.is_none(),
+            View::Metrics => {
+                self.metrics.active = true;
+                self.metrics.scrapes == 0
+            }
         };
         if fresh || view != View::Logs {
             self.tick()
@@ -435,7 +461,7 @@ impl App {
             (KeyCode::Char('?'), _) => Action::ToggleHelp,
             (KeyCode::Tab, _) => Action::NextView,
             (KeyCode::BackTab, _) => Action::PrevView,
-            (KeyCode::Char(c @ '1'..='5'), false) => {
+            (KeyCode::Char(c @ '1'..='6'), false) => {
                 Action::Show(View::ALL[c as usize - '1' as usize])
             }
             (KeyCode::Char(':'), _) => Action::Command,
@@ -467,6 +493,7 @@ impl App {
                 (View::Traces, 'e') if !in_trace => Action::ToggleErrors,
                 (View::Traces, ' ') if in_trace => Action::ToggleCollapse,
                 (View::Graph, 'l') => Action::OpenLogs,
+                (View::Metrics, 'a') => Action::ToggleSelfMetrics,
                 _ => return None,
             },
             _ => return None,
@@ -539,6 +566,7 @@ impl App {
                     Vec::new()
                 }
                 View::Graph => self.graph_action(action),
+                View::Metrics => self.metrics_action(action),
             },
         }
     }
@@ -564,6 +592,10 @@ impl App {
             View::Graph => {
                 self.graph_inflight = false;
                 self.fetch_graph().into_iter().collect()
+            }
+            View::Metrics => {
+                self.metrics_inflight = false;
+                self.fetch_metrics().into_iter().collect()
             }
         }
     }
@@ -613,6 +645,7 @@ impl App {
             "services" | "svc" | "s" => self.show(View::Services),
             "alerts" | "a" => self.show(View::Alerts),
             "graph" | "deps" | "dependencies" | "g" => self.show(View::Graph),
+            "metrics" | "m" => self.show(View::Metrics),
             "logs" | "l" => {
                 self.view = View::Logs;
                 if arg.is_empty() && self.logs.loaded {
@@ -650,7 +683,7 @@ impl App {
             }
             other => {
                 self.flash = Some(format!(
-                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :help :q)"
+                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :metrics :help :q)"
                 ));
                 Vec::new()
             }
@@ -880,6 +913,36 @@ impl App {
         Vec::new()
     }
 
+    fn metrics_action(&mut self, action: Action) -> Vec<Fetch> {
+        let m = &mut self.metrics;
+        match action {
+            Action::Move(mv) => {
+                let n = m.rows().len();
+                m.sel.apply(mv, n);
+            }
+            Action::Focus => m.editing = true,
+            Action::Edit(e) => {
+                m.filter.apply(e);
+                m.sel.select(0, 0);
+            }
+            Action::Submit => {
+                m.editing = false;
+                m.filter.commit();
+            }
+            Action::Back if m.editing => m.editing = false,
+            Action::Back => {
+                m.filter.set("");
+                m.sel.select(0, 0);
+            }
+            Action::ToggleSelfMetrics => {
+                m.show_self = !m.show_self;
+                m.sel.select(0, 0);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
     fn graph_action(&mut self, action: Action) -> Vec<Fetch> {
         match action {
             Action::Move(m) => {
@@ -941,6 +1004,14 @@ impl App {
             }
             Fetched::Dependencies(r) => self.on_dependencies(r, unreachable),
             Fetched::Alerts(r) => self.on_alerts(r, unreachable),
+            Fetched::Metrics { result, at } => {
+                self.metrics_inflight = false;
+                match result {
+                    Ok(e) => self.metrics.on_scrape(e, at),
+                    Err(e) if !unreachable => self.metrics.error = Some(e.to_string()),
+                    Err(_) => {}
+                }
+            }
         }
         Vec::new()
     }

@@ -9,6 +9,8 @@ use lookout_proto::api::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::state::metrics::{parse_exposition, Exposition};
+
 /// Why a request to the collector failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FetchError {
@@ -108,6 +110,8 @@ pub enum Fetch {
     Dependencies,
     /// Alert rules, instances and receivers.
     Alerts,
+    /// The Prometheus exposition of `GET /metrics` on the API port.
+    Metrics,
 }
 
 /// How a page of logs joins the list.
@@ -161,6 +165,13 @@ pub enum Fetched {
     Dependencies(Result<DependenciesResponse, FetchError>),
     /// Answer to [`Fetch::Alerts`].
     Alerts(Result<AlertsResponse, FetchError>),
+    /// Answer to [`Fetch::Metrics`].
+    Metrics {
+        /// The parsed exposition.
+        result: Result<Exposition, FetchError>,
+        /// When it was scraped (rates divide by the time between scrapes).
+        at: Instant,
+    },
 }
 
 impl Fetched {
@@ -175,6 +186,7 @@ impl Fetched {
             Fetched::Trace { result, .. } => result.as_ref().err(),
             Fetched::Dependencies(r) => r.as_ref().err(),
             Fetched::Alerts(r) => r.as_ref().err(),
+            Fetched::Metrics { result, .. } => result.as_ref().err(),
         }
     }
 }
@@ -292,15 +304,39 @@ impl Client {
                     .await,
             ),
             Fetch::Alerts => Fetched::Alerts(self.get("/api/v1/alerts", &[]).await),
+            Fetch::Metrics => {
+                let result = self.get_exposition().await;
+                Fetched::Metrics {
+                    result,
+                    at: Instant::now(),
+                }
+            }
         };
         (out, started.elapsed())
     }
 
-    async fn get<T: DeserializeOwned>(
+    /// `GET /metrics`, parsed (on the fetcher's task, not the drawing one).
+    async fn get_exposition(&self) -> Result<Exposition, FetchError> {
+        let path = "/metrics";
+        let (status, _, body) = self.get_raw(path, &[]).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| {
+            FetchError::NotLookout(format!(
+                "{}{path} answered {status} with a body that is not UTF-8",
+                self.base
+            ))
+        })?;
+        parse_exposition(text).map_err(|e| {
+            FetchError::NotLookout(format!("{}{path} answered {status}: {e}", self.base))
+        })
+    }
+
+    /// A GET answered 2xx: its status, content type and body. Other answers are the
+    /// collector's `{"error": ...}`, or something that is not a Lookout API.
+    async fn get_raw(
         &self,
         path: &str,
         params: &[(String, String)],
-    ) -> Result<T, FetchError> {
+    ) -> Result<(reqwest::StatusCode, String, Vec<u8>), FetchError> {
         let url = format!("{}{path}", self.base);
         let url = if params.is_empty() {
             reqwest::Url::parse(&url)
@@ -335,6 +371,18 @@ impl Client {
                 Err(_) => Err(answered(quote(&body))),
             };
         }
+        Ok((status, content_type, body.to_vec()))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<T, FetchError> {
+        let (status, content_type, body) = self.get_raw(path, params).await?;
+        let answered = |what: String| {
+            FetchError::NotLookout(format!("{}{path} answered {status}{what}", self.base))
+        };
         serde_json::from_slice(&body).map_err(|e| {
             if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
                 let ct = if content_type.is_empty() {

@@ -421,7 +421,8 @@ fn an_unreachable_collector_keeps_the_data_and_recovers() {
     a.on_fetched(down(), MS);
     assert!(matches!(a.conn, Conn::Down { failures: 2, .. }));
     assert!(a.services.data.is_some());
-    assert_shows(&screen(&a, 80, 24), &["unreachable (2×)", "checkout"]);
+    assert_shows(&screen(&a, 80, 24), &["✕ down (2×)", "checkout"]);
+    assert_shows(&screen(&a, 120, 40), &["✕ unreachable (2×), retrying"]);
     assert_eq!(a.tick(), vec![Fetch::Services], "retried on the next tick");
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     assert!(matches!(a.conn, Conn::Up { .. }));
@@ -439,10 +440,15 @@ fn a_server_that_is_not_lookout_is_shown_in_red_not_as_loading() {
     assert!(a.conn.is_bad());
     for (w, h) in [(80, 24), (120, 40)] {
         let s = screen(&a, w, h);
+        let mark = if w < 100 {
+            "✕ not Lookout"
+        } else {
+            "✕ not a Lookout API"
+        };
         assert_shows(
             &flat(&s),
             &[
-                "✕ not a Lookout API",
+                mark,
                 "not a Lookout query API: http://127.0.0.1:4318/api/v1/services",
                 "answered 404 Not Found",
                 "not an OTLP port",
@@ -561,6 +567,73 @@ fn an_explicit_logs_query_replaces_the_service_filter_of_l() {
         matches!(f.first(), Some(Fetch::Logs { query, .. }) if query.service.is_none()),
         "{f:?}"
     );
+}
+
+/// The metrics view with `n` scrapes taken in, a second apart.
+fn metrics_scraped(a: &mut App, n: u64) {
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        a.on_fetched(
+            Fetched::Metrics {
+                result: Ok(fixtures::exposition(i)),
+                at: t0 + Duration::from_secs(i),
+            },
+            MS,
+        );
+    }
+}
+
+#[test]
+fn the_metrics_view_scrapes_keeps_rates_and_filters() {
+    let mut a = loaded();
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    assert_eq!(a.key(key('6')), vec![Fetch::Metrics]);
+    assert_eq!(a.view, View::Metrics);
+    assert!(a.tick().is_empty(), "one scrape at a time");
+    metrics_scraped(&mut a, 10);
+    let rows = a.metrics.rows();
+    let names: Vec<&str> = rows.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "http_server_request_duration_seconds_count",
+            "http_server_request_duration_seconds_sum",
+            "http_server_requests_total",
+            "http_server_requests_total",
+            "process_memory_usage_bytes",
+        ],
+        "buckets and lookout_* are left out"
+    );
+    let pay = rows
+        .iter()
+        .find(|s| s.id().contains("/pay"))
+        .expect("the /pay counter");
+    assert_eq!(pay.latest(), Some(5.0), "a counter shows as its rate");
+    assert_eq!(pay.points.len(), 9);
+    // Scraping goes on in the background once the view was opened.
+    assert!(a
+        .update(Action::Show(View::Services))
+        .contains(&Fetch::Metrics));
+    a.update(Action::Show(View::Metrics));
+    a.update(Action::ToggleSelfMetrics);
+    assert_eq!(a.metrics.rows().len(), 7);
+    assert_eq!(a.key_action(key('a')), Some(Action::ToggleSelfMetrics));
+    a.update(Action::Focus);
+    typed(&mut a, "frontend");
+    a.update(Action::Submit);
+    assert_eq!(a.metrics.rows().len(), 1);
+    a.update(Action::Back);
+    assert_eq!(a.metrics.rows().len(), 7, "Esc clears the filter");
+    // The collector's refusal is shown; an unreachable collector keeps the series.
+    a.on_fetched(
+        Fetched::Metrics {
+            result: Err(FetchError::Unreachable("refused".into())),
+            at: std::time::Instant::now(),
+        },
+        MS,
+    );
+    assert_eq!(a.metrics.rows().len(), 7);
+    assert_eq!(a.run_command("metrics"), vec![Fetch::Metrics], "retried");
 }
 
 // ---- rendering ----
@@ -774,6 +847,68 @@ fn alerts_and_graph_views_render() {
 }
 
 #[test]
+fn metrics_view_renders_series_rates_and_the_selected_chart() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Metrics));
+    assert_shows(&screen(&a, 80, 24), &["6:Metrics", "Loading…"]);
+    metrics_scraped(&mut a, 30);
+    a.update(Action::Move(Move::Down));
+    a.update(Action::Move(Move::Down));
+    for (w, h) in [(80, 24), (200, 50)] {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "filter:",
+                "5 of 7 series",
+                "2 lookout_* hidden (a shows)",
+                "http_server_requests_total{job=\"checkout\"",
+                "5.00/s",
+                "1.00/s",
+                "54.0M",
+                "█",
+                " http_server_requests_total ",
+                "now 5.00/s",
+                "counter, as a rate, 29 points every 2s",
+                "labels job=checkout instance=c-1 http_route=/pay",
+            ],
+        );
+        assert!(!s.contains("_bucket"), "{s}");
+    }
+    assert_shows(
+        &screen(&a, 200, 50),
+        &["http_server_requests_total{job=\"checkout\",instance=\"c-1\",http_route=\"/pay\"}"],
+    );
+    a.update(Action::ToggleSelfMetrics);
+    assert_shows(
+        &screen(&a, 80, 24),
+        &[
+            "7 of 7 series",
+            "lookout_* shown (a hides)",
+            "lookout_wal_bytes",
+        ],
+    );
+    a.update(Action::Focus);
+    typed(&mut a, "nothing-like-this");
+    assert_shows(&screen(&a, 80, 24), &["No series match the filter"]);
+    let mut empty = app();
+    empty.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
+    empty.update(Action::Show(View::Metrics));
+    metrics_scraped(&mut empty, 0);
+    empty.on_fetched(
+        Fetched::Metrics {
+            result: Ok(crate::state::metrics::Exposition::default()),
+            at: std::time::Instant::now(),
+        },
+        MS,
+    );
+    assert_shows(
+        &flat(&screen(&empty, 80, 24)),
+        &["No OTLP metrics received yet"],
+    );
+}
+
+#[test]
 fn help_lists_the_keys() {
     let mut a = loaded();
     a.update(Action::ToggleHelp);
@@ -868,7 +1003,7 @@ fn empty_loading_and_unreachable_states_say_so() {
 #[test]
 fn every_view_survives_every_small_size() {
     let mut a = loaded();
-    let views: [fn(&mut App); 7] = [
+    let views: [fn(&mut App); 8] = [
         |a| {
             a.update(Action::Show(View::Services));
         },
@@ -886,6 +1021,10 @@ fn every_view_survives_every_small_size() {
         },
         |a| {
             a.update(Action::Show(View::Alerts));
+        },
+        |a| {
+            a.update(Action::Show(View::Metrics));
+            metrics_scraped(a, 5);
         },
         |a| {
             a.update(Action::Show(View::Graph));

@@ -5,5 +5,6 @@ pub mod alerts;
 pub mod input;
 pub mod list;
 pub mod logs;
+pub mod metrics;
 pub mod services;
 pub mod traces;

@@ -46,6 +46,45 @@ pub fn rate(v: f64) -> String {
     }
 }
 
+/// A figure in a few characters: `0`, `0.0123`, `1.23`, `12.3`, `123`, `1.23k`, `45.6M`,
+/// `7.80G`, `1.2e-7`; `NaN`, `+Inf` and `-Inf` as such.
+pub fn number(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let a = v.abs();
+    if a == 0.0 {
+        return "0".into();
+    }
+    for (scale, suffix) in [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if a >= scale {
+            let x = v / scale;
+            return if x.abs() >= 100.0 {
+                format!("{x:.0}{suffix}")
+            } else if x.abs() >= 10.0 {
+                format!("{x:.1}{suffix}")
+            } else {
+                format!("{x:.2}{suffix}")
+            };
+        }
+    }
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.001 {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').to_string()
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
 /// A ratio in 0..1 as a percentage.
 pub fn pct(v: f64) -> String {
     if !v.is_finite() {
@@ -244,6 +283,22 @@ mod tests {
         assert_eq!(pct(f64::NAN), "-");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(12), "12");
+        for (v, want) in [
+            (0.0, "0"),
+            (0.0123, "0.0123"),
+            (0.5, "0.5"),
+            (1.234, "1.23"),
+            (12.34, "12.3"),
+            (123.4, "123"),
+            (1234.0, "1.23k"),
+            (-45_600_000.0, "-45.6M"),
+            (7.8e9, "7.80G"),
+            (0.00000012, "1.2e-7"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(number(v), want, "{v}");
+        }
         assert_eq!(clock(1_700_000_000_123_000_000), "22:13:20.123");
     }
 

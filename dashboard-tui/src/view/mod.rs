@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod fmt;
 pub mod logs;
+pub mod metrics;
 pub mod services;
 pub mod traces;
 
@@ -45,6 +46,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Traces => traces::draw(f, body, app),
         View::Alerts => alerts::draw_alerts(f, body, app),
         View::Graph => alerts::draw_graph(f, body, app),
+        View::Metrics => metrics::draw(f, body, app),
     }
     draw_footer(f, footer, app);
     if let Some(scroll) = app.help {
@@ -66,21 +68,32 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
         };
         spans.push(Span::styled(format!("{}:{}", i + 1, v.title()), style));
     }
-    let status = match &app.conn {
-        Conn::Connecting => Span::styled("connecting…", Style::new().fg(Color::Yellow)),
-        Conn::Up { latency } => Span::styled(
-            format!("● {}ms", latency.as_millis()),
-            Style::new().fg(Color::Green),
+    let bad = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+    // The long form when it fits beside the tabs, else the short one.
+    let (long, short, style) = match &app.conn {
+        Conn::Connecting => (
+            "connecting…".to_string(),
+            "…".to_string(),
+            Style::new().fg(Color::Yellow),
         ),
-        Conn::Down { failures, .. } => Span::styled(
+        Conn::Up { latency } => {
+            let s = format!("● {}ms", latency.as_millis());
+            (s.clone(), s, Style::new().fg(Color::Green))
+        }
+        Conn::Down { failures, .. } => (
             format!("✕ unreachable ({failures}×), retrying"),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            format!("✕ down ({failures}×)"),
+            bad,
         ),
-        Conn::NotLookout { .. } => Span::styled(
-            "✕ not a Lookout API",
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        ),
+        Conn::NotLookout { .. } => ("✕ not a Lookout API".into(), "✕ not Lookout".into(), bad),
     };
+    let tabs_w: usize = spans.iter().map(Span::width).sum();
+    let text = if tabs_w + 1 + long.chars().count() <= usize::from(area.width) {
+        long
+    } else {
+        short
+    };
+    let status = Span::styled(text, style);
     let status_w = status.width() as u16 + 1;
     let [left, right] =
         Layout::horizontal([Constraint::Min(1), Constraint::Length(status_w)]).areas(area);
@@ -105,6 +118,7 @@ pub fn hints(app: &App) -> &'static str {
         View::Traces => "/ search  ↵ open  e errors  [ ] range  r refresh  ? help  q quit",
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
         View::Graph => "j/k service  ↵ traces  l logs  Tab view  ? help  q quit",
+        View::Metrics => "/ filter  a lookout_* series  j/k series  Esc clear  ? help  q quit",
     }
 }
 
@@ -333,7 +347,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         "Everywhere",
         &[
             ("Tab / Shift-Tab", "next / previous view"),
-            ("1 … 5", "services, logs, traces, alerts, graph"),
+            ("1 … 6", "services, logs, traces, alerts, graph, metrics"),
             ("j k / ↓ ↑", "move"),
             ("PgDn PgUp / ^D ^U", "page down / up"),
             ("g G / Home End", "first / last"),
@@ -343,7 +357,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("r / F5", "refresh now"),
             (
                 ":",
-                "command: services, logs Q, traces S, trace ID, alerts, graph, q",
+                "command: services, logs Q, traces S, trace ID, alerts, graph, metrics, q",
             ),
             ("?", "this help"),
             ("q / ^C", "quit"),
@@ -419,6 +433,21 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("j k", "select a rule / a service"),
             ("Enter / l", "graph: traces / logs of the service"),
+        ],
+    ),
+    (
+        "Metrics",
+        &[
+            (
+                "/",
+                "filter series by name and labels (every word must match)",
+            ),
+            ("a", "show or hide the collector's own lookout_* series"),
+            (
+                "j k",
+                "select a series: its chart, labels, min and max below",
+            ),
+            ("Esc", "clear the filter"),
         ],
     ),
 ];
