@@ -16,7 +16,7 @@ use crate::state::input::{Edit, LineInput};
 use crate::state::list::Move;
 use crate::state::logs::{LogsState, RANGES};
 use crate::state::metrics::MetricsState;
-use crate::state::services::ServicesState;
+use crate::state::services::{ServicesState, WINDOWS};
 use crate::state::traces::{OpenTrace, TracesState, Waterfall};
 
 /// The views, in tab order.
@@ -134,6 +134,8 @@ pub enum Action {
     Command,
     /// Next sort order (services).
     SortNext,
+    /// Next window of the RED figures (services).
+    WindowNext,
     /// Follow new logs.
     ToggleFollow,
     /// Longer time range.
@@ -281,7 +283,14 @@ impl App {
     }
 
     fn fetch_services(&mut self) -> Option<Fetch> {
-        (!std::mem::replace(&mut self.services_inflight, true)).then_some(Fetch::Services)
+        (!std::mem::replace(&mut self.services_inflight, true)).then(|| self.services_fetch())
+    }
+
+    /// The request of the services view's figures, over its window.
+    pub fn services_fetch(&self) -> Fetch {
+        Fetch::Services {
+            window: self.services.window().to_string(),
+        }
     }
 
     fn fetch_alerts(&mut self) -> Option<Fetch> {
@@ -483,6 +492,7 @@ impl App {
             (KeyCode::Char('K'), _) => Action::DetailUp,
             (KeyCode::Char(c), false) => match (self.view, c) {
                 (View::Services, 's') => Action::SortNext,
+                (View::Services, 'w') => Action::WindowNext,
                 (View::Services, 'l') | (View::Traces, 'l') => Action::OpenLogs,
                 (View::Services, 'd') => Action::OpenGraph,
                 (View::Logs, 'f') => Action::ToggleFollow,
@@ -708,6 +718,11 @@ impl App {
                 s.filter.set("");
             }
             Action::SortNext => s.sort = s.sort.next(),
+            Action::WindowNext => {
+                s.window = (s.window + 1) % WINDOWS.len();
+                self.services_inflight = false;
+                return self.fetch_services().into_iter().collect();
+            }
             Action::Enter => {
                 if let Some(svc) = s.selected() {
                     self.filter_logs_by(&svc);

@@ -74,8 +74,11 @@ pub struct TracesQuery {
 /// What the app asks the fetcher for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fetch {
-    /// RED figures per service.
-    Services,
+    /// RED figures per service over a window (`5m`).
+    Services {
+        /// The `window` parameter.
+        window: String,
+    },
     /// A page of logs; `seq` tells answers to an older query apart.
     Logs {
         /// The query.
@@ -274,7 +277,10 @@ impl Client {
     pub async fn fetch(&self, f: Fetch) -> (Fetched, Duration) {
         let started = Instant::now();
         let out = match f {
-            Fetch::Services => Fetched::Services(self.get("/api/v1/services", &[]).await),
+            Fetch::Services { window } => Fetched::Services(
+                self.get("/api/v1/services", &[("window".into(), window)])
+                    .await,
+            ),
             Fetch::Logs { query, mode, seq } => Fetched::Logs {
                 result: self.get("/api/v1/logs", &logs_params(&query)).await,
                 mode,
@@ -496,7 +502,10 @@ mod tests {
 
     async fn services(base: &str) -> FetchError {
         let c = Client::new(base, Duration::from_secs(5)).unwrap();
-        match c.fetch(Fetch::Services).await.0 {
+        let f = Fetch::Services {
+            window: "5m".into(),
+        };
+        match c.fetch(f).await.0 {
             Fetched::Services(Err(e)) => e,
             other => panic!("expected an error, got {other:?}"),
         }

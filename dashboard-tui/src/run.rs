@@ -74,7 +74,7 @@ where
                 // A view with nothing to refresh still probes a collector that is down
                 // (or not a collector).
                 if due.is_empty() && app.conn.is_bad() {
-                    due.push(Fetch::Services);
+                    due.push(app.services_fetch());
                 }
                 spawn(due)
             }

@@ -29,6 +29,12 @@ fn typed(app: &mut App, text: &str) -> Vec<Fetch> {
     out
 }
 
+fn services_fetch(window: &str) -> Fetch {
+    Fetch::Services {
+        window: window.into(),
+    }
+}
+
 fn logs_seq(f: &[Fetch]) -> u64 {
     match f.first() {
         Some(Fetch::Logs { seq, .. }) => *seq,
@@ -120,7 +126,7 @@ fn assert_shows(s: &str, needles: &[&str]) {
 #[test]
 fn start_fetches_services_and_enter_opens_the_services_traces_and_logs() {
     let mut a = app();
-    assert_eq!(a.start(), vec![Fetch::Services]);
+    assert_eq!(a.start(), vec![services_fetch("5m")]);
     assert_eq!(
         a.tick(),
         vec![],
@@ -140,6 +146,52 @@ fn start_fetches_services_and_enter_opens_the_services_traces_and_logs() {
         .params
         .contains(&("service".to_string(), "inventory".to_string())));
     assert_eq!(a.logs.service.as_deref(), Some("inventory"));
+}
+
+#[test]
+fn w_cycles_the_services_window_and_a_refused_one_is_explained() {
+    let mut a = loaded();
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    assert_shows(
+        &screen(&a, 80, 24),
+        &["window 5m (w)", "Services (4) over the last 5m"],
+    );
+    assert_eq!(a.key(key('w')), vec![services_fetch("15m")]);
+    // The collector keeps 5 minutes by default: it refuses 15m, and says why.
+    a.on_fetched(
+        Fetched::Services(Err(FetchError::Api {
+            status: 400,
+            message: "parameter `window`: must be more than 0 and at most traces.red_window (300s)"
+                .into(),
+        })),
+        MS,
+    );
+    for (w, h) in [(80, 24), (200, 50)] {
+        assert_shows(
+            &screen(&a, w, h),
+            &[
+                "window 15m (w)",
+                "parameter `window`: must be more than 0",
+                "Services (4) over the last 5m",
+                "checkout",
+            ],
+        );
+    }
+    assert_eq!(
+        a.tick(),
+        vec![services_fetch("15m")],
+        "refreshes ask for it"
+    );
+    assert_eq!(a.key(key('w')), vec![services_fetch("1h")]);
+    assert_eq!(a.key(key('w')), vec![services_fetch("1m")]);
+    let mut one = fixtures::services();
+    one.window_s = 60;
+    a.on_fetched(Fetched::Services(Ok(one)), MS);
+    assert_shows(
+        &screen(&a, 80, 24),
+        &["window 1m (w)", "Services (4) over the last 1m"],
+    );
+    assert!(a.services.error.is_none());
 }
 
 #[test]
@@ -423,7 +475,11 @@ fn an_unreachable_collector_keeps_the_data_and_recovers() {
     assert!(a.services.data.is_some());
     assert_shows(&screen(&a, 80, 24), &["✕ down (2×)", "checkout"]);
     assert_shows(&screen(&a, 120, 40), &["✕ unreachable (2×), retrying"]);
-    assert_eq!(a.tick(), vec![Fetch::Services], "retried on the next tick");
+    assert_eq!(
+        a.tick(),
+        vec![services_fetch("5m")],
+        "retried on the next tick"
+    );
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     assert!(matches!(a.conn, Conn::Up { .. }));
 }
@@ -466,7 +522,7 @@ fn a_server_that_is_not_lookout_is_shown_in_red_not_as_loading() {
     assert_eq!(buf[(x, 0)].fg, ratatui::style::Color::Red);
     // Retried on the next tick even where nothing is due, and back to green once a
     // collector answers.
-    assert_eq!(a.tick(), vec![Fetch::Services]);
+    assert_eq!(a.tick(), vec![services_fetch("5m")]);
     a.on_fetched(Fetched::Services(Ok(fixtures::services())), MS);
     assert!(matches!(a.conn, Conn::Up { .. }));
 }

@@ -25,6 +25,17 @@ pub fn duration_ns(ns: u64) -> String {
     }
 }
 
+/// Whole seconds as the shortest of `45s`, `5m`, `2h`, `90s`.
+pub fn secs(s: u64) -> String {
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// Milliseconds as a duration.
 pub fn ms(v: f64) -> String {
     if !v.is_finite() || v <= 0.0 {
@@ -283,6 +294,10 @@ mod tests {
         assert_eq!(pct(f64::NAN), "-");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(12), "12");
+        assert_eq!(
+            (secs(300), secs(7200), secs(90), secs(0)),
+            ("5m".into(), "2h".into(), "90s".into(), "0s".into())
+        );
         for (v, want) in [
             (0.0, "0"),
             (0.0123, "0.0123"),

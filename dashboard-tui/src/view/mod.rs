@@ -110,7 +110,7 @@ pub fn hints(app: &App) -> &'static str {
         return "Enter run  Esc cancel  ↑/↓ history  ^U clear  ^W word";
     }
     match app.view {
-        View::Services => "↵ traces  l logs  d graph  / filter  s sort  Tab view  ? help  q quit",
+        View::Services => "↵ traces  l logs  d graph  / filter  s sort  w window  ? help  q quit",
         View::Logs => "/ query  ↵ detail  t trace  f follow  [ ] range  J/K scroll  ? help  q quit",
         View::Traces if app.traces.open.is_some() => {
             "↵ span detail  space fold  J/K scroll  l logs  Esc back  ? help  q quit"
@@ -379,6 +379,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("l", "logs of the service"),
             ("d", "service graph at the service"),
             ("s", "sort: name, rate, errors, p99"),
+            (
+                "w",
+                "window of the figures: 1m, 5m, 15m, 1h (at most the collector's traces.red_window)",
+            ),
             ("/", "filter by name"),
         ],
     ),

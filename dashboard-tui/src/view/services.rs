@@ -15,12 +15,23 @@ use crate::state::list::Selection;
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.services;
     let [bar, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
-    let window = s
-        .data
-        .as_ref()
-        .map_or(String::new(), |d| format!("  window {}s", d.window_s));
-    let title = format!("sort: {} (s){window}  filter: ", s.sort.label());
+    let title = format!(
+        "sort: {} (s)  window {} (w)  filter: ",
+        s.sort.label(),
+        s.window()
+    );
     super::input_line(f, bar, &title, &s.filter, s.editing);
+    // A refused window (or another refusal) over figures still shown: say so above them.
+    let (err_area, rest) = match (&s.error, s.data.is_some()) {
+        (Some(_), true) => {
+            let [e, r] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(rest);
+            (Some(e), r)
+        }
+        _ => (None, rest),
+    };
+    if let (Some(area), Some(e)) = (err_area, &s.error) {
+        f.render_widget(super::error_line(e), area);
+    }
 
     let rows = s.rows();
     if rows.is_empty() {
@@ -39,7 +50,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     };
     let [list_area, ops_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
-    draw_service_table(f, list_area, &rows, &s.sel);
+    let window_s = s.data.as_ref().map_or(0, |d| d.window_s);
+    draw_service_table(f, list_area, &rows, &s.sel, window_s);
     if ops_h == 0 {
         return;
     }
@@ -49,7 +61,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The table of services, the selected one highlighted.
-fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], sel: &Selection) {
+fn draw_service_table(
+    f: &mut Frame,
+    list_area: Rect,
+    rows: &[&ServiceStats],
+    sel: &Selection,
+    window_s: u64,
+) {
     // The service column fits the longest name (12 to 24 columns); the trend takes the
     // rest, so the sparkline is sized to its real width and its newest slices show.
     let svc_w = rows
@@ -100,7 +118,11 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
             }
         })
         .collect();
-    let title = format!(" Services ({}) ", rows.len());
+    let title = format!(
+        " Services ({}) over the last {} ",
+        rows.len(),
+        fmt::secs(window_s)
+    );
     f.render_widget(
         titled_table(
             &["service", "rate", "err%", "p50", "p95", "p99", "rate trend"],
