@@ -158,6 +158,10 @@ pub enum Action {
     DetailDown,
     /// Scroll the detail pane up.
     DetailUp,
+    /// Next span matching the search in the trace.
+    NextMatch,
+    /// Previous span matching the search in the trace.
+    PrevMatch,
     /// Show the collector's own `lookout_*` series in the metrics view, or hide them.
     ToggleSelfMetrics,
 }
@@ -240,7 +244,10 @@ impl App {
             || match self.view {
                 View::Services => self.services.editing,
                 View::Logs => self.logs.editing,
-                View::Traces => self.traces.editing && self.traces.open.is_none(),
+                View::Traces => match &self.traces.open {
+                    Some(o) => o.searching,
+                    None => self.traces.editing,
+                },
                 View::Metrics => self.metrics.editing,
                 _ => false,
             }
@@ -487,7 +494,7 @@ impl App {
             (KeyCode::Char('G'), _) | (KeyCode::End, _) => Action::Move(Move::Bottom),
             (KeyCode::Enter, _) => Action::Enter,
             (KeyCode::Esc, _) | (KeyCode::Left, _) | (KeyCode::Char('h'), false) => Action::Back,
-            (KeyCode::Char('/'), _) if !in_trace => Action::Focus,
+            (KeyCode::Char('/'), _) => Action::Focus,
             (KeyCode::Char('J'), _) => Action::DetailDown,
             (KeyCode::Char('K'), _) => Action::DetailUp,
             (KeyCode::Char(c), false) => match (self.view, c) {
@@ -502,6 +509,8 @@ impl App {
                 (View::Logs, '[') | (View::Traces, '[') => Action::RangeShorter,
                 (View::Traces, 'e') if !in_trace => Action::ToggleErrors,
                 (View::Traces, ' ') if in_trace => Action::ToggleCollapse,
+                (View::Traces, 'n') if in_trace => Action::NextMatch,
+                (View::Traces, 'N') if in_trace => Action::PrevMatch,
                 (View::Graph, 'l') => Action::OpenLogs,
                 (View::Metrics, 'a') => Action::ToggleSelfMetrics,
                 _ => return None,
@@ -895,6 +904,23 @@ impl App {
                 o.sel.apply(m, n);
                 return self.span_logs().into_iter().collect();
             }
+            Action::Focus => {
+                o.searching = true;
+                o.search.set("");
+            }
+            Action::Edit(e) => o.search.apply(e),
+            Action::Submit => {
+                o.searching = false;
+                o.search.commit();
+                let msg = o.run_search();
+                self.flash = (!msg.is_empty()).then_some(msg);
+                return self.span_logs().into_iter().collect();
+            }
+            Action::Back if o.searching => o.searching = false,
+            Action::NextMatch | Action::PrevMatch => {
+                self.flash = Some(o.step_match(action == Action::NextMatch));
+                return self.span_logs().into_iter().collect();
+            }
             Action::Back if o.detail => o.detail = false,
             Action::Back => {
                 self.traces.open = None;
@@ -1129,6 +1155,7 @@ impl App {
                 let w = Waterfall::new(t);
                 let idx = keep.and_then(|k| w.find_span(&k)).unwrap_or(0);
                 o.sel.select(idx, w.visible.len());
+                o.matches = w.find(o.search.text());
                 o.waterfall = Some(w);
                 o.error = None;
                 if o.detail {

@@ -446,6 +446,107 @@ fn waterfall_folds_subtrees_and_opens_span_detail_with_its_logs() {
     assert!(a.traces.open.is_none(), "Esc goes back to the list");
 }
 
+/// The span under the cursor of the open trace.
+fn selected_span(a: &App) -> Option<lookout_proto::api::SpanView> {
+    a.traces.open.as_ref()?.selected_span().cloned()
+}
+
+#[test]
+fn slash_in_a_trace_finds_spans_and_n_steps_through_them() {
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    let mut a = loaded();
+    open_trace(&mut a, 30);
+    // The six shipping spans (4, 9, 14, 19, 24, 29) in the waterfall's order; the parent
+    // of the second is folded, hiding it.
+    let ids: Vec<String> = {
+        let o = a.traces.open.as_mut().expect("open");
+        let w = o.waterfall.as_mut().expect("waterfall");
+        let rows = w.find("shipping");
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|&r| w.trace.spans[w.rows[r].span].span_id.clone())
+            .collect();
+        let parent = w.trace.spans[w.rows[rows[1]].span]
+            .parent_span_id
+            .clone()
+            .expect("a parent");
+        let v = w.find_span(&parent).expect("parent shown");
+        w.toggle(v);
+        assert!(w.find_span(&ids[1]).is_none(), "folded away");
+        ids
+    };
+    assert_eq!(ids.len(), 6);
+    assert_eq!(a.key_action(key('/')), Some(Action::Focus));
+    a.key(key('/'));
+    assert!(a.editing());
+    assert_eq!(a.key_action(key('n')), Some(Action::Edit(Edit::Char('n'))));
+    for c in "SHIPP".chars() {
+        a.key(key(c));
+    }
+    assert_shows(&screen(&a, 80, 24), &["/SHIPP"]);
+    a.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(!a.editing());
+    assert_eq!(selected_span(&a).map(|s| s.span_id), Some(ids[0].clone()));
+    assert_shows(&screen(&a, 80, 24), &["match 1 of 6 for \"SHIPP\""]);
+    // n goes on, unfolding what hides the next one; N goes back, wrapping around.
+    a.key(key('n'));
+    assert_eq!(selected_span(&a).map(|s| s.span_id), Some(ids[1].clone()));
+    assert_eq!(
+        a.flash.as_deref(),
+        Some("match 2 of 6 for \"SHIPP\" (n next, N previous)")
+    );
+    a.key(key('N'));
+    a.key(key('N'));
+    assert_eq!(selected_span(&a).map(|s| s.span_id), Some(ids[5].clone()));
+    // Matches stand out in yellow, underlined.
+    let mut t = Terminal::new(TestBackend::new(200, 50)).expect("terminal");
+    t.draw(|f| crate::view::draw(f, &a)).expect("draw");
+    let buf = t.backend().buffer().clone();
+    let lines = render(&a, 200, 50);
+    let (y, x) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(y, l)| l.find("shipping op-4").map(|x| (y, l[..x].chars().count())))
+        .expect("span 4 drawn");
+    let cell = &buf[(x as u16, y as u16)];
+    assert_eq!(cell.fg, ratatui::style::Color::Yellow);
+    assert!(cell.modifier.contains(ratatui::style::Modifier::UNDERLINED));
+    let (y, x) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(y, l)| {
+            l.find("checkout op-1 ")
+                .map(|x| (y, l[..x].chars().count()))
+        })
+        .expect("span 1 drawn");
+    assert!(!buf[(x as u16, y as u16)]
+        .modifier
+        .contains(ratatui::style::Modifier::UNDERLINED));
+    // Attribute and event text match too; what matches nothing says so.
+    a.key(key('/'));
+    for c in "declined".chars() {
+        a.key(key(c));
+    }
+    a.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!(
+        selected_span(&a).map(|s| s.span_id),
+        Some(format!("{:016x}", 3))
+    );
+    a.key(key('/'));
+    for c in "nothing-like-it".chars() {
+        a.key(key(c));
+    }
+    a.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!(
+        a.flash.as_deref(),
+        Some("no span matches \"nothing-like-it\"")
+    );
+    // Esc leaves the search line first, then the trace as before.
+    a.key(key('/'));
+    a.key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(!a.editing() && a.traces.open.is_some());
+}
+
 #[test]
 fn a_bad_trace_search_is_explained_without_a_request() {
     let mut a = loaded();

@@ -113,7 +113,7 @@ pub fn hints(app: &App) -> &'static str {
         View::Services => "↵ traces  l logs  d graph  / filter  s sort  w window  ? help  q quit",
         View::Logs => "/ query  ↵ detail  t trace  f follow  [ ] range  J/K scroll  ? help  q quit",
         View::Traces if app.traces.open.is_some() => {
-            "↵ span detail  space fold  J/K scroll  l logs  Esc back  ? help  q quit"
+            "↵ detail  / find  n/N next  space fold  J/K scroll  l logs  Esc back  ? help"
         }
         View::Traces => "/ search  ↵ open  e errors  [ ] range  r refresh  ? help  q quit",
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
@@ -126,6 +126,12 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     if let Some(cmd) = &app.command {
         input_line(f, area, ":", cmd, true);
         return;
+    }
+    if let Some(o) = app.traces.open.as_ref().filter(|o| o.searching) {
+        if app.view == View::Traces {
+            input_line(f, area, "/", &o.search, true);
+            return;
+        }
     }
     let line = match &app.flash {
         Some(msg) => Line::styled(fmt::one_line(msg), Style::new().fg(Color::Yellow)),
@@ -425,6 +431,11 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("Enter", "span detail: attributes, events, logs"),
             ("space", "fold / unfold the span's children"),
+            (
+                "/",
+                "find spans by service, operation, span id, attribute or event text",
+            ),
+            ("n N", "next / previous span found (unfolds what hides it)"),
             ("J K", "scroll the detail pane"),
             ("l", "logs of the trace"),
             ("█ ▒", "critical path / rest of a span"),

@@ -244,7 +244,7 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
             continue;
         };
         let y = rows_area.y + r as u16;
-        let mut label_line = Line::from(row_label(w, row_idx, span));
+        let mut label_line = Line::from(row_label(w, row_idx, span, o.is_match(row_idx)));
         if start + r == o.sel.selected() {
             label_line = label_line.style(SELECTED);
         }
@@ -283,7 +283,7 @@ fn axis_line(label_w: usize, bar_w: usize, total: u64) -> Line<'static> {
 
 /// The label of waterfall row `row_idx`: indentation, fold marker, markers, service,
 /// operation.
-fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static>> {
+fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView, matched: bool) -> Vec<Span<'static>> {
     let row = &w.rows[row_idx];
     let err = span.status == "error";
     let depth = row.depth as usize;
@@ -315,14 +315,24 @@ fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static
     if span.skew_adjustment_ns != 0 {
         label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
     }
+    // A span matching the search stands out: bold and underlined in yellow.
+    let found = Style::new()
+        .fg(Color::Yellow)
+        .add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
     label.push(Span::styled(
         fmt::one_line(&span.service),
-        Style::new().fg(fmt::service_color(row.service)),
+        if matched {
+            found
+        } else {
+            Style::new().fg(fmt::service_color(row.service))
+        },
     ));
     label.push(Span::raw(" "));
     label.push(Span::styled(
         fmt::one_line(&span.operation),
-        if err {
+        if matched {
+            found
+        } else if err {
             Style::new().fg(Color::Red)
         } else {
             Style::new()
