@@ -19,6 +19,9 @@ use crate::state::metrics::MetricsState;
 use crate::state::services::{ServicesState, WINDOWS};
 use crate::state::traces::{OpenTrace, TracesState, Waterfall};
 
+/// Lines a page moves in the span JSON popup.
+const RAW_PAGE: u16 = 10;
+
 /// The views, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -158,6 +161,11 @@ pub enum Action {
     DetailDown,
     /// Scroll the detail pane up.
     DetailUp,
+    /// Copy the selected trace id (or, in the span JSON popup, the JSON) to the
+    /// clipboard.
+    Copy,
+    /// Show the selected span's JSON in a popup, or close it.
+    ToggleRaw,
     /// Next span matching the search in the trace.
     NextMatch,
     /// Previous span matching the search in the trace.
@@ -199,6 +207,8 @@ pub struct App {
     pub requests: (u64, u64),
     /// Set by [`Action::Quit`].
     pub quit: bool,
+    /// Text to put on the terminal's clipboard (OSC 52); the event loop takes it.
+    pub clipboard: Option<String>,
     seq: u64,
     services_inflight: bool,
     alerts_inflight: bool,
@@ -225,6 +235,7 @@ impl App {
             metrics: MetricsState::default(),
             requests: (0, 0),
             quit: false,
+            clipboard: None,
             seq: 0,
             services_inflight: false,
             alerts_inflight: false,
@@ -472,6 +483,20 @@ impl App {
             return Some(Action::Edit(edit));
         }
         let in_trace = self.view == View::Traces && self.traces.open.is_some();
+        if in_trace && self.traces.open.as_ref().is_some_and(|o| o.raw.is_some()) {
+            // The span JSON popup: scroll, copy, close.
+            return match key.code {
+                KeyCode::Char('q') | KeyCode::Char('v') | KeyCode::Esc => Some(Action::ToggleRaw),
+                KeyCode::Char('y') => Some(Action::Copy),
+                KeyCode::Char('j') | KeyCode::Down => Some(Action::Move(Move::Down)),
+                KeyCode::Char('k') | KeyCode::Up => Some(Action::Move(Move::Up)),
+                KeyCode::PageDown | KeyCode::Char(' ') => Some(Action::Move(Move::PageDown)),
+                KeyCode::PageUp => Some(Action::Move(Move::PageUp)),
+                KeyCode::Char('g') | KeyCode::Home => Some(Action::Move(Move::Top)),
+                KeyCode::Char('G') | KeyCode::End => Some(Action::Move(Move::Bottom)),
+                _ => None,
+            };
+        }
         Some(match (key.code, ctrl) {
             (KeyCode::Char('q'), false) => Action::Quit,
             (KeyCode::Char('?'), _) => Action::ToggleHelp,
@@ -510,6 +535,8 @@ impl App {
                 (View::Traces, 'e') if !in_trace => Action::ToggleErrors,
                 (View::Traces, ' ') if in_trace => Action::ToggleCollapse,
                 (View::Traces, 'n') if in_trace => Action::NextMatch,
+                (View::Traces, 'v') if in_trace => Action::ToggleRaw,
+                (View::Logs | View::Traces, 'y') => Action::Copy,
                 (View::Traces, 'N') if in_trace => Action::PrevMatch,
                 (View::Graph, 'l') => Action::OpenLogs,
                 (View::Metrics, 'a') => Action::ToggleSelfMetrics,
@@ -828,6 +855,10 @@ impl App {
             Action::ClearFilter if l.service.take().is_some() => {
                 return vec![self.search_logs()];
             }
+            Action::Copy => {
+                let id = l.selected().and_then(|e| e.trace_id.clone());
+                self.copy_trace_id(id);
+            }
             Action::JumpToTrace => {
                 let Some(e) = l.selected() else {
                     return Vec::new();
@@ -889,6 +920,10 @@ impl App {
                 t.range = step_range(t.range, action == Action::RangeLonger);
                 return self.search_traces().into_iter().collect();
             }
+            Action::Copy => {
+                let id = t.selected_id();
+                self.copy_trace_id(id);
+            }
             _ => {}
         }
         Vec::new()
@@ -898,7 +933,35 @@ impl App {
         let Some(o) = self.traces.open.as_mut() else {
             return Vec::new();
         };
+        if let Some(scroll) = o.raw.as_mut() {
+            // Drawing clamps the scroll to the JSON's length.
+            match action {
+                Action::Move(Move::Down) => *scroll = scroll.saturating_add(1),
+                Action::Move(Move::Up) => *scroll = scroll.saturating_sub(1),
+                Action::Move(Move::PageDown) => *scroll = scroll.saturating_add(RAW_PAGE),
+                Action::Move(Move::PageUp) => *scroll = scroll.saturating_sub(RAW_PAGE),
+                Action::Move(Move::Top) => *scroll = 0,
+                Action::Move(Move::Bottom) => *scroll = u16::MAX,
+                Action::ToggleRaw | Action::Back => o.raw = None,
+                Action::Copy => {
+                    if let Some(json) = o.selected_json() {
+                        self.flash = Some(format!(
+                            "copied the span's JSON ({} bytes) to the clipboard (OSC 52)",
+                            json.len()
+                        ));
+                        self.clipboard = Some(json);
+                    }
+                }
+                _ => {}
+            }
+            return Vec::new();
+        }
         match action {
+            Action::ToggleRaw if o.selected_span().is_some() => o.raw = Some(0),
+            Action::Copy => {
+                let id = Some(o.id.clone());
+                self.copy_trace_id(id);
+            }
             Action::Move(m) => {
                 let n = o.waterfall.as_ref().map_or(0, |w| w.visible.len());
                 o.sel.apply(m, n);
@@ -982,6 +1045,17 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Put a trace id on the clipboard, or say there is none.
+    fn copy_trace_id(&mut self, id: Option<String>) {
+        match id {
+            Some(id) => {
+                self.flash = Some(format!("copied trace id {id} to the clipboard (OSC 52)"));
+                self.clipboard = Some(id);
+            }
+            None => self.flash = Some("no trace id here to copy".into()),
+        }
     }
 
     fn graph_action(&mut self, action: Action) -> Vec<Fetch> {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{Action, App};
 use crate::client::{Client, Fetch, Fetched};
+use crate::clipboard;
 use crate::state::input::Edit;
 use crate::view;
 
@@ -59,6 +60,9 @@ where
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let result = loop {
+        if let Some(text) = app.clipboard.take() {
+            copy(&text);
+        }
         if let Err(e) = terminal.draw(|f| view::draw(f, &app)) {
             break Err(e.into());
         }
@@ -98,6 +102,19 @@ where
     drop(ev_rx);
     drop(input);
     result
+}
+
+/// Put `text` on the terminal's clipboard: OSC 52 written between two frames, which
+/// moves nothing on the screen.
+fn copy(text: &str) {
+    use std::io::Write;
+    let mut out = io::stdout();
+    let written = out
+        .write_all(clipboard::osc52(text).as_bytes())
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write to the terminal's clipboard");
+    }
 }
 
 fn on_event(app: &mut App, ev: Event) -> Vec<Fetch> {

@@ -548,6 +548,63 @@ fn slash_in_a_trace_finds_spans_and_n_steps_through_them() {
 }
 
 #[test]
+fn y_copies_trace_ids_and_v_shows_the_span_json() {
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    let esc = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+    let mut a = loaded();
+    // The traces list: the selected trace.
+    a.update(Action::Show(View::Traces));
+    a.key(key('y'));
+    assert_eq!(a.clipboard.take(), Some(format!("{:032x}", 1)));
+    assert_shows(&screen(&a, 80, 24), &["copied trace id 0000"]);
+    // A log record: its trace, or why not.
+    a.update(Action::Show(View::Logs));
+    a.update(Action::Move(Move::Down));
+    a.key(key('y'));
+    assert_eq!(a.clipboard, None);
+    assert_eq!(a.flash.as_deref(), Some("no trace id here to copy"));
+    a.update(Action::Move(Move::Up));
+    a.key(key('y'));
+    assert_eq!(a.clipboard.take(), Some(format!("{:032x}", 1)));
+    // The waterfall: the trace; v shows the selected span's JSON.
+    open_trace(&mut a, 30);
+    a.key(key('y'));
+    assert_eq!(
+        a.clipboard.take().as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    a.key(key('v'));
+    for (w, h) in [(80, 24), (200, 50)] {
+        assert_shows(
+            &screen(&a, w, h),
+            &[
+                "Span JSON",
+                "{",
+                "\"trace_id\": \"4bf92f3577b34da6a3ce929d0e0e4736\",",
+                "\"span_id\": \"0000000000000001\",",
+                "\"service\": \"frontend\",",
+            ],
+        );
+    }
+    // Scrolls to its end, and q closes it rather than quitting.
+    a.key(key('G'));
+    let s = screen(&a, 80, 24);
+    assert_shows(&s, &["\"service.name\": \"frontend\""]);
+    let first = s.lines().nth(2).unwrap_or("");
+    assert!(!first.starts_with("│{"), "scrolled: {s}");
+    a.key(key('y'));
+    let json = a.clipboard.take().expect("the span's JSON");
+    let span: lookout_proto::api::SpanView = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(Some(span), selected_span(&a));
+    a.key(key('q'));
+    assert!(!a.quit && a.traces.open.as_ref().is_some_and(|o| o.raw.is_none()));
+    a.key(key('v'));
+    a.key(esc);
+    assert!(a.traces.open.as_ref().is_some_and(|o| o.raw.is_none()));
+    assert!(!screen(&a, 80, 24).contains("Span JSON"));
+}
+
+#[test]
 fn a_bad_trace_search_is_explained_without_a_request() {
     let mut a = loaded();
     a.update(Action::Show(View::Traces));

@@ -336,6 +336,8 @@ pub struct OpenTrace {
     pub matches: Vec<usize>,
     /// The match the cursor went to last, an index into `matches`.
     pub current_match: usize,
+    /// The selected span's JSON is shown in a popup, scrolled by this many lines.
+    pub raw: Option<u16>,
 }
 
 impl OpenTrace {
@@ -394,6 +396,11 @@ impl OpenTrace {
             self.matches.len(),
             self.search.text().trim()
         )
+    }
+
+    /// The selected span as the query API wrote it, pretty-printed.
+    pub fn selected_json(&self) -> Option<String> {
+        serde_json::to_string_pretty(self.selected_span()?).ok()
     }
 
     /// True when row `row` matches the search.

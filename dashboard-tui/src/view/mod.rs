@@ -111,11 +111,13 @@ pub fn hints(app: &App) -> &'static str {
     }
     match app.view {
         View::Services => "↵ traces  l logs  d graph  / filter  s sort  w window  ? help  q quit",
-        View::Logs => "/ query  ↵ detail  t trace  f follow  [ ] range  J/K scroll  ? help  q quit",
+        View::Logs => "/ query  ↵ detail  t trace  y copy id  f follow  [ ] range  ? help  q quit",
         View::Traces if app.traces.open.is_some() => {
-            "↵ detail  / find  n/N next  space fold  J/K scroll  l logs  Esc back  ? help"
+            "↵ detail  / find  n/N next  y copy id  v JSON  space fold  Esc back  ? help"
         }
-        View::Traces => "/ search  ↵ open  e errors  [ ] range  r refresh  ? help  q quit",
+        View::Traces => {
+            "/ search  ↵ open  e errors  y copy id  [ ] range  r refresh  ? help  q quit"
+        }
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
         View::Graph => "j/k service  ↵ traces  l logs  Tab view  ? help  q quit",
         View::Metrics => "/ filter  a lookout_* series  j/k series  Esc clear  ? help  q quit",
@@ -402,6 +404,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("Enter", "detail pane with every attribute"),
             ("J K", "scroll the detail pane"),
             ("t", "open the trace of the log"),
+            ("y", "copy the log's trace id to the clipboard"),
             (
                 "f",
                 "follow new logs (live tail); without it new ones join the top (↑N new)",
@@ -422,6 +425,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ),
             ("Enter", "open the trace as a waterfall"),
             ("e", "only traces with errors, or all"),
+            (
+                "y",
+                "copy the trace id to the clipboard (OSC 52: works over SSH; in tmux with set-clipboard on)",
+            ),
             ("[ ]", "shorter / longer time range"),
             ("○ ● ◐", "trace open, complete, updated late"),
         ],
@@ -436,6 +443,11 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
                 "find spans by service, operation, span id, attribute or event text",
             ),
             ("n N", "next / previous span found (unfolds what hides it)"),
+            ("y", "copy the trace id to the clipboard"),
+            (
+                "v",
+                "the span's JSON as the API answered it: j/k scroll, y copies it, Esc closes",
+            ),
             ("J K", "scroll the detail pane"),
             ("l", "logs of the trace"),
             ("█ ▒", "critical path / rest of a span"),

@@ -141,6 +141,44 @@ fn draw_trace(f: &mut Frame, area: Rect, app: &App, o: &OpenTrace) {
     if let (Some(d), Some(span)) = (detail, o.selected_span()) {
         draw_span_detail(f, d, o, w, span);
     }
+    if let Some(scroll) = o.raw {
+        draw_raw(f, area, o, scroll);
+    }
+}
+
+/// The selected span's JSON in a popup over the trace, long lines wrapped, scrolled by
+/// `scroll` lines (clamped to the end).
+fn draw_raw(f: &mut Frame, area: Rect, o: &OpenTrace, scroll: u16) {
+    let Some(json) = o.selected_json() else {
+        return;
+    };
+    let w = if area.width >= 100 {
+        area.width * 4 / 5
+    } else {
+        area.width
+    };
+    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, area.height);
+    let inner_w = usize::from(w.saturating_sub(2)).max(1);
+    let mut lines: Vec<Line> = Vec::new();
+    for l in json.lines() {
+        let chars: Vec<char> = fmt::one_line(l).chars().collect();
+        for part in chars.chunks(inner_w) {
+            lines.push(Line::raw(part.iter().collect::<String>()));
+        }
+    }
+    let height = r.height.saturating_sub(2);
+    let max = u16::try_from(lines.len())
+        .unwrap_or(u16::MAX)
+        .saturating_sub(height);
+    f.render_widget(ratatui::widgets::Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).scroll((scroll.min(max), 0)).block(
+            Block::new()
+                .borders(Borders::ALL)
+                .title(" Span JSON — j/k scroll, y copies it, Esc closes "),
+        ),
+        r,
+    );
 }
 
 /// The summary line and warnings above the waterfall.
