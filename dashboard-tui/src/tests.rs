@@ -928,6 +928,50 @@ fn the_rate_slice_still_filling_is_not_drawn_as_a_drop() {
 }
 
 #[test]
+fn service_and_operation_columns_grow_at_200_columns() {
+    let long = "checkout-service-eu-west-1-canary"; // 33 characters
+    let op = "POST /api/v2/checkout/{cart_id}/payment-intents/confirm"; // 55
+    let mut a = loaded();
+    if let Some(d) = a.services.data.as_mut() {
+        d.services[0].service = long.into();
+        d.services[0].operations[0].operation = op.into();
+    }
+    a.services.sel.select(0, 4);
+    for l in &mut a.logs.entries {
+        l.service = long.into();
+    }
+    if let Some(t) = a.traces.list.as_mut() {
+        for tr in &mut t.traces {
+            tr.root_operation = op.into();
+            tr.services = vec![long.into(), "frontend".into(), "payment".into()];
+        }
+    }
+    let wide = screen(&a, 200, 50);
+    assert_shows(&wide, &[long, op]);
+    let narrow = screen(&a, 80, 24);
+    let row = narrow
+        .lines()
+        .find(|l| l.starts_with("checkout-service"))
+        .unwrap_or("");
+    assert!(!row.is_empty() && !row.contains(long), "{narrow}");
+    a.update(Action::Show(View::Logs));
+    assert_shows(&screen(&a, 200, 50), &[&long[..24]]);
+    assert!(!screen(&a, 80, 24).contains(&long[..12]));
+    a.update(Action::Show(View::Traces));
+    let wide = screen(&a, 200, 50);
+    assert_shows(
+        &wide,
+        &[
+            "services",
+            &format!("frontend: {op}"),
+            &format!("{long},frontend,payment"),
+        ],
+    );
+    let narrow = screen(&a, 80, 24);
+    assert!(!narrow.contains(long) && !narrow.contains(op), "{narrow}");
+}
+
+#[test]
 fn logs_view_renders_rows_detail_and_hostile_bodies() {
     let mut a = loaded();
     a.update(Action::Show(View::Logs));

@@ -76,7 +76,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let l = &app.logs;
     let (start, end) = l.sel.window(area.height as usize, l.entries.len());
-    let svc_w = if area.width >= 100 { 16 } else { 10 };
+    // The service column grows with the width: 10 columns at 80, 25 at 200.
+    let svc_w = (usize::from(area.width) / 8).clamp(10, 32);
     for (row, (i, e)) in l.entries[start..end]
         .iter()
         .enumerate()

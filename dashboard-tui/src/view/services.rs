@@ -68,14 +68,16 @@ fn draw_service_table(
     sel: &Selection,
     window_s: u64,
 ) {
-    // The service column fits the longest name (12 to 24 columns); the trend takes the
-    // rest, so the sparkline is sized to its real width and its newest slices show.
+    // The service column fits the longest name (12 columns at least, 24 at most, a fifth
+    // of a wide screen); the trend takes the rest, so the sparkline is sized to its real
+    // width and its newest slices show.
+    let svc_max = (usize::from(list_area.width) / 5).max(24);
     let svc_w = rows
         .iter()
         .map(|r| r.service.chars().count())
         .max()
         .unwrap_or(0)
-        .clamp(12, 24);
+        .clamp(12, svc_max);
     let fixed = svc_w + 8 + 6 + 7 * 3 + 6; // columns and the six gaps between them
     let trend_w = (list_area.width as usize).saturating_sub(fixed);
     let widths = [

@@ -21,6 +21,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
 }
 
+/// `s` cut to `w` columns, with `…` when cut.
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() > w {
+        s.chars().take(w.saturating_sub(1)).collect::<String>() + "…"
+    } else {
+        s.to_string()
+    }
+}
+
 fn state_symbol(state: &str) -> (&'static str, Style) {
     match state {
         "open" => ("○", Style::new().fg(Color::Yellow)),
@@ -59,12 +68,23 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let [head, rows_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(rest);
     let bar_w = (rest.width as usize / 4).clamp(6, 30);
-    let fixed = 2 + 13 + 9 + 6 + 5 + bar_w + 1;
+    // From 160 columns on, the services of each trace get a column of their own.
+    let svcs_w = if rest.width >= 160 {
+        rest.width as usize / 4
+    } else {
+        0
+    };
+    let fixed = 2 + 13 + 9 + 6 + 5 + bar_w + 1 + svcs_w + usize::from(svcs_w > 0);
     let root_w = (rest.width as usize).saturating_sub(fixed).max(8);
+    let svcs_head = if svcs_w > 0 {
+        format!("{:<svcs_w$} ", "services")
+    } else {
+        String::new()
+    };
     f.render_widget(
         Line::styled(
             format!(
-                "  {:<12} {:>8} {:>5} {:>4} {:<root_w$} {}",
+                "  {:<12} {:>8} {:>5} {:>4} {:<root_w$} {svcs_head}{}",
                 "start", "duration", "spans", "errs", "root", "duration bar"
             ),
             Style::new().add_modifier(Modifier::BOLD),
@@ -81,18 +101,14 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     for (r, tr) in traces[start..end].iter().enumerate() {
         let (sym, sym_style) = state_symbol(&tr.state);
         let root = fmt::one_line(&format!("{}: {}", tr.root_service, tr.root_operation));
-        let root: String = if root.chars().count() > root_w {
-            root.chars().take(root_w - 1).collect::<String>() + "…"
-        } else {
-            root
-        };
+        let root = fit(&root, root_w);
         let filled = ((tr.duration_ns as u128 * bar_w as u128).div_ceil(max as u128)) as usize;
         let errs = if tr.error_count > 0 {
             Style::new().fg(Color::Red)
         } else {
             Style::new()
         };
-        let mut line = Line::from(vec![
+        let mut spans = vec![
             Span::styled(sym, sym_style),
             Span::raw(" "),
             Span::styled(
@@ -103,15 +119,23 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(format!("{:>5} ", tr.span_count)),
             Span::styled(format!("{:>4} ", tr.error_count), errs),
             Span::raw(format!("{root:<root_w$} ")),
-            Span::styled(
-                "█".repeat(filled.clamp(1, bar_w)),
-                if tr.error_count > 0 {
-                    Style::new().fg(Color::Red)
-                } else {
-                    Style::new().fg(Color::Cyan)
-                },
-            ),
-        ]);
+        ];
+        if svcs_w > 0 {
+            let svcs = fit(&fmt::one_line(&tr.services.join(",")), svcs_w);
+            spans.push(Span::styled(
+                format!("{svcs:<svcs_w$} "),
+                Style::new().fg(Color::Cyan),
+            ));
+        }
+        spans.push(Span::styled(
+            "█".repeat(filled.clamp(1, bar_w)),
+            if tr.error_count > 0 {
+                Style::new().fg(Color::Red)
+            } else {
+                Style::new().fg(Color::Cyan)
+            },
+        ));
+        let mut line = Line::from(spans);
         if start + r == t.sel.selected() {
             line = line.style(SELECTED);
         }
