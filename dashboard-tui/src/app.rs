@@ -166,6 +166,8 @@ pub enum Action {
     Copy,
     /// Show the selected span's JSON in a popup, or close it.
     ToggleRaw,
+    /// The service graph as a map, or as tables of callers and callees.
+    ToggleGraphMode,
     /// Next span matching the search in the trace.
     NextMatch,
     /// Previous span matching the search in the trace.
@@ -539,6 +541,7 @@ impl App {
                 (View::Logs | View::Traces, 'y') => Action::Copy,
                 (View::Traces, 'N') if in_trace => Action::PrevMatch,
                 (View::Graph, 'l') => Action::OpenLogs,
+                (View::Graph, 'm') => Action::ToggleGraphMode,
                 (View::Metrics, 'a') => Action::ToggleSelfMetrics,
                 _ => return None,
             },
@@ -1060,6 +1063,7 @@ impl App {
 
     fn graph_action(&mut self, action: Action) -> Vec<Fetch> {
         match action {
+            Action::ToggleGraphMode => self.graph.table = !self.graph.table,
             Action::Move(m) => {
                 let n = self.graph.services().len();
                 self.graph.sel.apply(m, n);
@@ -1248,7 +1252,7 @@ impl App {
         match r {
             Ok(d) => {
                 let keep = self.graph.focus.take().or_else(|| self.graph.selected());
-                self.graph.data = Some(d);
+                self.graph.set_data(d);
                 self.graph.error = None;
                 let svcs = self.graph.services();
                 if let Some(i) = keep.and_then(|k| svcs.iter().position(|s| *s == k)) {

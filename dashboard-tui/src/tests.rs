@@ -1090,6 +1090,8 @@ fn alerts_and_graph_views_render() {
     a.update(Action::Show(View::Graph));
     a.update(Action::Move(Move::Down)); // checkout, frontend, inventory, payment → frontend?
     a.update(Action::Move(Move::Up));
+    a.key(KeyEvent::new(KeyCode::Char('m'), KeyModifiers::NONE));
+    assert!(a.graph.table, "m shows the tables");
     assert_shows_at_every_size(
         &a,
         &[
@@ -1164,6 +1166,99 @@ fn metrics_view_renders_series_rates_and_the_selected_chart() {
         &flat(&screen(&empty, 80, 24)),
         &["No OTLP metrics received yet"],
     );
+}
+
+#[test]
+fn the_service_graph_is_drawn_as_a_map() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Graph));
+    assert!(!a.graph.table, "the map comes first");
+    for (w, h) in [(80, 24), (200, 50)] {
+        let s = screen(&a, w, h);
+        assert_shows(
+            &s,
+            &[
+                "services (last 1h): 4  calls between them: 3",
+                "│ frontend ├────1200 ✕30─▶│ checkout ├",
+                "2400─▶│ inventory │",
+                "└──1150 ✕92─▶│ payment │",
+                "checkout ← frontend (1200 ✕30)  → payment (1150 ✕92), inventory (2400)",
+            ],
+        );
+    }
+    // The selected service stands out; its calls with errors are red on the arrows.
+    let mut t = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    t.draw(|f| crate::view::draw(f, &a)).expect("draw");
+    let buf = t.backend().buffer().clone();
+    let lines = render(&a, 80, 24);
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .enumerate()
+            .find_map(|(y, l)| {
+                l.find(needle)
+                    .map(|x| (l[..x].chars().count() as u16, y as u16))
+            })
+            .expect(needle)
+    };
+    let (x, y) = at("checkout ├");
+    assert!(buf[(x, y)]
+        .modifier
+        .contains(ratatui::style::Modifier::REVERSED));
+    let (x, y) = at("✕92");
+    assert_eq!(buf[(x, y)].fg, ratatui::style::Color::Red);
+    // A graph larger than the screen scrolls to the selected service; cycles and self
+    // calls are listed, not drawn; hostile names are neutralised.
+    let chain: Vec<lookout_proto::api::DependencyEdge> = (0..12)
+        .map(|i| lookout_proto::api::DependencyEdge {
+            caller: format!("svc-{i:02}"),
+            callee: format!("svc-{:02}", i + 1),
+            calls: 10,
+            errors: 0,
+            avg_ms: 1.0,
+            p95_ms: 2.0,
+        })
+        .chain([lookout_proto::api::DependencyEdge {
+            caller: "svc-12".into(),
+            callee: "svc-00".into(),
+            calls: 3,
+            errors: 1,
+            avg_ms: 1.0,
+            p95_ms: 2.0,
+        }])
+        .chain([lookout_proto::api::DependencyEdge {
+            caller: "evil\u{1b}[2J".into(),
+            callee: "svc-00".into(),
+            calls: 1,
+            errors: 0,
+            avg_ms: 1.0,
+            p95_ms: 2.0,
+        }])
+        .collect();
+    a.on_fetched(
+        Fetched::Dependencies(Ok(lookout_proto::api::DependenciesResponse {
+            edges: chain,
+        })),
+        MS,
+    );
+    a.update(Action::Move(Move::Bottom));
+    assert_eq!(a.graph.selected().as_deref(), Some("svc-12"));
+    let s = screen(&a, 80, 24);
+    assert_shows(
+        &s,
+        &[
+            "│ svc-12 │",
+            "↺ not drawn (cycles, self calls): svc-12 → svc-00 3 ✕1",
+        ],
+    );
+    assert!(!s.contains("svc-00 ├"), "scrolled to the right: {s}");
+    assert!(!s.contains('\u{1b}'));
+    a.update(Action::Move(Move::Top));
+    assert_shows(&screen(&a, 80, 24), &["evil\u{fffd}[2J"]);
+    a.update(Action::ToggleGraphMode);
+    let s = screen(&a, 80, 24);
+    assert_shows(&s, &["Callers of evil\u{fffd}[2J"]);
+    assert!(!s.contains('\u{1b}'));
 }
 
 #[test]
@@ -1261,7 +1356,7 @@ fn empty_loading_and_unreachable_states_say_so() {
 #[test]
 fn every_view_survives_every_small_size() {
     let mut a = loaded();
-    let views: [fn(&mut App); 8] = [
+    let views: [fn(&mut App); 9] = [
         |a| {
             a.update(Action::Show(View::Services));
         },
@@ -1283,6 +1378,9 @@ fn every_view_survives_every_small_size() {
         |a| {
             a.update(Action::Show(View::Metrics));
             metrics_scraped(a, 5);
+        },
+        |a| {
+            a.update(Action::Show(View::Graph));
         },
         |a| {
             a.update(Action::Show(View::Graph));

@@ -2,6 +2,7 @@
 //! and the answers of the fetcher; views read it and never do I/O.
 
 pub mod alerts;
+pub mod graph_map;
 pub mod input;
 pub mod list;
 pub mod logs;

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod fmt;
+pub mod graph;
 pub mod logs;
 pub mod metrics;
 pub mod services;
@@ -119,7 +120,7 @@ pub fn hints(app: &App) -> &'static str {
             "/ search  ↵ open  e errors  y copy id  [ ] range  r refresh  ? help  q quit"
         }
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
-        View::Graph => "j/k service  ↵ traces  l logs  Tab view  ? help  q quit",
+        View::Graph => "j/k service  ↵ traces  l logs  m map/tables  Tab view  ? help  q quit",
         View::Metrics => "/ filter  a lookout_* series  j/k series  Esc clear  ? help  q quit",
     }
 }
@@ -460,6 +461,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("j k", "select a rule / a service"),
             ("Enter / l", "graph: traces / logs of the service"),
+            (
+                "m",
+                "graph: the map (callers left, callees right, calls ✕errors on the arrows) or tables with avg and p95",
+            ),
         ],
     ),
     (
