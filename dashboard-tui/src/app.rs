@@ -15,8 +15,12 @@ use crate::state::alerts::{AlertsState, GraphState};
 use crate::state::input::{Edit, LineInput};
 use crate::state::list::Move;
 use crate::state::logs::{LogsState, RANGES};
-use crate::state::services::ServicesState;
+use crate::state::metrics::MetricsState;
+use crate::state::services::{ServicesState, WINDOWS};
 use crate::state::traces::{OpenTrace, TracesState, Waterfall};
+
+/// Lines a page moves in the span JSON popup.
+const RAW_PAGE: u16 = 10;
 
 /// The views, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,16 +35,19 @@ pub enum View {
     Alerts,
     /// Service graph.
     Graph,
+    /// OTLP metrics received, from the collector's Prometheus exposition.
+    Metrics,
 }
 
 impl View {
     /// Every view in tab order.
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Services,
         View::Logs,
         View::Traces,
         View::Alerts,
         View::Graph,
+        View::Metrics,
     ];
 
     /// Tab title.
@@ -51,6 +58,7 @@ impl View {
             View::Traces => "Traces",
             View::Alerts => "Alerts",
             View::Graph => "Graph",
+            View::Metrics => "Metrics",
         }
     }
 
@@ -83,6 +91,19 @@ pub enum Conn {
         /// Failed requests in a row.
         failures: u32,
     },
+    /// Something answered at the collector's URL, but not as a Lookout query API (an OTLP
+    /// port, another server); requests keep being retried every refresh.
+    NotLookout {
+        /// What answered, and how.
+        error: String,
+    },
+}
+
+impl Conn {
+    /// True when the latest request got no Lookout answer.
+    pub fn is_bad(&self) -> bool {
+        matches!(self, Conn::Down { .. } | Conn::NotLookout { .. })
+    }
 }
 
 /// Everything a key can do.
@@ -116,6 +137,8 @@ pub enum Action {
     Command,
     /// Next sort order (services).
     SortNext,
+    /// Next window of the RED figures (services).
+    WindowNext,
     /// Follow new logs.
     ToggleFollow,
     /// Longer time range.
@@ -138,6 +161,19 @@ pub enum Action {
     DetailDown,
     /// Scroll the detail pane up.
     DetailUp,
+    /// Copy the selected trace id (or, in the span JSON popup, the JSON) to the
+    /// clipboard.
+    Copy,
+    /// Show the selected span's JSON in a popup, or close it.
+    ToggleRaw,
+    /// The service graph as a map, or as tables of callers and callees.
+    ToggleGraphMode,
+    /// Next span matching the search in the trace.
+    NextMatch,
+    /// Previous span matching the search in the trace.
+    PrevMatch,
+    /// Show the collector's own `lookout_*` series in the metrics view, or hide them.
+    ToggleSelfMetrics,
 }
 
 /// The whole dashboard state.
@@ -167,14 +203,19 @@ pub struct App {
     pub alerts: AlertsState,
     /// Service graph view.
     pub graph: GraphState,
+    /// Metrics view.
+    pub metrics: MetricsState,
     /// Requests sent, and how many failed.
     pub requests: (u64, u64),
     /// Set by [`Action::Quit`].
     pub quit: bool,
+    /// Text to put on the terminal's clipboard (OSC 52); the event loop takes it.
+    pub clipboard: Option<String>,
     seq: u64,
     services_inflight: bool,
     alerts_inflight: bool,
     graph_inflight: bool,
+    metrics_inflight: bool,
 }
 
 impl App {
@@ -193,12 +234,15 @@ impl App {
             traces: TracesState::default(),
             alerts: AlertsState::default(),
             graph: GraphState::default(),
+            metrics: MetricsState::default(),
             requests: (0, 0),
             quit: false,
+            clipboard: None,
             seq: 0,
             services_inflight: false,
             alerts_inflight: false,
             graph_inflight: false,
+            metrics_inflight: false,
         }
     }
 
@@ -213,7 +257,11 @@ impl App {
             || match self.view {
                 View::Services => self.services.editing,
                 View::Logs => self.logs.editing,
-                View::Traces => self.traces.editing && self.traces.open.is_none(),
+                View::Traces => match &self.traces.open {
+                    Some(o) => o.searching,
+                    None => self.traces.editing,
+                },
+                View::Metrics => self.metrics.editing,
                 _ => false,
             }
     }
@@ -226,6 +274,8 @@ impl App {
             View::Logs => {
                 if (self.logs.follow || !self.logs.loaded) && !self.logs.loading {
                     out.push(self.search_logs());
+                } else if !self.logs.editing {
+                    out.extend(self.refresh_logs());
                 }
             }
             View::Traces => match &self.traces.open {
@@ -243,16 +293,32 @@ impl App {
             },
             View::Alerts => out.extend(self.fetch_alerts()),
             View::Graph => out.extend(self.fetch_graph()),
+            View::Metrics => {}
+        }
+        // Once opened, the metrics view keeps scraping so its history builds up.
+        if self.view == View::Metrics || self.metrics.active {
+            out.extend(self.fetch_metrics());
         }
         out
     }
 
     fn fetch_services(&mut self) -> Option<Fetch> {
-        (!std::mem::replace(&mut self.services_inflight, true)).then_some(Fetch::Services)
+        (!std::mem::replace(&mut self.services_inflight, true)).then(|| self.services_fetch())
+    }
+
+    /// The request of the services view's figures, over its window.
+    pub fn services_fetch(&self) -> Fetch {
+        Fetch::Services {
+            window: self.services.window().to_string(),
+        }
     }
 
     fn fetch_alerts(&mut self) -> Option<Fetch> {
         (!std::mem::replace(&mut self.alerts_inflight, true)).then_some(Fetch::Alerts)
+    }
+
+    fn fetch_metrics(&mut self) -> Option<Fetch> {
+        (!std::mem::replace(&mut self.metrics_inflight, true)).then_some(Fetch::Metrics)
     }
 
     fn fetch_graph(&mut self) -> Option<Fetch> {
@@ -264,11 +330,23 @@ impl App {
         self.logs.seq = seq;
         self.logs.loading = true;
         self.logs.loading_older = false;
+        self.logs.refreshing = false;
         Fetch::Logs {
             query: self.logs.query(),
             mode: LogsMode::Replace,
             seq,
         }
+    }
+
+    /// The newest page of a loaded list outside follow mode, joined at its top.
+    fn refresh_logs(&mut self) -> Option<Fetch> {
+        let query = self.logs.refresh_query()?;
+        self.logs.refreshing = true;
+        Some(Fetch::Logs {
+            query,
+            mode: LogsMode::Newer,
+            seq: self.logs.seq,
+        })
     }
 
     /// The page of logs older than those loaded, when one is due.
@@ -349,6 +427,10 @@ impl App {
             View::Traces => self.traces.list.is_none() && self.traces.open.is_none(),
             View::Alerts => self.alerts.data.is_none(),
             View::Graph => self.graph.data.is_none(),
+            View::Metrics => {
+                self.metrics.active = true;
+                self.metrics.scrapes == 0
+            }
         };
         if fresh || view != View::Logs {
             self.tick()
@@ -403,12 +485,26 @@ impl App {
             return Some(Action::Edit(edit));
         }
         let in_trace = self.view == View::Traces && self.traces.open.is_some();
+        if in_trace && self.traces.open.as_ref().is_some_and(|o| o.raw.is_some()) {
+            // The span JSON popup: scroll, copy, close.
+            return match key.code {
+                KeyCode::Char('q') | KeyCode::Char('v') | KeyCode::Esc => Some(Action::ToggleRaw),
+                KeyCode::Char('y') => Some(Action::Copy),
+                KeyCode::Char('j') | KeyCode::Down => Some(Action::Move(Move::Down)),
+                KeyCode::Char('k') | KeyCode::Up => Some(Action::Move(Move::Up)),
+                KeyCode::PageDown | KeyCode::Char(' ') => Some(Action::Move(Move::PageDown)),
+                KeyCode::PageUp => Some(Action::Move(Move::PageUp)),
+                KeyCode::Char('g') | KeyCode::Home => Some(Action::Move(Move::Top)),
+                KeyCode::Char('G') | KeyCode::End => Some(Action::Move(Move::Bottom)),
+                _ => None,
+            };
+        }
         Some(match (key.code, ctrl) {
             (KeyCode::Char('q'), false) => Action::Quit,
             (KeyCode::Char('?'), _) => Action::ToggleHelp,
             (KeyCode::Tab, _) => Action::NextView,
             (KeyCode::BackTab, _) => Action::PrevView,
-            (KeyCode::Char(c @ '1'..='5'), false) => {
+            (KeyCode::Char(c @ '1'..='6'), false) => {
                 Action::Show(View::ALL[c as usize - '1' as usize])
             }
             (KeyCode::Char(':'), _) => Action::Command,
@@ -425,11 +521,12 @@ impl App {
             (KeyCode::Char('G'), _) | (KeyCode::End, _) => Action::Move(Move::Bottom),
             (KeyCode::Enter, _) => Action::Enter,
             (KeyCode::Esc, _) | (KeyCode::Left, _) | (KeyCode::Char('h'), false) => Action::Back,
-            (KeyCode::Char('/'), _) if !in_trace => Action::Focus,
+            (KeyCode::Char('/'), _) => Action::Focus,
             (KeyCode::Char('J'), _) => Action::DetailDown,
             (KeyCode::Char('K'), _) => Action::DetailUp,
             (KeyCode::Char(c), false) => match (self.view, c) {
                 (View::Services, 's') => Action::SortNext,
+                (View::Services, 'w') => Action::WindowNext,
                 (View::Services, 'l') | (View::Traces, 'l') => Action::OpenLogs,
                 (View::Services, 'd') => Action::OpenGraph,
                 (View::Logs, 'f') => Action::ToggleFollow,
@@ -439,7 +536,13 @@ impl App {
                 (View::Logs, '[') | (View::Traces, '[') => Action::RangeShorter,
                 (View::Traces, 'e') if !in_trace => Action::ToggleErrors,
                 (View::Traces, ' ') if in_trace => Action::ToggleCollapse,
+                (View::Traces, 'n') if in_trace => Action::NextMatch,
+                (View::Traces, 'v') if in_trace => Action::ToggleRaw,
+                (View::Logs | View::Traces, 'y') => Action::Copy,
+                (View::Traces, 'N') if in_trace => Action::PrevMatch,
                 (View::Graph, 'l') => Action::OpenLogs,
+                (View::Graph, 'm') => Action::ToggleGraphMode,
+                (View::Metrics, 'a') => Action::ToggleSelfMetrics,
                 _ => return None,
             },
             _ => return None,
@@ -512,6 +615,7 @@ impl App {
                     Vec::new()
                 }
                 View::Graph => self.graph_action(action),
+                View::Metrics => self.metrics_action(action),
             },
         }
     }
@@ -537,6 +641,10 @@ impl App {
             View::Graph => {
                 self.graph_inflight = false;
                 self.fetch_graph().into_iter().collect()
+            }
+            View::Metrics => {
+                self.metrics_inflight = false;
+                self.fetch_metrics().into_iter().collect()
             }
         }
     }
@@ -586,10 +694,16 @@ impl App {
             "services" | "svc" | "s" => self.show(View::Services),
             "alerts" | "a" => self.show(View::Alerts),
             "graph" | "deps" | "dependencies" | "g" => self.show(View::Graph),
+            "metrics" | "m" => self.show(View::Metrics),
             "logs" | "l" => {
                 self.view = View::Logs;
                 if arg.is_empty() && self.logs.loaded {
                     return Vec::new();
+                }
+                // An explicit query says what it wants: it replaces the service filter
+                // that `l` on a service set.
+                if !arg.is_empty() {
+                    self.logs.service = None;
                 }
                 self.logs.input.set(arg);
                 self.logs.input.commit();
@@ -618,7 +732,7 @@ impl App {
             }
             other => {
                 self.flash = Some(format!(
-                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :help :q)"
+                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :metrics :help :q)"
                 ));
                 Vec::new()
             }
@@ -643,6 +757,11 @@ impl App {
                 s.filter.set("");
             }
             Action::SortNext => s.sort = s.sort.next(),
+            Action::WindowNext => {
+                s.window = (s.window + 1) % WINDOWS.len();
+                self.services_inflight = false;
+                return self.fetch_services().into_iter().collect();
+            }
             Action::Enter => {
                 if let Some(svc) = s.selected() {
                     self.filter_logs_by(&svc);
@@ -692,9 +811,14 @@ impl App {
                 let n = l.entries.len();
                 l.sel.apply(m, n);
                 l.detail_scroll = 0;
+                l.seen_top();
                 if l.follow && l.sel.selected() > 0 {
                     l.follow = false;
                     self.flash = Some("follow off (f to follow again)".into());
+                }
+                // At the top with newer records waiting: load them.
+                if l.newer_waiting && l.sel.selected() == 0 {
+                    return vec![self.search_logs()];
                 }
                 if let Some(f) = self.fetch_older_logs() {
                     return vec![f];
@@ -706,6 +830,10 @@ impl App {
                 l.editing = false;
                 l.input.commit();
                 l.sel.select(0, 0);
+                // A query naming its own service replaces the service filter.
+                if names_a_service(l.input.text()) {
+                    l.service = None;
+                }
                 return vec![self.search_logs()];
             }
             Action::Back if l.editing => l.editing = false,
@@ -729,6 +857,10 @@ impl App {
             }
             Action::ClearFilter if l.service.take().is_some() => {
                 return vec![self.search_logs()];
+            }
+            Action::Copy => {
+                let id = l.selected().and_then(|e| e.trace_id.clone());
+                self.copy_trace_id(id);
             }
             Action::JumpToTrace => {
                 let Some(e) = l.selected() else {
@@ -791,6 +923,10 @@ impl App {
                 t.range = step_range(t.range, action == Action::RangeLonger);
                 return self.search_traces().into_iter().collect();
             }
+            Action::Copy => {
+                let id = t.selected_id();
+                self.copy_trace_id(id);
+            }
             _ => {}
         }
         Vec::new()
@@ -800,10 +936,55 @@ impl App {
         let Some(o) = self.traces.open.as_mut() else {
             return Vec::new();
         };
+        if let Some(scroll) = o.raw.as_mut() {
+            // Drawing clamps the scroll to the JSON's length.
+            match action {
+                Action::Move(Move::Down) => *scroll = scroll.saturating_add(1),
+                Action::Move(Move::Up) => *scroll = scroll.saturating_sub(1),
+                Action::Move(Move::PageDown) => *scroll = scroll.saturating_add(RAW_PAGE),
+                Action::Move(Move::PageUp) => *scroll = scroll.saturating_sub(RAW_PAGE),
+                Action::Move(Move::Top) => *scroll = 0,
+                Action::Move(Move::Bottom) => *scroll = u16::MAX,
+                Action::ToggleRaw | Action::Back => o.raw = None,
+                Action::Copy => {
+                    if let Some(json) = o.selected_json() {
+                        self.flash = Some(format!(
+                            "copied the span's JSON ({} bytes) to the clipboard (OSC 52)",
+                            json.len()
+                        ));
+                        self.clipboard = Some(json);
+                    }
+                }
+                _ => {}
+            }
+            return Vec::new();
+        }
         match action {
+            Action::ToggleRaw if o.selected_span().is_some() => o.raw = Some(0),
+            Action::Copy => {
+                let id = Some(o.id.clone());
+                self.copy_trace_id(id);
+            }
             Action::Move(m) => {
                 let n = o.waterfall.as_ref().map_or(0, |w| w.visible.len());
                 o.sel.apply(m, n);
+                return self.span_logs().into_iter().collect();
+            }
+            Action::Focus => {
+                o.searching = true;
+                o.search.set("");
+            }
+            Action::Edit(e) => o.search.apply(e),
+            Action::Submit => {
+                o.searching = false;
+                o.search.commit();
+                let msg = o.run_search();
+                self.flash = (!msg.is_empty()).then_some(msg);
+                return self.span_logs().into_iter().collect();
+            }
+            Action::Back if o.searching => o.searching = false,
+            Action::NextMatch | Action::PrevMatch => {
+                self.flash = Some(o.step_match(action == Action::NextMatch));
                 return self.span_logs().into_iter().collect();
             }
             Action::Back if o.detail => o.detail = false,
@@ -839,8 +1020,50 @@ impl App {
         Vec::new()
     }
 
+    fn metrics_action(&mut self, action: Action) -> Vec<Fetch> {
+        let m = &mut self.metrics;
+        match action {
+            Action::Move(mv) => {
+                let n = m.rows().len();
+                m.sel.apply(mv, n);
+            }
+            Action::Focus => m.editing = true,
+            Action::Edit(e) => {
+                m.filter.apply(e);
+                m.sel.select(0, 0);
+            }
+            Action::Submit => {
+                m.editing = false;
+                m.filter.commit();
+            }
+            Action::Back if m.editing => m.editing = false,
+            Action::Back => {
+                m.filter.set("");
+                m.sel.select(0, 0);
+            }
+            Action::ToggleSelfMetrics => {
+                m.show_self = !m.show_self;
+                m.sel.select(0, 0);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// Put a trace id on the clipboard, or say there is none.
+    fn copy_trace_id(&mut self, id: Option<String>) {
+        match id {
+            Some(id) => {
+                self.flash = Some(format!("copied trace id {id} to the clipboard (OSC 52)"));
+                self.clipboard = Some(id);
+            }
+            None => self.flash = Some("no trace id here to copy".into()),
+        }
+    }
+
     fn graph_action(&mut self, action: Action) -> Vec<Fetch> {
         match action {
+            Action::ToggleGraphMode => self.graph.table = !self.graph.table,
             Action::Move(m) => {
                 let n = self.graph.services().len();
                 self.graph.sel.apply(m, n);
@@ -865,8 +1088,9 @@ impl App {
     /// Take an answer from the fetcher; returns follow-up fetches.
     pub fn on_fetched(&mut self, f: Fetched, took: Duration) -> Vec<Fetch> {
         self.note_connection(f.error(), took);
-        // Unreachable: keep what is shown; the next tick retries.
-        let unreachable = f.error().is_some_and(FetchError::is_unreachable);
+        // Unreachable, or not a Lookout API: keep what is shown; the header says why and
+        // the next tick retries.
+        let unreachable = f.error().is_some_and(FetchError::is_connection);
         match f {
             Fetched::Services(r) => self.on_services(r, unreachable),
             Fetched::Logs { result, mode, seq } => {
@@ -874,6 +1098,7 @@ impl App {
                     if seq == self.logs.seq {
                         self.logs.loading = false;
                         self.logs.loading_older = false;
+                        self.logs.refreshing = false;
                     }
                 } else {
                     self.logs.on_answer(seq, mode, result);
@@ -898,6 +1123,14 @@ impl App {
             }
             Fetched::Dependencies(r) => self.on_dependencies(r, unreachable),
             Fetched::Alerts(r) => self.on_alerts(r, unreachable),
+            Fetched::Metrics { result, at } => {
+                self.metrics_inflight = false;
+                match result {
+                    Ok(e) => self.metrics.on_scrape(e, at),
+                    Err(e) if !unreachable => self.metrics.error = Some(e.to_string()),
+                    Err(_) => {}
+                }
+            }
         }
         Vec::new()
     }
@@ -921,6 +1154,12 @@ impl App {
                         since: Instant::now(),
                         failures: 1,
                     },
+                };
+            }
+            Some(e @ FetchError::NotLookout(_)) => {
+                self.requests.1 += 1;
+                self.conn = Conn::NotLookout {
+                    error: e.to_string(),
                 };
             }
             Some(_) => {
@@ -994,6 +1233,7 @@ impl App {
                 let w = Waterfall::new(t);
                 let idx = keep.and_then(|k| w.find_span(&k)).unwrap_or(0);
                 o.sel.select(idx, w.visible.len());
+                o.matches = w.find(o.search.text());
                 o.waterfall = Some(w);
                 o.error = None;
                 if o.detail {
@@ -1012,7 +1252,7 @@ impl App {
         match r {
             Ok(d) => {
                 let keep = self.graph.focus.take().or_else(|| self.graph.selected());
-                self.graph.data = Some(d);
+                self.graph.set_data(d);
                 self.graph.error = None;
                 let svcs = self.graph.services();
                 if let Some(i) = keep.and_then(|k| svcs.iter().position(|s| *s == k)) {
@@ -1047,6 +1287,13 @@ fn step_range(range: usize, longer: bool) -> usize {
     } else {
         range.saturating_sub(1)
     }
+}
+
+/// True when a logs query has a `service:` term of its own.
+fn names_a_service(query: &str) -> bool {
+    query
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .any(|t| t.trim_start_matches('+').starts_with("service:"))
 }
 
 /// A search value in double quotes when it holds spaces.

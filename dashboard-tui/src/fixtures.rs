@@ -325,3 +325,31 @@ pub fn dependencies() -> DependenciesResponse {
         ],
     }
 }
+
+/// The collector's `/metrics` at scrape `n` (one a second): two services' OTLP metrics
+/// (a counter growing 5/s and 1/s, a gauge, a histogram) and two self-metrics.
+pub fn exposition(n: u64) -> crate::state::metrics::Exposition {
+    let text = format!(
+        r#"# HELP http_server_requests_total Requests served.
+# TYPE http_server_requests_total counter
+http_server_requests_total{{job="checkout",instance="c-1",http_route="/pay"}} {pay}
+http_server_requests_total{{job="frontend",instance="f-1",http_route="/cart"}} {cart}
+# HELP process_memory_usage_bytes Resident memory.
+# TYPE process_memory_usage_bytes gauge
+process_memory_usage_bytes{{job="checkout",instance="c-1"}} {mem}
+# TYPE http_server_request_duration_seconds histogram
+http_server_request_duration_seconds_bucket{{job="checkout",le="0.1"}} {n}
+http_server_request_duration_seconds_bucket{{job="checkout",le="+Inf"}} {n}
+http_server_request_duration_seconds_sum{{job="checkout"}} {n}
+http_server_request_duration_seconds_count{{job="checkout"}} {n}
+# TYPE lookout_received_items counter
+lookout_received_items_total{{signal="metrics",transport="grpc"}} {n}
+# TYPE lookout_wal_bytes gauge
+lookout_wal_bytes 4096
+"#,
+        pay = 1000 + 5 * n,
+        cart = 1000 + n,
+        mem = 50_000_000 + (n % 5) * 1_000_000,
+    );
+    crate::state::metrics::parse_exposition(&text).unwrap_or_default()
+}

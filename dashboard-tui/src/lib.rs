@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod client;
+pub mod clipboard;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod run;

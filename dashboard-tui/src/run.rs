@@ -11,8 +11,9 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::Terminal;
 use tokio::sync::mpsc;
 
-use crate::app::{Action, App, Conn};
+use crate::app::{Action, App};
 use crate::client::{Client, Fetch, Fetched};
+use crate::clipboard;
 use crate::state::input::Edit;
 use crate::view;
 
@@ -59,6 +60,9 @@ where
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let result = loop {
+        if let Some(text) = app.clipboard.take() {
+            copy(&text);
+        }
         if let Err(e) = terminal.draw(|f| view::draw(f, &app)) {
             break Err(e.into());
         }
@@ -71,9 +75,10 @@ where
             Some((answer, took)) = res_rx.recv() => spawn(app.on_fetched(answer, took)),
             _ = tick.tick() => {
                 let mut due = app.tick();
-                // A view with nothing to refresh still probes a collector that is down.
-                if due.is_empty() && matches!(app.conn, Conn::Down { .. }) {
-                    due.push(Fetch::Services);
+                // A view with nothing to refresh still probes a collector that is down
+                // (or not a collector).
+                if due.is_empty() && app.conn.is_bad() {
+                    due.push(app.services_fetch());
                 }
                 spawn(due)
             }
@@ -97,6 +102,19 @@ where
     drop(ev_rx);
     drop(input);
     result
+}
+
+/// Put `text` on the terminal's clipboard: OSC 52 written between two frames, which
+/// moves nothing on the screen.
+fn copy(text: &str) {
+    use std::io::Write;
+    let mut out = io::stdout();
+    let written = out
+        .write_all(clipboard::osc52(text).as_bytes())
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write to the terminal's clipboard");
+    }
 }
 
 fn on_event(app: &mut App, ev: Event) -> Vec<Fetch> {

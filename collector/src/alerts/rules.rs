@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use lookout_config::{Aggregation, AlertRule, AlertSignal};
-use lookout_proto::api::RedStats;
+use lookout_proto::api::{RedStats, ServicesResponse};
 
 use super::model::Labels;
 use crate::prom::{MetricStore, SeriesSnapshot, SeriesValue};
@@ -36,11 +36,16 @@ pub struct Sample {
     pub trace_ids: Vec<String>,
 }
 
+/// Most example trace ids given with an instance.
+const MAX_TRACE_IDS: usize = 5;
+
 /// Per-evaluation cache of RED figures, shared by all rules asking the same question.
 #[derive(Default)]
 pub struct RedCache {
     stats: HashMap<(String, Option<String>, Duration), Option<RedStats>>,
     services: Option<Vec<String>>,
+    /// Figures of every service and operation per window (error-rate examples).
+    by_operation: HashMap<Duration, ServicesResponse>,
 }
 
 impl RedCache {
@@ -66,6 +71,44 @@ impl RedCache {
             .or_insert_with(|| red.stats(now_s, window, service, op))
             .as_ref()
     }
+
+    /// Example traces of an error-rate sample: failed traces only. RED's examples of a
+    /// series are its newest failed traces and then its slowest ones, which may well have
+    /// succeeded; so only the first example of a series with errors is sure to have
+    /// failed. Taken from the rule's scope, then (for a whole service) from each of its
+    /// operations with errors, most errors first.
+    fn error_trace_ids(
+        &mut self,
+        red: &Red,
+        now_s: u64,
+        window: Duration,
+        service: &str,
+        op: Option<&str>,
+    ) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut add = |s: &RedStats| {
+            if let Some(id) = s.exemplar_trace_ids.first().filter(|_| s.errors > 0) {
+                if !ids.contains(id) && ids.len() < MAX_TRACE_IDS {
+                    ids.push(id.clone());
+                }
+            }
+        };
+        if let Some(s) = self.stats(red, now_s, window, service, op) {
+            add(s);
+        }
+        if op.is_none() {
+            let all = self
+                .by_operation
+                .entry(window)
+                .or_insert_with(|| red.services(now_s, window));
+            if let Some(svc) = all.services.iter().find(|s| s.service == service) {
+                let mut ops: Vec<&RedStats> = svc.operations.iter().map(|o| &o.stats).collect();
+                ops.sort_by_key(|s| std::cmp::Reverse(s.errors));
+                ops.into_iter().for_each(&mut add);
+            }
+        }
+        ids
+    }
 }
 
 /// Values of a span-signal rule: one sample per service (or the named one).
@@ -84,7 +127,8 @@ pub fn red_samples(
     services
         .into_iter()
         .map(|service| {
-            let stats = cache.stats(red, now_s, window, &service, rule.operation.as_deref());
+            let op = rule.operation.as_deref();
+            let stats = cache.stats(red, now_s, window, &service, op);
             let value = match (signal, stats) {
                 (AlertSignal::RequestRate, s) => Some(s.map_or(0.0, |s| s.request_rate)),
                 (AlertSignal::ErrorRate, s) => Some(s.map_or(0.0, |s| s.error_rate)),
@@ -95,9 +139,19 @@ pub fn red_samples(
                 (AlertSignal::LatencyP95, Some(s)) => Some(s.p95_ms),
                 (AlertSignal::LatencyP99, Some(s)) => Some(s.p99_ms),
             };
-            let trace_ids = stats
-                .map(|s| s.exemplar_trace_ids.iter().take(5).cloned().collect())
-                .unwrap_or_default();
+            let trace_ids = match signal {
+                // A breach of the error rate is explained by traces that failed.
+                AlertSignal::ErrorRate => cache.error_trace_ids(red, now_s, window, &service, op),
+                _ => stats
+                    .map(|s| {
+                        s.exemplar_trace_ids
+                            .iter()
+                            .take(MAX_TRACE_IDS)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
             let mut labels = Labels::new();
             labels.insert("service".into(), service);
             if let Some(op) = &rule.operation {
@@ -389,6 +443,92 @@ mod tests {
         // Reset: 150 -> 20 counts as an increase of 20 over the next 10 s.
         let s = metric_samples(&r, "jobs_total", &at(20.0, 0.0), &mut h, 20_000);
         assert_eq!(s[0].value, Some(2.0));
+    }
+
+    #[test]
+    fn error_rate_examples_are_failed_traces_only() {
+        use crate::traces::red::RedConfig;
+        use lookout_proto::otlp::trace::v1::span::SpanKind;
+        use lookout_proto::otlp::trace::v1::status::StatusCode;
+        use lookout_proto::otlp::trace::v1::{Span, Status};
+
+        let now = 1_000_000u64;
+        let mut red = Red::new(RedConfig::default()).started_at(now - 3_600);
+        let span = |op: &str, trace: u8, dur_ms: u64, failed: bool| Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![trace; 8],
+            name: op.into(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 1_000 + dur_ms * 1_000_000,
+            status: failed.then(|| Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        };
+        // Two operations, each with a fast failed request and slower successful ones:
+        // the slowest traces of the window succeeded.
+        let failed = [0xe1u8, 0xe2];
+        for (base, op, bad) in [(0x10u8, "GET /a", failed[0]), (0x20, "GET /b", failed[1])] {
+            red.observe(now, "api", &span(op, bad, 5, true));
+            for ok in 1..=9u8 {
+                red.observe(now, "api", &span(op, base + ok, 100 * u64::from(ok), false));
+            }
+        }
+        let hex = |b: u8| format!("{b:02x}").repeat(16);
+        let failed: Vec<String> = failed.iter().map(|b| hex(*b)).collect();
+        for text in [
+            "signal = \"error_rate\"\nop = \">\"\nthreshold = 0.01\nservice = \"api\"",
+            "signal = \"error_rate\"\nop = \">\"\nthreshold = 0.01",
+        ] {
+            let r = rule(text);
+            let s = red_samples(
+                &r,
+                AlertSignal::ErrorRate,
+                &red,
+                &mut RedCache::default(),
+                now,
+            );
+            let ids = &s[0].trace_ids;
+            assert!(!ids.is_empty(), "{text}: examples are given");
+            assert!(
+                ids.iter().all(|id| failed.contains(id)),
+                "{text}: only failed traces, got {ids:?}"
+            );
+            assert_eq!(ids.len(), 2, "{text}: one per failing operation: {ids:?}");
+        }
+        // One operation's rule: its failed trace.
+        let r = rule("signal = \"error_rate\"\nop = \">\"\nthreshold = 0.01\nservice = \"api\"\noperation = \"GET /b\"");
+        let s = red_samples(
+            &r,
+            AlertSignal::ErrorRate,
+            &red,
+            &mut RedCache::default(),
+            now,
+        );
+        assert_eq!(s[0].trace_ids, [failed[1].clone()]);
+        // No errors, no examples; latency rules still get the slowest traces.
+        let mut quiet = Red::new(RedConfig::default()).started_at(now - 3_600);
+        quiet.observe(now, "api", &span("GET /a", 0x51, 900, false));
+        let r = rule("signal = \"error_rate\"\nop = \">\"\nthreshold = 0.01");
+        let s = red_samples(
+            &r,
+            AlertSignal::ErrorRate,
+            &quiet,
+            &mut RedCache::default(),
+            now,
+        );
+        assert!(s[0].trace_ids.is_empty(), "{:?}", s[0].trace_ids);
+        let r = rule("signal = \"latency_p99\"\nop = \">\"\nthreshold = 1");
+        let s = red_samples(
+            &r,
+            AlertSignal::LatencyP99,
+            &quiet,
+            &mut RedCache::default(),
+            now,
+        );
+        assert_eq!(s[0].trace_ids, [hex(0x51)]);
     }
 
     #[test]

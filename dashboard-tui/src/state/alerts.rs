@@ -27,6 +27,10 @@ pub struct GraphState {
     pub sel: Selection,
     /// Service to select when data arrives (from the services view).
     pub focus: Option<String>,
+    /// The latest answer laid out as a map (computed once per answer).
+    pub map: Option<super::graph_map::GraphMap>,
+    /// Show the callers and callees tables instead of the map (`m`).
+    pub table: bool,
 }
 
 impl GraphState {
@@ -48,5 +52,11 @@ impl GraphState {
     /// The service under the cursor.
     pub fn selected(&self) -> Option<String> {
         self.services().get(self.sel.selected()).cloned()
+    }
+
+    /// Take an answer: keep it and lay it out.
+    pub fn set_data(&mut self, d: lookout_proto::api::DependenciesResponse) {
+        self.map = Some(super::graph_map::layout(&d.edges));
+        self.data = Some(d);
     }
 }

@@ -56,6 +56,13 @@ impl Selection {
         };
     }
 
+    /// `n` rows were inserted above the list's first: the selection and the first visible
+    /// row move down with them, so the screen shows the same rows as before.
+    pub fn shift(&mut self, n: usize, len: usize) {
+        self.selected = (self.selected + n).min(len.saturating_sub(1));
+        self.offset.set(self.offset.get() + n);
+    }
+
     /// Rows `[start, end)` to draw in `height` rows of a list of `len`, keeping the
     /// selection visible; records the offset.
     pub fn window(&self, height: usize, len: usize) -> (usize, usize) {

@@ -52,6 +52,13 @@ pub struct LogsState {
     pub loading: bool,
     /// An older page is on its way.
     pub loading_older: bool,
+    /// A refresh (the newest page, outside follow mode) is on its way.
+    pub refreshing: bool,
+    /// Records that joined the top on refreshes since the cursor was last at the top.
+    pub new_above: usize,
+    /// More records arrived than a refresh page holds: the list is kept as it is until
+    /// the user reloads it (`r`) or goes to the top.
+    pub newer_waiting: bool,
     /// No older records remain.
     pub exhausted: bool,
     /// A first answer has arrived for the current query.
@@ -81,6 +88,9 @@ impl Default for LogsState {
             seq: 0,
             loading: false,
             loading_older: false,
+            refreshing: false,
+            new_above: 0,
+            newer_waiting: false,
             exhausted: false,
             loaded: false,
             error: None,
@@ -144,6 +154,7 @@ impl LogsState {
         match mode {
             LogsMode::Replace => self.loading = false,
             LogsMode::Older => self.loading_older = false,
+            LogsMode::Newer => self.refreshing = false,
         }
         let r = match result {
             Ok(r) => r,
@@ -159,7 +170,10 @@ impl LogsState {
         self.loaded = true;
         self.took_ms = r.took_ms;
         match mode {
+            LogsMode::Newer => self.join_newer(r),
             LogsMode::Replace => {
+                self.new_above = 0;
+                self.newer_waiting = false;
                 // Keep the cursor on the same record when the list moves under it.
                 let keep = self.selected().map(key);
                 self.total = r.total;
@@ -194,6 +208,75 @@ impl LogsState {
                     self.exhausted = true;
                 }
             }
+        }
+    }
+}
+
+impl LogsState {
+    /// The refresh of a loaded list outside follow mode: its newest page, to be joined at
+    /// the top by [`LogsMode::Newer`]. None while something else is on its way.
+    pub fn refresh_query(&self) -> Option<LogsQuery> {
+        if !self.loaded || self.loading || self.loading_older || self.refreshing {
+            return None;
+        }
+        Some(self.query())
+    }
+
+    /// Join the newest page at the top of the list: the records above the list's first
+    /// one, if the page reaches down to it. Otherwise more arrived than a page holds; the
+    /// list is replaced when the cursor is at the top, else kept (and says so) so that
+    /// the rows being read do not jump away.
+    fn join_newer(&mut self, r: LogsResponse) {
+        let Some(head) = self.entries.first() else {
+            self.total = r.total;
+            self.entries = r.logs;
+            self.exhausted = (self.entries.len() as u64) >= self.total;
+            self.sel.select(0, self.entries.len());
+            return;
+        };
+        let head_key = key(head);
+        let head_ts = head.timestamp_unix_nano;
+        let Some(n) = r.logs.iter().position(|e| key(e) == head_key) else {
+            if self.sel.selected() == 0 {
+                self.total = r.total;
+                self.entries = r.logs;
+                self.exhausted = (self.entries.len() as u64) >= self.total;
+                self.new_above = 0;
+                self.newer_waiting = false;
+                self.sel.select(0, self.entries.len());
+            } else {
+                self.newer_waiting = true;
+            }
+            return;
+        };
+        // Records at the head's instant may come in another order: keep those not here.
+        let same_instant: Vec<_> = self
+            .entries
+            .iter()
+            .take_while(|e| e.timestamp_unix_nano == head_ts)
+            .map(key)
+            .collect();
+        let mut logs = r.logs;
+        logs.truncate(n);
+        logs.retain(|e| !(e.timestamp_unix_nano == head_ts && same_instant.contains(&key(e))));
+        let added = logs.len();
+        self.total = r.total.max(self.entries.len() as u64 + added as u64);
+        if added == 0 {
+            return;
+        }
+        logs.append(&mut self.entries);
+        self.entries = logs;
+        if self.entries.len() > MAX_ROWS {
+            self.entries.truncate(MAX_ROWS);
+        }
+        self.new_above += added;
+        self.sel.shift(added, self.entries.len());
+    }
+
+    /// The cursor reached the top: the new records are seen.
+    pub fn seen_top(&mut self) {
+        if self.sel.selected() == 0 {
+            self.new_above = 0;
         }
     }
 }

@@ -5,6 +5,13 @@ use lookout_proto::api::{ServiceStats, ServicesResponse};
 use super::input::LineInput;
 use super::list::Selection;
 
+/// Windows of the RED figures, cycled with `w`: the `window` parameter of
+/// `/api/v1/services` (the collector refuses those longer than its `traces.red_window`).
+pub const WINDOWS: [&str; 4] = ["1m", "5m", "15m", "1h"];
+
+/// Index of the default window (5m, the collector's default).
+pub const DEFAULT_WINDOW: usize = 1;
+
 /// Sort order of the services table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServiceSort {
@@ -42,7 +49,7 @@ impl ServiceSort {
 }
 
 /// State of the services view.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServicesState {
     /// Latest answer.
     pub data: Option<ServicesResponse>,
@@ -56,9 +63,30 @@ pub struct ServicesState {
     pub editing: bool,
     /// Selected row.
     pub sel: Selection,
+    /// Index into [`WINDOWS`] of the window asked for.
+    pub window: usize,
+}
+
+impl Default for ServicesState {
+    fn default() -> Self {
+        ServicesState {
+            data: None,
+            error: None,
+            sort: ServiceSort::default(),
+            filter: LineInput::default(),
+            editing: false,
+            sel: Selection::default(),
+            window: DEFAULT_WINDOW,
+        }
+    }
 }
 
 impl ServicesState {
+    /// The window asked for (`5m`).
+    pub fn window(&self) -> &'static str {
+        WINDOWS[self.window.min(WINDOWS.len() - 1)]
+    }
+
     /// Rows after filtering and sorting.
     pub fn rows(&self) -> Vec<&ServiceStats> {
         let Some(d) = &self.data else {

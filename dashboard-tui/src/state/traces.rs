@@ -243,6 +243,59 @@ impl Waterfall {
         self.visible.iter().position(|&r| r == row).unwrap_or(0)
     }
 
+    /// Rows (in depth-first order) whose span's service, operation, span id, status
+    /// message, or an attribute key or value (of the span, its resource or its events)
+    /// contains `text`, case-insensitively. Empty text matches nothing.
+    pub fn find(&self, text: &str) -> Vec<usize> {
+        let needle = text.trim().to_lowercase();
+        if needle.is_empty() {
+            return Vec::new();
+        }
+        let has = |s: &str| s.to_lowercase().contains(&needle);
+        let in_map = |m: &serde_json::Map<String, serde_json::Value>| {
+            m.iter().any(|(k, v)| {
+                has(k)
+                    || match v {
+                        serde_json::Value::String(s) => has(s),
+                        other => has(&other.to_string()),
+                    }
+            })
+        };
+        self.rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                self.trace.spans.get(r.span).is_some_and(|s| {
+                    has(&s.service)
+                        || has(&s.operation)
+                        || has(&s.span_id)
+                        || has(&s.status_message)
+                        || in_map(&s.attributes)
+                        || in_map(&s.resource)
+                        || s.events
+                            .iter()
+                            .any(|e| has(&e.name) || in_map(&e.attributes))
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Unfold every collapsed row above `row` so that it shows; returns its visible index.
+    pub fn reveal(&mut self, row: usize) -> Option<usize> {
+        let mut changed = false;
+        for c in 0..row.min(self.rows.len()) {
+            if self.collapsed[c] && row <= c + self.rows[c].descendants {
+                self.collapsed[c] = false;
+                changed = true;
+            }
+        }
+        if changed {
+            self.recompute_visible();
+        }
+        self.visible.iter().position(|&r| r == row)
+    }
+
     /// Visible index of the span with this id.
     pub fn find_span(&self, span_id: &str) -> Option<usize> {
         let row = self.trace.spans.iter().position(|s| s.span_id == span_id)?;
@@ -275,9 +328,86 @@ pub struct OpenTrace {
     pub span_logs: Option<(String, Result<Vec<LogEntry>, FetchError>)>,
     /// Sequence number of the span logs request.
     pub span_logs_seq: u64,
+    /// Search inside the trace (`/`): the text.
+    pub search: LineInput,
+    /// The search line has the keyboard.
+    pub searching: bool,
+    /// Rows matching the search, in depth-first order.
+    pub matches: Vec<usize>,
+    /// The match the cursor went to last, an index into `matches`.
+    pub current_match: usize,
+    /// The selected span's JSON is shown in a popup, scrolled by this many lines.
+    pub raw: Option<u16>,
 }
 
 impl OpenTrace {
+    /// Run the search line: find the matching rows and go to the first one at or after
+    /// the cursor. Returns what to tell the user.
+    pub fn run_search(&mut self) -> String {
+        let text = self.search.text().trim().to_string();
+        let Some(w) = self.waterfall.as_ref() else {
+            return "the trace has not arrived yet".into();
+        };
+        self.matches = w.find(&text);
+        if text.is_empty() {
+            return String::new();
+        }
+        if self.matches.is_empty() {
+            return format!("no span matches {text:?}");
+        }
+        let here = w.visible.get(self.sel.selected()).copied().unwrap_or(0);
+        self.current_match = self.matches.iter().position(|&r| r >= here).unwrap_or(0);
+        self.go_to_match()
+    }
+
+    /// Go to the next (or previous) match, wrapping around. Returns what to tell the user.
+    pub fn step_match(&mut self, forward: bool) -> String {
+        let n = self.matches.len();
+        if n == 0 {
+            return if self.search.text().trim().is_empty() {
+                "/ searches the trace".into()
+            } else {
+                format!("no span matches {:?}", self.search.text().trim())
+            };
+        }
+        self.current_match = if forward {
+            (self.current_match + 1) % n
+        } else {
+            (self.current_match + n - 1) % n
+        };
+        self.go_to_match()
+    }
+
+    /// Select the current match, unfolding what hides it.
+    fn go_to_match(&mut self) -> String {
+        let Some(&row) = self.matches.get(self.current_match) else {
+            return String::new();
+        };
+        let Some(w) = self.waterfall.as_mut() else {
+            return String::new();
+        };
+        if let Some(v) = w.reveal(row) {
+            let n = w.visible.len();
+            self.sel.select(v, n);
+        }
+        format!(
+            "match {} of {} for {:?} (n next, N previous)",
+            self.current_match + 1,
+            self.matches.len(),
+            self.search.text().trim()
+        )
+    }
+
+    /// The selected span as the query API wrote it, pretty-printed.
+    pub fn selected_json(&self) -> Option<String> {
+        serde_json::to_string_pretty(self.selected_span()?).ok()
+    }
+
+    /// True when row `row` matches the search.
+    pub fn is_match(&self, row: usize) -> bool {
+        self.matches.binary_search(&row).is_ok()
+    }
+
     /// Span id under the cursor.
     pub fn selected_span(&self) -> Option<&lookout_proto::api::SpanView> {
         let w = self.waterfall.as_ref()?;

@@ -166,14 +166,18 @@ fn instance_lines(rule: &AlertRuleStatus) -> Vec<Line<'static>> {
     lines
 }
 
-/// Draw the service graph view: services on the left, callers and callees of the
-/// selected one on the right.
+/// Draw the service graph view: the map, or (`m`) services on the left with the
+/// callers and callees of the selected one on the right.
 pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
     let g = &app.graph;
     let services = g.services();
     if services.is_empty() {
         let empty = "No dependencies in the last hour.\nEdges come from client → server and producer → consumer span pairs.";
         super::draw_empty(f, area, app, g.data.is_none(), empty, g.error.as_deref());
+        return;
+    }
+    if !g.table {
+        super::graph::draw_map(f, area, app);
         return;
     }
     let list_w = (area.width / 3).clamp(14, 30);
@@ -249,7 +253,11 @@ pub fn draw_graph(f: &mut Frame, area: Rect, app: &App) {
         );
         if empty {
             f.render_widget(
-                Paragraph::new("  none").block(Block::new().borders(Borders::TOP).title(title)),
+                Paragraph::new("  none").block(
+                    Block::new()
+                        .borders(Borders::TOP)
+                        .title(fmt::one_line(&title)),
+                ),
                 area,
             );
         } else {

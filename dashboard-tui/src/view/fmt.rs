@@ -25,6 +25,17 @@ pub fn duration_ns(ns: u64) -> String {
     }
 }
 
+/// Whole seconds as the shortest of `45s`, `5m`, `2h`, `90s`.
+pub fn secs(s: u64) -> String {
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// Milliseconds as a duration.
 pub fn ms(v: f64) -> String {
     if !v.is_finite() || v <= 0.0 {
@@ -43,6 +54,45 @@ pub fn rate(v: f64) -> String {
         format!("{v:.0}/s")
     } else {
         format!("{v:.2}/s")
+    }
+}
+
+/// A figure in a few characters: `0`, `0.0123`, `1.23`, `12.3`, `123`, `1.23k`, `45.6M`,
+/// `7.80G`, `1.2e-7`; `NaN`, `+Inf` and `-Inf` as such.
+pub fn number(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let a = v.abs();
+    if a == 0.0 {
+        return "0".into();
+    }
+    for (scale, suffix) in [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if a >= scale {
+            let x = v / scale;
+            return if x.abs() >= 100.0 {
+                format!("{x:.0}{suffix}")
+            } else if x.abs() >= 10.0 {
+                format!("{x:.1}{suffix}")
+            } else {
+                format!("{x:.2}{suffix}")
+            };
+        }
+    }
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.001 {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').to_string()
+    } else {
+        format!("{v:.1e}")
     }
 }
 
@@ -127,6 +177,42 @@ pub fn multi_line(s: &str, max: usize) -> Vec<String> {
     out
 }
 
+/// `text` word-wrapped into lines of at most `width` characters; a word longer than a
+/// line is cut across lines.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    let mut cur_w = 0;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        if cur_w > 0 && cur_w + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut cur));
+            cur_w = 0;
+        }
+        while word.len() > width {
+            if cur_w > 0 {
+                lines.push(std::mem::take(&mut cur));
+                cur_w = 0;
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        if word.is_empty() {
+            continue;
+        }
+        if cur_w > 0 {
+            cur.push(' ');
+            cur_w += 1;
+        }
+        cur_w += word.len();
+        cur.extend(word);
+    }
+    if cur_w > 0 || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
 /// A JSON attribute value as text: strings bare, everything else as JSON.
 pub fn value(v: &serde_json::Value) -> String {
     match v {
@@ -208,6 +294,26 @@ mod tests {
         assert_eq!(pct(f64::NAN), "-");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(12), "12");
+        assert_eq!(
+            (secs(300), secs(7200), secs(90), secs(0)),
+            ("5m".into(), "2h".into(), "90s".into(), "0s".into())
+        );
+        for (v, want) in [
+            (0.0, "0"),
+            (0.0123, "0.0123"),
+            (0.5, "0.5"),
+            (1.234, "1.23"),
+            (12.34, "12.3"),
+            (123.4, "123"),
+            (1234.0, "1.23k"),
+            (-45_600_000.0, "-45.6M"),
+            (7.8e9, "7.80G"),
+            (0.00000012, "1.2e-7"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(number(v), want, "{v}");
+        }
         assert_eq!(clock(1_700_000_000_123_000_000), "22:13:20.123");
     }
 
@@ -221,6 +327,17 @@ mod tests {
         assert_eq!(one_line(&long).chars().count(), 1000);
         assert_eq!(multi_line("a\nb\u{1b}", 100), ["a", "b\u{fffd}"]);
         assert_eq!(multi_line("abcdef", 3), ["abc…"]);
+    }
+
+    #[test]
+    fn wrap_breaks_at_words_and_cuts_long_ones() {
+        assert_eq!(
+            wrap("command: services, logs Q, traces S", 16),
+            ["command:", "services, logs", "Q, traces S"]
+        );
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij x", 4), ["abcd", "efgh", "ij x"]);
+        assert_eq!(wrap("", 4), [""]);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             fmt::one_line(svc),
             Style::new().fg(Color::Cyan),
         ));
+        st.push(Span::styled(
+            " (x clears)",
+            Style::new().add_modifier(Modifier::DIM),
+        ));
     }
     if l.loaded {
         st.push(Span::raw(format!(
@@ -30,6 +34,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             fmt::count(l.total),
             l.took_ms
         )));
+    }
+    if l.new_above > 0 {
+        st.push(Span::styled(
+            format!("  ↑{} new", fmt::count(l.new_above as u64)),
+            Style::new().fg(Color::Green),
+        ));
+    }
+    if l.newer_waiting {
+        st.push(Span::styled(
+            "  newer records: g or r loads them",
+            Style::new().fg(Color::Yellow),
+        ));
     }
     if l.follow {
         st.push(Span::styled(
@@ -60,7 +76,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let l = &app.logs;
     let (start, end) = l.sel.window(area.height as usize, l.entries.len());
-    let svc_w = if area.width >= 100 { 16 } else { 10 };
+    // The service column grows with the width: 10 columns at 80, 25 at 200.
+    let svc_w = (usize::from(area.width) / 8).clamp(10, 32);
     for (row, (i, e)) in l.entries[start..end]
         .iter()
         .enumerate()

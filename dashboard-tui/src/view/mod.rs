@@ -3,7 +3,9 @@
 
 pub mod alerts;
 pub mod fmt;
+pub mod graph;
 pub mod logs;
+pub mod metrics;
 pub mod services;
 pub mod traces;
 
@@ -45,6 +47,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Traces => traces::draw(f, body, app),
         View::Alerts => alerts::draw_alerts(f, body, app),
         View::Graph => alerts::draw_graph(f, body, app),
+        View::Metrics => metrics::draw(f, body, app),
     }
     draw_footer(f, footer, app);
     if let Some(scroll) = app.help {
@@ -66,17 +69,32 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
         };
         spans.push(Span::styled(format!("{}:{}", i + 1, v.title()), style));
     }
-    let status = match &app.conn {
-        Conn::Connecting => Span::styled("connecting…", Style::new().fg(Color::Yellow)),
-        Conn::Up { latency } => Span::styled(
-            format!("● {}ms", latency.as_millis()),
-            Style::new().fg(Color::Green),
+    let bad = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+    // The long form when it fits beside the tabs, else the short one.
+    let (long, short, style) = match &app.conn {
+        Conn::Connecting => (
+            "connecting…".to_string(),
+            "…".to_string(),
+            Style::new().fg(Color::Yellow),
         ),
-        Conn::Down { failures, .. } => Span::styled(
+        Conn::Up { latency } => {
+            let s = format!("● {}ms", latency.as_millis());
+            (s.clone(), s, Style::new().fg(Color::Green))
+        }
+        Conn::Down { failures, .. } => (
             format!("✕ unreachable ({failures}×), retrying"),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            format!("✕ down ({failures}×)"),
+            bad,
         ),
+        Conn::NotLookout { .. } => ("✕ not a Lookout API".into(), "✕ not Lookout".into(), bad),
     };
+    let tabs_w: usize = spans.iter().map(Span::width).sum();
+    let text = if tabs_w + 1 + long.chars().count() <= usize::from(area.width) {
+        long
+    } else {
+        short
+    };
+    let status = Span::styled(text, style);
     let status_w = status.width() as u16 + 1;
     let [left, right] =
         Layout::horizontal([Constraint::Min(1), Constraint::Length(status_w)]).areas(area);
@@ -93,14 +111,17 @@ pub fn hints(app: &App) -> &'static str {
         return "Enter run  Esc cancel  ↑/↓ history  ^U clear  ^W word";
     }
     match app.view {
-        View::Services => "↵ traces  l logs  d graph  / filter  s sort  Tab view  ? help  q quit",
-        View::Logs => "/ query  ↵ detail  t trace  f follow  [ ] range  J/K scroll  ? help  q quit",
+        View::Services => "↵ traces  l logs  d graph  / filter  s sort  w window  ? help  q quit",
+        View::Logs => "/ query  ↵ detail  t trace  y copy id  f follow  [ ] range  ? help  q quit",
         View::Traces if app.traces.open.is_some() => {
-            "↵ span detail  space fold  J/K scroll  l logs  Esc back  ? help  q quit"
+            "↵ detail  / find  n/N next  y copy id  v JSON  space fold  Esc back  ? help"
         }
-        View::Traces => "/ search  ↵ open  e errors  [ ] range  r refresh  ? help  q quit",
+        View::Traces => {
+            "/ search  ↵ open  e errors  y copy id  [ ] range  r refresh  ? help  q quit"
+        }
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
-        View::Graph => "j/k service  ↵ traces  l logs  Tab view  ? help  q quit",
+        View::Graph => "j/k service  ↵ traces  l logs  m map/tables  Tab view  ? help  q quit",
+        View::Metrics => "/ filter  a lookout_* series  j/k series  Esc clear  ? help  q quit",
     }
 }
 
@@ -108,6 +129,12 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     if let Some(cmd) = &app.command {
         input_line(f, area, ":", cmd, true);
         return;
+    }
+    if let Some(o) = app.traces.open.as_ref().filter(|o| o.searching) {
+        if app.view == View::Traces {
+            input_line(f, area, "/", &o.search, true);
+            return;
+        }
     }
     let line = match &app.flash {
         Some(msg) => Line::styled(fmt::one_line(msg), Style::new().fg(Color::Yellow)),
@@ -307,6 +334,16 @@ pub fn placeholder(app: &App, loading: bool, empty: &str) -> Vec<Line<'static>> 
                 app.refresh.as_secs().max(1)
             )),
         ],
+        Conn::NotLookout { error } => vec![
+            Line::styled(
+                fmt::one_line(error),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Line::raw(
+                "Point --collector at the collector's query API (default http://127.0.0.1:7070), not an OTLP port.",
+            ),
+            Line::raw(format!("Retrying every {}s.", app.refresh.as_secs().max(1))),
+        ],
         Conn::Connecting => vec![Line::raw(format!("Connecting to {}…", app.collector))],
         Conn::Up { .. } if loading => vec![Line::raw("Loading…")],
         Conn::Up { .. } => empty.lines().map(|l| Line::raw(l.to_string())).collect(),
@@ -319,7 +356,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         "Everywhere",
         &[
             ("Tab / Shift-Tab", "next / previous view"),
-            ("1 … 5", "services, logs, traces, alerts, graph"),
+            ("1 … 6", "services, logs, traces, alerts, graph, metrics"),
             ("j k / ↓ ↑", "move"),
             ("PgDn PgUp / ^D ^U", "page down / up"),
             ("g G / Home End", "first / last"),
@@ -329,7 +366,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("r / F5", "refresh now"),
             (
                 ":",
-                "command: services, logs Q, traces S, trace ID, alerts, graph, q",
+                "command: services, logs Q, traces S, trace ID, alerts, graph, metrics, q",
             ),
             ("?", "this help"),
             ("q / ^C", "quit"),
@@ -351,6 +388,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("l", "logs of the service"),
             ("d", "service graph at the service"),
             ("s", "sort: name, rate, errors, p99"),
+            (
+                "w",
+                "window of the figures: 1m, 5m, 15m, 1h (at most the collector's traces.red_window)",
+            ),
             ("/", "filter by name"),
         ],
     ),
@@ -364,9 +405,16 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("Enter", "detail pane with every attribute"),
             ("J K", "scroll the detail pane"),
             ("t", "open the trace of the log"),
-            ("f", "follow new logs (live tail)"),
+            ("y", "copy the log's trace id to the clipboard"),
+            (
+                "f",
+                "follow new logs (live tail); without it new ones join the top (↑N new)",
+            ),
             ("[ ]", "shorter / longer time range"),
-            ("x", "clear the service filter"),
+            (
+                "x",
+                "clear the service filter (a query naming a service replaces it)",
+            ),
         ],
     ),
     (
@@ -378,6 +426,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ),
             ("Enter", "open the trace as a waterfall"),
             ("e", "only traces with errors, or all"),
+            (
+                "y",
+                "copy the trace id to the clipboard (OSC 52: works over SSH; in tmux with set-clipboard on)",
+            ),
             ("[ ]", "shorter / longer time range"),
             ("○ ● ◐", "trace open, complete, updated late"),
         ],
@@ -387,6 +439,16 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("Enter", "span detail: attributes, events, logs"),
             ("space", "fold / unfold the span's children"),
+            (
+                "/",
+                "find spans by service, operation, span id, attribute or event text",
+            ),
+            ("n N", "next / previous span found (unfolds what hides it)"),
+            ("y", "copy the trace id to the clipboard"),
+            (
+                "v",
+                "the span's JSON as the API answered it: j/k scroll, y copies it, Esc closes",
+            ),
             ("J K", "scroll the detail pane"),
             ("l", "logs of the trace"),
             ("█ ▒", "critical path / rest of a span"),
@@ -399,14 +461,36 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("j k", "select a rule / a service"),
             ("Enter / l", "graph: traces / logs of the service"),
+            (
+                "m",
+                "graph: the map (callers left, callees right, calls ✕errors on the arrows) or tables with avg and p95",
+            ),
+        ],
+    ),
+    (
+        "Metrics",
+        &[
+            (
+                "/",
+                "filter series by name and labels (every word must match)",
+            ),
+            ("a", "show or hide the collector's own lookout_* series"),
+            (
+                "j k",
+                "select a series: its chart, labels, min and max below",
+            ),
+            ("Esc", "clear the filter"),
         ],
     ),
 ];
 
-fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
-    let w = area.width.min(78);
-    let h = area.height;
-    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, h);
+/// Width of the key column of the help, indentation included.
+const HELP_KEY_W: usize = 20;
+
+/// The help's lines for a box `inner` columns wide: each key's text wraps under its
+/// text column, so every word is readable at any width.
+pub fn help_lines(inner: usize) -> Vec<Line<'static>> {
+    let text_w = inner.saturating_sub(HELP_KEY_W).max(10);
     let mut lines = Vec::new();
     for (section, keys) in KEYS {
         lines.push(Line::styled(
@@ -414,12 +498,26 @@ fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
             Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
         ));
         for (k, what) in *keys {
-            lines.push(Line::from(vec![
-                Span::styled(format!("  {k:<18}"), Style::new().fg(Color::Cyan)),
-                Span::raw(what.to_string()),
-            ]));
+            for (i, part) in fmt::wrap(what, text_w).into_iter().enumerate() {
+                let key = if i == 0 { *k } else { "" };
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("  {key:<w$}", w = HELP_KEY_W - 2),
+                        Style::new().fg(Color::Cyan),
+                    ),
+                    Span::raw(part),
+                ]));
+            }
         }
     }
+    lines
+}
+
+fn draw_help(f: &mut Frame, area: Rect, scroll: u16) {
+    let w = area.width.min(100);
+    let h = area.height;
+    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, h);
+    let lines = help_lines(usize::from(w.saturating_sub(2)));
     let max_scroll = (lines.len() as u16).saturating_sub(h.saturating_sub(2));
     f.render_widget(Clear, r);
     f.render_widget(

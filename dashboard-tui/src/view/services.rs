@@ -15,12 +15,23 @@ use crate::state::list::Selection;
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.services;
     let [bar, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
-    let window = s
-        .data
-        .as_ref()
-        .map_or(String::new(), |d| format!("  window {}s", d.window_s));
-    let title = format!("sort: {} (s){window}  filter: ", s.sort.label());
+    let title = format!(
+        "sort: {} (s)  window {} (w)  filter: ",
+        s.sort.label(),
+        s.window()
+    );
     super::input_line(f, bar, &title, &s.filter, s.editing);
+    // A refused window (or another refusal) over figures still shown: say so above them.
+    let (err_area, rest) = match (&s.error, s.data.is_some()) {
+        (Some(_), true) => {
+            let [e, r] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(rest);
+            (Some(e), r)
+        }
+        _ => (None, rest),
+    };
+    if let (Some(area), Some(e)) = (err_area, &s.error) {
+        f.render_widget(super::error_line(e), area);
+    }
 
     let rows = s.rows();
     if rows.is_empty() {
@@ -39,7 +50,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     };
     let [list_area, ops_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(ops_h)]).areas(rest);
-    draw_service_table(f, list_area, &rows, &s.sel);
+    let window_s = s.data.as_ref().map_or(0, |d| d.window_s);
+    draw_service_table(f, list_area, &rows, &s.sel, window_s);
     if ops_h == 0 {
         return;
     }
@@ -49,15 +61,23 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The table of services, the selected one highlighted.
-fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], sel: &Selection) {
-    // The service column fits the longest name (12 to 24 columns); the trend takes the
-    // rest, so the sparkline is sized to its real width and its newest slices show.
+fn draw_service_table(
+    f: &mut Frame,
+    list_area: Rect,
+    rows: &[&ServiceStats],
+    sel: &Selection,
+    window_s: u64,
+) {
+    // The service column fits the longest name (12 columns at least, 24 at most, a fifth
+    // of a wide screen); the trend takes the rest, so the sparkline is sized to its real
+    // width and its newest slices show.
+    let svc_max = (usize::from(list_area.width) / 5).max(24);
     let svc_w = rows
         .iter()
         .map(|r| r.service.chars().count())
         .max()
         .unwrap_or(0)
-        .clamp(12, 24);
+        .clamp(12, svc_max);
     let fixed = svc_w + 8 + 6 + 7 * 3 + 6; // columns and the six gaps between them
     let trend_w = (list_area.width as usize).saturating_sub(fixed);
     let widths = [
@@ -90,7 +110,7 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
                 Cell::from(fmt::ms(st.p50_ms)),
                 Cell::from(fmt::ms(st.p95_ms)),
                 Cell::from(fmt::ms(st.p99_ms)),
-                Cell::from(fmt::sparkline(&st.rate_history, trend_w.min(60)))
+                Cell::from(fmt::sparkline(complete(&st.rate_history), trend_w.min(60)))
                     .style(Style::new().fg(Color::Cyan)),
             ]);
             if start + i == sel.selected() {
@@ -100,7 +120,11 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
             }
         })
         .collect();
-    let title = format!(" Services ({}) ", rows.len());
+    let title = format!(
+        " Services ({}) over the last {} ",
+        rows.len(),
+        fmt::secs(window_s)
+    );
     f.render_widget(
         titled_table(
             &["service", "rate", "err%", "p50", "p95", "p99", "rate trend"],
@@ -110,6 +134,12 @@ fn draw_service_table(f: &mut Frame, list_area: Rect, rows: &[&ServiceStats], se
         ),
         list_area,
     );
+}
+
+/// A rate history without its newest point: that time slice is still filling (the
+/// collector counts it from its start to now), so drawn it would read as a drop.
+fn complete(history: &[f64]) -> &[f64] {
+    &history[..history.len().saturating_sub(1)]
 }
 
 /// The operations of `service`, as many as fit.

@@ -21,6 +21,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
 }
 
+/// `s` cut to `w` columns, with `…` when cut.
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() > w {
+        s.chars().take(w.saturating_sub(1)).collect::<String>() + "…"
+    } else {
+        s.to_string()
+    }
+}
+
 fn state_symbol(state: &str) -> (&'static str, Style) {
     match state {
         "open" => ("○", Style::new().fg(Color::Yellow)),
@@ -59,12 +68,23 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let [head, rows_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(rest);
     let bar_w = (rest.width as usize / 4).clamp(6, 30);
-    let fixed = 2 + 13 + 9 + 6 + 5 + bar_w + 1;
+    // From 160 columns on, the services of each trace get a column of their own.
+    let svcs_w = if rest.width >= 160 {
+        rest.width as usize / 4
+    } else {
+        0
+    };
+    let fixed = 2 + 13 + 9 + 6 + 5 + bar_w + 1 + svcs_w + usize::from(svcs_w > 0);
     let root_w = (rest.width as usize).saturating_sub(fixed).max(8);
+    let svcs_head = if svcs_w > 0 {
+        format!("{:<svcs_w$} ", "services")
+    } else {
+        String::new()
+    };
     f.render_widget(
         Line::styled(
             format!(
-                "  {:<12} {:>8} {:>5} {:>4} {:<root_w$} {}",
+                "  {:<12} {:>8} {:>5} {:>4} {:<root_w$} {svcs_head}{}",
                 "start", "duration", "spans", "errs", "root", "duration bar"
             ),
             Style::new().add_modifier(Modifier::BOLD),
@@ -81,18 +101,14 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     for (r, tr) in traces[start..end].iter().enumerate() {
         let (sym, sym_style) = state_symbol(&tr.state);
         let root = fmt::one_line(&format!("{}: {}", tr.root_service, tr.root_operation));
-        let root: String = if root.chars().count() > root_w {
-            root.chars().take(root_w - 1).collect::<String>() + "…"
-        } else {
-            root
-        };
+        let root = fit(&root, root_w);
         let filled = ((tr.duration_ns as u128 * bar_w as u128).div_ceil(max as u128)) as usize;
         let errs = if tr.error_count > 0 {
             Style::new().fg(Color::Red)
         } else {
             Style::new()
         };
-        let mut line = Line::from(vec![
+        let mut spans = vec![
             Span::styled(sym, sym_style),
             Span::raw(" "),
             Span::styled(
@@ -103,15 +119,23 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(format!("{:>5} ", tr.span_count)),
             Span::styled(format!("{:>4} ", tr.error_count), errs),
             Span::raw(format!("{root:<root_w$} ")),
-            Span::styled(
-                "█".repeat(filled.clamp(1, bar_w)),
-                if tr.error_count > 0 {
-                    Style::new().fg(Color::Red)
-                } else {
-                    Style::new().fg(Color::Cyan)
-                },
-            ),
-        ]);
+        ];
+        if svcs_w > 0 {
+            let svcs = fit(&fmt::one_line(&tr.services.join(",")), svcs_w);
+            spans.push(Span::styled(
+                format!("{svcs:<svcs_w$} "),
+                Style::new().fg(Color::Cyan),
+            ));
+        }
+        spans.push(Span::styled(
+            "█".repeat(filled.clamp(1, bar_w)),
+            if tr.error_count > 0 {
+                Style::new().fg(Color::Red)
+            } else {
+                Style::new().fg(Color::Cyan)
+            },
+        ));
+        let mut line = Line::from(spans);
         if start + r == t.sel.selected() {
             line = line.style(SELECTED);
         }
@@ -141,6 +165,44 @@ fn draw_trace(f: &mut Frame, area: Rect, app: &App, o: &OpenTrace) {
     if let (Some(d), Some(span)) = (detail, o.selected_span()) {
         draw_span_detail(f, d, o, w, span);
     }
+    if let Some(scroll) = o.raw {
+        draw_raw(f, area, o, scroll);
+    }
+}
+
+/// The selected span's JSON in a popup over the trace, long lines wrapped, scrolled by
+/// `scroll` lines (clamped to the end).
+fn draw_raw(f: &mut Frame, area: Rect, o: &OpenTrace, scroll: u16) {
+    let Some(json) = o.selected_json() else {
+        return;
+    };
+    let w = if area.width >= 100 {
+        area.width * 4 / 5
+    } else {
+        area.width
+    };
+    let r = Rect::new(area.x + (area.width - w) / 2, area.y, w, area.height);
+    let inner_w = usize::from(w.saturating_sub(2)).max(1);
+    let mut lines: Vec<Line> = Vec::new();
+    for l in json.lines() {
+        let chars: Vec<char> = fmt::one_line(l).chars().collect();
+        for part in chars.chunks(inner_w) {
+            lines.push(Line::raw(part.iter().collect::<String>()));
+        }
+    }
+    let height = r.height.saturating_sub(2);
+    let max = u16::try_from(lines.len())
+        .unwrap_or(u16::MAX)
+        .saturating_sub(height);
+    f.render_widget(ratatui::widgets::Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).scroll((scroll.min(max), 0)).block(
+            Block::new()
+                .borders(Borders::ALL)
+                .title(" Span JSON — j/k scroll, y copies it, Esc closes "),
+        ),
+        r,
+    );
 }
 
 /// The summary line and warnings above the waterfall.
@@ -244,7 +306,7 @@ pub fn draw_waterfall(f: &mut Frame, area: Rect, o: &OpenTrace, w: &Waterfall) {
             continue;
         };
         let y = rows_area.y + r as u16;
-        let mut label_line = Line::from(row_label(w, row_idx, span));
+        let mut label_line = Line::from(row_label(w, row_idx, span, o.is_match(row_idx)));
         if start + r == o.sel.selected() {
             label_line = label_line.style(SELECTED);
         }
@@ -283,7 +345,7 @@ fn axis_line(label_w: usize, bar_w: usize, total: u64) -> Line<'static> {
 
 /// The label of waterfall row `row_idx`: indentation, fold marker, markers, service,
 /// operation.
-fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static>> {
+fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView, matched: bool) -> Vec<Span<'static>> {
     let row = &w.rows[row_idx];
     let err = span.status == "error";
     let depth = row.depth as usize;
@@ -315,14 +377,24 @@ fn row_label(w: &Waterfall, row_idx: usize, span: &SpanView) -> Vec<Span<'static
     if span.skew_adjustment_ns != 0 {
         label.push(Span::styled("~", Style::new().fg(Color::Yellow)));
     }
+    // A span matching the search stands out: bold and underlined in yellow.
+    let found = Style::new()
+        .fg(Color::Yellow)
+        .add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
     label.push(Span::styled(
         fmt::one_line(&span.service),
-        Style::new().fg(fmt::service_color(row.service)),
+        if matched {
+            found
+        } else {
+            Style::new().fg(fmt::service_color(row.service))
+        },
     ));
     label.push(Span::raw(" "));
     label.push(Span::styled(
         fmt::one_line(&span.operation),
-        if err {
+        if matched {
+            found
+        } else if err {
             Style::new().fg(Color::Red)
         } else {
             Style::new()

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lookout_tests::{bin, free_addr, get_json, poll, Collector, FAST_TRACES};
+use lookout_tests::otlp::{kv, log_request, now_ns, resource};
+use lookout_tests::{bin, free_addr, get_json, poll, post_acknowledged, Collector, FAST_TRACES};
+use prost::Message;
 
 /// A tmux server of its own (`-L`), so tests run in parallel; killed on drop.
 struct Tmux {
@@ -241,11 +243,7 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tmux, api) = tui_without_collector(dir.path());
     tmux.wait_for(
-        &[
-            "Cannot reach the collector",
-            "unreachable",
-            "Retrying every",
-        ],
+        &["Cannot reach the collector", "✕ down (", "Retrying every"],
         "the unreachable state",
     );
     // Keys still work while the collector is down.
@@ -269,6 +267,163 @@ async fn tui_waits_for_an_unreachable_collector_and_recovers() {
         .expect("pkill");
     assert!(killed.success(), "lookout-tui was running");
     tmux.wait_for_clean_exit("lookout-tui to exit on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_logs_refresh_without_follow_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let client = reqwest::Client::new();
+    let send = |body: &str| {
+        let req = log_request("refresher", [body.to_string()]).encode_to_vec();
+        let (client, url) = (client.clone(), c.http_url("/v1/logs"));
+        async move { assert!(post_acknowledged(&client, &url, req).await) }
+    };
+    let searchable = |what: &'static str| {
+        let url = c.api_url(&format!("/api/v1/logs?q={what}&limit=1"));
+        async move {
+            poll(Duration::from_secs(30), what, || async {
+                let (_, l) = get_json(&url).await;
+                (l["total"].as_u64().unwrap_or(0) > 0).then_some(())
+            })
+            .await
+        }
+    };
+    send("firstrecord").await;
+    searchable("firstrecord").await;
+    let tmux = Tmux::start(&tui_command(&c.api.to_string(), dir.path()), 100, 30);
+    tmux.wait_for(&["1:Services"], "the dashboard");
+    tmux.keys(&["2"]);
+    tmux.wait_for(&["firstrecord", "1 of 1 matches"], "the logs view");
+    // Not following: a record sent now shows up by itself, at the top, without moving the
+    // row under the cursor.
+    send("secondrecord").await;
+    searchable("secondrecord").await;
+    let s = tmux.wait_for(&["2 of 2 matches", "↑1 new"], "the refresh to join it");
+    assert!(!s.contains("FOLLOWING"), "{s}");
+    tmux.keys(&["g"]);
+    tmux.wait_for(&["secondrecord", "firstrecord"], "both records at the top");
+    tmux.keys(&["q"]);
+    tmux.wait_for_clean_exit("lookout-tui to exit");
+}
+
+/// A cumulative monotonic counter `tui.orders` of service `tuishop` at `total`.
+fn orders_request(total: i64) -> Vec<u8> {
+    use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+    use lookout_proto::otlp::metrics::v1::{
+        metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum,
+    };
+    let now = now_ns();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource("tuishop"),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "tui.orders".into(),
+                    description: "Orders placed.".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: vec![NumberDataPoint {
+                            attributes: vec![kv("http.route", "/pay")],
+                            start_time_unix_nano: now - 60_000_000_000,
+                            time_unix_nano: now,
+                            value: Some(number_data_point::Value::AsInt(total)),
+                            ..Default::default()
+                        }],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_metrics_view_shows_otlp_metrics_with_rates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    let client = reqwest::Client::new();
+    let url = c.http_url("/v1/metrics");
+    assert!(post_acknowledged(&client, &url, orders_request(100)).await);
+    let tmux = Tmux::start(&tui_command(&c.api.to_string(), dir.path()), 120, 30);
+    tmux.wait_for(&["6:Metrics"], "the dashboard");
+    tmux.keys(&["6"]);
+    tmux.wait_for(
+        &[
+            "tui_orders_total{",
+            "job=\"tuishop\"",
+            "lookout_* hidden (a shows)",
+        ],
+        "the OTLP counter in the metrics view",
+    );
+    // The counter grows by 50 every half second: its rate shows once two scrapes saw it.
+    let sender = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            for i in 1..=120 {
+                post_acknowledged(&client, &url, orders_request(100 + 50 * i)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    tmux.wait_until(
+        |s| {
+            s.lines().any(|l| {
+                l.starts_with("tui_orders_total{") && l.contains("/s") && !l.contains(" 0/s")
+            })
+        },
+        "a rate for the counter",
+    );
+    tmux.keys(&["G"]);
+    tmux.wait_for(
+        &[
+            " tui_orders_total ",
+            "counter, as a rate",
+            "labels http_route=/pay",
+        ],
+        "the counter's chart",
+    );
+    // The collector's own series on request; the filter narrows the list.
+    tmux.keys(&["a"]);
+    tmux.wait_for(
+        &["lookout_* shown (a hides)", "lookout_"],
+        "the self-metrics",
+    );
+    tmux.keys(&["/"]);
+    tmux.text("orders");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["1 of "], "the filtered list");
+    sender.abort();
+    tmux.keys(&["q"]);
+    tmux.wait_for_clean_exit("lookout-tui to exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_pointed_at_an_otlp_port_says_it_is_not_a_lookout_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(&dir.path().join("data"), &[]);
+    // OTLP/HTTP answers 404 with its own JSON; OTLP/gRPC speaks only HTTP/2.
+    for (addr, answered) in [
+        (c.http, "answered 404 Not Found"),
+        (c.grpc, "answered something that is not HTTP/1.1"),
+    ] {
+        let tmux = Tmux::start(&tui_command(&addr.to_string(), dir.path()), 100, 24);
+        let s = tmux.wait_for(
+            &["✕ not a Lookout API", "not a Lookout query API:", answered],
+            "the dashboard to say the port is not a Lookout query API",
+        );
+        assert!(
+            !s.contains("Loading") && !s.contains('●'),
+            "no green status, no endless loading:\n{s}"
+        );
+        tmux.keys(&["q"]);
+        tmux.wait_for_clean_exit("lookout-tui to exit");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
