@@ -1217,6 +1217,7 @@ fn the_service_graph_is_drawn_as_a_map() {
             errors: 0,
             avg_ms: 1.0,
             p95_ms: 2.0,
+            inferred: false,
         })
         .chain([lookout_proto::api::DependencyEdge {
             caller: "svc-12".into(),
@@ -1225,6 +1226,7 @@ fn the_service_graph_is_drawn_as_a_map() {
             errors: 1,
             avg_ms: 1.0,
             p95_ms: 2.0,
+            inferred: false,
         }])
         .chain([lookout_proto::api::DependencyEdge {
             caller: "evil\u{1b}[2J".into(),
@@ -1233,6 +1235,7 @@ fn the_service_graph_is_drawn_as_a_map() {
             errors: 0,
             avg_ms: 1.0,
             p95_ms: 2.0,
+            inferred: false,
         }])
         .collect();
     a.on_fetched(

@@ -8,9 +8,9 @@
 pub mod cli;
 pub mod files;
 mod http;
+pub mod nats;
 pub mod otlp;
 mod server;
-pub mod nats;
 
 pub use http::{
     get_json, metric_value, poll, post_acknowledged, post_protobuf, promtool_check_metrics,

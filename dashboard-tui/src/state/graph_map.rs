@@ -619,6 +619,7 @@ mod tests {
             errors,
             avg_ms: 1.0,
             p95_ms: 2.0,
+            inferred: false,
         }
     }
 
