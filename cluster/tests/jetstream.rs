@@ -86,21 +86,41 @@ async fn split_batches_land_once_in_their_partition_through_a_node_loss() {
     eprintln!("resends: {resent}");
 
     // Read each partition back through its own durable pull consumer.
-    let stream = js.context().get_stream("LOOKOUT").await.unwrap();
+    let asked = std::time::Instant::now();
+    let stream = loop {
+        match js.context().get_stream("LOOKOUT").await {
+            Ok(s) => break s,
+            Err(e) if asked.elapsed() > Duration::from_secs(60) => panic!("stream: {e}"),
+            Err(e) => {
+                eprintln!("stream: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
     let mut seen: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     let mut spans = 0;
     for p in 0..PARTITIONS {
-        let consumer = stream
-            .get_or_create_consumer(
-                &format!("test-{p}"),
-                pull::Config {
-                    durable_name: Some(format!("test-{p}")),
-                    filter_subject: js.subject(lookout_ingest::Signal::Traces, p),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        // Right after a node loss the JetStream API may time out while a new meta leader
+        // is elected: retried, as a consuming node does.
+        let started = std::time::Instant::now();
+        let consumer = loop {
+            let config = pull::Config {
+                durable_name: Some(format!("test-{p}")),
+                filter_subject: js.subject(lookout_ingest::Signal::Traces, p),
+                ..Default::default()
+            };
+            match stream
+                .get_or_create_consumer(&format!("test-{p}"), config)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    eprintln!("consumer {p}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("consumer {p}: {e}"),
+            }
+        };
         let mut msgs = consumer
             .fetch()
             .max_messages(1000)
