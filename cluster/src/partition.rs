@@ -13,9 +13,9 @@ use lookout_ingest::values::{resource_attributes, service_name};
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use lookout_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
-use lookout_proto::otlp::metrics::v1::{ResourceMetrics, ScopeMetrics};
-use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+use lookout_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use lookout_proto::otlp::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+use lookout_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// 64-bit FNV-1a of `parts`, each followed by a 0xff separator.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
@@ -47,63 +47,131 @@ pub fn of_names(names: &[&str], partitions: u32) -> u32 {
     (fnv1a(&parts) % u64::from(partitions.max(1))) as u32
 }
 
-/// Per partition, the index of its resource and scope copies in the output request.
-#[derive(Default)]
-struct Slot {
-    resource: Option<usize>,
-    scope: Option<usize>,
+/// One OTLP request shape: requests of resources of scopes of items, the same for every
+/// signal but for the names, so one splitting function serves all three.
+trait Shape: Default {
+    type Resource;
+    type Scope;
+    type Item;
+    fn into_resources(self) -> Vec<Self::Resource>;
+    fn resources(&mut self) -> &mut Vec<Self::Resource>;
+    /// The resource without its scopes (resource and schema URL kept), and its scopes.
+    fn open_resource(r: Self::Resource) -> (Self::Resource, Vec<Self::Scope>);
+    fn scopes(r: &mut Self::Resource) -> &mut Vec<Self::Scope>;
+    fn resource_attributes(r: &Self::Resource) -> &[lookout_proto::otlp::common::v1::KeyValue];
+    /// The scope without its items, and its items.
+    fn open_scope(s: Self::Scope) -> (Self::Scope, Vec<Self::Item>);
+    fn items(s: &mut Self::Scope) -> &mut Vec<Self::Item>;
 }
 
-/// Split spans by trace. Resources and scopes are copied into every partition that has
-/// spans of theirs; spans are moved. Spans without a valid trace id go to partition 0
-/// (the consumer refuses them as the single node does).
-pub fn split_traces(
-    req: ExportTraceServiceRequest,
-    partitions: u32,
-) -> BTreeMap<u32, ExportTraceServiceRequest> {
-    let mut out: BTreeMap<u32, ExportTraceServiceRequest> = BTreeMap::new();
-    for rs in req.resource_spans {
-        let mut slots: BTreeMap<u32, Slot> = BTreeMap::new();
-        let ResourceSpans {
-            resource,
-            scope_spans,
-            schema_url,
-        } = rs;
-        for ss in scope_spans {
-            for s in slots.values_mut() {
-                s.scope = None;
+macro_rules! shape {
+    ($req:ty, $resources:ident, $Res:ident, $scopes:ident, $Scope:ident, $items:ident, $Item:ty) => {
+        impl Shape for $req {
+            type Resource = $Res;
+            type Scope = $Scope;
+            type Item = $Item;
+            fn into_resources(self) -> Vec<$Res> {
+                self.$resources
             }
-            let ScopeSpans {
-                scope,
-                spans,
-                schema_url: scope_schema,
-            } = ss;
-            for span in spans {
-                let p = of_trace(&span.trace_id, partitions).unwrap_or(0);
-                let r = out.entry(p).or_default();
-                let slot = slots.entry(p).or_default();
-                let ri = *slot.resource.get_or_insert_with(|| {
-                    r.resource_spans.push(ResourceSpans {
-                        resource: resource.clone(),
-                        scope_spans: Vec::new(),
-                        schema_url: schema_url.clone(),
-                    });
-                    r.resource_spans.len() - 1
+            fn resources(&mut self) -> &mut Vec<$Res> {
+                &mut self.$resources
+            }
+            fn open_resource(mut r: $Res) -> ($Res, Vec<$Scope>) {
+                let scopes = std::mem::take(&mut r.$scopes);
+                (r, scopes)
+            }
+            fn scopes(r: &mut $Res) -> &mut Vec<$Scope> {
+                &mut r.$scopes
+            }
+            fn resource_attributes(r: &$Res) -> &[lookout_proto::otlp::common::v1::KeyValue] {
+                resource_attributes(r.resource.as_ref())
+            }
+            fn open_scope(mut s: $Scope) -> ($Scope, Vec<$Item>) {
+                let items = std::mem::take(&mut s.$items);
+                (s, items)
+            }
+            fn items(s: &mut $Scope) -> &mut Vec<$Item> {
+                &mut s.$items
+            }
+        }
+    };
+}
+
+shape!(
+    ExportTraceServiceRequest,
+    resource_spans,
+    ResourceSpans,
+    scope_spans,
+    ScopeSpans,
+    spans,
+    Span
+);
+shape!(
+    ExportLogsServiceRequest,
+    resource_logs,
+    ResourceLogs,
+    scope_logs,
+    ScopeLogs,
+    log_records,
+    LogRecord
+);
+shape!(
+    ExportMetricsServiceRequest,
+    resource_metrics,
+    ResourceMetrics,
+    scope_metrics,
+    ScopeMetrics,
+    metrics,
+    Metric
+);
+
+/// Split `req` by `partition_of(service, item)`. Resources and scopes are copied into
+/// every part that has items of theirs (empty ones into none); items are moved.
+fn split<R>(req: R, partition_of: impl Fn(&str, &R::Item) -> u32) -> BTreeMap<u32, R>
+where
+    R: Shape,
+    R::Resource: Clone,
+    R::Scope: Clone,
+{
+    let mut out: BTreeMap<u32, R> = BTreeMap::new();
+    for resource in req.into_resources() {
+        let service = service_name(R::resource_attributes(&resource));
+        let (resource, scopes) = R::open_resource(resource);
+        // Per partition: where this resource's copy is in the part.
+        let mut at: BTreeMap<u32, usize> = BTreeMap::new();
+        for scope in scopes {
+            let (scope, items) = R::open_scope(scope);
+            // Per partition: whether this scope's copy was added to the resource's copy.
+            let mut scoped: std::collections::BTreeSet<u32> = Default::default();
+            for item in items {
+                let p = partition_of(&service, &item);
+                let part = out.entry(p).or_default();
+                let ri = *at.entry(p).or_insert_with(|| {
+                    part.resources().push(resource.clone());
+                    part.resources().len() - 1
                 });
-                let rs = &mut r.resource_spans[ri];
-                let si = *slot.scope.get_or_insert_with(|| {
-                    rs.scope_spans.push(ScopeSpans {
-                        scope: scope.clone(),
-                        spans: Vec::new(),
-                        schema_url: scope_schema.clone(),
-                    });
-                    rs.scope_spans.len() - 1
-                });
-                rs.scope_spans[si].spans.push(span);
+                let r = &mut part.resources()[ri];
+                if scoped.insert(p) {
+                    R::scopes(r).push(scope.clone());
+                }
+                if let Some(s) = R::scopes(r).last_mut() {
+                    R::items(s).push(item);
+                }
             }
         }
     }
     out
+}
+
+/// Split spans by trace. Spans without a valid trace id go to partition 0 (the consumer
+/// refuses them as the single node does).
+pub fn split_traces(
+    req: ExportTraceServiceRequest,
+    partitions: u32,
+) -> BTreeMap<u32, ExportTraceServiceRequest> {
+    split(req, |_, s: &Span| {
+        of_trace(&s.trace_id, partitions).unwrap_or(0)
+    })
 }
 
 /// Split log records: a record with a trace id goes with its trace, others by service.
@@ -111,53 +179,9 @@ pub fn split_logs(
     req: ExportLogsServiceRequest,
     partitions: u32,
 ) -> BTreeMap<u32, ExportLogsServiceRequest> {
-    let mut out: BTreeMap<u32, ExportLogsServiceRequest> = BTreeMap::new();
-    for rl in req.resource_logs {
-        let by_service = of_names(
-            &[&service_name(resource_attributes(rl.resource.as_ref()))],
-            partitions,
-        );
-        let mut slots: BTreeMap<u32, Slot> = BTreeMap::new();
-        let ResourceLogs {
-            resource,
-            scope_logs,
-            schema_url,
-        } = rl;
-        for sl in scope_logs {
-            for s in slots.values_mut() {
-                s.scope = None;
-            }
-            let ScopeLogs {
-                scope,
-                log_records,
-                schema_url: scope_schema,
-            } = sl;
-            for rec in log_records {
-                let p = of_trace(&rec.trace_id, partitions).unwrap_or(by_service);
-                let r = out.entry(p).or_default();
-                let slot = slots.entry(p).or_default();
-                let ri = *slot.resource.get_or_insert_with(|| {
-                    r.resource_logs.push(ResourceLogs {
-                        resource: resource.clone(),
-                        scope_logs: Vec::new(),
-                        schema_url: schema_url.clone(),
-                    });
-                    r.resource_logs.len() - 1
-                });
-                let rl = &mut r.resource_logs[ri];
-                let si = *slot.scope.get_or_insert_with(|| {
-                    rl.scope_logs.push(ScopeLogs {
-                        scope: scope.clone(),
-                        log_records: Vec::new(),
-                        schema_url: scope_schema.clone(),
-                    });
-                    rl.scope_logs.len() - 1
-                });
-                rl.scope_logs[si].log_records.push(rec);
-            }
-        }
-    }
-    out
+    split(req, |service, l: &LogRecord| {
+        of_trace(&l.trace_id, partitions).unwrap_or_else(|| of_names(&[service], partitions))
+    })
 }
 
 /// Split metrics by service and metric name.
@@ -165,60 +189,16 @@ pub fn split_metrics(
     req: ExportMetricsServiceRequest,
     partitions: u32,
 ) -> BTreeMap<u32, ExportMetricsServiceRequest> {
-    let mut out: BTreeMap<u32, ExportMetricsServiceRequest> = BTreeMap::new();
-    for rm in req.resource_metrics {
-        let service = service_name(resource_attributes(rm.resource.as_ref()));
-        let mut slots: BTreeMap<u32, Slot> = BTreeMap::new();
-        let ResourceMetrics {
-            resource,
-            scope_metrics,
-            schema_url,
-        } = rm;
-        for sm in scope_metrics {
-            for s in slots.values_mut() {
-                s.scope = None;
-            }
-            let ScopeMetrics {
-                scope,
-                metrics,
-                schema_url: scope_schema,
-            } = sm;
-            for m in metrics {
-                let p = of_names(&[&service, &m.name], partitions);
-                let r = out.entry(p).or_default();
-                let slot = slots.entry(p).or_default();
-                let ri = *slot.resource.get_or_insert_with(|| {
-                    r.resource_metrics.push(ResourceMetrics {
-                        resource: resource.clone(),
-                        scope_metrics: Vec::new(),
-                        schema_url: schema_url.clone(),
-                    });
-                    r.resource_metrics.len() - 1
-                });
-                let rm = &mut r.resource_metrics[ri];
-                let si = *slot.scope.get_or_insert_with(|| {
-                    rm.scope_metrics.push(ScopeMetrics {
-                        scope: scope.clone(),
-                        metrics: Vec::new(),
-                        schema_url: scope_schema.clone(),
-                    });
-                    rm.scope_metrics.len() - 1
-                });
-                rm.scope_metrics[si].metrics.push(m);
-            }
-        }
-    }
-    out
+    split(req, |service, m: &Metric| {
+        of_names(&[service, &m.name], partitions)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use lookout_proto::otlp::common::v1::{any_value::Value as V, AnyValue, KeyValue};
-    use lookout_proto::otlp::logs::v1::LogRecord;
-    use lookout_proto::otlp::metrics::v1::Metric;
     use lookout_proto::otlp::resource::v1::Resource;
-    use lookout_proto::otlp::trace::v1::Span;
 
     use super::*;
 

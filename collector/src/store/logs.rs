@@ -408,8 +408,6 @@ mod tests {
 
     /// A log index with one record whose attribute `http.status_code` is 402.
     fn index(dir: &std::path::Path) -> (PartitionedIndex, LogFields) {
-        let f = LogFields::new();
-        let index = PartitionedIndex::open(dir, Signal::Logs, f.schema.clone(), 3600).unwrap();
         let record = LogRecord {
             time_unix_nano: 1_000,
             severity_number: 9,
@@ -425,10 +423,17 @@ mod tests {
             }],
             ..Default::default()
         };
+        index_of(dir, vec![record])
+    }
+
+    /// A log index holding `records`, in one batch.
+    fn index_of(dir: &std::path::Path, records: Vec<LogRecord>) -> (PartitionedIndex, LogFields) {
+        let f = LogFields::new();
+        let index = PartitionedIndex::open(dir, Signal::Logs, f.schema.clone(), 3600).unwrap();
         let batch = Batch::Logs(ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
-                    log_records: vec![record],
+                    log_records: records,
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -457,9 +462,6 @@ mod tests {
     #[test]
     fn equal_timestamps_come_back_in_reverse_order_of_arrival() {
         let dir = tempfile::tempdir().unwrap();
-        let f = LogFields::new();
-        let index =
-            PartitionedIndex::open(dir.path(), Signal::Logs, f.schema.clone(), 3600).unwrap();
         let rec = |i: u32| LogRecord {
             time_unix_nano: 5_000 + u64::from(i / 3),
             body: Some(AnyValue {
@@ -467,20 +469,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let batch = Batch::Logs(ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: (0..9).map(rec).collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        });
-        let (part, writer) = index.writer(0, 15 << 20, 1).unwrap();
-        let meta = meta_for_writing(&part);
-        let mut w = TantivyWriter { part, writer, meta };
-        LogMapper::new(f.clone()).add(&batch, &mut w).unwrap();
-        index.commit(&w.part, &mut w.writer, w.meta).unwrap();
+        let (index, f) = index_of(dir.path(), (0..9).map(rec).collect());
         let found = search(&index, &f, &query("line")).unwrap();
         let bodies: Vec<&str> = found.logs.iter().map(|l| l.body.as_str()).collect();
         let want: Vec<String> = (0..9).rev().map(|i| format!("line {i}")).collect();
