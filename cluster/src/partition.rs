@@ -125,9 +125,14 @@ shape!(
     Metric
 );
 
-/// Split `req` by `partition_of(service, item)`. Resources and scopes are copied into
-/// every part that has items of theirs (empty ones into none); items are moved.
-fn split<R>(req: R, partition_of: impl Fn(&str, &R::Item) -> u32) -> BTreeMap<u32, R>
+/// Split `req` by `partition_of(key, item)`, where `key` is `key_of` the item's resource
+/// attributes, computed once per resource. Resources and scopes are copied into every
+/// part that has items of theirs (empty ones into none); items are moved.
+fn split<R, K>(
+    req: R,
+    key_of: impl Fn(&[lookout_proto::otlp::common::v1::KeyValue]) -> K,
+    partition_of: impl Fn(&K, &R::Item) -> u32,
+) -> BTreeMap<u32, R>
 where
     R: Shape,
     R::Resource: Clone,
@@ -135,24 +140,24 @@ where
 {
     let mut out: BTreeMap<u32, R> = BTreeMap::new();
     for resource in req.into_resources() {
-        let service = service_name(R::resource_attributes(&resource));
+        let key = key_of(R::resource_attributes(&resource));
         let (resource, scopes) = R::open_resource(resource);
-        // Per partition: where this resource's copy is in the part.
-        let mut at: BTreeMap<u32, usize> = BTreeMap::new();
-        for scope in scopes {
+        // Per partition: where this resource's copy is in the part, and which scope (its
+        // number + 1) has its copy open in it.
+        let mut at: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+        for (si, scope) in scopes.into_iter().enumerate() {
             let (scope, items) = R::open_scope(scope);
-            // Per partition: whether this scope's copy was added to the resource's copy.
-            let mut scoped: std::collections::BTreeSet<u32> = Default::default();
             for item in items {
-                let p = partition_of(&service, &item);
+                let p = partition_of(&key, &item);
                 let part = out.entry(p).or_default();
-                let ri = *at.entry(p).or_insert_with(|| {
+                let slot = at.entry(p).or_insert_with(|| {
                     part.resources().push(resource.clone());
-                    part.resources().len() - 1
+                    (part.resources().len() - 1, 0)
                 });
-                let r = &mut part.resources()[ri];
-                if scoped.insert(p) {
+                let r = &mut part.resources()[slot.0];
+                if slot.1 != si + 1 {
                     R::scopes(r).push(scope.clone());
+                    slot.1 = si + 1;
                 }
                 if let Some(s) = R::scopes(r).last_mut() {
                     R::items(s).push(item);
@@ -169,9 +174,11 @@ pub fn split_traces(
     req: ExportTraceServiceRequest,
     partitions: u32,
 ) -> BTreeMap<u32, ExportTraceServiceRequest> {
-    split(req, |_, s: &Span| {
-        of_trace(&s.trace_id, partitions).unwrap_or(0)
-    })
+    split(
+        req,
+        |_| (),
+        |_, s: &Span| of_trace(&s.trace_id, partitions).unwrap_or(0),
+    )
 }
 
 /// Split log records: a record with a trace id goes with its trace, others by service.
@@ -179,7 +186,7 @@ pub fn split_logs(
     req: ExportLogsServiceRequest,
     partitions: u32,
 ) -> BTreeMap<u32, ExportLogsServiceRequest> {
-    split(req, |service, l: &LogRecord| {
+    split(req, service_name, |service, l: &LogRecord| {
         of_trace(&l.trace_id, partitions).unwrap_or_else(|| of_names(&[service], partitions))
     })
 }
@@ -189,7 +196,7 @@ pub fn split_metrics(
     req: ExportMetricsServiceRequest,
     partitions: u32,
 ) -> BTreeMap<u32, ExportMetricsServiceRequest> {
-    split(req, |service, m: &Metric| {
+    split(req, service_name, |service, m: &Metric| {
         of_names(&[service, &m.name], partitions)
     })
 }
