@@ -1,11 +1,12 @@
 //! The [`Transport`] on NATS JetStream: one stream holding every signal, subjects
-//! `<prefix>.<partition>.<signal>` (partition first, so one pull consumer filters one
-//! partition with `<prefix>.<partition>.>` on a 2.9 server, which takes a single filter
-//! subject), replicated `replicas` times, file storage. The partition count is fixed when
+//! `<prefix>.<signal>.<partition>` (one pull consumer takes every signal of a partition
+//! with the filter `<prefix>.*.<partition>`: a 2.9 server takes a single filter subject
+//! per consumer, wildcards allowed), replicated `replicas` times, file storage. The partition count is fixed when
 //! the stream is created and written in its description; a node configured with another
 //! count refuses to start. Publishes carry `Nats-Msg-Id`, so a resent message within the
 //! stream's duplicate window (2 minutes) is not stored twice.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
@@ -30,6 +31,31 @@ pub struct JetStreamOptions {
     pub replicas: usize,
     /// Longest wait for a publish acknowledgement, and for the stream at start.
     pub timeout: Duration,
+    /// NATS credentials file (user JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// File holding an authentication token.
+    pub token_file: Option<PathBuf>,
+    /// TLS towards the servers.
+    pub tls: lookout_config::ClientTlsConfig,
+    /// The client's name, shown by the servers (`nats server report connections`).
+    pub name: String,
+}
+
+impl From<&lookout_config::NatsConfig> for JetStreamOptions {
+    fn from(c: &lookout_config::NatsConfig) -> Self {
+        Self {
+            urls: c.urls.iter().map(|u| u.0.clone()).collect(),
+            stream: c.stream.clone(),
+            prefix: c.subject_prefix.clone(),
+            partitions: c.partitions,
+            replicas: c.replicas as usize,
+            timeout: c.timeout.get(),
+            creds_file: c.creds_file.clone(),
+            token_file: c.token_file.clone(),
+            tls: c.tls.clone(),
+            name: "lookout".into(),
+        }
+    }
 }
 
 impl Default for JetStreamOptions {
@@ -41,6 +67,10 @@ impl Default for JetStreamOptions {
             partitions: 16,
             replicas: 3,
             timeout: Duration::from_secs(10),
+            creds_file: None,
+            token_file: None,
+            tls: Default::default(),
+            name: "lookout".into(),
         }
     }
 }
@@ -48,6 +78,14 @@ impl Default for JetStreamOptions {
 /// Why the stream could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// A credentials, token or TLS file could not be read.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// No server answered.
     #[error("cannot connect to NATS at {urls}: {reason}")]
     Connect {
@@ -82,6 +120,39 @@ pub struct JetStream {
     opts: JetStreamOptions,
 }
 
+/// Connection options from `opts`: name, timeout, credentials, TLS.
+async fn client_options(
+    opts: &JetStreamOptions,
+) -> Result<async_nats::ConnectOptions, ConnectError> {
+    let file_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |e: std::io::Error| ConnectError::File {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let mut o = async_nats::ConnectOptions::new()
+        .name(&opts.name)
+        .connection_timeout(opts.timeout);
+    if let Some(path) = &opts.creds_file {
+        o = o.credentials_file(path).await.map_err(file_err(path))?;
+    }
+    if let Some(path) = &opts.token_file {
+        let token = std::fs::read_to_string(path).map_err(file_err(path))?;
+        o = o.token(token.trim().to_string());
+    }
+    let tls = &opts.tls;
+    if let Some(ca) = &tls.ca_file {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        o = o
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(o)
+}
+
 fn description(partitions: u32) -> String {
     format!("lookout partitions={partitions}")
 }
@@ -98,10 +169,14 @@ impl JetStream {
     /// leader a few seconds after a cluster starts: stream requests are retried until
     /// `timeout`.
     pub async fn connect(opts: JetStreamOptions) -> Result<Self, ConnectError> {
-        let urls = opts.urls.join(",");
-        let client = async_nats::ConnectOptions::new()
-            .name("lookout")
-            .connection_timeout(opts.timeout)
+        let urls = opts
+            .urls
+            .iter()
+            .map(|u| lookout_config::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = client_options(&opts)
+            .await?
             .connect(opts.urls.clone())
             .await
             .map_err(|e| ConnectError::Connect {
@@ -153,7 +228,12 @@ impl JetStream {
 
     /// The subject of `signal` in `partition`.
     pub fn subject(&self, signal: Signal, partition: u32) -> String {
-        format!("{}.{partition}.{}", self.opts.prefix, signal.as_str())
+        format!("{}.{}.{partition}", self.opts.prefix, signal.as_str())
+    }
+
+    /// The filter subject of every signal of `partition`.
+    pub fn partition_filter(&self, partition: u32) -> String {
+        format!("{}.*.{partition}", self.opts.prefix)
     }
 
     /// The options it was connected with.

@@ -106,7 +106,7 @@ async fn split_batches_land_once_in_their_partition_through_a_node_loss() {
         let consumer = loop {
             let config = pull::Config {
                 durable_name: Some(format!("test-{p}")),
-                filter_subject: js.subject(lookout_ingest::Signal::Traces, p),
+                filter_subject: js.partition_filter(p),
                 ..Default::default()
             };
             match stream

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::NatsConfig;
 use crate::collector::LimitsConfig;
 use crate::host::HostMetricsConfig;
 use crate::server::{ClientTlsConfig, Headers};
@@ -40,6 +41,9 @@ pub struct AgentConfig {
     pub host_metrics: HostMetricsConfig,
     /// Log files to tail.
     pub tail: Vec<TailConfig>,
+    /// Publish to a Lookout cluster's NATS JetStream stream instead of shipping OTLP to
+    /// `collector`.
+    pub cluster: Option<NatsConfig>,
 }
 
 impl Default for AgentConfig {
@@ -56,6 +60,7 @@ impl Default for AgentConfig {
             exporter: ExporterConfig::default(),
             host_metrics: HostMetricsConfig::default(),
             tail: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -321,6 +326,9 @@ impl Validate for AgentConfig {
             .map_err(|v| v.under("host_metrics"))?;
         for (i, t) in self.tail.iter().enumerate() {
             t.validate().map_err(|v| v.under(&format!("tail[{i}]")))?;
+        }
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(|v| v.under("cluster"))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertRule, AlertingConfig, ReceiverConfig};
+use crate::cluster::ClusterConfig;
 use crate::server::{AuthConfig, ConnectionLimits, TlsConfig};
 use crate::units::{ByteSize, HumanDuration};
 use crate::{Validate, Violation};
@@ -45,6 +46,8 @@ pub struct CollectorConfig {
     pub alerts: Vec<AlertRule>,
     /// Where alert notifications go, by name.
     pub receivers: BTreeMap<String, ReceiverConfig>,
+    /// Scale-out on NATS JetStream; absent, the collector runs alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -65,6 +68,7 @@ impl Default for CollectorConfig {
             alerting: AlertingConfig::default(),
             alerts: Vec::new(),
             receivers: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -608,6 +612,9 @@ impl Validate for CollectorConfig {
             );
         }
         crate::alerts::validate(&self.alerting, &self.alerts, &self.receivers)?;
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(|v| v.under("cluster"))?;
+        }
         // RED rules read the RED state: 10 s slices over `traces.red_window`.
         for (i, r) in self.alerts.iter().enumerate() {
             if r.signal.is_none() {

@@ -8,6 +8,7 @@
 
 mod agent;
 mod alerts;
+mod cluster;
 mod collector;
 mod host;
 mod print;
@@ -26,6 +27,7 @@ pub use agent::{
 pub use alerts::{
     Aggregation, AlertRule, AlertSignal, AlertingConfig, CompareOp, ReceiverConfig, ReceiverKind,
 };
+pub use cluster::{ClusterConfig, NatsConfig};
 pub use collector::{
     ApiConfig, CollectorConfig, IndexConfig, IngestConfig, LimitsConfig, MetricsConfig, OtlpConfig,
     QueryConfig, SpanStoreConfig, TracesConfig, WalConfig,
