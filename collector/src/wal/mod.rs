@@ -41,6 +41,7 @@
 mod checkpoints;
 mod error;
 mod metrics;
+mod origins;
 mod quarantine;
 mod read_back;
 mod record;
@@ -68,6 +69,7 @@ use error::io_err;
 pub use error::WalError;
 pub use lookout_ingest::seglog::DamageKind;
 pub use metrics::WalMetrics;
+pub use origins::{Origin, Origins};
 pub use quarantine::{default_quarantine_dir, Quarantine, QUARANTINE_DIR};
 pub use read_back::RecordReader;
 pub use record::{Dispatch, Record, WalPos, FRAMING};
@@ -80,6 +82,7 @@ use writer::{create_segment, Append, WalWriter};
 #[derive(Clone)]
 pub struct Wal {
     tx: mpsc::Sender<Append>,
+    origins: Arc<Origins>,
 }
 
 impl Wal {
@@ -112,7 +115,8 @@ impl Wal {
         room.check_at_start()?;
         let listed = seglog::list_segments(&FRAMING, dir)?;
         let started = Instant::now();
-        let mut replay = Replay::new(&checkpoints, &metrics, quarantine, &mut dispatch);
+        let origins = Arc::new(Origins::default());
+        let mut replay = Replay::new(&checkpoints, &metrics, quarantine, &mut dispatch, &origins);
         let last_lsn = replay.run(listed)?;
         let (replayed, segments) = (replay.replayed, replay.segments);
         // After the log emptied (every segment committed and deleted), numbering goes on
@@ -147,13 +151,14 @@ impl Wal {
             last_truncate: Instant::now(),
             torn: false,
             room,
+            origins: origins.clone(),
         };
         writer.update_gauges();
         let handle = std::thread::Builder::new()
             .name("lookout-wal".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
-        Ok((Wal { tx }, handle))
+        Ok((Wal { tx, origins }, handle))
     }
 
     /// Append one batch; resolves with its LSN once durable. `payload` is the protobuf
@@ -179,6 +184,19 @@ impl Wal {
         batch: Option<Batch>,
         charge: Option<Charge>,
     ) -> Result<impl std::future::Future<Output = Result<u64, Arc<WalError>>>, Arc<WalError>> {
+        self.submit_from(signal, payload, batch, charge, None)
+    }
+
+    /// [`Wal::submit`] of a message consumed from the cluster's stream: its record carries
+    /// `origin`, and [`Wal::origins`] knows it once it is durable.
+    pub fn submit_from(
+        &self,
+        signal: Signal,
+        payload: Bytes,
+        batch: Option<Batch>,
+        charge: Option<Charge>,
+        origin: Option<Origin>,
+    ) -> Result<impl std::future::Future<Output = Result<u64, Arc<WalError>>>, Arc<WalError>> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Append {
@@ -186,10 +204,17 @@ impl Wal {
                 payload,
                 batch,
                 charge,
+                origin,
                 done,
             })
             .map_err(|_| Arc::new(WalError::Closed))?;
         Ok(async move { rx.await.map_err(|_| Arc::new(WalError::Closed))? })
+    }
+
+    /// The highest stream sequence of each partition in the log: found at start-up,
+    /// raised as consumed records become durable.
+    pub fn origins(&self) -> &Arc<Origins> {
+        &self.origins
     }
 }
 

@@ -43,6 +43,10 @@ impl RecordReader {
                 FRAMING.reason(flaw)
             ))
         })?;
-        Ok(body[FRAMING.uncounted..].to_vec())
+        let payload = &body[FRAMING.uncounted..];
+        match super::origins::untag(body[8], payload) {
+            Some(super::origins::Tagged::Data { payload, .. }) => Ok(payload.to_vec()),
+            _ => Ok(payload.to_vec()),
+        }
     }
 }

@@ -12,6 +12,7 @@ use lookout_ingest::signal::Signal;
 use super::checkpoints::Checkpoints;
 use super::error::WalError;
 use super::metrics::WalMetrics;
+use super::origins::{untag, Origins, Tagged};
 use super::quarantine::Quarantine;
 use super::record::{Dispatch, Record, WalPos, FRAMING};
 use super::writer::Segment;
@@ -22,6 +23,8 @@ pub(super) struct Replay<'a> {
     pub metrics: &'a WalMetrics,
     pub quarantine: &'a Arc<Quarantine>,
     pub dispatch: &'a mut Dispatch,
+    /// Stream sequences of consumed records, per partition.
+    pub origins: &'a Origins,
     /// Records dispatched.
     pub replayed: u64,
     /// The segments read, oldest first.
@@ -38,12 +41,14 @@ impl<'a> Replay<'a> {
         metrics: &'a WalMetrics,
         quarantine: &'a Arc<Quarantine>,
         dispatch: &'a mut Dispatch,
+        origins: &'a Origins,
     ) -> Self {
         Self {
             checkpoints,
             metrics,
             quarantine,
             dispatch,
+            origins,
             replayed: 0,
             segments: Vec::new(),
             max_lsn: [0; 3],
@@ -88,15 +93,33 @@ impl LogVisitor for Replay<'_> {
             segment: seg.seq,
             offset,
         };
-        let Some(signal) = Signal::from_tag(tag) else {
-            self.quarantine.put(
-                pos,
-                lsn,
-                &format!("tag{tag}"),
+        let (signal, payload) = match untag(tag, payload) {
+            Some(Tagged::Data {
+                signal,
+                origin,
                 payload,
-                "unknown record tag",
-            );
-            return;
+            }) => {
+                if let Some(o) = origin {
+                    self.origins.note(o);
+                }
+                (signal, payload)
+            }
+            Some(Tagged::Cursor(cursor)) => {
+                for o in cursor {
+                    self.origins.note(o);
+                }
+                return;
+            }
+            None => {
+                self.quarantine.put(
+                    pos,
+                    lsn,
+                    &format!("tag{tag}"),
+                    payload,
+                    "unknown record tag or short record",
+                );
+                return;
+            }
         };
         self.max_lsn[signal.index()] = self.max_lsn[signal.index()].max(lsn);
         if lsn > self.checkpoints.get(signal) {

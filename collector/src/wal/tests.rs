@@ -444,6 +444,7 @@ fn writer_over(dir: &Path, segment: writer::Segment, file: fs::File) -> writer::
         dispatch: Box::new(|_| {}),
         last_truncate: Instant::now(),
         torn: false,
+        origins: Default::default(),
         room: room::Room::of_dir(dir, 0, wal_metrics()),
     }
 }
@@ -452,6 +453,7 @@ fn writer_over(dir: &Path, segment: writer::Segment, file: fs::File) -> writer::
 fn commit_one(w: &mut writer::WalWriter, payload: &'static [u8]) -> Result<u64, Arc<WalError>> {
     let (done, mut rx) = oneshot::channel();
     let mut group = vec![writer::Append {
+        origin: None,
         signal: Signal::Logs,
         payload: Bytes::from_static(payload),
         batch: None,
@@ -535,4 +537,92 @@ async fn a_group_that_would_eat_into_the_reserve_is_refused_and_the_log_left_as_
     std::thread::sleep(room::LOOK_AGAIN);
     assert_eq!(commit_one(&mut w, b"kept").unwrap(), 1);
     assert_eq!(list_segments(dir.path()).len(), 1);
+}
+
+/// In cluster mode the log must tell after a restart how far each partition was written,
+/// also once the segments holding those records are deleted: every new segment starts
+/// with a cursor record, and records read back or replayed are the export requests alone.
+#[tokio::test]
+async fn consumed_partitions_are_known_after_restart_and_after_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let cps = Arc::new(Checkpoints::default());
+    let (wal, h, seen) = open(dir.path(), cps.clone());
+    let from = |partition, sequence| {
+        Some(Origin {
+            partition,
+            sequence,
+        })
+    };
+    for seq in 1..=40u64 {
+        wal.submit_from(
+            Signal::Logs,
+            Bytes::from(vec![seq as u8; 64 << 10]),
+            None,
+            None,
+            from((seq % 2) as u32, seq),
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        (wal.origins().written(0), wal.origins().written(1)),
+        (40, 39)
+    );
+    assert_eq!(wal.origins().written(2), 0);
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        first.2,
+        vec![1u8; 64 << 10],
+        "dispatched without its origin"
+    );
+    // Every record is committed: the next rotation deletes every closed segment.
+    cps.advance(Signal::Logs, u64::MAX);
+    for _ in 0..17 {
+        wal.append(Signal::Metrics, Bytes::from(vec![0; 64 << 10]), None, None)
+            .await
+            .unwrap();
+    }
+    cps.advance(Signal::Metrics, u64::MAX);
+    wal.append(Signal::Metrics, Bytes::from(vec![0]), None, None)
+        .await
+        .unwrap();
+    let left = list_segments(dir.path());
+    assert!(left[0].seq > 1, "the first segments are deleted: {left:?}");
+    drop(wal);
+    h.join().unwrap();
+
+    let (wal, h, seen) = open(dir.path(), cps);
+    assert_eq!(
+        (wal.origins().written(0), wal.origins().written(1)),
+        (40, 39)
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing past the checkpoints"
+    );
+    drop(wal);
+    h.join().unwrap();
+
+    // Replayed records are the export requests, without their origin.
+    let dir = tempfile::tempdir().unwrap();
+    let cps = Arc::new(Checkpoints::default());
+    let (wal, h, _) = open(dir.path(), cps.clone());
+    wal.submit_from(
+        Signal::Traces,
+        Bytes::from_static(b"req"),
+        None,
+        None,
+        from(3, 77),
+    )
+    .unwrap()
+    .await
+    .unwrap();
+    drop(wal);
+    h.join().unwrap();
+    let (wal, h, seen) = open(dir.path(), cps);
+    assert_eq!(wal.origins().written(3), 77);
+    assert_eq!(seen.lock().unwrap()[0].2, b"req".to_vec());
+    drop(wal);
+    h.join().unwrap();
 }

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::checkpoints::Checkpoints;
 use super::error::{io_err, WalError};
 use super::metrics::WalMetrics;
+use super::origins::{Origin, Origins, CURSOR, ORIGIN};
 use super::record::{Dispatch, Record, WalPos, FRAMING};
 use super::room::Room;
 
@@ -46,6 +47,8 @@ pub(super) struct Append {
     pub payload: Bytes,
     pub batch: Option<Batch>,
     pub charge: Option<Charge>,
+    /// The stream message it was consumed from, in cluster mode.
+    pub origin: Option<Origin>,
     pub done: oneshot::Sender<Result<u64, Arc<WalError>>>,
 }
 
@@ -72,10 +75,17 @@ pub(super) fn create_segment(dir: &Path, seq: u64) -> Result<(Segment, File), Wa
 
 /// Append the record `lsn | tag | payload` to `buf`, framed.
 pub(super) fn encode_record(buf: &mut Vec<u8>, lsn: u64, tag: u8, payload: &[u8]) {
+    encode_record_parts(buf, lsn, tag, &[payload]);
+}
+
+/// [`encode_record`] of a payload in parts.
+fn encode_record_parts(buf: &mut Vec<u8>, lsn: u64, tag: u8, parts: &[&[u8]]) {
     let start = FRAMING.begin(buf);
     buf.extend_from_slice(&lsn.to_le_bytes());
     buf.push(tag);
-    buf.extend_from_slice(payload);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
     FRAMING.finish(buf, start);
 }
 
@@ -103,6 +113,8 @@ pub(super) struct WalWriter {
     pub torn: bool,
     /// Free space of the log's file system, held against `wal.reserve`.
     pub room: Room,
+    /// Highest stream sequence written, per partition (cluster mode).
+    pub origins: Arc<Origins>,
 }
 
 impl WalWriter {
@@ -154,7 +166,16 @@ impl WalWriter {
         let mut offsets = Vec::with_capacity(group.len());
         for (i, a) in group.iter().enumerate() {
             offsets.push(base + buf.len() as u64);
-            encode_record(buf, first_lsn + i as u64, a.signal.tag(), &a.payload);
+            let lsn = first_lsn + i as u64;
+            match a.origin {
+                None => encode_record(buf, lsn, a.signal.tag(), &a.payload),
+                Some(o) => encode_record_parts(
+                    buf,
+                    lsn,
+                    ORIGIN | a.signal.tag(),
+                    &[&o.encode(), &a.payload],
+                ),
+            }
         }
         if let Err(e) = self.room.admit(buf.len() as u64, group.len() as u64) {
             // Logged by `room` when refusals start, not per batch.
@@ -181,6 +202,9 @@ impl WalWriter {
             let lsn = first_lsn + i as u64;
             let idx = a.signal.index();
             self.current.0.max_lsn[idx] = self.current.0.max_lsn[idx].max(lsn);
+            if let Some(o) = a.origin {
+                self.origins.note(o);
+            }
             let payload = if a.batch.is_some() {
                 Bytes::new()
             } else {
@@ -232,11 +256,27 @@ impl WalWriter {
             .1
             .sync_all()
             .map_err(io_err(&self.current.0.path))?;
-        let next = create_segment(&self.dir, self.current.0.seq + 1)?;
+        let mut next = create_segment(&self.dir, self.current.0.seq + 1)?;
+        self.write_cursor(&mut next)?;
         let old = std::mem::replace(&mut self.current, next);
         self.segments.push(old.0);
         self.update_gauges();
         self.maybe_truncate(true);
+        Ok(())
+    }
+
+    /// Start a new segment with the cursor of the consumed partitions (when there are
+    /// any), durable before an older segment holding their records can be deleted.
+    fn write_cursor(&mut self, (segment, file): &mut (Segment, File)) -> Result<(), WalError> {
+        let Some(payload) = self.origins.cursor_payload() else {
+            return Ok(());
+        };
+        let mut buf = Vec::with_capacity(payload.len() + 32);
+        encode_record(&mut buf, self.next_lsn, CURSOR, &payload);
+        file.write_all(&buf).map_err(io_err(&segment.path))?;
+        file.sync_data().map_err(io_err(&segment.path))?;
+        segment.len = buf.len() as u64;
+        self.next_lsn += 1;
         Ok(())
     }
 

@@ -9,6 +9,17 @@ pub const WAL_UNCOUNTED: usize = 9;
 /// Bytes of a write-ahead log record's header: `len | crc32 | lsn | tag`.
 pub const WAL_HEADER_LEN: usize = super::frame::FRAME_LEN + WAL_UNCOUNTED;
 
+/// Tag bit of a write-ahead log record consumed from a cluster's stream: its payload
+/// starts with its partition and stream sequence (the collector's `wal::origins`).
+pub const WAL_ORIGIN_TAG: u8 = 0x10;
+/// Tag of a write-ahead log cursor record: the highest stream sequence of each partition.
+pub const WAL_CURSOR_TAG: u8 = 0x20;
+
+/// Whether `tag` is a write-ahead log record's tag.
+pub fn wal_tag_known(tag: u8) -> bool {
+    tag == WAL_CURSOR_TAG || Signal::from_tag(tag & !WAL_ORIGIN_TAG).is_some()
+}
+
 /// The collector's write-ahead log: `len: u32 | crc32: u32 | lsn: u64 | tag: u8 |
 /// payload[len]`, `len` counting the payload only, at most 1 GiB. A record with a valid
 /// checksum and an unknown tag is read as a record (the log quarantines it as poison),
@@ -19,7 +30,7 @@ pub static WAL: Framing = Framing {
     min_len: 0,
     max_len: 1 << 30,
     head_len: WAL_UNCOUNTED,
-    plausible: |head, _| Signal::from_tag(head[8]).is_some(),
+    plausible: |head, _| wal_tag_known(head[8]),
     check: |_| Ok(()),
     reasons: Reasons {
         torn_header: "incomplete header",
