@@ -3,6 +3,7 @@
 //! ([`Transport`]; NATS JetStream in [`jetstream`]), so that every span of a trace lands
 //! on the one collector that owns its partition.
 
+pub mod gateway;
 pub mod jetstream;
 pub mod partition;
 

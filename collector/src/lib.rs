@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cluster;
 pub mod demo;
 pub mod metrics;
 pub mod prom;

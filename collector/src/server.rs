@@ -117,18 +117,28 @@ pub async fn run(
     replay_applied(&backlog, &shutdown).await;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
-    let receivers = Receivers::serve(
-        &ctx,
-        wal.wal,
-        budget,
-        receiver,
-        listeners.grpc,
-        listeners.http,
-    );
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(ClusterMode::start(
+            &ctx,
+            c,
+            api_addr,
+            wal.wal.clone(),
+            budget.clone(),
+        )?),
+        None => None,
+    };
+    let sink: Arc<dyn ingest::IngestSink> = match &cluster {
+        Some(c) => Arc::new(c.sink(cfg.ingest.retry_after.get())),
+        None => Arc::new(WalSink::new(wal.wal, cfg.ingest.retry_after.get())),
+    };
+    let receivers = Receivers::serve(&ctx, sink, budget, receiver, listeners.grpc, listeners.http);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     receivers.stop().await?;
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     api_task.await?;
     compactor.await?;
     // Every Ingest (and so every WAL handle) is gone: the WAL thread drains and exits,
@@ -465,6 +475,107 @@ async fn open_wal(ctx: &Stage<'_>, stores: &Stores, dispatch: Dispatch) -> anyho
     Ok(OpenWal { wal, thread })
 }
 
+/// Cluster mode: the connection to the stream (made in the background), the receivers'
+/// publishing sink over it, and this node's membership, leases and consumers.
+struct ClusterMode {
+    link: lookout_cluster::gateway::Link,
+    partitions: u32,
+    publish: lookout_cluster::gateway::PublishMetrics,
+    connect: tokio::task::JoinHandle<()>,
+    node: tokio::task::JoinHandle<()>,
+    status: Arc<crate::cluster::ClusterStatus>,
+}
+
+impl ClusterMode {
+    fn start(
+        ctx: &Stage<'_>,
+        c: &lookout_config::ClusterConfig,
+        api_addr: SocketAddr,
+        wal: Wal,
+        budget: Arc<Budget>,
+    ) -> anyhow::Result<Self> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().replace('.', "-"))
+            .unwrap_or_else(|_| "lookout".into());
+        let node = c
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}", api_addr.port()));
+        let api = c.advertise_api.clone().unwrap_or_else(|| {
+            if api_addr.ip().is_unspecified() {
+                format!("http://{host}:{}", api_addr.port())
+            } else {
+                format!("http://{api_addr}")
+            }
+        });
+        let nats = c.nats();
+        let mut opts = lookout_cluster::jetstream::JetStreamOptions::from(&nats);
+        opts.name = format!("lookout-collector {node}");
+        let publish = lookout_cluster::gateway::PublishMetrics::register(ctx.registry, "lookout")?;
+        let metrics = crate::cluster::ClusterMetrics::register(ctx.registry)?;
+        let link = lookout_cluster::gateway::Link::default();
+        let connect = {
+            let (link, gauge, stop) = (
+                link.clone(),
+                publish.connected.clone(),
+                ctx.shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = link.connect(opts, gauge, stop).await {
+                    tracing::error!(error = %e, "cannot use the cluster's stream");
+                }
+            })
+        };
+        let me = crate::cluster::Member {
+            node: node.clone(),
+            api,
+            consume: c.consume,
+        };
+        tracing::info!(node = %node, api = %me.api, consume = c.consume, stream = %nats.stream, partitions = nats.partitions, "cluster mode");
+        let (node, status) = crate::cluster::spawn(
+            crate::cluster::NodeSetup {
+                me,
+                stream: nats.stream.clone(),
+                prefix: nats.subject_prefix.clone(),
+                partitions: nats.partitions,
+                replicas: nats.replicas as usize,
+                lease_ttl: c.lease_ttl.get(),
+            },
+            link.clone(),
+            wal,
+            budget,
+            metrics,
+            ctx.shutdown.clone(),
+        );
+        Ok(Self {
+            link,
+            partitions: nats.partitions,
+            publish,
+            connect,
+            node,
+            status,
+        })
+    }
+
+    /// The receivers' sink: publish, answer once acknowledged.
+    fn sink(&self, retry_after: std::time::Duration) -> lookout_cluster::gateway::PublishSink {
+        lookout_cluster::gateway::PublishSink::new(
+            self.link.clone(),
+            self.partitions,
+            retry_after,
+            self.publish.clone(),
+        )
+    }
+
+    /// After shutdown: wait until the consumers wrote and acknowledged what they took and
+    /// the leases are given back.
+    async fn stop(self) {
+        let _ = self.connect.await;
+        let _ = self.node.await;
+        drop(self.status);
+    }
+}
+
 /// The OTLP receivers (and `--demo` traffic), writing into the WAL.
 struct Receivers {
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -475,7 +586,7 @@ struct Receivers {
 impl Receivers {
     fn serve(
         ctx: &Stage<'_>,
-        wal: Wal,
+        sink: Arc<dyn ingest::IngestSink>,
         budget: Arc<Budget>,
         receiver: ReceiverMetrics,
         grpc: TcpListener,
@@ -484,8 +595,7 @@ impl Receivers {
         let (cfg, security, shutdown) = (ctx.cfg, ctx.security, ctx.shutdown);
         let mut ingest_opts = IngestOptions::new(&cfg.limits, cfg.ingest.retry_after.get());
         ingest_opts.admission_wait = cfg.ingest.admission_wait.get();
-        let sink = WalSink::new(wal, ingest_opts.retry_after);
-        let ingest = Arc::new(Ingest::new(ingest_opts, Arc::new(sink), budget, receiver));
+        let ingest = Arc::new(Ingest::new(ingest_opts, sink, budget, receiver));
         let grpc_conns = net::incoming(grpc, security.otlp_grpc.clone(), shutdown.clone());
         let grpc = tokio::spawn(ingest::grpc::serve(
             grpc_conns,

@@ -10,6 +10,7 @@ mod ingest;
 mod limits;
 mod loadgen;
 mod prometheus;
+mod scaleout;
 mod sdk;
 mod security;
 mod services;

@@ -1,0 +1,282 @@
+//! Cluster mode (`[cluster]`, `docs/CLUSTER.md`): the receivers publish to the stream
+//! (`lookout_cluster::gateway`), and this module makes the node a member that owns
+//! partitions by lease ([`lease`]) and consumes each into its WAL ([`consume`]).
+
+mod consume;
+mod lease;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lookout_cluster::gateway::Link;
+use lookout_ingest::Budget;
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use lease::Member;
+
+use crate::wal::Wal;
+
+/// Self-metrics of consuming.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    owned: IntGauge,
+    members: IntGauge,
+    lag: IntGaugeVec,
+    consumed: IntCounterVec,
+    redelivered: IntCounter,
+    skipped: IntCounter,
+    poison: IntCounter,
+    budget_waits: IntCounter,
+    leases: IntCounterVec,
+}
+
+impl ClusterMetrics {
+    /// Create and register on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            c: C,
+        ) -> Result<C, prometheus::Error> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let r = registry;
+        Ok(Self {
+            owned: reg(r, IntGauge::new("lookout_cluster_owned_partitions", "Partitions this node holds the lease of and consumes.")?)?,
+            members: reg(r, IntGauge::new("lookout_cluster_members", "Members of the cluster this node sees.")?)?,
+            lag: reg(r, IntGaugeVec::new(Opts::new("lookout_cluster_partition_lag_messages", "Messages of an owned partition not yet delivered to this node, as of its last delivery."), &["partition"])?)?,
+            consumed: reg(r, IntCounterVec::new(Opts::new("lookout_cluster_consumed_items_total", "Items (spans, log records, data points) consumed from the stream into the WAL, by signal."), &["signal"])?)?,
+            redelivered: reg(r, IntCounter::new("lookout_cluster_redelivered_messages_total", "Messages delivered more than once (an acknowledgement lost or late, a partition moved).")?)?,
+            skipped: reg(r, IntCounter::new("lookout_cluster_skipped_messages_total", "Messages delivered again that the WAL already held: acknowledged, not written twice.")?)?,
+            poison: reg(r, IntCounter::new("lookout_cluster_poison_messages_total", "Messages that are not an OTLP export request: acknowledged and dropped.")?)?,
+            budget_waits: reg(r, IntCounter::new("lookout_cluster_budget_waits_total", "Seconds consuming waited for the stores (the ingest budget was full).")?)?,
+            leases: reg(r, IntCounterVec::new(Opts::new("lookout_cluster_lease_changes_total", "Partition leases acquired, handed back and lost, by change."), &["change"])?)?,
+        })
+    }
+}
+
+/// What this node knows of the cluster, for the API.
+#[derive(Debug, Default)]
+pub struct ClusterStatus {
+    /// This node's member entry.
+    pub me: Member,
+    /// Partitions in the stream.
+    pub partitions: u32,
+    state: Mutex<StatusState>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct StatusState {
+    owned: Vec<u32>,
+    members: BTreeMap<String, Member>,
+}
+
+impl ClusterStatus {
+    /// Partitions this node consumes.
+    pub fn owned(&self) -> Vec<u32> {
+        self.state.lock().owned.clone()
+    }
+
+    /// The members seen at the last round.
+    pub fn members(&self) -> BTreeMap<String, Member> {
+        self.state.lock().members.clone()
+    }
+}
+
+/// This node's place in the cluster.
+pub struct NodeSetup {
+    /// Member entry.
+    pub me: Member,
+    /// Stream name.
+    pub stream: String,
+    /// Subject prefix.
+    pub prefix: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// Replicas of the lease bucket.
+    pub replicas: usize,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+}
+
+/// Start membership, leases and consumers; the task ends after `shutdown`, once its
+/// consumers have written and acknowledged what they took and its leases are given back.
+pub fn spawn(
+    setup: NodeSetup,
+    link: Link,
+    wal: Wal,
+    budget: Arc<Budget>,
+    metrics: ClusterMetrics,
+    shutdown: CancellationToken,
+) -> (JoinHandle<()>, Arc<ClusterStatus>) {
+    let status = Arc::new(ClusterStatus {
+        me: setup.me.clone(),
+        partitions: setup.partitions,
+        state: Mutex::default(),
+    });
+    let node = Node {
+        setup,
+        link,
+        wal,
+        budget,
+        metrics,
+        status: status.clone(),
+    };
+    (tokio::spawn(node.run(shutdown)), status)
+}
+
+struct Node {
+    setup: NodeSetup,
+    link: Link,
+    wal: Wal,
+    budget: Arc<Budget>,
+    metrics: ClusterMetrics,
+    status: Arc<ClusterStatus>,
+}
+
+impl Node {
+    async fn run(self, shutdown: CancellationToken) {
+        let js = loop {
+            if let Some(j) = self.link.get() {
+                break j.context().clone();
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        };
+        let s = &self.setup;
+        let bucket = format!("{}-leases", s.stream);
+        let Some(store) = lease::bucket(&js, &bucket, s.lease_ttl, s.replicas, &shutdown).await
+        else {
+            return;
+        };
+        let me = s.me.node.clone();
+        let mut held: BTreeMap<u32, lease::Held> = BTreeMap::new();
+        let mut free_rounds = vec![0u32; s.partitions as usize];
+        let period = s.lease_ttl / 3;
+        loop {
+            if let Err(e) = lease::announce(&store, &s.me).await {
+                tracing::warn!(error = %e, "cannot announce this node to the cluster");
+            }
+            let members = match lease::members(&store).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the cluster's members");
+                    self.status.members()
+                }
+            };
+            let consuming: Vec<String> = members
+                .values()
+                .filter(|m| m.consume)
+                .map(|m| m.node.clone())
+                .collect();
+            self.metrics.members.set(members.len() as i64);
+            if s.me.consume {
+                for p in 0..s.partitions {
+                    let want = lease::assigned(p, &consuming);
+                    self.round(&store, &js, p, want, &me, &mut held, &mut free_rounds)
+                        .await;
+                }
+            }
+            self.metrics.owned.set(held.len() as i64);
+            {
+                let mut st = self.status.state.lock();
+                st.owned = held.keys().copied().collect();
+                st.members = members;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+        for (p, h) in std::mem::take(&mut held) {
+            h.stop().await;
+            let _ = store.delete(lease::lease_key(p)).await;
+        }
+        let _ = store.delete(lease::member_key(&me)).await;
+        tracing::info!("left the cluster");
+    }
+
+    /// One partition's turn of a round: renew, hand back, or take its lease.
+    #[allow(clippy::too_many_arguments)]
+    async fn round(
+        &self,
+        store: &async_nats::jetstream::kv::Store,
+        js: &async_nats::jetstream::Context,
+        p: u32,
+        want: Option<&str>,
+        me: &str,
+        held: &mut BTreeMap<u32, lease::Held>,
+        free_rounds: &mut [u32],
+    ) {
+        let key = lease::lease_key(p);
+        let value = Bytes::from(me.to_string());
+        if let Some(h) = held.get_mut(&p) {
+            if want.is_some_and(|w| w != me) {
+                if let Some(h) = held.remove(&p) {
+                    h.stop().await;
+                }
+                match store.delete(&key).await {
+                    Ok(()) => tracing::info!(partition = p, to = want, "partition handed back"),
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "cannot give the partition's lease back; it expires")
+                    }
+                }
+                self.metrics.leases.with_label_values(&["released"]).inc();
+                return;
+            }
+            match store.update(&key, value, h.revision).await {
+                Ok(rev) => h.revision = rev,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "partition lease lost; stopping its consumer");
+                    if let Some(h) = held.remove(&p) {
+                        h.stop().await;
+                    }
+                    self.metrics.leases.with_label_values(&["lost"]).inc();
+                }
+            }
+            return;
+        }
+        let idx = p as usize;
+        match lease::holder(store, p).await {
+            Ok(Some(_)) => free_rounds[idx] = 0,
+            Ok(None) => {
+                free_rounds[idx] += 1;
+                if want == Some(me) || free_rounds[idx] >= 3 {
+                    if let Ok(revision) = store.create(&key, value).await {
+                        free_rounds[idx] = 0;
+                        let stop = CancellationToken::new();
+                        let part = consume::Partition {
+                            partition: p,
+                            js: js.clone(),
+                            stream: self.setup.stream.clone(),
+                            prefix: self.setup.prefix.clone(),
+                            wal: self.wal.clone(),
+                            budget: self.budget.clone(),
+                            metrics: self.metrics.clone(),
+                        };
+                        let task = tokio::spawn(part.run(stop.clone()));
+                        held.insert(
+                            p,
+                            lease::Held {
+                                revision,
+                                stop,
+                                task,
+                            },
+                        );
+                        self.metrics.leases.with_label_values(&["acquired"]).inc();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "cannot read the partition's lease")
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Cluster mode: three collectors on a real 3-node NATS JetStream cluster. Every
+//! collector is a gateway (its receivers publish) and a member that owns partitions by
+//! lease and stores what it consumes.
+
+use std::time::Duration;
+
+use lookout_tests::nats::NatsCluster;
+use lookout_tests::otlp::{three_span_trace, writer_trace_id};
+use lookout_tests::{metric_value, poll, post_acknowledged, Collector};
+use prost::Message;
+
+const PARTITIONS: u32 = 8;
+
+fn config(nats: &NatsCluster, node: &str) -> String {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[cluster]\nurls = [{}]\nnode = \"{node}\"\npartitions = {PARTITIONS}\nlease_ttl = \"2s\"\n\
+         # The first stream request waits for JetStream's meta leader election.\ntimeout = \"60s\"\n",
+        urls.join(", ")
+    )
+}
+
+/// On how many of `nodes` the trace `id` is stored, and how many spans each holds.
+async fn holders(client: &reqwest::Client, nodes: &[&Collector], id: [u8; 16]) -> Vec<usize> {
+    let mut found = Vec::new();
+    for n in nodes {
+        let url = n.api_url(&format!("/api/v1/traces/{}", hex::encode(id)));
+        let Ok(r) = client.get(&url).send().await else {
+            continue;
+        };
+        if r.status() != 200 {
+            continue;
+        }
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        found.push(body["spans"].as_array().map_or(0, Vec::len));
+    }
+    found
+}
+
+/// Publish `ids` through `gateways` in turn, each request retried until acknowledged.
+async fn send(client: &reqwest::Client, gateways: &[&Collector], ids: &[[u8; 16]]) {
+    for (i, id) in ids.iter().enumerate() {
+        let g = gateways[i % gateways.len()];
+        let body = three_span_trace("checkout", *id).encode_to_vec();
+        poll(Duration::from_secs(60), "the gateway acknowledges", || {
+            let (client, url, body) = (client.clone(), g.http_url("/v1/traces"), body.clone());
+            async move { post_acknowledged(&client, &url, body).await.then_some(()) }
+        })
+        .await;
+    }
+}
+
+/// Every trace of `ids` is stored whole on exactly one of `nodes`.
+async fn each_stored_once(client: &reqwest::Client, nodes: &[&Collector], ids: &[[u8; 16]]) {
+    poll(
+        Duration::from_secs(30),
+        "every trace stored once",
+        || async {
+            for id in ids {
+                let h = holders(client, nodes, *id).await;
+                if h != [3] {
+                    eprintln!("trace {}: {h:?}", hex::encode(id));
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+async fn owned(c: &Collector) -> f64 {
+    metric_value(&c.metrics().await, "lookout_cluster_owned_partitions").unwrap_or(0.0)
+}
+
+/// Waits until `nodes` own every partition between them, each at least one.
+async fn balanced(nodes: &[&Collector]) {
+    poll(
+        Duration::from_secs(60),
+        "partitions spread over the nodes",
+        || async {
+            let mut counts = Vec::new();
+            for n in nodes {
+                counts.push(owned(n).await);
+            }
+            let total: f64 = counts.iter().sum();
+            (total == f64::from(PARTITIONS) && counts.iter().all(|c| *c >= 1.0)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
+    let nats = NatsCluster::start();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start =
+        |i: usize| Collector::start_with_config(dirs[i].path(), &config(&nats, &format!("c{i}")));
+    let (c0, c1) = (start(0), start(1));
+    let c2 = start(2);
+    let client = reqwest::Client::new();
+    balanced(&[&c0, &c1, &c2]).await;
+
+    // Any node is a gateway; each trace lands whole on the owner of its partition.
+    let first: Vec<[u8; 16]> = (0..48).map(|s| writer_trace_id(1, 0, s)).collect();
+    send(&client, &[&c0, &c1, &c2], &first).await;
+    each_stored_once(&client, &[&c0, &c1, &c2], &first).await;
+    let stores: Vec<usize> = {
+        let mut v = Vec::new();
+        for id in &first {
+            let mut on = 0;
+            for (i, n) in [&c0, &c1, &c2].iter().enumerate() {
+                if holders(&client, &[n], *id).await == [3] {
+                    on = i;
+                }
+            }
+            v.push(on);
+        }
+        v
+    };
+    for i in 0..3 {
+        assert!(
+            stores.contains(&i),
+            "node c{i} stores some traces: {stores:?}"
+        );
+    }
+
+    // A node killed: its partitions move to the others after the lease TTL.
+    c2.kill9();
+    balanced(&[&c0, &c1]).await;
+    let second: Vec<[u8; 16]> = (0..24).map(|s| writer_trace_id(2, 0, s)).collect();
+    send(&client, &[&c0, &c1], &second).await;
+    each_stored_once(&client, &[&c0, &c1], &second).await;
+
+    // Back on its data directory, it takes its share again; nothing is lost or doubled.
+    let c2 = start(2);
+    balanced(&[&c0, &c1, &c2]).await;
+    let third: Vec<[u8; 16]> = (0..24).map(|s| writer_trace_id(3, 0, s)).collect();
+    send(&client, &[&c2], &third).await;
+    let all: Vec<[u8; 16]> = first.iter().chain(&second).chain(&third).copied().collect();
+    each_stored_once(&client, &[&c0, &c1, &c2], &all).await;
+    let m = c2.metrics().await;
+    assert!(
+        metric_value(
+            &m,
+            "lookout_cluster_lease_changes_total{change=\"acquired\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
