@@ -98,7 +98,20 @@ pub async fn run(
     let stores = Stores::open(&ctx)?;
     let ready = Arc::new(AtomicBool::new(false));
     let live = Live::new(&ctx, api_addr, &ready)?;
-    let api_task = serve_api(&ctx, &stores, &live, ready.clone(), listeners.api)?;
+    let cluster_status = cfg.cluster.as_ref().map(|c| {
+        Arc::new(crate::cluster::ClusterStatus::new(
+            member(c, api_addr),
+            c.partitions,
+        ))
+    });
+    let api_task = serve_api(
+        &ctx,
+        &stores,
+        &live,
+        ready.clone(),
+        listeners.api,
+        cluster_status.clone(),
+    )?;
     let budget = Arc::new(
         Budget::new(cfg.ingest.max_pending_bytes.get()).shown_on(receiver.pending_bytes.clone()),
     );
@@ -117,15 +130,15 @@ pub async fn run(
     replay_applied(&backlog, &shutdown).await;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
-    let cluster = match &cfg.cluster {
-        Some(c) => Some(ClusterMode::start(
+    let cluster = match (&cfg.cluster, cluster_status) {
+        (Some(c), Some(status)) => Some(ClusterMode::start(
             &ctx,
             c,
-            api_addr,
+            status,
             wal.wal.clone(),
             budget.clone(),
         )?),
-        None => None,
+        _ => None,
     };
     let sink: Arc<dyn ingest::IngestSink> = match &cluster {
         Some(c) => Arc::new(c.sink(cfg.ingest.retry_after.get())),
@@ -303,6 +316,7 @@ fn serve_api(
     live: &Live,
     ready: Arc<AtomicBool>,
     listener: TcpListener,
+    cluster: Option<Arc<crate::cluster::ClusterStatus>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (cfg, security, shutdown) = (ctx.cfg, ctx.security, ctx.shutdown);
     let api_metrics = ApiMetrics::register(ctx.registry)?;
@@ -319,6 +333,14 @@ fn serve_api(
         metric_store: live.metric_store.clone(),
         alerts: live.alerts.clone(),
         query: cfg.query.clone(),
+        peers: cluster.map(|status| {
+            let token = security
+                .api_tokens
+                .as_ref()
+                .and_then(|t| t.first())
+                .map(|t| String::from_utf8_lossy(t).into_owned());
+            api::fanout::Peers::new(status, token)
+        }),
     };
     let router = with_auth(
         api::router(state),
@@ -475,6 +497,30 @@ async fn open_wal(ctx: &Stage<'_>, stores: &Stores, dispatch: Dispatch) -> anyho
     Ok(OpenWal { wal, thread })
 }
 
+/// This node's member entry: its name (default: host name and API port) and the API
+/// URL other members ask (default: the API's listen address).
+fn member(c: &lookout_config::ClusterConfig, api_addr: SocketAddr) -> crate::cluster::Member {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace('.', "-"))
+        .unwrap_or_else(|_| "lookout".into());
+    let node = c
+        .node
+        .clone()
+        .unwrap_or_else(|| format!("{host}-{}", api_addr.port()));
+    let api = c.advertise_api.clone().unwrap_or_else(|| {
+        if api_addr.ip().is_unspecified() {
+            format!("http://{host}:{}", api_addr.port())
+        } else {
+            format!("http://{api_addr}")
+        }
+    });
+    crate::cluster::Member {
+        node,
+        api,
+        consume: c.consume,
+    }
+}
+
 /// Cluster mode: the connection to the stream (made in the background), the receivers'
 /// publishing sink over it, and this node's membership, leases and consumers.
 struct ClusterMode {
@@ -490,24 +536,12 @@ impl ClusterMode {
     fn start(
         ctx: &Stage<'_>,
         c: &lookout_config::ClusterConfig,
-        api_addr: SocketAddr,
+        status: Arc<crate::cluster::ClusterStatus>,
         wal: Wal,
         budget: Arc<Budget>,
     ) -> anyhow::Result<Self> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().replace('.', "-"))
-            .unwrap_or_else(|_| "lookout".into());
-        let node = c
-            .node
-            .clone()
-            .unwrap_or_else(|| format!("{host}-{}", api_addr.port()));
-        let api = c.advertise_api.clone().unwrap_or_else(|| {
-            if api_addr.ip().is_unspecified() {
-                format!("http://{host}:{}", api_addr.port())
-            } else {
-                format!("http://{api_addr}")
-            }
-        });
+        let me = status.me.clone();
+        let node = me.node.clone();
         let nats = c.nats();
         let mut opts = lookout_cluster::jetstream::JetStreamOptions::from(&nats);
         opts.name = format!("lookout-collector {node}");
@@ -526,13 +560,8 @@ impl ClusterMode {
                 }
             })
         };
-        let me = crate::cluster::Member {
-            node: node.clone(),
-            api,
-            consume: c.consume,
-        };
         tracing::info!(node = %node, api = %me.api, consume = c.consume, stream = %nats.stream, partitions = nats.partitions, "cluster mode");
-        let (node, status) = crate::cluster::spawn(
+        let node = crate::cluster::spawn(
             crate::cluster::NodeSetup {
                 me,
                 stream: nats.stream.clone(),
@@ -541,6 +570,7 @@ impl ClusterMode {
                 replicas: nats.replicas as usize,
                 lease_ttl: c.lease_ttl.get(),
             },
+            status.clone(),
             link.clone(),
             wal,
             budget,

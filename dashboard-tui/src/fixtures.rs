@@ -106,6 +106,7 @@ pub fn logs(n: usize) -> LogsResponse {
         total: (n * 10) as u64,
         logs,
         took_ms: 1.5,
+        warnings: Vec::new(),
     }
 }
 
@@ -127,6 +128,7 @@ pub fn traces(n: usize) -> TracesResponse {
             })
             .collect(),
         took_ms: 2.0,
+        warnings: Vec::new(),
     }
 }
 

@@ -363,6 +363,7 @@ fn logs_refresh_outside_follow_mode_and_keep_the_rows_in_place() {
         total: 5000,
         logs: (10..20).rev().map(newer_log).collect(),
         took_ms: 1.0,
+        warnings: Vec::new(),
     };
     answer_logs(&mut a, seq, LogsMode::Newer, Ok(flood));
     assert_eq!(a.logs.entries.len(), 63);
@@ -1336,6 +1337,7 @@ fn empty_loading_and_unreachable_states_say_so() {
             total: 0,
             logs: vec![],
             took_ms: 0.1,
+            warnings: Vec::new(),
         }),
     );
     assert_shows(&screen(&a, 80, 24), &["No logs match in the last 1h"]);

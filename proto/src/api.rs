@@ -21,6 +21,9 @@ pub struct LogsResponse {
     pub logs: Vec<LogEntry>,
     /// Time spent searching, in milliseconds.
     pub took_ms: f64,
+    /// What is missing from the answer (cluster mode: a node that did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One log record.
@@ -193,6 +196,9 @@ pub struct TracesResponse {
     pub traces: Vec<TraceSummary>,
     /// Time spent searching, in milliseconds.
     pub took_ms: f64,
+    /// What is missing from the answer (cluster mode: a node that did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Summary of one trace in search results.

@@ -6,6 +6,7 @@
 //! [`guard`] (concurrency and time limits) and does its searching on the blocking pool.
 
 pub mod error;
+pub mod fanout;
 pub mod guard;
 pub mod jaeger;
 pub mod lookup;

@@ -1,12 +1,14 @@
 //! The native query API under `/api/v1`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use lookout_ingest::clock::now_unix_nano;
 
 use super::error::ApiError;
+use super::fanout::{self, Peers};
 use super::lookup::{blocking, load_trace, parse_trace_id};
 use super::params::{ParamReader, Params};
 use super::state::ApiState;
@@ -67,7 +69,22 @@ fn check_log_query(text: &str, cfg: &lookout_config::QueryConfig) -> Result<(), 
     Ok(())
 }
 
-async fn get_logs(State(s): State<ApiState>, Query(params): Params) -> Result<Response, ApiError> {
+/// The other members to ask too: in cluster mode, unless a member is asking.
+fn peers_for(s: &ApiState, headers: &HeaderMap) -> Option<Peers> {
+    s.peers.clone().filter(|_| Peers::fans_out(headers))
+}
+
+fn path_and_query(uri: &axum::http::Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string())
+}
+
+async fn get_logs(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
     let mut p = ParamReader::new(params);
     let q = p.take("q")?;
     let service = p.take("service")?;
@@ -98,13 +115,28 @@ async fn get_logs(State(s): State<ApiState>, Query(params): Params) -> Result<Re
         .query_seconds
         .with_label_values(&["logs"])
         .start_timer();
-    let res = blocking(move || Ok(s.logs.search(&query)?)).await?;
+    let peers = peers_for(&s, &headers);
+    let others = async {
+        match &peers {
+            Some(p) => {
+                p.ask::<lookout_proto::api::LogsResponse>(&path_and_query(&uri))
+                    .await
+            }
+            None => (Vec::new(), Vec::new()),
+        }
+    };
+    let (mine, (others, warnings)) =
+        tokio::join!(blocking(move || Ok(s.logs.search(&query)?)), others);
+    let mut res = fanout::merge_logs(mine?, others.into_iter().flatten().collect(), limit);
+    res.warnings.extend(warnings);
     timer.observe_duration();
     Ok(Json(res).into_response())
 }
 
 async fn get_traces(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let mut p = ParamReader::new(params);
@@ -150,17 +182,32 @@ async fn get_traces(
         .with_label_values(&["traces"])
         .start_timer();
     let started = std::time::Instant::now();
-    let docs = blocking(move || Ok(s.traces.search(&query)?)).await?;
-    timer.observe_duration();
-    Ok(Json(lookout_proto::api::TracesResponse {
-        traces: docs.iter().map(api_summary).collect(),
+    let peers = peers_for(&s, &headers);
+    let others = async {
+        match &peers {
+            Some(p) => {
+                p.ask::<lookout_proto::api::TracesResponse>(&path_and_query(&uri))
+                    .await
+            }
+            None => (Vec::new(), Vec::new()),
+        }
+    };
+    let (docs, (others, warnings)) =
+        tokio::join!(blocking(move || Ok(s.traces.search(&query)?)), others);
+    let mine = lookout_proto::api::TracesResponse {
+        traces: docs?.iter().map(api_summary).collect(),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
-    })
-    .into_response())
+        warnings: Vec::new(),
+    };
+    let mut res = fanout::merge_traces(mine, others.into_iter().flatten().collect(), limit);
+    res.warnings.extend(warnings);
+    timer.observe_duration();
+    Ok(Json(res).into_response())
 }
 
 async fn get_trace(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     Path(trace_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_trace_id(&trace_id.to_ascii_lowercase())?;
@@ -169,11 +216,40 @@ async fn get_trace(
         .query_seconds
         .with_label_values(&["trace"])
         .start_timer();
-    let found = blocking(move || load_trace(&s, &id)).await?;
+    // In cluster mode every member is asked: the owner of the trace's partition holds it,
+    // and a previous owner may hold its first spans.
+    let peers = peers_for(&s, &headers);
+    let path = format!("/api/v1/traces/{}", hex::encode(id));
+    let others = async {
+        match &peers {
+            Some(p) => p.ask::<lookout_proto::api::TraceResponse>(&path).await,
+            None => (Vec::new(), Vec::new()),
+        }
+    };
+    let (mine, (others, unanswered)) = tokio::join!(blocking(move || load_trace(&s, &id)), others);
+    let parts: Vec<_> = mine?
+        .into_iter()
+        .chain(others.into_iter().flatten())
+        .collect();
     timer.observe_duration();
-    match found {
-        Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError::not_found(format!("trace {trace_id} not found"))),
+    match fanout::merge_trace(parts) {
+        Some(mut t) => {
+            t.warnings.extend(unanswered.into_iter().map(|message| {
+                lookout_proto::api::TraceWarning {
+                    kind: "node_unavailable".to_string(),
+                    span_id: None,
+                    message,
+                }
+            }));
+            Ok(Json(t).into_response())
+        }
+        None if unanswered.is_empty() => {
+            Err(ApiError::not_found(format!("trace {trace_id} not found")))
+        }
+        None => Err(ApiError::not_found(format!(
+            "trace {trace_id} not found; {}",
+            unanswered.join("; ")
+        ))),
     }
 }
 

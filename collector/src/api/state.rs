@@ -40,6 +40,8 @@ pub struct ApiState {
     pub query: lookout_config::QueryConfig,
     /// Concurrency and time limits of the query endpoints.
     pub guard: QueryGuard,
+    /// The other members, in cluster mode: queries are answered for the whole cluster.
+    pub peers: Option<super::fanout::Peers>,
 }
 
 /// Self-metrics of the query API.

@@ -77,6 +77,15 @@ struct StatusState {
 }
 
 impl ClusterStatus {
+    /// The status of `me` in a stream of `partitions`, before it joins.
+    pub fn new(me: Member, partitions: u32) -> Self {
+        Self {
+            me,
+            partitions,
+            state: Mutex::default(),
+        }
+    }
+
     /// Partitions this node consumes.
     pub fn owned(&self) -> Vec<u32> {
         self.state.lock().owned.clone()
@@ -108,26 +117,22 @@ pub struct NodeSetup {
 /// consumers have written and acknowledged what they took and its leases are given back.
 pub fn spawn(
     setup: NodeSetup,
+    status: Arc<ClusterStatus>,
     link: Link,
     wal: Wal,
     budget: Arc<Budget>,
     metrics: ClusterMetrics,
     shutdown: CancellationToken,
-) -> (JoinHandle<()>, Arc<ClusterStatus>) {
-    let status = Arc::new(ClusterStatus {
-        me: setup.me.clone(),
-        partitions: setup.partitions,
-        state: Mutex::default(),
-    });
+) -> JoinHandle<()> {
     let node = Node {
         setup,
         link,
         wal,
         budget,
         metrics,
-        status: status.clone(),
+        status,
     };
-    (tokio::spawn(node.run(shutdown)), status)
+    tokio::spawn(node.run(shutdown))
 }
 
 struct Node {

@@ -351,6 +351,7 @@ fn search(
         total,
         logs,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        warnings: Vec::new(),
     })
 }
 

@@ -65,6 +65,11 @@ impl Tokens {
         Self(tokens.into_iter().map(String::into_bytes).collect())
     }
 
+    /// The token a node presents to its peers (cluster mode): the first one configured.
+    pub fn first(&self) -> Option<&[u8]> {
+        self.0.first().map(Vec::as_slice)
+    }
+
     /// Does `authorization` (the header value) carry an accepted bearer token? Compares in
     /// time independent of where the bytes differ.
     pub fn verify(&self, authorization: Option<&[u8]>) -> bool {

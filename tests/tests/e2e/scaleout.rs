@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lookout_tests::nats::NatsCluster;
 use lookout_tests::otlp::{three_span_trace, writer_trace_id};
-use lookout_tests::{metric_value, poll, post_acknowledged, Collector};
+use lookout_tests::{get_json, metric_value, poll, post_acknowledged, Collector, FAST_TRACES};
 use prost::Message;
 
 const PARTITIONS: u32 = 8;
@@ -14,18 +14,24 @@ const PARTITIONS: u32 = 8;
 fn config(nats: &NatsCluster, node: &str) -> String {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
-        "[cluster]\nurls = [{}]\nnode = \"{node}\"\npartitions = {PARTITIONS}\nlease_ttl = \"2s\"\n\
+        "{FAST_TRACES}[cluster]\nurls = [{}]\nnode = \"{node}\"\npartitions = {PARTITIONS}\nlease_ttl = \"2s\"\n\
          # The first stream request waits for JetStream's meta leader election.\ntimeout = \"60s\"\n",
         urls.join(", ")
     )
 }
 
-/// On how many of `nodes` the trace `id` is stored, and how many spans each holds.
+/// On how many of `nodes` the trace `id` is stored, and how many spans each holds: each
+/// node is asked as a member asks another, for what it stores itself.
 async fn holders(client: &reqwest::Client, nodes: &[&Collector], id: [u8; 16]) -> Vec<usize> {
     let mut found = Vec::new();
     for n in nodes {
         let url = n.api_url(&format!("/api/v1/traces/{}", hex::encode(id)));
-        let Ok(r) = client.get(&url).send().await else {
+        let Ok(r) = client
+            .get(&url)
+            .header("x-lookout-scope", "local")
+            .send()
+            .await
+        else {
             continue;
         };
         if r.status() != 200 {
@@ -40,14 +46,18 @@ async fn holders(client: &reqwest::Client, nodes: &[&Collector], id: [u8; 16]) -
 /// Publish `ids` through `gateways` in turn, each request retried until acknowledged.
 async fn send(client: &reqwest::Client, gateways: &[&Collector], ids: &[[u8; 16]]) {
     for (i, id) in ids.iter().enumerate() {
-        let g = gateways[i % gateways.len()];
         let body = three_span_trace("checkout", *id).encode_to_vec();
-        poll(Duration::from_secs(60), "the gateway acknowledges", || {
-            let (client, url, body) = (client.clone(), g.http_url("/v1/traces"), body.clone());
-            async move { post_acknowledged(&client, &url, body).await.then_some(()) }
-        })
-        .await;
+        post(client, gateways[i % gateways.len()], "/v1/traces", body).await;
     }
+}
+
+/// POST an OTLP/HTTP body to `g`, retried until acknowledged.
+async fn post(client: &reqwest::Client, g: &Collector, path: &str, body: Vec<u8>) {
+    poll(Duration::from_secs(60), "the gateway acknowledges", || {
+        let (client, url, body) = (client.clone(), g.http_url(path), body.clone());
+        async move { post_acknowledged(&client, &url, body).await.then_some(()) }
+    })
+    .await;
 }
 
 /// Every trace of `ids` is stored whole on exactly one of `nodes`.
@@ -125,12 +135,68 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
         );
     }
 
-    // A node killed: its partitions move to the others after the lease TTL.
+    // Any node answers for the cluster: each trace by id, and a search listing each once.
+    for (id, n) in first.iter().zip([&c0, &c1, &c2].iter().cycle()) {
+        let (code, t) = get_json(&n.api_url(&format!("/api/v1/traces/{}", hex::encode(id)))).await;
+        assert_eq!(
+            (code, t["spans"].as_array().map(Vec::len)),
+            (200, Some(3)),
+            "{t}"
+        );
+    }
+    let search = "/api/v1/traces?service=checkout&limit=1000&from=1h";
+    let listed = poll(Duration::from_secs(30), "every trace listed", || async {
+        let (_, r) = get_json(&c1.api_url(search)).await;
+        let ids: Vec<String> = r["traces"]
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["trace_id"].as_str().map(String::from))
+            .collect();
+        (ids.len() >= first.len()).then_some(ids)
+    })
+    .await;
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (listed.len(), unique.len()),
+        (first.len(), first.len()),
+        "{listed:?}"
+    );
+    let logs = lookout_tests::otlp::log_request(
+        "checkout",
+        (0..30).map(|i| format!("payment {i} accepted")),
+    );
+    post(&client, &c1, "/v1/logs", logs.encode_to_vec()).await;
+    poll(
+        Duration::from_secs(30),
+        "every log line found from any node",
+        || async {
+            let (_, r) = get_json(&c2.api_url("/api/v1/logs?q=accepted&limit=100")).await;
+            (r["total"] == 30 && r["logs"].as_array().map(Vec::len) == Some(30)).then_some(())
+        },
+    )
+    .await;
+
+    // A node killed: a query right away names it; its partitions move to the others
+    // after the lease TTL.
     c2.kill9();
+    let (code, r) = get_json(&c0.api_url(search)).await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["warnings"].to_string().contains("node c2 did not answer"),
+        "{r}"
+    );
     balanced(&[&c0, &c1]).await;
     let second: Vec<[u8; 16]> = (0..24).map(|s| writer_trace_id(2, 0, s)).collect();
     send(&client, &[&c0, &c1], &second).await;
     each_stored_once(&client, &[&c0, &c1], &second).await;
+    // The root of a trace of partition 2, which goes back to c2 when it returns.
+    let split = writer_trace_id(5, 0, 2);
+    let whole = three_span_trace("checkout", split);
+    let mut root = whole.clone();
+    root.resource_spans[0].scope_spans[0].spans.truncate(1);
+    post(&client, &c0, "/v1/traces", root.encode_to_vec()).await;
 
     // Back on its data directory, it takes its share again; nothing is lost or doubled.
     let c2 = start(2);
@@ -139,6 +205,23 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
     send(&client, &[&c2], &third).await;
     let all: Vec<[u8; 16]> = first.iter().chain(&second).chain(&third).copied().collect();
     each_stored_once(&client, &[&c0, &c1, &c2], &all).await;
+    // The rest of the split trace lands on c2: asked by id, any node merges both parts.
+    let mut children = whole;
+    children.resource_spans[0].scope_spans[0].spans.remove(0);
+    post(&client, &c1, "/v1/traces", children.encode_to_vec()).await;
+    poll(
+        Duration::from_secs(30),
+        "the split trace merged",
+        || async {
+            let parts = holders(&client, &[&c0, &c1, &c2], split).await;
+            let (_, t) =
+                get_json(&c1.api_url(&format!("/api/v1/traces/{}", hex::encode(split)))).await;
+            let n = t["spans"].as_array().map_or(0, Vec::len);
+            eprintln!("split trace: parts {parts:?}, merged {n}");
+            (parts.len() == 2 && n == 3 && t["root_span_id"] == hex::encode([1u8; 8])).then_some(())
+        },
+    )
+    .await;
     let m = c2.metrics().await;
     assert!(
         metric_value(
