@@ -416,3 +416,39 @@ pub struct ReceiverStatus {
     /// Notifications waiting for delivery or a retry.
     pub pending: u64,
 }
+
+/// Answer of `GET /api/v1/cluster`: the members and who consumes which partition, as the
+/// answering node sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterResponse {
+    /// Whether the node runs in cluster mode; the rest is empty when not.
+    pub enabled: bool,
+    /// The answering node's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// Partitions of the stream.
+    pub partitions: u32,
+    /// Whether the answering node is connected to the stream.
+    pub connected: bool,
+    /// Members, by name.
+    pub members: Vec<ClusterMember>,
+    /// Partitions no member holds a lease on (for a moment after a member stops).
+    pub unowned: Vec<u32>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Its name.
+    pub node: String,
+    /// Its query API.
+    pub api: String,
+    /// Whether it takes partitions (a gateway only publishes).
+    pub consume: bool,
+    /// Partitions it holds the lease of.
+    pub partitions: Vec<u32>,
+    /// Messages of its partitions not yet delivered to it, as it last saw them; only for
+    /// the answering node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_messages: Option<u64>,
+}

@@ -39,6 +39,11 @@ impl Peers {
         }
     }
 
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> &ClusterStatus {
+        &self.status
+    }
+
     /// Whether this request is to be fanned out: not when a member asked.
     pub fn fans_out(headers: &HeaderMap) -> bool {
         headers.get(LOCAL).is_none()

@@ -28,6 +28,14 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/services", get(get_services))
         .route("/api/v1/dependencies", get(get_dependencies))
         .route("/api/v1/alerts", get(get_alerts))
+        .route("/api/v1/cluster", get(get_cluster))
+}
+
+async fn get_cluster(State(s): State<ApiState>) -> Response {
+    match &s.peers {
+        Some(p) => Json(p.status().view()).into_response(),
+        None => Json(lookout_proto::api::ClusterResponse::default()).into_response(),
+    }
 }
 
 async fn get_alerts(State(s): State<ApiState>) -> Response {

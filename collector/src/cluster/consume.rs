@@ -24,6 +24,7 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// What a partition's consumer needs.
 pub(super) struct Partition {
+    pub status: Arc<super::ClusterStatus>,
     pub partition: u32,
     pub js: jetstream::Context,
     pub stream: String,
@@ -151,6 +152,7 @@ impl Partition {
             m.lag
                 .with_label_values(&[&p.to_string()])
                 .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+            self.status.set_lag(p, info.pending);
             if sequence <= written {
                 m.skipped.inc();
                 done.push(msg);

@@ -74,6 +74,11 @@ pub struct ClusterStatus {
 struct StatusState {
     owned: Vec<u32>,
     members: BTreeMap<String, Member>,
+    /// Holder of each partition's lease, as last read.
+    holders: BTreeMap<u32, String>,
+    connected: bool,
+    /// Messages not yet delivered, per owned partition, as of its last delivery.
+    lag: BTreeMap<u32, u64>,
 }
 
 impl ClusterStatus {
@@ -94,6 +99,47 @@ impl ClusterStatus {
     /// The members seen at the last round.
     pub fn members(&self) -> BTreeMap<String, Member> {
         self.state.lock().members.clone()
+    }
+
+    fn set_lag(&self, partition: u32, pending: u64) {
+        self.state.lock().lag.insert(partition, pending);
+    }
+
+    /// The view of `GET /api/v1/cluster`.
+    pub fn view(&self) -> lookout_proto::api::ClusterResponse {
+        let st = self.state.lock();
+        let lag = st
+            .owned
+            .iter()
+            .map(|p| st.lag.get(p).copied().unwrap_or(0))
+            .sum::<u64>();
+        let lag = self.me.consume.then_some(lag);
+        let members = st
+            .members
+            .values()
+            .map(|m| lookout_proto::api::ClusterMember {
+                node: m.node.clone(),
+                api: m.api.clone(),
+                consume: m.consume,
+                partitions: st
+                    .holders
+                    .iter()
+                    .filter(|(_, h)| **h == m.node)
+                    .map(|(p, _)| *p)
+                    .collect(),
+                lag_messages: (m.node == self.me.node).then_some(lag).flatten(),
+            })
+            .collect();
+        lookout_proto::api::ClusterResponse {
+            enabled: true,
+            node: self.me.node.clone(),
+            partitions: self.partitions,
+            connected: st.connected,
+            members,
+            unowned: (0..self.partitions)
+                .filter(|p| !st.holders.contains_key(p))
+                .collect(),
+        }
     }
 }
 
@@ -162,7 +208,9 @@ impl Node {
             return;
         };
         let me = s.me.node.clone();
+        self.status.state.lock().connected = true;
         let mut held: BTreeMap<u32, lease::Held> = BTreeMap::new();
+        let mut holders: BTreeMap<u32, String> = BTreeMap::new();
         let mut free_rounds = vec![0u32; s.partitions as usize];
         let period = s.lease_ttl / 3;
         loop {
@@ -185,8 +233,22 @@ impl Node {
             if s.me.consume {
                 for p in 0..s.partitions {
                     let want = lease::assigned(p, &consuming);
-                    self.round(&store, &js, p, want, &me, &mut held, &mut free_rounds)
+                    let holder = self
+                        .round(&store, &js, p, want, &me, &mut held, &mut free_rounds)
                         .await;
+                    match holder {
+                        Some(h) => holders.insert(p, h),
+                        None => holders.remove(&p),
+                    };
+                }
+            } else {
+                for p in 0..s.partitions {
+                    if let Ok(h) = lease::holder(&store, p).await {
+                        match h {
+                            Some(h) => holders.insert(p, h),
+                            None => holders.remove(&p),
+                        };
+                    }
                 }
             }
             self.metrics.owned.set(held.len() as i64);
@@ -194,6 +256,7 @@ impl Node {
                 let mut st = self.status.state.lock();
                 st.owned = held.keys().copied().collect();
                 st.members = members;
+                st.holders = holders.clone();
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -208,7 +271,8 @@ impl Node {
         tracing::info!("left the cluster");
     }
 
-    /// One partition's turn of a round: renew, hand back, or take its lease.
+    /// One partition's turn of a round: renew, hand back, or take its lease. Returns the
+    /// holder after it (`None`: free or unknown).
     #[allow(clippy::too_many_arguments)]
     async fn round(
         &self,
@@ -219,7 +283,7 @@ impl Node {
         me: &str,
         held: &mut BTreeMap<u32, lease::Held>,
         free_rounds: &mut [u32],
-    ) {
+    ) -> Option<String> {
         let key = lease::lease_key(p);
         let value = Bytes::from(me.to_string());
         if let Some(h) = held.get_mut(&p) {
@@ -234,23 +298,29 @@ impl Node {
                     }
                 }
                 self.metrics.leases.with_label_values(&["released"]).inc();
-                return;
+                return None;
             }
             match store.update(&key, value, h.revision).await {
-                Ok(rev) => h.revision = rev,
+                Ok(rev) => {
+                    h.revision = rev;
+                    return Some(me.to_string());
+                }
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "partition lease lost; stopping its consumer");
                     if let Some(h) = held.remove(&p) {
                         h.stop().await;
                     }
                     self.metrics.leases.with_label_values(&["lost"]).inc();
+                    return None;
                 }
             }
-            return;
         }
         let idx = p as usize;
         match lease::holder(store, p).await {
-            Ok(Some(_)) => free_rounds[idx] = 0,
+            Ok(Some(h)) => {
+                free_rounds[idx] = 0;
+                Some(h)
+            }
             Ok(None) => {
                 free_rounds[idx] += 1;
                 if want == Some(me) || free_rounds[idx] >= 3 {
@@ -258,6 +328,7 @@ impl Node {
                         free_rounds[idx] = 0;
                         let stop = CancellationToken::new();
                         let part = consume::Partition {
+                            status: self.status.clone(),
                             partition: p,
                             js: js.clone(),
                             stream: self.setup.stream.clone(),
@@ -276,11 +347,14 @@ impl Node {
                             },
                         );
                         self.metrics.leases.with_label_values(&["acquired"]).inc();
+                        return Some(me.to_string());
                     }
                 }
+                None
             }
             Err(e) => {
-                tracing::warn!(partition = p, error = %e, "cannot read the partition's lease")
+                tracing::warn!(partition = p, error = %e, "cannot read the partition's lease");
+                None
             }
         }
     }

@@ -485,6 +485,8 @@ async fn bad_queries_get_json_errors() {
     let (s, b) = get_json(&c.api_url("/api/v1/logs?q=*&limit=5")).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["total"], 0);
+    let (s, b) = get_json(&c.api_url("/api/v1/cluster")).await;
+    assert_eq!((s, &b["enabled"]), (200, &serde_json::json!(false)), "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,39 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
     let c2 = start(2);
     let client = reqwest::Client::new();
     balanced(&[&c0, &c1, &c2]).await;
+    let view = poll(
+        Duration::from_secs(30),
+        "the cluster view complete",
+        || async {
+            let (_, v) = get_json(&c1.api_url("/api/v1/cluster")).await;
+            let members = v["members"].as_array()?;
+            let held: usize = members
+                .iter()
+                .map(|m| m["partitions"].as_array().map_or(0, Vec::len))
+                .sum();
+            (members.len() == 3
+                && held == PARTITIONS as usize
+                && v["unowned"] == serde_json::json!([]))
+            .then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        (&view["enabled"], &view["node"], &view["connected"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("c1"),
+            &serde_json::json!(true)
+        ),
+        "{view}"
+    );
+    for m in view["members"].as_array().into_iter().flatten() {
+        assert!(
+            !m["partitions"].as_array().is_none_or(Vec::is_empty),
+            "{view}"
+        );
+        assert_eq!(m["lag_messages"].is_u64(), m["node"] == "c1", "{view}");
+    }
 
     // Any node is a gateway; each trace lands whole on the owner of its partition.
     let first: Vec<[u8; 16]> = (0..48).map(|s| writer_trace_id(1, 0, s)).collect();
