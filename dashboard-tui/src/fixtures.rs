@@ -33,6 +33,7 @@ fn red(rate: f64, err: f64, p50: f64) -> RedStats {
             .map(|i| rate * (1.0 + (i % 7) as f64 / 10.0))
             .collect(),
         exemplar_trace_ids: vec![],
+        latency_buckets: Vec::new(),
     }
 }
 
@@ -65,6 +66,7 @@ pub fn services() -> ServicesResponse {
             svc("inventory", 85.0, 0.0, 4.0, &["GET /stock/{sku}"]),
             svc("payment", 40.1, 0.08, 75.0, &["POST /pay"]),
         ],
+        warnings: Vec::new(),
     }
 }
 
@@ -325,6 +327,7 @@ pub fn dependencies() -> DependenciesResponse {
             e("checkout", "payment", 1150, 92),
             e("checkout", "inventory", 2400, 0),
         ],
+        warnings: Vec::new(),
     }
 }
 

@@ -1242,6 +1242,7 @@ fn the_service_graph_is_drawn_as_a_map() {
     a.on_fetched(
         Fetched::Dependencies(Ok(lookout_proto::api::DependenciesResponse {
             edges: chain,
+            warnings: Vec::new(),
         })),
         MS,
     );

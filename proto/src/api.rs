@@ -237,6 +237,9 @@ pub struct ServicesResponse {
     pub window_s: u64,
     /// Every service seen, sorted by name.
     pub services: Vec<ServiceStats>,
+    /// What is missing from the answer (cluster mode: a node that did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// RED figures of one service (all its operations together) or one operation.
@@ -263,6 +266,11 @@ pub struct RedStats {
     /// Example trace ids of recent slow or failed requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exemplar_trace_ids: Vec<String>,
+    /// The latency histogram behind the percentiles, as `[bucket, count]` pairs of a
+    /// log-linear histogram in microseconds; given only to another cluster member, which
+    /// adds the histograms of every member to compute the cluster's percentiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets: Vec<[u32; 2]>,
 }
 
 /// One service in [`ServicesResponse`].
@@ -299,6 +307,9 @@ pub struct OperationStats {
 pub struct DependenciesResponse {
     /// Edges caller → callee, by calls, highest first.
     pub edges: Vec<DependencyEdge>,
+    /// What is missing from the answer (cluster mode: a node that did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One edge of the service graph.

@@ -172,3 +172,41 @@ pub fn merge_trace(
         .collect();
     Some(crate::traces::assemble::assemble(&trace_id, &state, spans))
 }
+
+/// Service graphs of every member: edges by caller and callee, calls and errors added,
+/// the mean weighted by calls; the 95th percentile is the highest member's (members keep
+/// no histogram per edge), an upper bound.
+pub fn merge_dependencies(
+    mut mine: lookout_proto::api::DependenciesResponse,
+    others: Vec<lookout_proto::api::DependenciesResponse>,
+) -> lookout_proto::api::DependenciesResponse {
+    for o in others {
+        for e in o.edges {
+            match mine
+                .edges
+                .iter_mut()
+                .find(|m| m.caller == e.caller && m.callee == e.callee)
+            {
+                Some(m) => {
+                    let calls = m.calls + e.calls;
+                    if calls > 0 {
+                        m.avg_ms =
+                            (m.avg_ms * m.calls as f64 + e.avg_ms * e.calls as f64) / calls as f64;
+                    }
+                    m.calls = calls;
+                    m.errors += e.errors;
+                    m.p95_ms = m.p95_ms.max(e.p95_ms);
+                    m.inferred &= e.inferred;
+                }
+                None => mine.edges.push(e),
+            }
+        }
+    }
+    mine.edges.sort_by(|a, b| {
+        b.calls
+            .cmp(&a.calls)
+            .then_with(|| a.caller.cmp(&b.caller))
+            .then_with(|| a.callee.cmp(&b.callee))
+    });
+    mine
+}

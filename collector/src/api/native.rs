@@ -263,6 +263,8 @@ async fn get_trace(
 
 async fn get_services(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let mut p = ParamReader::new(params);
@@ -282,6 +284,19 @@ async fn get_services(
     let seen = s.shared.services.all();
     let idle = s.shared.red.lock().idle_stats(now_s, window);
     list_every_service(&mut res, &seen, &idle);
+    let member_asks = s.peers.is_some() && !Peers::fans_out(&headers);
+    if let Some(p) = peers_for(&s, &headers) {
+        let (others, warnings) = p
+            .ask::<lookout_proto::api::ServicesResponse>(&path_and_query(&uri))
+            .await;
+        for o in others.into_iter().flatten() {
+            crate::traces::red::merge_services(&mut res, o);
+        }
+        res.warnings = warnings;
+    }
+    if !member_asks {
+        crate::traces::red::strip_histograms(&mut res);
+    }
     Ok(Json(res).into_response())
 }
 
@@ -319,6 +334,8 @@ fn list_every_service(
 
 async fn get_dependencies(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let mut p = ParamReader::new(params);
@@ -332,6 +349,14 @@ async fn get_dependencies(
     } / 1_000_000_000;
     let to_s = to_ns.min(now) / 1_000_000_000;
     let res = s.shared.graph.lock().dependencies(from_s, to_s);
+    let Some(p) = peers_for(&s, &headers) else {
+        return Ok(Json(res).into_response());
+    };
+    let (others, warnings) = p
+        .ask::<lookout_proto::api::DependenciesResponse>(&path_and_query(&uri))
+        .await;
+    let mut res = fanout::merge_dependencies(res, others.into_iter().flatten().collect());
+    res.warnings = warnings;
     Ok(Json(res).into_response())
 }
 

@@ -417,7 +417,10 @@ impl Graph {
                 .cmp(&a.calls)
                 .then_with(|| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)))
         });
-        DependenciesResponse { edges }
+        DependenciesResponse {
+            edges,
+            warnings: Vec::new(),
+        }
     }
 
     /// Exposition of the cumulative edge series.

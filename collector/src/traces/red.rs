@@ -87,6 +87,26 @@ impl Hist {
         self.count += other.count;
     }
 
+    /// The buckets hit, `[index, count]`, for another cluster member to add up.
+    pub(crate) fn to_pairs(&self) -> Vec<[u32; 2]> {
+        self.buckets
+            .iter()
+            .map(|(k, v)| [u32::from(*k), *v])
+            .collect()
+    }
+
+    /// The histogram of [`Hist::to_pairs`]; pairs out of range are left out.
+    pub(crate) fn from_pairs(pairs: &[[u32; 2]]) -> Self {
+        let mut h = Hist::default();
+        for [k, v] in pairs {
+            if let Ok(k) = u16::try_from(*k) {
+                *h.buckets.entry(k).or_default() += v;
+                h.count += u64::from(*v);
+            }
+        }
+        h
+    }
+
     /// The `q` quantile in milliseconds (bucket midpoint); 0 when empty.
     pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         if self.count == 0 {
@@ -136,6 +156,85 @@ impl PromHist {
             Some(self.sum_s),
             &|i| exemplars.get(i).copied().flatten(),
         );
+    }
+}
+
+/// Add `other`'s figures to `into`: a cluster's RED from its members', each over the
+/// same window. Counts and rates add up, the percentiles come from the added histograms
+/// ([`RedStats::latency_buckets`]), the examples keep failed traces first.
+pub fn merge_stats(into: &mut RedStats, other: &RedStats) {
+    into.requests += other.requests;
+    into.errors += other.errors;
+    into.request_rate += other.request_rate;
+    into.error_rate = if into.requests == 0 {
+        0.0
+    } else {
+        into.errors as f64 / into.requests as f64
+    };
+    let mut hist = Hist::from_pairs(&into.latency_buckets);
+    hist.merge(&Hist::from_pairs(&other.latency_buckets));
+    into.p50_ms = hist.quantile_ms(0.50);
+    into.p90_ms = hist.quantile_ms(0.90);
+    into.p95_ms = hist.quantile_ms(0.95);
+    into.p99_ms = hist.quantile_ms(0.99);
+    into.latency_buckets = hist.to_pairs();
+    if into.rate_history.len() < other.rate_history.len() {
+        into.rate_history.resize(other.rate_history.len(), 0.0);
+    }
+    for (a, b) in into.rate_history.iter_mut().zip(&other.rate_history) {
+        *a += b;
+    }
+    for id in &other.exemplar_trace_ids {
+        if into.exemplar_trace_ids.len() < 5 && !into.exemplar_trace_ids.contains(id) {
+            into.exemplar_trace_ids.push(id.clone());
+        }
+    }
+}
+
+/// Merge `other`, a member's answer over the same window, into `into`: services and
+/// their operations by name.
+pub fn merge_services(into: &mut ServicesResponse, other: ServicesResponse) {
+    for svc in other.services {
+        match into.services.iter_mut().find(|s| s.service == svc.service) {
+            Some(mine) => {
+                merge_stats(&mut mine.stats, &svc.stats);
+                for op in svc.operations {
+                    match mine
+                        .operations
+                        .iter_mut()
+                        .find(|o| o.operation == op.operation)
+                    {
+                        Some(o) => merge_stats(&mut o.stats, &op.stats),
+                        None => mine.operations.push(op),
+                    }
+                }
+                mine.operations.sort_by(|a, b| {
+                    b.stats
+                        .requests
+                        .cmp(&a.stats.requests)
+                        .then_with(|| a.operation.cmp(&b.operation))
+                });
+                for sig in svc.signals {
+                    if !mine.signals.contains(&sig) {
+                        mine.signals.push(sig);
+                    }
+                }
+                mine.signals.sort();
+                mine.last_seen_unix_nano = mine.last_seen_unix_nano.max(svc.last_seen_unix_nano);
+            }
+            None => into.services.push(svc),
+        }
+    }
+    into.services.sort_by(|a, b| a.service.cmp(&b.service));
+}
+
+/// Leave the histograms out of an answer for users (they are for members).
+pub fn strip_histograms(res: &mut ServicesResponse) {
+    for s in &mut res.services {
+        s.stats.latency_buckets = Vec::new();
+        for o in &mut s.operations {
+            o.stats.latency_buckets = Vec::new();
+        }
     }
 }
 
@@ -484,6 +583,7 @@ impl Red {
             p99_ms: hist.quantile_ms(0.99),
             rate_history: history.iter().map(|c| *c as f64 / point_s).collect(),
             exemplar_trace_ids: exemplars,
+            latency_buckets: hist.to_pairs(),
         }
     }
 
@@ -519,6 +619,7 @@ impl Red {
         ServicesResponse {
             window_s: window.as_secs(),
             services,
+            warnings: Vec::new(),
         }
     }
 
@@ -672,6 +773,54 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// Members' figures merged equal those of one node that saw every span: the
+    /// cluster's p99 is the true p99, not an average of percentiles.
+    #[test]
+    fn merged_figures_are_those_of_all_spans_together() {
+        let now = 1_000_000u64;
+        let w = Duration::from_secs(60);
+        let new = || Red::new(RedConfig::default()).started_at(now - 3_600);
+        let (mut a, mut b, mut all) = (new(), new(), new());
+        for i in 1..=1000u64 {
+            // Fast requests on one member, slow ones on the other.
+            let (member, ms) = if i % 10 == 0 {
+                (&mut b, 1000 + i)
+            } else {
+                (&mut a, i % 50 + 1)
+            };
+            let sp = span("GET /x", SpanKind::Server, ms, i % 7 == 0);
+            member.observe(now, "api", &sp);
+            all.observe(now, "api", &sp);
+        }
+        b.observe(now, "db", &span("query", SpanKind::Server, 3, false));
+        all.observe(now, "db", &span("query", SpanKind::Server, 3, false));
+        let mut merged = a.services(now, w);
+        merge_services(&mut merged, b.services(now, w));
+        let want = all.services(now, w);
+        assert_eq!(merged.services.len(), 2);
+        for (m, w) in merged.services.iter().zip(&want.services) {
+            assert_eq!(m.service, w.service);
+            let (ms, ws) = (&m.stats, &w.stats);
+            assert_eq!((ms.requests, ms.errors), (ws.requests, ws.errors));
+            assert_eq!(
+                (ms.p50_ms, ms.p90_ms, ms.p95_ms, ms.p99_ms),
+                (ws.p50_ms, ws.p90_ms, ws.p95_ms, ws.p99_ms)
+            );
+            assert!((ms.request_rate - ws.request_rate).abs() < 1e-9);
+            assert!((ms.error_rate - ws.error_rate).abs() < 1e-12);
+            assert_eq!(ms.rate_history, ws.rate_history);
+            assert_eq!(m.operations.len(), w.operations.len());
+        }
+        // An average of the members' p99s would be far off.
+        let (pa, pb) = (
+            a.stats(now, w, "api", None).unwrap().p99_ms,
+            b.stats(now, w, "api", None).unwrap().p99_ms,
+        );
+        assert!(((pa + pb) / 2.0 - want.services[0].stats.p99_ms).abs() > 100.0);
+        strip_histograms(&mut merged);
+        assert!(merged.services[0].stats.latency_buckets.is_empty());
     }
 
     #[test]

@@ -196,6 +196,24 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
         (first.len(), first.len()),
         "{listed:?}"
     );
+    // RED figures of the whole cluster from any node: every member's requests counted.
+    poll(
+        Duration::from_secs(30),
+        "services of the whole cluster",
+        || async {
+            let (_, r) = get_json(&c2.api_url("/api/v1/services?window=5m")).await;
+            let checkout = r["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "checkout")?
+                .clone();
+            assert!(checkout.get("latency_buckets").is_none(), "{checkout}");
+            (checkout["requests"] == first.len()).then_some(())
+        },
+    )
+    .await;
+    let (code, d) = get_json(&c0.api_url("/api/v1/dependencies")).await;
+    assert_eq!(code, 200, "{d}");
     let logs = lookout_tests::otlp::log_request(
         "checkout",
         (0..30).map(|i| format!("payment {i} accepted")),
