@@ -506,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_cluster_section_of_the_example_is_the_defaults() {
+        let example = include_str!("../../config/examples/agent.toml");
+        let start = example.find("# [cluster]\n").unwrap();
+        let section: String = example[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c: lookout_config::AgentConfig =
+            lookout_config::parse(&section, std::path::Path::new("agent.toml")).unwrap();
+        assert_eq!(c.cluster, Some(NatsConfig::default()), "{section}");
+    }
+
+    #[test]
     fn backoff_grows_and_stays_under_the_maximum() {
         let (initial, max) = (Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 0..40 {
