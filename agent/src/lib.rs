@@ -1,5 +1,6 @@
 //! `lookout-agent`: the per-service sidecar, and the `lookout-loadgen` load generator.
 pub mod buffer;
+pub mod cluster;
 pub mod host;
 pub mod loadgen;
 pub mod server;

@@ -1,6 +1,6 @@
 //! `lookout-agent`: the per-service sidecar. Receives OTLP from the local service, tails
 //! log files, collects host metrics, buffers everything on disk and ships it to the
-//! collector.
+//! collector, or publishes it to a cluster's NATS JetStream stream.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Lookout agent (sidecar): receives OTLP from the local service, tails log files and
-/// collects host metrics, buffers everything on disk, and ships it to the collector.
+/// collects host metrics, buffers everything on disk, and ships it to the collector (or,
+/// with --nats or [cluster], publishes it to the cluster's NATS JetStream stream).
 #[derive(Debug, Parser)]
 #[command(
     name = "lookout-agent",
     version,
-    after_help = "Examples:\n  lookout-agent --collector http://collector.internal:4317\n  lookout-agent --config agent.toml --buffer-dir /var/lib/lookout-agent\n  lookout-agent buffer inspect --buffer-dir /var/lib/lookout-agent\n  lookout-agent buffer verify --repair\n\nLogging: RUST_LOG=debug (default info). Every flag overrides the config file.\nSIGTERM or Ctrl-C stops cleanly; anything acknowledged stays in the buffer and is shipped after the next start."
+    after_help = "Examples:\n  lookout-agent --collector http://collector.internal:4317\n  lookout-agent --nats nats://nats-1:4222,nats://nats-2:4222\n  lookout-agent --config agent.toml --buffer-dir /var/lib/lookout-agent\n  lookout-agent buffer inspect --buffer-dir /var/lib/lookout-agent\n  lookout-agent buffer verify --repair\n\nLogging: RUST_LOG=debug (default info). Every flag overrides the config file.\nSIGTERM or Ctrl-C stops cleanly; anything acknowledged stays in the buffer and is shipped after the next start."
 )]
 struct Args {
     /// TOML config file (see config/examples/agent.toml).
@@ -41,6 +42,12 @@ struct Args {
     /// Collector OTLP endpoint [default: http://127.0.0.1:4317].
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
+    /// Cluster mode: publish to the Lookout cluster's NATS JetStream stream through this
+    /// NATS server (nats://host:4222) instead of shipping OTLP to the collector. Repeat
+    /// it or separate URLs with commas; sets cluster.urls, the other [cluster] keys keep
+    /// the file's values or their defaults.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    nats: Vec<String>,
     /// Disk buffer directory [default: ./lookout-agent-buffer].
     #[arg(long, value_name = "DIR", global = true)]
     buffer_dir: Option<PathBuf>,
@@ -105,6 +112,13 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(d) = args.buffer_dir {
         cfg.buffer_dir = d;
+    }
+    if !args.nats.is_empty() {
+        cfg.cluster.get_or_insert_with(Default::default).urls = args
+            .nats
+            .into_iter()
+            .map(lookout_config::CredentialUrl)
+            .collect();
     }
     lookout_config::Validate::validate(&cfg).map_err(|v| anyhow::anyhow!("<flags>: {v}"))?;
     if args.check_config {

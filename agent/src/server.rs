@@ -1,5 +1,5 @@
-//! The running agent: receivers → disk buffer → shipper, plus the log tailer, host
-//! metrics, and `/metrics` + `/healthz`.
+//! The running agent: receivers → disk buffer → shipper (to the collector, or to the
+//! cluster's stream), plus the log tailer, host metrics, and `/metrics` + `/healthz`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use prometheus::{Encoder, Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, BufferMetrics, BufferOptions};
+use crate::cluster::{ClusterMetrics, ClusterSetup};
 use crate::ship::{self, ShipMetrics, ShipperSetup};
 use crate::sink::{Entry, SinkError};
 
@@ -324,6 +325,13 @@ pub async fn run(
     let receiver_metrics = ReceiverMetrics::register(&registry, "lookout_agent")?;
     let buffer_metrics = BufferMetrics::new(&registry)?;
     let ship_metrics = ShipMetrics::new(&registry)?;
+    let cluster = match &cfg.cluster {
+        Some(nats) => Some(ClusterSetup {
+            nats: nats.clone(),
+            metrics: ClusterMetrics::new(&registry)?,
+        }),
+        None => None,
+    };
 
     let buffer_dir = cfg.buffer_dir.clone();
     // Two agents on one buffer would ship each record twice and tail each file twice.
@@ -331,11 +339,24 @@ pub async fn run(
     let (buffer, recovery) = open_buffer(&cfg, buffer_metrics).await?;
 
     let (grpc_addr, http_addr, api_addr) = listeners.local_addrs()?;
+    // Where the data goes: the collector, or the cluster's stream.
+    let ships_to = match &cfg.cluster {
+        Some(c) => format!(
+            "stream {} at {}",
+            c.stream,
+            c.urls
+                .iter()
+                .map(|u| u.redacted())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => lookout_config::redact_url(&cfg.collector),
+    };
     tracing::info!(
         otlp_grpc = %grpc_addr,
         otlp_http = %http_addr,
         api = %api_addr,
-        collector = %cfg.collector,
+        ships_to = %ships_to,
         buffer_dir = %buffer_dir.display(),
         "listening"
     );
@@ -358,6 +379,7 @@ pub async fn run(
             cfg: cfg.exporter.clone(),
             endpoint: cfg.collector.clone(),
             metrics: ship_metrics,
+            cluster,
         },
         ship_token.clone(),
     )?;

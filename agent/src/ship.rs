@@ -15,6 +15,10 @@
 //! failures (INVALID_ARGUMENT, HTTP 400, 413, ...) drop the batch with a counter and a log
 //! line. Authentication failures are retried slowly rather than dropped, so that fixing a
 //! token loses nothing.
+//!
+//! In cluster mode ([`crate::cluster`]) each record is published to the cluster's stream
+//! on its own, never merged with others: a record sent again after a crash must split
+//! into the same messages, with the same ids, for JetStream to recognise them.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -31,7 +35,6 @@ use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use prost::Message;
-use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -39,6 +42,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::buffer::{Buffer, Delivered, Pos, Read};
+use crate::cluster::{ClusterSetup, Published, StreamLink};
 use crate::sink::Signal;
 
 /// Longest wait a server's retry hint can impose.
@@ -144,6 +148,8 @@ pub struct ShipperSetup {
     pub endpoint: String,
     /// Self-metrics.
     pub metrics: ShipMetrics,
+    /// Cluster mode: publish to this stream instead of exporting to `endpoint`.
+    pub cluster: Option<ClusterSetup>,
 }
 
 /// One export request assembled from consecutive records.
@@ -229,6 +235,8 @@ enum Client {
         gzip: Box<tonic::client::Grpc<Channel>>,
     },
     Http(reqwest::Client),
+    /// Cluster mode: the stream, connected in the background.
+    Cluster(StreamLink),
 }
 
 /// Start shipping; the task ends when `shutdown` is cancelled (after a grace period for
@@ -239,8 +247,15 @@ pub fn spawn(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let token = BearerToken::load(setup.cfg.bearer_token_file.clone())?;
     let https = setup.endpoint.starts_with("https://");
-    let client = match setup.cfg.protocol {
-        ExportProtocol::Grpc => {
+    let merge = setup.cluster.is_none();
+    let client = match (setup.cluster, setup.cfg.protocol) {
+        (Some(cluster), _) => Client::Cluster(StreamLink::spawn(
+            cluster,
+            setup.cfg.retry_initial_interval.get(),
+            setup.cfg.retry_max_interval.get(),
+            shutdown.clone(),
+        )),
+        (None, ExportProtocol::Grpc) => {
             let mut endpoint = Channel::from_shared(setup.endpoint.clone())?
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true);
@@ -262,7 +277,7 @@ pub fn spawn(
                 gzip: Box::new(gzip),
             }
         }
-        ExportProtocol::Http => Client::Http(http_client(&setup.cfg.tls)?),
+        (None, ExportProtocol::Http) => Client::Http(http_client(&setup.cfg.tls)?),
     };
     let shipper = Arc::new(Shipper {
         buffer: setup.buffer,
@@ -291,7 +306,7 @@ pub fn spawn(
         }
         std::thread::Builder::new()
             .name("lookout-batcher".into())
-            .spawn(move || batcher(reader, cfg, delivered, tx, stop))?;
+            .spawn(move || batcher(reader, cfg, merge, delivered, tx, stop))?;
     }
     Ok(tokio::spawn(shipper.run(rx, stop, shutdown)))
 }
@@ -428,10 +443,12 @@ fn http_client(cfg: &lookout_config::ClientTlsConfig) -> anyhow::Result<reqwest:
     Ok(b.tls_version_min(reqwest::tls::Version::TLS_1_2).build()?)
 }
 
-/// Reads the buffer and cuts batches by signal, items, bytes and time.
+/// Reads the buffer and cuts batches by signal, items, bytes and time; without `merge`,
+/// every record is a batch of its own.
 fn batcher(
     mut reader: crate::buffer::Reader,
     cfg: ExporterConfig,
+    merge: bool,
     mut delivered: Vec<Delivered>,
     tx: mpsc::Sender<(Batch, Pos, u64)>,
     stop: Arc<AtomicBool>,
@@ -459,13 +476,14 @@ fn batcher(
                 delivered.retain(|d| d.end >= end);
                 let skip = delivered.first().is_some_and(|d| d.holds(end));
                 // Delivered records form batches of their own, which are never sent.
-                let fits = cur.as_ref().is_some_and(|(b, _, _, _)| {
-                    b.delivered == skip
-                        && b.signal == rec.signal
-                        && (skip
-                            || (b.items + u64::from(rec.items) <= max_items
-                                && b.payload.len() + rec.payload.len() <= max_bytes))
-                });
+                let fits = merge
+                    && cur.as_ref().is_some_and(|(b, _, _, _)| {
+                        b.delivered == skip
+                            && b.signal == rec.signal
+                            && (skip
+                                || (b.items + u64::from(rec.items) <= max_items
+                                    && b.payload.len() + rec.payload.len() <= max_bytes))
+                    });
                 if fits {
                     if let Some((b, e, _, _)) = &mut cur {
                         if !skip {
@@ -480,7 +498,9 @@ fn batcher(
                     }
                     let mut payload = Vec::new();
                     if !skip {
-                        payload.reserve(max_bytes.min(rec.payload.len() * 4));
+                        if merge {
+                            payload.reserve(max_bytes.min(rec.payload.len() * 4));
+                        }
                         payload.extend_from_slice(&rec.payload);
                     }
                     cur = Some((
@@ -499,9 +519,10 @@ fn batcher(
                     next_id += 1;
                 }
                 prev_end = end;
-                let full = cur.as_ref().is_some_and(|(b, _, _, _)| {
-                    b.items >= max_items || b.payload.len() >= max_bytes
-                });
+                let full = !merge
+                    || cur.as_ref().is_some_and(|(b, _, _, _)| {
+                        b.items >= max_items || b.payload.len() >= max_bytes
+                    });
                 if full && !emit(&mut cur) {
                     return;
                 }
@@ -665,6 +686,8 @@ impl Shipper {
         let body = Bytes::from(batch.payload);
         let mut attempt = 0u32;
         loop {
+            let waiting_for_stream =
+                matches!(&self.client, Client::Cluster(link) if !link.is_connected());
             self.metrics.inflight.inc();
             let started = Instant::now();
             let outcome = tokio::select! {
@@ -708,7 +731,11 @@ impl Shipper {
                         .dropped_items
                         .with_label_values(&[signal, reason])
                         .inc_by(batch.items);
-                    tracing::error!(signal, items = batch.items, reason, error = %why, "the collector refused a batch permanently; dropping it");
+                    if matches!(self.client, Client::Cluster(_)) {
+                        tracing::error!(signal, items = batch.items, reason, error = %why, "a buffered record cannot be published; dropping it");
+                    } else {
+                        tracing::error!(signal, items = batch.items, reason, error = %why, "the collector refused a batch permanently; dropping it");
+                    }
                     break;
                 }
                 Outcome::Retry { hint, reason, why } => {
@@ -724,7 +751,10 @@ impl Shipper {
                         None if reason == "unauthenticated" => self.cfg.retry_max_interval.get(),
                         None => self.backoff(attempt),
                     };
-                    if attempt == 0 || attempt.is_power_of_two() {
+                    if waiting_for_stream {
+                        // The connecting task warns, at its own backoff.
+                        tracing::debug!(signal, attempt, error = %why, "stream not connected yet; the record waits in the buffer");
+                    } else if attempt == 0 || attempt.is_power_of_two() {
                         let level_error = reason == "unauthenticated";
                         if level_error {
                             tracing::error!(signal, attempt, reason, error = %why, delay_ms = delay.as_millis() as u64, "the collector refused the agent's credentials; the data stays in the buffer and is retried slowly (check exporter.bearer_token_file, exporter.headers and TLS settings)");
@@ -735,6 +765,13 @@ impl Shipper {
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
+                        // Waiting for the stream's first connection: go as soon as it is up.
+                        _ = async {
+                            match &self.client {
+                                Client::Cluster(link) if waiting_for_stream => link.connected().await,
+                                _ => std::future::pending().await,
+                            }
+                        } => {}
                         _ = abort.cancelled() => return,
                     }
                 }
@@ -766,11 +803,11 @@ impl Shipper {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let initial = self.cfg.retry_initial_interval.get();
-        let max = self.cfg.retry_max_interval.get();
-        let base = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
-        let jitter: f64 = rand::rng().random_range(0.5..1.5);
-        base.mul_f64(jitter).min(max)
+        crate::cluster::backoff(
+            self.cfg.retry_initial_interval.get(),
+            self.cfg.retry_max_interval.get(),
+            attempt,
+        )
     }
 
     /// The HTTP body encoding now in use (gRPC compresses inside tonic).
@@ -823,6 +860,7 @@ impl Shipper {
                 }
             }
             Client::Http(c) => self.export_http(c, signal, body).await,
+            Client::Cluster(link) => publish_outcome(link.publish(signal, body).await),
         }
     }
 
@@ -976,6 +1014,30 @@ impl Shipper {
     }
 }
 
+/// A publish to the cluster's stream as an export outcome, so that requests, retries
+/// and drops are counted as for a collector.
+fn publish_outcome(p: Published) -> Outcome {
+    match p {
+        Published::Ok { .. } => Outcome::Ok {
+            rejected: 0,
+            message: String::new(),
+        },
+        Published::NotConnected(why) | Published::NotAcknowledged(why) => Outcome::Retry {
+            hint: None,
+            reason: "unavailable",
+            why,
+        },
+        Published::TooLarge(why) => Outcome::Permanent {
+            reason: "too_large",
+            why,
+        },
+        Published::Undecodable(why) => Outcome::Permanent {
+            reason: "invalid",
+            why,
+        },
+    }
+}
+
 fn ok_outcome(signal: Signal, body: &[u8]) -> Outcome {
     let partial = match signal {
         Signal::Traces => ExportTraceServiceResponse::decode(body)
@@ -1040,7 +1102,74 @@ fn classify_grpc(status: &tonic::Status) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Batches the batcher cuts from `records` records of 10 logs each.
+    fn batches_of(records: u32, merge: bool) -> Vec<(u64, u64, usize)> {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new();
+        let metrics = crate::buffer::BufferMetrics::new(&registry).unwrap();
+        let opts = crate::buffer::BufferOptions {
+            max_size: 64 << 20,
+            segment_size: 8 << 20,
+            when_full: lookout_config::WhenFull::Block,
+            fsync: lookout_config::FsyncPolicy::Never,
+            fsync_interval: Duration::from_secs(1),
+        };
+        let (buffer, _) = Buffer::open(dir.path(), opts, metrics).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..records {
+            let entry = crate::sink::Entry {
+                signal: Signal::Logs,
+                payload: Bytes::from(vec![i as u8; 100]),
+                items: 10,
+                positions: Vec::new(),
+            };
+            rt.block_on(buffer.append(entry)).unwrap();
+        }
+        buffer.close();
+        let (tx, mut rx) = mpsc::channel(1);
+        let reader = buffer.reader();
+        let t = std::thread::spawn(move || {
+            batcher(
+                reader,
+                ExporterConfig::default(),
+                merge,
+                Vec::new(),
+                tx,
+                Arc::new(AtomicBool::new(false)),
+            )
+        });
+        let mut out = Vec::new();
+        while let Some((b, _, _)) = rx.blocking_recv() {
+            out.push((b.id, b.items, b.payload.len()));
+        }
+        t.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn records_merge_for_a_collector_and_stay_apart_for_the_stream() {
+        assert_eq!(batches_of(5, true), vec![(0, 50, 500)]);
+        // Cluster mode: a record resent after a crash must split into the same messages.
+        assert_eq!(
+            batches_of(5, false),
+            (0..5).map(|i| (i, 10, 100)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn publishes_map_to_export_outcomes() {
+        let label = |p| publish_outcome(p).label();
+        assert_eq!(label(Published::Ok { messages: 3 }), "ok");
+        assert_eq!(label(Published::NotConnected("x".into())), "retry");
+        assert_eq!(label(Published::NotAcknowledged("x".into())), "retry");
+        assert_eq!(label(Published::TooLarge("x".into())), "dropped");
+        assert_eq!(label(Published::Undecodable("x".into())), "dropped");
+    }
 
     #[test]
     fn grpc_codes_are_classified_per_otlp() {

@@ -95,3 +95,50 @@ fn check_config_refuses_a_bad_config() {
     );
     assert!(err.starts_with("Error: "), "{err}");
 }
+
+#[test]
+fn the_nats_flag_turns_cluster_mode_on_and_a_bad_url_is_refused_naming_the_key() {
+    let shown = stdout_of_success(agent().args([
+        "--nats",
+        "nats://n1:4222,nats://user:nats-pass@n2:4222",
+        "--nats",
+        "tls://n3:4222",
+        "--check-config",
+    ]));
+    assert_no_debug_forms(&shown);
+    assert!(!shown.contains("nats-pass"), "{shown}");
+    let back: AgentConfig =
+        lookout_config::parse(&shown, Path::new("printed.toml")).expect("reads back");
+    let cluster = back.cluster.expect("[cluster] printed");
+    let urls: Vec<&str> = cluster.urls.iter().map(|u| u.0.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "nats://n1:4222",
+            &format!("nats://{MASK}@n2:4222"),
+            "tls://n3:4222"
+        ]
+    );
+    assert_eq!(cluster.partitions, 16, "the other keys keep their defaults");
+
+    // The flag sets the URLs of a [cluster] from the file and keeps its other keys.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[cluster]\npartitions = 4\n").expect("write");
+    let shown = stdout_of_success(agent().arg("--config").arg(&path).args([
+        "--nats",
+        "nats://n1:4222",
+        "--check-config",
+    ]));
+    let back: AgentConfig =
+        lookout_config::parse(&shown, Path::new("printed.toml")).expect("reads back");
+    let cluster = back.cluster.expect("[cluster] printed");
+    assert_eq!((cluster.partitions, cluster.urls.len()), (4, 1));
+
+    assert_fails_saying(
+        agent().args(["--nats", "http://x", "--check-config"]),
+        "<flags>: key `cluster.urls[0]`: expected a nats:// or tls:// URL",
+    );
+    let help = lookout_tests::cli::help_listing(agent(), &["--nats <URL>"]);
+    assert!(help.contains("JetStream"), "{help}");
+}

@@ -395,13 +395,20 @@ impl Server<AgentBinary> {
     /// Start an agent on port 0 shipping to `collector`, with its buffer in `buffer_dir`
     /// and extra flags; returns once `/healthz` answers 200.
     pub fn start(buffer_dir: &Path, collector: &str, extra: &[&str]) -> Agent {
+        Self::start_shipping(["--collector", collector], buffer_dir, extra)
+    }
+
+    /// Start an agent on port 0 publishing to a cluster's stream through the NATS
+    /// servers `nats` (`--nats`), with its buffer in `buffer_dir` and extra flags; returns
+    /// once `/healthz` answers 200 (the stream may not be connected yet).
+    pub fn start_publishing(buffer_dir: &Path, nats: &[String], extra: &[&str]) -> Agent {
+        Self::start_shipping(["--nats", &nats.join(",")], buffer_dir, extra)
+    }
+
+    fn start_shipping(to: [&str; 2], buffer_dir: &Path, extra: &[&str]) -> Agent {
         let mut args = listen_args([any_port(); 3]);
-        args.extend([
-            "--collector".into(),
-            collector.into(),
-            "--buffer-dir".into(),
-            buffer_dir.display().to_string(),
-        ]);
+        args.extend(to.map(String::from));
+        args.extend(["--buffer-dir".into(), buffer_dir.display().to_string()]);
         let a = Self::spawn(&args, extra, buffer_dir);
         a.wait_for_200("/healthz", "agent not healthy");
         a

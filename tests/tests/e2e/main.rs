@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod cluster;
 mod compaction;
 mod diskfull;
 mod durability;

@@ -1,7 +1,8 @@
 //! What splitting a batch into partitions costs per span (and with the message ids, the
-//! protobuf encoding of each part), over `lookout-loadgen` requests.
+//! protobuf encoding of each part), over `lookout-loadgen` requests. It lives in the agent,
+//! which publishes split batches and owns the load generator.
 //!
-//! `cargo bench -p lookout-cluster --bench partition`
+//! `cargo bench -p lookout-agent --bench partition`
 
 use std::hint::black_box;
 
