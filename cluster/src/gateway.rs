@@ -165,6 +165,10 @@ impl IngestSink for PublishSink {
                         .inc_by(n as u64);
                     Ok(())
                 }
+                Err(crate::PublishError::TooLarge(e)) => {
+                    metrics.failures.with_label_values(&[signal]).inc();
+                    Err(IngestError::TooLarge(e))
+                }
                 Err(e) => {
                     metrics.failures.with_label_values(&[signal]).inc();
                     Err(IngestError::Unavailable {

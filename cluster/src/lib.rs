@@ -3,6 +3,7 @@
 //! ([`Transport`]; NATS JetStream in [`jetstream`]), so that every span of a trace lands
 //! on the one collector that owns its partition.
 
+pub mod fit;
 pub mod gateway;
 pub mod jetstream;
 pub mod partition;
@@ -16,6 +17,10 @@ use prost::Message;
 /// Why a batch was not published.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// An item of the batch is larger than a message may be: sending it again cannot
+    /// help.
+    #[error("{0}")]
+    TooLarge(String),
     /// The log did not acknowledge the message (unreachable, no quorum, timed out); the
     /// sender keeps the batch and tries again later.
     #[error("partition {partition}: not acknowledged: {reason}")]
@@ -81,7 +86,8 @@ pub fn message_id(partition: u32, payload: &[u8]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// Publish every part of `batch` at once and wait for all acknowledgements: `Ok` only
+/// Publish every part of `batch` at once (parts larger than a message cut, [`fit`]) and
+/// wait for all acknowledgements: `Ok` only
 /// when every partition's message is durable. On an error some parts may be stored; a
 /// resend of the same batch is recognised by the message ids and not stored twice.
 pub async fn publish_batch<T: Transport>(
@@ -90,7 +96,8 @@ pub async fn publish_batch<T: Transport>(
     partitions: u32,
 ) -> Result<usize, PublishError> {
     let signal = batch.signal();
-    let parts = split(batch, partitions);
+    let parts =
+        fit::messages(batch, partitions, fit::MAX_MESSAGE_BYTES).map_err(PublishError::TooLarge)?;
     let n = parts.len();
     let sends = parts
         .into_iter()

@@ -229,6 +229,23 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
     )
     .await;
 
+    // A 2.4 MB request of one service's logs falls into one partition: the gateway cuts
+    // it into messages a NATS server takes (1 MiB each at most).
+    let bulk = lookout_tests::otlp::log_request(
+        "bulk",
+        (0..2000).map(|i| format!("bulk {i} {}", "x".repeat(1200))),
+    );
+    post(&client, &c0, "/v1/logs", bulk.encode_to_vec()).await;
+    poll(
+        Duration::from_secs(30),
+        "every bulk line stored",
+        || async {
+            let (_, r) = get_json(&c1.api_url("/api/v1/logs?service=bulk&limit=1")).await;
+            (r["total"] == 2000).then_some(())
+        },
+    )
+    .await;
+
     // A node killed: a query right away names it; its partitions move to the others
     // after the lease TTL.
     c2.kill9();
