@@ -97,21 +97,23 @@ pub async fn run(
     };
     let stores = Stores::open(&ctx)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let live = Live::new(&ctx, api_addr, &ready)?;
     let cluster_status = cfg.cluster.as_ref().map(|c| {
         Arc::new(crate::cluster::ClusterStatus::new(
             member(c, api_addr),
             c.partitions,
         ))
     });
-    let api_task = serve_api(
-        &ctx,
-        &stores,
-        &live,
-        ready.clone(),
-        listeners.api,
-        cluster_status.clone(),
-    )?;
+    let peers = cluster_status.clone().map(|status| {
+        // Members share `api.auth`: this node asks the others with its first token.
+        let token = security
+            .api_tokens
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(|t| String::from_utf8_lossy(t).into_owned());
+        crate::cluster::peers::Peers::new(status, token)
+    });
+    let live = Live::new(&ctx, api_addr, &ready, peers.clone())?;
+    let api_task = serve_api(&ctx, &stores, &live, ready.clone(), listeners.api, peers)?;
     let budget = Arc::new(
         Budget::new(cfg.ingest.max_pending_bytes.get()).shown_on(receiver.pending_bytes.clone()),
     );
@@ -278,7 +280,12 @@ struct Live {
 }
 
 impl Live {
-    fn new(ctx: &Stage<'_>, api_addr: SocketAddr, ready: &Arc<AtomicBool>) -> anyhow::Result<Self> {
+    fn new(
+        ctx: &Stage<'_>,
+        api_addr: SocketAddr,
+        ready: &Arc<AtomicBool>,
+        cluster: Option<crate::cluster::peers::Peers>,
+    ) -> anyhow::Result<Self> {
         let (cfg, shutdown) = (ctx.cfg, ctx.shutdown);
         let traces = Arc::new(TracesShared::new(&cfg.traces));
         let metric_store = Arc::new(parking_lot::Mutex::new(MetricStore::new(
@@ -294,6 +301,7 @@ impl Live {
                 metrics: alert_metrics,
                 dir: cfg.data_dir.join("alerts"),
                 ready: ready.clone(),
+                cluster,
             },
             shutdown.clone(),
         );
@@ -316,7 +324,7 @@ fn serve_api(
     live: &Live,
     ready: Arc<AtomicBool>,
     listener: TcpListener,
-    cluster: Option<Arc<crate::cluster::ClusterStatus>>,
+    peers: Option<crate::cluster::peers::Peers>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (cfg, security, shutdown) = (ctx.cfg, ctx.security, ctx.shutdown);
     let api_metrics = ApiMetrics::register(ctx.registry)?;
@@ -333,14 +341,7 @@ fn serve_api(
         metric_store: live.metric_store.clone(),
         alerts: live.alerts.clone(),
         query: cfg.query.clone(),
-        peers: cluster.map(|status| {
-            let token = security
-                .api_tokens
-                .as_ref()
-                .and_then(|t| t.first())
-                .map(|t| String::from_utf8_lossy(t).into_owned());
-            api::fanout::Peers::new(status, token)
-        }),
+        peers,
     };
     let router = with_auth(
         api::router(state),

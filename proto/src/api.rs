@@ -445,6 +445,10 @@ pub struct ClusterResponse {
     pub members: Vec<ClusterMember>,
     /// Partitions no member holds a lease on (for a moment after a member stops).
     pub unowned: Vec<u32>,
+    /// The member that evaluates the alert rules for the cluster (its
+    /// `/api/v1/alerts` is the cluster's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_leader: Option<String>,
 }
 
 /// One member of the cluster.

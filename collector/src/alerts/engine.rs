@@ -54,6 +54,10 @@ pub struct AlertsSetup {
     /// Set once the WAL is replayed: evaluating earlier would see the RED metrics
     /// still empty and resolve every latency alert.
     pub ready: Arc<AtomicBool>,
+    /// Cluster mode: rules are evaluated by the one member holding the alert leader's
+    /// lease, on RED figures merged from every member, and the state it keeps in the
+    /// cluster goes to the next leader.
+    pub cluster: Option<crate::cluster::peers::Peers>,
 }
 
 /// Handle of the running engine: status for the API, and reloads.
@@ -106,6 +110,10 @@ struct Engine {
     dirty: bool,
     /// Until then a firing instance without data keeps firing (see [`STARTUP_GRACE_MS`]).
     grace_until_ms: i64,
+    /// Cluster mode (see [`AlertsSetup::cluster`]).
+    cluster: Option<crate::cluster::peers::Peers>,
+    /// Whether this node evaluated the last round as the cluster's leader.
+    leading: bool,
 }
 
 /// The state file in the alert directory.
@@ -132,7 +140,10 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
             tokio::select! {
                 _ = every.tick() => {
                     if ready.load(Ordering::Acquire) {
-                        engine.tick(now_ms());
+                        match engine.cluster.clone() {
+                            None => engine.tick(now_ms()),
+                            Some(peers) => engine.tick_in_cluster(&peers).await,
+                        }
                     }
                 }
                 Some(r) = reports_rx.recv() => engine.on_report(r),
@@ -152,7 +163,9 @@ pub fn spawn(setup: AlertsSetup, shutdown: CancellationToken) -> AlertsHandle {
             }
             // Durable before visible: the API never shows a delivery the state file
             // does not have yet.
-            engine.save_if_dirty();
+            if engine.save_if_dirty() && engine.leading {
+                engine.keep_in_cluster().await;
+            }
             engine.publish();
         }
     });
@@ -179,6 +192,7 @@ pub fn bench_evaluator(
         metrics,
         dir: PathBuf::new(),
         ready: Arc::new(AtomicBool::new(true)),
+        cluster: None,
     };
     let mut engine = Engine::new(setup, Persisted::default(), reports, 0);
     engine.external_url = "http://127.0.0.1:7070".into();
@@ -231,6 +245,109 @@ impl Engine {
             })),
             dirty: false,
             grace_until_ms,
+            cluster: setup.cluster,
+            leading: false,
+        }
+    }
+
+    /// One round in cluster mode: nothing unless this node is the leader; a new leader
+    /// first takes the state the previous one kept, so a firing it notified is not
+    /// notified again.
+    async fn tick_in_cluster(&mut self, peers: &crate::cluster::peers::Peers) {
+        let status = peers.status();
+        if !status.is_alert_leader() {
+            self.leading = false;
+            return;
+        }
+        if !self.leading {
+            match status.load_alert_state().await {
+                Ok(Some(json)) => match serde_json::from_slice::<Persisted>(&json) {
+                    Ok(saved) => self.take_over(saved),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the cluster's alert state is unreadable; starting from this node's")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the cluster's alert state; evaluating later");
+                    return;
+                }
+            }
+            self.leading = true;
+        }
+        let now = now_ms();
+        let now_s = u64::try_from(now / 1000).unwrap_or(0);
+        let mut windows: Vec<std::time::Duration> = self
+            .cfg
+            .rules
+            .iter()
+            .filter(|r| r.signal.is_some())
+            .map(|r| r.window.get())
+            .collect();
+        windows.sort();
+        windows.dedup();
+        let mut merged = HashMap::new();
+        for w in windows {
+            let mut res = self.traces.red.lock().services(now_s, w);
+            let (others, missing) = peers
+                .ask::<lookout_proto::api::ServicesResponse>(&format!(
+                    "/api/v1/services?window={}s",
+                    w.as_secs()
+                ))
+                .await;
+            for o in others.into_iter().flatten() {
+                crate::traces::red::merge_services(&mut res, o);
+            }
+            if !missing.is_empty() {
+                self.metrics.cluster_partial.inc();
+            }
+            merged.insert(w, res);
+        }
+        self.tick_with(now, RedCache::merged(merged));
+    }
+
+    /// Take the state the previous leader kept: instances, groups, what is to be sent.
+    fn take_over(&mut self, saved: Persisted) {
+        tracing::info!(
+            instances = saved.instances.len(),
+            "alert leader: taking the cluster's alert state"
+        );
+        self.next_id = self.next_id.max(saved.next_id);
+        self.instances = saved
+            .instances
+            .into_iter()
+            .map(|i| ((i.rule.clone(), i.fingerprint.clone()), i))
+            .collect();
+        self.groups = saved
+            .groups
+            .into_iter()
+            .map(|g| ((g.receiver.clone(), g.key.clone()), g))
+            .collect();
+        self.outbox = saved.outbox.into_iter().map(|o| (o.id, o)).collect();
+        self.notes = saved
+            .notes
+            .into_iter()
+            .map(|n| ((n.fingerprint.clone(), n.receiver.clone()), n))
+            .collect();
+        self.apply_config(self.cfg.clone(), true);
+        self.dirty = true;
+    }
+
+    /// Keep the state in the cluster for the next leader.
+    async fn keep_in_cluster(&mut self) {
+        let Some(peers) = self.cluster.clone() else {
+            return;
+        };
+        let json = match serde_json::to_vec(&self.persisted()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the alert state");
+                return;
+            }
+        };
+        if let Err(e) = peers.status().store_alert_state(json).await {
+            tracing::warn!(error = %e, "cannot keep the alert state in the cluster; a new leader may notify again");
+            self.metrics.state_write_errors.inc();
         }
     }
 
@@ -341,10 +458,14 @@ impl Engine {
     }
 
     fn tick(&mut self, now: i64) {
+        self.tick_with(now, RedCache::default());
+    }
+
+    /// Evaluate every rule at `now`, RED figures from `cache` (this node's RED when empty).
+    fn tick_with(&mut self, now: i64, mut cache: RedCache) {
         let started = Instant::now();
         let now_s = u64::try_from(now / 1000).unwrap_or(0);
         let rules = self.cfg.rules.clone();
-        let mut cache = RedCache::default();
         for rule in &rules {
             let samples = match (&rule.signal, &rule.metric) {
                 (Some(signal), _) => {
@@ -689,14 +810,17 @@ impl Engine {
         }
     }
 
-    fn save_if_dirty(&mut self) {
-        if self.dirty {
+    /// Save when something changed; whether it did.
+    fn save_if_dirty(&mut self) -> bool {
+        let dirty = self.dirty;
+        if dirty {
             self.save();
         }
+        dirty
     }
 
-    /// Write the state atomically: temp file, fsync, rename, fsync of the directory.
-    fn save(&mut self) {
+    /// What is saved.
+    fn persisted(&mut self) -> Persisted {
         // Notes of instances that are gone are no longer shown.
         let live: BTreeSet<String> = self
             .instances
@@ -704,13 +828,18 @@ impl Engine {
             .map(|i| i.fingerprint.clone())
             .collect();
         self.notes.retain(|(fp, _), _| live.contains(fp));
-        let state = Persisted {
+        Persisted {
             next_id: self.next_id,
             instances: self.instances.values().cloned().collect(),
             groups: self.groups.values().cloned().collect(),
             outbox: self.outbox.values().cloned().collect(),
             notes: self.notes.values().cloned().collect(),
-        };
+        }
+    }
+
+    /// Write the state atomically: temp file, fsync, rename, fsync of the directory.
+    fn save(&mut self) {
+        let state = self.persisted();
         match write_atomic(&self.path, &state) {
             Ok(()) => self.dirty = false,
             Err(e) => {

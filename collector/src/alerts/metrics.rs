@@ -21,6 +21,8 @@ pub struct AlertMetrics {
     pub notifications_pending: IntGauge,
     /// Failed writes of the alert state file.
     pub state_write_errors: IntCounter,
+    /// Cluster mode: evaluations on figures some member did not answer for.
+    pub cluster_partial: IntCounter,
 }
 
 impl AlertMetrics {
@@ -78,6 +80,13 @@ impl AlertMetrics {
                 IntCounter::new(
                     "lookout_alert_state_write_errors_total",
                     "Failed writes of the alert state file.",
+                )?,
+            )?,
+            cluster_partial: registered(
+                registry,
+                IntCounter::new(
+                    "lookout_alert_cluster_partial_evaluations_total",
+                    "Cluster mode: RED figures of an evaluation that lacked a member that did not answer.",
                 )?,
             )?,
         })

@@ -46,15 +46,48 @@ pub struct RedCache {
     services: Option<Vec<String>>,
     /// Figures of every service and operation per window (error-rate examples).
     by_operation: HashMap<Duration, ServicesResponse>,
+    /// Cluster mode: every member's figures merged, per window of the rules; read
+    /// instead of this node's RED.
+    merged: Option<HashMap<Duration, ServicesResponse>>,
+}
+
+/// The figures of `service` (or its operation `op`) in `res`.
+fn stats_in(res: Option<&ServicesResponse>, service: &str, op: Option<&str>) -> Option<RedStats> {
+    let svc = res?.services.iter().find(|s| s.service == service)?;
+    match op {
+        None => Some(svc.stats.clone()),
+        Some(op) => {
+            let op = crate::traces::red::normalise_operation(op);
+            let o = svc.operations.iter().find(|o| o.operation == op.as_ref())?;
+            Some(o.stats.clone())
+        }
+    }
 }
 
 impl RedCache {
+    /// A cache over the cluster's merged figures.
+    pub fn merged(merged: HashMap<Duration, ServicesResponse>) -> Self {
+        Self {
+            by_operation: merged.clone(),
+            merged: Some(merged),
+            ..Self::default()
+        }
+    }
+
     fn services(&mut self, red: &Red) -> &[String] {
+        let merged = &self.merged;
         self.services.get_or_insert_with(|| {
-            red.service_names()
-                .into_iter()
-                .filter(|s| s != crate::traces::red::OVERFLOW)
-                .collect()
+            let mut names: Vec<String> = match merged {
+                Some(m) => m
+                    .values()
+                    .flat_map(|r| r.services.iter().map(|s| s.service.clone()))
+                    .collect(),
+                None => red.service_names(),
+            };
+            names.sort();
+            names.dedup();
+            names.retain(|s| s != crate::traces::red::OVERFLOW);
+            names
         })
     }
 
@@ -66,9 +99,13 @@ impl RedCache {
         service: &str,
         op: Option<&str>,
     ) -> Option<&RedStats> {
+        let merged = &self.merged;
         self.stats
             .entry((service.to_string(), op.map(str::to_string), window))
-            .or_insert_with(|| red.stats(now_s, window, service, op))
+            .or_insert_with(|| match merged {
+                Some(m) => stats_in(m.get(&window), service, op),
+                None => red.stats(now_s, window, service, op),
+            })
             .as_ref()
     }
 

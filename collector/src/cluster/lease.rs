@@ -68,7 +68,8 @@ impl Held {
     }
 }
 
-/// The bucket, opened or created (retried while JetStream elects a meta leader).
+/// The bucket, opened or created (retried while JetStream elects a meta leader); its
+/// entries expire after `ttl` (zero: never).
 pub(super) async fn bucket(
     js: &async_nats::jetstream::Context,
     name: &str,
@@ -83,7 +84,7 @@ pub(super) async fn bucket(
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: name.to_string(),
-                    description: "Lookout partition leases and members".into(),
+                    description: "Lookout cluster state".into(),
                     history: 1,
                     max_age: ttl,
                     num_replicas: replicas,
@@ -135,9 +136,17 @@ pub(super) async fn announce(store: &kv::Store, me: &Member) -> Result<(), Strin
         .map_err(|e| e.to_string())
 }
 
+/// The key of the alert leader's lease.
+pub(super) const ALERTS_LEADER: &str = "alerts.leader";
+
 /// The holder of partition `p`'s lease, if any.
 pub(super) async fn holder(store: &kv::Store, p: u32) -> Result<Option<String>, String> {
-    match store.entry(lease_key(p)).await {
+    holder_of(store, &lease_key(p)).await
+}
+
+/// The holder of the lease `key`, if any.
+pub(super) async fn holder_of(store: &kv::Store, key: &str) -> Result<Option<String>, String> {
+    match store.entry(key).await {
         Ok(Some(e)) if e.operation == kv::Operation::Put => {
             Ok(Some(String::from_utf8_lossy(&e.value).into_owned()))
         }

@@ -4,10 +4,14 @@
 
 mod consume;
 mod lease;
+pub mod peers;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use async_nats::jetstream::kv;
 
 use bytes::Bytes;
 use lookout_cluster::gateway::Link;
@@ -68,6 +72,10 @@ pub struct ClusterStatus {
     /// Partitions in the stream.
     pub partitions: u32,
     state: Mutex<StatusState>,
+    /// Whether this node holds the alert leader's lease.
+    leader: AtomicBool,
+    /// Where the alert leader keeps the alert state, once connected.
+    alert_state: OnceLock<kv::Store>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -79,6 +87,8 @@ struct StatusState {
     connected: bool,
     /// Messages not yet delivered, per owned partition, as of its last delivery.
     lag: BTreeMap<u32, u64>,
+    /// Holder of the alert leader's lease, as last read.
+    alerts_leader: Option<String>,
 }
 
 impl ClusterStatus {
@@ -88,7 +98,35 @@ impl ClusterStatus {
             me,
             partitions,
             state: Mutex::default(),
+            leader: AtomicBool::new(false),
+            alert_state: OnceLock::new(),
         }
+    }
+
+    /// Whether this node evaluates the alert rules for the cluster now.
+    pub fn is_alert_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// The alert state the leader keeps in the cluster, if any (JSON of the engine's
+    /// persisted state).
+    pub async fn load_alert_state(&self) -> Result<Option<bytes::Bytes>, String> {
+        let Some(store) = self.alert_state.get() else {
+            return Err("not connected to the cluster yet".into());
+        };
+        store.get(ALERT_STATE_KEY).await.map_err(|e| e.to_string())
+    }
+
+    /// Keep the alert state in the cluster, for the next leader.
+    pub async fn store_alert_state(&self, json: Vec<u8>) -> Result<(), String> {
+        let Some(store) = self.alert_state.get() else {
+            return Err("not connected to the cluster yet".into());
+        };
+        store
+            .put(ALERT_STATE_KEY, json.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Partitions this node consumes.
@@ -139,9 +177,13 @@ impl ClusterStatus {
             unowned: (0..self.partitions)
                 .filter(|p| !st.holders.contains_key(p))
                 .collect(),
+            alerts_leader: st.alerts_leader.clone(),
         }
     }
 }
+
+/// Key of the alert state in the `<stream>-alerts` bucket.
+const ALERT_STATE_KEY: &str = "state";
 
 /// This node's place in the cluster.
 pub struct NodeSetup {
@@ -207,8 +249,21 @@ impl Node {
         else {
             return;
         };
+        let Some(alerts) = lease::bucket(
+            &js,
+            &format!("{}-alerts", s.stream),
+            Duration::ZERO,
+            s.replicas,
+            &shutdown,
+        )
+        .await
+        else {
+            return;
+        };
+        let _ = self.status.alert_state.set(alerts);
         let me = s.me.node.clone();
         self.status.state.lock().connected = true;
+        let mut leader_rev: Option<u64> = None;
         let mut held: BTreeMap<u32, lease::Held> = BTreeMap::new();
         let mut holders: BTreeMap<u32, String> = BTreeMap::new();
         let mut free_rounds = vec![0u32; s.partitions as usize];
@@ -251,12 +306,14 @@ impl Node {
                     }
                 }
             }
+            let alerts_leader = self.lead_alerts(&store, &me, &mut leader_rev).await;
             self.metrics.owned.set(held.len() as i64);
             {
                 let mut st = self.status.state.lock();
                 st.owned = held.keys().copied().collect();
                 st.members = members;
                 st.holders = holders.clone();
+                st.alerts_leader = alerts_leader;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -267,8 +324,48 @@ impl Node {
             h.stop().await;
             let _ = store.delete(lease::lease_key(p)).await;
         }
+        if leader_rev.is_some() {
+            self.status.leader.store(false, Ordering::Release);
+            let _ = store.delete(lease::ALERTS_LEADER).await;
+        }
         let _ = store.delete(lease::member_key(&me)).await;
         tracing::info!("left the cluster");
+    }
+
+    /// Renew or take the alert leader's lease; returns its holder.
+    async fn lead_alerts(
+        &self,
+        store: &kv::Store,
+        me: &str,
+        revision: &mut Option<u64>,
+    ) -> Option<String> {
+        let value = Bytes::from(me.to_string());
+        if let Some(rev) = *revision {
+            match store.update(lease::ALERTS_LEADER, value.clone(), rev).await {
+                Ok(r) => {
+                    *revision = Some(r);
+                    return Some(me.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "alert leader's lease lost");
+                    *revision = None;
+                    self.status.leader.store(false, Ordering::Release);
+                }
+            }
+        }
+        match lease::holder_of(store, lease::ALERTS_LEADER).await {
+            Ok(Some(h)) => Some(h),
+            Ok(None) => match store.create(lease::ALERTS_LEADER, value).await {
+                Ok(r) => {
+                    tracing::info!("this node evaluates the alert rules for the cluster");
+                    *revision = Some(r);
+                    self.status.leader.store(true, Ordering::Release);
+                    Some(me.to_string())
+                }
+                Err(_) => None,
+            },
+            Err(_) => None,
+        }
     }
 
     /// One partition's turn of a round: renew, hand back, or take its lease. Returns the

@@ -26,13 +26,13 @@ struct Seen {
     fail_first: usize,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl Receiver {
-    async fn start(fail_first: usize) -> Receiver {
+    pub(crate) async fn start(fail_first: usize) -> Receiver {
         let seen = Arc::new(Mutex::new(Seen {
             fail_first,
             ..Default::default()
@@ -49,7 +49,7 @@ impl Receiver {
     }
 
     /// Bodies answered with 200.
-    fn delivered(&self) -> Vec<Value> {
+    pub(crate) fn delivered(&self) -> Vec<Value> {
         let s = self.seen.lock().expect("lock");
         s.attempts
             .iter()
@@ -63,7 +63,7 @@ impl Receiver {
     }
 
     /// Wait up to 15 s for a delivered body with `status` (`firing`, `resolved`).
-    async fn wait_for(&self, status: &str) -> Value {
+    pub(crate) async fn wait_for(&self, status: &str) -> Value {
         let what = format!("{status} notification");
         poll(Duration::from_secs(15), &what, || async {
             self.delivered().into_iter().find(|b| b["status"] == status)

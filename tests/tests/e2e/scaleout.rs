@@ -366,3 +366,105 @@ async fn messages_delivered_again_are_not_stored_twice() {
         "nothing consumed twice: {m}"
     );
 }
+
+/// A trace whose root (its one request) lasts `ms`.
+fn timed_trace(id: [u8; 16], ms: u64) -> Vec<u8> {
+    let mut req = three_span_trace("checkout", id);
+    let root = &mut req.resource_spans[0].scope_spans[0].spans[0];
+    root.end_time_unix_nano = root.start_time_unix_nano + ms * 1_000_000;
+    req.encode_to_vec()
+}
+
+/// Rules are evaluated by one member, on RED figures merged from every member: a
+/// median that only one member's figures would put over the threshold does not fire, the
+/// cluster's does, once; and a new leader after a `kill -9` takes the state the old one
+/// kept, so the firing is not notified again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_evaluated_once_for_the_cluster_on_merged_red() {
+    let nats = NatsCluster::start();
+    let hook = crate::alerts::Receiver::start(0).await;
+    let rules = format!(
+        "[alerting]\nevaluation_interval = \"200ms\"\n\n[[alerts]]\nname = \"CheckoutSlow\"\n\
+         service = \"checkout\"\nsignal = \"latency_p50\"\nop = \">\"\nthreshold = 300\n\
+         window = \"1m\"\nfor = \"0s\"\nreceivers = [\"oncall\"]\n\n[receivers.oncall]\n\
+         url = \"{}\"\ninitial_backoff = \"100ms\"\nallowed_networks = [\"127.0.0.0/8\"]\n",
+        hook.url
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize| {
+        let toml = format!("{}{rules}", config(&nats, &format!("c{i}")));
+        Collector::start_with_config(dirs[i].path(), &toml)
+    };
+    let (c0, c1) = (start(0), start(1));
+    let client = reqwest::Client::new();
+    balanced(&[&c0, &c1]).await;
+    // With two members, partition p (= the trace id's last bytes mod 8) is c{p mod 2}'s.
+    let mut seq = 0usize;
+    let mut traces = |on: usize, n: usize, ms: u64| {
+        let mut v = Vec::new();
+        while v.len() < n {
+            seq += 1;
+            if seq % 2 == on {
+                v.push(timed_trace(writer_trace_id(6, 0, seq), ms));
+            }
+        }
+        v
+    };
+    // c0: 3 slow requests (its own median 500 ms), c1: 5 fast: the cluster's is 10 ms.
+    for body in traces(0, 3, 500).into_iter().chain(traces(1, 5, 10)) {
+        post(&client, &c0, "/v1/traces", body).await;
+    }
+    let merged_p50 = |n: &Collector| {
+        let url = n.api_url("/api/v1/services?window=1m");
+        async move {
+            let (_, r) = get_json(&url).await;
+            let s = r["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "checkout")?
+                .clone();
+            Some((s["requests"].as_u64()?, s["p50_ms"].as_f64()?))
+        }
+    };
+    poll(Duration::from_secs(30), "8 requests merged", || async {
+        merged_p50(&c1).await.filter(|(n, _)| *n == 8)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(hook.delivered().is_empty(), "{:?}", hook.delivered());
+
+    // Slow requests on both: the cluster's median goes over 300 ms, each member's too.
+    for body in traces(0, 5, 500).into_iter().chain(traces(1, 10, 500)) {
+        post(&client, &c1, "/v1/traces", body).await;
+    }
+    hook.wait_for("firing").await;
+    let leader = poll(Duration::from_secs(10), "an alert leader", || async {
+        let (_, v) = get_json(&c0.api_url("/api/v1/cluster")).await;
+        v["alerts_leader"].as_str().map(String::from)
+    })
+    .await;
+    let (dead, survivor) = if leader == "c0" { (c0, c1) } else { (c1, c0) };
+    dead.kill9();
+    let name = if leader == "c0" { "c1" } else { "c0" };
+    poll(Duration::from_secs(30), "a new alert leader", || async {
+        let (_, v) = get_json(&survivor.api_url("/api/v1/cluster")).await;
+        (v["alerts_leader"] == name).then_some(())
+    })
+    .await;
+    poll(
+        Duration::from_secs(10),
+        "the rule firing on the new leader",
+        || async {
+            let (_, a) = get_json(&survivor.api_url("/api/v1/alerts")).await;
+            a.to_string().contains("\"firing\"").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let firing = hook
+        .delivered()
+        .iter()
+        .filter(|b| b["status"] == "firing")
+        .count();
+    assert_eq!(firing, 1, "{:?}", hook.delivered());
+}
