@@ -14,7 +14,7 @@ use futures::StreamExt;
 use lookout_ingest::{Batch, Budget, Signal};
 use tokio_util::sync::CancellationToken;
 
-use super::ClusterMetrics;
+use super::metrics::ClusterMetrics;
 use crate::wal::{Origin, Wal};
 
 /// Most messages applied (written, then acknowledged) together.
@@ -24,7 +24,7 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// What a partition's consumer needs.
 pub(super) struct Partition {
-    pub status: Arc<super::ClusterStatus>,
+    pub status: Arc<super::status::ClusterStatus>,
     pub partition: u32,
     pub js: jetstream::Context,
     pub stream: String,

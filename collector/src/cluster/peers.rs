@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
-use super::ClusterStatus;
+use super::status::ClusterStatus;
 
 /// Header of a request one member sends another: answer from your own stores.
 pub const LOCAL: &str = "x-lookout-scope";

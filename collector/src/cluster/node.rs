@@ -1,0 +1,292 @@
+//! A member's lease loop: announce itself, take, renew and hand back partition leases
+//! and the alert leader's lease, and run one consumer per partition held.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use lookout_cluster::gateway::Link;
+use lookout_ingest::Budget;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::consume;
+use super::lease::{self, Member};
+use super::metrics::ClusterMetrics;
+use super::status::ClusterStatus;
+use crate::wal::Wal;
+
+/// This node's place in the cluster.
+pub struct NodeSetup {
+    /// Member entry.
+    pub me: Member,
+    /// Stream name.
+    pub stream: String,
+    /// Subject prefix.
+    pub prefix: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// Replicas of the lease bucket.
+    pub replicas: usize,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+}
+
+/// Start membership, leases and consumers; the task ends after `shutdown`, once its
+/// consumers have written and acknowledged what they took and its leases are given back.
+pub fn spawn(
+    setup: NodeSetup,
+    status: Arc<ClusterStatus>,
+    link: Link,
+    wal: Wal,
+    budget: Arc<Budget>,
+    metrics: ClusterMetrics,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let node = Node {
+        setup,
+        link,
+        wal,
+        budget,
+        metrics,
+        status,
+    };
+    tokio::spawn(node.run(shutdown))
+}
+
+struct Node {
+    setup: NodeSetup,
+    link: Link,
+    wal: Wal,
+    budget: Arc<Budget>,
+    metrics: ClusterMetrics,
+    status: Arc<ClusterStatus>,
+}
+
+impl Node {
+    async fn run(self, shutdown: CancellationToken) {
+        let js = loop {
+            if let Some(j) = self.link.get() {
+                break j.context().clone();
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        };
+        let s = &self.setup;
+        let bucket = format!("{}-leases", s.stream);
+        let Some(store) = lease::bucket(&js, &bucket, s.lease_ttl, s.replicas, &shutdown).await
+        else {
+            return;
+        };
+        let Some(alerts) = lease::bucket(
+            &js,
+            &format!("{}-alerts", s.stream),
+            Duration::ZERO,
+            s.replicas,
+            &shutdown,
+        )
+        .await
+        else {
+            return;
+        };
+        let _ = self.status.alert_state.set(alerts);
+        let me = s.me.node.clone();
+        self.status.state.lock().connected = true;
+        let mut leader_rev: Option<u64> = None;
+        let mut held: BTreeMap<u32, lease::Held> = BTreeMap::new();
+        let mut holders: BTreeMap<u32, String> = BTreeMap::new();
+        let mut free_rounds = vec![0u32; s.partitions as usize];
+        let period = s.lease_ttl / 3;
+        loop {
+            if let Err(e) = lease::announce(&store, &s.me).await {
+                tracing::warn!(error = %e, "cannot announce this node to the cluster");
+            }
+            let members = match lease::members(&store).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the cluster's members");
+                    self.status.members()
+                }
+            };
+            let consuming: Vec<String> = members
+                .values()
+                .filter(|m| m.consume)
+                .map(|m| m.node.clone())
+                .collect();
+            self.metrics.members.set(members.len() as i64);
+            if s.me.consume {
+                for p in 0..s.partitions {
+                    let want = lease::assigned(p, &consuming);
+                    let holder = self
+                        .round(&store, &js, p, want, &me, &mut held, &mut free_rounds)
+                        .await;
+                    match holder {
+                        Some(h) => holders.insert(p, h),
+                        None => holders.remove(&p),
+                    };
+                }
+            } else {
+                for p in 0..s.partitions {
+                    if let Ok(h) = lease::holder(&store, p).await {
+                        match h {
+                            Some(h) => holders.insert(p, h),
+                            None => holders.remove(&p),
+                        };
+                    }
+                }
+            }
+            let alerts_leader = self.lead_alerts(&store, &me, &mut leader_rev).await;
+            self.metrics.owned.set(held.len() as i64);
+            {
+                let mut st = self.status.state.lock();
+                st.owned = held.keys().copied().collect();
+                st.members = members;
+                st.holders = holders.clone();
+                st.alerts_leader = alerts_leader;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+        for (p, h) in std::mem::take(&mut held) {
+            h.stop().await;
+            let _ = store.delete(lease::lease_key(p)).await;
+        }
+        if leader_rev.is_some() {
+            self.status.leader.store(false, Ordering::Release);
+            let _ = store.delete(lease::ALERTS_LEADER).await;
+        }
+        let _ = store.delete(lease::member_key(&me)).await;
+        tracing::info!("left the cluster");
+    }
+
+    /// Renew or take the alert leader's lease; returns its holder.
+    async fn lead_alerts(
+        &self,
+        store: &kv::Store,
+        me: &str,
+        revision: &mut Option<u64>,
+    ) -> Option<String> {
+        let value = Bytes::from(me.to_string());
+        if let Some(rev) = *revision {
+            match store.update(lease::ALERTS_LEADER, value.clone(), rev).await {
+                Ok(r) => {
+                    *revision = Some(r);
+                    return Some(me.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "alert leader's lease lost");
+                    *revision = None;
+                    self.status.leader.store(false, Ordering::Release);
+                }
+            }
+        }
+        match lease::holder_of(store, lease::ALERTS_LEADER).await {
+            Ok(Some(h)) => Some(h),
+            Ok(None) => match store.create(lease::ALERTS_LEADER, value).await {
+                Ok(r) => {
+                    tracing::info!("this node evaluates the alert rules for the cluster");
+                    *revision = Some(r);
+                    self.status.leader.store(true, Ordering::Release);
+                    Some(me.to_string())
+                }
+                Err(_) => None,
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// One partition's turn of a round: renew, hand back, or take its lease. Returns the
+    /// holder after it (`None`: free or unknown).
+    #[allow(clippy::too_many_arguments)]
+    async fn round(
+        &self,
+        store: &async_nats::jetstream::kv::Store,
+        js: &async_nats::jetstream::Context,
+        p: u32,
+        want: Option<&str>,
+        me: &str,
+        held: &mut BTreeMap<u32, lease::Held>,
+        free_rounds: &mut [u32],
+    ) -> Option<String> {
+        let key = lease::lease_key(p);
+        let value = Bytes::from(me.to_string());
+        if let Some(h) = held.get_mut(&p) {
+            if want.is_some_and(|w| w != me) {
+                if let Some(h) = held.remove(&p) {
+                    h.stop().await;
+                }
+                match store.delete(&key).await {
+                    Ok(()) => tracing::info!(partition = p, to = want, "partition handed back"),
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "cannot give the partition's lease back; it expires")
+                    }
+                }
+                self.metrics.leases.with_label_values(&["released"]).inc();
+                return None;
+            }
+            match store.update(&key, value, h.revision).await {
+                Ok(rev) => {
+                    h.revision = rev;
+                    return Some(me.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "partition lease lost; stopping its consumer");
+                    if let Some(h) = held.remove(&p) {
+                        h.stop().await;
+                    }
+                    self.metrics.leases.with_label_values(&["lost"]).inc();
+                    return None;
+                }
+            }
+        }
+        let idx = p as usize;
+        match lease::holder(store, p).await {
+            Ok(Some(h)) => {
+                free_rounds[idx] = 0;
+                Some(h)
+            }
+            Ok(None) => {
+                free_rounds[idx] += 1;
+                if want == Some(me) || free_rounds[idx] >= 3 {
+                    if let Ok(revision) = store.create(&key, value).await {
+                        free_rounds[idx] = 0;
+                        let stop = CancellationToken::new();
+                        let part = consume::Partition {
+                            status: self.status.clone(),
+                            partition: p,
+                            js: js.clone(),
+                            stream: self.setup.stream.clone(),
+                            prefix: self.setup.prefix.clone(),
+                            wal: self.wal.clone(),
+                            budget: self.budget.clone(),
+                            metrics: self.metrics.clone(),
+                        };
+                        let task = tokio::spawn(part.run(stop.clone()));
+                        held.insert(
+                            p,
+                            lease::Held {
+                                revision,
+                                stop,
+                                task,
+                            },
+                        );
+                        self.metrics.leases.with_label_values(&["acquired"]).inc();
+                        return Some(me.to_string());
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "cannot read the partition's lease");
+                None
+            }
+        }
+    }
+}
