@@ -1,8 +1,10 @@
 //! Consuming one owned partition: a durable pull consumer shared by every node (so its
 //! acknowledged position moves with the partition's lease) feeds the WAL; a message is
-//! acknowledged only once its record is durable, and a message at or below the highest
-//! sequence the WAL holds for the partition (a redelivery after a lost acknowledgement)
-//! is acknowledged without being written again.
+//! acknowledged only once its record is durable, and a message the WAL already holds (a
+//! redelivery after an acknowledgement lost in a crash) is acknowledged without being
+//! written again. Acknowledgements wait for the server's confirmation and are tried
+//! again, so a message is delivered again only when this node stopped between its write
+//! and its acknowledgement.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,7 +138,6 @@ impl Partition {
     async fn apply(&self, messages: Vec<Message>, stop: &CancellationToken) {
         let p = self.partition;
         let m = &self.metrics;
-        let mut written = self.wal.origins().written(p);
         let mut done: Vec<Message> = Vec::with_capacity(messages.len());
         let mut waiting = Vec::new();
         for msg in messages {
@@ -153,7 +154,11 @@ impl Partition {
                 .with_label_values(&[&p.to_string()])
                 .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
             self.status.set_lag(p, info.pending);
-            if sequence <= written {
+            let origin = Origin {
+                partition: p,
+                sequence,
+            };
+            if self.wal.origins().holds(origin) {
                 m.skipped.inc();
                 done.push(msg);
                 continue;
@@ -165,11 +170,6 @@ impl Partition {
                 m.poison.inc();
                 done.push(msg);
                 continue;
-            };
-            written = sequence;
-            let origin = Origin {
-                partition: p,
-                sequence,
             };
             waiting.push((msg, signal, batch, origin));
         }
@@ -223,12 +223,23 @@ impl Partition {
         self.ack(done).await;
     }
 
-    /// Acknowledge `done`; a lost acknowledgement only means a redelivery, skipped.
+    /// Acknowledge `done`, each confirmed by the server, tried three times; one not
+    /// confirmed is delivered again after [`ACK_WAIT`] (and skipped, when to this node).
     async fn ack(&self, done: Vec<Message>) {
-        let acks = done.iter().map(|m| m.ack());
+        let acks = done.iter().map(|m| async move {
+            let mut r = m.double_ack().await;
+            for _ in 0..2 {
+                if r.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                r = m.double_ack().await;
+            }
+            r
+        });
         for r in futures::future::join_all(acks).await {
             if let Err(e) = r {
-                tracing::debug!(partition = self.partition, error = %e, "acknowledgement not sent; the message is delivered again and skipped");
+                tracing::debug!(partition = self.partition, error = %e, "acknowledgement not confirmed; the message is delivered again");
             }
         }
     }

@@ -61,12 +61,23 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// Stop the consumer and wait until what it took is written and acknowledged.
-    pub async fn stop(self) {
+    /// Stop the consumer and wait until what it took is written and acknowledged, at
+    /// most `STOP_WAIT`; a consumer stuck longer (a server lost mid-request) is aborted:
+    /// what it did not acknowledge is delivered again, and what it wrote is skipped.
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if tokio::time::timeout(STOP_WAIT, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a partition's consumer did not stop in time; aborted");
+            self.task.abort();
+        }
     }
 }
+
+/// Longest wait for a partition's consumer to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// The bucket, opened or created (retried while JetStream elects a meta leader); its
 /// entries expire after `ttl` (zero: never).

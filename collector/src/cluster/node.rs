@@ -78,13 +78,17 @@ impl Node {
             }
         };
         let s = &self.setup;
+        // Lease requests answer within a fraction of the TTL or fail: one lost with a
+        // NATS node must not hold up the round until every lease expired.
+        let mut kv_js = js.clone();
+        kv_js.set_timeout((s.lease_ttl / 4).max(Duration::from_millis(250)));
         let bucket = format!("{}-leases", s.stream);
-        let Some(store) = lease::bucket(&js, &bucket, s.lease_ttl, s.replicas, &shutdown).await
+        let Some(store) = lease::bucket(&kv_js, &bucket, s.lease_ttl, s.replicas, &shutdown).await
         else {
             return;
         };
         let Some(alerts) = lease::bucket(
-            &js,
+            &kv_js,
             &format!("{}-alerts", s.stream),
             Duration::ZERO,
             s.replicas,
@@ -103,10 +107,18 @@ impl Node {
         let mut free_rounds = vec![0u32; s.partitions as usize];
         let period = s.lease_ttl / 3;
         loop {
+            // Leases first, all at once: a round slowed by a loaded machine must not let
+            // them expire.
+            self.renew(&store, &me, &mut held).await;
             if let Err(e) = lease::announce(&store, &s.me).await {
                 tracing::warn!(error = %e, "cannot announce this node to the cluster");
             }
-            let members = match lease::members(&store).await {
+            // Listing reads the bucket through a consumer of its own, which a lost server
+            // can stall past the request timeout.
+            let listed = tokio::time::timeout(s.lease_ttl / 2, lease::members(&store))
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+            let members = match listed {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the cluster's members");
@@ -119,26 +131,30 @@ impl Node {
                 .map(|m| m.node.clone())
                 .collect();
             self.metrics.members.set(members.len() as i64);
-            if s.me.consume {
-                for p in 0..s.partitions {
-                    let want = lease::assigned(p, &consuming);
-                    let holder = self
-                        .round(&store, &js, p, want, &me, &mut held, &mut free_rounds)
-                        .await;
-                    match holder {
-                        Some(h) => holders.insert(p, h),
-                        None => holders.remove(&p),
-                    };
-                }
-            } else {
-                for p in 0..s.partitions {
-                    if let Ok(h) = lease::holder(&store, p).await {
-                        match h {
-                            Some(h) => holders.insert(p, h),
-                            None => holders.remove(&p),
-                        };
+            // Every lease not held here, read at once.
+            let reads = (0..s.partitions)
+                .filter(|p| !held.contains_key(p))
+                .map(|p| {
+                    let store = &store;
+                    async move { (p, lease::holder(store, p).await) }
+                });
+            let read: BTreeMap<u32, Result<Option<String>, String>> =
+                futures::future::join_all(reads).await.into_iter().collect();
+            for p in 0..s.partitions {
+                let holder = match (s.me.consume, read.get(&p)) {
+                    (true, seen) => {
+                        let want = lease::assigned(p, &consuming);
+                        let seen = seen.cloned().unwrap_or(Ok(None));
+                        self.round(&store, &js, p, want, &me, seen, &mut held, &mut free_rounds)
+                            .await
                     }
-                }
+                    (false, Some(Ok(h))) => h.clone(),
+                    (false, _) => continue,
+                };
+                match holder {
+                    Some(h) => holders.insert(p, h),
+                    None => holders.remove(&p),
+                };
             }
             let alerts_leader = self.lead_alerts(&store, &me, &mut leader_rev).await;
             self.metrics.owned.set(held.len() as i64);
@@ -202,8 +218,36 @@ impl Node {
         }
     }
 
-    /// One partition's turn of a round: renew, hand back, or take its lease. Returns the
-    /// holder after it (`None`: free or unknown).
+    /// Renew every lease held, at once, each at the revision it was last written; a lease
+    /// that cannot be renewed (taken over after it expired) stops its consumer.
+    async fn renew(&self, store: &kv::Store, me: &str, held: &mut BTreeMap<u32, lease::Held>) {
+        let value = Bytes::from(me.to_string());
+        let renewals = held.iter().map(|(p, h)| {
+            let (p, rev, value) = (*p, h.revision, value.clone());
+            async move { (p, store.update(lease::lease_key(p), value, rev).await) }
+        });
+        let results = futures::future::join_all(renewals).await;
+        for (p, r) in results {
+            match r {
+                Ok(rev) => {
+                    if let Some(h) = held.get_mut(&p) {
+                        h.revision = rev;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "partition lease lost; stopping its consumer");
+                    if let Some(h) = held.remove(&p) {
+                        h.stop().await;
+                    }
+                    self.metrics.leases.with_label_values(&["lost"]).inc();
+                }
+            }
+        }
+    }
+
+    /// One partition's turn of a round: hand back or take its lease (`seen`: its holder
+    /// as read this round, when not held here). Returns the holder after it (`None`:
+    /// free or unknown).
     #[allow(clippy::too_many_arguments)]
     async fn round(
         &self,
@@ -212,6 +256,7 @@ impl Node {
         p: u32,
         want: Option<&str>,
         me: &str,
+        seen: Result<Option<String>, String>,
         held: &mut BTreeMap<u32, lease::Held>,
         free_rounds: &mut [u32],
     ) -> Option<String> {
@@ -231,23 +276,11 @@ impl Node {
                 self.metrics.leases.with_label_values(&["released"]).inc();
                 return None;
             }
-            match store.update(&key, value, h.revision).await {
-                Ok(rev) => {
-                    h.revision = rev;
-                    return Some(me.to_string());
-                }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "partition lease lost; stopping its consumer");
-                    if let Some(h) = held.remove(&p) {
-                        h.stop().await;
-                    }
-                    self.metrics.leases.with_label_values(&["lost"]).inc();
-                    return None;
-                }
-            }
+            let _ = h;
+            return Some(me.to_string());
         }
         let idx = p as usize;
-        match lease::holder(store, p).await {
+        match seen {
             Ok(Some(h)) => {
                 free_rounds[idx] = 0;
                 Some(h)

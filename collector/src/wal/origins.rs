@@ -3,20 +3,19 @@
 //! again (its acknowledgement lost in a crash) is recognised and not applied twice.
 //!
 //! Record layout: the tag is [`ORIGIN`] plus the signal's tag, and the payload starts with
-//! `partition: u32 | sequence: u64` (little-endian) before the export request. Every new
-//! segment starts with a [`CURSOR`] record listing the highest sequence of every partition
-//! so far (`count: u32`, then `partition: u32 | sequence: u64` each), so the newest
-//! segment alone, which is never deleted, tells how far each partition was written.
+//! `partition: u32 | sequence: u64` (little-endian) before the export request. The
+//! sequences written are remembered exactly (not as a high-water mark: after a partition
+//! moved, an older message the previous owner took and never acknowledged arrives after
+//! newer ones), those of the records in the log at start-up and those written since, the
+//! newest [`REMEMBERED`] per partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lookout_ingest::signal::Signal;
 use parking_lot::Mutex;
 
 /// Tag bit of a record that carries its origin.
 pub const ORIGIN: u8 = lookout_ingest::seglog::framings::WAL_ORIGIN_TAG;
-/// Tag of a cursor record.
-pub const CURSOR: u8 = lookout_ingest::seglog::framings::WAL_CURSOR_TAG;
 /// Bytes of the origin before the export request.
 pub const ORIGIN_LEN: usize = 12;
 
@@ -46,88 +45,62 @@ impl Origin {
     }
 }
 
-/// What a record's tag and payload hold.
-pub enum Tagged<'a> {
-    /// An export request of `signal`, from `origin` when consumed from the stream.
-    Data {
-        /// Its signal.
-        signal: Signal,
-        /// Where it came from.
-        origin: Option<Origin>,
-        /// The export request.
-        payload: &'a [u8],
-    },
-    /// The highest sequence of each partition before this segment.
-    Cursor(Vec<Origin>),
+/// What a record's tag and payload hold: an export request of `signal`, from `origin`
+/// when consumed from the stream.
+pub struct Tagged<'a> {
+    /// Its signal.
+    pub signal: Signal,
+    /// Where it came from.
+    pub origin: Option<Origin>,
+    /// The export request.
+    pub payload: &'a [u8],
 }
 
 /// Read a record's tag and payload; `None` for an unknown tag or a short payload.
 pub fn untag(tag: u8, payload: &[u8]) -> Option<Tagged<'_>> {
-    if tag == CURSOR {
-        let n = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-        let body = payload.get(4..)?;
-        if body.len() != n.checked_mul(ORIGIN_LEN)? {
-            return None;
-        }
-        return Some(Tagged::Cursor(
-            body.chunks_exact(ORIGIN_LEN)
-                .filter_map(Origin::decode)
-                .collect(),
-        ));
-    }
     if tag & ORIGIN != 0 {
         let signal = Signal::from_tag(tag & !ORIGIN)?;
         let origin = Origin::decode(payload)?;
-        return Some(Tagged::Data {
+        return Some(Tagged {
             signal,
             origin: Some(origin),
             payload: &payload[ORIGIN_LEN..],
         });
     }
-    Some(Tagged::Data {
+    Some(Tagged {
         signal: Signal::from_tag(tag)?,
         origin: None,
         payload,
     })
 }
 
-/// The highest stream sequence written to the WAL, per partition.
+/// Sequences remembered per partition: far more messages than are ever outstanding
+/// (taken and not acknowledged) at once.
+pub const REMEMBERED: usize = 50_000;
+
+/// The stream sequences written to the WAL, per partition.
 #[derive(Debug, Default)]
 pub struct Origins {
-    written: Mutex<BTreeMap<u32, u64>>,
+    written: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
 }
 
 impl Origins {
-    /// The highest sequence of `partition` in the WAL (0: none).
-    pub fn written(&self, partition: u32) -> u64 {
-        self.written.lock().get(&partition).copied().unwrap_or(0)
+    /// Whether the message at `origin` is in the WAL.
+    pub fn holds(&self, origin: Origin) -> bool {
+        self.written
+            .lock()
+            .get(&origin.partition)
+            .is_some_and(|s| s.contains(&origin.sequence))
     }
 
     /// Note that `origin` is in the WAL.
     pub fn note(&self, origin: Origin) {
         let mut w = self.written.lock();
-        let e = w.entry(origin.partition).or_insert(0);
-        *e = (*e).max(origin.sequence);
-    }
-
-    /// The payload of a cursor record, or `None` when no record has an origin.
-    pub fn cursor_payload(&self) -> Option<Vec<u8>> {
-        let w = self.written.lock();
-        if w.is_empty() {
-            return None;
+        let set = w.entry(origin.partition).or_default();
+        set.insert(origin.sequence);
+        while set.len() > REMEMBERED {
+            set.pop_first();
         }
-        let mut out = Vec::with_capacity(4 + w.len() * ORIGIN_LEN);
-        out.extend_from_slice(&(w.len() as u32).to_le_bytes());
-        for (&partition, &sequence) in w.iter() {
-            out.extend_from_slice(
-                &Origin {
-                    partition,
-                    sequence,
-                }
-                .encode(),
-            );
-        }
-        Some(out)
     }
 }
 
@@ -137,54 +110,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_and_cursors_read_back() {
+    fn tags_read_back_and_sequences_are_remembered_exactly() {
         let o = Origin {
             partition: 7,
             sequence: 1 << 40,
         };
         let mut payload = o.encode().to_vec();
         payload.extend_from_slice(b"req");
-        match untag(ORIGIN | Signal::Logs.tag(), &payload).unwrap() {
-            Tagged::Data {
-                signal,
-                origin,
-                payload,
-            } => {
-                assert_eq!(
-                    (signal, origin, payload),
-                    (Signal::Logs, Some(o), &b"req"[..])
-                );
-            }
-            Tagged::Cursor(_) => panic!("not a cursor"),
-        }
+        let t = untag(ORIGIN | Signal::Logs.tag(), &payload).unwrap();
+        assert_eq!(
+            (t.signal, t.origin, t.payload),
+            (Signal::Logs, Some(o), &b"req"[..])
+        );
+        let t = untag(Signal::Traces.tag(), b"plain").unwrap();
+        assert_eq!(
+            (t.signal, t.origin, t.payload),
+            (Signal::Traces, None, &b"plain"[..])
+        );
         assert!(untag(ORIGIN | 9, &payload).is_none());
         assert!(untag(ORIGIN | 1, &payload[..5]).is_none());
 
         let origins = Origins::default();
-        assert!(origins.cursor_payload().is_none());
-        origins.note(o);
-        origins.note(Origin {
-            partition: 7,
-            sequence: 3,
-        });
-        origins.note(Origin {
-            partition: 2,
-            sequence: 9,
-        });
-        let c = origins.cursor_payload().unwrap();
-        match untag(CURSOR, &c).unwrap() {
-            Tagged::Cursor(v) => assert_eq!(
-                v,
-                vec![
-                    Origin {
-                        partition: 2,
-                        sequence: 9
-                    },
-                    o
-                ]
-            ),
-            Tagged::Data { .. } => panic!("a cursor"),
+        let at = |partition, sequence| Origin {
+            partition,
+            sequence,
+        };
+        origins.note(at(2, 10));
+        origins.note(at(2, 30));
+        // Below the highest but never written: an older message of a moved partition.
+        assert!(!origins.holds(at(2, 20)));
+        assert!(origins.holds(at(2, 10)) && origins.holds(at(2, 30)));
+        assert!(!origins.holds(at(3, 10)));
+        for s in 0..REMEMBERED as u64 {
+            origins.note(at(4, 100 + s));
         }
-        assert!(untag(CURSOR, &c[..c.len() - 1]).is_none());
+        origins.note(at(4, 1));
+        assert!(!origins.holds(at(4, 1)), "the oldest is forgotten first");
+        assert!(origins.holds(at(4, 100 + REMEMBERED as u64 - 1)));
     }
 }

@@ -45,8 +45,8 @@ impl RecordReader {
         })?;
         let payload = &body[FRAMING.uncounted..];
         match super::origins::untag(body[8], payload) {
-            Some(super::origins::Tagged::Data { payload, .. }) => Ok(payload.to_vec()),
-            _ => Ok(payload.to_vec()),
+            Some(t) => Ok(t.payload.to_vec()),
+            None => Ok(payload.to_vec()),
         }
     }
 }

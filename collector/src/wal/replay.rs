@@ -94,7 +94,7 @@ impl LogVisitor for Replay<'_> {
             offset,
         };
         let (signal, payload) = match untag(tag, payload) {
-            Some(Tagged::Data {
+            Some(Tagged {
                 signal,
                 origin,
                 payload,
@@ -103,12 +103,6 @@ impl LogVisitor for Replay<'_> {
                     self.origins.note(o);
                 }
                 (signal, payload)
-            }
-            Some(Tagged::Cursor(cursor)) => {
-                for o in cursor {
-                    self.origins.note(o);
-                }
-                return;
             }
             None => {
                 self.quarantine.put(

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::checkpoints::Checkpoints;
 use super::error::{io_err, WalError};
 use super::metrics::WalMetrics;
-use super::origins::{Origin, Origins, CURSOR, ORIGIN};
+use super::origins::{Origin, Origins, ORIGIN};
 use super::record::{Dispatch, Record, WalPos, FRAMING};
 use super::room::Room;
 
@@ -256,27 +256,11 @@ impl WalWriter {
             .1
             .sync_all()
             .map_err(io_err(&self.current.0.path))?;
-        let mut next = create_segment(&self.dir, self.current.0.seq + 1)?;
-        self.write_cursor(&mut next)?;
+        let next = create_segment(&self.dir, self.current.0.seq + 1)?;
         let old = std::mem::replace(&mut self.current, next);
         self.segments.push(old.0);
         self.update_gauges();
         self.maybe_truncate(true);
-        Ok(())
-    }
-
-    /// Start a new segment with the cursor of the consumed partitions (when there are
-    /// any), durable before an older segment holding their records can be deleted.
-    fn write_cursor(&mut self, (segment, file): &mut (Segment, File)) -> Result<(), WalError> {
-        let Some(payload) = self.origins.cursor_payload() else {
-            return Ok(());
-        };
-        let mut buf = Vec::with_capacity(payload.len() + 32);
-        encode_record(&mut buf, self.next_lsn, CURSOR, &payload);
-        file.write_all(&buf).map_err(io_err(&segment.path))?;
-        file.sync_data().map_err(io_err(&segment.path))?;
-        segment.len = buf.len() as u64;
-        self.next_lsn += 1;
         Ok(())
     }
 

@@ -12,12 +12,9 @@ pub const WAL_HEADER_LEN: usize = super::frame::FRAME_LEN + WAL_UNCOUNTED;
 /// Tag bit of a write-ahead log record consumed from a cluster's stream: its payload
 /// starts with its partition and stream sequence (the collector's `wal::origins`).
 pub const WAL_ORIGIN_TAG: u8 = 0x10;
-/// Tag of a write-ahead log cursor record: the highest stream sequence of each partition.
-pub const WAL_CURSOR_TAG: u8 = 0x20;
-
 /// Whether `tag` is a write-ahead log record's tag.
 pub fn wal_tag_known(tag: u8) -> bool {
-    tag == WAL_CURSOR_TAG || Signal::from_tag(tag & !WAL_ORIGIN_TAG).is_some()
+    Signal::from_tag(tag & !WAL_ORIGIN_TAG).is_some()
 }
 
 /// The collector's write-ahead log: `len: u32 | crc32: u32 | lsn: u64 | tag: u8 |
