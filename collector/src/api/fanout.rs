@@ -3,7 +3,57 @@
 //! [`LOCAL`] header, so they answer from their own stores only); the answers are merged
 //! here, and a member that did not answer is named in the response's warnings.
 
+use axum::http::{HeaderMap, Uri};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::lookup::{blocking, load_trace};
+use super::state::ApiState;
 pub use crate::cluster::peers::{Peers, LOCAL};
+
+/// The other members to ask too: in cluster mode, unless a member is asking.
+pub(crate) fn peers_for(s: &ApiState, headers: &HeaderMap) -> Option<Peers> {
+    s.peers.clone().filter(|_| Peers::fans_out(headers))
+}
+
+/// The path and query of `uri`, to ask the other members the same question.
+pub(crate) fn path_and_query(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string())
+}
+
+/// Ask `peers` (none outside cluster mode) for `path_and_query`: the answers found
+/// (a 404 is left out), and one warning per member that did not answer.
+pub(crate) async fn ask_found<T: DeserializeOwned>(
+    peers: Option<&Peers>,
+    path_and_query: &str,
+) -> (Vec<T>, Vec<String>) {
+    match peers {
+        Some(p) => {
+            let (answers, warnings) = p.ask::<T>(path_and_query).await;
+            (answers.into_iter().flatten().collect(), warnings)
+        }
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Trace `id` from this node's stores and, with `peers`, from every other member's (each
+/// asked for the part it stores): the parts merged by [`merge_trace`], `None` when no
+/// one holds it, and one warning per member that did not answer.
+pub(crate) async fn find_trace(
+    s: &ApiState,
+    peers: Option<&Peers>,
+    id: [u8; 16],
+) -> Result<(Option<lookout_proto::api::TraceResponse>, Vec<String>), ApiError> {
+    let path = format!("/api/v1/traces/{}", hex::encode(id));
+    let s = s.clone();
+    let (mine, (others, unanswered)) = tokio::join!(
+        blocking(move || load_trace(&s, &id)),
+        ask_found::<lookout_proto::api::TraceResponse>(peers, &path)
+    );
+    let parts: Vec<_> = mine?.into_iter().chain(others).collect();
+    Ok((merge_trace(parts), unanswered))
+}
 
 /// Logs of every member: newest first, `limit` of them, totals added.
 pub fn merge_logs(

@@ -2,10 +2,16 @@
 //! Jaeger data source read: services, operations, trace search, trace by id and
 //! dependencies, in Jaeger's JSON model (`{"data": ..., "total", "limit", "offset",
 //! "errors"}`; times in microseconds).
+//!
+//! In cluster mode each endpoint answers for the whole cluster, as the native API does
+//! ([`super::fanout`]): every other member is asked the same question (answering from its
+//! own stores) and the answers are merged; a member that did not answer is named in
+//! `errors`, beside the data that was found.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,6 +19,7 @@ use lookout_proto::api::{SpanView, TraceResponse};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::fanout::{self, ask_found, path_and_query, peers_for, Peers};
 use super::lookup::{blocking, load_trace, parse_trace_id};
 use super::params::ParamReader;
 use super::state::ApiState;
@@ -50,14 +57,102 @@ fn envelope_with_errors(data: Value, total: usize, errors: Value) -> Response {
     .into_response()
 }
 
-/// A listing from the partitions that could be read, with an error per damaged one beside
-/// the data, as Jaeger reports partial results.
-fn listing(found: Lookup<Vec<String>>, data: impl FnOnce(Vec<String>) -> Value) -> Response {
-    let total = found.found.len();
-    if found.unreadable.is_empty() {
-        return envelope(data(found.found), total);
+/// `data`, with `errors` when there are any (else `null`, as Jaeger answers).
+fn envelope_or_errors(data: Vec<Value>, errors: Vec<Value>) -> Response {
+    let total = data.len();
+    if errors.is_empty() {
+        envelope(Value::Array(data), total)
+    } else {
+        envelope_with_errors(Value::Array(data), total, Value::Array(errors))
     }
-    let errors: Vec<Value> = found
+}
+
+/// A member's answer to a Jaeger query (the envelope's `data` and `errors`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct MemberAnswer {
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    errors: Option<Vec<Value>>,
+}
+
+/// What the other members answered the same query with.
+#[derive(Debug, Default)]
+struct Fanned {
+    /// Whether they were asked (cluster mode, and not asked by a member).
+    asked: bool,
+    answers: Vec<MemberAnswer>,
+    /// One warning per member that did not answer.
+    unanswered: Vec<String>,
+}
+
+impl Fanned {
+    /// Ask `peers` (none: nothing asked) for `path_and_query`.
+    async fn ask(peers: Option<&Peers>, path_and_query: &str) -> Self {
+        let (answers, unanswered) = ask_found::<MemberAnswer>(peers, path_and_query).await;
+        Self {
+            asked: peers.is_some(),
+            answers,
+            unanswered,
+        }
+    }
+
+    /// The items of every answer's `data` array.
+    fn items(&mut self) -> impl Iterator<Item = Value> + '_ {
+        self.answers.iter_mut().flat_map(|a| match a.data.take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        })
+    }
+
+    /// The errors members reported, then one per member that did not answer.
+    fn errors(&mut self) -> Vec<Value> {
+        let reported = self
+            .answers
+            .iter_mut()
+            .flat_map(|a| a.errors.take())
+            .flatten();
+        let unanswered = self.unanswered.drain(..).map(|w| unanswered_error(&w));
+        reported.chain(unanswered).collect()
+    }
+}
+
+/// The Jaeger error of a member that did not answer (`warning` names it).
+fn unanswered_error(warning: &str) -> Value {
+    json!({"code": 503, "msg": warning})
+}
+
+/// `errors` without repeats, in their first order.
+fn distinct(errors: Vec<Value>) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    errors
+        .into_iter()
+        .filter(|e| seen.insert(e.to_string()))
+        .collect()
+}
+
+/// The names in a listing's data: strings, or objects with a `name`.
+fn names_in(items: impl Iterator<Item = Value>) -> impl Iterator<Item = String> {
+    items.filter_map(|v| match v {
+        Value::String(s) => Some(s),
+        Value::Object(mut o) => match o.remove("name") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// A listing from the partitions that could be read, with an error per damaged one beside
+/// the data, as Jaeger reports partial results; in cluster mode the union of every
+/// member's listing (sorted), with the errors they reported and one per member that did
+/// not answer.
+fn listing(
+    found: Lookup<Vec<String>>,
+    mut others: Fanned,
+    data: impl FnOnce(Vec<String>) -> Vec<Value>,
+) -> Response {
+    let mut errors: Vec<Value> = found
         .unreadable
         .iter()
         .map(|e| {
@@ -65,7 +160,13 @@ fn listing(found: Lookup<Vec<String>>, data: impl FnOnce(Vec<String>) -> Value) 
             json!({"code": 500, "msg": format!("{e}; what it holds is not listed")})
         })
         .collect();
-    envelope_with_errors(data(found.found), total, Value::Array(errors))
+    let mut names = found.found;
+    if others.asked {
+        let all: BTreeSet<String> = names.into_iter().chain(names_in(others.items())).collect();
+        names = all.into_iter().collect();
+    }
+    errors.extend(others.errors());
+    envelope_or_errors(data(names), distinct(errors))
 }
 
 /// Jaeger's error envelope (the UI shows `msg`).
@@ -84,22 +185,50 @@ fn jaeger_error(e: ApiError) -> Response {
         .into_response()
 }
 
-async fn services(State(s): State<ApiState>) -> Response {
-    match blocking(move || Ok(s.traces.services()?)).await {
-        Ok(found) => listing(found, |l| json!(l)),
+/// Strings as Jaeger list items.
+fn strings(l: Vec<String>) -> Vec<Value> {
+    l.into_iter().map(Value::String).collect()
+}
+
+async fn services(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let peers = peers_for(&s, &headers);
+    let path = path_and_query(&uri);
+    let (mine, others) = tokio::join!(
+        blocking(move || Ok(s.traces.services()?)),
+        Fanned::ask(peers.as_ref(), &path)
+    );
+    match mine {
+        Ok(found) => listing(found, others, strings),
         Err(e) => jaeger_error(e),
     }
 }
 
-async fn service_operations(State(s): State<ApiState>, Path(service): Path<String>) -> Response {
-    match blocking(move || Ok(s.traces.operations(&service)?)).await {
-        Ok(found) => listing(found, |l| json!(l)),
+async fn service_operations(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(service): Path<String>,
+) -> Response {
+    let peers = peers_for(&s, &headers);
+    let path = path_and_query(&uri);
+    let (mine, others) = tokio::join!(
+        blocking(move || Ok(s.traces.operations(&service)?)),
+        Fanned::ask(peers.as_ref(), &path)
+    );
+    match mine {
+        Ok(found) => listing(found, others, strings),
         Err(e) => jaeger_error(e),
     }
 }
 
 async fn operations(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
@@ -111,8 +240,13 @@ async fn operations(
         // and every operation is listed.
         let _kind = p.take("spanKind")?;
         p.finish()?;
-        let list = blocking(move || Ok(s.traces.operations(&service)?)).await?;
-        Ok::<_, ApiError>(listing(list, |l| {
+        let peers = peers_for(&s, &headers);
+        let path = path_and_query(&uri);
+        let (list, others) = tokio::join!(
+            blocking(move || Ok(s.traces.operations(&service)?)),
+            Fanned::ask(peers.as_ref(), &path)
+        );
+        Ok::<_, ApiError>(listing(list?, others, |l| {
             l.into_iter()
                 .map(|name| json!({"name": name, "spanKind": ""}))
                 .collect()
@@ -170,6 +304,8 @@ fn within_max_range(start_ns: u64, end_ns: u64, max: std::time::Duration) -> Res
 
 async fn traces(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
@@ -251,29 +387,150 @@ async fn traces(
             to_ns: end_ns,
             limit,
         };
-        let data = blocking(move || {
-            let docs = s.traces.search(&query)?;
-            let mut out = Vec::with_capacity(docs.len());
-            for d in docs {
-                if let Some(t) = load_trace(&s, &d.trace_id)? {
-                    out.push(to_jaeger(&t));
+        let peers = peers_for(&s, &headers);
+        let path = path_and_query(&uri);
+        let local = s.clone();
+        let (data, mut others) = tokio::join!(
+            blocking(move || {
+                let docs = local.traces.search(&query)?;
+                let mut out = Vec::with_capacity(docs.len());
+                for d in docs {
+                    if let Some(t) = load_trace(&local, &d.trace_id)? {
+                        out.push(to_jaeger(&t));
+                    }
                 }
-            }
-            Ok(out)
-        })
-        .await?;
-        let n = data.len();
-        Ok::<_, ApiError>(envelope(Value::Array(data), n))
+                Ok(out)
+            }),
+            Fanned::ask(peers.as_ref(), &path)
+        );
+        let data = data?;
+        let Some(peers) = peers else {
+            let n = data.len();
+            return Ok::<_, ApiError>(envelope(Value::Array(data), n));
+        };
+        let found = newest_traces(data.into_iter().chain(others.items()), limit);
+        let mut errors = others.errors();
+        let (data, more_errors) = whole_traces(&s, &peers, found).await;
+        errors.extend(more_errors);
+        Ok(envelope_or_errors(data, distinct(errors)))
     };
     run.await.unwrap_or_else(jaeger_error)
 }
 
-async fn trace(State(s): State<ApiState>, Path(trace_id): Path<String>) -> Response {
+/// How many traces found on several members are merged at once.
+const MERGES_IN_FLIGHT: usize = 8;
+
+/// One Jaeger trace from the parts of each of `found`: a trace found on several members
+/// (its partition moved while it was open) is asked for by id, as [`trace`] does, so its
+/// parts are merged before they take Jaeger's shape. With the errors met on the way.
+async fn whole_traces(
+    s: &ApiState,
+    peers: &Peers,
+    found: Vec<Vec<Value>>,
+) -> (Vec<Value>, Vec<Value>) {
+    use futures::StreamExt;
+    let merged: Vec<(Option<Value>, Vec<Value>)> = futures::stream::iter(found)
+        .map(|mut parts| async move {
+            if parts.len() <= 1 {
+                return (parts.pop(), Vec::new());
+            }
+            let id = parts[0]["traceID"].as_str().unwrap_or_default().to_string();
+            let merged = match parse_trace_id(&id) {
+                Ok(bytes) => fanout::find_trace(s, Some(peers), bytes).await,
+                Err(e) => Err(e),
+            };
+            let problem = match merged {
+                Ok((Some(t), unanswered)) => {
+                    let errors = unanswered.iter().map(|w| unanswered_error(w)).collect();
+                    return (Some(to_jaeger(&t)), errors);
+                }
+                Ok((None, _)) => "no member holds it any more".to_string(),
+                Err(e) => e.message().to_string(),
+            };
+            tracing::warn!(
+                trace_id = %id,
+                error = %problem,
+                "a trace found on several members was not merged"
+            );
+            // The most complete part stands for the trace.
+            parts.sort_by_key(|t| std::cmp::Reverse(span_count(t)));
+            let error = json!({
+                "code": 500,
+                "msg": format!(
+                    "trace {id} is held by several members and could not be merged: \
+                     {problem}; its largest part is shown"
+                ),
+                "traceID": id,
+            });
+            (parts.into_iter().next(), vec![error])
+        })
+        .buffered(MERGES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut data = Vec::with_capacity(merged.len());
+    let mut errors = Vec::new();
+    for (t, e) in merged {
+        data.extend(t);
+        errors.extend(e);
+    }
+    (data, errors)
+}
+
+/// Spans in a Jaeger trace.
+fn span_count(t: &Value) -> usize {
+    t["spans"].as_array().map_or(0, Vec::len)
+}
+
+/// Start of a Jaeger trace: its earliest span's, in microseconds.
+fn trace_start(t: &Value) -> u64 {
+    t["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["startTime"].as_u64())
+        .min()
+        .unwrap_or(0)
+}
+
+/// Jaeger traces found by every member, grouped by trace id (the parts of one trace
+/// several members hold), newest first, `limit` of them.
+fn newest_traces(found: impl Iterator<Item = Value>, limit: usize) -> Vec<Vec<Value>> {
+    let mut by_id: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for t in found {
+        let id = t["traceID"].as_str().unwrap_or_default().to_string();
+        by_id.entry(id).or_default().push(t);
+    }
+    let mut traces: Vec<(u64, String, Vec<Value>)> = by_id
+        .into_iter()
+        .map(|(id, parts)| (parts.iter().map(trace_start).min().unwrap_or(0), id, parts))
+        .collect();
+    traces.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    traces.truncate(limit);
+    traces.into_iter().map(|(_, _, parts)| parts).collect()
+}
+
+async fn trace(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(trace_id): Path<String>,
+) -> Response {
     let run = async move {
         let id = parse_trace_id(&trace_id.to_ascii_lowercase())?;
-        match blocking(move || load_trace(&s, &id)).await? {
-            Some(t) => Ok(envelope(json!([to_jaeger(&t)]), 1)),
-            None => Err(ApiError::not_found("trace not found")),
+        // In cluster mode every member is asked for its part, as `/api/v1/traces/{id}`
+        // does; the parts are merged before they take Jaeger's shape.
+        let peers = peers_for(&s, &headers);
+        match fanout::find_trace(&s, peers.as_ref(), id).await? {
+            (Some(t), unanswered) => Ok(envelope_or_errors(
+                vec![to_jaeger(&t)],
+                unanswered.iter().map(|w| unanswered_error(w)).collect(),
+            )),
+            (None, unanswered) if unanswered.is_empty() => {
+                Err(ApiError::not_found("trace not found"))
+            }
+            (None, unanswered) => Err(ApiError::not_found(format!(
+                "trace not found; {}",
+                unanswered.join("; ")
+            ))),
         }
     };
     run.await.unwrap_or_else(jaeger_error)
@@ -281,6 +538,8 @@ async fn trace(State(s): State<ApiState>, Path(trace_id): Path<String>) -> Respo
 
 async fn dependencies(
     State(s): State<ApiState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async move {
@@ -318,10 +577,36 @@ async fn dependencies(
             .iter()
             .map(|e| json!({"parent": e.caller, "child": e.callee, "callCount": e.calls}))
             .collect();
-        let n = data.len();
-        Ok::<_, ApiError>(envelope(Value::Array(data), n))
+        let Some(peers) = peers_for(&s, &headers) else {
+            let n = data.len();
+            return Ok::<_, ApiError>(envelope(Value::Array(data), n));
+        };
+        let mut others = Fanned::ask(Some(&peers), &path_and_query(&uri)).await;
+        let data = merge_dependencies(data.into_iter().chain(others.items()));
+        Ok(envelope_or_errors(data, distinct(others.errors())))
     };
     run.await.unwrap_or_else(jaeger_error)
+}
+
+/// Jaeger dependency links of every member: one per parent and child, call counts added,
+/// most calls first.
+fn merge_dependencies(links: impl Iterator<Item = Value>) -> Vec<Value> {
+    let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in links {
+        let (Some(parent), Some(child)) = (l["parent"].as_str(), l["child"].as_str()) else {
+            continue;
+        };
+        let n = calls
+            .entry((parent.to_string(), child.to_string()))
+            .or_default();
+        *n = n.saturating_add(l["callCount"].as_u64().unwrap_or(0));
+    }
+    let mut links: Vec<((String, String), u64)> = calls.into_iter().collect();
+    links.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    links
+        .into_iter()
+        .map(|((parent, child), n)| json!({"parent": parent, "child": child, "callCount": n}))
+        .collect()
 }
 
 /// A Jaeger key/value tag from a JSON attribute value.
@@ -465,5 +750,101 @@ mod tests {
         assert_eq!(tag("a", &json!(true))["type"], "bool");
         assert_eq!(tag("a", &json!("x"))["type"], "string");
         assert_eq!(tag("a", &json!([1, 2]))["value"], "[1,2]");
+    }
+
+    fn jaeger_trace(id: &str, starts: &[u64]) -> Value {
+        let spans: Vec<Value> = starts
+            .iter()
+            .map(|t| json!({"traceID": id, "startTime": t}))
+            .collect();
+        json!({"traceID": id, "spans": spans})
+    }
+
+    #[test]
+    fn traces_of_every_member_are_grouped_newest_first_within_the_limit() {
+        let found = vec![
+            jaeger_trace("a", &[10, 12]),
+            jaeger_trace("b", &[30]),
+            jaeger_trace("c", &[20]),
+            // A part of `a` another member holds, started earlier.
+            jaeger_trace("a", &[5]),
+            jaeger_trace("d", &[1]),
+        ];
+        let grouped = newest_traces(found.into_iter(), 3);
+        let ids: Vec<(&str, usize)> = grouped
+            .iter()
+            .map(|parts| (parts[0]["traceID"].as_str().unwrap_or(""), parts.len()))
+            .collect();
+        assert_eq!(ids, [("b", 1), ("c", 1), ("a", 2)]);
+        assert_eq!(trace_start(&json!({"spans": []})), 0);
+    }
+
+    #[test]
+    fn dependencies_of_every_member_add_up() {
+        let links = vec![
+            json!({"parent": "a", "child": "b", "callCount": 2}),
+            json!({"parent": "b", "child": "c", "callCount": 5}),
+            json!({"parent": "a", "child": "b", "callCount": 4}),
+            json!({"parent": "a"}),
+        ];
+        assert_eq!(
+            merge_dependencies(links.into_iter()),
+            [
+                json!({"parent": "a", "child": "b", "callCount": 6}),
+                json!({"parent": "b", "child": "c", "callCount": 5}),
+            ]
+        );
+    }
+
+    #[test]
+    fn listings_of_every_member_are_united_with_their_errors() {
+        let others = Fanned {
+            asked: true,
+            answers: vec![
+                MemberAnswer {
+                    data: json!([{"name": "pay", "spanKind": ""}, "ship", 3]),
+                    errors: Some(vec![json!({"code": 500, "msg": "block 7 is damaged"})]),
+                },
+                MemberAnswer::default(),
+            ],
+            unanswered: vec!["node c2 did not answer: refused".to_string()],
+        };
+        let found = Lookup {
+            found: vec!["ship".to_string(), "cart".to_string()],
+            unreadable: Vec::new(),
+        };
+        let r = listing(found, others, strings);
+        let body = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(body["data"], json!(["cart", "pay", "ship"]));
+        assert_eq!(body["total"], 3);
+        assert_eq!(
+            body["errors"],
+            json!([
+                {"code": 500, "msg": "block 7 is damaged"},
+                {"code": 503, "msg": "node c2 did not answer: refused"},
+            ])
+        );
+        // Not in cluster mode: the listing as it is, `errors` null.
+        let found = Lookup {
+            found: vec!["ship".to_string(), "cart".to_string()],
+            unreadable: Vec::new(),
+        };
+        let r = listing(found, Fanned::default(), strings);
+        let body = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(
+            (&body["data"], &body["errors"]),
+            (&json!(["ship", "cart"]), &Value::Null)
+        );
+    }
+
+    #[test]
+    fn errors_are_listed_once() {
+        let e = json!({"code": 503, "msg": "node c1 did not answer"});
+        let f = json!({"code": 500, "msg": "damaged"});
+        assert_eq!(distinct(vec![e.clone(), f.clone(), e.clone()]), [e, f]);
     }
 }

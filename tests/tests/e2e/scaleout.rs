@@ -564,3 +564,133 @@ async fn no_acknowledged_span_is_lost_when_a_collector_and_a_nats_node_die_under
         "{m}"
     );
 }
+
+/// The Jaeger query API answers for the whole cluster from either member: the services
+/// and operations of both, a search listing each trace once (newest first, `limit`
+/// respected), a trace by id from the member that does not store it; a member that does
+/// not answer is named in `errors` beside what the other found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_api_answers_for_the_whole_cluster() {
+    let nats = NatsCluster::start();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start =
+        |i: usize| Collector::start_with_config(dirs[i].path(), &config(&nats, &format!("c{i}")));
+    let (c0, c1) = (start(0), start(1));
+    let nodes = [&c0, &c1];
+    let client = reqwest::Client::new();
+    balanced(&nodes).await;
+    // One trace per partition, all through c0; and one of another service.
+    let ids: Vec<[u8; 16]> = (0..8).map(|s| writer_trace_id(7, 0, s)).collect();
+    send(&client, &[&c0], &ids).await;
+    let payments = writer_trace_id(8, 0, 1);
+    let body = three_span_trace("payments", payments).encode_to_vec();
+    post(&client, &c0, "/v1/traces", body).await;
+    let all: Vec<[u8; 16]> = ids.iter().chain([&payments]).copied().collect();
+    each_stored_once(&client, &nodes, &all).await;
+    // Which member stores each trace.
+    let mut holder = std::collections::HashMap::new();
+    for id in &all {
+        for (i, n) in nodes.iter().enumerate() {
+            if holders(&client, &[n], *id).await == [3] {
+                holder.insert(*id, i);
+            }
+        }
+    }
+    let on_c0 = ids.iter().filter(|id| holder[*id] == 0).count();
+    assert!(0 < on_c0 && on_c0 < ids.len(), "{holder:?}");
+    let other = nodes[1 - holder[&payments]];
+
+    // Services and operations of both members from either (once their trace summaries
+    // are written).
+    for n in nodes {
+        let url = n.api_url("/jaeger/api/services");
+        let r = poll(Duration::from_secs(15), "both services listed", || async {
+            let (_, r) = get_json(&url).await;
+            (r["data"].as_array()?.len() >= 2).then_some(r)
+        })
+        .await;
+        assert_eq!(
+            (&r["data"], &r["errors"]),
+            (
+                &serde_json::json!(["checkout", "payments"]),
+                &serde_json::Value::Null
+            ),
+            "{r}"
+        );
+    }
+    let (_, r) = get_json(&other.api_url("/jaeger/api/services/payments/operations")).await;
+    assert_eq!(r["data"], serde_json::json!(["op1", "op2", "op3"]), "{r}");
+    let (_, r) = get_json(&other.api_url("/jaeger/api/operations?service=payments")).await;
+    assert_eq!(r["data"].as_array().map(Vec::len), Some(3), "{r}");
+
+    // A search from c1 lists every trace once, whole, newest first; `limit` holds.
+    let search = "/jaeger/api/traces?service=checkout&limit=100&lookback=1h";
+    let r = poll(Duration::from_secs(15), "every trace listed", || async {
+        let (_, r) = get_json(&c1.api_url(search)).await;
+        (r["data"].as_array()?.len() >= ids.len()).then_some(r)
+    })
+    .await;
+    assert_eq!(r["errors"], serde_json::Value::Null, "{r}");
+    let data = r["data"].as_array().cloned().unwrap_or_default();
+    let mut listed: Vec<String> = data
+        .iter()
+        .filter_map(|t| t["traceID"].as_str().map(String::from))
+        .collect();
+    let newest_first: Vec<String> = ids.iter().rev().map(hex::encode).collect();
+    assert_eq!(listed, newest_first, "{r}");
+    assert!(
+        data.iter()
+            .all(|t| t["spans"].as_array().map(Vec::len) == Some(3)),
+        "{r}"
+    );
+    let (_, r) = get_json(&c1.api_url(&search.replace("limit=100", "limit=3"))).await;
+    let first3: Vec<String> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["traceID"].as_str().map(String::from))
+        .collect();
+    assert_eq!(first3, newest_first[..3], "{r}");
+
+    // A trace by id from the member that does not store it, with all its spans.
+    for id in &all {
+        let n = nodes[1 - holder[id]];
+        let (code, r) =
+            get_json(&n.api_url(&format!("/jaeger/api/traces/{}", hex::encode(id)))).await;
+        assert_eq!(
+            (code, r["data"][0]["spans"].as_array().map(Vec::len)),
+            (200, Some(3)),
+            "{r}"
+        );
+    }
+    let (code, r) = get_json(&c0.api_url("/jaeger/api/dependencies")).await;
+    assert_eq!((code, &r["errors"]), (200, &serde_json::Value::Null), "{r}");
+
+    // c0 gone: c1 answers with what it holds, naming c0 in `errors`.
+    c0.kill9();
+    let (code, r) = get_json(&c1.api_url(search)).await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["errors"].to_string().contains("node c0 did not answer"),
+        "{r}"
+    );
+    listed = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["traceID"].as_str().map(String::from))
+        .collect();
+    let on_c1: Vec<String> = ids
+        .iter()
+        .rev()
+        .filter(|id| holder[*id] == 1)
+        .map(hex::encode)
+        .collect();
+    assert_eq!(listed, on_c1, "{r}");
+    let (code, r) = get_json(&c1.api_url("/jaeger/api/services")).await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["errors"].to_string().contains("node c0 did not answer"),
+        "{r}"
+    );
+}
