@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use lookout_ingest::clock::now_unix_nano;
 
 use super::error::ApiError;
-use super::fanout::{self, Peers};
+use super::fanout::{self, path_and_query, peers_for, Peers};
 use super::lookup::{blocking, load_trace, parse_trace_id};
 use super::params::{ParamReader, Params};
 use super::state::ApiState;
@@ -75,16 +75,6 @@ fn check_log_query(text: &str, cfg: &lookout_config::QueryConfig) -> Result<(), 
         }
     }
     Ok(())
-}
-
-/// The other members to ask too: in cluster mode, unless a member is asking.
-fn peers_for(s: &ApiState, headers: &HeaderMap) -> Option<Peers> {
-    s.peers.clone().filter(|_| Peers::fans_out(headers))
-}
-
-fn path_and_query(uri: &axum::http::Uri) -> String {
-    uri.path_and_query()
-        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string())
 }
 
 async fn get_logs(
