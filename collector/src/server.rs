@@ -132,19 +132,18 @@ pub async fn run(
     replay_applied(&backlog, &shutdown).await;
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
-    let cluster = match (&cfg.cluster, cluster_status) {
-        (Some(c), Some(status)) => Some(ClusterMode::start(
-            &ctx,
-            c,
-            status,
-            wal.wal.clone(),
-            budget.clone(),
-        )?),
-        _ => None,
-    };
-    let sink: Arc<dyn ingest::IngestSink> = match &cluster {
-        Some(c) => Arc::new(c.sink(cfg.ingest.retry_after.get())),
-        None => Arc::new(WalSink::new(wal.wal, cfg.ingest.retry_after.get())),
+    // The WAL handle goes to whoever writes it (the consumers in cluster mode, the
+    // receivers otherwise): the WAL thread ends at shutdown once every handle is gone.
+    let (cluster, sink): (_, Arc<dyn ingest::IngestSink>) = match (&cfg.cluster, cluster_status) {
+        (Some(c), Some(status)) => {
+            let mode = ClusterMode::start(&ctx, c, status, wal.wal, budget.clone())?;
+            let sink = Arc::new(mode.sink(cfg.ingest.retry_after.get()));
+            (Some(mode), sink)
+        }
+        _ => (
+            None,
+            Arc::new(WalSink::new(wal.wal, cfg.ingest.retry_after.get())),
+        ),
     };
     let receivers = Receivers::serve(&ctx, sink, budget, receiver, listeners.grpc, listeners.http);
 

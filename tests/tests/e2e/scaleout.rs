@@ -374,6 +374,19 @@ async fn messages_delivered_again_are_not_stored_twice() {
         None,
         "nothing consumed twice: {m}"
     );
+    // A member stops cleanly on SIGTERM: it leaves the cluster and its WAL closes.
+    let stopped = c0.stop_within(Duration::from_secs(20)).await;
+    assert!(
+        stopped.status.is_some_and(|s| s.success()),
+        "took {:?}: {}",
+        stopped.took,
+        stopped.output
+    );
+    assert!(
+        stopped.output.contains("left the cluster"),
+        "{}",
+        stopped.output
+    );
 }
 
 /// A trace whose root (its one request) lasts `ms`.
