@@ -10,6 +10,7 @@ mod faults;
 mod ingest;
 mod limits;
 mod loadgen;
+mod localcluster;
 mod prometheus;
 mod scaleout;
 mod sdk;
