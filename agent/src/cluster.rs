@@ -215,12 +215,7 @@ async fn connect(
     metrics: ClusterMetrics,
     shutdown: CancellationToken,
 ) {
-    let urls = opts
-        .urls
-        .iter()
-        .map(|u| lookout_config::redact_url(u))
-        .collect::<Vec<_>>()
-        .join(",");
+    let urls = opts.redacted_urls();
     let mut attempt = 0u32;
     loop {
         let result = tokio::select! {

@@ -41,6 +41,17 @@ pub struct JetStreamOptions {
     pub name: String,
 }
 
+impl JetStreamOptions {
+    /// The server URLs, comma-separated, credentials masked: for logs and messages.
+    pub fn redacted_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| lookout_config::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl From<&lookout_config::NatsConfig> for JetStreamOptions {
     fn from(c: &lookout_config::NatsConfig) -> Self {
         Self {
@@ -169,12 +180,7 @@ impl JetStream {
     /// leader a few seconds after a cluster starts: stream requests are retried until
     /// `timeout`.
     pub async fn connect(opts: JetStreamOptions) -> Result<Self, ConnectError> {
-        let urls = opts
-            .urls
-            .iter()
-            .map(|u| lookout_config::redact_url(u))
-            .collect::<Vec<_>>()
-            .join(",");
+        let urls = opts.redacted_urls();
         let client = client_options(&opts)
             .await?
             .connect(opts.urls.clone())
