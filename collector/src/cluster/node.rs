@@ -262,7 +262,7 @@ impl Node {
     ) -> Option<String> {
         let key = lease::lease_key(p);
         let value = Bytes::from(me.to_string());
-        if let Some(h) = held.get_mut(&p) {
+        if held.contains_key(&p) {
             if want.is_some_and(|w| w != me) {
                 if let Some(h) = held.remove(&p) {
                     h.stop().await;
@@ -276,7 +276,6 @@ impl Node {
                 self.metrics.leases.with_label_values(&["released"]).inc();
                 return None;
             }
-            let _ = h;
             return Some(me.to_string());
         }
         let idx = p as usize;
