@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# CPU per span in cluster mode: one nats-server (JetStream, replicas 1) and one collector
+# in cluster mode (gateway and the member consuming all 16 partitions), both pinned to
+# core 0; lookout-loadgen (flat traces) pinned to core 1 for SECONDS at RATE (0 = as fast
+# as acknowledged). CPU ticks of the collector and of nats-server from the start of the
+# load until every acknowledged span is consumed and the ingest queue drained, divided by
+# the spans acknowledged. Compare with bench/cpu-per-span.sh (the same collector alone),
+# run alternately.
+#   cargo build --release -p lookout-collector -p lookout-agent
+#   bench/cluster-cpu-per-span.sh [seconds] [rate] [bindir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+secs=${1:-15}
+rate=${2:-0}
+bin=${3:-./target/release}
+work=$(mktemp -d)
+nats_pid=
+pid=
+trap 'kill $pid $nats_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+taskset -c 0 nats-server -js -a 127.0.0.1 -p 24222 -sd "$work/nats" 2>"$work/nats.log" &
+nats_pid=$!
+cat >"$work/collector.toml" <<EOF
+[cluster]
+urls = ["nats://127.0.0.1:24222"]
+node = "bench"
+replicas = 1
+timeout = "30s"
+EOF
+start_collector "$bin" "$work/data" --config "$work/collector.toml"
+metric() { curl -s http://127.0.0.1:27070/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+until [ "$(metric lookout_cluster_owned_partitions)" = "16" ]; do
+  sleep 0.2
+done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+c0=$(ticks $pid)
+n0=$(ticks $nats_pid)
+out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
+  --trace-shape "${SHAPE:-flat}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
+acked=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["items_acked"])')
+# Consumed into the WAL and applied: the consumer counter reaches what was acknowledged
+# and the ingest queue is empty.
+until [ "$(metric 'lookout_cluster_consumed_items_total{signal="traces"}' | cut -d. -f1)" = "$acked" ] &&
+  [ "$(metric lookout_ingest_pending_bytes)" = "0" ]; do
+  sleep 0.1
+done
+c1=$(ticks $pid)
+n1=$(ticks $nats_pid)
+hz=$(getconf CLK_TCK)
+echo "$out" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+n = max(d['items_acked'], 1)
+c = ($c1 - $c0) / $hz
+s = ($n1 - $n0) / $hz
+print(f\"acked {d['items_acked']} spans, {d['items_per_s']:.0f}/s, p99 {d['latency_p99_ms']:.0f} ms;\",
+      f\"collector CPU {c:.2f} s = {c * 1e6 / n:.2f} us per span, nats-server {s:.2f} s =\",
+      f\"{s * 1e6 / n:.2f} us per span, together {(c + s) * 1e6 / n:.2f} us per span\")"
