@@ -408,7 +408,7 @@ async fn alerts_are_evaluated_once_for_the_cluster_on_merged_red() {
     let rules = format!(
         "[alerting]\nevaluation_interval = \"200ms\"\n\n[[alerts]]\nname = \"CheckoutSlow\"\n\
          service = \"checkout\"\nsignal = \"latency_p50\"\nop = \">\"\nthreshold = 300\n\
-         window = \"1m\"\nfor = \"0s\"\nreceivers = [\"oncall\"]\n\n[receivers.oncall]\n\
+         window = \"1m\"\nfor = \"2s\"\nreceivers = [\"oncall\"]\n\n[receivers.oncall]\n\
          url = \"{}\"\ninitial_backoff = \"100ms\"\nallowed_networks = [\"127.0.0.0/8\"]\n",
         hook.url
     );
@@ -433,7 +433,10 @@ async fn alerts_are_evaluated_once_for_the_cluster_on_merged_red() {
         v
     };
     // c0: 3 slow requests (its own median 500 ms), c1: 5 fast: the cluster's is 10 ms.
-    for body in traces(0, 3, 500).into_iter().chain(traces(1, 5, 10)) {
+    // Fast ones first, and `for = "2s"`: while the members' messages are consumed one
+    // member's figures may briefly be merged alone.
+    let (slow, fast) = (traces(0, 3, 500), traces(1, 5, 10));
+    for body in fast.into_iter().chain(slow) {
         post(&client, &c0, "/v1/traces", body).await;
     }
     let merged_p50 = |n: &Collector| {
@@ -452,7 +455,8 @@ async fn alerts_are_evaluated_once_for_the_cluster_on_merged_red() {
         merged_p50(&c1).await.filter(|(n, _)| *n == 8)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than `for`: a rule read from one member's figures would have fired by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(hook.delivered().is_empty(), "{:?}", hook.delivered());
 
     // Slow requests on both: the cluster's median goes over 300 ms, each member's too.
