@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self, Message};
-use bytes::Bytes;
 use futures::StreamExt;
 use lookout_ingest::{Batch, Budget, Signal};
 use tokio_util::sync::CancellationToken;
@@ -179,7 +178,7 @@ impl Partition {
         for (msg, signal, batch, origin) in waiting {
             let items = batch.item_count();
             let charge = self.charge(batch.heap_size(), stop).await;
-            let payload = Bytes::copy_from_slice(&msg.payload);
+            let payload = msg.payload.clone();
             let fut =
                 self.wal
                     .submit_from(signal, payload.clone(), Some(batch), charge, Some(origin));
