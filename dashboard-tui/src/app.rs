@@ -16,6 +16,7 @@ use crate::state::input::{Edit, LineInput};
 use crate::state::list::Move;
 use crate::state::logs::{LogsState, RANGES};
 use crate::state::metrics::MetricsState;
+use crate::state::nodes::NodesState;
 use crate::state::services::{ServicesState, WINDOWS};
 use crate::state::traces::{OpenTrace, TracesState, Waterfall};
 
@@ -37,17 +38,20 @@ pub enum View {
     Graph,
     /// OTLP metrics received, from the collector's Prometheus exposition.
     Metrics,
+    /// Members of the cluster (cluster mode).
+    Nodes,
 }
 
 impl View {
     /// Every view in tab order.
-    pub const ALL: [View; 6] = [
+    pub const ALL: [View; 7] = [
         View::Services,
         View::Logs,
         View::Traces,
         View::Alerts,
         View::Graph,
         View::Metrics,
+        View::Nodes,
     ];
 
     /// Tab title.
@@ -59,6 +63,7 @@ impl View {
             View::Alerts => "Alerts",
             View::Graph => "Graph",
             View::Metrics => "Metrics",
+            View::Nodes => "Nodes",
         }
     }
 
@@ -205,6 +210,8 @@ pub struct App {
     pub graph: GraphState,
     /// Metrics view.
     pub metrics: MetricsState,
+    /// Nodes view.
+    pub nodes: NodesState,
     /// Requests sent, and how many failed.
     pub requests: (u64, u64),
     /// Set by [`Action::Quit`].
@@ -216,6 +223,7 @@ pub struct App {
     alerts_inflight: bool,
     graph_inflight: bool,
     metrics_inflight: bool,
+    nodes_inflight: bool,
 }
 
 impl App {
@@ -235,6 +243,7 @@ impl App {
             alerts: AlertsState::default(),
             graph: GraphState::default(),
             metrics: MetricsState::default(),
+            nodes: NodesState::default(),
             requests: (0, 0),
             quit: false,
             clipboard: None,
@@ -243,6 +252,7 @@ impl App {
             alerts_inflight: false,
             graph_inflight: false,
             metrics_inflight: false,
+            nodes_inflight: false,
         }
     }
 
@@ -294,6 +304,7 @@ impl App {
             View::Alerts => out.extend(self.fetch_alerts()),
             View::Graph => out.extend(self.fetch_graph()),
             View::Metrics => {}
+            View::Nodes => out.extend(self.fetch_nodes()),
         }
         // Once opened, the metrics view keeps scraping so its history builds up.
         if self.view == View::Metrics || self.metrics.active {
@@ -319,6 +330,10 @@ impl App {
 
     fn fetch_metrics(&mut self) -> Option<Fetch> {
         (!std::mem::replace(&mut self.metrics_inflight, true)).then_some(Fetch::Metrics)
+    }
+
+    fn fetch_nodes(&mut self) -> Option<Fetch> {
+        (!std::mem::replace(&mut self.nodes_inflight, true)).then_some(Fetch::Cluster)
     }
 
     fn fetch_graph(&mut self) -> Option<Fetch> {
@@ -431,6 +446,7 @@ impl App {
                 self.metrics.active = true;
                 self.metrics.scrapes == 0
             }
+            View::Nodes => self.nodes.data.is_none(),
         };
         if fresh || view != View::Logs {
             self.tick()
@@ -504,7 +520,7 @@ impl App {
             (KeyCode::Char('?'), _) => Action::ToggleHelp,
             (KeyCode::Tab, _) => Action::NextView,
             (KeyCode::BackTab, _) => Action::PrevView,
-            (KeyCode::Char(c @ '1'..='6'), false) => {
+            (KeyCode::Char(c @ '1'..='7'), false) => {
                 Action::Show(View::ALL[c as usize - '1' as usize])
             }
             (KeyCode::Char(':'), _) => Action::Command,
@@ -616,6 +632,13 @@ impl App {
                 }
                 View::Graph => self.graph_action(action),
                 View::Metrics => self.metrics_action(action),
+                View::Nodes => {
+                    if let Action::Move(m) = action {
+                        let n = self.nodes.data.as_ref().map_or(0, |d| d.members.len());
+                        self.nodes.sel.apply(m, n);
+                    }
+                    Vec::new()
+                }
             },
         }
     }
@@ -645,6 +668,10 @@ impl App {
             View::Metrics => {
                 self.metrics_inflight = false;
                 self.fetch_metrics().into_iter().collect()
+            }
+            View::Nodes => {
+                self.nodes_inflight = false;
+                self.fetch_nodes().into_iter().collect()
             }
         }
     }
@@ -695,6 +722,7 @@ impl App {
             "alerts" | "a" => self.show(View::Alerts),
             "graph" | "deps" | "dependencies" | "g" => self.show(View::Graph),
             "metrics" | "m" => self.show(View::Metrics),
+            "nodes" | "cluster" | "n" => self.show(View::Nodes),
             "logs" | "l" => {
                 self.view = View::Logs;
                 if arg.is_empty() && self.logs.loaded {
@@ -732,7 +760,7 @@ impl App {
             }
             other => {
                 self.flash = Some(format!(
-                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :metrics :help :q)"
+                    "unknown command :{other} (try :services :logs QUERY :traces SEARCH :trace ID :alerts :graph :metrics :nodes :help :q)"
                 ));
                 Vec::new()
             }
@@ -1123,6 +1151,14 @@ impl App {
             }
             Fetched::Dependencies(r) => self.on_dependencies(r, unreachable),
             Fetched::Alerts(r) => self.on_alerts(r, unreachable),
+            Fetched::Cluster(r) => {
+                self.nodes_inflight = false;
+                match r {
+                    Ok(d) => self.nodes.set_data(d),
+                    Err(e) if !unreachable => self.nodes.error = Some(e.to_string()),
+                    Err(_) => {}
+                }
+            }
             Fetched::Metrics { result, at } => {
                 self.metrics_inflight = false;
                 match result {

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use lookout_proto::api::{
-    AlertsResponse, DependenciesResponse, ErrorBody, LogsResponse, ServicesResponse, TraceResponse,
-    TracesResponse,
+    AlertsResponse, ClusterResponse, DependenciesResponse, ErrorBody, LogsResponse,
+    ServicesResponse, TraceResponse, TracesResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -113,6 +113,8 @@ pub enum Fetch {
     Dependencies,
     /// Alert rules, instances and receivers.
     Alerts,
+    /// The members of the cluster (`GET /api/v1/cluster`).
+    Cluster,
     /// The Prometheus exposition of `GET /metrics` on the API port.
     Metrics,
 }
@@ -168,6 +170,8 @@ pub enum Fetched {
     Dependencies(Result<DependenciesResponse, FetchError>),
     /// Answer to [`Fetch::Alerts`].
     Alerts(Result<AlertsResponse, FetchError>),
+    /// Answer to [`Fetch::Cluster`].
+    Cluster(Result<ClusterResponse, FetchError>),
     /// Answer to [`Fetch::Metrics`].
     Metrics {
         /// The parsed exposition.
@@ -189,6 +193,7 @@ impl Fetched {
             Fetched::Trace { result, .. } => result.as_ref().err(),
             Fetched::Dependencies(r) => r.as_ref().err(),
             Fetched::Alerts(r) => r.as_ref().err(),
+            Fetched::Cluster(r) => r.as_ref().err(),
             Fetched::Metrics { result, .. } => result.as_ref().err(),
         }
     }
@@ -310,6 +315,7 @@ impl Client {
                     .await,
             ),
             Fetch::Alerts => Fetched::Alerts(self.get("/api/v1/alerts", &[]).await),
+            Fetch::Cluster => Fetched::Cluster(self.get("/api/v1/cluster", &[]).await),
             Fetch::Metrics => {
                 let result = self.get_exposition().await;
                 Fetched::Metrics {

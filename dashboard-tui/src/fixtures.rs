@@ -358,3 +358,38 @@ lookout_wal_bytes 4096
     );
     crate::state::metrics::parse_exposition(&text).unwrap_or_default()
 }
+
+/// A cluster of three members and a gateway, as member `c1` sees it: `c2` did not
+/// answer for its own figures, partition 15 is between owners.
+pub fn cluster() -> ClusterResponse {
+    let member =
+        |node: &str, partitions: Vec<u32>, figures: Option<(u64, u64, u64)>| ClusterMember {
+            node: node.into(),
+            api: format!("http://{node}.lan:7070"),
+            consume: true,
+            partitions,
+            lag_messages: figures.map(|f| f.0),
+            consumed_messages: figures.map(|f| f.1),
+            redelivered_messages: figures.map(|f| f.2),
+        };
+    ClusterResponse {
+        enabled: true,
+        node: "c1".into(),
+        partitions: 16,
+        connected: true,
+        members: vec![
+            member("c0", vec![0, 3, 6, 9, 12], Some((0, 48_213, 0))),
+            member("c1", vec![1, 4, 7, 10, 13], Some((1_250, 51_002, 17))),
+            member("c2", vec![2, 5, 8, 11, 14], None),
+            ClusterMember {
+                node: "gw".into(),
+                api: "http://10.0.0.9:7070".into(),
+                consume: false,
+                ..ClusterMember::default()
+            },
+        ],
+        unowned: vec![15],
+        alerts_leader: Some("c0".into()),
+        warnings: vec!["node c2 did not answer: timed out".into()],
+    }
+}

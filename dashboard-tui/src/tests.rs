@@ -1422,3 +1422,74 @@ fn a_trace_of_fifty_thousand_spans_draws_only_what_is_visible() {
     assert_eq!(w.visible.len(), 1, "folding the root hides the rest");
     assert_shows(&screen(&a, 80, 24), &["▸ +49999 frontend"]);
 }
+
+#[test]
+fn the_nodes_view_lists_the_members_of_the_cluster() {
+    let mut a = loaded();
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    assert_eq!(a.key(key('7')), vec![Fetch::Cluster]);
+    assert_eq!(a.view, View::Nodes);
+    assert!(a.tick().is_empty(), "one request at a time");
+    assert_shows(&screen(&a, 80, 24), &["7:Nodes", "Loading…"]);
+    a.on_fetched(Fetched::Cluster(Ok(fixtures::cluster())), MS);
+    assert_eq!(a.tick(), vec![Fetch::Cluster], "refreshed every tick");
+    assert_shows_at_every_size(
+        &a,
+        &[
+            "4 members (3 consuming) · 16 partitions · via c1",
+            "alerts by c0",
+            "unowned 15",
+            "*c1",
+            "0,3,6,9,12",
+            "1,250",
+            "51,002",
+            "gateway",
+            "node c2 did not answer: timed out",
+            "api       http://c0.lan:7070",
+            "holds     5 partitions: 0,3,6,9,12",
+        ],
+    );
+    a.update(Action::Move(Move::Down));
+    assert_shows(
+        &screen(&a, 80, 24),
+        &["http://c1.lan:7070", "holds     5 partitions: 1,4,7,10,13"],
+    );
+    a.update(Action::Move(Move::Bottom));
+    assert_shows(&screen(&a, 80, 24), &["holds     no partition"]);
+    a.on_fetched(Fetched::Cluster(Ok(fixtures::cluster())), MS);
+    assert_eq!(a.run_command("nodes"), vec![Fetch::Cluster]);
+}
+
+#[test]
+fn the_nodes_view_of_a_single_node_says_cluster_mode_is_off() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Nodes));
+    a.on_fetched(
+        Fetched::Cluster(Ok(lookout_proto::api::ClusterResponse::default())),
+        MS,
+    );
+    assert_shows(
+        &flat(&screen(&a, 80, 24)),
+        &["One node: cluster mode is off", "Running a cluster"],
+    );
+}
+
+#[test]
+fn every_tab_fits_the_header_at_80_columns() {
+    let mut a = loaded();
+    let s = screen(&a, 80, 24);
+    let header = s.lines().next().unwrap_or_default();
+    assert_shows(header, &["1:Services", "7:Nodes", "ms"]);
+    // A collector that is down: the status takes more room; the other tabs are numbered.
+    a.on_fetched(
+        Fetched::Services(Err(FetchError::Unreachable("refused".into()))),
+        MS,
+    );
+    a.on_fetched(
+        Fetched::Services(Err(FetchError::Unreachable("refused".into()))),
+        MS,
+    );
+    let s = screen(&a, 80, 24);
+    let header = s.lines().next().unwrap_or_default();
+    assert_shows(header, &["1:Services", " 7 ", "down"]);
+}

@@ -449,6 +449,9 @@ pub struct ClusterResponse {
     /// `/api/v1/alerts` is the cluster's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts_leader: Option<String>,
+    /// Members that did not answer for their own figures (lag, consumed, redelivered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One member of the cluster.
@@ -462,8 +465,14 @@ pub struct ClusterMember {
     pub consume: bool,
     /// Partitions it holds the lease of.
     pub partitions: Vec<u32>,
-    /// Messages of its partitions not yet delivered to it, as it last saw them; only for
-    /// the answering node.
+    /// Messages of its partitions not yet delivered to it, as it last saw them; absent
+    /// for a gateway and for a member that did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_messages: Option<u64>,
+    /// Messages it consumed into its WAL since it started (absent as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_messages: Option<u64>,
+    /// Messages delivered to it more than once since it started (absent as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivered_messages: Option<u64>,
 }

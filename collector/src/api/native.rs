@@ -31,11 +31,21 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/cluster", get(get_cluster))
 }
 
-async fn get_cluster(State(s): State<ApiState>) -> Response {
-    match &s.peers {
-        Some(p) => Json(p.status().view()).into_response(),
-        None => Json(lookout_proto::api::ClusterResponse::default()).into_response(),
+/// The cluster as this node sees it; unless a member asks, each other member's own
+/// figures (lag, consumed, redelivered) are asked for and filled in.
+async fn get_cluster(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(p) = &s.peers else {
+        return Json(lookout_proto::api::ClusterResponse::default()).into_response();
+    };
+    let mut view = p.status().view();
+    if Peers::fans_out(&headers) {
+        let (answers, warnings) = p
+            .ask::<lookout_proto::api::ClusterResponse>("/api/v1/cluster")
+            .await;
+        crate::cluster::fill_member_figures(&mut view, answers.into_iter().flatten());
+        view.warnings = warnings;
     }
+    Json(view).into_response()
 }
 
 async fn get_alerts(State(s): State<ApiState>) -> Response {

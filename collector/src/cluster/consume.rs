@@ -6,6 +6,7 @@
 //! again, so a message is delivered again only when this node stopped between its write
 //! and its acknowledgement.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +149,7 @@ impl Partition {
             let sequence = info.stream_sequence;
             if info.delivered > 1 {
                 m.redelivered.inc();
+                self.status.redelivered.fetch_add(1, Ordering::Relaxed);
             }
             m.lag
                 .with_label_values(&[&p.to_string()])
@@ -217,6 +219,7 @@ impl Partition {
             m.consumed
                 .with_label_values(&[signal.as_str()])
                 .inc_by(items);
+            self.status.consumed.fetch_add(1, Ordering::Relaxed);
             done.push(msg);
         }
         self.ack(done).await;

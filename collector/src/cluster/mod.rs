@@ -13,4 +13,4 @@ mod status;
 pub use lease::Member;
 pub use metrics::ClusterMetrics;
 pub use node::{spawn, NodeSetup};
-pub use status::ClusterStatus;
+pub use status::{fill_member_figures, ClusterStatus};

@@ -3,7 +3,7 @@
 //! engine, written by the member's lease loop and consumers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use async_nats::jetstream::kv;
@@ -23,6 +23,10 @@ pub struct ClusterStatus {
     pub(super) leader: AtomicBool,
     /// Where the alert leader keeps the alert state, once connected.
     pub(super) alert_state: OnceLock<kv::Store>,
+    /// Messages consumed into the WAL since start.
+    pub(super) consumed: AtomicU64,
+    /// Messages delivered more than once since start.
+    pub(super) redelivered: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -47,6 +51,8 @@ impl ClusterStatus {
             state: Mutex::default(),
             leader: AtomicBool::new(false),
             alert_state: OnceLock::new(),
+            consumed: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
         }
     }
 
@@ -98,7 +104,11 @@ impl ClusterStatus {
             .iter()
             .map(|p| st.lag.get(p).copied().unwrap_or(0))
             .sum::<u64>();
-        let lag = self.me.consume.then_some(lag);
+        let consume = self.me.consume;
+        let lag = consume.then_some(lag);
+        let consumed = consume.then(|| self.consumed.load(Ordering::Relaxed));
+        let redelivered = consume.then(|| self.redelivered.load(Ordering::Relaxed));
+        let mine = |m: &Member| m.node == self.me.node;
         let members = st
             .members
             .values()
@@ -112,7 +122,9 @@ impl ClusterStatus {
                     .filter(|(_, h)| **h == m.node)
                     .map(|(p, _)| *p)
                     .collect(),
-                lag_messages: (m.node == self.me.node).then_some(lag).flatten(),
+                lag_messages: lag.filter(|_| mine(m)),
+                consumed_messages: consumed.filter(|_| mine(m)),
+                redelivered_messages: redelivered.filter(|_| mine(m)),
             })
             .collect();
         lookout_proto::api::ClusterResponse {
@@ -125,6 +137,25 @@ impl ClusterStatus {
                 .filter(|p| !st.holders.contains_key(p))
                 .collect(),
             alerts_leader: st.alerts_leader.clone(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Fill the figures only a member knows of itself (lag, consumed, redelivered) into
+/// `view`, from each member's own answer in `answers`.
+pub fn fill_member_figures(
+    view: &mut lookout_proto::api::ClusterResponse,
+    answers: impl IntoIterator<Item = lookout_proto::api::ClusterResponse>,
+) {
+    for a in answers {
+        let Some(own) = a.members.into_iter().find(|m| m.node == a.node) else {
+            continue;
+        };
+        if let Some(m) = view.members.iter_mut().find(|m| m.node == own.node) {
+            m.lag_messages = own.lag_messages;
+            m.consumed_messages = own.consumed_messages;
+            m.redelivered_messages = own.redelivered_messages;
         }
     }
 }

@@ -7,5 +7,6 @@ pub mod input;
 pub mod list;
 pub mod logs;
 pub mod metrics;
+pub mod nodes;
 pub mod services;
 pub mod traces;

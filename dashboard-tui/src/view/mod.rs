@@ -6,6 +6,7 @@ pub mod fmt;
 pub mod graph;
 pub mod logs;
 pub mod metrics;
+pub mod nodes;
 pub mod services;
 pub mod traces;
 
@@ -48,6 +49,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Alerts => alerts::draw_alerts(f, body, app),
         View::Graph => alerts::draw_graph(f, body, app),
         View::Metrics => metrics::draw(f, body, app),
+        View::Nodes => nodes::draw(f, body, app),
     }
     draw_footer(f, footer, app);
     if let Some(scroll) = app.help {
@@ -60,15 +62,30 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
         " lookout ",
         Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
     )];
-    for (i, v) in View::ALL.iter().enumerate() {
-        spans.push(Span::raw(" "));
-        let style = if *v == app.view {
-            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
-        } else {
-            Style::new().add_modifier(Modifier::DIM)
-        };
-        spans.push(Span::styled(format!("{}:{}", i + 1, v.title()), style));
-    }
+    let tabs = |short: bool| {
+        let mut out = Vec::new();
+        for (i, v) in View::ALL.iter().enumerate() {
+            out.push(Span::raw(" "));
+            let (style, text) = if *v == app.view {
+                (
+                    Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+                    format!("{}:{}", i + 1, v.title()),
+                )
+            } else if short {
+                (
+                    Style::new().add_modifier(Modifier::DIM),
+                    format!("{}", i + 1),
+                )
+            } else {
+                (
+                    Style::new().add_modifier(Modifier::DIM),
+                    format!("{}:{}", i + 1, v.title()),
+                )
+            };
+            out.push(Span::styled(text, style));
+        }
+        out
+    };
     let bad = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
     // The long form when it fits beside the tabs, else the short one.
     let (long, short, style) = match &app.conn {
@@ -88,12 +105,21 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
         ),
         Conn::NotLookout { .. } => ("✕ not a Lookout API".into(), "✕ not Lookout".into(), bad),
     };
-    let tabs_w: usize = spans.iter().map(Span::width).sum();
-    let text = if tabs_w + 1 + long.chars().count() <= usize::from(area.width) {
-        long
-    } else {
-        short
+    // Every tab named when it fits beside the status; else only the current one is.
+    let width = |s: &[Span]| s.iter().map(Span::width).sum::<usize>();
+    let lead = width(&spans);
+    let full = tabs(false);
+    let fits = |tabs: &[Span], status: &str| {
+        lead + width(tabs) + 1 + status.chars().count() <= usize::from(area.width)
     };
+    let (tab_spans, text) = if fits(&full, &long) {
+        (full, long)
+    } else if fits(&full, &short) {
+        (full, short)
+    } else {
+        (tabs(true), short)
+    };
+    spans.extend(tab_spans);
     let status = Span::styled(text, style);
     let status_w = status.width() as u16 + 1;
     let [left, right] =
@@ -122,6 +148,7 @@ pub fn hints(app: &App) -> &'static str {
         View::Alerts => "j/k rule  r refresh  Tab view  ? help  q quit",
         View::Graph => "j/k service  ↵ traces  l logs  m map/tables  Tab view  ? help  q quit",
         View::Metrics => "/ filter  a lookout_* series  j/k series  Esc clear  ? help  q quit",
+        View::Nodes => "j/k node  r refresh  Tab view  ? help  q quit",
     }
 }
 
@@ -356,7 +383,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         "Everywhere",
         &[
             ("Tab / Shift-Tab", "next / previous view"),
-            ("1 … 6", "services, logs, traces, alerts, graph, metrics"),
+            ("1 … 7", "services, logs, traces, alerts, graph, metrics, nodes"),
             ("j k / ↓ ↑", "move"),
             ("PgDn PgUp / ^D ^U", "page down / up"),
             ("g G / Home End", "first / last"),
@@ -366,7 +393,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("r / F5", "refresh now"),
             (
                 ":",
-                "command: services, logs Q, traces S, trace ID, alerts, graph, metrics, q",
+                "command: services, logs Q, traces S, trace ID, alerts, graph, metrics, nodes, q",
             ),
             ("?", "this help"),
             ("q / ^C", "quit"),
@@ -480,6 +507,20 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
                 "select a series: its chart, labels, min and max below",
             ),
             ("Esc", "clear the filter"),
+        ],
+    ),
+    (
+        "Nodes",
+        &[
+            (
+                "j k",
+                "select a member of the cluster (cluster mode; one node otherwise)",
+            ),
+            (
+                "columns",
+                "partitions it consumes, messages not yet delivered to it (lag), consumed and redelivered since it started",
+            ),
+            ("*", "the node the dashboard is connected to"),
         ],
     ),
 ];

@@ -150,8 +150,11 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
             !m["partitions"].as_array().is_none_or(Vec::is_empty),
             "{view}"
         );
-        assert_eq!(m["lag_messages"].is_u64(), m["node"] == "c1", "{view}");
+        // Each member's own figures, asked for by the answering node.
+        assert!(m["lag_messages"].is_u64(), "{view}");
+        assert!(m["redelivered_messages"].is_u64(), "{view}");
     }
+    assert_eq!(view.get("warnings"), None, "{view}");
 
     // Any node is a gateway; each trace lands whole on the owner of its partition.
     let first: Vec<[u8; 16]> = (0..48).map(|s| writer_trace_id(1, 0, s)).collect();
@@ -176,6 +179,41 @@ async fn collectors_share_partitions_and_each_trace_is_stored_whole_on_one() {
             "node c{i} stores some traces: {stores:?}"
         );
     }
+
+    // Each member counts what it consumed; any node shows every member's count.
+    let (_, view) = get_json(&c0.api_url("/api/v1/cluster")).await;
+    let consumed: Vec<u64> = view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["consumed_messages"].as_u64())
+        .collect();
+    assert!(
+        consumed.len() == 3 && consumed.iter().all(|c| *c > 0),
+        "{view}"
+    );
+
+    // The dashboard's nodes view, against any node, lists every member.
+    let tui_dir = tempfile::tempdir().expect("tempdir");
+    let tmux = crate::tui::Tmux::start(
+        &crate::tui::tui_command(&c2.api.to_string(), tui_dir.path()),
+        80,
+        24,
+    );
+    tmux.wait_for(&["1:Services"], "the dashboard");
+    tmux.keys(&["7"]);
+    tmux.wait_for(
+        &[
+            "3 members (3 consuming) · 8 partitions · via c2",
+            " c0 ",
+            " c1 ",
+            "*c2 ",
+            "member",
+        ],
+        "the nodes view",
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for_clean_exit("q in the nodes view");
 
     // Any node answers for the cluster: each trace by id, and a search listing each once.
     for (id, n) in first.iter().zip([&c0, &c1, &c2].iter().cycle()) {

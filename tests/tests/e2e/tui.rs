@@ -12,13 +12,13 @@ use lookout_tests::{bin, free_addr, get_json, poll, post_acknowledged, Collector
 use prost::Message;
 
 /// A tmux server of its own (`-L`), so tests run in parallel; killed on drop.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     /// Run `command` in a new detached session of `width`x`height`.
-    fn start(command: &str, width: u16, height: u16) -> Tmux {
+    pub(crate) fn start(command: &str, width: u16, height: u16) -> Tmux {
         static N: AtomicU32 = AtomicU32::new(0);
         let socket = format!(
             "lookout-e2e-{}-{}",
@@ -60,7 +60,7 @@ impl Tmux {
             .expect("run tmux (is tmux installed? .ci/run installs it)")
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         for k in keys {
             let out = self.run(&["send-keys", "-t", "tui", k]);
             assert!(out.status.success(), "send-keys {k}: {out:?}");
@@ -78,13 +78,13 @@ impl Tmux {
     }
 
     /// Wait until the screen shows every one of `needles`; returns the screen.
-    fn wait_for(&self, needles: &[&str], what: &str) -> String {
+    pub(crate) fn wait_for(&self, needles: &[&str], what: &str) -> String {
         self.wait_until(|s| needles.iter().all(|n| s.contains(n)), what)
     }
 
     /// Wait until the dashboard exited with status 0 (`what` says on which occasion) and
     /// left the alternate screen.
-    fn wait_for_clean_exit(&self, what: &str) {
+    pub(crate) fn wait_for_clean_exit(&self, what: &str) {
         let s = self.wait_for(&["lookout-tui-exited-0"], what);
         assert!(
             !s.contains("1:Services"),
@@ -132,7 +132,7 @@ fn tui_without_collector(dir: &Path) -> (Tmux, SocketAddr) {
     (tmux, api)
 }
 
-fn tui_command(api: &str, dir: &Path) -> String {
+pub(crate) fn tui_command(api: &str, dir: &Path) -> String {
     format!(
         "{} --collector http://{api} --refresh 500ms --log-file {}; echo lookout-tui-exited-$?; sleep 60",
         bin("lookout-tui").display(),
