@@ -49,6 +49,32 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // What a publisher does with an encoded request (a buffer record, a gateway's
+    // request): decode, split and encode, against the split on the wire.
+    let bodies: Vec<Vec<u8>> = reqs.iter().map(prost::Message::encode_to_vec).collect();
+    g.bench_function("decode_split_encode_16", |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let batch = Batch::decode_protobuf(lookout_ingest::Signal::Traces, body);
+                black_box(batch.map(|b| split(b, 16)).ok());
+            }
+        })
+    });
+    g.bench_function("wire_split_and_id_16", |b| {
+        b.iter(|| {
+            for body in &bodies {
+                black_box(
+                    lookout_cluster::fit::messages_of_encoded(
+                        lookout_ingest::Signal::Traces,
+                        body,
+                        16,
+                        lookout_cluster::fit::MAX_MESSAGE_BYTES,
+                    )
+                    .ok(),
+                );
+            }
+        })
+    });
     g.finish();
 }
 

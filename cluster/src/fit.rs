@@ -6,7 +6,7 @@
 //! the same ids.
 
 use bytes::Bytes;
-use lookout_ingest::Batch;
+use lookout_ingest::{Batch, Signal};
 use lookout_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use lookout_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use lookout_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -40,6 +40,63 @@ pub fn messages(batch: Batch, partitions: u32, limit: usize) -> Result<Vec<Part>
                 fitting(p, req, limit, &mut out)?;
             }
         }
+    }
+    Ok(out)
+}
+
+/// Why an encoded request could not be cut into messages.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// It is not an export request of its signal.
+    #[error("{0}")]
+    Malformed(String),
+    /// A single item is larger than a message may be.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// The messages of the encoded export request `body` of `signal`, as [`messages`] makes
+/// them from the decoded request: spans and log records are split on the wire
+/// ([`crate::wire`]), without decoding them; metrics are decoded and split. A part larger
+/// than `limit` is decoded and cut in halves.
+pub fn messages_of_encoded(
+    signal: Signal,
+    body: &[u8],
+    partitions: u32,
+    limit: usize,
+) -> Result<Vec<Part>, SplitError> {
+    let malformed = |e: &dyn std::fmt::Display| {
+        SplitError::Malformed(format!("not a valid {signal} export request: {e}"))
+    };
+    let parts = match signal {
+        Signal::Traces => crate::wire::split_traces(body, partitions),
+        Signal::Logs => crate::wire::split_logs(body, partitions),
+        Signal::Metrics => {
+            let batch = Batch::decode_protobuf(signal, body).map_err(|e| malformed(&e))?;
+            return messages(batch, partitions, limit).map_err(SplitError::TooLarge);
+        }
+    }
+    .map_err(|e| malformed(&e))?;
+    let mut out = Vec::with_capacity(parts.len());
+    for (p, bytes) in parts {
+        if bytes.len() <= limit {
+            let payload = Bytes::from(bytes);
+            out.push(Part {
+                partition: p,
+                id: message_id(p, &payload),
+                payload,
+            });
+            continue;
+        }
+        let r = match signal {
+            Signal::Traces => ExportTraceServiceRequest::decode(bytes.as_slice())
+                .map_err(|e| malformed(&e))
+                .and_then(|req| fitting(p, req, limit, &mut out).map_err(SplitError::TooLarge)),
+            _ => ExportLogsServiceRequest::decode(bytes.as_slice())
+                .map_err(|e| malformed(&e))
+                .and_then(|req| fitting(p, req, limit, &mut out).map_err(SplitError::TooLarge)),
+        };
+        r?;
     }
     Ok(out)
 }
@@ -180,6 +237,37 @@ mod tests {
             ours.iter().map(key).collect::<Vec<_>>(),
             theirs.iter().map(key).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn encoded_requests_give_the_messages_of_decoded_ones() {
+        let spans = (0..200u8)
+            .map(|i| Span {
+                trace_id: vec![i / 3 + 1; 16],
+                span_id: vec![i; 8],
+                name: "GET /".into(),
+                ..Default::default()
+            })
+            .collect();
+        let records = (0..3000)
+            .map(|i| log_record(format!("line {i} {}", "x".repeat(1000)), 1))
+            .collect();
+        for batch in [
+            Batch::Traces(traces_request("web", spans)),
+            Batch::Logs(logs_request("tailed", records)),
+        ] {
+            let body = batch.encode_protobuf();
+            let key = |p: &Part| (p.partition, p.id.clone(), p.payload.clone());
+            let wire = messages_of_encoded(batch.signal(), &body, 8, MAX_MESSAGE_BYTES).unwrap();
+            let decoded = messages(batch, 8, MAX_MESSAGE_BYTES).unwrap();
+            assert!(!wire.is_empty());
+            assert_eq!(
+                wire.iter().map(key).collect::<Vec<_>>(),
+                decoded.iter().map(key).collect::<Vec<_>>()
+            );
+        }
+        let err = messages_of_encoded(Signal::Traces, &[0x0a, 0x05, 1], 8, MAX_MESSAGE_BYTES);
+        assert!(matches!(err, Err(SplitError::Malformed(_))), "{err:?}");
     }
 
     #[test]

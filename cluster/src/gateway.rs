@@ -10,8 +10,12 @@ use futures::future::BoxFuture;
 use lookout_ingest::{IngestError, IngestSink, SinkRequest};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::fit::{messages_of_encoded, SplitError, MAX_MESSAGE_BYTES};
 use crate::jetstream::{JetStream, JetStreamOptions};
-use crate::publish_batch;
+use crate::publish_parts;
+
+/// Requests up to this size are split on the reactor; larger ones on the blocking pool.
+const INLINE_SPLIT_BYTES: usize = 64 * 1024;
 
 /// The connection to the stream, made in the background: empty until the servers answer.
 #[derive(Clone, Default)]
@@ -151,12 +155,40 @@ impl IngestSink for PublishSink {
             });
         };
         let (partitions, metrics) = (self.partitions, self.metrics.clone());
+        let SinkRequest {
+            signal: sig,
+            payload,
+            batch,
+            charge,
+            ..
+        } = req;
+        // The encoded request is split on the wire; the decoded one is not needed.
+        drop(batch);
         Ok(Box::pin(async move {
             let started = Instant::now();
             // The charge is held until the parts are acknowledged: what waits for the
             // stream counts against the ingest budget.
-            let _charge = req.charge;
-            match publish_batch(&*js, req.batch, partitions).await {
+            let _charge = charge;
+            let small = payload.len() <= INLINE_SPLIT_BYTES;
+            let split = move || messages_of_encoded(sig, &payload, partitions, MAX_MESSAGE_BYTES);
+            let parts = if small {
+                split()
+            } else {
+                match tokio::task::spawn_blocking(split).await {
+                    Ok(r) => r,
+                    Err(e) => Err(SplitError::Malformed(format!("split task failed: {e}"))),
+                }
+            };
+            let published = match parts {
+                Ok(parts) => publish_parts(&*js, sig, parts).await,
+                Err(SplitError::TooLarge(e)) => Err(crate::PublishError::TooLarge(e)),
+                // The receivers decoded it already: not seen unless they let one through.
+                Err(SplitError::Malformed(e)) => {
+                    metrics.failures.with_label_values(&[signal]).inc();
+                    return Err(IngestError::Invalid(e));
+                }
+            };
+            match published {
                 Ok(n) => {
                     metrics.seconds.observe(started.elapsed().as_secs_f64());
                     metrics

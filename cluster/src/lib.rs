@@ -7,6 +7,7 @@ pub mod fit;
 pub mod gateway;
 pub mod jetstream;
 pub mod partition;
+pub mod wire;
 
 use std::future::Future;
 
@@ -47,6 +48,7 @@ pub trait Transport: Send + Sync {
 }
 
 /// One message of a split batch: its partition, its id, its protobuf payload.
+#[derive(Debug, Clone)]
 pub struct Part {
     /// Partition.
     pub partition: u32,
@@ -98,6 +100,16 @@ pub async fn publish_batch<T: Transport>(
     let signal = batch.signal();
     let parts =
         fit::messages(batch, partitions, fit::MAX_MESSAGE_BYTES).map_err(PublishError::TooLarge)?;
+    publish_parts(transport, signal, parts).await
+}
+
+/// Publish `parts` of a batch of `signal` at once and wait for all acknowledgements, as
+/// [`publish_batch`] does.
+pub async fn publish_parts<T: Transport>(
+    transport: &T,
+    signal: Signal,
+    parts: Vec<Part>,
+) -> Result<usize, PublishError> {
     let n = parts.len();
     let sends = parts
         .into_iter()
