@@ -7,7 +7,8 @@
 # the spans acknowledged. Compare with bench/cpu-per-span.sh (the same collector alone),
 # run alternately.
 #   cargo build --release -p lookout-collector -p lookout-agent
-#   bench/cluster-cpu-per-span.sh [seconds] [rate] [bindir]
+#   bench/cluster-cpu-per-span.sh [seconds] [rate] [bindir]   (BATCH=N: spans per request,
+#   512 by default; each request is cut into one message per partition it touches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -36,7 +37,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 c0=$(ticks $pid)
 n0=$(ticks $nats_pid)
 out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
-  --trace-shape "${SHAPE:-flat}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
+  --trace-shape "${SHAPE:-flat}" --batch "${BATCH:-512}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
 acked=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["items_acked"])')
 # Consumed into the WAL and applied: the consumer counter reaches what was acknowledged
 # and the ingest queue is empty.

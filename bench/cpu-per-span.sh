@@ -6,7 +6,8 @@
 # completes a trace 10 s after its last span), so the second figure includes writing
 # trace summaries. Run builds alternately; the figure is steadier than spans/s at max rate.
 #   cargo build --release -p lookout-collector -p lookout-agent
-#   bench/cpu-per-span.sh [seconds] [rate] [bindir]   (SHAPE=wide|large: other trace shapes)
+#   bench/cpu-per-span.sh [seconds] [rate] [bindir]   (SHAPE=wide|large: other trace shapes;
+#   BATCH=N: spans per request, 512 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -19,7 +20,7 @@ start_collector "$bin" "$work/data"
 ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
 t0=$(ticks)
 out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
-  --trace-shape "${SHAPE:-flat}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
+  --trace-shape "${SHAPE:-flat}" --batch "${BATCH:-512}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
 until [ "$(curl -s http://127.0.0.1:27070/metrics | awk '$1 == "lookout_ingest_pending_bytes" {print $2}')" = "0" ]; do
   sleep 0.1
 done
