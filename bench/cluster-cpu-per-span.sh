@@ -8,7 +8,8 @@
 # run alternately.
 #   cargo build --release -p lookout-collector -p lookout-agent
 #   bench/cluster-cpu-per-span.sh [seconds] [rate] [bindir]   (BATCH=N: spans per request,
-#   512 by default; each request is cut into one message per partition it touches)
+#   512 by default; each request is cut into one message per partition it touches;
+#   GATEWAY=separate: the collector only publishes and a second collector consumes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -18,7 +19,8 @@ bin=${3:-./target/release}
 work=$(mktemp -d)
 nats_pid=
 pid=
-trap 'kill $pid $nats_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+member=
+trap 'kill $pid $member $nats_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 taskset -c 0 nats-server -js -a 127.0.0.1 -p 24222 -sd "$work/nats" 2>"$work/nats.log" &
 nats_pid=$!
 cat >"$work/collector.toml" <<EOF
@@ -28,14 +30,27 @@ node = "bench"
 replicas = 1
 timeout = "30s"
 EOF
+api=27070
+if [ "${GATEWAY:-}" = separate ]; then
+  # The gateway only publishes; a second collector (other ports) is the member.
+  sed 's/node = "bench"/node = "member"/' "$work/collector.toml" >"$work/member.toml"
+  printf 'consume = false\n' >>"$work/collector.toml"
+  taskset -c 0 "$bin/lookout-collector" --data-dir "$work/member" --config "$work/member.toml" \
+    --otlp-grpc 127.0.0.1:25317 --otlp-http 127.0.0.1:25318 --api 127.0.0.1:27071 \
+    2>"$work/member.log" &
+  member=$!
+  api=27071
+fi
 start_collector "$bin" "$work/data" --config "$work/collector.toml"
-metric() { curl -s http://127.0.0.1:27070/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+metric() { curl -s "http://127.0.0.1:$api/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 until [ "$(metric lookout_cluster_owned_partitions)" = "16" ]; do
   sleep 0.2
 done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 c0=$(ticks $pid)
 n0=$(ticks $nats_pid)
+m0=0
+[ -n "$member" ] && m0=$(ticks $member)
 out=$(taskset -c 1 "$bin/lookout-loadgen" --endpoint http://127.0.0.1:24317 --signal traces \
   --trace-shape "${SHAPE:-flat}" --batch "${BATCH:-512}" --duration "${secs}s" --rate "$rate" --json 2>/dev/null)
 acked=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["items_acked"])')
@@ -47,6 +62,8 @@ until [ "$(metric 'lookout_cluster_consumed_items_total{signal="traces"}' | cut 
 done
 c1=$(ticks $pid)
 n1=$(ticks $nats_pid)
+m1=0
+[ -n "$member" ] && m1=$(ticks $member)
 hz=$(getconf CLK_TCK)
 echo "$out" | python3 -c "
 import json, sys
@@ -54,6 +71,7 @@ d = json.load(sys.stdin)
 n = max(d['items_acked'], 1)
 c = ($c1 - $c0) / $hz
 s = ($n1 - $n0) / $hz
+m = ($m1 - $m0) / $hz
 print(f\"acked {d['items_acked']} spans, {d['items_per_s']:.0f}/s, p99 {d['latency_p99_ms']:.0f} ms;\",
       f\"collector CPU {c:.2f} s = {c * 1e6 / n:.2f} us per span, nats-server {s:.2f} s =\",
       f\"{s * 1e6 / n:.2f} us per span, together {(c + s) * 1e6 / n:.2f} us per span\")"

@@ -108,6 +108,12 @@ impl NatsConfig {
             );
         }
         self.tls.validate_with_prefix("tls")?;
+        if self.tls.server_name.is_some() {
+            return err(
+                "tls.server_name",
+                "not supported towards NATS: the certificate is checked against each URL's host; use URLs with the certificate's host name".into(),
+            );
+        }
         check_name("stream", "a stream name", &self.stream)?;
         check_name("subject_prefix", "a subject prefix", &self.subject_prefix)?;
         if !(1..=4096).contains(&self.partitions) {
@@ -273,6 +279,10 @@ mod tests {
                 "cluster.token_file",
             ),
             ("[cluster]\nconsume = 1\n", "cluster.consume"),
+            (
+                "[cluster]\ntls = { server_name = \"nats.internal\" }\n",
+                "cluster.tls.server_name",
+            ),
         ];
         for e in assert_refused_at::<CollectorConfig>("c.toml", &cases) {
             assert!(e.to_string().starts_with("c.toml: key `cluster."), "{e}");

@@ -307,6 +307,7 @@ pub fn alerts() -> AlertsResponse {
             failed: 0,
             pending: 0,
         }],
+        warnings: Vec::new(),
     }
 }
 

@@ -1493,3 +1493,13 @@ fn every_tab_fits_the_header_at_80_columns() {
     let header = s.lines().next().unwrap_or_default();
     assert_shows(header, &["1:Services", " 7 ", "down"]);
 }
+
+#[test]
+fn the_alerts_view_shows_why_it_is_not_the_clusters_state() {
+    let mut a = loaded();
+    a.update(Action::Show(View::Alerts));
+    let mut r = fixtures::alerts();
+    r.warnings = vec!["the alert leader c2 did not answer: timed out".into()];
+    a.on_fetched(Fetched::Alerts(Ok(r)), MS);
+    assert_shows_at_every_size(&a, &["CheckoutSlow", "the alert leader c2 did not answer"]);
+}

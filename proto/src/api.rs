@@ -335,12 +335,16 @@ pub struct DependencyEdge {
 }
 
 /// Answer of `GET /api/v1/alerts`: every rule with its instances, and the receivers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertsResponse {
     /// Rules in config order.
     pub rules: Vec<AlertRuleStatus>,
     /// Receivers by name.
     pub receivers: Vec<ReceiverStatus>,
+    /// Cluster mode: why this is not the cluster's state (the alert leader did not
+    /// answer, so the answering member's own is shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One rule and its alert instances.

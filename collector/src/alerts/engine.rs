@@ -239,10 +239,7 @@ impl Engine {
             receivers: BTreeMap::new(),
             reports,
             history: HashMap::new(),
-            status: Arc::new(Mutex::new(AlertsResponse {
-                rules: Vec::new(),
-                receivers: Vec::new(),
-            })),
+            status: Arc::new(Mutex::new(AlertsResponse::default())),
             dirty: false,
             grace_until_ms,
             cluster: setup.cluster,
@@ -738,7 +735,11 @@ impl Engine {
                 pending: self.outbox.values().filter(|o| &o.receiver == name).count() as u64,
             })
             .collect();
-        *self.status.lock() = AlertsResponse { rules, receivers };
+        *self.status.lock() = AlertsResponse {
+            rules,
+            receivers,
+            warnings: Vec::new(),
+        };
         self.metrics
             .notifications_pending
             .set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));

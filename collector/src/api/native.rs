@@ -48,8 +48,40 @@ async fn get_cluster(State(s): State<ApiState>, headers: HeaderMap) -> Response 
     Json(view).into_response()
 }
 
-async fn get_alerts(State(s): State<ApiState>) -> Response {
-    Json(s.alerts.status()).into_response()
+/// The alert rules' state. In cluster mode one member (the leader) evaluates them: any
+/// other answers with the leader's state, or, when the leader does not answer, with its
+/// own and a warning saying so.
+async fn get_alerts(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let mut warnings = Vec::new();
+    if let Some(p) = peers_for(&s, &headers) {
+        let st = p.status();
+        match st.alerts_leader() {
+            Some(leader) if !st.is_alert_leader() && leader != st.me.node => {
+                match p
+                    .ask_member::<lookout_proto::api::AlertsResponse>(&leader, "/api/v1/alerts")
+                    .await
+                {
+                    Ok(Some(r)) => return Json(r).into_response(),
+                    Ok(None) => warnings.push(format!(
+                        "the alert leader {leader} has no alerts API; this is node {}'s own state, not the cluster's",
+                        st.me.node
+                    )),
+                    Err(e) => warnings.push(format!(
+                        "the alert leader {leader} did not answer: {e}; this is node {}'s own state, not the cluster's",
+                        st.me.node
+                    )),
+                }
+            }
+            None if !st.is_alert_leader() => warnings.push(format!(
+                "no member leads the alert evaluation yet; this is node {}'s own state",
+                st.me.node
+            )),
+            _ => {}
+        }
+    }
+    let mut r = s.alerts.status();
+    r.warnings = warnings;
+    Json(r).into_response()
 }
 
 /// Refuse a log query longer or with more clauses than `cfg` allows, before tantivy

@@ -47,6 +47,48 @@ impl Peers {
         headers.get(LOCAL).is_none()
     }
 
+    /// Ask member `node` (by the API it announced) for `path_and_query`: its answer,
+    /// `None` for a 404.
+    pub async fn ask_member<T: DeserializeOwned>(
+        &self,
+        node: &str,
+        path_and_query: &str,
+    ) -> Result<Option<T>, String> {
+        let members = self.status.members();
+        let m = members
+            .get(node)
+            .ok_or_else(|| format!("node {node} is not a member now"))?;
+        self.request(&m.api, path_and_query).await
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        api: &str,
+        path_and_query: &str,
+    ) -> Result<Option<T>, String> {
+        let url = format!("{}{path_and_query}", api.trim_end_matches('/'));
+        let mut req = self.client.get(&url).header(LOCAL, "local");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        match resp.status().as_u16() {
+            200 => resp
+                .json::<T>()
+                .await
+                .map(Some)
+                .map_err(|e| e.without_url().to_string()),
+            404 => Ok(None),
+            code => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(format!(
+                    "answered {code}: {}",
+                    body.chars().take(200).collect::<String>()
+                ))
+            }
+        }
+    }
+
     /// Ask every other member for `path_and_query`: the answers that came (404 is
     /// `None`), and one warning per member that did not answer.
     pub async fn ask<T: DeserializeOwned>(
@@ -56,34 +98,8 @@ impl Peers {
         let me = &self.status.me.node;
         let members = self.status.members();
         let asks = members.values().filter(|m| &m.node != me).map(|m| {
-            let url = format!("{}{path_and_query}", m.api.trim_end_matches('/'));
-            let mut req = self.client.get(&url).header(LOCAL, "local");
-            if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
-            }
             let node = m.node.clone();
-            async move {
-                let r = async {
-                    let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-                    match resp.status().as_u16() {
-                        200 => resp
-                            .json::<T>()
-                            .await
-                            .map(Some)
-                            .map_err(|e| e.without_url().to_string()),
-                        404 => Ok(None),
-                        code => {
-                            let body = resp.text().await.unwrap_or_default();
-                            Err(format!(
-                                "answered {code}: {}",
-                                body.chars().take(200).collect::<String>()
-                            ))
-                        }
-                    }
-                }
-                .await;
-                (node, r)
-            }
+            async move { (node, self.request::<T>(&m.api, path_and_query).await) }
         });
         let mut answers = Vec::new();
         let mut warnings = Vec::new();

@@ -82,6 +82,11 @@ impl ClusterStatus {
             .map_err(|e| e.to_string())
     }
 
+    /// The member that evaluates the alert rules, as last read.
+    pub fn alerts_leader(&self) -> Option<String> {
+        self.state.lock().alerts_leader.clone()
+    }
+
     /// Partitions this node consumes.
     pub fn owned(&self) -> Vec<u32> {
         self.state.lock().owned.clone()

@@ -28,12 +28,21 @@ pub fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
         return;
     };
     let rules_h = (d.rules.len() as u16 + 2).min(area.height / 2).max(3);
-    let [rules_area, inst_area, recv_area] = Layout::vertical([
+    let warn_h = d.warnings.len().min(2) as u16;
+    let [rules_area, inst_area, recv_area, warn_area] = Layout::vertical([
         Constraint::Length(rules_h),
         Constraint::Min(3),
         Constraint::Length(1),
+        Constraint::Length(warn_h),
     ])
     .areas(area);
+    let warnings: Vec<Line> = d
+        .warnings
+        .iter()
+        .take(2)
+        .map(|w| Line::styled(fmt::one_line(w), Style::new().fg(Color::Yellow)))
+        .collect();
+    f.render_widget(Paragraph::new(warnings), warn_area);
     draw_rules(f, rules_area, &d.rules, &a.sel);
     if let Some(rule) = d.rules.get(a.sel.selected()) {
         f.render_widget(

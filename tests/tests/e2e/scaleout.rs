@@ -507,6 +507,15 @@ async fn alerts_are_evaluated_once_for_the_cluster_on_merged_red() {
         v["alerts_leader"].as_str().map(String::from)
     })
     .await;
+    // Both members answer with the leader's state: the rule firing.
+    for n in [&c0, &c1] {
+        let (code, a) = get_json(&n.api_url("/api/v1/alerts")).await;
+        assert_eq!(
+            (code, a["rules"][0]["state"].as_str(), a.get("warnings")),
+            (200, Some("firing"), None),
+            "{a}"
+        );
+    }
     let (dead, survivor) = if leader == "c0" { (c0, c1) } else { (c1, c0) };
     dead.kill9();
     let name = if leader == "c0" { "c1" } else { "c0" };
