@@ -74,4 +74,6 @@ s = ($n1 - $n0) / $hz
 m = ($m1 - $m0) / $hz
 print(f\"acked {d['items_acked']} spans, {d['items_per_s']:.0f}/s, p99 {d['latency_p99_ms']:.0f} ms;\",
       f\"collector CPU {c:.2f} s = {c * 1e6 / n:.2f} us per span, nats-server {s:.2f} s =\",
-      f\"{s * 1e6 / n:.2f} us per span, together {(c + s) * 1e6 / n:.2f} us per span\")"
+      f\"{s * 1e6 / n:.2f} us per span,\",
+      (f\"member (the collector above only publishes) {m:.2f} s = {m * 1e6 / n:.2f} us per span,\" if m else \"\"),
+      f\"together {(c + s + m) * 1e6 / n:.2f} us per span\")"
