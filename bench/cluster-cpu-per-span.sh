@@ -21,15 +21,7 @@ nats_pid=
 pid=
 member=
 trap 'kill $pid $member $nats_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-taskset -c 0 nats-server -js -a 127.0.0.1 -p 24222 -sd "$work/nats" 2>"$work/nats.log" &
-nats_pid=$!
-cat >"$work/collector.toml" <<EOF
-[cluster]
-urls = ["nats://127.0.0.1:24222"]
-node = "bench"
-replicas = 1
-timeout = "30s"
-EOF
+start_nats "$work"
 api=27070
 if [ "${GATEWAY:-}" = separate ]; then
   # The gateway only publishes; a second collector (other ports) is the member.

@@ -14,3 +14,19 @@ start_collector() {
     sleep 0.1
   done
 }
+
+# Start one nats-server (JetStream, file storage under $1/nats) on core 0 and write
+# $1/collector.toml, a cluster-mode collector config for it (node "bench", replicas 1);
+# sets nats_pid.
+start_nats() {
+  local work=$1
+  taskset -c 0 nats-server -js -a 127.0.0.1 -p 24222 -sd "$work/nats" 2>"$work/nats.log" &
+  nats_pid=$!
+  cat >"$work/collector.toml" <<EOF
+[cluster]
+urls = ["nats://127.0.0.1:24222"]
+node = "bench"
+replicas = 1
+timeout = "30s"
+EOF
+}

@@ -22,15 +22,7 @@ load=
 trap 'kill $load $pid $nats_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 args=()
 if [ "$mode" = cluster ]; then
-  taskset -c 0 nats-server -js -a 127.0.0.1 -p 24222 -sd "$work/nats" 2>"$work/nats.log" &
-  nats_pid=$!
-  cat >"$work/collector.toml" <<EOF
-[cluster]
-urls = ["nats://127.0.0.1:24222"]
-node = "bench"
-replicas = 1
-timeout = "30s"
-EOF
+  start_nats "$work"
   args=(--config "$work/collector.toml")
 fi
 start_collector "$bin" "$work/data" "${args[@]}"

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-use super::{fmt, titled_table, SELECTED};
+use super::{fmt, highlight, titled_table, SELECTED};
 use crate::app::App;
 use crate::state::list::Selection;
 
@@ -101,11 +101,7 @@ fn draw_rules(f: &mut Frame, area: Rect, rules: &[AlertRuleStatus], sel: &Select
                 Cell::from(r.for_.clone()),
                 Cell::from(format!("{firing}/{}", r.instances.len())),
             ]);
-            if start + i == sel.selected() {
-                row.style(SELECTED)
-            } else {
-                row
-            }
+            highlight(row, start + i == sel.selected())
         })
         .collect();
     f.render_widget(

@@ -266,6 +266,15 @@ pub fn range_span(range: usize) -> Span<'static> {
 /// Style of the row or line under the cursor.
 pub const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
 
+/// `row` in the [`SELECTED`] style when it is under the cursor.
+pub fn highlight(row: Row<'_>, selected: bool) -> Row<'_> {
+    if selected {
+        row.style(SELECTED)
+    } else {
+        row
+    }
+}
+
 /// A table under a top border titled `title`, with `columns` as its header row in bold.
 pub fn titled_table<'a>(
     columns: &[&'a str],

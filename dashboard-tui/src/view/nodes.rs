@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-use super::{field_line, fmt, titled_table, SELECTED};
+use super::{field_line, fmt, highlight, titled_table};
 use crate::app::App;
 use crate::state::list::Selection;
 use crate::state::nodes::ranges;
@@ -105,11 +105,7 @@ fn draw_members(f: &mut Frame, area: Rect, d: &ClusterResponse, sel: &Selection)
                 Cell::from(figure(m.consumed_messages)),
                 Cell::from(figure(m.redelivered_messages)),
             ]);
-            if start + i == sel.selected() {
-                row.style(SELECTED)
-            } else {
-                row
-            }
+            highlight(row, start + i == sel.selected())
         })
         .collect();
     f.render_widget(

@@ -7,7 +7,7 @@ use ratatui::style::{Color, Style};
 use ratatui::widgets::{Cell, Row};
 use ratatui::Frame;
 
-use super::{fmt, titled_table, SELECTED};
+use super::{fmt, highlight, titled_table};
 use crate::app::App;
 use crate::state::list::Selection;
 
@@ -113,11 +113,7 @@ fn draw_service_table(
                 Cell::from(fmt::sparkline(complete(&st.rate_history), trend_w.min(60)))
                     .style(Style::new().fg(Color::Cyan)),
             ]);
-            if start + i == sel.selected() {
-                row.style(SELECTED)
-            } else {
-                row
-            }
+            highlight(row, start + i == sel.selected())
         })
         .collect();
     let title = format!(
