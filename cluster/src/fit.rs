@@ -19,7 +19,7 @@ use crate::{message_id, partition, Part};
 pub const MAX_MESSAGE_BYTES: usize = (1 << 20) - 4096;
 
 /// The messages of `batch`: one per partition among `partitions` (as
-/// [`lookout_cluster::split`] makes them), a part larger than `limit` bytes cut in halves
+/// [`crate::split`] makes them), a part larger than `limit` bytes cut in halves
 /// until each fits. Deterministic, so the same batch always gives the same messages. An
 /// error names a single item larger than `limit`.
 pub fn messages(batch: Batch, partitions: u32, limit: usize) -> Result<Vec<Part>, String> {
