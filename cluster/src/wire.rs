@@ -204,12 +204,14 @@ fn walk(
                 _ => head.push(&rf, SCOPES),
             }
         }
-        let service = resource.map(|r| lookout_ingest::values::service_name(&r.attributes));
-        let by_service = |service: &Option<String>| {
-            of_names(
-                &[service.as_deref().unwrap_or("unknown_service")],
-                partitions,
-            )
+        // Where this resource's items without a trace id go, found once per resource.
+        let (trace_field, fallback) = match placement {
+            Placement::Trace(n) => (n, None),
+            Placement::TraceOrService(n) => {
+                let service = resource.map(|r| lookout_ingest::values::service_name(&r.attributes));
+                let service = service.as_deref().unwrap_or("unknown_service");
+                (n, Some(of_names(&[service], partitions)))
+            }
         };
         let mut scopes = Vec::with_capacity(scope_values.len());
         for sv in scope_values {
@@ -221,10 +223,8 @@ fn walk(
                     head.push(&sf, ITEMS);
                     continue;
                 }
-                let (trace_field, fallback) = match placement {
-                    Placement::Trace(n) => (n, None),
-                    Placement::TraceOrService(n) => (n, Some(by_service(&service))),
-                };
+                // The first trace id written places the item (a decoder keeps the last
+                // of a field written twice; no exporter writes it twice).
                 let mut p = None;
                 for item_field in fields(sf.value) {
                     let item_field = item_field?;
