@@ -95,6 +95,14 @@ const LOG_TRACE_ID: u32 = 9;
 /// An item's partition and its bytes as written (key, length and value).
 type Placed<'a> = (u32, &'a [u8]);
 
+/// A scope's items of one partition: `items[start..end]`, `bytes` long in all.
+struct Run {
+    partition: u32,
+    start: usize,
+    end: usize,
+    bytes: usize,
+}
+
 /// A scope as walked: its other fields (those numbered before its items and those
 /// after, so that a part is written in field order, as prost writes it), and its items
 /// each with its partition, grouped by partition (stable) with the byte count of each
@@ -102,15 +110,15 @@ type Placed<'a> = (u32, &'a [u8]);
 struct Scope<'a> {
     head: Head<'a>,
     items: Vec<Placed<'a>>,
-    runs: Vec<(u32, usize, usize, usize)>,
+    runs: Vec<Run>,
 }
 
 impl Scope<'_> {
     /// The items of partition `p` and their bytes.
     fn run(&self, p: u32) -> Option<(&[Placed<'_>], usize)> {
-        let i = self.runs.binary_search_by_key(&p, |r| r.0).ok()?;
-        let (_, start, end, bytes) = self.runs[i];
-        Some((&self.items[start..end], bytes))
+        let i = self.runs.binary_search_by_key(&p, |r| r.partition).ok()?;
+        let r = &self.runs[i];
+        Some((&self.items[r.start..r.end], r.bytes))
     }
 
     fn head_len(&self) -> usize {
@@ -239,14 +247,19 @@ fn walk(
                 continue;
             }
             items.sort_by_key(|(p, _)| *p);
-            let mut runs: Vec<(u32, usize, usize, usize)> = Vec::new();
+            let mut runs: Vec<Run> = Vec::new();
             for (i, (p, raw)) in items.iter().enumerate() {
                 match runs.last_mut() {
-                    Some(r) if r.0 == *p => {
-                        r.2 = i + 1;
-                        r.3 += raw.len();
+                    Some(r) if r.partition == *p => {
+                        r.end = i + 1;
+                        r.bytes += raw.len();
                     }
-                    _ => runs.push((*p, i, i + 1, raw.len())),
+                    _ => runs.push(Run {
+                        partition: *p,
+                        start: i,
+                        end: i + 1,
+                        bytes: raw.len(),
+                    }),
                 }
             }
             scopes.push(Scope { head, items, runs });
@@ -257,7 +270,7 @@ fn walk(
         let head_len = head.len();
         let mut lens: BTreeMap<u32, usize> = BTreeMap::new();
         for s in &scopes {
-            for &(p, ..) in &s.runs {
+            for p in s.runs.iter().map(|r| r.partition) {
                 *lens.entry(p).or_insert(head_len) += field_len(s.len_in(p));
             }
         }
